@@ -1,0 +1,235 @@
+//! The event store port. Adapters (SQLite, PostgreSQL; later KurrentDB)
+//! implement [`EventStore`] with identical behaviour, which the conformance
+//! suite in `tests/` checks against every one of them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use custodia_domain::{
+    ChainId, ChainIndex, CommandId, LogCursor, Metadata, NewEvent, Position, RecordedEvent,
+    StreamId, StreamVersion,
+};
+use tokio::sync::watch;
+
+/// The largest number of events one append may carry.
+pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
+
+/// What the writer believes the stream's version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version (no concurrency check).
+    Any,
+    /// Append only if the stream is exactly at this version
+    /// ([`StreamVersion::EMPTY`] for "the stream does not exist yet").
+    Exactly(StreamVersion),
+}
+
+/// A batch of events for one stream in one chain, all-or-nothing.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    chain: ChainId,
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    metadata: Metadata,
+}
+
+impl AppendRequest {
+    pub fn new(
+        chain: ChainId,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: Metadata,
+    ) -> Result<Self, AppendError> {
+        if events.is_empty() {
+            return Err(AppendError::Invalid("an append carries at least one event"));
+        }
+        if events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(AppendError::Invalid(
+                "an append carries at most 10000 events",
+            ));
+        }
+        let mut ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(AppendError::Invalid(
+                "event ids in one append must be distinct",
+            ));
+        }
+        Ok(Self {
+            chain,
+            stream,
+            expected,
+            events,
+            metadata,
+        })
+    }
+
+    pub fn chain(&self) -> ChainId {
+        self.chain
+    }
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+    pub fn expected(&self) -> ExpectedVersion {
+        self.expected
+    }
+    pub fn events(&self) -> &[NewEvent] {
+        &self.events
+    }
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+    pub fn command_id(&self) -> CommandId {
+        self.metadata.command_id
+    }
+
+    /// Checks the expected version against the stream's current one.
+    pub fn check_version(&self, current: StreamVersion) -> Result<(), AppendError> {
+        match self.expected {
+            ExpectedVersion::Exactly(expected) if expected != current => {
+                Err(AppendError::Conflict {
+                    stream: self.stream.clone(),
+                    expected,
+                    actual: current,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Where an append landed: the coordinates of its last event. A retried
+/// append (same command id) returns the same value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub stream_version: StreamVersion,
+    pub chain_index: ChainIndex,
+    pub position: Position,
+    /// Compare with a follower's cursor to know whether it has seen this append.
+    pub cursor: LogCursor,
+}
+
+/// An earlier append recorded under a command id, for idempotent retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedCommand {
+    pub stream: StreamId,
+    pub event_count: usize,
+    pub appended: Appended,
+}
+
+impl CommittedCommand {
+    /// The answer to a retry of `request`, whose command id this is.
+    pub fn replay(&self, request: &AppendRequest) -> Result<Appended, AppendError> {
+        if self.stream != *request.stream() || self.event_count != request.events().len() {
+            return Err(AppendError::CommandIdReused {
+                command_id: request.command_id(),
+            });
+        }
+        Ok(self.appended)
+    }
+}
+
+/// Why an append appended nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("version conflict on stream {stream}: expected version {expected}, found {actual}")]
+    Conflict {
+        stream: StreamId,
+        expected: StreamVersion,
+        actual: StreamVersion,
+    },
+    #[error("stream {stream} belongs to another chain")]
+    WrongChain { stream: StreamId },
+    #[error("command id {command_id} was already used for a different append")]
+    CommandIdReused { command_id: CommandId },
+    #[error("an event id in this append is already recorded")]
+    DuplicateEventId,
+    #[error("invalid append: {0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A storage failure. Messages name what failed, never personal data.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database: {0}")]
+    Unavailable(String),
+    #[error("the database is not usable: {0}")]
+    Corrupt(String),
+    #[error("database schema: {0}")]
+    Schema(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// How many events a chain holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainSummary {
+    pub chain: ChainId,
+    pub events: u64,
+}
+
+/// The event log: append with optimistic concurrency and idempotency, read
+/// by stream, by chain, or the whole log in commit-safe order.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends the batch at the end of its stream and its chain, or nothing.
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
+
+    /// Up to `limit` events of one stream with versions above `after`.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events after `after`, in commit-safe order: an event that
+    /// commits later never sorts before one already returned.
+    async fn read_all(
+        &self,
+        after: LogCursor,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events of one chain from chain index `from`, in chain order.
+    async fn read_chain(
+        &self,
+        chain: ChainId,
+        from: ChainIndex,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Every chain in the log with its number of events.
+    async fn chains(&self) -> Result<Vec<ChainSummary>, StoreError>;
+
+    /// A signal that fires when events may have been appended.
+    fn append_signal(&self) -> AppendSignal;
+}
+
+/// Wakes a follower when events may have been appended, so that it need not
+/// poll in a busy loop. Spurious wake-ups are allowed; missed ones are not,
+/// provided the follower calls [`AppendSignal::mark_seen`] before it reads.
+#[derive(Debug, Clone)]
+pub struct AppendSignal(watch::Receiver<u64>);
+
+impl AppendSignal {
+    pub fn new(receiver: watch::Receiver<u64>) -> Self {
+        Self(receiver)
+    }
+
+    /// Forgets earlier signals: call it before reading the log.
+    pub fn mark_seen(&mut self) {
+        self.0.borrow_and_update();
+    }
+
+    /// Returns when an append was signalled since [`AppendSignal::mark_seen`],
+    /// or after `timeout` (a safety net for appends made by other processes
+    /// that could not signal).
+    pub async fn wait(&mut self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.0.changed()).await;
+    }
+}

@@ -1,0 +1,14 @@
+//! Custodia's application layer: the ports that adapters implement and the
+//! services that use them. Orchestration only: no SQL, no HTTP.
+//!
+//! - [`event_store`]: the [`EventStore`] port, its requests and errors.
+//! - [`verify`]: recompute every hash chain and report the first broken link.
+
+pub mod event_store;
+pub mod verify;
+
+pub use event_store::{
+    AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, EventStore, ExpectedVersion,
+    StoreError,
+};
+pub use verify::{verify_log, VerifyReport};

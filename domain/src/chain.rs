@@ -1,0 +1,531 @@
+//! The hash chain: the canonical encoding of an event, its SHA-256, and the
+//! verifier that walks a chain and names the first broken link.
+//!
+//! The byte layout is specified in `docs/event-format.md`; the worked example
+//! there is checked by `worked_example_matches_the_document` below.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::event::{Metadata, NewEvent, RecordedEvent, Timestamp};
+use crate::ids::{ChainId, ChainIndex, EventId, Position, StreamId, StreamVersion};
+
+/// The tag that opens every canonical encoding. A new layout gets a new tag.
+pub const FORMAT_TAG: &[u8] = b"custodia.event.v1";
+
+/// A SHA-256 digest of an event's canonical encoding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventHash(pub [u8; 32]);
+
+/// The `prev_hash` of the first event of every chain: 32 zero bytes.
+pub const GENESIS_HASH: EventHash = EventHash([0; 32]);
+
+impl EventHash {
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for EventHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Display for EventHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Feeds every covered field, in order, each as a 4-byte big-endian length
+/// followed by its bytes. The one definition of the layout.
+fn encode(event: &RecordedEvent, put: &mut impl FnMut(&[u8])) {
+    let mut field = |bytes: &[u8]| {
+        let len = u32::try_from(bytes.len()).expect("fields are bounded far below 4 GiB");
+        put(&len.to_be_bytes());
+        put(bytes);
+    };
+    let meta = &event.metadata;
+    field(FORMAT_TAG);
+    field(event.chain.as_uuid().as_bytes());
+    field(&event.chain_index.0.to_be_bytes());
+    field(&event.prev_hash.0);
+    field(event.event_id.as_uuid().as_bytes());
+    field(event.stream.category.as_str().as_bytes());
+    field(event.stream.id.as_bytes());
+    field(&event.stream_version.0.to_be_bytes());
+    field(event.event_type.as_str().as_bytes());
+    field(&event.schema_version.get().to_be_bytes());
+    field(&event.recorded_at.0.to_be_bytes());
+    field(meta.actor.to_string().as_bytes());
+    field(meta.command_id.as_uuid().as_bytes());
+    field(meta.correlation_id.as_bytes());
+    field(
+        meta.causation_id
+            .as_ref()
+            .map_or(&[][..], |id| id.as_bytes()),
+    );
+    field(meta.origin.as_str().as_bytes());
+    field(event.payload.as_bytes());
+}
+
+/// The canonical bytes of an event: what its hash is computed over.
+pub fn canonical_bytes(event: &RecordedEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + event.payload.as_bytes().len());
+    encode(event, &mut |bytes| out.extend_from_slice(bytes));
+    out
+}
+
+/// SHA-256 of the canonical bytes, computed without building them.
+pub fn compute_hash(event: &RecordedEvent) -> EventHash {
+    let mut hasher = Sha256::new();
+    encode(event, &mut |bytes| hasher.update(bytes));
+    EventHash(hasher.finalize().into())
+}
+
+/// The end of a chain: where the next event goes and what it links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub next_index: ChainIndex,
+    pub last_hash: EventHash,
+}
+
+impl ChainHead {
+    /// The head of a chain with no events yet.
+    pub const GENESIS: ChainHead = ChainHead {
+        next_index: ChainIndex(0),
+        last_hash: GENESIS_HASH,
+    };
+
+    /// The head after `event`, which is trusted to be this chain's last.
+    pub fn after(event: &RecordedEvent) -> ChainHead {
+        ChainHead {
+            next_index: ChainIndex(event.chain_index.0 + 1),
+            last_hash: event.hash,
+        }
+    }
+}
+
+/// Links a batch of new events onto a chain: assigns chain indexes, stream
+/// versions, the recording time, and computes each hash over the previous.
+///
+/// The returned events carry `Position(0)` and transaction 0: those are
+/// storage coordinates, not covered by the hash, and the store fills them in.
+pub fn seal(
+    chain: ChainId,
+    head: ChainHead,
+    stream: &StreamId,
+    current_version: StreamVersion,
+    events: &[NewEvent],
+    metadata: &Metadata,
+    recorded_at: Timestamp,
+) -> Vec<RecordedEvent> {
+    let mut head = head;
+    let mut version = current_version;
+    events
+        .iter()
+        .map(|new| {
+            version = version.next();
+            let mut event = RecordedEvent {
+                position: Position(0),
+                transaction: 0,
+                event_id: new.event_id,
+                chain,
+                chain_index: head.next_index,
+                stream: stream.clone(),
+                stream_version: version,
+                event_type: new.event_type.clone(),
+                schema_version: new.schema_version,
+                payload: new.payload.clone(),
+                metadata: metadata.clone(),
+                recorded_at,
+                prev_hash: head.last_hash,
+                hash: GENESIS_HASH,
+            };
+            event.hash = compute_hash(&event);
+            head = ChainHead::after(&event);
+            event
+        })
+        .collect()
+}
+
+/// What is wrong at a broken link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakKind {
+    /// The event's bytes no longer hash to its stored hash: a payload,
+    /// metadata or other covered field was changed.
+    AlteredContent,
+    /// Chain indexes jump: this many events before this one are gone.
+    MissingPredecessor { missing: u64 },
+    /// The event's position is out of order with its neighbours in the
+    /// chain: events were moved or swapped.
+    Reordered,
+    /// The event hashes correctly but does not link to the previous event's
+    /// hash (or claims an index already taken): it was not appended through
+    /// the chain.
+    Forged,
+}
+
+impl fmt::Display for BreakKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BreakKind::AlteredContent => f.write_str(
+                "altered content: the stored hash does not match the event's canonical bytes",
+            ),
+            BreakKind::MissingPredecessor { missing } => write!(
+                f,
+                "missing predecessor: {missing} event(s) before this one are gone from the chain"
+            ),
+            BreakKind::Reordered => f.write_str(
+                "reordered: its position is out of order with its neighbours in the chain",
+            ),
+            BreakKind::Forged => f.write_str(
+                "forged: it hashes correctly but does not link to the previous event's hash",
+            ),
+        }
+    }
+}
+
+/// The first broken link of a chain, located exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    pub chain: ChainId,
+    pub position: Position,
+    pub chain_index: ChainIndex,
+    pub stream: StreamId,
+    pub stream_version: StreamVersion,
+    pub event_id: EventId,
+    pub kind: BreakKind,
+}
+
+impl ChainBreak {
+    fn at(event: &RecordedEvent, kind: BreakKind) -> Self {
+        Self {
+            chain: event.chain,
+            position: event.position,
+            chain_index: event.chain_index,
+            stream: event.stream.clone(),
+            stream_version: event.stream_version,
+            event_id: event.event_id,
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: broken at position {} (chain index {}, stream {}, version {}, event {}): {}",
+            self.chain,
+            self.position,
+            self.chain_index,
+            self.stream,
+            self.stream_version,
+            self.event_id,
+            self.kind
+        )
+    }
+}
+
+/// Walks one chain in chain-index order and stops at the first broken link.
+///
+/// It looks one event ahead, so it must be told when the chain ends
+/// ([`ChainVerifier::finish`]). Per event it checks, in this order: the chain
+/// index follows on (else [`BreakKind::MissingPredecessor`]); the position
+/// lies between its neighbours' (else [`BreakKind::Reordered`]); the hash
+/// matches the bytes (else [`BreakKind::AlteredContent`]); the previous hash
+/// is the previous event's hash (else [`BreakKind::Forged`]).
+#[derive(Debug)]
+pub struct ChainVerifier {
+    chain: ChainId,
+    head: ChainHead,
+    last_position: Option<Position>,
+    pending: Option<RecordedEvent>,
+    verified: u64,
+}
+
+impl ChainVerifier {
+    pub fn new(chain: ChainId) -> Self {
+        Self {
+            chain,
+            head: ChainHead::GENESIS,
+            last_position: None,
+            pending: None,
+            verified: 0,
+        }
+    }
+
+    /// Feeds the chain's next event (by chain index).
+    pub fn push(&mut self, event: RecordedEvent) -> Result<(), ChainBreak> {
+        if let Some(current) = self.pending.take() {
+            self.check(&current, Some(&event))?;
+        }
+        self.pending = Some(event);
+        Ok(())
+    }
+
+    /// Checks the last event and returns the number of events verified and
+    /// the chain's head.
+    pub fn finish(mut self) -> Result<(u64, ChainHead), ChainBreak> {
+        if let Some(last) = self.pending.take() {
+            self.check(&last, None)?;
+        }
+        Ok((self.verified, self.head))
+    }
+
+    fn check(
+        &mut self,
+        event: &RecordedEvent,
+        next: Option<&RecordedEvent>,
+    ) -> Result<(), ChainBreak> {
+        let broken = |kind| Err(ChainBreak::at(event, kind));
+        let expected = self.head.next_index.0;
+        if event.chain != self.chain || event.chain_index.0 < expected {
+            return broken(BreakKind::Forged);
+        }
+        if event.chain_index.0 > expected {
+            return broken(BreakKind::MissingPredecessor {
+                missing: event.chain_index.0 - expected,
+            });
+        }
+        let after_previous = self.last_position.is_none_or(|p| p < event.position);
+        let before_next = next.is_none_or(|n| event.position < n.position);
+        if !(after_previous && before_next) {
+            return broken(BreakKind::Reordered);
+        }
+        if compute_hash(event) != event.hash {
+            return broken(BreakKind::AlteredContent);
+        }
+        if event.prev_hash != self.head.last_hash {
+            return broken(BreakKind::Forged);
+        }
+        self.head = ChainHead::after(event);
+        self.last_position = Some(event.position);
+        self.verified += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::event::{Actor, EventType, Origin, Payload, SchemaVersion};
+    use crate::ids::{CommandId, StreamCategory, TenantId};
+
+    /// The event of the worked example in docs/event-format.md.
+    fn worked_example() -> RecordedEvent {
+        let uuid = |s: &str| Uuid::parse_str(s).unwrap();
+        let metadata = Metadata {
+            actor: Actor::User(uuid("0192a3b4-c5d6-7e8f-9a0b-1c2d3e4f5a6b")),
+            command_id: CommandId::from_uuid(uuid("0192a3b4-c5d6-7e8f-9a0b-000000000003")).unwrap(),
+            correlation_id: uuid("0192a3b4-c5d6-7e8f-9a0b-000000000004"),
+            causation_id: None,
+            origin: Origin::parse("cli").unwrap(),
+        };
+        let new = NewEvent {
+            event_id: EventId::from_uuid(uuid("0192a3b4-c5d6-7e8f-9a0b-000000000002")).unwrap(),
+            event_type: EventType::parse("TenantCreated").unwrap(),
+            schema_version: SchemaVersion::new(1).unwrap(),
+            payload: Payload::json(br#"{"name":"Acme"}"#.to_vec()).unwrap(),
+        };
+        let tenant = TenantId::from_uuid(uuid("0192a3b4-c5d6-7e8f-9a0b-000000000001")).unwrap();
+        let stream = StreamId::new(StreamCategory::parse("tenant").unwrap(), tenant.as_uuid());
+        seal(
+            ChainId::Tenant(tenant),
+            ChainHead::GENESIS,
+            &stream,
+            StreamVersion::EMPTY,
+            &[new],
+            &metadata,
+            Timestamp(1_767_225_600_000_000), // 2026-01-01T00:00:00Z
+        )
+        .remove(0)
+    }
+
+    /// The text between `<!-- name -->` and `<!-- /name -->` in the document,
+    /// with whitespace removed.
+    fn doc_block(doc: &str, name: &str) -> String {
+        let open = format!("<!-- {name} -->");
+        let close = format!("<!-- /{name} -->");
+        let start = doc.find(&open).expect("block opens") + open.len();
+        let end = doc[start..].find(&close).expect("block closes") + start;
+        doc[start..end]
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("```"))
+            .flat_map(|l| l.split_whitespace())
+            .collect()
+    }
+
+    #[test]
+    fn worked_example_matches_the_document() {
+        let doc = include_str!("../../docs/event-format.md");
+        let event = worked_example();
+        assert_eq!(
+            hex::encode(canonical_bytes(&event)),
+            doc_block(doc, "example-bytes")
+        );
+        assert_eq!(event.hash.to_hex(), doc_block(doc, "example-hash"));
+        // And the hash is the SHA-256 of those bytes, independently.
+        let direct: [u8; 32] = Sha256::digest(canonical_bytes(&event)).into();
+        assert_eq!(EventHash(direct), event.hash);
+    }
+
+    fn sample_chain(len: usize) -> Vec<RecordedEvent> {
+        let tenant = TenantId::generate();
+        let stream = StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7());
+        let metadata = Metadata {
+            actor: Actor::System,
+            command_id: CommandId::generate(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: Some(Uuid::now_v7()),
+            origin: Origin::parse("test").unwrap(),
+        };
+        let events: Vec<NewEvent> = (0..len)
+            .map(|i| NewEvent {
+                event_id: EventId::generate(),
+                event_type: EventType::parse("Touched").unwrap(),
+                schema_version: SchemaVersion::new(1).unwrap(),
+                payload: Payload::json(format!("{{\"i\":{i}}}").into_bytes()).unwrap(),
+            })
+            .collect();
+        let mut sealed = seal(
+            ChainId::Tenant(tenant),
+            ChainHead::GENESIS,
+            &stream,
+            StreamVersion::EMPTY,
+            &events,
+            &metadata,
+            Timestamp::now(),
+        );
+        for (i, event) in sealed.iter_mut().enumerate() {
+            event.position = Position(10 * (i as u64 + 1));
+        }
+        sealed
+    }
+
+    fn verify(events: Vec<RecordedEvent>) -> Result<(u64, ChainHead), ChainBreak> {
+        let mut verifier = ChainVerifier::new(events[0].chain);
+        for event in events {
+            verifier.push(event)?;
+        }
+        verifier.finish()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_and_reports_its_head() {
+        let chain = sample_chain(5);
+        let last_hash = chain[4].hash;
+        let (count, head) = verify(chain).unwrap();
+        assert_eq!(count, 5);
+        assert_eq!(
+            head,
+            ChainHead {
+                next_index: ChainIndex(5),
+                last_hash
+            }
+        );
+    }
+
+    #[test]
+    fn first_event_links_to_genesis() {
+        let chain = sample_chain(2);
+        assert_eq!(chain[0].prev_hash, GENESIS_HASH);
+        assert_eq!(chain[1].prev_hash, chain[0].hash);
+        assert_eq!(chain[1].stream_version, StreamVersion(2));
+    }
+
+    #[test]
+    fn changed_payload_byte_is_altered_content() {
+        let mut chain = sample_chain(5);
+        let mut bytes = chain[2].payload.as_bytes().to_vec();
+        bytes[1] ^= 1;
+        chain[2].payload = Payload::from_stored(bytes);
+        let broken = verify(chain).unwrap_err();
+        assert_eq!(
+            (broken.kind, broken.position),
+            (BreakKind::AlteredContent, Position(30))
+        );
+    }
+
+    #[test]
+    fn changed_metadata_is_altered_content() {
+        let mut chain = sample_chain(5);
+        chain[3].metadata.origin = Origin::parse("tesT").unwrap();
+        let broken = verify(chain).unwrap_err();
+        assert_eq!(
+            (broken.kind, broken.position),
+            (BreakKind::AlteredContent, Position(40))
+        );
+    }
+
+    #[test]
+    fn deleted_event_is_a_missing_predecessor() {
+        let mut chain = sample_chain(5);
+        chain.remove(2);
+        let broken = verify(chain).unwrap_err();
+        assert_eq!(broken.kind, BreakKind::MissingPredecessor { missing: 1 });
+        assert_eq!(broken.position, Position(40));
+    }
+
+    #[test]
+    fn swapped_positions_are_reordered_at_the_first_of_the_two() {
+        let mut chain = sample_chain(5);
+        let (a, b) = (chain[1].position, chain[2].position);
+        chain[1].position = b;
+        chain[2].position = a;
+        let broken = verify(chain).unwrap_err();
+        assert_eq!(
+            (broken.kind, broken.position),
+            (BreakKind::Reordered, Position(30))
+        );
+        assert_eq!(broken.chain_index, ChainIndex(1));
+    }
+
+    #[test]
+    fn recomputed_hash_without_valid_predecessor_is_forged() {
+        let mut chain = sample_chain(5);
+        let mut forged = chain[4].clone();
+        forged.chain_index = ChainIndex(5);
+        forged.position = Position(60);
+        forged.event_id = EventId::generate();
+        forged.prev_hash = EventHash([7; 32]);
+        forged.hash = compute_hash(&forged);
+        chain.push(forged);
+        let broken = verify(chain).unwrap_err();
+        assert_eq!(
+            (broken.kind, broken.position),
+            (BreakKind::Forged, Position(60))
+        );
+    }
+
+    #[test]
+    fn duplicate_chain_index_is_forged() {
+        let mut chain = sample_chain(3);
+        let mut twin = chain[1].clone();
+        twin.position = Position(25);
+        chain.insert(2, twin);
+        let broken = verify(chain).unwrap_err();
+        assert_eq!(
+            (broken.kind, broken.position),
+            (BreakKind::Forged, Position(25))
+        );
+    }
+
+    #[test]
+    fn storage_coordinates_are_not_covered_by_the_hash() {
+        let mut event = sample_chain(1).remove(0);
+        let hash = compute_hash(&event);
+        event.position = Position(999);
+        event.transaction = 12345;
+        assert_eq!(compute_hash(&event), hash);
+    }
+}

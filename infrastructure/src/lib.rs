@@ -1,0 +1,13 @@
+//! Custodia's adapters: the event store on SQLite (embedded default) and on
+//! PostgreSQL (production), their migrations, and how a database URL picks
+//! one. The only crate that knows SQL.
+
+pub mod database;
+pub mod migrations;
+pub mod postgres;
+pub mod sqlite;
+mod stored;
+
+pub use database::{open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
+pub use postgres::PostgresEventStore;
+pub use sqlite::SqliteEventStore;

@@ -1,0 +1,392 @@
+//! The event store on PostgreSQL.
+//!
+//! Appends to one chain are serialised by a transaction-scoped advisory lock
+//! taken before anything else, so a chain's events get increasing positions
+//! and transaction ids in chain order. Appends to different chains run in
+//! parallel. Followers read below the oldest running transaction id, so an
+//! event that commits late can never sort before one already read
+//! (docs/adr/0002-gap-safe-reads.md).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use custodia_application::{
+    AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, EventStore, StoreError,
+};
+use custodia_domain::chain::seal;
+use custodia_domain::{
+    ChainId, ChainIndex, LogCursor, Position, RecordedEvent, StreamId, StreamVersion, Timestamp,
+};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::Row;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::migrations;
+use crate::stored::{
+    chain_head, committed_command, decode_event, store_error, to_i64, EVENT_COLUMNS,
+};
+
+/// The LISTEN/NOTIFY channel on which appends are announced.
+const CHANNEL: &str = "custodia_events";
+
+/// After the advisory lock: the idempotency record (columns 0-6, all NULL if
+/// none), the stream's owner chain and version (7-8), the chain head (9-10).
+const LOOKUP: &str = "
+SELECT c.stream_category, c.stream_id, c.event_count, c.last_version, c.last_chain_index,
+       c.last_position, c.transaction_id,
+       s.chain_id, s.stream_version, h.chain_index, h.hash
+FROM (SELECT 1) AS one
+LEFT JOIN commands c ON c.command_id = $4
+LEFT JOIN LATERAL (
+    SELECT chain_id, stream_version FROM events
+    WHERE stream_category = $1 AND stream_id = $2
+    ORDER BY stream_version DESC LIMIT 1) s ON true
+LEFT JOIN LATERAL (
+    SELECT chain_index, hash FROM events
+    WHERE chain_id = $3 ORDER BY chain_index DESC LIMIT 1) h ON true";
+
+/// One statement for the whole batch and its idempotency record. Rows are
+/// inserted in chain order, so identity positions increase along the chain.
+const INSERT: &str = "
+WITH inserted AS (
+    INSERT INTO events (event_id, chain_id, chain_index, stream_category, stream_id,
+        stream_version, event_type, schema_version, payload, actor, command_id, correlation_id,
+        causation_id, origin, recorded_at, prev_hash, hash)
+    SELECT e.event_id, $1, e.chain_index, $2, $3, e.stream_version, e.event_type,
+           e.schema_version, e.payload, $4, $5, $6, $7, $8, $9, e.prev_hash, e.hash
+    FROM UNNEST($10::uuid[], $11::bigint[], $12::bigint[], $13::text[], $14::int[],
+                $15::bytea[], $16::bytea[], $17::bytea[])
+         AS e(event_id, chain_index, stream_version, event_type, schema_version, payload,
+              prev_hash, hash)
+    ORDER BY e.chain_index
+    RETURNING position, transaction_id
+), recorded AS (
+    INSERT INTO commands (command_id, chain_id, stream_category, stream_id, event_count,
+        last_position, last_version, last_chain_index, transaction_id)
+    SELECT $5, $1, $2, $3, count(*), max(position), $18, $19, max(transaction_id) FROM inserted
+)
+SELECT max(position), max(transaction_id) FROM inserted";
+
+/// One try at an append.
+enum Attempt {
+    Appended(Appended),
+    /// A concurrent append in another chain took a unique key first.
+    Raced,
+}
+
+#[derive(Debug)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+    /// Wakes this process's followers after its own appends and on NOTIFY.
+    appended: watch::Sender<u64>,
+    /// Asks the notifier task to NOTIFY other processes (coalesced).
+    notify: watch::Sender<u64>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for PostgresEventStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresEventStore {
+    /// Connects with a pool of at most `max_connections` (plus one for
+    /// LISTEN). Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1) + 1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(store_error)?;
+        let appended = watch::channel(0).0;
+        let (notify, requests) = watch::channel(0);
+        tokio::spawn(notify_other_processes(pool.clone(), requests));
+        let listener = tokio::spawn(listen_for_appends(pool.clone(), appended.clone()));
+        Ok(Self {
+            pool,
+            appended,
+            notify,
+            listener,
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        migrations::migrate_postgres(&self.pool).await
+    }
+
+    pub async fn require_current_schema(&self) -> Result<(), StoreError> {
+        migrations::require_current(migrations::postgres_status(&self.pool).await?)
+    }
+
+    async fn try_append(&self, request: &AppendRequest) -> Result<Attempt, AppendError> {
+        let chain = request.chain();
+        let stream = request.stream();
+        let meta = request.metadata();
+        // BEGIN and the chain lock in one round trip. The lock comes before
+        // any write, so this transaction's id is assigned after it holds the
+        // lock: transaction ids follow chain order.
+        let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key(chain));
+        let mut tx = self.pool.begin_with(begin).await.map_err(store_error)?;
+        let row = sqlx::query(LOOKUP)
+            .bind(stream.category.as_str())
+            .bind(stream.id)
+            .bind(chain.as_uuid())
+            .bind(meta.command_id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if row
+            .try_get::<Option<String>, _>(0)
+            .map_err(store_error)?
+            .is_some()
+        {
+            return committed_command(&row)?
+                .replay(request)
+                .map(Attempt::Appended);
+        }
+        let owner: Option<Uuid> = row.try_get(7).map_err(store_error)?;
+        if owner.is_some_and(|owner| owner != chain.as_uuid()) {
+            return Err(AppendError::WrongChain {
+                stream: stream.clone(),
+            });
+        }
+        let version: Option<i64> = row.try_get(8).map_err(store_error)?;
+        let version = StreamVersion(version.unwrap_or(0) as u64);
+        request.check_version(version)?;
+        let head = match row.try_get::<Option<i64>, _>(9).map_err(store_error)? {
+            Some(index) => Some((index, row.try_get::<Vec<u8>, _>(10).map_err(store_error)?)),
+            None => None,
+        };
+        let sealed = seal(
+            chain,
+            chain_head(head)?,
+            stream,
+            version,
+            request.events(),
+            meta,
+            Timestamp::now(),
+        );
+        let last = sealed.last().expect("an append carries at least one event");
+        let column = |f: fn(&RecordedEvent) -> Vec<u8>| sealed.iter().map(f).collect::<Vec<_>>();
+        let inserted: Result<(i64, i64), _> = sqlx::query_as(INSERT)
+            .bind(chain.as_uuid())
+            .bind(stream.category.as_str())
+            .bind(stream.id)
+            .bind(meta.actor.to_string())
+            .bind(meta.command_id.as_uuid())
+            .bind(meta.correlation_id)
+            .bind(meta.causation_id)
+            .bind(meta.origin.as_str())
+            .bind(last.recorded_at.0)
+            .bind(
+                sealed
+                    .iter()
+                    .map(|e| e.event_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sealed
+                    .iter()
+                    .map(|e| to_i64(e.chain_index.0))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sealed
+                    .iter()
+                    .map(|e| to_i64(e.stream_version.0))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sealed
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                sealed
+                    .iter()
+                    .map(|e| e.schema_version.get() as i32)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|e| e.payload.as_bytes().to_vec()))
+            .bind(column(|e| e.prev_hash.0.to_vec()))
+            .bind(column(|e| e.hash.0.to_vec()))
+            .bind(to_i64(last.stream_version.0))
+            .bind(to_i64(last.chain_index.0))
+            .fetch_one(&mut *tx)
+            .await;
+        let (position, transaction) = match inserted {
+            Ok(row) => row,
+            Err(e) if Self::is_cross_chain_race(&e) => return Ok(Attempt::Raced),
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_event_id_key") => {
+                return Err(AppendError::DuplicateEventId)
+            }
+            Err(e) => return Err(store_error(e).into()),
+        };
+        tx.commit().await.map_err(store_error)?;
+        Ok(Attempt::Appended(Appended {
+            stream_version: last.stream_version,
+            chain_index: last.chain_index,
+            position: Position(position as u64),
+            cursor: LogCursor {
+                transaction: transaction as u64,
+                position: position as u64,
+            },
+        }))
+    }
+
+    /// A unique violation on these keys means a concurrent append in another
+    /// chain won a race that this chain's lock cannot see: the same command
+    /// id, or the same new stream. Looking again resolves it.
+    fn is_cross_chain_race(error: &sqlx::Error) -> bool {
+        matches!(error, sqlx::Error::Database(db)
+            if matches!(db.constraint(), Some("commands_pkey" | "events_stream_version_key")))
+    }
+
+    async fn fetch_events(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = query.fetch_all(&self.pool).await.map_err(store_error)?;
+        rows.iter().map(decode_event).collect()
+    }
+}
+
+/// The advisory-lock key of a chain: the chain id's two halves folded. Two
+/// chains that share a key only serialise each other; nothing else is shared.
+fn lock_key(chain: ChainId) -> i64 {
+    let (high, low) = chain.as_uuid().as_u64_pair();
+    (high ^ low) as i64
+}
+
+async fn notify_other_processes(pool: PgPool, mut requests: watch::Receiver<u64>) {
+    while requests.changed().await.is_ok() {
+        // Best effort: a missed NOTIFY costs a follower at most its idle wait.
+        let _ = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await;
+    }
+}
+
+async fn listen_for_appends(pool: PgPool, appended: watch::Sender<u64>) {
+    loop {
+        if let Ok(mut listener) = PgListener::connect_with(&pool).await {
+            if listener.listen(CHANNEL).await.is_ok() {
+                // Anything may have been appended while we were not listening.
+                appended.send_modify(|n| *n += 1);
+                while listener.recv().await.is_ok() {
+                    appended.send_modify(|n| *n += 1);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let appended = match self.try_append(&request).await? {
+            Attempt::Appended(appended) => appended,
+            // Lost a cross-chain race on a unique key: look again, once.
+            Attempt::Raced => match self.try_append(&request).await? {
+                Attempt::Appended(appended) => appended,
+                Attempt::Raced => {
+                    return Err(StoreError::Database(
+                        "a concurrent append raced this one twice".to_owned(),
+                    )
+                    .into())
+                }
+            },
+        };
+        self.appended.send_modify(|n| *n += 1);
+        self.notify.send_modify(|n| *n += 1);
+        Ok(appended)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_category = $1 AND stream_id = $2 \
+             AND stream_version > $3 ORDER BY stream_version LIMIT $4"
+        );
+        self.fetch_events(
+            sqlx::query(&sql)
+                .bind(stream.category.as_str())
+                .bind(stream.id)
+                .bind(to_i64(after.0))
+                .bind(limit as i64),
+        )
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        after: LogCursor,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // Only transactions below the snapshot's xmin are finished; nothing
+        // can commit later with a smaller transaction id.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE (transaction_id, position) > ($1, $2) \
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+             ORDER BY transaction_id, position LIMIT $3"
+        );
+        self.fetch_events(
+            sqlx::query(&sql)
+                .bind(to_i64(after.transaction))
+                .bind(to_i64(after.position))
+                .bind(limit as i64),
+        )
+        .await
+    }
+
+    async fn read_chain(
+        &self,
+        chain: ChainId,
+        from: ChainIndex,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE chain_id = $1 AND chain_index >= $2 \
+             ORDER BY chain_index LIMIT $3"
+        );
+        self.fetch_events(
+            sqlx::query(&sql)
+                .bind(chain.as_uuid())
+                .bind(to_i64(from.0))
+                .bind(limit as i64),
+        )
+        .await
+    }
+
+    async fn chains(&self) -> Result<Vec<ChainSummary>, StoreError> {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "SELECT chain_id, count(*) FROM events GROUP BY chain_id ORDER BY chain_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(chain, events)| ChainSummary {
+                chain: ChainId::from_uuid(chain),
+                events: events as u64,
+            })
+            .collect())
+    }
+
+    fn append_signal(&self) -> AppendSignal {
+        AppendSignal::new(self.appended.subscribe())
+    }
+}

@@ -1,0 +1,175 @@
+//! What both adapters share: the stored column list, decoding a row into a
+//! [`RecordedEvent`], and mapping sqlx errors to the port's errors.
+
+use custodia_application::event_store::CommittedCommand;
+use custodia_application::{Appended, StoreError};
+use custodia_domain::{
+    Actor, ChainHead, ChainId, ChainIndex, CommandId, EventHash, EventId, EventType, LogCursor,
+    Metadata, Origin, Payload, Position, RecordedEvent, SchemaVersion, StreamCategory, StreamId,
+    StreamVersion, Timestamp,
+};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use uuid::Uuid;
+
+/// Every stored column of `events`, in the order [`decode_event`] reads them.
+pub(crate) const EVENT_COLUMNS: &str = "position, transaction_id, event_id, chain_id, \
+    chain_index, stream_category, stream_id, stream_version, event_type, schema_version, \
+    payload, actor, command_id, correlation_id, causation_id, origin, recorded_at, \
+    prev_hash, hash";
+
+/// Reads one `events` row selected with [`EVENT_COLUMNS`]. A value that no
+/// longer parses is reported as corruption at that position; nothing panics.
+pub(crate) fn decode_event<'r, R>(row: &'r R) -> Result<RecordedEvent, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i32: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    Uuid: Decode<'r, R::Database> + Type<R::Database>,
+    Option<Uuid>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let position: i64 = row.try_get(0).map_err(decode_error)?;
+    let bad = |field: &str| {
+        StoreError::Corrupt(format!(
+            "event at position {position} has an unreadable {field}"
+        ))
+    };
+    let get_u64 = |i: usize, field: &str| -> Result<u64, StoreError> {
+        let value: i64 = row.try_get(i).map_err(|_| bad(field))?;
+        u64::try_from(value).map_err(|_| bad(field))
+    };
+    let get_uuid = |i: usize, field: &str| row.try_get::<Uuid, _>(i).map_err(|_| bad(field));
+    let get_text = |i: usize, field: &str| row.try_get::<String, _>(i).map_err(|_| bad(field));
+    let get_bytes = |i: usize, field: &str| row.try_get::<Vec<u8>, _>(i).map_err(|_| bad(field));
+    let get_hash = |i: usize, field: &str| {
+        EventHash::from_slice(&get_bytes(i, field)?).ok_or_else(|| bad(field))
+    };
+
+    Ok(RecordedEvent {
+        position: Position(u64::try_from(position).map_err(|_| bad("position"))?),
+        transaction: get_u64(1, "transaction id")?,
+        event_id: EventId::from_uuid(get_uuid(2, "event id")?).map_err(|_| bad("event id"))?,
+        chain: ChainId::from_uuid(get_uuid(3, "chain id")?),
+        chain_index: ChainIndex(get_u64(4, "chain index")?),
+        stream: StreamId::new(
+            StreamCategory::parse(get_text(5, "stream category")?)
+                .map_err(|_| bad("stream category"))?,
+            get_uuid(6, "stream id")?,
+        ),
+        stream_version: StreamVersion(get_u64(7, "stream version")?),
+        event_type: EventType::parse(get_text(8, "event type")?).map_err(|_| bad("event type"))?,
+        schema_version: row
+            .try_get::<i32, _>(9)
+            .ok()
+            .and_then(|v| u32::try_from(v).ok())
+            .and_then(|v| SchemaVersion::new(v).ok())
+            .ok_or_else(|| bad("schema version"))?,
+        payload: Payload::from_stored(get_bytes(10, "payload")?),
+        metadata: Metadata {
+            actor: get_text(11, "actor")?
+                .parse::<Actor>()
+                .map_err(|_| bad("actor"))?,
+            command_id: CommandId::from_uuid(get_uuid(12, "command id")?)
+                .map_err(|_| bad("command id"))?,
+            correlation_id: get_uuid(13, "correlation id")?,
+            causation_id: row
+                .try_get::<Option<Uuid>, _>(14)
+                .map_err(|_| bad("causation id"))?,
+            origin: Origin::parse(get_text(15, "origin")?).map_err(|_| bad("origin"))?,
+        },
+        recorded_at: Timestamp(
+            row.try_get::<i64, _>(16)
+                .map_err(|_| bad("recorded-at time"))?,
+        ),
+        prev_hash: get_hash(17, "previous hash")?,
+        hash: get_hash(18, "hash")?,
+    })
+}
+
+fn decode_error(error: sqlx::Error) -> StoreError {
+    StoreError::Corrupt(format!("unreadable event row: {error}"))
+}
+
+/// Maps a sqlx error to the port's error. Database messages name constraints
+/// and objects, not values, so they are safe to pass on.
+pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite: 11 = SQLITE_CORRUPT, 26 = SQLITE_NOTADB.
+            if matches!(code.as_ref(), "11" | "26") {
+                StoreError::Corrupt(db.message().to_owned())
+            } else if code.starts_with("08") || code.starts_with("28") || code == "3D000" {
+                // Connection failures, bad credentials, unknown database.
+                StoreError::Unavailable(db.message().to_owned())
+            } else if code == "42P01" || db.message().contains("no such table") {
+                StoreError::Schema(
+                    "the Custodia tables are missing; run `custodia migrate`".to_owned(),
+                )
+            } else {
+                StoreError::Database(db.message().to_owned())
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Configuration(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => StoreError::Unavailable(error.to_string()),
+        _ => StoreError::Database(error.to_string()),
+    }
+}
+
+/// Converts a count or coordinate for binding; every one fits in i64.
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The head of a chain from its last event's index and hash.
+pub(crate) fn chain_head(last: Option<(i64, Vec<u8>)>) -> Result<ChainHead, StoreError> {
+    match last {
+        None => Ok(ChainHead::GENESIS),
+        Some((index, hash)) => Ok(ChainHead {
+            next_index: ChainIndex(index as u64 + 1),
+            last_hash: EventHash::from_slice(&hash).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "chain head at index {index} has an unreadable hash"
+                ))
+            })?,
+        }),
+    }
+}
+
+/// Reads a `commands` row (columns in the order of the idempotency query).
+pub(crate) fn committed_command<'r, R>(row: &'r R) -> Result<CommittedCommand, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Uuid: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let bad = || StoreError::Corrupt("unreadable idempotency record".to_owned());
+    let int = |i: usize| -> Result<u64, StoreError> {
+        let v: i64 = row.try_get(i).map_err(|_| bad())?;
+        u64::try_from(v).map_err(|_| bad())
+    };
+    let category: String = row.try_get(0).map_err(|_| bad())?;
+    Ok(CommittedCommand {
+        stream: StreamId::new(
+            StreamCategory::parse(category).map_err(|_| bad())?,
+            row.try_get(1).map_err(|_| bad())?,
+        ),
+        event_count: int(2)? as usize,
+        appended: Appended {
+            stream_version: StreamVersion(int(3)?),
+            chain_index: ChainIndex(int(4)?),
+            position: Position(int(5)?),
+            cursor: LogCursor {
+                transaction: int(6)?,
+                position: int(5)?,
+            },
+        },
+    })
+}

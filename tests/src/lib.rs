@@ -1,0 +1,147 @@
+//! Fixtures shared by Custodia's integration tests: a database of the test's
+//! own on each backend.
+//!
+//! PostgreSQL tests create a fresh database on the server named by
+//! `CUSTODIA_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! and drop it afterwards, even when the test panics. When no server answers,
+//! the test says so on the terminal and returns; under `CI=true` it fails.
+
+use std::io::Write;
+use std::sync::Once;
+
+use sqlx::{Connection, PgConnection};
+use tempfile::TempDir;
+
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    url: String,
+    _dir: Option<TempDir>,
+    postgres: Option<PostgresDatabase>,
+}
+
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// A fresh SQLite file in a temporary directory.
+    pub fn sqlite() -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("custodia.db").display());
+        TestDatabase {
+            url,
+            _dir: Some(dir),
+            postgres: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` (with a notice) when no server
+    /// is reachable outside CI.
+    pub async fn postgres() -> Option<TestDatabase> {
+        let admin_url = std::env::var("CUSTODIA_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        let mut admin = match PgConnection::connect(&admin_url).await {
+            Ok(conn) => conn,
+            Err(error) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("CI=true and PostgreSQL is not reachable at {admin_url}: {error}");
+                }
+                announce_skip(&admin_url);
+                return None;
+            }
+        };
+        let name = format!("custodia_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("CUSTODIA_TEST_POSTGRES_URL must end with /<database>"),
+        };
+        Some(TestDatabase {
+            url,
+            _dir: None,
+            postgres: Some(PostgresDatabase { admin_url, name }),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(pg) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&pg.admin_url).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name))
+                    .execute(&mut admin)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop a test database");
+        }
+    }
+}
+
+/// Writes straight to the terminal (the test harness captures `eprintln!`),
+/// once per test binary.
+fn announce_skip(admin_url: &str) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** PostgreSQL tests SKIPPED: no server at {admin_url}. \
+             Start one or set CUSTODIA_TEST_POSTGRES_URL; under CI=true this is a failure. ***\n"
+        );
+    });
+}
+
+/// Runs each listed async test function once per backend:
+/// `backends!(appends_and_reads, conflicts_are_typed);` makes
+/// `sqlite::appends_and_reads` and `postgres::appends_and_reads`, and so on.
+/// Each function takes a `TestDatabase`.
+#[macro_export]
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::TestDatabase::sqlite()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(db) = $crate::TestDatabase::postgres().await {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+    };
+}

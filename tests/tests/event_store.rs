@@ -1,0 +1,453 @@
+//! The event store conformance suite: every test runs on SQLite and on
+//! PostgreSQL, and both must behave identically.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use custodia_application::{verify_log, AppendError, AppendRequest, EventStore, ExpectedVersion};
+use custodia_domain::{
+    Actor, ChainId, ChainIndex, CommandId, EventId, EventType, LogCursor, Metadata, NewEvent,
+    Origin, Payload, SchemaVersion, StreamCategory, StreamId, StreamVersion, TenantId,
+    GENESIS_HASH,
+};
+use custodia_infrastructure::{open_event_store, OpenMode};
+use custodia_projections::Follower;
+use custodia_tests::{backends, TestDatabase};
+use uuid::Uuid;
+
+backends!(
+    appends_and_reads_back_every_field,
+    stale_expected_version_is_a_typed_conflict_that_consumes_nothing,
+    retried_command_returns_the_original_result_and_appends_nothing,
+    reused_command_id_for_another_append_is_refused,
+    a_stream_stays_in_its_chain,
+    duplicate_event_id_appends_nothing,
+    platform_chain_is_a_chain_of_its_own,
+    read_all_pages_through_every_chain_in_commit_order,
+    concurrent_appenders_on_one_stream_never_share_a_version,
+    follower_sees_every_committed_event_once_in_chain_order,
+);
+
+async fn open(db: &TestDatabase) -> Arc<dyn EventStore> {
+    open_event_store(db.url(), OpenMode::Migrate, 40)
+        .await
+        .expect("open the event store")
+}
+
+fn tenant_chain() -> ChainId {
+    ChainId::Tenant(TenantId::generate())
+}
+
+fn user_stream() -> StreamId {
+    StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7())
+}
+
+fn metadata() -> Metadata {
+    Metadata {
+        actor: Actor::User(Uuid::now_v7()),
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        causation_id: Some(Uuid::now_v7()),
+        origin: Origin::parse("conformance").unwrap(),
+    }
+}
+
+fn events(count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|i| NewEvent {
+            event_id: EventId::generate(),
+            event_type: EventType::parse("ProfileChanged").unwrap(),
+            schema_version: SchemaVersion::new(2).unwrap(),
+            payload: Payload::json(format!(r#"{{"n":{i},"email":{{"ct":"AAEC"}}}}"#).into_bytes())
+                .unwrap(),
+        })
+        .collect()
+}
+
+fn append(
+    chain: ChainId,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    count: usize,
+) -> AppendRequest {
+    AppendRequest::new(chain, stream.clone(), expected, events(count), metadata()).unwrap()
+}
+
+async fn log_length(store: &dyn EventStore) -> usize {
+    store
+        .read_all(LogCursor::START, 100_000)
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn appends_and_reads_back_every_field(db: TestDatabase) {
+    let store = open(&db).await;
+    let (chain, stream) = (tenant_chain(), user_stream());
+    let request = append(
+        chain,
+        &stream,
+        ExpectedVersion::Exactly(StreamVersion::EMPTY),
+        3,
+    );
+    let sent = request.events().to_vec();
+    let meta = request.metadata().clone();
+    let appended = store.append(request).await.unwrap();
+    assert_eq!(appended.stream_version, StreamVersion(3));
+    assert_eq!(appended.chain_index, ChainIndex(2));
+
+    let read = store
+        .read_stream(&stream, StreamVersion::EMPTY, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 3);
+    for (i, (event, new)) in read.iter().zip(&sent).enumerate() {
+        assert_eq!(event.event_id, new.event_id);
+        assert_eq!(event.event_type, new.event_type);
+        assert_eq!(event.schema_version, new.schema_version);
+        assert_eq!(event.payload, new.payload, "payload bytes are kept exactly");
+        assert_eq!(event.metadata, meta);
+        assert_eq!(event.chain, chain);
+        assert_eq!(event.stream, stream);
+        assert_eq!(event.stream_version, StreamVersion(i as u64 + 1));
+        assert_eq!(event.chain_index, ChainIndex(i as u64));
+        assert_eq!(event.hash, custodia_domain::chain::compute_hash(event));
+    }
+    assert_eq!(read[0].prev_hash, GENESIS_HASH);
+    assert_eq!(read[1].prev_hash, read[0].hash);
+    assert!(read[0].position < read[1].position && read[1].position < read[2].position);
+    assert_eq!(read[2].position, appended.position);
+    assert_eq!(read[2].cursor(), appended.cursor);
+
+    let tail = store
+        .read_stream(&stream, StreamVersion(2), 10)
+        .await
+        .unwrap();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0].stream_version, StreamVersion(3));
+}
+
+async fn stale_expected_version_is_a_typed_conflict_that_consumes_nothing(db: TestDatabase) {
+    let store = open(&db).await;
+    let (chain, stream) = (tenant_chain(), user_stream());
+    let first = store
+        .append(append(
+            chain,
+            &stream,
+            ExpectedVersion::Exactly(StreamVersion::EMPTY),
+            1,
+        ))
+        .await
+        .unwrap();
+    let stale = store
+        .append(append(
+            chain,
+            &stream,
+            ExpectedVersion::Exactly(StreamVersion::EMPTY),
+            2,
+        ))
+        .await;
+    match stale {
+        Err(AppendError::Conflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!((expected, actual), (StreamVersion(0), StreamVersion(1)));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        log_length(&*store).await,
+        1,
+        "the conflict appended nothing"
+    );
+    let next = store
+        .append(append(
+            chain,
+            &stream,
+            ExpectedVersion::Exactly(StreamVersion(1)),
+            1,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.position.0,
+        first.position.0 + 1,
+        "the conflict did not consume a global position"
+    );
+}
+
+async fn retried_command_returns_the_original_result_and_appends_nothing(db: TestDatabase) {
+    let store = open(&db).await;
+    let (chain, stream) = (tenant_chain(), user_stream());
+    let request = append(
+        chain,
+        &stream,
+        ExpectedVersion::Exactly(StreamVersion::EMPTY),
+        2,
+    );
+    let first = store.append(request.clone()).await.unwrap();
+    // Other appends in between; the retry still answers as the original did,
+    // although its expected version is now stale.
+    store
+        .append(append(chain, &stream, ExpectedVersion::Any, 1))
+        .await
+        .unwrap();
+    let retry = store.append(request).await.unwrap();
+    assert_eq!(retry, first);
+    assert_eq!(log_length(&*store).await, 3);
+}
+
+async fn reused_command_id_for_another_append_is_refused(db: TestDatabase) {
+    let store = open(&db).await;
+    let chain = tenant_chain();
+    let first = append(chain, &user_stream(), ExpectedVersion::Any, 1);
+    let command_id = first.command_id();
+    store.append(first).await.unwrap();
+    let mut meta = metadata();
+    meta.command_id = command_id;
+    let other =
+        AppendRequest::new(chain, user_stream(), ExpectedVersion::Any, events(1), meta).unwrap();
+    assert!(matches!(
+        store.append(other).await,
+        Err(AppendError::CommandIdReused { .. })
+    ));
+    assert_eq!(log_length(&*store).await, 1);
+}
+
+async fn a_stream_stays_in_its_chain(db: TestDatabase) {
+    let store = open(&db).await;
+    let stream = user_stream();
+    store
+        .append(append(tenant_chain(), &stream, ExpectedVersion::Any, 1))
+        .await
+        .unwrap();
+    let elsewhere = store
+        .append(append(tenant_chain(), &stream, ExpectedVersion::Any, 1))
+        .await;
+    assert!(
+        matches!(elsewhere, Err(AppendError::WrongChain { .. })),
+        "{elsewhere:?}"
+    );
+    assert_eq!(log_length(&*store).await, 1);
+}
+
+async fn duplicate_event_id_appends_nothing(db: TestDatabase) {
+    let store = open(&db).await;
+    let chain = tenant_chain();
+    let request = append(chain, &user_stream(), ExpectedVersion::Any, 1);
+    let reused = request.events().to_vec();
+    store.append(request).await.unwrap();
+    let mut batch = events(2);
+    batch[1] = reused[0].clone();
+    let again = AppendRequest::new(
+        chain,
+        user_stream(),
+        ExpectedVersion::Any,
+        batch,
+        metadata(),
+    )
+    .unwrap();
+    assert!(matches!(
+        store.append(again).await,
+        Err(AppendError::DuplicateEventId)
+    ));
+    assert_eq!(log_length(&*store).await, 1, "the whole batch was refused");
+    // And the chain continues where it was.
+    let next = store
+        .append(append(chain, &user_stream(), ExpectedVersion::Any, 1))
+        .await
+        .unwrap();
+    assert_eq!(next.chain_index, ChainIndex(1));
+}
+
+async fn platform_chain_is_a_chain_of_its_own(db: TestDatabase) {
+    let store = open(&db).await;
+    let platform_stream = StreamId::new(StreamCategory::parse("platform").unwrap(), Uuid::now_v7());
+    store
+        .append(append(
+            ChainId::Platform,
+            &platform_stream,
+            ExpectedVersion::Any,
+            2,
+        ))
+        .await
+        .unwrap();
+    let tenant = tenant_chain();
+    let appended = store
+        .append(append(tenant, &user_stream(), ExpectedVersion::Any, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        appended.chain_index,
+        ChainIndex(0),
+        "each chain starts at index 0"
+    );
+    let platform = store
+        .read_chain(ChainId::Platform, ChainIndex(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(platform.len(), 2);
+    assert!(platform.iter().all(|e| e.chain == ChainId::Platform));
+    let report = verify_log(&*store, None, &|_| {}).await.unwrap();
+    assert_eq!((report.chains, report.events), (2, 3));
+    assert!(report.is_intact());
+}
+
+async fn read_all_pages_through_every_chain_in_commit_order(db: TestDatabase) {
+    let store = open(&db).await;
+    let chains: Vec<ChainId> = (0..3).map(|_| tenant_chain()).collect();
+    let mut appended = Vec::new();
+    for round in 0..4 {
+        for chain in &chains {
+            let count = 1 + round % 2;
+            appended.push(
+                store
+                    .append(append(*chain, &user_stream(), ExpectedVersion::Any, count))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let mut cursor = LogCursor::START;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.read_all(cursor, 4).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = last.cursor();
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 18);
+    let cursors: Vec<LogCursor> = seen.iter().map(|e| e.cursor()).collect();
+    assert!(
+        cursors.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing cursors"
+    );
+    assert_eq!(cursor, appended.last().unwrap().cursor);
+    for chain in &chains {
+        let indexes: Vec<u64> = seen
+            .iter()
+            .filter(|e| e.chain == *chain)
+            .map(|e| e.chain_index.0)
+            .collect();
+        assert_eq!(indexes, (0..6).collect::<Vec<_>>());
+    }
+    let from_middle = store
+        .read_chain(chains[0], ChainIndex(4), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        from_middle
+            .iter()
+            .map(|e| e.chain_index.0)
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+}
+
+async fn concurrent_appenders_on_one_stream_never_share_a_version(db: TestDatabase) {
+    let store = open(&db).await;
+    let (chain, stream) = (tenant_chain(), user_stream());
+    let mut writers = Vec::new();
+    for _ in 0..64 {
+        let (store, stream) = (store.clone(), stream.clone());
+        writers.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for _ in 0..5 {
+                let current = store
+                    .read_stream(&stream, StreamVersion::EMPTY, 100_000)
+                    .await
+                    .unwrap()
+                    .last()
+                    .map_or(StreamVersion::EMPTY, |e| e.stream_version);
+                match store
+                    .append(append(chain, &stream, ExpectedVersion::Exactly(current), 1))
+                    .await
+                {
+                    Ok(appended) => won.push(appended.stream_version),
+                    Err(AppendError::Conflict { .. }) => {}
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+            won
+        }));
+    }
+    let mut versions = Vec::new();
+    for writer in writers {
+        versions.extend(writer.await.unwrap());
+    }
+    let distinct: HashSet<_> = versions.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        versions.len(),
+        "every success has its own version"
+    );
+    let stored = store
+        .read_stream(&stream, StreamVersion::EMPTY, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        versions.len(),
+        "every success is stored, nothing else"
+    );
+    assert!(stored
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.stream_version.0 == i as u64 + 1));
+    let report = verify_log(&*store, Some(chain), &|_| {}).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    assert_eq!(report.events, versions.len() as u64);
+}
+
+async fn follower_sees_every_committed_event_once_in_chain_order(db: TestDatabase) {
+    const WRITERS: usize = 8;
+    const APPENDS: usize = 500;
+    let store = open(&db).await;
+    let mut follower = Follower::new(store.clone(), LogCursor::START, 256);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < WRITERS * APPENDS {
+            seen.extend(follower.next_batch().await.unwrap());
+        }
+        seen
+    });
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let chain = tenant_chain();
+            let mut ids = Vec::new();
+            for _ in 0..APPENDS {
+                let request = append(chain, &user_stream(), ExpectedVersion::Any, 1);
+                ids.push(request.events()[0].event_id);
+                store.append(request).await.unwrap();
+            }
+            (chain, ids)
+        }));
+    }
+    let mut written: HashMap<ChainId, Vec<EventId>> = HashMap::new();
+    for writer in writers {
+        let (chain, ids) = writer.await.unwrap();
+        written.insert(chain, ids);
+    }
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .expect("the follower caught up")
+        .unwrap();
+    assert_eq!(seen.len(), WRITERS * APPENDS);
+    let unique: HashSet<EventId> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(unique.len(), seen.len(), "no event seen twice");
+    for (chain, ids) in written {
+        let in_order: Vec<EventId> = seen
+            .iter()
+            .filter(|e| e.chain == chain)
+            .map(|e| e.event_id)
+            .collect();
+        assert_eq!(in_order, ids, "each chain's events arrive in chain order");
+    }
+    let nothing_more = store
+        .read_all(seen.last().unwrap().cursor(), 10)
+        .await
+        .unwrap();
+    assert!(nothing_more.is_empty());
+}

@@ -1,0 +1,95 @@
+//! The PostgreSQL trap the log must not fall into: a sequence value is taken
+//! at insert time, so a transaction holding a *lower* position can commit
+//! *after* one holding a higher position. A follower that read "position > P"
+//! would skip it forever. See docs/adr/0002-gap-safe-reads.md.
+
+use custodia_application::{AppendRequest, ExpectedVersion};
+use custodia_domain::{
+    Actor, ChainId, CommandId, EventId, EventType, LogCursor, Metadata, NewEvent, Origin, Payload,
+    SchemaVersion, StreamCategory, StreamId, TenantId,
+};
+use custodia_infrastructure::{open_event_store, OpenMode};
+use custodia_tests::TestDatabase;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+fn one_event(chain: ChainId) -> AppendRequest {
+    AppendRequest::new(
+        chain,
+        StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7()),
+        ExpectedVersion::Any,
+        vec![NewEvent {
+            event_id: EventId::generate(),
+            event_type: EventType::parse("Touched").unwrap(),
+            schema_version: SchemaVersion::new(1).unwrap(),
+            payload: Payload::json(b"{}".to_vec()).unwrap(),
+        }],
+        Metadata {
+            actor: Actor::System,
+            command_id: CommandId::generate(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            origin: Origin::parse("test").unwrap(),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_commits_late_with_a_lower_position_is_not_skipped() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let store = open_event_store(db.url(), OpenMode::Migrate, 4)
+        .await
+        .unwrap();
+    let first = store
+        .append(one_event(ChainId::Tenant(TenantId::generate())))
+        .await
+        .unwrap();
+
+    // A slow writer: inserts an event (taking the next position) and keeps
+    // its transaction open.
+    let mut slow = PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
+    let slow_position: i64 = sqlx::query_scalar(
+        "INSERT INTO events (event_id, chain_id, chain_index, stream_category, stream_id,
+            stream_version, event_type, schema_version, payload, actor, command_id,
+            correlation_id, causation_id, origin, recorded_at, prev_hash, hash)
+         SELECT gen_random_uuid(), gen_random_uuid(), 0, stream_category, gen_random_uuid(), 1,
+            event_type, schema_version, payload, actor, gen_random_uuid(), correlation_id,
+            causation_id, origin, recorded_at, prev_hash, hash
+         FROM events WHERE position = $1 RETURNING position",
+    )
+    .bind(first.position.0 as i64)
+    .fetch_one(&mut slow)
+    .await
+    .unwrap();
+
+    // A fast writer on another tenant commits with a higher position.
+    let fast = store
+        .append(one_event(ChainId::Tenant(TenantId::generate())))
+        .await
+        .unwrap();
+    assert!(fast.position.0 as i64 > slow_position);
+
+    // While the slow transaction is open, the fast event is held back.
+    let read = store.read_all(first.cursor, 10).await.unwrap();
+    assert!(
+        read.is_empty(),
+        "nothing after the open transaction is readable yet"
+    );
+
+    sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
+    let read = store.read_all(first.cursor, 10).await.unwrap();
+    let positions: Vec<i64> = read.iter().map(|e| e.position.0 as i64).collect();
+    assert_eq!(positions, vec![slow_position, fast.position.0 as i64]);
+    let all: Vec<LogCursor> = store
+        .read_all(LogCursor::START, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.cursor())
+        .collect();
+    assert_eq!(all.len(), 3);
+}
