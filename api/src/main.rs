@@ -1,1 +1,101 @@
-fn main() {}
+//! The `custodia` binary. Until the server exists: schema migrations, chain
+//! verification, a sample log, and the append benchmark.
+
+mod bench;
+mod demo;
+mod sample;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use custodia_infrastructure::DEFAULT_DATABASE_URL;
+
+#[derive(Parser)]
+#[command(
+    name = "custodia",
+    version,
+    about = "Event-sourced identity and compliance backend"
+)]
+struct Cli {
+    /// sqlite://FILE or postgres://USER@HOST/DB [default: sqlite://custodia.db,
+    /// except for benchmarks, which must name their database].
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending schema migrations for the configured backend.
+    Migrate,
+    /// Recompute every hash chain and name the first broken link of each.
+    Verify(verify::Args),
+    /// Fill the database with a small sample log, then verify it.
+    Demo(demo::Args),
+    /// Measure the event store.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+/// Exit status for "the log is not intact".
+pub const EXIT_BROKEN: u8 = 1;
+/// Exit status for "could not do what was asked" (bad input, no database).
+pub const EXIT_FAILED: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let database_url = cli.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL);
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Migrate => migrate(database_url).await,
+            Command::Verify(args) => verify::run(database_url, args).await,
+            Command::Demo(args) => demo::run(database_url, args).await,
+            Command::Bench(bench) => match cli.database_url.as_deref() {
+                Some(url) => bench::run(url, bench).await,
+                None => Err("benchmarks need --database-url (or DATABASE_URL)".to_owned()),
+            },
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn migrate(database_url: &str) -> Result<ExitCode, String> {
+    use custodia_infrastructure::{Backend, PostgresEventStore, SqliteEventStore};
+    let applied = match Backend::of(database_url).map_err(|e| e.to_string())? {
+        Backend::Sqlite => {
+            let store = SqliteEventStore::connect(database_url, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.migrate().await
+        }
+        Backend::Postgres => {
+            let store = PostgresEventStore::connect(database_url, 1)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.migrate().await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    if applied.is_empty() {
+        println!("schema is up to date");
+    } else {
+        println!("applied migrations {applied:?}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -101,8 +101,13 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
             // SQLite: 11 = SQLITE_CORRUPT, 26 = SQLITE_NOTADB.
             if matches!(code.as_ref(), "11" | "26") {
                 StoreError::Corrupt(db.message().to_owned())
-            } else if code.starts_with("08") || code.starts_with("28") || code == "3D000" {
-                // Connection failures, bad credentials, unknown database.
+            } else if code.starts_with("08")
+                || code.starts_with("28")
+                || code == "3D000"
+                || code == "14"
+            {
+                // Connection failures, bad credentials, unknown database;
+                // SQLite 14 = SQLITE_CANTOPEN.
                 StoreError::Unavailable(db.message().to_owned())
             } else if code == "42P01" || db.message().contains("no such table") {
                 StoreError::Schema(

@@ -1,0 +1,357 @@
+//! `custodia verify` against logs tampered with directly in SQL, on both
+//! backends: each tampering is found and located exactly. Also: unreadable
+//! input gives a clear error and exit status 2, never a panic.
+
+use std::process::{Command, Output};
+
+use custodia_domain::chain::compute_hash;
+use custodia_domain::{ChainId, ChainIndex, EventHash, EventId, Position, RecordedEvent};
+use custodia_infrastructure::{open_event_store, OpenMode};
+use custodia_tests::{backends, TestDatabase};
+use sqlx::{PgPool, SqlitePool};
+
+backends!(
+    intact_log_verifies_with_counts,
+    changed_payload_byte_is_located,
+    changed_metadata_field_is_located,
+    deleted_event_is_located,
+    swapped_events_are_located,
+    forged_event_with_recomputed_hash_is_located,
+    verify_can_be_limited_to_one_tenant,
+    schema_newer_than_the_binary_is_refused,
+);
+
+fn custodia(db: &TestDatabase, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .output()
+        .expect("run custodia")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Direct SQL access, as an attacker with database rights would have.
+enum Raw {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Raw {
+    async fn connect(db: &TestDatabase) -> Raw {
+        if db.is_postgres() {
+            Raw::Postgres(PgPool::connect(db.url()).await.unwrap())
+        } else {
+            Raw::Sqlite(SqlitePool::connect(db.url()).await.unwrap())
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
+            Raw::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Removes the guard triggers, as an attacker would.
+    async fn drop_guards(&self) {
+        match self {
+            Raw::Sqlite(_) => {
+                self.exec("DROP TRIGGER events_are_immutable_update; DROP TRIGGER events_are_immutable_delete")
+                    .await
+            }
+            Raw::Postgres(_) => self.exec("ALTER TABLE events DISABLE TRIGGER USER").await,
+        }
+    }
+
+    fn blob(&self, bytes: &[u8]) -> String {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match self {
+            Raw::Sqlite(_) => format!("X'{hex}'"),
+            Raw::Postgres(_) => format!("'\\x{hex}'::bytea"),
+        }
+    }
+
+    fn uuid(&self, id: uuid::Uuid) -> String {
+        match self {
+            Raw::Sqlite(_) => self.blob(id.as_bytes()),
+            Raw::Postgres(_) => format!("'{id}'::uuid"),
+        }
+    }
+}
+
+/// A sample log (3 tenants × 4 users × 3 events, plus tenant and platform
+/// events) and the events of the first tenant's chain.
+async fn sample_log(db: &TestDatabase) -> Vec<RecordedEvent> {
+    let output = custodia(db, &["demo", "--tenants", "3", "--users", "4"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let store = open_event_store(db.url(), OpenMode::Existing, 2)
+        .await
+        .unwrap();
+    let chains = store.chains().await.unwrap();
+    let chain = chains
+        .iter()
+        .find(|c| c.chain != ChainId::Platform)
+        .unwrap()
+        .chain;
+    store.read_chain(chain, ChainIndex(0), 1000).await.unwrap()
+}
+
+/// Runs `custodia verify` and checks it reports exactly one break, at
+/// `event` (as now stored at `position`), of the expected kind.
+fn assert_broken_at(db: &TestDatabase, event: &RecordedEvent, position: Position, kind: &str) {
+    let output = custodia(db, &["verify"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let broken: Vec<&str> = stdout.lines().filter(|l| l.starts_with("BROKEN")).collect();
+    assert_eq!(broken.len(), 1, "{stdout}");
+    let ChainId::Tenant(tenant) = event.chain else {
+        panic!("a tenant chain")
+    };
+    let expected = format!(
+        "BROKEN tenant {tenant}: broken at position {position} (chain index {}, stream {}, version {}, event {}): {kind}",
+        event.chain_index, event.stream, event.stream_version, event.event_id
+    );
+    assert!(
+        broken[0].starts_with(&expected),
+        "expected: {expected}\nfound:    {}",
+        broken[0]
+    );
+    assert!(
+        stdout.contains("NOT INTACT: 1 of 4 chains broken"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+async fn intact_log_verifies_with_counts(db: TestDatabase) {
+    sample_log(&db).await;
+    let output = custodia(&db, &["verify"]);
+    let (stdout, _) = text(&output);
+    assert!(output.status.success(), "{stdout}");
+    // 3 tenants × (1 + 4 × 3) events + 3 platform events.
+    assert!(
+        stdout.starts_with("intact: verified 42 events in 4 chains"),
+        "{stdout}"
+    );
+}
+
+async fn changed_payload_byte_is_located(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let target = &chain[5];
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    let mut payload = target.payload.as_bytes().to_vec();
+    payload[2] ^= 0x20; // "seq" → "sEq": one byte
+    raw.exec(&format!(
+        "UPDATE events SET payload = {} WHERE position = {}",
+        raw.blob(&payload),
+        target.position
+    ))
+    .await;
+    assert_broken_at(&db, target, target.position, "altered content");
+}
+
+async fn changed_metadata_field_is_located(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let target = &chain[7];
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    raw.exec(&format!(
+        "UPDATE events SET origin = 'dEmo' WHERE position = {}",
+        target.position
+    ))
+    .await;
+    assert_broken_at(&db, target, target.position, "altered content");
+}
+
+async fn deleted_event_is_located(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    raw.exec(&format!(
+        "DELETE FROM events WHERE position = {}",
+        chain[4].position
+    ))
+    .await;
+    // Found at the event after the gap.
+    assert_broken_at(
+        &db,
+        &chain[5],
+        chain[5].position,
+        "missing predecessor: 1 event(s)",
+    );
+}
+
+async fn swapped_events_are_located(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let (a, b) = (&chain[3], &chain[4]);
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    raw.exec(&format!(
+        "UPDATE events SET position = -1 WHERE position = {a};
+         UPDATE events SET position = {a} WHERE position = {b};
+         UPDATE events SET position = {b} WHERE position = -1",
+        a = a.position,
+        b = b.position
+    ))
+    .await;
+    // The first of the two in chain order now sits at the other's position.
+    assert_broken_at(&db, a, b.position, "reordered");
+}
+
+async fn forged_event_with_recomputed_hash_is_located(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let last = chain.last().unwrap();
+    let mut forged = last.clone();
+    forged.event_id = EventId::generate();
+    forged.chain_index = ChainIndex(last.chain_index.0 + 1);
+    forged.stream_version = custodia_domain::StreamVersion(last.stream_version.0 + 1);
+    forged.prev_hash = EventHash([0xab; 32]); // no valid predecessor
+    forged.hash = compute_hash(&forged);
+    let raw = Raw::connect(&db).await;
+    raw.exec(&format!(
+        "INSERT INTO events (position, transaction_id, event_id, chain_id, chain_index,
+            stream_category, stream_id, stream_version, event_type, schema_version, payload,
+            actor, command_id, correlation_id, causation_id, origin, recorded_at, prev_hash, hash)
+         SELECT 100000, 100000, {event_id}, chain_id, {index}, stream_category, stream_id,
+            {version}, event_type, schema_version, payload, actor, command_id, correlation_id,
+            causation_id, origin, recorded_at, {prev}, {hash}
+         FROM events WHERE position = {position}",
+        event_id = raw.uuid(forged.event_id.as_uuid()),
+        index = forged.chain_index,
+        version = forged.stream_version,
+        prev = raw.blob(&forged.prev_hash.0),
+        hash = raw.blob(&forged.hash.0),
+        position = last.position,
+    ))
+    .await;
+    forged.position = Position(100_000);
+    assert_broken_at(&db, &forged, forged.position, "forged");
+}
+
+async fn verify_can_be_limited_to_one_tenant(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let ChainId::Tenant(tenant) = chain[0].chain else {
+        panic!("a tenant chain")
+    };
+    let output = custodia(&db, &["verify", "--tenant", &tenant.to_string()]);
+    let (stdout, _) = text(&output);
+    assert!(output.status.success());
+    assert!(
+        stdout.starts_with("intact: verified 13 events in 1 chains"),
+        "{stdout}"
+    );
+    let output = custodia(&db, &["verify", "--tenant", "not-a-uuid"]);
+    assert_eq!(output.status.code(), Some(2), "clap refuses it");
+}
+
+async fn schema_newer_than_the_binary_is_refused(db: TestDatabase) {
+    sample_log(&db).await;
+    let raw = Raw::connect(&db).await;
+    raw.exec(&format!(
+        "INSERT INTO custodia_migrations (version, name, checksum) VALUES (999, 'future', {})",
+        raw.blob(&[0; 32])
+    ))
+    .await;
+    for command in ["migrate", "verify"] {
+        let output = custodia(&db, &[command]);
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("migration 999, newer than this binary"),
+            "{command}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+fn run_with_url(url: &str, args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .output()
+        .expect("run custodia");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn corrupt_sqlite_file_is_a_clear_error() {
+    let dir = tempfile_dir();
+    let path = dir.join("custodia.db");
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let url = format!("sqlite://{}", path.display());
+    for command in ["verify", "migrate"] {
+        let (code, stderr) = run_with_url(&url, &[command]);
+        assert_eq!(code, Some(2));
+        assert!(
+            stderr.contains("error: the database is not usable"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        vec![0x5a; 8192],
+        "nothing was written"
+    );
+}
+
+#[test]
+fn wrong_database_urls_are_clear_errors() {
+    let dir = tempfile_dir();
+    let missing = format!("sqlite://{}", dir.join("absent.db").display());
+    let cases = [
+        (
+            "mysql://localhost/x",
+            "must start with sqlite:, postgres:// or postgresql://",
+        ),
+        (
+            "postgres://postgres@127.0.0.1:1/custodia",
+            "cannot open the database",
+        ),
+        (missing.as_str(), "cannot open the database"),
+    ];
+    for (url, expected) in cases {
+        let (code, stderr) = run_with_url(url, &["verify"]);
+        assert_eq!(code, Some(2), "{url}");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+    }
+    assert!(
+        !dir.join("absent.db").exists(),
+        "verify does not create a database"
+    );
+}
+
+#[test]
+fn empty_sqlite_database_asks_for_migrate() {
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{}", dir.join("custodia.db").display());
+    let (code, _) = run_with_url(&url, &["migrate"]);
+    assert_eq!(code, Some(0));
+    let output = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["verify"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .starts_with("intact: verified 0 events in 0 chains"));
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("custodia-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
