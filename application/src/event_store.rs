@@ -5,11 +5,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use custodia_domain::chain::seal;
 use custodia_domain::{
-    ChainId, ChainIndex, CommandId, LogCursor, Metadata, NewEvent, Position, RecordedEvent,
-    StreamId, StreamVersion,
+    ChainHead, ChainId, ChainIndex, CommandId, LogCursor, Metadata, NewEvent, Position,
+    RecordedEvent, StreamId, StreamVersion, Timestamp,
 };
 use tokio::sync::watch;
+
+use crate::verify::{verify_chain_in_batches, ChainVerdict};
 
 /// The largest number of events one append may carry.
 pub const MAX_EVENTS_PER_APPEND: usize = 10_000;
@@ -86,7 +89,7 @@ impl AppendRequest {
     }
 
     /// Checks the expected version against the stream's current one.
-    pub fn check_version(&self, current: StreamVersion) -> Result<(), AppendError> {
+    fn check_version(&self, current: StreamVersion) -> Result<(), AppendError> {
         match self.expected {
             ExpectedVersion::Exactly(expected) if expected != current => {
                 Err(AppendError::Conflict {
@@ -128,6 +131,58 @@ impl CommittedCommand {
             });
         }
         Ok(self.appended)
+    }
+}
+
+/// What an adapter knows, under its chain lock, before it appends.
+#[derive(Debug, Clone)]
+pub struct AppendContext {
+    /// The earlier append under the request's command id, if any.
+    pub committed: Option<CommittedCommand>,
+    /// The chain the stream already lives in, if it has events.
+    pub stream_chain: Option<ChainId>,
+    pub stream_version: StreamVersion,
+    pub chain_head: ChainHead,
+}
+
+/// What to do with an append, decided the same way by every adapter.
+#[derive(Debug)]
+pub enum AppendDecision {
+    /// A retry of a committed command: answer as the first time, write nothing.
+    Replay(Appended),
+    /// Store these events (sealed onto the chain; positions still unassigned).
+    Append(Vec<RecordedEvent>),
+}
+
+impl AppendRequest {
+    /// Replays a committed command, refuses a stream of another chain or a
+    /// stale expected version, or seals the events onto the chain head.
+    pub fn decide(
+        &self,
+        context: AppendContext,
+        now: Timestamp,
+    ) -> Result<AppendDecision, AppendError> {
+        if let Some(committed) = context.committed {
+            return committed.replay(self).map(AppendDecision::Replay);
+        }
+        if context
+            .stream_chain
+            .is_some_and(|chain| chain != self.chain)
+        {
+            return Err(AppendError::WrongChain {
+                stream: self.stream.clone(),
+            });
+        }
+        self.check_version(context.stream_version)?;
+        Ok(AppendDecision::Append(seal(
+            self.chain,
+            context.chain_head,
+            &self.stream,
+            context.stream_version,
+            &self.events,
+            &self.metadata,
+            now,
+        )))
     }
 }
 
@@ -205,6 +260,17 @@ pub trait EventStore: Send + Sync {
 
     /// Every chain in the log with its number of events.
     async fn chains(&self) -> Result<Vec<ChainSummary>, StoreError>;
+
+    /// Verifies one chain from its first event with the domain's
+    /// `ChainVerifier`. The default reads batches through `read_chain`; an
+    /// adapter may feed the verifier faster, straight from its storage.
+    async fn verify_chain(
+        &self,
+        chain: ChainId,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<ChainVerdict, StoreError> {
+        verify_chain_in_batches(self, chain, progress).await
+    }
 
     /// A signal that fires when events may have been appended.
     fn append_signal(&self) -> AppendSignal;

@@ -8,7 +8,7 @@ pub mod event_store;
 pub mod verify;
 
 pub use event_store::{
-    AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, EventStore, ExpectedVersion,
-    StoreError,
+    AppendContext, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended,
+    ChainSummary, CommittedCommand, EventStore, ExpectedVersion, StoreError,
 };
-pub use verify::{verify_log, VerifyReport};
+pub use verify::{verify_chain_in_batches, verify_log, ChainVerdict, VerifyReport};

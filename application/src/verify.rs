@@ -1,11 +1,14 @@
 //! Recompute every hash chain in the log and report each broken chain's first
 //! broken link. What `custodia verify` runs.
 
+use std::sync::Mutex;
+
 use custodia_domain::{ChainBreak, ChainId, ChainIndex, ChainVerifier};
+use futures_util::future::try_join_all;
 
 use crate::event_store::{EventStore, StoreError};
 
-/// Events read per round trip while verifying.
+/// Events read per round trip by the batch reader.
 const BATCH: usize = 8192;
 
 /// The outcome of a verification run.
@@ -23,9 +26,17 @@ impl VerifyReport {
     }
 }
 
-/// Verifies every chain, or only `only`. `progress` is told how many events
-/// were read after each batch. A chain's verification reads its next batch
-/// while it hashes the current one.
+/// The outcome of verifying one chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainVerdict {
+    /// Events read (up to and including a broken one).
+    pub events: u64,
+    pub broken: Option<ChainBreak>,
+}
+
+/// Verifies every chain, or only `only`, one chain per available core at a
+/// time (chains are independent). `progress` is told how many events were
+/// read, as they are read.
 pub async fn verify_log(
     store: &dyn EventStore,
     only: Option<ChainId>,
@@ -35,39 +46,72 @@ pub async fn verify_log(
         Some(chain) => vec![chain],
         None => store.chains().await?.into_iter().map(|c| c.chain).collect(),
     };
-    let mut report = VerifyReport::default();
-    for chain in chains {
-        report.chains += 1;
-        let mut verifier = ChainVerifier::new(chain);
-        let mut batch = store.read_chain(chain, ChainIndex(0), BATCH).await?;
-        let mut broken: Option<ChainBreak> = None;
-        while !batch.is_empty() {
-            let next_from = batch.last().map(|e| ChainIndex(e.chain_index.0 + 1));
-            let full = batch.len() == BATCH;
-            let read = batch.len() as u64;
-            let check = async { batch.into_iter().try_for_each(|event| verifier.push(event)) };
-            let fetch = async {
-                match next_from {
-                    Some(from) if full => store.read_chain(chain, from, BATCH).await,
-                    _ => Ok(Vec::new()),
-                }
-            };
-            let (checked, next) = tokio::join!(check, fetch);
-            report.events += read;
-            progress(read);
-            if let Err(b) = checked {
-                broken = Some(b);
-                break;
-            }
-            batch = next?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queue = Mutex::new(chains.iter().copied().enumerate());
+    let worker = || async {
+        let mut verdicts = Vec::new();
+        loop {
+            let next = queue
+                .lock()
+                .expect("the queue lock is never poisoned")
+                .next();
+            let Some((order, chain)) = next else { break };
+            verdicts.push((order, store.verify_chain(chain, progress).await?));
         }
-        let outcome = match broken {
-            Some(b) => Err(b),
-            None => verifier.finish().map(|_| ()),
-        };
-        if let Err(b) = outcome {
-            report.breaks.push(b);
-        }
+        Ok::<_, StoreError>(verdicts)
+    };
+    let mut verdicts: Vec<(usize, ChainVerdict)> =
+        try_join_all((0..workers.min(chains.len())).map(|_| worker()))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+    verdicts.sort_by_key(|(order, _)| *order);
+    let mut report = VerifyReport {
+        chains: chains.len() as u64,
+        ..VerifyReport::default()
+    };
+    for (_, verdict) in verdicts {
+        report.events += verdict.events;
+        report.breaks.extend(verdict.broken);
     }
     Ok(report)
+}
+
+/// Verifies one chain through [`EventStore::read_chain`], reading the next
+/// batch while it hashes the current one. The port's default.
+pub async fn verify_chain_in_batches<S: EventStore + ?Sized>(
+    store: &S,
+    chain: ChainId,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ChainVerdict, StoreError> {
+    let mut verifier = ChainVerifier::new(chain);
+    let mut events = 0;
+    let mut batch = store.read_chain(chain, ChainIndex(0), BATCH).await?;
+    while !batch.is_empty() {
+        let next_from = batch.last().map(|e| ChainIndex(e.chain_index.0 + 1));
+        let full = batch.len() == BATCH;
+        let read = batch.len() as u64;
+        let check = async { batch.iter().try_for_each(|event| verifier.push(event)) };
+        let fetch = async {
+            match next_from {
+                Some(from) if full => store.read_chain(chain, from, BATCH).await,
+                _ => Ok(Vec::new()),
+            }
+        };
+        let (checked, next) = tokio::join!(check, fetch);
+        events += read;
+        progress(read);
+        if let Err(broken) = checked {
+            return Ok(ChainVerdict {
+                events,
+                broken: Some(broken),
+            });
+        }
+        batch = next?;
+    }
+    Ok(ChainVerdict {
+        events,
+        broken: verifier.finish().err(),
+    })
 }

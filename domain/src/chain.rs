@@ -8,8 +8,10 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use uuid::Uuid;
+
 use crate::event::{Metadata, NewEvent, RecordedEvent, Timestamp};
-use crate::ids::{ChainId, ChainIndex, EventId, Position, StreamId, StreamVersion};
+use crate::ids::{ChainId, ChainIndex, EventId, Position, StreamCategory, StreamId, StreamVersion};
 
 /// The tag that opens every canonical encoding. A new layout gets a new tag.
 pub const FORMAT_TAG: &[u8] = b"custodia.event.v1";
@@ -43,50 +45,105 @@ impl fmt::Display for EventHash {
     }
 }
 
-/// Feeds every covered field, in order, each as a 4-byte big-endian length
-/// followed by its bytes. The one definition of the layout.
-fn encode(event: &RecordedEvent, put: &mut impl FnMut(&[u8])) {
-    let mut field = |bytes: &[u8]| {
-        let len = u32::try_from(bytes.len()).expect("fields are bounded far below 4 GiB");
-        put(&len.to_be_bytes());
-        put(bytes);
-    };
+/// The covered fields of one event, borrowed: exactly what its hash is
+/// computed over (docs/event-format.md), in that order. Verification builds
+/// these straight from stored rows without copying them.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFields<'a> {
+    pub chain: Uuid,
+    pub chain_index: u64,
+    pub prev_hash: &'a [u8],
+    pub event_id: Uuid,
+    pub stream_category: &'a str,
+    pub stream_id: Uuid,
+    pub stream_version: u64,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub recorded_at: i64,
+    pub actor: &'a str,
+    pub command_id: Uuid,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub origin: &'a str,
+    pub payload: &'a [u8],
+}
+
+impl EventFields<'_> {
+    /// Feeds every field, in order, each as a 4-byte big-endian length
+    /// followed by its bytes. The one definition of the layout.
+    fn encode(&self, put: &mut impl FnMut(&[u8])) {
+        let mut field = |bytes: &[u8]| {
+            let len = u32::try_from(bytes.len()).expect("fields are bounded far below 4 GiB");
+            put(&len.to_be_bytes());
+            put(bytes);
+        };
+        field(FORMAT_TAG);
+        field(self.chain.as_bytes());
+        field(&self.chain_index.to_be_bytes());
+        field(self.prev_hash);
+        field(self.event_id.as_bytes());
+        field(self.stream_category.as_bytes());
+        field(self.stream_id.as_bytes());
+        field(&self.stream_version.to_be_bytes());
+        field(self.event_type.as_bytes());
+        field(&self.schema_version.to_be_bytes());
+        field(&self.recorded_at.to_be_bytes());
+        field(self.actor.as_bytes());
+        field(self.command_id.as_bytes());
+        field(self.correlation_id.as_bytes());
+        field(
+            self.causation_id
+                .as_ref()
+                .map_or(&[][..], |id| id.as_bytes()),
+        );
+        field(self.origin.as_bytes());
+        field(self.payload);
+    }
+
+    /// SHA-256 of the canonical bytes, computed without building them.
+    pub fn hash(&self) -> EventHash {
+        let mut hasher = Sha256::new();
+        self.encode(&mut |bytes| hasher.update(bytes));
+        EventHash(hasher.finalize().into())
+    }
+}
+
+/// Calls `with` on the covered fields of a recorded event.
+fn with_fields<T>(event: &RecordedEvent, with: impl FnOnce(&EventFields<'_>) -> T) -> T {
     let meta = &event.metadata;
-    field(FORMAT_TAG);
-    field(event.chain.as_uuid().as_bytes());
-    field(&event.chain_index.0.to_be_bytes());
-    field(&event.prev_hash.0);
-    field(event.event_id.as_uuid().as_bytes());
-    field(event.stream.category.as_str().as_bytes());
-    field(event.stream.id.as_bytes());
-    field(&event.stream_version.0.to_be_bytes());
-    field(event.event_type.as_str().as_bytes());
-    field(&event.schema_version.get().to_be_bytes());
-    field(&event.recorded_at.0.to_be_bytes());
-    field(meta.actor.to_string().as_bytes());
-    field(meta.command_id.as_uuid().as_bytes());
-    field(meta.correlation_id.as_bytes());
-    field(
-        meta.causation_id
-            .as_ref()
-            .map_or(&[][..], |id| id.as_bytes()),
-    );
-    field(meta.origin.as_str().as_bytes());
-    field(event.payload.as_bytes());
+    let actor = meta.actor.to_string();
+    with(&EventFields {
+        chain: event.chain.as_uuid(),
+        chain_index: event.chain_index.0,
+        prev_hash: &event.prev_hash.0,
+        event_id: event.event_id.as_uuid(),
+        stream_category: event.stream.category.as_str(),
+        stream_id: event.stream.id,
+        stream_version: event.stream_version.0,
+        event_type: event.event_type.as_str(),
+        schema_version: event.schema_version.get(),
+        recorded_at: event.recorded_at.0,
+        actor: &actor,
+        command_id: meta.command_id.as_uuid(),
+        correlation_id: meta.correlation_id,
+        causation_id: meta.causation_id,
+        origin: meta.origin.as_str(),
+        payload: event.payload.as_bytes(),
+    })
 }
 
 /// The canonical bytes of an event: what its hash is computed over.
 pub fn canonical_bytes(event: &RecordedEvent) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + event.payload.as_bytes().len());
-    encode(event, &mut |bytes| out.extend_from_slice(bytes));
+    with_fields(event, |fields| {
+        fields.encode(&mut |bytes| out.extend_from_slice(bytes))
+    });
     out
 }
 
-/// SHA-256 of the canonical bytes, computed without building them.
+/// SHA-256 of the canonical bytes of a recorded event.
 pub fn compute_hash(event: &RecordedEvent) -> EventHash {
-    let mut hasher = Sha256::new();
-    encode(event, &mut |bytes| hasher.update(bytes));
-    EventHash(hasher.finalize().into())
+    with_fields(event, |fields| fields.hash())
 }
 
 /// The end of a chain: where the next event goes and what it links to.
@@ -204,20 +261,6 @@ pub struct ChainBreak {
     pub kind: BreakKind,
 }
 
-impl ChainBreak {
-    fn at(event: &RecordedEvent, kind: BreakKind) -> Self {
-        Self {
-            chain: event.chain,
-            position: event.position,
-            chain_index: event.chain_index,
-            stream: event.stream.clone(),
-            stream_version: event.stream_version,
-            event_id: event.event_id,
-            kind,
-        }
-    }
-}
-
 impl fmt::Display for ChainBreak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -234,6 +277,32 @@ impl fmt::Display for ChainBreak {
     }
 }
 
+/// Where a stored event is: enough to name it in a [`ChainBreak`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLocation<'a> {
+    pub position: Position,
+    pub chain_index: u64,
+    pub event_id: Uuid,
+    pub stream_category: &'a str,
+    pub stream_id: Uuid,
+    pub stream_version: u64,
+}
+
+/// The previous event, held until the next one shows whether its position
+/// is in order. Its category lives in a reused buffer (no allocation per event).
+#[derive(Debug, Default)]
+struct Pending {
+    position: Position,
+    chain_index: u64,
+    event_id: Uuid,
+    stream_category: String,
+    stream_id: Uuid,
+    stream_version: u64,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+    content_intact: bool,
+}
+
 /// Walks one chain in chain-index order and stops at the first broken link.
 ///
 /// It looks one event ahead, so it must be told when the chain ends
@@ -247,7 +316,8 @@ pub struct ChainVerifier {
     chain: ChainId,
     head: ChainHead,
     last_position: Option<Position>,
-    pending: Option<RecordedEvent>,
+    pending: Pending,
+    has_pending: bool,
     verified: u64,
 }
 
@@ -257,56 +327,112 @@ impl ChainVerifier {
             chain,
             head: ChainHead::GENESIS,
             last_position: None,
-            pending: None,
+            pending: Pending::default(),
+            has_pending: false,
             verified: 0,
         }
     }
 
-    /// Feeds the chain's next event (by chain index).
-    pub fn push(&mut self, event: RecordedEvent) -> Result<(), ChainBreak> {
-        if let Some(current) = self.pending.take() {
-            self.check(&current, Some(&event))?;
+    /// Feeds the chain's next recorded event (by chain index).
+    pub fn push(&mut self, event: &RecordedEvent) -> Result<(), ChainBreak> {
+        let location = EventLocation {
+            position: event.position,
+            chain_index: event.chain_index.0,
+            event_id: event.event_id.as_uuid(),
+            stream_category: event.stream.category.as_str(),
+            stream_id: event.stream.id,
+            stream_version: event.stream_version.0,
+        };
+        let chain_matches = event.chain == self.chain;
+        with_fields(event, |fields| {
+            self.push_fields(location, fields, &event.hash.0, chain_matches)
+        })
+    }
+
+    /// Feeds the chain's next event as stored: its location, its covered
+    /// fields and its stored hash. `chain_matches` says whether its stored
+    /// chain id is this chain's.
+    pub fn push_fields(
+        &mut self,
+        location: EventLocation<'_>,
+        fields: &EventFields<'_>,
+        stored_hash: &[u8],
+        chain_matches: bool,
+    ) -> Result<(), ChainBreak> {
+        if self.has_pending {
+            self.check_pending(Some(location.position))?;
         }
-        self.pending = Some(event);
+        let pending = &mut self.pending;
+        pending.position = location.position;
+        pending.chain_index = location.chain_index;
+        pending.event_id = location.event_id;
+        pending.stream_category.clear();
+        pending.stream_category.push_str(location.stream_category);
+        pending.stream_id = location.stream_id;
+        pending.stream_version = location.stream_version;
+        let (prev, stored) = (
+            <[u8; 32]>::try_from(fields.prev_hash),
+            <[u8; 32]>::try_from(stored_hash),
+        );
+        pending.prev_hash = prev.unwrap_or([0xff; 32]);
+        pending.hash = stored.unwrap_or([0xff; 32]);
+        pending.content_intact =
+            chain_matches && prev.is_ok() && stored.is_ok() && fields.hash().0 == pending.hash;
+        self.has_pending = true;
         Ok(())
     }
 
     /// Checks the last event and returns the number of events verified and
     /// the chain's head.
     pub fn finish(mut self) -> Result<(u64, ChainHead), ChainBreak> {
-        if let Some(last) = self.pending.take() {
-            self.check(&last, None)?;
+        if self.has_pending {
+            self.check_pending(None)?;
         }
         Ok((self.verified, self.head))
     }
 
-    fn check(
-        &mut self,
-        event: &RecordedEvent,
-        next: Option<&RecordedEvent>,
-    ) -> Result<(), ChainBreak> {
-        let broken = |kind| Err(ChainBreak::at(event, kind));
+    fn check_pending(&mut self, next_position: Option<Position>) -> Result<(), ChainBreak> {
+        let event = &self.pending;
         let expected = self.head.next_index.0;
-        if event.chain != self.chain || event.chain_index.0 < expected {
-            return broken(BreakKind::Forged);
-        }
-        if event.chain_index.0 > expected {
-            return broken(BreakKind::MissingPredecessor {
-                missing: event.chain_index.0 - expected,
+        let kind = if event.chain_index < expected {
+            Some(BreakKind::Forged)
+        } else if event.chain_index > expected {
+            Some(BreakKind::MissingPredecessor {
+                missing: event.chain_index - expected,
+            })
+        } else if !(self.last_position.is_none_or(|p| p < event.position)
+            && next_position.is_none_or(|n| event.position < n))
+        {
+            Some(BreakKind::Reordered)
+        } else if !event.content_intact {
+            Some(BreakKind::AlteredContent)
+        } else if event.prev_hash != self.head.last_hash.0 {
+            Some(BreakKind::Forged)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            return Err(ChainBreak {
+                chain: self.chain,
+                position: event.position,
+                chain_index: ChainIndex(event.chain_index),
+                // A tampered row may hold values no longer valid; name them
+                // as well as they can be named rather than fail the report.
+                stream: StreamId::new(
+                    StreamCategory::parse(event.stream_category.as_str())
+                        .unwrap_or_else(|_| StreamCategory::parse("invalid").expect("valid")),
+                    event.stream_id,
+                ),
+                stream_version: StreamVersion(event.stream_version),
+                event_id: EventId::from_uuid(event.event_id)
+                    .unwrap_or_else(|_| EventId::from_uuid(Uuid::max()).expect("not nil")),
+                kind,
             });
         }
-        let after_previous = self.last_position.is_none_or(|p| p < event.position);
-        let before_next = next.is_none_or(|n| event.position < n.position);
-        if !(after_previous && before_next) {
-            return broken(BreakKind::Reordered);
-        }
-        if compute_hash(event) != event.hash {
-            return broken(BreakKind::AlteredContent);
-        }
-        if event.prev_hash != self.head.last_hash {
-            return broken(BreakKind::Forged);
-        }
-        self.head = ChainHead::after(event);
+        self.head = ChainHead {
+            next_index: ChainIndex(event.chain_index + 1),
+            last_hash: EventHash(event.hash),
+        };
         self.last_position = Some(event.position);
         self.verified += 1;
         Ok(())
@@ -315,8 +441,6 @@ impl ChainVerifier {
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
     use crate::event::{Actor, EventType, Origin, Payload, SchemaVersion};
     use crate::ids::{CommandId, StreamCategory, TenantId};
@@ -414,7 +538,7 @@ mod tests {
 
     fn verify(events: Vec<RecordedEvent>) -> Result<(u64, ChainHead), ChainBreak> {
         let mut verifier = ChainVerifier::new(events[0].chain);
-        for event in events {
+        for event in &events {
             verifier.push(event)?;
         }
         verifier.finish()

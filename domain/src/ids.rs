@@ -194,7 +194,7 @@ impl fmt::Display for ChainIndex {
 /// The global position of an event in one database: unique, starting at 1,
 /// increasing along every chain. A storage coordinate, like a row id: it is
 /// not covered by the hash (see docs/event-format.md for why).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Position(pub u64);
 
 impl fmt::Display for Position {

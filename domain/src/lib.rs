@@ -9,7 +9,10 @@ pub mod chain;
 pub mod event;
 pub mod ids;
 
-pub use chain::{BreakKind, ChainBreak, ChainHead, ChainVerifier, EventHash, GENESIS_HASH};
+pub use chain::{
+    BreakKind, ChainBreak, ChainHead, ChainVerifier, EventFields, EventHash, EventLocation,
+    GENESIS_HASH,
+};
 pub use event::{
     Actor, EventType, Metadata, NewEvent, Origin, Payload, RecordedEvent, SchemaVersion, Timestamp,
 };

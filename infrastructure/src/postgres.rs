@@ -7,45 +7,30 @@
 //! event that commits late can never sort before one already read
 //! (docs/adr/0002-gap-safe-reads.md).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use custodia_application::{
-    AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, EventStore, StoreError,
+    AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, EventStore,
+    StoreError,
 };
-use custodia_domain::chain::seal;
 use custodia_domain::{
     ChainId, ChainIndex, LogCursor, Position, RecordedEvent, StreamId, StreamVersion, Timestamp,
 };
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::Row;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::migrations;
-use crate::stored::{
-    chain_head, committed_command, decode_event, store_error, to_i64, EVENT_COLUMNS,
-};
+use crate::stored::{append_context, decode_event, lookup_sql, store_error, to_i64, EVENT_COLUMNS};
 
 /// The LISTEN/NOTIFY channel on which appends are announced.
 const CHANNEL: &str = "custodia_events";
 
-/// After the advisory lock: the idempotency record (columns 0-6, all NULL if
-/// none), the stream's owner chain and version (7-8), the chain head (9-10).
-const LOOKUP: &str = "
-SELECT c.stream_category, c.stream_id, c.event_count, c.last_version, c.last_chain_index,
-       c.last_position, c.transaction_id,
-       s.chain_id, s.stream_version, h.chain_index, h.hash
-FROM (SELECT 1) AS one
-LEFT JOIN commands c ON c.command_id = $4
-LEFT JOIN LATERAL (
-    SELECT chain_id, stream_version FROM events
-    WHERE stream_category = $1 AND stream_id = $2
-    ORDER BY stream_version DESC LIMIT 1) s ON true
-LEFT JOIN LATERAL (
-    SELECT chain_index, hash FROM events
-    WHERE chain_id = $3 ORDER BY chain_index DESC LIMIT 1) h ON true";
+/// The shared append lookup (run after the chain lock).
+static LOOKUP: LazyLock<String> = LazyLock::new(|| lookup_sql(""));
 
 /// One statement for the whole batch and its idempotency record. Rows are
 /// inserted in chain order, so identity positions increase along the chain.
@@ -131,7 +116,7 @@ impl PostgresEventStore {
         // lock: transaction ids follow chain order.
         let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key(chain));
         let mut tx = self.pool.begin_with(begin).await.map_err(store_error)?;
-        let row = sqlx::query(LOOKUP)
+        let row = sqlx::query(&LOOKUP)
             .bind(stream.category.as_str())
             .bind(stream.id)
             .bind(chain.as_uuid())
@@ -139,37 +124,10 @@ impl PostgresEventStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(store_error)?;
-        if row
-            .try_get::<Option<String>, _>(0)
-            .map_err(store_error)?
-            .is_some()
-        {
-            return committed_command(&row)?
-                .replay(request)
-                .map(Attempt::Appended);
-        }
-        let owner: Option<Uuid> = row.try_get(7).map_err(store_error)?;
-        if owner.is_some_and(|owner| owner != chain.as_uuid()) {
-            return Err(AppendError::WrongChain {
-                stream: stream.clone(),
-            });
-        }
-        let version: Option<i64> = row.try_get(8).map_err(store_error)?;
-        let version = StreamVersion(version.unwrap_or(0) as u64);
-        request.check_version(version)?;
-        let head = match row.try_get::<Option<i64>, _>(9).map_err(store_error)? {
-            Some(index) => Some((index, row.try_get::<Vec<u8>, _>(10).map_err(store_error)?)),
-            None => None,
+        let sealed = match request.decide(append_context(&row)?, Timestamp::now())? {
+            AppendDecision::Replay(appended) => return Ok(Attempt::Appended(appended)),
+            AppendDecision::Append(sealed) => sealed,
         };
-        let sealed = seal(
-            chain,
-            chain_head(head)?,
-            stream,
-            version,
-            request.events(),
-            meta,
-            Timestamp::now(),
-        );
         let last = sealed.last().expect("an append carries at least one event");
         let column = |f: fn(&RecordedEvent) -> Vec<u8>| sealed.iter().map(f).collect::<Vec<_>>();
         let inserted: Result<(i64, i64), _> = sqlx::query_as(INSERT)

@@ -1,37 +1,63 @@
-//! The event store on an embedded SQLite file (WAL mode). One writer
-//! connection serialises appends — SQLite allows one writer at a time anyway —
-//! so positions are assigned in commit order; readers use a separate pool.
+//! The event store on an embedded SQLite file (WAL, `synchronous=FULL`).
+//!
+//! SQLite allows one writer at a time, so one task owns the writer connection
+//! and appends in **group commits**: the appends waiting for it (up to
+//! [`MAX_GROUP`]) share one `BEGIN IMMEDIATE … COMMIT` and one fsync, each
+//! still checked and sealed on its own. If a write fails inside a group, the
+//! group is rolled back and replayed one append at a time, so one bad append
+//! never fails the others. Positions are assigned in commit order.
+//! Readers use a separate read-only pool.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use custodia_application::event_store::CommittedCommand;
 use custodia_application::{
-    AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, EventStore, StoreError,
+    AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, ChainVerdict,
+    EventStore, StoreError,
 };
-use custodia_domain::chain::seal;
 use custodia_domain::{
-    ChainId, ChainIndex, CommandId, LogCursor, Position, RecordedEvent, StreamId, StreamVersion,
-    Timestamp,
+    ChainId, ChainIndex, ChainVerifier, EventFields, EventLocation, LogCursor, Position,
+    RecordedEvent, StreamId, StreamVersion, Timestamp,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
-use tokio::sync::watch;
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::migrations;
-use crate::stored::{
-    chain_head, committed_command, decode_event, store_error, to_i64, EVENT_COLUMNS,
-};
+use crate::stored::{append_context, decode_event, lookup_sql, store_error, to_i64, EVENT_COLUMNS};
+
+/// The most appends one group commit carries.
+pub const MAX_GROUP: usize = 64;
+
+/// The shared lookup plus the next free position (column 11).
+static LOOKUP: LazyLock<String> =
+    LazyLock::new(|| lookup_sql(", (SELECT coalesce(max(position), 0) + 1 FROM events)"));
+
+/// Rows per multi-row INSERT: 19 parameters each, under SQLite's 32766.
+const INSERT_CHUNK: usize = 1000;
 
 #[derive(Debug)]
 pub struct SqliteEventStore {
+    /// The database file, for the zero-copy verification scan.
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
     writer: SqlitePool,
     reader: SqlitePool,
     appended: watch::Sender<u64>,
+}
+
+/// An append waiting for the writer, and where to send its outcome.
+#[derive(Debug)]
+struct Job {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
 impl SqliteEventStore {
@@ -42,7 +68,7 @@ impl SqliteEventStore {
             .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed append survives power loss, not just a crash.
+            // FULL: an acknowledged append survives power loss (ADR 0003).
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
@@ -57,13 +83,18 @@ impl SqliteEventStore {
             .map_err(store_error)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(store_error)?;
+        let appended = watch::channel(0).0;
+        let (jobs, queue) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(write_appends(writer.clone(), queue, appended.clone()));
         Ok(Self {
+            path: options.get_filename().to_path_buf(),
+            jobs,
             writer,
             reader,
-            appended: watch::channel(0).0,
+            appended,
         })
     }
 
@@ -75,138 +106,6 @@ impl SqliteEventStore {
         migrations::require_current(migrations::sqlite_status(&self.writer).await?)
     }
 
-    async fn committed_command(
-        tx: &mut Transaction<'_, Sqlite>,
-        command_id: CommandId,
-    ) -> Result<Option<CommittedCommand>, StoreError> {
-        let row = sqlx::query(
-            "SELECT stream_category, stream_id, event_count, last_version, last_chain_index, \
-             last_position, transaction_id FROM commands WHERE command_id = ?",
-        )
-        .bind(command_id.as_uuid())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(store_error)?;
-        row.map(|row| committed_command(&row)).transpose()
-    }
-
-    async fn try_append(&self, request: &AppendRequest) -> Result<Appended, AppendError> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(store_error)?;
-        if let Some(command) = Self::committed_command(&mut tx, request.command_id()).await? {
-            return command.replay(request);
-        }
-        let stream = request.stream();
-        let chain = request.chain();
-        let current: Option<(Uuid, i64)> = sqlx::query_as(
-            "SELECT chain_id, stream_version FROM events WHERE stream_category = ? \
-             AND stream_id = ? ORDER BY stream_version DESC LIMIT 1",
-        )
-        .bind(stream.category.as_str())
-        .bind(stream.id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let version = match current {
-            Some((owner, _)) if owner != chain.as_uuid() => {
-                return Err(AppendError::WrongChain {
-                    stream: stream.clone(),
-                })
-            }
-            Some((_, version)) => StreamVersion(version as u64),
-            None => StreamVersion::EMPTY,
-        };
-        request.check_version(version)?;
-
-        let head: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT chain_index, hash FROM events WHERE chain_id = ? \
-             ORDER BY chain_index DESC LIMIT 1",
-        )
-        .bind(chain.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let head = chain_head(head)?;
-        let first_position: i64 =
-            sqlx::query_scalar("SELECT coalesce(max(position), 0) + 1 FROM events")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(store_error)?;
-
-        let meta = request.metadata();
-        let sealed = seal(
-            chain,
-            head,
-            stream,
-            version,
-            request.events(),
-            meta,
-            Timestamp::now(),
-        );
-        for (offset, event) in sealed.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO events (position, transaction_id, event_id, chain_id, chain_index, \
-                 stream_category, stream_id, stream_version, event_type, schema_version, payload, \
-                 actor, command_id, correlation_id, causation_id, origin, recorded_at, prev_hash, \
-                 hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(first_position + offset as i64)
-            .bind(first_position)
-            .bind(event.event_id.as_uuid())
-            .bind(chain.as_uuid())
-            .bind(to_i64(event.chain_index.0))
-            .bind(stream.category.as_str())
-            .bind(stream.id)
-            .bind(to_i64(event.stream_version.0))
-            .bind(event.event_type.as_str())
-            .bind(event.schema_version.get() as i32)
-            .bind(event.payload.as_bytes())
-            .bind(meta.actor.to_string())
-            .bind(meta.command_id.as_uuid())
-            .bind(meta.correlation_id)
-            .bind(meta.causation_id)
-            .bind(meta.origin.as_str())
-            .bind(event.recorded_at.0)
-            .bind(&event.prev_hash.0[..])
-            .bind(&event.hash.0[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(insert_error)?;
-        }
-        let last = sealed.last().expect("an append carries at least one event");
-        let appended = Appended {
-            stream_version: last.stream_version,
-            chain_index: last.chain_index,
-            position: Position((first_position as u64) + sealed.len() as u64 - 1),
-            cursor: LogCursor {
-                transaction: first_position as u64,
-                position: (first_position as u64) + sealed.len() as u64 - 1,
-            },
-        };
-        sqlx::query(
-            "INSERT INTO commands (command_id, chain_id, stream_category, stream_id, event_count, \
-             last_position, last_version, last_chain_index, transaction_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(meta.command_id.as_uuid())
-        .bind(chain.as_uuid())
-        .bind(stream.category.as_str())
-        .bind(stream.id)
-        .bind(sealed.len() as i64)
-        .bind(to_i64(appended.position.0))
-        .bind(to_i64(appended.stream_version.0))
-        .bind(to_i64(appended.chain_index.0))
-        .bind(to_i64(appended.cursor.transaction))
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(appended)
-    }
-
     async fn fetch_events<'q>(
         &self,
         query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
@@ -214,6 +113,151 @@ impl SqliteEventStore {
         let rows = query.fetch_all(&self.reader).await.map_err(store_error)?;
         rows.iter().map(decode_event).collect()
     }
+}
+
+/// The writer task: runs until the store (the last sender) is dropped.
+async fn write_appends(
+    pool: SqlitePool,
+    mut queue: mpsc::Receiver<Job>,
+    appended: watch::Sender<u64>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let requests: Vec<&AppendRequest> = group.iter().map(|job| &job.request).collect();
+        let outcomes = match commit_group(&pool, &requests).await {
+            Ok(outcomes) => outcomes,
+            Err(error) if requests.len() == 1 => vec![Err(error)],
+            Err(_) => {
+                let mut outcomes = Vec::with_capacity(requests.len());
+                for request in &requests {
+                    outcomes.push(match commit_group(&pool, &[request]).await {
+                        Ok(mut single) => single.remove(0),
+                        Err(error) => Err(error),
+                    });
+                }
+                outcomes
+            }
+        };
+        if outcomes.iter().any(Result::is_ok) {
+            appended.send_modify(|n| *n += 1);
+        }
+        for (job, outcome) in group.drain(..).zip(outcomes) {
+            // The caller may have gone away; its append stands regardless.
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+/// One transaction for the whole group: the outcome of each append, or an
+/// error if a write or the commit failed (then nothing was committed).
+async fn commit_group(
+    pool: &SqlitePool,
+    requests: &[&AppendRequest],
+) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(store_error)?;
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let stream = request.stream();
+        let row = sqlx::query(&LOOKUP)
+            .bind(stream.category.as_str())
+            .bind(stream.id)
+            .bind(request.chain().as_uuid())
+            .bind(request.command_id().as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let context = append_context(&row)?;
+        let first_position: i64 = row.try_get(11).map_err(store_error)?;
+        outcomes.push(match request.decide(context, Timestamp::now()) {
+            Err(refused) => Err(refused),
+            Ok(AppendDecision::Replay(appended)) => Ok(appended),
+            Ok(AppendDecision::Append(sealed)) => {
+                Ok(insert(&mut tx, request, &sealed, first_position).await?)
+            }
+        });
+    }
+    tx.commit().await.map_err(store_error)?;
+    Ok(outcomes)
+}
+
+/// Writes sealed events at positions from `first_position`, and the
+/// idempotency record.
+async fn insert(
+    tx: &mut Transaction<'_, Sqlite>,
+    request: &AppendRequest,
+    sealed: &[RecordedEvent],
+    first_position: i64,
+) -> Result<Appended, AppendError> {
+    let meta = request.metadata();
+    let stream = request.stream();
+    let chain = request.chain().as_uuid();
+    let actor = meta.actor.to_string();
+    for (chunk_index, chunk) in sealed.chunks(INSERT_CHUNK).enumerate() {
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()];
+        let sql = format!(
+            "INSERT INTO events (position, transaction_id, event_id, chain_id, chain_index, \
+             stream_category, stream_id, stream_version, event_type, schema_version, payload, \
+             actor, command_id, correlation_id, causation_id, origin, recorded_at, prev_hash, \
+             hash) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (offset, event) in chunk.iter().enumerate() {
+            query = query
+                .bind(first_position + (chunk_index * INSERT_CHUNK + offset) as i64)
+                .bind(first_position)
+                .bind(event.event_id.as_uuid())
+                .bind(chain)
+                .bind(to_i64(event.chain_index.0))
+                .bind(stream.category.as_str())
+                .bind(stream.id)
+                .bind(to_i64(event.stream_version.0))
+                .bind(event.event_type.as_str())
+                .bind(event.schema_version.get() as i32)
+                .bind(event.payload.as_bytes())
+                .bind(actor.as_str())
+                .bind(meta.command_id.as_uuid())
+                .bind(meta.correlation_id)
+                .bind(meta.causation_id)
+                .bind(meta.origin.as_str())
+                .bind(event.recorded_at.0)
+                .bind(&event.prev_hash.0[..])
+                .bind(&event.hash.0[..]);
+        }
+        query.execute(&mut **tx).await.map_err(insert_error)?;
+    }
+    let last = sealed.last().expect("an append carries at least one event");
+    let last_position = first_position as u64 + sealed.len() as u64 - 1;
+    let appended = Appended {
+        stream_version: last.stream_version,
+        chain_index: last.chain_index,
+        position: Position(last_position),
+        cursor: LogCursor {
+            transaction: first_position as u64,
+            position: last_position,
+        },
+    };
+    sqlx::query(
+        "INSERT INTO commands (command_id, chain_id, stream_category, stream_id, event_count, \
+         last_position, last_version, last_chain_index, transaction_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(meta.command_id.as_uuid())
+    .bind(chain)
+    .bind(stream.category.as_str())
+    .bind(stream.id)
+    .bind(sealed.len() as i64)
+    .bind(to_i64(last_position))
+    .bind(to_i64(appended.stream_version.0))
+    .bind(to_i64(appended.chain_index.0))
+    .bind(first_position)
+    .execute(&mut **tx)
+    .await
+    .map_err(store_error)?;
+    Ok(appended)
 }
 
 fn insert_error(error: sqlx::Error) -> AppendError {
@@ -228,9 +272,13 @@ fn insert_error(error: sqlx::Error) -> AppendError {
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let appended = self.try_append(&request).await?;
-        self.appended.send_modify(|n| *n += 1);
-        Ok(appended)
+        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".to_owned());
+        let (reply, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn read_stream(
@@ -309,4 +357,153 @@ impl EventStore for SqliteEventStore {
     fn append_signal(&self) -> AppendSignal {
         AppendSignal::new(self.appended.subscribe())
     }
+
+    /// Scans the chain on a blocking thread with borrowed rows (sqlx copies
+    /// every value of every row, which caps it near 100k events/s).
+    async fn verify_chain(
+        &self,
+        chain: ChainId,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<ChainVerdict, StoreError> {
+        let path = self.path.clone();
+        let scanned = Arc::new(AtomicU64::new(0));
+        let counter = scanned.clone();
+        let mut scan = tokio::task::spawn_blocking(move || scan_chain(&path, chain, &counter));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut reported = 0;
+        let verdict = loop {
+            tokio::select! {
+                joined = &mut scan => {
+                    break joined.map_err(|e| StoreError::Database(format!("verification stopped: {e}")))??;
+                }
+                _ = tick.tick() => {
+                    let now = scanned.load(Ordering::Relaxed);
+                    progress(now - reported);
+                    reported = now;
+                }
+            }
+        };
+        progress(verdict.events - reported);
+        Ok(verdict)
+    }
+}
+
+/// Columns of the verification scan, in the order [`scan_chain`] reads them.
+const SCAN: &str = "SELECT position, chain_id, chain_index, prev_hash, event_id, stream_category, \
+    stream_id, stream_version, event_type, schema_version, recorded_at, actor, command_id, \
+    correlation_id, causation_id, origin, payload, hash \
+    FROM events WHERE chain_id = ?1 ORDER BY chain_index";
+
+fn scan_chain(
+    path: &Path,
+    chain: ChainId,
+    scanned: &AtomicU64,
+) -> Result<ChainVerdict, StoreError> {
+    use rusqlite::OpenFlags;
+    let db_error = |e: rusqlite::Error| StoreError::Database(e.to_string());
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(db_error)?;
+    let mut statement = conn.prepare(SCAN).map_err(db_error)?;
+    let chain_bytes = chain.as_uuid();
+    let mut rows = statement
+        .query([chain_bytes.as_bytes()])
+        .map_err(db_error)?;
+    let mut verifier = ChainVerifier::new(chain);
+    let mut events = 0u64;
+    while let Some(row) = rows.next().map_err(db_error)? {
+        let position = row
+            .get_ref(0)
+            .and_then(|v| Ok(v.as_i64()?))
+            .map_err(db_error)?;
+        let bad = |field: &str| {
+            StoreError::Corrupt(format!(
+                "event at position {position} has an unreadable {field}"
+            ))
+        };
+        let blob = |i: usize, field: &str| -> Result<&[u8], StoreError> {
+            row.get_ref(i)
+                .ok()
+                .and_then(|v| v.as_blob().ok())
+                .ok_or_else(|| bad(field))
+        };
+        let text = |i: usize, field: &str| -> Result<&str, StoreError> {
+            row.get_ref(i)
+                .ok()
+                .and_then(|v| v.as_str().ok())
+                .ok_or_else(|| bad(field))
+        };
+        let uint = |i: usize, field: &str| -> Result<u64, StoreError> {
+            row.get_ref(i)
+                .ok()
+                .and_then(|v| v.as_i64().ok())
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| bad(field))
+        };
+        let uuid = |i: usize, field: &str| -> Result<Uuid, StoreError> {
+            Uuid::from_slice(blob(i, field)?).map_err(|_| bad(field))
+        };
+        let causation = match row.get_ref(14).map_err(db_error)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(uuid(14, "causation id")?),
+        };
+        let stored_chain = blob(1, "chain id")?;
+        let chain_index = uint(2, "chain index")?;
+        let event_id = uuid(4, "event id")?;
+        let stream_category = text(5, "stream category")?;
+        let stream_id = uuid(6, "stream id")?;
+        let stream_version = uint(7, "stream version")?;
+        let fields = EventFields {
+            chain: chain_bytes,
+            chain_index,
+            prev_hash: blob(3, "previous hash")?,
+            event_id,
+            stream_category,
+            stream_id,
+            stream_version,
+            event_type: text(8, "event type")?,
+            schema_version: u32::try_from(uint(9, "schema version")?)
+                .map_err(|_| bad("schema version"))?,
+            recorded_at: row
+                .get_ref(10)
+                .ok()
+                .and_then(|v| v.as_i64().ok())
+                .ok_or_else(|| bad("recorded-at time"))?,
+            actor: text(11, "actor")?,
+            command_id: uuid(12, "command id")?,
+            correlation_id: uuid(13, "correlation id")?,
+            causation_id: causation,
+            origin: text(15, "origin")?,
+            payload: blob(16, "payload")?,
+        };
+        let location = EventLocation {
+            position: Position(u64::try_from(position).map_err(|_| bad("position"))?),
+            chain_index,
+            event_id,
+            stream_category,
+            stream_id,
+            stream_version,
+        };
+        events += 1;
+        if events % 4096 == 0 {
+            scanned.store(events, Ordering::Relaxed);
+        }
+        let same_chain = stored_chain == chain_bytes.as_bytes();
+        if let Err(broken) = verifier.push_fields(location, &fields, blob(17, "hash")?, same_chain)
+        {
+            return Ok(ChainVerdict {
+                events,
+                broken: Some(broken),
+            });
+        }
+    }
+    scanned.store(events, Ordering::Relaxed);
+    Ok(ChainVerdict {
+        events,
+        broken: verifier.finish().err(),
+    })
 }

@@ -1,8 +1,7 @@
 //! What both adapters share: the stored column list, decoding a row into a
 //! [`RecordedEvent`], and mapping sqlx errors to the port's errors.
 
-use custodia_application::event_store::CommittedCommand;
-use custodia_application::{Appended, StoreError};
+use custodia_application::{AppendContext, Appended, CommittedCommand, StoreError};
 use custodia_domain::{
     Actor, ChainHead, ChainId, ChainIndex, CommandId, EventHash, EventId, EventType, LogCursor,
     Metadata, Origin, Payload, Position, RecordedEvent, SchemaVersion, StreamCategory, StreamId,
@@ -131,41 +130,89 @@ pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The head of a chain from its last event's index and hash.
-pub(crate) fn chain_head(last: Option<(i64, Vec<u8>)>) -> Result<ChainHead, StoreError> {
-    match last {
-        None => Ok(ChainHead::GENESIS),
-        Some((index, hash)) => Ok(ChainHead {
-            next_index: ChainIndex(index as u64 + 1),
-            last_hash: EventHash::from_slice(&hash).ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "chain head at index {index} has an unreadable hash"
-                ))
-            })?,
-        }),
-    }
+/// The append lookup, the same on both backends. Parameters: $1 stream
+/// category, $2 stream id, $3 chain id, $4 command id. Columns: 0-6 the
+/// idempotency record (all NULL if none), 7-8 the stream's chain and version,
+/// 9-10 the chain head, then `extra_columns`.
+pub(crate) fn lookup_sql(extra_columns: &str) -> String {
+    format!(
+        "SELECT c.stream_category, c.stream_id, c.event_count, c.last_version,
+                c.last_chain_index, c.last_position, c.transaction_id,
+                s.chain_id, s.stream_version, h.chain_index, h.hash {extra_columns}
+         FROM (SELECT 1) AS one
+         LEFT JOIN commands c ON c.command_id = $4
+         LEFT JOIN (SELECT chain_id, stream_version FROM events
+                    WHERE stream_category = $1 AND stream_id = $2
+                    ORDER BY stream_version DESC LIMIT 1) s ON true
+         LEFT JOIN (SELECT chain_index, hash FROM events
+                    WHERE chain_id = $3 ORDER BY chain_index DESC LIMIT 1) h ON true"
+    )
 }
 
-/// Reads a `commands` row (columns in the order of the idempotency query).
-pub(crate) fn committed_command<'r, R>(row: &'r R) -> Result<CommittedCommand, StoreError>
+/// Reads a row of [`lookup_sql`].
+pub(crate) fn append_context<'r, R>(row: &'r R) -> Result<AppendContext, StoreError>
 where
     R: Row,
     usize: ColumnIndex<R>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    Uuid: Decode<'r, R::Database> + Type<R::Database>,
+    Option<Uuid>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let bad = |what: &str| StoreError::Corrupt(format!("unreadable {what} while appending"));
+    let committed = match row
+        .try_get::<Option<String>, _>(0)
+        .map_err(|_| bad("idempotency record"))?
+    {
+        Some(category) => {
+            Some(committed_command(row, category).ok_or_else(|| bad("idempotency record"))?)
+        }
+        None => None,
+    };
+    let stream_chain: Option<Uuid> = row.try_get(7).map_err(|_| bad("stream"))?;
+    let stream_version: Option<i64> = row.try_get(8).map_err(|_| bad("stream"))?;
+    let head_index: Option<i64> = row.try_get(9).map_err(|_| bad("chain head"))?;
+    let chain_head = match head_index {
+        None => ChainHead::GENESIS,
+        Some(index) => ChainHead {
+            next_index: ChainIndex(u64::try_from(index).map_err(|_| bad("chain head"))? + 1),
+            last_hash: row
+                .try_get::<Vec<u8>, _>(10)
+                .ok()
+                .and_then(|hash| EventHash::from_slice(&hash))
+                .ok_or_else(|| bad("chain head"))?,
+        },
+    };
+    Ok(AppendContext {
+        committed,
+        stream_chain: stream_chain.map(ChainId::from_uuid),
+        stream_version: StreamVersion(
+            stream_version
+                .map_or(Ok(0), u64::try_from)
+                .map_err(|_| bad("stream"))?,
+        ),
+        chain_head,
+    })
+}
+
+/// The idempotency record in columns 0-6 of a [`lookup_sql`] row.
+fn committed_command<'r, R>(row: &'r R, category: String) -> Option<CommittedCommand>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
     Uuid: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let bad = || StoreError::Corrupt("unreadable idempotency record".to_owned());
-    let int = |i: usize| -> Result<u64, StoreError> {
-        let v: i64 = row.try_get(i).map_err(|_| bad())?;
-        u64::try_from(v).map_err(|_| bad())
+    let int = |i: usize| {
+        row.try_get::<i64, _>(i)
+            .ok()
+            .and_then(|v| u64::try_from(v).ok())
     };
-    let category: String = row.try_get(0).map_err(|_| bad())?;
-    Ok(CommittedCommand {
-        stream: StreamId::new(
-            StreamCategory::parse(category).map_err(|_| bad())?,
-            row.try_get(1).map_err(|_| bad())?,
-        ),
+    Some(CommittedCommand {
+        stream: StreamId::new(StreamCategory::parse(category).ok()?, row.try_get(1).ok()?),
         event_count: int(2)? as usize,
         appended: Appended {
             stream_version: StreamVersion(int(3)?),
