@@ -26,6 +26,7 @@ backends!(
     read_all_pages_through_every_chain_in_commit_order,
     concurrent_appenders_on_one_stream_never_share_a_version,
     follower_sees_every_committed_event_once_in_chain_order,
+    one_bad_append_among_concurrent_ones_fails_alone,
 );
 
 async fn open(db: &TestDatabase) -> Arc<dyn EventStore> {
@@ -450,4 +451,47 @@ async fn follower_sees_every_committed_event_once_in_chain_order(db: TestDatabas
         .await
         .unwrap();
     assert!(nothing_more.is_empty());
+}
+
+/// On SQLite concurrent appends share a group commit; a failing write inside
+/// a group must not take the others down with it.
+async fn one_bad_append_among_concurrent_ones_fails_alone(db: TestDatabase) {
+    let store = open(&db).await;
+    let chain = tenant_chain();
+    let taken = append(chain, &user_stream(), ExpectedVersion::Any, 1);
+    let taken_id = taken.events()[0].event_id;
+    store.append(taken).await.unwrap();
+    let mut appends = Vec::new();
+    for i in 0..32 {
+        let store = store.clone();
+        let mut batch = events(2);
+        if i == 17 {
+            batch[1].event_id = taken_id;
+        }
+        let request = AppendRequest::new(
+            chain,
+            user_stream(),
+            ExpectedVersion::Any,
+            batch,
+            metadata(),
+        )
+        .unwrap();
+        appends.push(tokio::spawn(async move { store.append(request).await }));
+    }
+    let mut outcomes = Vec::new();
+    for append in appends {
+        outcomes.push(append.await.unwrap());
+    }
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (17, Err(AppendError::DuplicateEventId)) => {}
+            (17, other) => panic!("the bad append: {other:?}"),
+            (_, Ok(_)) => {}
+            (_, Err(e)) => panic!("append {i} failed with the bad one: {e}"),
+        }
+    }
+    assert_eq!(log_length(&*store).await, 1 + 31 * 2);
+    let report = verify_log(&*store, Some(chain), &|_| {}).await.unwrap();
+    assert!(report.is_intact());
+    assert_eq!(report.events, 63);
 }
