@@ -33,6 +33,13 @@ impl Follower {
         }
     }
 
+    /// Changes how long a caught-up follower waits for a signal before it
+    /// looks again anyway.
+    pub fn with_idle_wait(mut self, idle_wait: Duration) -> Self {
+        self.idle_wait = idle_wait;
+        self
+    }
+
     /// The cursor after the last event returned.
     pub fn cursor(&self) -> LogCursor {
         self.cursor
