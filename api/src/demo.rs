@@ -84,7 +84,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
             "BROKEN"
         }
     );
-    println!("verify it yourself:  cargo run --release -p custodia -- verify");
+    println!("verify it yourself:  cargo run -p custodia -- verify");
     Ok(if report.is_intact() {
         ExitCode::SUCCESS
     } else {

@@ -39,7 +39,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
     // Drawn on stderr, and only when it is a terminal.
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template(
-            "{spinner} verifying [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)",
+            "{spinner} verifying [{bar:30}] {human_pos}/{human_len} events, {eta} left",
         )
         .expect("the template is valid")
         .progress_chars("=> "),
