@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod event;
 pub mod ids;
+pub mod personal;
 pub mod rbac;
 
 pub use chain::{

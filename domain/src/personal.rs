@@ -1,0 +1,201 @@
+//! Personal data as events hold it: never plaintext. A [`SealedField`] is
+//! AES-256-GCM ciphertext under the data subject's key, bound by associated
+//! data to its tenant, stream, event and field ([`field_aad`]); a
+//! [`BlindIndex`] is a keyed HMAC of a normalised value, for look-ups such as
+//! "find user by email". Destroying the subject's key leaves both in the log,
+//! unreadable; the hash chain, which covers them as they are, still verifies.
+//!
+//! The cryptography itself lives behind the `PersonalData` port; this module
+//! holds only the shapes and the associated-data layout.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{EventId, StreamId, TenantId};
+use crate::InvalidValue;
+
+/// One encrypted personal field inside an event payload.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedField {
+    /// Whose key: the data subject (usually the user id).
+    pub subject: Uuid,
+    /// The 96-bit AES-GCM nonce.
+    #[serde(with = "base64_bytes")]
+    pub nonce: Vec<u8>,
+    /// Ciphertext followed by the 128-bit tag.
+    #[serde(with = "base64_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for SealedField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedField(subject {}, {} bytes)", self.subject, self.ciphertext.len())
+    }
+}
+
+/// What a sealed field is bound to: its decryption fails anywhere else.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldContext<'a> {
+    pub tenant: TenantId,
+    pub stream: &'a StreamId,
+    pub event_id: EventId,
+    pub field: &'a str,
+}
+
+/// The associated data of a sealed field: `custodia.field.v1`, then the
+/// tenant id, stream category, stream id, event id and field name, each with
+/// a 4-byte big-endian length, like the event encoding.
+pub fn field_aad(context: &FieldContext<'_>) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(128);
+    for part in [
+        &b"custodia.field.v1"[..],
+        context.tenant.as_uuid().as_bytes(),
+        context.stream.category.as_str().as_bytes(),
+        context.stream.id.as_bytes(),
+        context.event_id.as_uuid().as_bytes(),
+        context.field.as_bytes(),
+    ] {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part);
+    }
+    aad
+}
+
+/// A keyed HMAC-SHA-256 of a normalised value, under a key derived from the
+/// tenant key for one purpose. Equal values give equal indexes within a
+/// tenant and purpose; nothing else can be learned from it without the key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BlindIndex(pub [u8; 32]);
+
+impl fmt::Debug for BlindIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlindIndex({})", hex::encode(&self.0[..4]))
+    }
+}
+
+impl From<BlindIndex> for String {
+    fn from(index: BlindIndex) -> String {
+        hex::encode(index.0)
+    }
+}
+
+impl TryFrom<String> for BlindIndex {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let bytes = hex::decode(value).map_err(|_| InvalidValue::new("blind index", "must be 64 hex digits"))?;
+        Ok(Self(bytes.try_into().map_err(|_| InvalidValue::new("blind index", "must be 64 hex digits"))?))
+    }
+}
+
+/// An email address, normalised (trimmed, lower-cased) and checked for a
+/// plausible shape. It is personal data: it is only ever sealed or indexed,
+/// and its `Debug` form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(value: &str) -> Result<Email, InvalidValue> {
+        let value = value.trim().to_lowercase();
+        let valid = value.len() <= 254
+            && value.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains("..")
+            })
+            && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+            && value.matches('@').count() == 1;
+        if !valid {
+            return Err(InvalidValue::new("email", "must be an address like name@example.org"));
+        }
+        Ok(Email(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Email(<redacted>)")
+    }
+}
+
+mod base64_bytes {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&B64.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        B64.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::StreamCategory;
+
+    #[test]
+    fn email_is_normalised_and_checked() {
+        assert_eq!(Email::parse("  Ada@Example.ORG ").unwrap().as_str(), "ada@example.org");
+        for bad in ["", "ada", "ada@", "@example.org", "ada@example", "a b@example.org", "a@@example.org", "ada@.org", "ada@example..org"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_personal_data() {
+        let email = Email::parse("ada@example.org").unwrap();
+        assert!(!format!("{email:?}").contains("ada"));
+        let sealed = SealedField { subject: Uuid::nil(), nonce: vec![1; 12], ciphertext: b"secret".to_vec() };
+        assert!(!format!("{sealed:?}").contains("secret"));
+    }
+
+    #[test]
+    fn sealed_field_serialises_as_base64() {
+        let sealed = SealedField { subject: Uuid::nil(), nonce: vec![0; 12], ciphertext: vec![0xff; 3] };
+        let json = serde_json::to_string(&sealed).unwrap();
+        assert_eq!(json, r#"{"subject":"00000000-0000-0000-0000-000000000000","nonce":"AAAAAAAAAAAAAAAA","ciphertext":"////"}"#);
+        assert_eq!(serde_json::from_str::<SealedField>(&json).unwrap(), sealed);
+    }
+
+    #[test]
+    fn associated_data_binds_every_part() {
+        let stream = StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7());
+        let other_stream = StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7());
+        let (tenant, event_id) = (TenantId::generate(), EventId::generate());
+        let base = FieldContext { tenant, stream: &stream, event_id, field: "email" };
+        let variants = [
+            FieldContext { tenant: TenantId::generate(), ..base },
+            FieldContext { stream: &other_stream, ..base },
+            FieldContext { event_id: EventId::generate(), ..base },
+            FieldContext { field: "phone", ..base },
+        ];
+        for variant in variants {
+            assert_ne!(field_aad(&variant), field_aad(&base));
+        }
+        // Length prefixes: moving bytes between fields changes the encoding.
+        let a = FieldContext { field: "ab", ..base };
+        assert_ne!(field_aad(&a), field_aad(&FieldContext { field: "a", ..base }));
+    }
+
+    #[test]
+    fn blind_index_round_trips_as_hex() {
+        let index = BlindIndex([0xab; 32]);
+        let json = serde_json::to_string(&index).unwrap();
+        assert_eq!(serde_json::from_str::<BlindIndex>(&json).unwrap(), index);
+        assert!(serde_json::from_str::<BlindIndex>("\"abc\"").is_err());
+    }
+}
