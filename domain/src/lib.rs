@@ -5,8 +5,10 @@
 //! - [`event`]: what an event is before and after it is recorded.
 //! - [`chain`]: the canonical encoding, the hash chain and the chain verifier.
 
+pub mod aggregate;
 pub mod chain;
 pub mod event;
+pub mod identity;
 pub mod ids;
 pub mod personal;
 pub mod rbac;

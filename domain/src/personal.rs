@@ -33,7 +33,12 @@ pub struct SealedField {
 
 impl fmt::Debug for SealedField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SealedField(subject {}, {} bytes)", self.subject, self.ciphertext.len())
+        write!(
+            f,
+            "SealedField(subject {}, {} bytes)",
+            self.subject,
+            self.ciphertext.len()
+        )
     }
 }
 
@@ -87,8 +92,11 @@ impl From<BlindIndex> for String {
 impl TryFrom<String> for BlindIndex {
     type Error = InvalidValue;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        let bytes = hex::decode(value).map_err(|_| InvalidValue::new("blind index", "must be 64 hex digits"))?;
-        Ok(Self(bytes.try_into().map_err(|_| InvalidValue::new("blind index", "must be 64 hex digits"))?))
+        let bytes = hex::decode(value)
+            .map_err(|_| InvalidValue::new("blind index", "must be 64 hex digits"))?;
+        Ok(Self(bytes.try_into().map_err(|_| {
+            InvalidValue::new("blind index", "must be 64 hex digits")
+        })?))
     }
 }
 
@@ -113,7 +121,10 @@ impl Email {
             && !value.chars().any(|c| c.is_whitespace() || c.is_control())
             && value.matches('@').count() == 1;
         if !valid {
-            return Err(InvalidValue::new("email", "must be an address like name@example.org"));
+            return Err(InvalidValue::new(
+                "email",
+                "must be an address like name@example.org",
+            ));
         }
         Ok(Email(value))
     }
@@ -136,7 +147,9 @@ mod base64_bytes {
         serializer.serialize_str(&B64.encode(bytes))
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
         B64.decode(text).map_err(serde::de::Error::custom)
     }
@@ -149,8 +162,21 @@ mod tests {
 
     #[test]
     fn email_is_normalised_and_checked() {
-        assert_eq!(Email::parse("  Ada@Example.ORG ").unwrap().as_str(), "ada@example.org");
-        for bad in ["", "ada", "ada@", "@example.org", "ada@example", "a b@example.org", "a@@example.org", "ada@.org", "ada@example..org"] {
+        assert_eq!(
+            Email::parse("  Ada@Example.ORG ").unwrap().as_str(),
+            "ada@example.org"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.org",
+            "ada@example",
+            "a b@example.org",
+            "a@@example.org",
+            "ada@.org",
+            "ada@example..org",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }
@@ -159,15 +185,26 @@ mod tests {
     fn debug_never_shows_personal_data() {
         let email = Email::parse("ada@example.org").unwrap();
         assert!(!format!("{email:?}").contains("ada"));
-        let sealed = SealedField { subject: Uuid::nil(), nonce: vec![1; 12], ciphertext: b"secret".to_vec() };
+        let sealed = SealedField {
+            subject: Uuid::nil(),
+            nonce: vec![1; 12],
+            ciphertext: b"secret".to_vec(),
+        };
         assert!(!format!("{sealed:?}").contains("secret"));
     }
 
     #[test]
     fn sealed_field_serialises_as_base64() {
-        let sealed = SealedField { subject: Uuid::nil(), nonce: vec![0; 12], ciphertext: vec![0xff; 3] };
+        let sealed = SealedField {
+            subject: Uuid::nil(),
+            nonce: vec![0; 12],
+            ciphertext: vec![0xff; 3],
+        };
         let json = serde_json::to_string(&sealed).unwrap();
-        assert_eq!(json, r#"{"subject":"00000000-0000-0000-0000-000000000000","nonce":"AAAAAAAAAAAAAAAA","ciphertext":"////"}"#);
+        assert_eq!(
+            json,
+            r#"{"subject":"00000000-0000-0000-0000-000000000000","nonce":"AAAAAAAAAAAAAAAA","ciphertext":"////"}"#
+        );
         assert_eq!(serde_json::from_str::<SealedField>(&json).unwrap(), sealed);
     }
 
@@ -176,19 +213,42 @@ mod tests {
         let stream = StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7());
         let other_stream = StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7());
         let (tenant, event_id) = (TenantId::generate(), EventId::generate());
-        let base = FieldContext { tenant, stream: &stream, event_id, field: "email" };
+        let base = FieldContext {
+            tenant,
+            stream: &stream,
+            event_id,
+            field: "email",
+        };
         let variants = [
-            FieldContext { tenant: TenantId::generate(), ..base },
-            FieldContext { stream: &other_stream, ..base },
-            FieldContext { event_id: EventId::generate(), ..base },
-            FieldContext { field: "phone", ..base },
+            FieldContext {
+                tenant: TenantId::generate(),
+                ..base
+            },
+            FieldContext {
+                stream: &other_stream,
+                ..base
+            },
+            FieldContext {
+                event_id: EventId::generate(),
+                ..base
+            },
+            FieldContext {
+                field: "phone",
+                ..base
+            },
         ];
         for variant in variants {
             assert_ne!(field_aad(&variant), field_aad(&base));
         }
         // Length prefixes: moving bytes between fields changes the encoding.
-        let a = FieldContext { field: "ab", ..base };
-        assert_ne!(field_aad(&a), field_aad(&FieldContext { field: "a", ..base }));
+        let a = FieldContext {
+            field: "ab",
+            ..base
+        };
+        assert_ne!(
+            field_aad(&a),
+            field_aad(&FieldContext { field: "a", ..base })
+        );
     }
 
     #[test]

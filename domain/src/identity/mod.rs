@@ -1,0 +1,3 @@
+//! The identity domain's aggregates: tenants, users, memberships.
+
+pub mod tenant;

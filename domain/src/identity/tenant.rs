@@ -1,0 +1,657 @@
+//! The tenant aggregate: creation, settings, suspension.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::InvalidValue;
+
+/// A tenant's display name: 1–200 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantName(String);
+
+impl TenantName {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let value = value.trim();
+        if value.is_empty() || value.chars().count() > 200 || value.chars().any(char::is_control) {
+            return Err(InvalidValue::new(
+                "tenant name",
+                "must be 1-200 characters without control characters",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A purpose users can consent to, at a version of its policy text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentPurpose {
+    /// A slug: `marketing_email`, `analytics`.
+    pub id: String,
+    pub version: u32,
+}
+
+/// Everything a tenant configures. Built only through [`TenantSettings::new`],
+/// so every instance respects the bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSettings {
+    pub password_min_length: u8,
+    pub mfa_required: bool,
+    pub access_token_minutes: u16,
+    pub refresh_token_days: u16,
+    pub lockout_threshold: u8,
+    pub lockout_minutes: u16,
+    pub consent_purposes: Vec<ConsentPurpose>,
+    pub deleted_user_retention_days: u16,
+    pub access_data_retention_days: u16,
+}
+
+impl Default for TenantSettings {
+    /// OWASP-minded defaults: 12-character passwords, 15-minute access
+    /// tokens, 7-day refresh tokens, lockout after 5 failures for 15 minutes.
+    fn default() -> Self {
+        Self {
+            password_min_length: 12,
+            mfa_required: false,
+            access_token_minutes: 15,
+            refresh_token_days: 7,
+            lockout_threshold: 5,
+            lockout_minutes: 15,
+            consent_purposes: Vec::new(),
+            deleted_user_retention_days: 30,
+            access_data_retention_days: 90,
+        }
+    }
+}
+
+impl TenantSettings {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        password_min_length: u8,
+        mfa_required: bool,
+        access_token_minutes: u16,
+        refresh_token_days: u16,
+        lockout_threshold: u8,
+        lockout_minutes: u16,
+        consent_purposes: Vec<ConsentPurpose>,
+        deleted_user_retention_days: u16,
+        access_data_retention_days: u16,
+    ) -> Result<Self, InvalidValue> {
+        let check = |ok: bool, field, rule| {
+            if ok {
+                Ok(())
+            } else {
+                Err(InvalidValue::new(field, rule))
+            }
+        };
+        check(
+            (8..=128).contains(&password_min_length),
+            "password minimum length",
+            "must be 8-128",
+        )?;
+        check(
+            (1..=15).contains(&access_token_minutes),
+            "access token lifetime",
+            "must be 1-15 minutes",
+        )?;
+        check(
+            (1..=30).contains(&refresh_token_days),
+            "refresh token lifetime",
+            "must be 1-30 days",
+        )?;
+        check(
+            (1..=20).contains(&lockout_threshold),
+            "lockout threshold",
+            "must be 1-20 failures",
+        )?;
+        check(
+            (1..=1440).contains(&lockout_minutes),
+            "lockout period",
+            "must be 1-1440 minutes",
+        )?;
+        check(
+            (1..=3650).contains(&deleted_user_retention_days),
+            "deleted-user retention",
+            "must be 1-3650 days",
+        )?;
+        check(
+            (1..=3650).contains(&access_data_retention_days),
+            "access-data retention",
+            "must be 1-3650 days",
+        )?;
+        for purpose in &consent_purposes {
+            let slug = !purpose.id.is_empty()
+                && purpose.id.len() <= 64
+                && purpose
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            check(slug, "consent purpose", "must be 1-64 of [a-z0-9_]")?;
+            check(
+                purpose.version >= 1,
+                "consent purpose version",
+                "must be at least 1",
+            )?;
+        }
+        let mut ids: Vec<&str> = consent_purposes.iter().map(|p| p.id.as_str()).collect();
+        ids.sort_unstable();
+        check(
+            ids.windows(2).all(|w| w[0] != w[1]),
+            "consent purposes",
+            "must be distinct",
+        )?;
+        Ok(Self {
+            password_min_length,
+            mfa_required,
+            access_token_minutes,
+            refresh_token_days,
+            lockout_threshold,
+            lockout_minutes,
+            consent_purposes,
+            deleted_user_retention_days,
+            access_data_retention_days,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantCommand {
+    Create {
+        name: TenantName,
+        settings: TenantSettings,
+    },
+    UpdateSettings {
+        settings: TenantSettings,
+    },
+    Suspend,
+    Reactivate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantEvent {
+    Created {
+        name: TenantName,
+        settings: TenantSettings,
+    },
+    SettingsChanged {
+        settings: TenantSettings,
+    },
+    Suspended,
+    Reactivated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    #[error("the tenant already exists")]
+    AlreadyExists,
+    #[error("the tenant does not exist")]
+    NotFound,
+    #[error("the tenant is suspended")]
+    Suspended,
+    #[error("the tenant is not suspended")]
+    NotSuspended,
+}
+
+/// A tenant's state: a fold over its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Tenant {
+    #[default]
+    Absent,
+    Active {
+        name: TenantName,
+        settings: TenantSettings,
+    },
+    Suspended {
+        name: TenantName,
+        settings: TenantSettings,
+    },
+}
+
+impl Tenant {
+    pub fn settings(&self) -> Option<&TenantSettings> {
+        match self {
+            Tenant::Absent => None,
+            Tenant::Active { settings, .. } | Tenant::Suspended { settings, .. } => Some(settings),
+        }
+    }
+}
+
+impl Aggregate for Tenant {
+    type Command = TenantCommand;
+    type Event = TenantEvent;
+    type Error = TenantError;
+
+    fn decide(&self, command: &TenantCommand) -> Result<Vec<TenantEvent>, TenantError> {
+        use TenantCommand as C;
+        use TenantEvent as E;
+        match (self, command) {
+            (Tenant::Absent, C::Create { name, settings }) => Ok(vec![E::Created {
+                name: name.clone(),
+                settings: settings.clone(),
+            }]),
+            (_, C::Create { .. }) => Err(TenantError::AlreadyExists),
+            (Tenant::Absent, _) => Err(TenantError::NotFound),
+            (
+                Tenant::Active {
+                    settings: current, ..
+                },
+                C::UpdateSettings { settings },
+            ) => {
+                if current == settings {
+                    Ok(vec![])
+                } else {
+                    Ok(vec![E::SettingsChanged {
+                        settings: settings.clone(),
+                    }])
+                }
+            }
+            (Tenant::Suspended { .. }, C::UpdateSettings { .. }) => Err(TenantError::Suspended),
+            (Tenant::Active { .. }, C::Suspend) => Ok(vec![E::Suspended]),
+            (Tenant::Suspended { .. }, C::Suspend) => Err(TenantError::Suspended),
+            (Tenant::Suspended { .. }, C::Reactivate) => Ok(vec![E::Reactivated]),
+            (Tenant::Active { .. }, C::Reactivate) => Err(TenantError::NotSuspended),
+        }
+    }
+
+    fn apply(self, event: &TenantEvent) -> Tenant {
+        match (self, event) {
+            (_, TenantEvent::Created { name, settings }) => Tenant::Active {
+                name: name.clone(),
+                settings: settings.clone(),
+            },
+            (Tenant::Active { name, .. }, TenantEvent::SettingsChanged { settings }) => {
+                Tenant::Active {
+                    name,
+                    settings: settings.clone(),
+                }
+            }
+            (Tenant::Active { name, settings }, TenantEvent::Suspended) => {
+                Tenant::Suspended { name, settings }
+            }
+            (Tenant::Suspended { name, settings }, TenantEvent::Reactivated) => {
+                Tenant::Active { name, settings }
+            }
+            // Events were decided against this state; anything else is ignored.
+            (state, _) => state,
+        }
+    }
+}
+
+/// The stored payloads. Field names here are the on-disk schema.
+mod dto {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Purpose {
+        pub id: String,
+        pub version: u32,
+    }
+
+    /// Settings, schema version 2 (version 1 had no lockout fields).
+    #[derive(Serialize, Deserialize)]
+    pub struct Settings {
+        pub password_min_length: u8,
+        pub mfa_required: bool,
+        pub access_token_minutes: u16,
+        pub refresh_token_days: u16,
+        pub lockout_threshold: u8,
+        pub lockout_minutes: u16,
+        pub consent_purposes: Vec<Purpose>,
+        pub deleted_user_retention_days: u16,
+        pub access_data_retention_days: u16,
+    }
+
+    #[derive(Deserialize)]
+    pub struct SettingsV1 {
+        pub password_min_length: u8,
+        pub mfa_required: bool,
+        pub access_token_minutes: u16,
+        pub refresh_token_days: u16,
+        pub consent_purposes: Vec<Purpose>,
+        pub deleted_user_retention_days: u16,
+        pub access_data_retention_days: u16,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Created<S> {
+        pub name: String,
+        pub settings: S,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct SettingsChanged<S> {
+        pub settings: S,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Empty {}
+
+    impl From<&TenantSettings> for Settings {
+        fn from(s: &TenantSettings) -> Self {
+            Settings {
+                password_min_length: s.password_min_length,
+                mfa_required: s.mfa_required,
+                access_token_minutes: s.access_token_minutes,
+                refresh_token_days: s.refresh_token_days,
+                lockout_threshold: s.lockout_threshold,
+                lockout_minutes: s.lockout_minutes,
+                consent_purposes: s
+                    .consent_purposes
+                    .iter()
+                    .map(|p| Purpose {
+                        id: p.id.clone(),
+                        version: p.version,
+                    })
+                    .collect(),
+                deleted_user_retention_days: s.deleted_user_retention_days,
+                access_data_retention_days: s.access_data_retention_days,
+            }
+        }
+    }
+
+    impl From<SettingsV1> for Settings {
+        /// The upcast: version 1 tenants get the default lockout policy.
+        fn from(v1: SettingsV1) -> Self {
+            let defaults = TenantSettings::default();
+            Settings {
+                password_min_length: v1.password_min_length,
+                mfa_required: v1.mfa_required,
+                access_token_minutes: v1.access_token_minutes,
+                refresh_token_days: v1.refresh_token_days,
+                lockout_threshold: defaults.lockout_threshold,
+                lockout_minutes: defaults.lockout_minutes,
+                consent_purposes: v1.consent_purposes,
+                deleted_user_retention_days: v1.deleted_user_retention_days,
+                access_data_retention_days: v1.access_data_retention_days,
+            }
+        }
+    }
+
+    impl Settings {
+        pub fn into_domain(self) -> Result<TenantSettings, InvalidValue> {
+            TenantSettings::new(
+                self.password_min_length,
+                self.mfa_required,
+                self.access_token_minutes,
+                self.refresh_token_days,
+                self.lockout_threshold,
+                self.lockout_minutes,
+                self.consent_purposes
+                    .into_iter()
+                    .map(|p| ConsentPurpose {
+                        id: p.id,
+                        version: p.version,
+                    })
+                    .collect(),
+                self.deleted_user_retention_days,
+                self.access_data_retention_days,
+            )
+        }
+    }
+}
+
+impl EventSchema for TenantEvent {
+    fn to_stored(&self) -> StoredForm {
+        match self {
+            TenantEvent::Created { name, settings } => stored(
+                "TenantCreated",
+                2,
+                &dto::Created {
+                    name: name.as_str().to_owned(),
+                    settings: dto::Settings::from(settings),
+                },
+            ),
+            TenantEvent::SettingsChanged { settings } => stored(
+                "TenantSettingsChanged",
+                2,
+                &dto::SettingsChanged {
+                    settings: dto::Settings::from(settings),
+                },
+            ),
+            TenantEvent::Suspended => stored("TenantSuspended", 1, &dto::Empty {}),
+            TenantEvent::Reactivated => stored("TenantReactivated", 1, &dto::Empty {}),
+        }
+    }
+
+    fn from_stored(form: &StoredForm) -> Result<Self, SchemaError> {
+        let malformed = || SchemaError::Malformed {
+            event_type: form.event_type.as_str().to_owned(),
+            version: form.schema_version.get(),
+        };
+        let settings = |s: dto::Settings| s.into_domain().map_err(|_| malformed());
+        let name = |n: &str| TenantName::parse(n).map_err(|_| malformed());
+        match (form.event_type.as_str(), form.schema_version.get()) {
+            ("TenantCreated", 1) => {
+                let v1: dto::Created<dto::SettingsV1> = read(form)?;
+                Ok(TenantEvent::Created {
+                    name: name(&v1.name)?,
+                    settings: settings(v1.settings.into())?,
+                })
+            }
+            ("TenantCreated", 2) => {
+                let v2: dto::Created<dto::Settings> = read(form)?;
+                Ok(TenantEvent::Created {
+                    name: name(&v2.name)?,
+                    settings: settings(v2.settings)?,
+                })
+            }
+            ("TenantSettingsChanged", 1) => {
+                let v1: dto::SettingsChanged<dto::SettingsV1> = read(form)?;
+                Ok(TenantEvent::SettingsChanged {
+                    settings: settings(v1.settings.into())?,
+                })
+            }
+            ("TenantSettingsChanged", 2) => {
+                let v2: dto::SettingsChanged<dto::Settings> = read(form)?;
+                Ok(TenantEvent::SettingsChanged {
+                    settings: settings(v2.settings)?,
+                })
+            }
+            ("TenantSuspended", 1) => Ok(TenantEvent::Suspended),
+            ("TenantReactivated", 1) => Ok(TenantEvent::Reactivated),
+            (
+                "TenantCreated" | "TenantSettingsChanged" | "TenantSuspended" | "TenantReactivated",
+                version,
+            ) => Err(SchemaError::UnknownVersion {
+                event_type: form.event_type.as_str().to_owned(),
+                version,
+            }),
+            (other, _) => Err(SchemaError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::given;
+    use crate::event::{EventType, Payload, SchemaVersion};
+
+    fn created() -> TenantEvent {
+        TenantEvent::Created {
+            name: TenantName::parse("Acme").unwrap(),
+            settings: TenantSettings::default(),
+        }
+    }
+
+    fn stricter() -> TenantSettings {
+        TenantSettings {
+            mfa_required: true,
+            lockout_threshold: 3,
+            ..TenantSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_tenant_is_created_once() {
+        given::<Tenant>(&[])
+            .when(&TenantCommand::Create {
+                name: TenantName::parse("Acme").unwrap(),
+                settings: TenantSettings::default(),
+            })
+            .then(&[created()]);
+        given::<Tenant>(&[created()])
+            .when(&TenantCommand::Create {
+                name: TenantName::parse("Acme").unwrap(),
+                settings: TenantSettings::default(),
+            })
+            .then_error(TenantError::AlreadyExists);
+    }
+
+    #[test]
+    fn commands_on_a_missing_tenant_are_refused() {
+        given::<Tenant>(&[])
+            .when(&TenantCommand::Suspend)
+            .then_error(TenantError::NotFound);
+        given::<Tenant>(&[])
+            .when(&TenantCommand::UpdateSettings {
+                settings: stricter(),
+            })
+            .then_error(TenantError::NotFound);
+    }
+
+    #[test]
+    fn settings_change_only_when_different_and_active() {
+        given::<Tenant>(&[created()])
+            .when(&TenantCommand::UpdateSettings {
+                settings: stricter(),
+            })
+            .then(&[TenantEvent::SettingsChanged {
+                settings: stricter(),
+            }]);
+        given::<Tenant>(&[created()])
+            .when(&TenantCommand::UpdateSettings {
+                settings: TenantSettings::default(),
+            })
+            .then(&[]);
+        given::<Tenant>(&[created(), TenantEvent::Suspended])
+            .when(&TenantCommand::UpdateSettings {
+                settings: stricter(),
+            })
+            .then_error(TenantError::Suspended);
+    }
+
+    #[test]
+    fn suspend_and_reactivate_alternate() {
+        given::<Tenant>(&[created()])
+            .when(&TenantCommand::Suspend)
+            .then(&[TenantEvent::Suspended]);
+        given::<Tenant>(&[created()])
+            .when(&TenantCommand::Reactivate)
+            .then_error(TenantError::NotSuspended);
+        given::<Tenant>(&[created(), TenantEvent::Suspended])
+            .when(&TenantCommand::Suspend)
+            .then_error(TenantError::Suspended);
+        given::<Tenant>(&[created(), TenantEvent::Suspended])
+            .when(&TenantCommand::Reactivate)
+            .then(&[TenantEvent::Reactivated]);
+        let state = Tenant::fold(&[created(), TenantEvent::Suspended, TenantEvent::Reactivated]);
+        assert!(matches!(state, Tenant::Active { .. }));
+    }
+
+    #[test]
+    fn settings_bounds_are_enforced() {
+        let d = TenantSettings::default();
+        let build = |min_len: u8, access: u16, threshold: u8| {
+            TenantSettings::new(min_len, false, access, 7, threshold, 15, vec![], 30, 90)
+        };
+        assert_eq!(build(12, 15, 5), Ok(d));
+        assert!(build(7, 15, 5).is_err(), "passwords shorter than 8");
+        assert!(build(12, 16, 5).is_err(), "access tokens beyond 15 minutes");
+        assert!(build(12, 15, 0).is_err(), "lockout after zero failures");
+        let duplicate = vec![
+            ConsentPurpose {
+                id: "news".into(),
+                version: 1,
+            },
+            ConsentPurpose {
+                id: "news".into(),
+                version: 2,
+            },
+        ];
+        assert!(TenantSettings::new(12, false, 15, 7, 5, 15, duplicate, 30, 90).is_err());
+        assert!(TenantName::parse("  ").is_err());
+    }
+
+    #[test]
+    fn every_event_round_trips_through_its_stored_form() {
+        let settings = TenantSettings {
+            consent_purposes: vec![ConsentPurpose {
+                id: "newsletter".into(),
+                version: 3,
+            }],
+            ..stricter()
+        };
+        for event in [
+            created(),
+            TenantEvent::SettingsChanged { settings },
+            TenantEvent::Suspended,
+            TenantEvent::Reactivated,
+        ] {
+            assert_eq!(TenantEvent::from_stored(&event.to_stored()), Ok(event));
+        }
+    }
+
+    #[test]
+    fn the_stored_name_is_not_the_rust_name() {
+        let form = created().to_stored();
+        assert_eq!(form.event_type.as_str(), "TenantCreated");
+        assert_eq!(form.schema_version.get(), 2);
+    }
+
+    #[test]
+    fn version_1_tenant_created_is_upcast_with_default_lockout() {
+        let v1 = StoredForm {
+            event_type: EventType::parse("TenantCreated").unwrap(),
+            schema_version: SchemaVersion::new(1).unwrap(),
+            payload: Payload::json(
+                br#"{"name":"Old Co","settings":{"password_min_length":10,"mfa_required":true,
+                    "access_token_minutes":10,"refresh_token_days":14,"consent_purposes":[],
+                    "deleted_user_retention_days":60,"access_data_retention_days":30}}"#
+                    .to_vec(),
+            )
+            .unwrap(),
+        };
+        let Ok(TenantEvent::Created { name, settings }) = TenantEvent::from_stored(&v1) else {
+            panic!("version 1 reads back");
+        };
+        assert_eq!(name.as_str(), "Old Co");
+        assert_eq!(
+            (settings.password_min_length, settings.mfa_required),
+            (10, true)
+        );
+        assert_eq!(
+            (settings.lockout_threshold, settings.lockout_minutes),
+            (5, 15)
+        );
+    }
+
+    #[test]
+    fn unknown_types_versions_and_garbage_are_typed_errors() {
+        let form = |t: &str, v: u32, p: &[u8]| StoredForm {
+            event_type: EventType::parse(t).unwrap(),
+            schema_version: SchemaVersion::new(v).unwrap(),
+            payload: Payload::json(p.to_vec()).unwrap(),
+        };
+        assert!(matches!(
+            TenantEvent::from_stored(&form("Nope", 1, b"{}")),
+            Err(SchemaError::UnknownType(_))
+        ));
+        assert!(matches!(
+            TenantEvent::from_stored(&form("TenantCreated", 9, b"{}")),
+            Err(SchemaError::UnknownVersion { .. })
+        ));
+        assert!(matches!(
+            TenantEvent::from_stored(&form("TenantCreated", 2, b"[1]")),
+            Err(SchemaError::Malformed { .. })
+        ));
+        let out_of_bounds = br#"{"name":"X","settings":{"password_min_length":1,"mfa_required":false,"access_token_minutes":15,"refresh_token_days":7,"lockout_threshold":5,"lockout_minutes":15,"consent_purposes":[],"deleted_user_retention_days":30,"access_data_retention_days":90}}"#;
+        assert!(matches!(
+            TenantEvent::from_stored(&form("TenantCreated", 2, out_of_bounds)),
+            Err(SchemaError::Malformed { .. })
+        ));
+    }
+}
