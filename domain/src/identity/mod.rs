@@ -1,3 +1,4 @@
 //! The identity domain's aggregates: tenants, users, memberships.
 
+pub mod membership;
 pub mod tenant;

@@ -1,0 +1,543 @@
+//! Memberships of one tenant: who holds which role, and the tenant's custom
+//! roles. One stream per tenant, so that "the last owner cannot be removed"
+//! is decided against every owner at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::ids::TenantId;
+use crate::rbac::{BuiltInRole, Denied, Permission, PermissionSet, Principal};
+use crate::InvalidValue;
+
+/// A custom role's name: `[a-z][a-z0-9_]{0,63}`, never a built-in role's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoleName(String);
+
+impl RoleName {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let b = value.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 64
+            && b[0].is_ascii_lowercase()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+            && BuiltInRole::parse(value).is_none();
+        if !ok {
+            return Err(InvalidValue::new(
+                "role name",
+                "must be 1-64 of [a-z0-9_], start with a letter, and not name a built-in role",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A role as assigned: built in, or one of the tenant's custom roles.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RoleRef {
+    BuiltIn(BuiltInRole),
+    Custom(RoleName),
+}
+
+impl RoleRef {
+    /// `owner`, `admin`, … or `custom:<name>`: the stored form.
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        match value.strip_prefix("custom:") {
+            Some(name) => Ok(RoleRef::Custom(RoleName::parse(name)?)),
+            None => BuiltInRole::parse(value)
+                .map(RoleRef::BuiltIn)
+                .ok_or(InvalidValue::new(
+                    "role",
+                    "must be a built-in role or custom:<name>",
+                )),
+        }
+    }
+}
+
+impl fmt::Display for RoleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoleRef::BuiltIn(role) => f.write_str(role.name()),
+            RoleRef::Custom(name) => write!(f, "custom:{}", name.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipCommand {
+    /// Defines a custom role, or redefines it with other permissions.
+    DefineRole {
+        name: RoleName,
+        permissions: PermissionSet,
+    },
+    Grant {
+        user: Uuid,
+        role: RoleRef,
+    },
+    Revoke {
+        user: Uuid,
+        role: RoleRef,
+    },
+    /// Revokes every role the user holds in the tenant.
+    RemoveMember {
+        user: Uuid,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipEvent {
+    RoleDefined {
+        name: RoleName,
+        permissions: PermissionSet,
+    },
+    RoleGranted {
+        user: Uuid,
+        role: RoleRef,
+    },
+    RoleRevoked {
+        user: Uuid,
+        role: RoleRef,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("no such custom role")]
+    UnknownRole,
+    #[error("a custom role needs at least one permission")]
+    EmptyRole,
+    #[error("the last owner of a tenant cannot be removed")]
+    LastOwner,
+}
+
+/// The tenant's custom roles and role assignments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memberships {
+    custom_roles: BTreeMap<RoleName, PermissionSet>,
+    assignments: BTreeMap<Uuid, BTreeSet<RoleRef>>,
+}
+
+impl Memberships {
+    pub fn role_permissions(&self, role: &RoleRef) -> Option<PermissionSet> {
+        match role {
+            RoleRef::BuiltIn(role) => Some(role.permissions()),
+            RoleRef::Custom(name) => self.custom_roles.get(name).cloned(),
+        }
+    }
+
+    pub fn roles_of(&self, user: Uuid) -> impl Iterator<Item = &RoleRef> {
+        self.assignments.get(&user).into_iter().flatten()
+    }
+
+    /// The union of the user's roles' permissions.
+    pub fn permissions_of(&self, user: Uuid) -> PermissionSet {
+        let mut all = PermissionSet::default();
+        for role in self.roles_of(user) {
+            if let Some(permissions) = self.role_permissions(role) {
+                all.extend(&permissions);
+            }
+        }
+        all
+    }
+
+    pub fn owners(&self) -> impl Iterator<Item = Uuid> + '_ {
+        let owner = RoleRef::BuiltIn(BuiltInRole::Owner);
+        self.assignments
+            .iter()
+            .filter(move |(_, roles)| roles.contains(&owner))
+            .map(|(user, _)| *user)
+    }
+
+    /// RBAC for a membership command: `role.define` / `role.grant`, and
+    /// nobody hands out (or defines) a permission they do not hold.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        tenant: TenantId,
+        command: &MembershipCommand,
+    ) -> Result<(), Denied> {
+        match command {
+            MembershipCommand::DefineRole { permissions, .. } => {
+                principal.authorize(tenant, Permission::RoleDefine, None)?;
+                principal.authorize_grant(tenant, permissions)
+            }
+            MembershipCommand::Grant { role, .. } => {
+                let granted = self.role_permissions(role).unwrap_or_default();
+                principal.authorize_grant(tenant, &granted)
+            }
+            MembershipCommand::Revoke { .. } | MembershipCommand::RemoveMember { .. } => {
+                principal.authorize(tenant, Permission::RoleGrant, None)
+            }
+        }
+    }
+
+    fn would_remove_last_owner(&self, user: Uuid) -> bool {
+        let mut owners = self.owners();
+        matches!((owners.next(), owners.next()), (Some(only), None) if only == user)
+    }
+}
+
+impl Aggregate for Memberships {
+    type Command = MembershipCommand;
+    type Event = MembershipEvent;
+    type Error = MembershipError;
+
+    fn decide(&self, command: &MembershipCommand) -> Result<Vec<MembershipEvent>, MembershipError> {
+        use MembershipEvent as E;
+        let owner = RoleRef::BuiltIn(BuiltInRole::Owner);
+        match command {
+            MembershipCommand::DefineRole { name, permissions } => {
+                if permissions.is_empty() {
+                    return Err(MembershipError::EmptyRole);
+                }
+                if self.custom_roles.get(name) == Some(permissions) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![E::RoleDefined {
+                    name: name.clone(),
+                    permissions: permissions.clone(),
+                }])
+            }
+            MembershipCommand::Grant { user, role } => {
+                if self.role_permissions(role).is_none() {
+                    return Err(MembershipError::UnknownRole);
+                }
+                if self.roles_of(*user).any(|held| held == role) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![E::RoleGranted {
+                    user: *user,
+                    role: role.clone(),
+                }])
+            }
+            MembershipCommand::Revoke { user, role } => {
+                if !self.roles_of(*user).any(|held| held == role) {
+                    return Ok(vec![]);
+                }
+                if *role == owner && self.would_remove_last_owner(*user) {
+                    return Err(MembershipError::LastOwner);
+                }
+                Ok(vec![E::RoleRevoked {
+                    user: *user,
+                    role: role.clone(),
+                }])
+            }
+            MembershipCommand::RemoveMember { user } => {
+                if self.would_remove_last_owner(*user) {
+                    return Err(MembershipError::LastOwner);
+                }
+                Ok(self
+                    .roles_of(*user)
+                    .map(|role| E::RoleRevoked {
+                        user: *user,
+                        role: role.clone(),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    fn apply(mut self, event: &MembershipEvent) -> Memberships {
+        match event {
+            MembershipEvent::RoleDefined { name, permissions } => {
+                self.custom_roles.insert(name.clone(), permissions.clone());
+            }
+            MembershipEvent::RoleGranted { user, role } => {
+                self.assignments
+                    .entry(*user)
+                    .or_default()
+                    .insert(role.clone());
+            }
+            MembershipEvent::RoleRevoked { user, role } => {
+                if let Some(roles) = self.assignments.get_mut(user) {
+                    roles.remove(role);
+                    if roles.is_empty() {
+                        self.assignments.remove(user);
+                    }
+                }
+            }
+        }
+        self
+    }
+}
+
+mod dto {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct RoleDefined {
+        pub name: String,
+        pub permissions: Vec<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Assignment {
+        pub user: Uuid,
+        pub role: String,
+    }
+}
+
+impl EventSchema for MembershipEvent {
+    fn to_stored(&self) -> StoredForm {
+        match self {
+            MembershipEvent::RoleDefined { name, permissions } => stored(
+                "RoleDefined",
+                1,
+                &dto::RoleDefined {
+                    name: name.as_str().to_owned(),
+                    permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
+                },
+            ),
+            MembershipEvent::RoleGranted { user, role } => stored(
+                "RoleGranted",
+                1,
+                &dto::Assignment {
+                    user: *user,
+                    role: role.to_string(),
+                },
+            ),
+            MembershipEvent::RoleRevoked { user, role } => stored(
+                "RoleRevoked",
+                1,
+                &dto::Assignment {
+                    user: *user,
+                    role: role.to_string(),
+                },
+            ),
+        }
+    }
+
+    fn from_stored(form: &StoredForm) -> Result<Self, SchemaError> {
+        let malformed = || SchemaError::Malformed {
+            event_type: form.event_type.as_str().to_owned(),
+            version: form.schema_version.get(),
+        };
+        match (form.event_type.as_str(), form.schema_version.get()) {
+            ("RoleDefined", 1) => {
+                let dto: dto::RoleDefined = read(form)?;
+                let permissions: Result<Vec<Permission>, _> = dto
+                    .permissions
+                    .iter()
+                    .map(|p| Permission::parse(p))
+                    .collect();
+                Ok(MembershipEvent::RoleDefined {
+                    name: RoleName::parse(&dto.name).map_err(|_| malformed())?,
+                    permissions: PermissionSet::from(&permissions.map_err(|_| malformed())?[..]),
+                })
+            }
+            ("RoleGranted", 1) | ("RoleRevoked", 1) => {
+                let dto: dto::Assignment = read(form)?;
+                let role = RoleRef::parse(&dto.role).map_err(|_| malformed())?;
+                Ok(if form.event_type.as_str() == "RoleGranted" {
+                    MembershipEvent::RoleGranted {
+                        user: dto.user,
+                        role,
+                    }
+                } else {
+                    MembershipEvent::RoleRevoked {
+                        user: dto.user,
+                        role,
+                    }
+                })
+            }
+            ("RoleDefined" | "RoleGranted" | "RoleRevoked", version) => {
+                Err(SchemaError::UnknownVersion {
+                    event_type: form.event_type.as_str().to_owned(),
+                    version,
+                })
+            }
+            (other, _) => Err(SchemaError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::given;
+
+    const OWNER: RoleRef = RoleRef::BuiltIn(BuiltInRole::Owner);
+    const ADMIN: RoleRef = RoleRef::BuiltIn(BuiltInRole::Admin);
+
+    fn granted(user: Uuid, role: RoleRef) -> MembershipEvent {
+        MembershipEvent::RoleGranted { user, role }
+    }
+
+    fn support_role() -> (RoleName, PermissionSet) {
+        (
+            RoleName::parse("support").unwrap(),
+            PermissionSet::from(&[Permission::UserRead, Permission::UserUnlock][..]),
+        )
+    }
+
+    #[test]
+    fn grant_is_idempotent_and_revoke_of_unheld_is_a_no_op() {
+        let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        given::<Memberships>(&[])
+            .when(&MembershipCommand::Grant {
+                user: ada,
+                role: OWNER,
+            })
+            .then(&[granted(ada, OWNER)]);
+        given::<Memberships>(&[granted(ada, OWNER)])
+            .when(&MembershipCommand::Grant {
+                user: ada,
+                role: OWNER,
+            })
+            .then(&[]);
+        given::<Memberships>(&[granted(ada, OWNER)])
+            .when(&MembershipCommand::Revoke {
+                user: bob,
+                role: ADMIN,
+            })
+            .then(&[]);
+    }
+
+    #[test]
+    fn the_last_owner_cannot_be_removed() {
+        let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        given::<Memberships>(&[granted(ada, OWNER)])
+            .when(&MembershipCommand::Revoke {
+                user: ada,
+                role: OWNER,
+            })
+            .then_error(MembershipError::LastOwner);
+        given::<Memberships>(&[granted(ada, OWNER), granted(ada, ADMIN)])
+            .when(&MembershipCommand::RemoveMember { user: ada })
+            .then_error(MembershipError::LastOwner);
+        // With a second owner, either may go.
+        given::<Memberships>(&[granted(ada, OWNER), granted(bob, OWNER)])
+            .when(&MembershipCommand::Revoke {
+                user: ada,
+                role: OWNER,
+            })
+            .then(&[MembershipEvent::RoleRevoked {
+                user: ada,
+                role: OWNER,
+            }]);
+        // A non-owner's removal revokes all their roles.
+        given::<Memberships>(&[granted(ada, OWNER), granted(bob, ADMIN)])
+            .when(&MembershipCommand::RemoveMember { user: bob })
+            .then(&[MembershipEvent::RoleRevoked {
+                user: bob,
+                role: ADMIN,
+            }]);
+    }
+
+    #[test]
+    fn custom_roles_must_exist_and_hold_permissions() {
+        let (name, permissions) = support_role();
+        let custom = RoleRef::Custom(name.clone());
+        let user = Uuid::now_v7();
+        given::<Memberships>(&[])
+            .when(&MembershipCommand::Grant {
+                user,
+                role: custom.clone(),
+            })
+            .then_error(MembershipError::UnknownRole);
+        given::<Memberships>(&[])
+            .when(&MembershipCommand::DefineRole {
+                name: name.clone(),
+                permissions: PermissionSet::default(),
+            })
+            .then_error(MembershipError::EmptyRole);
+        let defined = MembershipEvent::RoleDefined {
+            name,
+            permissions: permissions.clone(),
+        };
+        given::<Memberships>(&[defined.clone()])
+            .when(&MembershipCommand::Grant {
+                user,
+                role: custom.clone(),
+            })
+            .then(&[granted(user, custom.clone())]);
+        let state = Memberships::fold(&[
+            defined,
+            granted(user, custom),
+            granted(user, RoleRef::BuiltIn(BuiltInRole::Member)),
+        ]);
+        let held = state.permissions_of(user);
+        assert!(held.contains(Permission::UserUnlock) && held.contains(Permission::TenantRead));
+        assert!(!held.contains(Permission::UserDelete));
+    }
+
+    #[test]
+    fn nobody_grants_or_defines_beyond_their_own_permissions() {
+        let tenant = TenantId::generate();
+        let (name, permissions) = support_role();
+        let state = Memberships::fold(&[MembershipEvent::RoleDefined {
+            name: name.clone(),
+            permissions,
+        }]);
+        let admin = Principal::Member {
+            tenant,
+            user: Uuid::now_v7(),
+            permissions: BuiltInRole::Admin.permissions(),
+        };
+        let grant = |role| MembershipCommand::Grant {
+            user: Uuid::now_v7(),
+            role,
+        };
+        assert!(state
+            .authorize(&admin, tenant, &grant(RoleRef::Custom(name)))
+            .is_ok());
+        assert_eq!(
+            state.authorize(&admin, tenant, &grant(OWNER)),
+            Err(Denied::Missing(Permission::TenantSuspend))
+        );
+        let escalate = MembershipCommand::DefineRole {
+            name: RoleName::parse("eraser").unwrap(),
+            permissions: PermissionSet::from(&[Permission::SubjectErase][..]),
+        };
+        assert_eq!(
+            state.authorize(&admin, tenant, &escalate),
+            Err(Denied::Missing(Permission::SubjectErase))
+        );
+        assert_eq!(
+            state.authorize(&admin, TenantId::generate(), &grant(ADMIN)),
+            Err(Denied::OtherTenant)
+        );
+    }
+
+    #[test]
+    fn role_names_and_refs_parse() {
+        assert!(
+            RoleName::parse("owner").is_err(),
+            "built-in names are reserved"
+        );
+        assert!(RoleName::parse("Support").is_err());
+        assert_eq!(
+            RoleRef::parse("custom:support").unwrap().to_string(),
+            "custom:support"
+        );
+        assert_eq!(
+            RoleRef::parse("privacy_officer").unwrap(),
+            RoleRef::BuiltIn(BuiltInRole::PrivacyOfficer)
+        );
+        assert!(RoleRef::parse("root").is_err());
+    }
+
+    #[test]
+    fn events_round_trip_through_their_stored_form() {
+        let (name, permissions) = support_role();
+        let user = Uuid::now_v7();
+        for event in [
+            MembershipEvent::RoleDefined {
+                name: name.clone(),
+                permissions,
+            },
+            granted(user, RoleRef::Custom(name)),
+            MembershipEvent::RoleRevoked { user, role: OWNER },
+        ] {
+            assert_eq!(MembershipEvent::from_stored(&event.to_stored()), Ok(event));
+        }
+    }
+}
