@@ -453,7 +453,7 @@ mod tests {
             name,
             permissions: permissions.clone(),
         };
-        given::<Memberships>(&[defined.clone()])
+        given::<Memberships>(std::slice::from_ref(&defined))
             .when(&MembershipCommand::Grant {
                 user,
                 role: custom.clone(),
