@@ -1,0 +1,467 @@
+//! The user aggregate: registration or invitation, profile, email, status.
+//! Personal fields exist here only as [`SealedField`]s (ciphertext under the
+//! user's own key) and the email also as a [`BlindIndex`] for look-ups: the
+//! type system keeps plaintext out of events.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::personal::{BlindIndex, SealedField};
+
+/// The sealed personal fields of a profile. `attributes` is one sealed JSON
+/// object of free-form key/value pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<SealedField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<SealedField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<SealedField>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Invited, has not signed in yet.
+    Invited,
+    Active,
+    Suspended,
+    /// Soft-deleted: kept (sealed) until retention erases the key.
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    Register {
+        email: SealedField,
+        email_index: BlindIndex,
+        profile: SealedProfile,
+        invited: bool,
+    },
+    /// The invited user signed in for the first time.
+    Activate,
+    UpdateProfile {
+        profile: SealedProfile,
+    },
+    ChangeEmail {
+        email: SealedField,
+        email_index: BlindIndex,
+    },
+    Suspend,
+    Reactivate,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserEvent {
+    Registered {
+        email: SealedField,
+        email_index: BlindIndex,
+        profile: SealedProfile,
+        invited: bool,
+    },
+    Activated,
+    ProfileUpdated {
+        profile: SealedProfile,
+    },
+    EmailChanged {
+        email: SealedField,
+        email_index: BlindIndex,
+    },
+    Suspended,
+    Reactivated,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the user already exists")]
+    AlreadyExists,
+    #[error("the user does not exist")]
+    NotFound,
+    #[error("the user is deleted")]
+    Deleted,
+    #[error("the user is not in a state that allows this")]
+    WrongStatus,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum User {
+    #[default]
+    Absent,
+    Present {
+        status: UserStatus,
+        email_index: BlindIndex,
+    },
+}
+
+impl User {
+    pub fn status(&self) -> Option<UserStatus> {
+        match self {
+            User::Absent => None,
+            User::Present { status, .. } => Some(*status),
+        }
+    }
+}
+
+impl Aggregate for User {
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+
+    fn decide(&self, command: &UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        use UserCommand as C;
+        use UserEvent as E;
+        use UserStatus as S;
+        let (status, current_index) = match (self, command) {
+            (
+                User::Absent,
+                C::Register {
+                    email,
+                    email_index,
+                    profile,
+                    invited,
+                },
+            ) => {
+                return Ok(vec![E::Registered {
+                    email: email.clone(),
+                    email_index: *email_index,
+                    profile: profile.clone(),
+                    invited: *invited,
+                }])
+            }
+            (User::Absent, _) => return Err(UserError::NotFound),
+            (User::Present { .. }, C::Register { .. }) => return Err(UserError::AlreadyExists),
+            (
+                User::Present {
+                    status: S::Deleted, ..
+                },
+                _,
+            ) => return Err(UserError::Deleted),
+            (
+                User::Present {
+                    status,
+                    email_index,
+                },
+                _,
+            ) => (*status, *email_index),
+        };
+        match (status, command) {
+            (S::Invited, C::Activate) => Ok(vec![E::Activated]),
+            (_, C::Activate) => Err(UserError::WrongStatus),
+            (_, C::UpdateProfile { profile }) => Ok(vec![E::ProfileUpdated {
+                profile: profile.clone(),
+            }]),
+            (_, C::ChangeEmail { email_index, .. }) if *email_index == current_index => Ok(vec![]),
+            (_, C::ChangeEmail { email, email_index }) => Ok(vec![E::EmailChanged {
+                email: email.clone(),
+                email_index: *email_index,
+            }]),
+            (S::Active | S::Invited, C::Suspend) => Ok(vec![E::Suspended]),
+            (_, C::Suspend) => Err(UserError::WrongStatus),
+            (S::Suspended, C::Reactivate) => Ok(vec![E::Reactivated]),
+            (_, C::Reactivate) => Err(UserError::WrongStatus),
+            (_, C::Delete) => Ok(vec![E::Deleted]),
+            (_, C::Register { .. }) => Err(UserError::AlreadyExists),
+        }
+    }
+
+    fn apply(self, event: &UserEvent) -> User {
+        use UserStatus as S;
+        match (self, event) {
+            (
+                _,
+                UserEvent::Registered {
+                    email_index,
+                    invited,
+                    ..
+                },
+            ) => User::Present {
+                status: if *invited { S::Invited } else { S::Active },
+                email_index: *email_index,
+            },
+            (User::Present { status, .. }, UserEvent::EmailChanged { email_index, .. }) => {
+                User::Present {
+                    status,
+                    email_index: *email_index,
+                }
+            }
+            (User::Present { email_index, .. }, UserEvent::Activated | UserEvent::Reactivated) => {
+                User::Present {
+                    status: S::Active,
+                    email_index,
+                }
+            }
+            (User::Present { email_index, .. }, UserEvent::Suspended) => User::Present {
+                status: S::Suspended,
+                email_index,
+            },
+            (User::Present { email_index, .. }, UserEvent::Deleted) => User::Present {
+                status: S::Deleted,
+                email_index,
+            },
+            (state, _) => state,
+        }
+    }
+}
+
+mod dto {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Registered {
+        pub email: SealedField,
+        pub email_index: BlindIndex,
+        pub profile: SealedProfile,
+        pub invited: bool,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct ProfileUpdated {
+        pub profile: SealedProfile,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct EmailChanged {
+        pub email: SealedField,
+        pub email_index: BlindIndex,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Empty {}
+}
+
+impl EventSchema for UserEvent {
+    fn to_stored(&self) -> StoredForm {
+        match self {
+            UserEvent::Registered {
+                email,
+                email_index,
+                profile,
+                invited,
+            } => stored(
+                "UserRegistered",
+                1,
+                &dto::Registered {
+                    email: email.clone(),
+                    email_index: *email_index,
+                    profile: profile.clone(),
+                    invited: *invited,
+                },
+            ),
+            UserEvent::Activated => stored("UserActivated", 1, &dto::Empty {}),
+            UserEvent::ProfileUpdated { profile } => stored(
+                "UserProfileUpdated",
+                1,
+                &dto::ProfileUpdated {
+                    profile: profile.clone(),
+                },
+            ),
+            UserEvent::EmailChanged { email, email_index } => stored(
+                "UserEmailChanged",
+                1,
+                &dto::EmailChanged {
+                    email: email.clone(),
+                    email_index: *email_index,
+                },
+            ),
+            UserEvent::Suspended => stored("UserSuspended", 1, &dto::Empty {}),
+            UserEvent::Reactivated => stored("UserReactivated", 1, &dto::Empty {}),
+            UserEvent::Deleted => stored("UserDeleted", 1, &dto::Empty {}),
+        }
+    }
+
+    fn from_stored(form: &StoredForm) -> Result<Self, SchemaError> {
+        let version = form.schema_version.get();
+        let name = form.event_type.as_str();
+        if version != 1 {
+            return match name {
+                "UserRegistered" | "UserActivated" | "UserProfileUpdated" | "UserEmailChanged"
+                | "UserSuspended" | "UserReactivated" | "UserDeleted" => {
+                    Err(SchemaError::UnknownVersion {
+                        event_type: name.to_owned(),
+                        version,
+                    })
+                }
+                other => Err(SchemaError::UnknownType(other.to_owned())),
+            };
+        }
+        Ok(match name {
+            "UserRegistered" => {
+                let d: dto::Registered = read(form)?;
+                UserEvent::Registered {
+                    email: d.email,
+                    email_index: d.email_index,
+                    profile: d.profile,
+                    invited: d.invited,
+                }
+            }
+            "UserActivated" => UserEvent::Activated,
+            "UserProfileUpdated" => UserEvent::ProfileUpdated {
+                profile: read::<dto::ProfileUpdated>(form)?.profile,
+            },
+            "UserEmailChanged" => {
+                let d: dto::EmailChanged = read(form)?;
+                UserEvent::EmailChanged {
+                    email: d.email,
+                    email_index: d.email_index,
+                }
+            }
+            "UserSuspended" => UserEvent::Suspended,
+            "UserReactivated" => UserEvent::Reactivated,
+            "UserDeleted" => UserEvent::Deleted,
+            other => return Err(SchemaError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::aggregate::given;
+
+    fn sealed(tag: u8) -> SealedField {
+        SealedField {
+            subject: Uuid::nil(),
+            nonce: vec![tag; 12],
+            ciphertext: vec![tag; 20],
+        }
+    }
+
+    fn registered(invited: bool) -> UserEvent {
+        UserEvent::Registered {
+            email: sealed(1),
+            email_index: BlindIndex([1; 32]),
+            profile: SealedProfile::default(),
+            invited,
+        }
+    }
+
+    #[test]
+    fn register_once_then_only_commands_on_existing_users() {
+        given::<User>(&[])
+            .when(&UserCommand::Register {
+                email: sealed(1),
+                email_index: BlindIndex([1; 32]),
+                profile: SealedProfile::default(),
+                invited: false,
+            })
+            .then(&[registered(false)]);
+        given::<User>(&[registered(false)])
+            .when(&UserCommand::Register {
+                email: sealed(2),
+                email_index: BlindIndex([2; 32]),
+                profile: SealedProfile::default(),
+                invited: false,
+            })
+            .then_error(UserError::AlreadyExists);
+        given::<User>(&[])
+            .when(&UserCommand::Suspend)
+            .then_error(UserError::NotFound);
+    }
+
+    #[test]
+    fn invited_users_activate_once() {
+        given::<User>(&[registered(true)])
+            .when(&UserCommand::Activate)
+            .then(&[UserEvent::Activated]);
+        given::<User>(&[registered(false)])
+            .when(&UserCommand::Activate)
+            .then_error(UserError::WrongStatus);
+        assert_eq!(
+            User::fold(&[registered(true)]).status(),
+            Some(UserStatus::Invited)
+        );
+    }
+
+    #[test]
+    fn suspend_reactivate_and_delete() {
+        given::<User>(&[registered(false)])
+            .when(&UserCommand::Suspend)
+            .then(&[UserEvent::Suspended]);
+        given::<User>(&[registered(false), UserEvent::Suspended])
+            .when(&UserCommand::Suspend)
+            .then_error(UserError::WrongStatus);
+        given::<User>(&[registered(false), UserEvent::Suspended])
+            .when(&UserCommand::Reactivate)
+            .then(&[UserEvent::Reactivated]);
+        given::<User>(&[registered(false)])
+            .when(&UserCommand::Reactivate)
+            .then_error(UserError::WrongStatus);
+        given::<User>(&[registered(false), UserEvent::Suspended])
+            .when(&UserCommand::Delete)
+            .then(&[UserEvent::Deleted]);
+    }
+
+    #[test]
+    fn deleted_users_accept_nothing() {
+        let history = [registered(false), UserEvent::Deleted];
+        for command in [
+            UserCommand::Delete,
+            UserCommand::Reactivate,
+            UserCommand::UpdateProfile {
+                profile: SealedProfile::default(),
+            },
+            UserCommand::ChangeEmail {
+                email: sealed(3),
+                email_index: BlindIndex([3; 32]),
+            },
+        ] {
+            given::<User>(&history)
+                .when(&command)
+                .then_error(UserError::Deleted);
+        }
+    }
+
+    #[test]
+    fn changing_to_the_same_email_is_a_no_op() {
+        given::<User>(&[registered(false)])
+            .when(&UserCommand::ChangeEmail {
+                email: sealed(9),
+                email_index: BlindIndex([1; 32]),
+            })
+            .then(&[]);
+        let change = UserCommand::ChangeEmail {
+            email: sealed(2),
+            email_index: BlindIndex([2; 32]),
+        };
+        given::<User>(&[registered(false)])
+            .when(&change)
+            .then(&[UserEvent::EmailChanged {
+                email: sealed(2),
+                email_index: BlindIndex([2; 32]),
+            }]);
+    }
+
+    #[test]
+    fn events_round_trip_and_hold_no_plaintext_fields() {
+        let profile = SealedProfile {
+            display_name: Some(sealed(4)),
+            phone: None,
+            attributes: Some(sealed(5)),
+        };
+        for event in [
+            registered(true),
+            UserEvent::Activated,
+            UserEvent::ProfileUpdated { profile },
+            UserEvent::EmailChanged {
+                email: sealed(6),
+                email_index: BlindIndex([6; 32]),
+            },
+            UserEvent::Suspended,
+            UserEvent::Reactivated,
+            UserEvent::Deleted,
+        ] {
+            let form = event.to_stored();
+            assert_eq!(UserEvent::from_stored(&form), Ok(event));
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(registered(false).to_stored().payload.as_bytes()).unwrap();
+        assert!(
+            json["email"]["ciphertext"].is_string(),
+            "the email is stored sealed: {json}"
+        );
+    }
+}
