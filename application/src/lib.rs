@@ -5,10 +5,12 @@
 //! - [`verify`]: recompute every hash chain and report the first broken link.
 
 pub mod event_store;
+pub mod personal_data;
 pub mod verify;
 
 pub use event_store::{
     AppendContext, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended,
     ChainSummary, CommittedCommand, EventStore, ExpectedVersion, StoreError,
 };
+pub use personal_data::{PersonalData, VaultError};
 pub use verify::{verify_chain_in_batches, verify_log, ChainVerdict, VerifyReport};

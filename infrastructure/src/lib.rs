@@ -7,7 +7,9 @@ pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
 mod stored;
+pub mod vault;
 
 pub use database::{open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
 pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
+pub use vault::{KeyVault, MasterKey};

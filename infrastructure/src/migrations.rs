@@ -21,17 +21,31 @@ impl Migration {
     }
 }
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../../migrations/sqlite/0001_event_log.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../../migrations/sqlite/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "keys",
+        sql: include_str!("../../migrations/sqlite/0002_keys.sql"),
+    },
+];
 
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_log",
-    sql: include_str!("../../migrations/postgres/0001_event_log.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../../migrations/postgres/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "keys",
+        sql: include_str!("../../migrations/postgres/0002_keys.sql"),
+    },
+];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS custodia_migrations (
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum BLOB NOT NULL)";
@@ -232,9 +246,16 @@ mod tests {
     #[test]
     fn pending_and_applied_are_reported() {
         let fresh = compare(SQLITE, &[]).unwrap();
-        assert_eq!(fresh.pending, vec![1]);
+        assert_eq!(fresh.pending, vec![1, 2]);
         assert!(require_current(fresh).is_err());
-        let current = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
+        let behind = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
+        assert_eq!(behind.pending, vec![2]);
+        assert!(require_current(behind).is_err());
+        let current = compare(
+            SQLITE,
+            &[(1, SQLITE[0].checksum()), (2, SQLITE[1].checksum())],
+        )
+        .unwrap();
         assert!(require_current(current).is_ok());
     }
 }

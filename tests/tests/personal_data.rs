@@ -1,0 +1,366 @@
+//! The key vault on both backends: sealing, opening, blind indexes, and
+//! erasure by key destruction, with the event log still verifying after it.
+
+use custodia_application::{verify_log, AppendRequest, ExpectedVersion, PersonalData, VaultError};
+use custodia_domain::aggregate::EventSchema;
+use custodia_domain::identity::user::{SealedProfile, UserEvent};
+use custodia_domain::personal::{Email, FieldContext};
+use custodia_domain::{
+    Actor, ChainId, CommandId, EventId, Metadata, NewEvent, Origin, StreamCategory, StreamId,
+    StreamVersion, TenantId,
+};
+use custodia_infrastructure::{open_event_store, KeyVault, MasterKey, OpenMode};
+use custodia_tests::{backends, TestDatabase};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+backends!(
+    sealed_fields_open_only_in_their_context,
+    erasing_a_subject_shreds_its_data_and_the_chain_still_verifies,
+    erasing_a_tenant_shreds_every_subject_of_it,
+    blind_indexes_are_keyed_per_tenant_and_purpose,
+    another_master_key_opens_nothing,
+    no_personal_data_in_plaintext_anywhere_in_the_database,
+);
+
+async fn vault(db: &TestDatabase, master: MasterKey) -> KeyVault {
+    // Migrations (events and keys) come with the event store.
+    open_event_store(db.url(), OpenMode::Migrate, 2)
+        .await
+        .unwrap();
+    KeyVault::connect(db.url(), master).await.unwrap()
+}
+
+fn user_stream(user: Uuid) -> StreamId {
+    StreamId::new(StreamCategory::parse("user").unwrap(), user)
+}
+
+async fn sealed_fields_open_only_in_their_context(db: TestDatabase) {
+    let vault = vault(&db, MasterKey::generate()).await;
+    let (tenant, user) = (TenantId::generate(), Uuid::now_v7());
+    let stream = user_stream(user);
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id: EventId::generate(),
+        field: "email",
+    };
+    let sealed = vault
+        .seal(user, &context, b"ada@example.org")
+        .await
+        .unwrap();
+    assert_eq!(
+        vault.open(&context, &sealed).await.unwrap().as_deref(),
+        Some(&b"ada@example.org"[..])
+    );
+    // Two seals of the same value differ (fresh nonces).
+    assert_ne!(
+        vault
+            .seal(user, &context, b"ada@example.org")
+            .await
+            .unwrap()
+            .ciphertext,
+        sealed.ciphertext
+    );
+
+    let moved = FieldContext {
+        field: "phone",
+        ..context
+    };
+    assert!(matches!(
+        vault.open(&moved, &sealed).await,
+        Err(VaultError::Tampered)
+    ));
+    let other_event = FieldContext {
+        event_id: EventId::generate(),
+        ..context
+    };
+    assert!(matches!(
+        vault.open(&other_event, &sealed).await,
+        Err(VaultError::Tampered)
+    ));
+    let mut altered = sealed.clone();
+    altered.ciphertext[0] ^= 1;
+    assert!(matches!(
+        vault.open(&context, &altered).await,
+        Err(VaultError::Tampered)
+    ));
+}
+
+/// Appends a `UserRegistered` event whose email is sealed for `user`.
+async fn register(
+    db: &TestDatabase,
+    vault: &KeyVault,
+    tenant: TenantId,
+    user: Uuid,
+    email: &str,
+) -> EventId {
+    let store = open_event_store(db.url(), OpenMode::Existing, 2)
+        .await
+        .unwrap();
+    let stream = user_stream(user);
+    let event_id = EventId::generate();
+    let email = Email::parse(email).unwrap();
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id,
+        field: "email",
+    };
+    let event = UserEvent::Registered {
+        email: vault
+            .seal(user, &context, email.as_str().as_bytes())
+            .await
+            .unwrap(),
+        email_index: vault
+            .blind_index(tenant, "email", email.as_str().as_bytes())
+            .await
+            .unwrap(),
+        profile: SealedProfile {
+            display_name: Some(
+                vault
+                    .seal(
+                        user,
+                        &FieldContext {
+                            field: "display_name",
+                            ..context
+                        },
+                        b"Ada Lovelace",
+                    )
+                    .await
+                    .unwrap(),
+            ),
+            ..SealedProfile::default()
+        },
+        invited: false,
+    };
+    let form = event.to_stored();
+    let request = AppendRequest::new(
+        ChainId::Tenant(tenant),
+        stream,
+        ExpectedVersion::Exactly(StreamVersion::EMPTY),
+        vec![NewEvent {
+            event_id,
+            event_type: form.event_type,
+            schema_version: form.schema_version,
+            payload: form.payload,
+        }],
+        Metadata {
+            actor: Actor::System,
+            command_id: CommandId::generate(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            origin: Origin::parse("test").unwrap(),
+        },
+    )
+    .unwrap();
+    store.append(request).await.unwrap();
+    event_id
+}
+
+/// Reads the user's `UserRegistered` back from the log and opens its email.
+async fn stored_email(
+    db: &TestDatabase,
+    vault: &KeyVault,
+    tenant: TenantId,
+    user: Uuid,
+) -> Option<Vec<u8>> {
+    let store = open_event_store(db.url(), OpenMode::Existing, 2)
+        .await
+        .unwrap();
+    let stream = user_stream(user);
+    let recorded = store
+        .read_stream(&stream, StreamVersion::EMPTY, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let form = custodia_domain::aggregate::StoredForm {
+        event_type: recorded.event_type.clone(),
+        schema_version: recorded.schema_version,
+        payload: recorded.payload.clone(),
+    };
+    let UserEvent::Registered { email, .. } = UserEvent::from_stored(&form).unwrap() else {
+        panic!("registered")
+    };
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id: recorded.event_id,
+        field: "email",
+    };
+    vault.open(&context, &email).await.unwrap()
+}
+
+async fn erasing_a_subject_shreds_its_data_and_the_chain_still_verifies(db: TestDatabase) {
+    let vault = vault(&db, MasterKey::generate()).await;
+    let tenant = TenantId::generate();
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    register(&db, &vault, tenant, ada, "ada@example.org").await;
+    register(&db, &vault, tenant, bob, "bob@example.org").await;
+    assert_eq!(
+        stored_email(&db, &vault, tenant, ada).await.as_deref(),
+        Some(&b"ada@example.org"[..])
+    );
+
+    assert!(
+        vault.erase_subject(tenant, ada).await.unwrap(),
+        "a key was destroyed"
+    );
+    assert_eq!(
+        stored_email(&db, &vault, tenant, ada).await,
+        None,
+        "erased: unreadable, not an error"
+    );
+    assert_eq!(
+        stored_email(&db, &vault, tenant, bob).await.as_deref(),
+        Some(&b"bob@example.org"[..])
+    );
+    // Nothing new is sealed for an erased subject, and erasing twice is harmless.
+    let stream = user_stream(ada);
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id: EventId::generate(),
+        field: "email",
+    };
+    assert!(matches!(
+        vault.seal(ada, &context, b"again").await,
+        Err(VaultError::Erased)
+    ));
+    assert!(!vault.erase_subject(tenant, ada).await.unwrap());
+
+    let store = open_event_store(db.url(), OpenMode::Existing, 2)
+        .await
+        .unwrap();
+    let report = verify_log(&*store, None, &|_| {}).await.unwrap();
+    assert!(
+        report.is_intact(),
+        "erasure touches no hashed byte: {:?}",
+        report.breaks
+    );
+    assert_eq!(report.events, 2);
+}
+
+async fn erasing_a_tenant_shreds_every_subject_of_it(db: TestDatabase) {
+    let vault = vault(&db, MasterKey::generate()).await;
+    let (acme, globex) = (TenantId::generate(), TenantId::generate());
+    let (ada, bob, eve) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    register(&db, &vault, acme, ada, "ada@example.org").await;
+    register(&db, &vault, acme, bob, "bob@example.org").await;
+    register(&db, &vault, globex, eve, "eve@example.org").await;
+
+    assert!(vault.erase_tenant(acme).await.unwrap());
+    assert_eq!(stored_email(&db, &vault, acme, ada).await, None);
+    assert_eq!(stored_email(&db, &vault, acme, bob).await, None);
+    assert_eq!(
+        stored_email(&db, &vault, globex, eve).await.as_deref(),
+        Some(&b"eve@example.org"[..])
+    );
+    assert!(matches!(
+        vault.blind_index(acme, "email", b"x").await,
+        Err(VaultError::Erased)
+    ));
+    let store = open_event_store(db.url(), OpenMode::Existing, 2)
+        .await
+        .unwrap();
+    assert!(verify_log(&*store, None, &|_| {})
+        .await
+        .unwrap()
+        .is_intact());
+}
+
+async fn blind_indexes_are_keyed_per_tenant_and_purpose(db: TestDatabase) {
+    let vault = vault(&db, MasterKey::generate()).await;
+    let (acme, globex) = (TenantId::generate(), TenantId::generate());
+    let value = b"ada@example.org";
+    let index = vault.blind_index(acme, "email", value).await.unwrap();
+    assert_eq!(
+        vault.blind_index(acme, "email", value).await.unwrap(),
+        index,
+        "deterministic"
+    );
+    assert_ne!(
+        vault
+            .blind_index(acme, "email", b"bob@example.org")
+            .await
+            .unwrap(),
+        index
+    );
+    assert_ne!(
+        vault.blind_index(globex, "email", value).await.unwrap(),
+        index,
+        "per tenant"
+    );
+    assert_ne!(
+        vault.blind_index(acme, "phone", value).await.unwrap(),
+        index,
+        "per purpose"
+    );
+    let plain: [u8; 32] = Sha256::digest(value).into();
+    assert_ne!(index.0, plain, "keyed, not a plain hash");
+}
+
+async fn another_master_key_opens_nothing(db: TestDatabase) {
+    let vault_a = vault(&db, MasterKey::generate()).await;
+    let (tenant, user) = (TenantId::generate(), Uuid::now_v7());
+    let stream = user_stream(user);
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id: EventId::generate(),
+        field: "email",
+    };
+    let sealed = vault_a.seal(user, &context, b"secret").await.unwrap();
+    let vault_b = KeyVault::connect(db.url(), MasterKey::generate())
+        .await
+        .unwrap();
+    assert!(matches!(
+        vault_b.open(&context, &sealed).await,
+        Err(VaultError::Tampered)
+    ));
+}
+
+async fn no_personal_data_in_plaintext_anywhere_in_the_database(db: TestDatabase) {
+    let vault = vault(&db, MasterKey::generate()).await;
+    let tenant = TenantId::generate();
+    register(
+        &db,
+        &vault,
+        tenant,
+        Uuid::now_v7(),
+        "marker-4f1c9e@example.org",
+    )
+    .await;
+    let dump = if db.is_postgres() {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+            .await
+            .unwrap();
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT coalesce(string_agg(t::text, ' '), '') FROM events t \
+             UNION ALL SELECT coalesce(string_agg(encode(payload, 'escape'), ' '), '') FROM events \
+             UNION ALL SELECT coalesce(string_agg(k::text, ' '), '') FROM subject_keys k \
+             UNION ALL SELECT coalesce(string_agg(k::text, ' '), '') FROM tenant_keys k",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(text,)| text)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .into_bytes()
+    } else {
+        // Every byte of the database file and its write-ahead log.
+        let path = db.url().trim_start_matches("sqlite://").to_owned();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
+        bytes
+    };
+    assert!(dump.len() > 1000, "the dump holds the data");
+    for marker in [&b"marker-4f1c9e"[..], b"Ada Lovelace"] {
+        assert!(
+            !dump.windows(marker.len()).any(|w| w == marker),
+            "plaintext found in the database"
+        );
+    }
+}
