@@ -364,3 +364,56 @@ async fn no_personal_data_in_plaintext_anywhere_in_the_database(db: TestDatabase
         );
     }
 }
+
+/// Python's `cryptography`, following docs/adr/0004 alone, unwraps the keys
+/// from the database and opens a field Custodia sealed.
+#[tokio::test]
+async fn independent_python_opens_a_sealed_field() {
+    use base64::Engine;
+    let db = TestDatabase::sqlite();
+    let master = MasterKey::generate();
+    let master_b64 = master.to_base64();
+    let vault = vault(&db, master).await;
+    let (tenant, user) = (TenantId::generate(), Uuid::now_v7());
+    let stream = user_stream(user);
+    let event_id = EventId::generate();
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id,
+        field: "display_name",
+    };
+    let sealed = vault
+        .seal(user, &context, "Ada Lovelace — ünïcode".as_bytes())
+        .await
+        .unwrap();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+    let output = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/open_sealed_field.py"
+        ))
+        .args([
+            db.url().trim_start_matches("sqlite://"),
+            &master_b64,
+            &tenant.to_string(),
+            "user",
+            &user.to_string(),
+            &event_id.to_string(),
+            "display_name",
+            &sealed.subject.to_string(),
+            &b64(&sealed.nonce),
+            &b64(&sealed.ciphertext),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Ada Lovelace — ünïcode"
+    );
+}
