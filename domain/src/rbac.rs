@@ -113,9 +113,10 @@ impl BuiltInRole {
         BuiltInRole::ALL.iter().copied().find(|r| r.name() == name)
     }
 
-    /// What the role allows. Owners hold everything; admins everything but
-    /// suspending the tenant and erasing subjects; the others what their
-    /// names say.
+    /// What the role allows. Owners hold everything. Admins run the tenant
+    /// but do not suspend it, record consent for others, export or erase data
+    /// subjects, or export audit bundles (those belong to owners, privacy
+    /// officers and auditors). The others hold what their names say.
     pub fn permissions(self) -> PermissionSet {
         use Permission::*;
         let set: &[Permission] = match self {
