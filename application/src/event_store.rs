@@ -261,6 +261,13 @@ pub trait EventStore: Send + Sync {
     /// Every chain in the log with its number of events.
     async fn chains(&self) -> Result<Vec<ChainSummary>, StoreError>;
 
+    /// The append committed under `command_id`, if any: what a retried
+    /// command answers without deciding again.
+    async fn committed_command(
+        &self,
+        command_id: CommandId,
+    ) -> Result<Option<CommittedCommand>, StoreError>;
+
     /// Verifies one chain from its first event with the domain's
     /// `ChainVerifier`. The default reads batches through `read_chain`; an
     /// adapter may feed the verifier faster, straight from its storage.

@@ -4,6 +4,7 @@
 //! - [`event_store`]: the [`EventStore`] port, its requests and errors.
 //! - [`verify`]: recompute every hash chain and report the first broken link.
 
+pub mod commands;
 pub mod event_store;
 pub mod personal_data;
 pub mod verify;

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use custodia_application::{
-    AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, EventStore,
-    StoreError,
+    AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary,
+    CommittedCommand, EventStore, StoreError,
 };
 use custodia_domain::{
-    ChainId, ChainIndex, LogCursor, Position, RecordedEvent, StreamId, StreamVersion, Timestamp,
+    ChainId, ChainIndex, CommandId, LogCursor, Position, RecordedEvent, StreamId, StreamVersion,
+    Timestamp,
 };
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
@@ -24,7 +25,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::migrations;
-use crate::stored::{append_context, decode_event, lookup_sql, store_error, to_i64, EVENT_COLUMNS};
+use crate::stored::{
+    append_context, committed_row, decode_event, lookup_sql, store_error, to_i64,
+    COMMITTED_COMMAND, EVENT_COLUMNS,
+};
 
 /// The LISTEN/NOTIFY channel on which appends are announced.
 const CHANNEL: &str = "custodia_events";
@@ -342,6 +346,18 @@ impl EventStore for PostgresEventStore {
                 events: events as u64,
             })
             .collect())
+    }
+
+    async fn committed_command(
+        &self,
+        command_id: CommandId,
+    ) -> Result<Option<CommittedCommand>, StoreError> {
+        let row = sqlx::query(COMMITTED_COMMAND)
+            .bind(command_id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref().map(committed_row).transpose()
     }
 
     fn append_signal(&self) -> AppendSignal {

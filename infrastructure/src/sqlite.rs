@@ -17,10 +17,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use custodia_application::{
     AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, ChainVerdict,
-    EventStore, StoreError,
+    CommittedCommand, EventStore, StoreError,
 };
 use custodia_domain::{
-    ChainId, ChainIndex, ChainVerifier, EventFields, EventLocation, LogCursor, Position,
+    ChainId, ChainIndex, ChainVerifier, CommandId, EventFields, EventLocation, LogCursor, Position,
     RecordedEvent, StreamId, StreamVersion, Timestamp,
 };
 use sqlx::sqlite::{
@@ -31,7 +31,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::migrations;
-use crate::stored::{append_context, decode_event, lookup_sql, store_error, to_i64, EVENT_COLUMNS};
+use crate::stored::{
+    append_context, committed_row, decode_event, lookup_sql, store_error, to_i64,
+    COMMITTED_COMMAND, EVENT_COLUMNS,
+};
 
 /// The most appends one group commit carries.
 pub const MAX_GROUP: usize = 64;
@@ -352,6 +355,18 @@ impl EventStore for SqliteEventStore {
                 events: events as u64,
             })
             .collect())
+    }
+
+    async fn committed_command(
+        &self,
+        command_id: CommandId,
+    ) -> Result<Option<CommittedCommand>, StoreError> {
+        let row = sqlx::query(COMMITTED_COMMAND)
+            .bind(command_id.as_uuid())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(store_error)?;
+        row.as_ref().map(committed_row).transpose()
     }
 
     fn append_signal(&self) -> AppendSignal {

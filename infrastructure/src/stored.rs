@@ -198,6 +198,24 @@ where
     })
 }
 
+/// Reads the idempotency record of `command_id`, the same on both backends.
+pub(crate) const COMMITTED_COMMAND: &str = "SELECT stream_category, stream_id, event_count, \
+    last_version, last_chain_index, last_position, transaction_id FROM commands WHERE command_id = $1";
+
+/// A row of [`COMMITTED_COMMAND`].
+pub(crate) fn committed_row<'r, R>(row: &'r R) -> Result<CommittedCommand, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Uuid: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let bad = || StoreError::Corrupt("unreadable idempotency record".to_owned());
+    let category: String = row.try_get(0).map_err(|_| bad())?;
+    committed_command(row, category).ok_or_else(bad)
+}
+
 /// The idempotency record in columns 0-6 of a [`lookup_sql`] row.
 fn committed_command<'r, R>(row: &'r R, category: String) -> Option<CommittedCommand>
 where

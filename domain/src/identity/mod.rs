@@ -1,5 +1,6 @@
 //! The identity domain's aggregates: tenants, users, memberships.
 
+pub mod email_claim;
 pub mod membership;
 pub mod tenant;
 pub mod user;

@@ -1,0 +1,247 @@
+//! Command handlers: one pipeline for every command.
+//!
+//! authenticate (the caller resolved a [`Principal`]) → authorize (the
+//! permission in that tenant) → load the aggregate (fold its stream) →
+//! decide → append with the expected version and the command's idempotency
+//! key → return the new version and position. A version conflict is retried
+//! by deciding again on the fresh state (safe: nothing was written); a
+//! retried command id returns the original result.
+
+pub mod tenants;
+pub mod users;
+
+use std::sync::Arc;
+
+use custodia_domain::aggregate::{Aggregate, EventSchema, SchemaError, StoredForm};
+use custodia_domain::identity::membership::{MembershipError, Memberships};
+use custodia_domain::identity::tenant::TenantError;
+use custodia_domain::identity::user::UserError;
+use custodia_domain::rbac::{Denied, Principal};
+use custodia_domain::{
+    Actor, ChainId, CommandId, EventId, InvalidValue, Metadata, NewEvent, Origin, StreamCategory,
+    StreamId, StreamVersion, TenantId,
+};
+use uuid::Uuid;
+
+use crate::event_store::{
+    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, StoreError,
+};
+use crate::personal_data::{PersonalData, VaultError};
+
+/// The ports a handler needs.
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn EventStore>,
+    pub vault: Arc<dyn PersonalData>,
+}
+
+/// Who asks, and how the command is identified.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The user or service behind the principal, as recorded in metadata.
+    pub actor: Actor,
+    /// The idempotency key: a retried request carries the same one.
+    pub command_id: CommandId,
+    pub correlation_id: Uuid,
+    pub origin: Origin,
+    /// The version of the target stream the caller last read, if it wants
+    /// the command refused when someone changed it since (optimistic
+    /// concurrency at the edge). `None`: decide on the current state.
+    pub expected_version: Option<StreamVersion>,
+}
+
+/// What a successful command did. `appended` is `None` when the command was
+/// valid but changed nothing (for example granting a role already held).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub stream_version: StreamVersion,
+    pub appended: Option<Appended>,
+}
+
+/// Every way a command can be refused. None carries personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("forbidden: {0}")]
+    Forbidden(#[from] Denied),
+    #[error("invalid input: {0}")]
+    Invalid(#[from] InvalidValue),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the email address is already used in this tenant")]
+    EmailTaken,
+    #[error("the tenant is suspended")]
+    TenantSuspended,
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    #[error("the stream is at version {actual}, not the expected {expected}")]
+    StaleVersion {
+        expected: StreamVersion,
+        actual: StreamVersion,
+    },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("stored events could not be read: {0}")]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<AppendError> for CommandError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::Store(store) => CommandError::Store(store),
+            other => CommandError::Conflict(other.to_string()),
+        }
+    }
+}
+
+/// How many times a command is decided again after a version conflict.
+const CONFLICT_RETRIES: usize = 5;
+
+/// The stream of an aggregate.
+pub(crate) fn stream(category: &str, id: Uuid) -> StreamId {
+    StreamId::new(
+        StreamCategory::parse(category).expect("handler categories are valid"),
+        id,
+    )
+}
+
+/// Folds an aggregate's stream; returns the state and the stream version.
+pub(crate) async fn load<A>(
+    store: &dyn EventStore,
+    stream: &StreamId,
+) -> Result<(A, StreamVersion), CommandError>
+where
+    A: Aggregate,
+    A::Event: EventSchema,
+{
+    let mut state = A::default();
+    let mut version = StreamVersion::EMPTY;
+    loop {
+        let batch = store.read_stream(stream, version, 1000).await?;
+        let Some(last) = batch.last() else { break };
+        version = last.stream_version;
+        for recorded in &batch {
+            let event = A::Event::from_stored(&StoredForm {
+                event_type: recorded.event_type.clone(),
+                schema_version: recorded.schema_version,
+                payload: recorded.payload.clone(),
+            })?;
+            state = state.apply(&event);
+        }
+    }
+    Ok((state, version))
+}
+
+/// Load → decide → append with the expected version and the command id,
+/// deciding again on a version conflict. `decide` may refuse with any
+/// [`CommandError`]. The first new event gets `first_event_id` (personal
+/// fields in it were sealed for that id).
+pub(crate) async fn execute<A>(
+    ports: &Ports,
+    caller: &Caller,
+    chain: ChainId,
+    stream: &StreamId,
+    first_event_id: EventId,
+    decide: impl Fn(&A) -> Result<Vec<A::Event>, CommandError>,
+) -> Result<Outcome, CommandError>
+where
+    A: Aggregate,
+    A::Event: EventSchema,
+{
+    // A retried command answers as it did the first time, whatever the
+    // state is now.
+    if let Some(committed) = ports.store.committed_command(caller.command_id).await? {
+        return Ok(Outcome {
+            stream_version: committed.appended.stream_version,
+            appended: Some(committed.appended),
+        });
+    }
+    let mut attempt = 0;
+    loop {
+        let (state, version) = load::<A>(&*ports.store, stream).await?;
+        if let Some(expected) = caller
+            .expected_version
+            .filter(|expected| *expected != version)
+        {
+            return Err(CommandError::StaleVersion {
+                expected,
+                actual: version,
+            });
+        }
+        let events = decide(&state)?;
+        if events.is_empty() {
+            return Ok(Outcome {
+                stream_version: version,
+                appended: None,
+            });
+        }
+        let new_events = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let form = event.to_stored();
+                NewEvent {
+                    event_id: if i == 0 {
+                        first_event_id
+                    } else {
+                        EventId::generate()
+                    },
+                    event_type: form.event_type,
+                    schema_version: form.schema_version,
+                    payload: form.payload,
+                }
+            })
+            .collect();
+        let metadata = Metadata {
+            actor: caller.actor,
+            command_id: caller.command_id,
+            correlation_id: caller.correlation_id,
+            causation_id: None,
+            origin: caller.origin.clone(),
+        };
+        let request = AppendRequest::new(
+            chain,
+            stream.clone(),
+            ExpectedVersion::Exactly(version),
+            new_events,
+            metadata,
+        )?;
+        match ports.store.append(request).await {
+            Ok(appended) => {
+                return Ok(Outcome {
+                    stream_version: appended.stream_version,
+                    appended: Some(appended),
+                })
+            }
+            Err(AppendError::Conflict { .. }) if attempt < CONFLICT_RETRIES => attempt += 1,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Authentication's last step: the principal of a user of a tenant, with
+/// the permissions their current roles give.
+pub async fn member_principal(
+    store: &dyn EventStore,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<Principal, CommandError> {
+    let (memberships, _) = load::<Memberships>(store, &memberships_stream(tenant)).await?;
+    Ok(Principal::Member {
+        tenant,
+        user,
+        permissions: memberships.permissions_of(user),
+    })
+}
+
+pub(crate) fn memberships_stream(tenant: TenantId) -> StreamId {
+    stream("memberships", tenant.as_uuid())
+}

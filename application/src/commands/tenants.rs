@@ -1,0 +1,175 @@
+//! Tenant and role commands.
+
+use custodia_domain::aggregate::Aggregate;
+use custodia_domain::identity::membership::{MembershipCommand, Memberships, RoleRef};
+use custodia_domain::identity::tenant::{Tenant, TenantCommand, TenantName, TenantSettings};
+use custodia_domain::rbac::{BuiltInRole, Denied, Permission, Principal};
+use custodia_domain::{ChainId, CommandId, EventId, TenantId};
+use uuid::Uuid;
+
+use super::users::{register_user_unchecked, NewUser};
+use super::{execute, load, memberships_stream, stream, Caller, CommandError, Outcome, Ports};
+
+pub(crate) fn tenant_stream(tenant: TenantId) -> custodia_domain::StreamId {
+    stream("tenant", tenant.as_uuid())
+}
+
+impl Caller {
+    /// The same caller for one step of a multi-step command: the step's
+    /// command id is derived from the caller's, so a retried request resumes
+    /// where it stopped instead of doing a step twice.
+    pub(crate) fn step(&self, label: &str) -> Caller {
+        let derived = Uuid::new_v5(&self.command_id.as_uuid(), label.as_bytes());
+        Caller {
+            command_id: CommandId::from_uuid(derived).expect("a v5 UUID is never nil"),
+            // The expected version names the command's target stream, not
+            // the other streams its steps touch.
+            expected_version: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Refuses commands in a tenant that does not exist or is suspended.
+pub(crate) async fn require_active_tenant(
+    ports: &Ports,
+    tenant: TenantId,
+) -> Result<Tenant, CommandError> {
+    let (state, _) = load::<Tenant>(&*ports.store, &tenant_stream(tenant)).await?;
+    match state {
+        Tenant::Absent => Err(CommandError::NotFound("tenant")),
+        Tenant::Suspended { .. } => Err(CommandError::TenantSuspended),
+        active => Ok(active),
+    }
+}
+
+/// A new tenant with its first owner. Platform operator only.
+#[derive(Debug, Clone)]
+pub struct CreateTenant {
+    pub tenant: TenantId,
+    pub name: String,
+    pub settings: TenantSettings,
+    pub owner: NewUser,
+}
+
+pub async fn create_tenant(
+    ports: &Ports,
+    caller: &Caller,
+    command: CreateTenant,
+) -> Result<Outcome, CommandError> {
+    if caller.principal != Principal::PlatformOperator {
+        return Err(Denied::PlatformOnly.into());
+    }
+    let name = TenantName::parse(&command.name)?;
+    let tenant = command.tenant;
+    let chain = ChainId::Tenant(tenant);
+    let create = TenantCommand::Create {
+        name,
+        settings: command.settings,
+    };
+    let step = caller.step("tenant");
+    let outcome = execute::<Tenant>(
+        ports,
+        &step,
+        chain,
+        &tenant_stream(tenant),
+        EventId::generate(),
+        |state| Ok(state.decide(&create)?),
+    )
+    .await?;
+    let owner = command.owner.user;
+    register_user_unchecked(ports, &caller.step("owner"), tenant, command.owner).await?;
+    let grant = MembershipCommand::Grant {
+        user: owner,
+        role: RoleRef::BuiltIn(BuiltInRole::Owner),
+    };
+    execute::<Memberships>(
+        ports,
+        &caller.step("owner-role"),
+        chain,
+        &memberships_stream(tenant),
+        EventId::generate(),
+        |m| Ok(m.decide(&grant)?),
+    )
+    .await?;
+    Ok(outcome)
+}
+
+pub async fn update_tenant_settings(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    settings: TenantSettings,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::TenantUpdate, None)?;
+    let command = TenantCommand::UpdateSettings { settings };
+    execute::<Tenant>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &tenant_stream(tenant),
+        EventId::generate(),
+        |state| Ok(state.decide(&command)?),
+    )
+    .await
+}
+
+/// Suspends (`suspend = true`) or reactivates the tenant.
+pub async fn set_tenant_suspended(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    suspend: bool,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::TenantSuspend, None)?;
+    let command = if suspend {
+        TenantCommand::Suspend
+    } else {
+        TenantCommand::Reactivate
+    };
+    execute::<Tenant>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &tenant_stream(tenant),
+        EventId::generate(),
+        |state| Ok(state.decide(&command)?),
+    )
+    .await
+}
+
+/// Grants, revokes, removes members or defines custom roles. Nobody hands
+/// out a permission they do not hold; the last owner stays.
+pub async fn change_memberships(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    command: MembershipCommand,
+) -> Result<Outcome, CommandError> {
+    // Tenant isolation before anything is read.
+    caller
+        .principal
+        .authorize(tenant, Permission::RoleRead, None)
+        .map_err(|denied| match denied {
+            Denied::OtherTenant => denied,
+            _ => Denied::Missing(Permission::RoleGrant),
+        })?;
+    require_active_tenant(ports, tenant).await?;
+    let principal = caller.principal.clone();
+    execute::<Memberships>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &memberships_stream(tenant),
+        EventId::generate(),
+        |state| {
+            state.authorize(&principal, tenant, &command)?;
+            Ok(state.decide(&command)?)
+        },
+    )
+    .await
+}

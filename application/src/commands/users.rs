@@ -1,0 +1,448 @@
+//! User commands. Personal fields are sealed under the user's own key,
+//! bound to the event that carries them, before the aggregate sees them.
+
+use std::collections::BTreeMap;
+
+use custodia_domain::aggregate::Aggregate;
+use custodia_domain::identity::email_claim::{EmailClaim, EmailClaimCommand, EmailClaimError};
+use custodia_domain::identity::user::{SealedProfile, User, UserCommand, UserEvent};
+use custodia_domain::personal::{BlindIndex, Email, FieldContext, SealedField};
+use custodia_domain::rbac::Permission;
+use custodia_domain::{ChainId, EventId, StreamId, StreamVersion, TenantId};
+use uuid::Uuid;
+
+use super::tenants::require_active_tenant;
+use super::{execute, load, stream, Caller, CommandError, Outcome, Ports};
+use crate::personal_data::PersonalData;
+
+/// A user to register or invite. The id is chosen by the caller (UUIDv7),
+/// so a retried request names the same user.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    pub user: Uuid,
+    pub email: String,
+    pub profile: Profile,
+    pub invited: bool,
+}
+
+/// The personal fields of a profile, in plaintext, on their way in or out.
+/// `Debug` never shows them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub display_name: Option<String>,
+    pub phone: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Profile(<redacted>)")
+    }
+}
+
+pub(crate) fn user_stream(user: Uuid) -> StreamId {
+    stream("user", user)
+}
+
+fn claim_stream(tenant: TenantId, index: &BlindIndex) -> StreamId {
+    stream("email_claim", Uuid::new_v5(&tenant.as_uuid(), &index.0))
+}
+
+/// Seals one field of `user`'s event `event_id`.
+async fn seal(
+    vault: &dyn PersonalData,
+    tenant: TenantId,
+    user: Uuid,
+    event_id: EventId,
+    field: &str,
+    value: &[u8],
+) -> Result<SealedField, CommandError> {
+    let stream = user_stream(user);
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id,
+        field,
+    };
+    Ok(vault.seal(user, &context, value).await?)
+}
+
+async fn seal_profile(
+    vault: &dyn PersonalData,
+    tenant: TenantId,
+    user: Uuid,
+    event_id: EventId,
+    profile: &Profile,
+) -> Result<SealedProfile, CommandError> {
+    let mut sealed = SealedProfile::default();
+    if let Some(name) = &profile.display_name {
+        sealed.display_name = Some(
+            seal(
+                vault,
+                tenant,
+                user,
+                event_id,
+                "display_name",
+                name.as_bytes(),
+            )
+            .await?,
+        );
+    }
+    if let Some(phone) = &profile.phone {
+        sealed.phone = Some(seal(vault, tenant, user, event_id, "phone", phone.as_bytes()).await?);
+    }
+    if !profile.attributes.is_empty() {
+        let json = serde_json::to_vec(&profile.attributes).expect("a string map serialises");
+        sealed.attributes = Some(seal(vault, tenant, user, event_id, "attributes", &json).await?);
+    }
+    Ok(sealed)
+}
+
+fn check_profile(profile: &Profile) -> Result<(), CommandError> {
+    use custodia_domain::InvalidValue;
+    let text_ok =
+        |s: &str, max: usize| s.chars().count() <= max && !s.chars().any(char::is_control);
+    if !profile
+        .display_name
+        .as_deref()
+        .is_none_or(|n| !n.trim().is_empty() && text_ok(n, 200))
+    {
+        return Err(InvalidValue {
+            field: "display name",
+            rule: "must be 1-200 characters without control characters",
+        }
+        .into());
+    }
+    if !profile.phone.as_deref().is_none_or(|p| {
+        p.len() <= 32
+            && p.chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c))
+            && p.chars().any(|c| c.is_ascii_digit())
+    }) {
+        return Err(InvalidValue {
+            field: "phone",
+            rule: "must be digits with optional + - ( ) . and spaces, at most 32",
+        }
+        .into());
+    }
+    if profile.attributes.len() > 64
+        || profile
+            .attributes
+            .iter()
+            .any(|(k, v)| k.is_empty() || !text_ok(k, 64) || !text_ok(v, 1024))
+    {
+        return Err(InvalidValue {
+            field: "attributes",
+            rule: "at most 64 keys of 1-64 characters, values up to 1024",
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Claims an email address for `user`, or refuses it as taken.
+async fn claim_email(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    index: &BlindIndex,
+    user: Uuid,
+) -> Result<(), CommandError> {
+    let command = EmailClaimCommand::Claim { user };
+    execute::<EmailClaim>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &claim_stream(tenant, index),
+        EventId::generate(),
+        |claim| {
+            claim
+                .decide(&command)
+                .map_err(|EmailClaimError::Taken| CommandError::EmailTaken)
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Registers (or invites) a user. Needs `user.create`.
+pub async fn register_user(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    new: NewUser,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::UserCreate, None)?;
+    require_active_tenant(ports, tenant).await?;
+    register_user_unchecked(ports, caller, tenant, new).await
+}
+
+/// Registration without authorisation, for handlers that already checked.
+pub(crate) async fn register_user_unchecked(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    new: NewUser,
+) -> Result<Outcome, CommandError> {
+    let email = Email::parse(&new.email)?;
+    check_profile(&new.profile)?;
+    let user = new.user;
+    let index = ports
+        .vault
+        .blind_index(tenant, "email", email.as_str().as_bytes())
+        .await?;
+    claim_email(ports, &caller.step("email"), tenant, &index, user).await?;
+    let event_id = EventId::generate();
+    let command = UserCommand::Register {
+        email: seal(
+            &*ports.vault,
+            tenant,
+            user,
+            event_id,
+            "email",
+            email.as_str().as_bytes(),
+        )
+        .await?,
+        email_index: index,
+        profile: seal_profile(&*ports.vault, tenant, user, event_id, &new.profile).await?,
+        invited: new.invited,
+    };
+    execute::<User>(
+        ports,
+        &caller.step("register"),
+        ChainId::Tenant(tenant),
+        &user_stream(user),
+        event_id,
+        |state| Ok(state.decide(&command)?),
+    )
+    .await
+}
+
+pub async fn update_profile(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    profile: Profile,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::UserUpdate, Some(user))?;
+    check_profile(&profile)?;
+    require_active_tenant(ports, tenant).await?;
+    let event_id = EventId::generate();
+    let command = UserCommand::UpdateProfile {
+        profile: seal_profile(&*ports.vault, tenant, user, event_id, &profile).await?,
+    };
+    execute::<User>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &user_stream(user),
+        event_id,
+        |state| Ok(state.decide(&command)?),
+    )
+    .await
+}
+
+/// Changes a user's email: claims the new address, records the change,
+/// then releases the old address.
+pub async fn change_email(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    email: &str,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::UserUpdate, Some(user))?;
+    let email = Email::parse(email)?;
+    require_active_tenant(ports, tenant).await?;
+    let (state, _) = load::<User>(&*ports.store, &user_stream(user)).await?;
+    let User::Present {
+        email_index: old_index,
+        ..
+    } = state
+    else {
+        return Err(CommandError::NotFound("user"));
+    };
+    let index = ports
+        .vault
+        .blind_index(tenant, "email", email.as_str().as_bytes())
+        .await?;
+    claim_email(ports, &caller.step("claim"), tenant, &index, user).await?;
+    let event_id = EventId::generate();
+    let command = UserCommand::ChangeEmail {
+        email: seal(
+            &*ports.vault,
+            tenant,
+            user,
+            event_id,
+            "email",
+            email.as_str().as_bytes(),
+        )
+        .await?,
+        email_index: index,
+    };
+    let change = Caller {
+        expected_version: caller.expected_version,
+        ..caller.step("change")
+    };
+    let outcome = execute::<User>(
+        ports,
+        &change,
+        ChainId::Tenant(tenant),
+        &user_stream(user),
+        event_id,
+        |state| Ok(state.decide(&command)?),
+    )
+    .await?;
+    if old_index != index {
+        let release = EmailClaimCommand::Release { user };
+        execute::<EmailClaim>(
+            ports,
+            &caller.step("release"),
+            ChainId::Tenant(tenant),
+            &claim_stream(tenant, &old_index),
+            EventId::generate(),
+            |c| {
+                c.decide(&release)
+                    .map_err(|EmailClaimError::Taken| CommandError::EmailTaken)
+            },
+        )
+        .await?;
+    }
+    Ok(outcome)
+}
+
+/// The status changes that need no personal data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    Activate,
+    Suspend,
+    Reactivate,
+    Delete,
+}
+
+pub async fn change_user_status(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    change: StatusChange,
+) -> Result<Outcome, CommandError> {
+    let (permission, command) = match change {
+        StatusChange::Activate => (Permission::UserUpdate, UserCommand::Activate),
+        StatusChange::Suspend => (Permission::UserSuspend, UserCommand::Suspend),
+        StatusChange::Reactivate => (Permission::UserSuspend, UserCommand::Reactivate),
+        StatusChange::Delete => (Permission::UserDelete, UserCommand::Delete),
+    };
+    let subject = (change == StatusChange::Activate).then_some(user);
+    caller.principal.authorize(tenant, permission, subject)?;
+    require_active_tenant(ports, tenant).await?;
+    execute::<User>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &user_stream(user),
+        EventId::generate(),
+        |state| Ok(state.decide(&command)?),
+    )
+    .await
+}
+
+/// A user's personal data as the log holds it now. A field whose key was
+/// erased reads as `None`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PersonalRecord {
+    pub email: Option<String>,
+    pub profile: Profile,
+}
+
+impl std::fmt::Debug for PersonalRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PersonalRecord(<redacted>)")
+    }
+}
+
+/// Reads and opens a user's current personal data. Needs
+/// `user.read_personal` (or being that user).
+pub async fn read_personal_data(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<PersonalRecord, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::UserReadPersonal, Some(user))?;
+    let stream = user_stream(user);
+    let events = ports
+        .store
+        .read_stream(&stream, StreamVersion::EMPTY, 10_000)
+        .await?;
+    if events.is_empty() || events[0].chain != ChainId::Tenant(tenant) {
+        return Err(CommandError::NotFound("user"));
+    }
+    let mut record = PersonalRecord::default();
+    for recorded in &events {
+        let event = <UserEvent as custodia_domain::aggregate::EventSchema>::from_stored(
+            &custodia_domain::aggregate::StoredForm {
+                event_type: recorded.event_type.clone(),
+                schema_version: recorded.schema_version,
+                payload: recorded.payload.clone(),
+            },
+        )?;
+        let open = |field: &'static str, sealed: SealedField| {
+            let stream = &stream;
+            let event_id = recorded.event_id;
+            async move {
+                let context = FieldContext {
+                    tenant,
+                    stream,
+                    event_id,
+                    field,
+                };
+                let plain = ports.vault.open(&context, &sealed).await?;
+                Ok::<_, CommandError>(
+                    plain.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                )
+            }
+        };
+        match event {
+            UserEvent::Registered { email, profile, .. } => {
+                record.email = open("email", email).await?;
+                record.profile = open_profile(&open, profile).await?;
+            }
+            UserEvent::EmailChanged { email, .. } => record.email = open("email", email).await?,
+            UserEvent::ProfileUpdated { profile } => {
+                record.profile = open_profile(&open, profile).await?
+            }
+            _ => {}
+        }
+    }
+    Ok(record)
+}
+
+async fn open_profile<F, Fut>(open: &F, sealed: SealedProfile) -> Result<Profile, CommandError>
+where
+    F: Fn(&'static str, SealedField) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, CommandError>>,
+{
+    let mut profile = Profile::default();
+    if let Some(name) = sealed.display_name {
+        profile.display_name = open("display_name", name).await?;
+    }
+    if let Some(phone) = sealed.phone {
+        profile.phone = open("phone", phone).await?;
+    }
+    if let Some(attributes) = sealed.attributes {
+        if let Some(json) = open("attributes", attributes).await? {
+            profile.attributes = serde_json::from_str(&json).unwrap_or_default();
+        }
+    }
+    Ok(profile)
+}
