@@ -4,12 +4,14 @@
 
 pub mod database;
 pub mod migrations;
+pub mod passwords;
 pub mod postgres;
 pub mod sqlite;
 mod stored;
 pub mod vault;
 
 pub use database::{open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
+pub use passwords::Argon2Passwords;
 pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
 pub use vault::{KeyVault, MasterKey};

@@ -20,7 +20,7 @@ use custodia_domain::identity::membership::{
 use custodia_domain::identity::tenant::TenantSettings;
 use custodia_domain::rbac::{BuiltInRole, Denied, Permission, PermissionSet, Principal};
 use custodia_domain::{Actor, CommandId, LogCursor, Origin, StreamVersion, TenantId};
-use custodia_infrastructure::{open_event_store, KeyVault, MasterKey, OpenMode};
+use custodia_infrastructure::{open_event_store, Argon2Passwords, KeyVault, MasterKey, OpenMode};
 use custodia_tests::{backends, TestDatabase};
 use uuid::Uuid;
 
@@ -42,7 +42,11 @@ async fn ports(db: &TestDatabase) -> Ports {
             .await
             .unwrap(),
     );
-    Ports { store, vault }
+    Ports {
+        store,
+        vault,
+        passwords: Arc::new(Argon2Passwords::new()),
+    }
 }
 
 fn caller(principal: Principal) -> Caller {

@@ -7,12 +7,14 @@
 //! by deciding again on the fresh state (safe: nothing was written); a
 //! retried command id returns the original result.
 
+pub mod credentials;
 pub mod tenants;
 pub mod users;
 
 use std::sync::Arc;
 
 use custodia_domain::aggregate::{Aggregate, EventSchema, SchemaError, StoredForm};
+use custodia_domain::identity::credential::CredentialError;
 use custodia_domain::identity::membership::{MembershipError, Memberships};
 use custodia_domain::identity::tenant::TenantError;
 use custodia_domain::identity::user::UserError;
@@ -26,6 +28,7 @@ use uuid::Uuid;
 use crate::event_store::{
     AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, StoreError,
 };
+use crate::passwords::PasswordHasher;
 use crate::personal_data::{PersonalData, VaultError};
 
 /// The ports a handler needs.
@@ -33,6 +36,7 @@ use crate::personal_data::{PersonalData, VaultError};
 pub struct Ports {
     pub store: Arc<dyn EventStore>,
     pub vault: Arc<dyn PersonalData>,
+    pub passwords: Arc<dyn PasswordHasher>,
 }
 
 /// Who asks, and how the command is identified.
@@ -78,6 +82,8 @@ pub enum CommandError {
     User(#[from] UserError),
     #[error(transparent)]
     Membership(#[from] MembershipError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     #[error("the stream is at version {actual}, not the expected {expected}")]
     StaleVersion {
         expected: StreamVersion,
@@ -102,8 +108,10 @@ impl From<AppendError> for CommandError {
     }
 }
 
-/// How many times a command is decided again after a version conflict.
-const CONFLICT_RETRIES: usize = 5;
+/// How many times a command is decided again after a version conflict. Each
+/// conflict means another append won; login checks stop appending once the
+/// lockout threshold (at most 20) is reached, so 25 always suffices there.
+const CONFLICT_RETRIES: usize = 25;
 
 /// The stream of an aggregate.
 pub(crate) fn stream(category: &str, id: Uuid) -> StreamId {

@@ -44,7 +44,7 @@ pub(crate) fn user_stream(user: Uuid) -> StreamId {
     stream("user", user)
 }
 
-fn claim_stream(tenant: TenantId, index: &BlindIndex) -> StreamId {
+pub(crate) fn claim_stream(tenant: TenantId, index: &BlindIndex) -> StreamId {
     stream("email_claim", Uuid::new_v5(&tenant.as_uuid(), &index.0))
 }
 

@@ -1,5 +1,6 @@
 //! The identity domain's aggregates: tenants, users, memberships.
 
+pub mod credential;
 pub mod email_claim;
 pub mod membership;
 pub mod tenant;

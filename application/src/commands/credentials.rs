@@ -1,0 +1,346 @@
+//! Passwords, login and lockout.
+
+use custodia_domain::aggregate::{Aggregate, EventSchema, StoredForm};
+use custodia_domain::identity::credential::{
+    check_password_policy, Credential, CredentialCommand, CredentialError, CredentialEvent,
+    LockoutPolicy, PasswordAlgorithm,
+};
+use custodia_domain::identity::email_claim::EmailClaim;
+use custodia_domain::identity::tenant::Tenant;
+use custodia_domain::identity::user::{User, UserStatus};
+use custodia_domain::personal::{Email, FieldContext, SealedField};
+use custodia_domain::rbac::{Permission, Principal};
+use custodia_domain::{
+    Actor, ChainId, CommandId, EventId, InvalidValue, Origin, StreamId, StreamVersion, TenantId,
+    Timestamp,
+};
+use uuid::Uuid;
+
+use super::tenants::require_active_tenant;
+use super::users::{claim_stream, user_stream};
+use super::{execute, load, stream, Caller, CommandError, Outcome, Ports};
+use crate::passwords::PasswordError;
+
+const HASH_FIELD: &str = "password_hash";
+
+pub(crate) fn credential_stream(user: Uuid) -> StreamId {
+    stream("credential", user)
+}
+
+async fn require_user(ports: &Ports, user: Uuid) -> Result<(), CommandError> {
+    match load::<User>(&*ports.store, &user_stream(user))
+        .await?
+        .0
+        .status()
+    {
+        None => Err(CommandError::NotFound("user")),
+        Some(UserStatus::Deleted) => Err(CommandError::User(
+            custodia_domain::identity::user::UserError::Deleted,
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+async fn seal_hash(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+    event_id: EventId,
+    hash: &str,
+) -> Result<SealedField, CommandError> {
+    let stream = credential_stream(user);
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id,
+        field: HASH_FIELD,
+    };
+    Ok(ports.vault.seal(user, &context, hash.as_bytes()).await?)
+}
+
+fn password_failure(error: PasswordError) -> CommandError {
+    CommandError::Store(crate::event_store::StoreError::Database(error.to_string()))
+}
+
+/// Sets a new password after checking the tenant's policy. Needs
+/// `credential.manage` (or being that user).
+pub async fn set_password(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    password: &str,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
+        return Err(CommandError::TenantSuspended);
+    };
+    check_password_policy(password, settings.password_min_length)?;
+    require_user(ports, user).await?;
+    let hash = ports
+        .passwords
+        .hash(password)
+        .await
+        .map_err(password_failure)?;
+    let event_id = EventId::generate();
+    let command = CredentialCommand::SetPassword {
+        hash: seal_hash(ports, tenant, user, event_id, &hash).await?,
+        algorithm: PasswordAlgorithm::Argon2id,
+    };
+    execute::<Credential>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &credential_stream(user),
+        event_id,
+        |c| Ok(c.decide(&command)?),
+    )
+    .await
+}
+
+/// Imports a bcrypt hash from another system (`$2a$`, `$2b$` or `$2y$`, 60
+/// characters). It verifies as is and is replaced by Argon2id at the next
+/// successful login.
+pub async fn import_password_hash(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    hash: &str,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::CredentialManage, None)?;
+    let well_formed = hash.len() == 60
+        && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+        && hash.is_ascii();
+    if !well_formed {
+        return Err(InvalidValue {
+            field: "password hash",
+            rule: "must be a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)",
+        }
+        .into());
+    }
+    require_active_tenant(ports, tenant).await?;
+    require_user(ports, user).await?;
+    let event_id = EventId::generate();
+    let command = CredentialCommand::SetPassword {
+        hash: seal_hash(ports, tenant, user, event_id, hash).await?,
+        algorithm: PasswordAlgorithm::Bcrypt,
+    };
+    execute::<Credential>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &credential_stream(user),
+        event_id,
+        |c| Ok(c.decide(&command)?),
+    )
+    .await
+}
+
+/// Lifts a lockout. Needs `user.unlock`.
+pub async fn unlock(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    at: Timestamp,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::UserUnlock, None)?;
+    require_active_tenant(ports, tenant).await?;
+    let command = CredentialCommand::Unlock { at };
+    execute::<Credential>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &credential_stream(user),
+        EventId::generate(),
+        |c| Ok(c.decide(&command)?),
+    )
+    .await
+}
+
+/// Why a login failed. An unknown user, a wrong password and a user who may
+/// not log in all read the same, and cost the same time.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("locked after too many failed attempts")]
+    Locked { until: Timestamp },
+    #[error("the tenant is suspended")]
+    TenantSuspended,
+    #[error(transparent)]
+    Internal(#[from] CommandError),
+}
+
+/// The current password hash, opened, and its algorithm.
+async fn current_hash(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<Option<(String, PasswordAlgorithm)>, CommandError> {
+    let stream = credential_stream(user);
+    let events = ports
+        .store
+        .read_stream(&stream, StreamVersion::EMPTY, 100_000)
+        .await?;
+    for recorded in events.iter().rev() {
+        let form = StoredForm {
+            event_type: recorded.event_type.clone(),
+            schema_version: recorded.schema_version,
+            payload: recorded.payload.clone(),
+        };
+        if let CredentialEvent::PasswordSet { hash, algorithm } =
+            CredentialEvent::from_stored(&form)?
+        {
+            let context = FieldContext {
+                tenant,
+                stream: &stream,
+                event_id: recorded.event_id,
+                field: HASH_FIELD,
+            };
+            let opened = ports.vault.open(&context, &hash).await?;
+            return Ok(
+                opened.map(|bytes| (String::from_utf8_lossy(&bytes).into_owned(), algorithm))
+            );
+        }
+    }
+    Ok(None)
+}
+
+/// Checks a user's password. At most the tenant's lockout threshold of
+/// checks can be outstanding, however many attempts run in parallel; while
+/// locked, even the right password is refused without being checked.
+pub async fn login(
+    ports: &Ports,
+    tenant: TenantId,
+    email: &str,
+    password: &str,
+    at: Timestamp,
+) -> Result<Uuid, LoginError> {
+    let settings = match load::<Tenant>(&*ports.store, &super::tenants::tenant_stream(tenant))
+        .await?
+        .0
+    {
+        Tenant::Active { settings, .. } => settings,
+        Tenant::Suspended { .. } => return Err(LoginError::TenantSuspended),
+        Tenant::Absent => {
+            ports.passwords.verify_nothing(password).await;
+            return Err(LoginError::InvalidCredentials);
+        }
+    };
+    let user = match Email::parse(email) {
+        Ok(email) => {
+            let index = ports
+                .vault
+                .blind_index(tenant, "email", email.as_str().as_bytes())
+                .await
+                .map_err(CommandError::from)?;
+            match load::<EmailClaim>(&*ports.store, &claim_stream(tenant, &index))
+                .await?
+                .0
+            {
+                EmailClaim::ClaimedBy(user) => Some(user),
+                EmailClaim::Free => None,
+            }
+        }
+        Err(_) => None,
+    };
+    let may_log_in = match user {
+        Some(user) => matches!(
+            load::<User>(&*ports.store, &user_stream(user))
+                .await?
+                .0
+                .status(),
+            Some(UserStatus::Active | UserStatus::Invited)
+        ),
+        None => false,
+    };
+    let (Some(user), true) = (user, may_log_in) else {
+        ports.passwords.verify_nothing(password).await;
+        return Err(LoginError::InvalidCredentials);
+    };
+
+    let caller = Caller {
+        principal: Principal::Member {
+            tenant,
+            user,
+            permissions: Default::default(),
+        },
+        actor: Actor::User(user),
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse("login").expect("a valid origin"),
+        expected_version: None,
+    };
+    let chain = ChainId::Tenant(tenant);
+    let policy = LockoutPolicy {
+        threshold: settings.lockout_threshold,
+        period_micros: i64::from(settings.lockout_minutes) * 60_000_000,
+    };
+    let start = CredentialCommand::StartPasswordCheck { at, policy };
+    let started = execute::<Credential>(
+        ports,
+        &caller,
+        chain,
+        &credential_stream(user),
+        EventId::generate(),
+        |c| Ok(c.decide(&start)?),
+    )
+    .await;
+    match started {
+        Ok(_) => {}
+        Err(CommandError::Credential(CredentialError::Locked { until })) => {
+            return Err(LoginError::Locked { until })
+        }
+        Err(CommandError::Credential(CredentialError::NoPassword)) => {
+            ports.passwords.verify_nothing(password).await;
+            return Err(LoginError::InvalidCredentials);
+        }
+        Err(other) => return Err(other.into()),
+    }
+    let Some((hash, _)) = current_hash(ports, tenant, user).await? else {
+        return Err(LoginError::InvalidCredentials);
+    };
+    let check = ports
+        .passwords
+        .verify(password, &hash)
+        .await
+        .map_err(password_failure)?;
+    if !check.matches {
+        // The started check stays outstanding: it counts as a failure.
+        return Err(LoginError::InvalidCredentials);
+    }
+    let event_id = EventId::generate();
+    let rehashed = if check.needs_rehash {
+        let new_hash = ports
+            .passwords
+            .hash(password)
+            .await
+            .map_err(password_failure)?;
+        Some(seal_hash(ports, tenant, user, event_id, &new_hash).await?)
+    } else {
+        None
+    };
+    let success = CredentialCommand::RecordSuccess { at, rehashed };
+    let done = Caller {
+        command_id: CommandId::generate(),
+        ..caller
+    };
+    execute::<Credential>(
+        ports,
+        &done,
+        chain,
+        &credential_stream(user),
+        event_id,
+        |c| Ok(c.decide(&success)?),
+    )
+    .await?;
+    Ok(user)
+}

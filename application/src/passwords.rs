@@ -1,0 +1,34 @@
+//! The password-hashing port.
+
+use async_trait::async_trait;
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCheck {
+    pub matches: bool,
+    /// The hash is not Argon2id with the current parameters (an imported
+    /// bcrypt hash, or older parameters): rehash after a successful login.
+    pub needs_rehash: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("the stored password hash is not in a recognised format")]
+    UnknownFormat,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+#[async_trait]
+pub trait PasswordHasher: Send + Sync {
+    /// A new hash (PHC string) of `password`.
+    async fn hash(&self, password: &str) -> Result<String, PasswordError>;
+
+    /// Checks `password` against a stored hash (Argon2id PHC, or bcrypt
+    /// `$2a$`/`$2b$`/`$2y$`).
+    async fn verify(&self, password: &str, stored: &str) -> Result<PasswordCheck, PasswordError>;
+
+    /// Spends the time of one verification and matches nothing: what a login
+    /// for an unknown user does, so that it cannot be told apart by timing.
+    async fn verify_nothing(&self, password: &str);
+}

@@ -1,0 +1,436 @@
+//! A user's credentials: password (Argon2id, or an imported bcrypt hash
+//! until the next successful login), login checks and lockout.
+//!
+//! Lockout holds under parallel attempts: before a password is verified, the
+//! attempt must append `PasswordCheckStarted` at the credential's exact
+//! version, and a started check counts as a failure until a success clears
+//! it. Once `threshold` checks are outstanding, no further check starts, so
+//! no more than `threshold` passwords are ever verified before the lock.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::event::Timestamp;
+use crate::personal::SealedField;
+use crate::InvalidValue;
+
+/// The longest password accepted (Argon2 takes any length; this bounds work).
+pub const MAX_PASSWORD_LEN: usize = 128;
+
+const COMMON: &str = include_str!("common-passwords.txt");
+
+/// Checks a new password against the tenant's minimum length, the maximum,
+/// and the shipped list of common passwords. The error never holds it.
+pub fn check_password_policy(password: &str, min_length: u8) -> Result<(), InvalidValue> {
+    let length = password.chars().count();
+    if length < min_length as usize {
+        return Err(InvalidValue::new(
+            "password",
+            "is shorter than the tenant's minimum length",
+        ));
+    }
+    if length > MAX_PASSWORD_LEN {
+        return Err(InvalidValue::new(
+            "password",
+            "must be at most 128 characters",
+        ));
+    }
+    let lowered = password.to_lowercase();
+    if COMMON
+        .lines()
+        .any(|line| !line.starts_with('#') && line == lowered)
+    {
+        return Err(InvalidValue::new("password", "is too common"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordAlgorithm {
+    Argon2id,
+    /// Imported from another system; rehashed to Argon2id at the next
+    /// successful login.
+    Bcrypt,
+}
+
+/// The tenant's lockout policy, as of the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub threshold: u8,
+    pub period_micros: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialCommand {
+    SetPassword {
+        hash: SealedField,
+        algorithm: PasswordAlgorithm,
+    },
+    StartPasswordCheck {
+        at: Timestamp,
+        policy: LockoutPolicy,
+    },
+    /// The password (and second factor) matched. `rehashed` replaces an
+    /// imported hash.
+    RecordSuccess {
+        at: Timestamp,
+        rehashed: Option<SealedField>,
+    },
+    Unlock {
+        at: Timestamp,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialEvent {
+    PasswordSet {
+        hash: SealedField,
+        algorithm: PasswordAlgorithm,
+    },
+    PasswordCheckStarted {
+        at: Timestamp,
+    },
+    LoginSucceeded {
+        at: Timestamp,
+    },
+    /// By an admin, or (`by_time`) because the lockout period ran out.
+    Unlocked {
+        at: Timestamp,
+        by_time: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("no password is set")]
+    NoPassword,
+    #[error("locked after too many failed attempts")]
+    Locked { until: Timestamp },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    pub password: Option<(SealedField, PasswordAlgorithm)>,
+    /// Checks started since the last success or unlock (each a failure
+    /// until a success clears them).
+    pub outstanding_checks: u32,
+    pub last_check_at: Option<Timestamp>,
+}
+
+impl Credential {
+    /// When the lock ends, if the account is locked at `now`.
+    pub fn locked_until(&self, now: Timestamp, policy: LockoutPolicy) -> Option<Timestamp> {
+        let last = self.last_check_at?;
+        let until = Timestamp(last.0.saturating_add(policy.period_micros));
+        (self.outstanding_checks >= u32::from(policy.threshold) && now < until).then_some(until)
+    }
+}
+
+impl Aggregate for Credential {
+    type Command = CredentialCommand;
+    type Event = CredentialEvent;
+    type Error = CredentialError;
+
+    fn decide(&self, command: &CredentialCommand) -> Result<Vec<CredentialEvent>, CredentialError> {
+        use CredentialEvent as E;
+        match command {
+            CredentialCommand::SetPassword { hash, algorithm } => Ok(vec![E::PasswordSet {
+                hash: hash.clone(),
+                algorithm: *algorithm,
+            }]),
+            CredentialCommand::StartPasswordCheck { at, policy } => {
+                if self.password.is_none() {
+                    return Err(CredentialError::NoPassword);
+                }
+                if let Some(until) = self.locked_until(*at, *policy) {
+                    return Err(CredentialError::Locked { until });
+                }
+                let mut events = Vec::new();
+                if self.outstanding_checks >= u32::from(policy.threshold) {
+                    events.push(E::Unlocked {
+                        at: *at,
+                        by_time: true,
+                    });
+                }
+                events.push(E::PasswordCheckStarted { at: *at });
+                Ok(events)
+            }
+            CredentialCommand::RecordSuccess { at, rehashed } => {
+                // The rehash comes first: the handler sealed it for the
+                // first event's id.
+                let mut events = Vec::new();
+                if let Some(hash) = rehashed {
+                    events.push(E::PasswordSet {
+                        hash: hash.clone(),
+                        algorithm: PasswordAlgorithm::Argon2id,
+                    });
+                }
+                events.push(E::LoginSucceeded { at: *at });
+                Ok(events)
+            }
+            CredentialCommand::Unlock { at } => {
+                if self.outstanding_checks == 0 {
+                    return Ok(vec![]);
+                }
+                Ok(vec![E::Unlocked {
+                    at: *at,
+                    by_time: false,
+                }])
+            }
+        }
+    }
+
+    fn apply(mut self, event: &CredentialEvent) -> Credential {
+        match event {
+            CredentialEvent::PasswordSet { hash, algorithm } => {
+                self.password = Some((hash.clone(), *algorithm))
+            }
+            CredentialEvent::PasswordCheckStarted { at } => {
+                self.outstanding_checks += 1;
+                self.last_check_at = Some(*at);
+            }
+            CredentialEvent::LoginSucceeded { .. } | CredentialEvent::Unlocked { .. } => {
+                self.outstanding_checks = 0
+            }
+        }
+        self
+    }
+}
+
+mod dto {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct PasswordSet {
+        pub hash: SealedField,
+        pub algorithm: PasswordAlgorithm,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct At {
+        pub at: i64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Unlocked {
+        pub at: i64,
+        pub by_time: bool,
+    }
+}
+
+impl EventSchema for CredentialEvent {
+    fn to_stored(&self) -> StoredForm {
+        match self {
+            CredentialEvent::PasswordSet { hash, algorithm } => stored(
+                "PasswordSet",
+                1,
+                &dto::PasswordSet {
+                    hash: hash.clone(),
+                    algorithm: *algorithm,
+                },
+            ),
+            CredentialEvent::PasswordCheckStarted { at } => {
+                stored("PasswordCheckStarted", 1, &dto::At { at: at.0 })
+            }
+            CredentialEvent::LoginSucceeded { at } => {
+                stored("LoginSucceeded", 1, &dto::At { at: at.0 })
+            }
+            CredentialEvent::Unlocked { at, by_time } => stored(
+                "CredentialUnlocked",
+                1,
+                &dto::Unlocked {
+                    at: at.0,
+                    by_time: *by_time,
+                },
+            ),
+        }
+    }
+
+    fn from_stored(form: &StoredForm) -> Result<Self, SchemaError> {
+        let name = form.event_type.as_str();
+        match (name, form.schema_version.get()) {
+            ("PasswordSet", 1) => {
+                let d: dto::PasswordSet = read(form)?;
+                Ok(CredentialEvent::PasswordSet {
+                    hash: d.hash,
+                    algorithm: d.algorithm,
+                })
+            }
+            ("PasswordCheckStarted", 1) => Ok(CredentialEvent::PasswordCheckStarted {
+                at: Timestamp(read::<dto::At>(form)?.at),
+            }),
+            ("LoginSucceeded", 1) => Ok(CredentialEvent::LoginSucceeded {
+                at: Timestamp(read::<dto::At>(form)?.at),
+            }),
+            ("CredentialUnlocked", 1) => {
+                let d: dto::Unlocked = read(form)?;
+                Ok(CredentialEvent::Unlocked {
+                    at: Timestamp(d.at),
+                    by_time: d.by_time,
+                })
+            }
+            (
+                "PasswordSet" | "PasswordCheckStarted" | "LoginSucceeded" | "CredentialUnlocked",
+                version,
+            ) => Err(SchemaError::UnknownVersion {
+                event_type: name.to_owned(),
+                version,
+            }),
+            (other, _) => Err(SchemaError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::aggregate::given;
+
+    const POLICY: LockoutPolicy = LockoutPolicy {
+        threshold: 3,
+        period_micros: 60_000_000,
+    };
+
+    fn hash() -> SealedField {
+        SealedField {
+            subject: Uuid::nil(),
+            nonce: vec![0; 12],
+            ciphertext: vec![1; 40],
+        }
+    }
+
+    fn with_password() -> CredentialEvent {
+        CredentialEvent::PasswordSet {
+            hash: hash(),
+            algorithm: PasswordAlgorithm::Argon2id,
+        }
+    }
+
+    fn check(at: i64) -> CredentialEvent {
+        CredentialEvent::PasswordCheckStarted { at: Timestamp(at) }
+    }
+
+    fn start(at: i64) -> CredentialCommand {
+        CredentialCommand::StartPasswordCheck {
+            at: Timestamp(at),
+            policy: POLICY,
+        }
+    }
+
+    #[test]
+    fn no_check_without_a_password() {
+        given::<Credential>(&[])
+            .when(&start(0))
+            .then_error(CredentialError::NoPassword);
+    }
+
+    #[test]
+    fn checks_start_until_the_threshold_then_the_account_is_locked() {
+        given::<Credential>(&[with_password()])
+            .when(&start(1))
+            .then(&[check(1)]);
+        given::<Credential>(&[with_password(), check(1), check(2)])
+            .when(&start(3))
+            .then(&[check(3)]);
+        given::<Credential>(&[with_password(), check(1), check(2), check(3)])
+            .when(&start(4))
+            .then_error(CredentialError::Locked {
+                until: Timestamp(3 + 60_000_000),
+            });
+    }
+
+    #[test]
+    fn the_lock_ends_by_time_with_a_recorded_unlock() {
+        let history = [with_password(), check(1), check(2), check(3)];
+        let later = 3 + 60_000_000;
+        given::<Credential>(&history).when(&start(later)).then(&[
+            CredentialEvent::Unlocked {
+                at: Timestamp(later),
+                by_time: true,
+            },
+            check(later),
+        ]);
+    }
+
+    #[test]
+    fn success_and_admin_unlock_clear_the_count() {
+        let history = [
+            with_password(),
+            check(1),
+            check(2),
+            CredentialEvent::LoginSucceeded { at: Timestamp(2) },
+        ];
+        assert_eq!(Credential::fold(&history).outstanding_checks, 0);
+        let locked = [with_password(), check(1), check(2), check(3)];
+        given::<Credential>(&locked)
+            .when(&CredentialCommand::Unlock { at: Timestamp(5) })
+            .then(&[CredentialEvent::Unlocked {
+                at: Timestamp(5),
+                by_time: false,
+            }]);
+        given::<Credential>(&[with_password()])
+            .when(&CredentialCommand::Unlock { at: Timestamp(5) })
+            .then(&[]);
+    }
+
+    #[test]
+    fn a_successful_login_on_an_imported_hash_rehashes() {
+        let rehashed = SealedField {
+            subject: Uuid::nil(),
+            nonce: vec![2; 12],
+            ciphertext: vec![3; 40],
+        };
+        given::<Credential>(&[
+            CredentialEvent::PasswordSet {
+                hash: hash(),
+                algorithm: PasswordAlgorithm::Bcrypt,
+            },
+            check(1),
+        ])
+        .when(&CredentialCommand::RecordSuccess {
+            at: Timestamp(2),
+            rehashed: Some(rehashed.clone()),
+        })
+        .then(&[
+            CredentialEvent::PasswordSet {
+                hash: rehashed,
+                algorithm: PasswordAlgorithm::Argon2id,
+            },
+            CredentialEvent::LoginSucceeded { at: Timestamp(2) },
+        ]);
+    }
+
+    #[test]
+    fn password_policy() {
+        assert!(check_password_policy("correct horse battery staple", 12).is_ok());
+        assert!(check_password_policy("short", 12).is_err());
+        assert!(
+            check_password_policy("PasswordPassword", 12).is_err(),
+            "common, case-insensitive"
+        );
+        assert!(check_password_policy(&"x".repeat(129), 12).is_err());
+        let error = check_password_policy("hunter2hunter2x", 20).unwrap_err();
+        assert!(
+            !error.to_string().contains("hunter2"),
+            "the error never holds the password"
+        );
+    }
+
+    #[test]
+    fn events_round_trip() {
+        for event in [
+            with_password(),
+            check(7),
+            CredentialEvent::LoginSucceeded { at: Timestamp(8) },
+            CredentialEvent::Unlocked {
+                at: Timestamp(9),
+                by_time: true,
+            },
+        ] {
+            assert_eq!(CredentialEvent::from_stored(&event.to_stored()), Ok(event));
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Passwords, login and lockout through the handlers, on both backends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use custodia_application::commands::credentials::{
+    import_password_hash, login, set_password, unlock, LoginError,
+};
+use custodia_application::commands::tenants::{create_tenant, CreateTenant};
+use custodia_application::commands::users::{change_user_status, NewUser, Profile, StatusChange};
+use custodia_application::commands::{Caller, CommandError, Ports};
+use custodia_application::{
+    EventStore, PasswordCheck, PasswordError, PasswordHasher, PersonalData,
+};
+use custodia_domain::identity::tenant::TenantSettings;
+use custodia_domain::rbac::Principal;
+use custodia_domain::{
+    Actor, CommandId, Origin, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
+};
+use custodia_infrastructure::{open_event_store, Argon2Passwords, KeyVault, MasterKey, OpenMode};
+use custodia_tests::{backends, TestDatabase};
+use uuid::Uuid;
+
+backends!(
+    lockout_holds_under_fifty_parallel_wrong_passwords,
+    unknown_users_and_wrong_passwords_are_indistinguishable,
+    imported_bcrypt_hash_logs_in_and_is_rehashed_to_argon2id,
+    the_lock_ends_by_time,
+    password_policy_and_user_status_are_enforced,
+);
+
+/// Counts real verifications (and decoy ones) made by the real hasher.
+#[derive(Default)]
+struct Counting {
+    inner: Argon2Passwords,
+    verified: AtomicUsize,
+    decoys: AtomicUsize,
+}
+
+#[async_trait]
+impl PasswordHasher for Counting {
+    async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        self.inner.hash(password).await
+    }
+    async fn verify(&self, password: &str, stored: &str) -> Result<PasswordCheck, PasswordError> {
+        self.verified.fetch_add(1, Ordering::SeqCst);
+        self.inner.verify(password, stored).await
+    }
+    async fn verify_nothing(&self, password: &str) {
+        self.decoys.fetch_add(1, Ordering::SeqCst);
+        self.inner.verify_nothing(password).await
+    }
+}
+
+struct World {
+    ports: Ports,
+    counting: Arc<Counting>,
+    tenant: TenantId,
+    user: Uuid,
+}
+
+const EMAIL: &str = "ada@example.org";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn operator() -> Caller {
+    Caller {
+        principal: Principal::PlatformOperator,
+        actor: Actor::System,
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse("test").unwrap(),
+        expected_version: None,
+    }
+}
+
+async fn world(db: &TestDatabase) -> World {
+    let store: Arc<dyn EventStore> = open_event_store(db.url(), OpenMode::Migrate, 60)
+        .await
+        .unwrap();
+    let vault: Arc<dyn PersonalData> = Arc::new(
+        KeyVault::connect(db.url(), MasterKey::generate())
+            .await
+            .unwrap(),
+    );
+    let counting = Arc::new(Counting::default());
+    let ports = Ports {
+        store,
+        vault,
+        passwords: counting.clone(),
+    };
+    let tenant = TenantId::generate();
+    let user = Uuid::now_v7();
+    let owner = NewUser {
+        user,
+        email: EMAIL.into(),
+        profile: Profile::default(),
+        invited: false,
+    };
+    create_tenant(
+        &ports,
+        &operator(),
+        CreateTenant {
+            tenant,
+            name: "Acme".into(),
+            settings: TenantSettings::default(),
+            owner,
+        },
+    )
+    .await
+    .unwrap();
+    World {
+        ports,
+        counting,
+        tenant,
+        user,
+    }
+}
+
+impl World {
+    fn verified(&self) -> usize {
+        self.counting.verified.load(Ordering::SeqCst)
+    }
+}
+
+async fn lockout_holds_under_fifty_parallel_wrong_passwords(db: TestDatabase) {
+    let w = world(&db).await;
+    set_password(&w.ports, &operator(), w.tenant, w.user, PASSWORD)
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let mut attempts = Vec::new();
+    for i in 0..50 {
+        let (ports, tenant) = (w.ports.clone(), w.tenant);
+        attempts.push(tokio::spawn(async move {
+            login(&ports, tenant, EMAIL, &format!("wrong password {i}"), now).await
+        }));
+    }
+    let (mut invalid, mut locked) = (0, 0);
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Err(LoginError::InvalidCredentials) => invalid += 1,
+            Err(LoginError::Locked { .. }) => locked += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    // The tenant's threshold is 5: no more passwords were ever verified.
+    assert!(
+        w.verified() <= 5,
+        "{} passwords were verified before the lock",
+        w.verified()
+    );
+    assert_eq!((invalid + locked, invalid), (50, w.verified()));
+    let checks = w
+        .ports
+        .store
+        .read_stream(
+            &StreamId::new(StreamCategory::parse("credential").unwrap(), w.user),
+            StreamVersion::EMPTY,
+            1000,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type.as_str() == "PasswordCheckStarted")
+        .count();
+    assert_eq!(checks, 5);
+
+    // While locked, even the right password is refused, without being checked.
+    let before = w.verified();
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, now).await,
+        Err(LoginError::Locked { .. })
+    ));
+    assert_eq!(w.verified(), before);
+
+    // An admin unlock lets the right password in.
+    unlock(&w.ports, &operator(), w.tenant, w.user, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, now)
+            .await
+            .unwrap(),
+        w.user
+    );
+}
+
+async fn unknown_users_and_wrong_passwords_are_indistinguishable(db: TestDatabase) {
+    let w = world(&db).await;
+    set_password(&w.ports, &operator(), w.tenant, w.user, PASSWORD)
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let unknown = login(&w.ports, w.tenant, "nobody@example.org", PASSWORD, now).await;
+    let wrong = login(&w.ports, w.tenant, EMAIL, "not the password at all", now).await;
+    assert_eq!(
+        unknown.unwrap_err().to_string(),
+        wrong.unwrap_err().to_string()
+    );
+    // Each did exactly one Argon2id verification's worth of work.
+    assert_eq!(
+        (w.counting.decoys.load(Ordering::SeqCst), w.verified()),
+        (1, 1)
+    );
+    let malformed = login(&w.ports, w.tenant, "not an email", PASSWORD, now).await;
+    assert!(matches!(malformed, Err(LoginError::InvalidCredentials)));
+    assert_eq!(w.counting.decoys.load(Ordering::SeqCst), 2);
+}
+
+async fn imported_bcrypt_hash_logs_in_and_is_rehashed_to_argon2id(db: TestDatabase) {
+    let w = world(&db).await;
+    // Made by crypt_blowfish (another system): "U*U*U".
+    let imported = "$2a$05$XXXXXXXXXXXXXXXXXXXXXOAcXxm9kjPGEMsLznoKqmqw7tc8WCx4a";
+    import_password_hash(&w.ports, &operator(), w.tenant, w.user, imported)
+        .await
+        .unwrap();
+    assert!(matches!(
+        import_password_hash(&w.ports, &operator(), w.tenant, w.user, "$1$md5$not-bcrypt").await,
+        Err(CommandError::Invalid(_))
+    ));
+    let now = Timestamp::now();
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, "U*U", now).await,
+        Err(LoginError::InvalidCredentials)
+    ));
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, "U*U*U", now)
+            .await
+            .unwrap(),
+        w.user
+    );
+    let stream = StreamId::new(StreamCategory::parse("credential").unwrap(), w.user);
+    let events = w
+        .ports
+        .store
+        .read_stream(&stream, StreamVersion::EMPTY, 100)
+        .await
+        .unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "PasswordSet",
+            "PasswordCheckStarted",
+            "PasswordCheckStarted",
+            "PasswordSet",
+            "LoginSucceeded"
+        ]
+    );
+    let last_set: serde_json::Value = serde_json::from_slice(events[3].payload.as_bytes()).unwrap();
+    assert_eq!(
+        last_set["algorithm"], "argon2id",
+        "rehashed at the successful login"
+    );
+    // And the new hash works.
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, "U*U*U", now)
+            .await
+            .unwrap(),
+        w.user
+    );
+}
+
+async fn the_lock_ends_by_time(db: TestDatabase) {
+    let w = world(&db).await;
+    set_password(&w.ports, &operator(), w.tenant, w.user, PASSWORD)
+        .await
+        .unwrap();
+    let start = Timestamp::now();
+    for _ in 0..5 {
+        assert!(matches!(
+            login(&w.ports, w.tenant, EMAIL, "wrong wrong wrong", start).await,
+            Err(LoginError::InvalidCredentials)
+        ));
+    }
+    let Err(LoginError::Locked { until }) = login(&w.ports, w.tenant, EMAIL, PASSWORD, start).await
+    else {
+        panic!("locked after 5 failures")
+    };
+    assert_eq!(
+        until.0,
+        start.0 + 15 * 60_000_000,
+        "the default lockout period is 15 minutes"
+    );
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Timestamp(until.0 - 1)).await,
+        Err(LoginError::Locked { .. })
+    ));
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, until)
+            .await
+            .unwrap(),
+        w.user
+    );
+}
+
+async fn password_policy_and_user_status_are_enforced(db: TestDatabase) {
+    let w = world(&db).await;
+    for weak in ["short", "passwordpassword", "Password1234"] {
+        let outcome = set_password(&w.ports, &operator(), w.tenant, w.user, weak).await;
+        assert!(
+            matches!(outcome, Err(CommandError::Invalid(_))),
+            "{weak}: {outcome:?}"
+        );
+    }
+    // A member sets their own password (self-service), not someone else's.
+    let me = Caller {
+        principal: Principal::Member {
+            tenant: w.tenant,
+            user: w.user,
+            permissions: Default::default(),
+        },
+        ..operator()
+    };
+    set_password(&w.ports, &me, w.tenant, w.user, PASSWORD)
+        .await
+        .unwrap();
+    assert!(matches!(
+        set_password(&w.ports, &me, w.tenant, Uuid::now_v7(), PASSWORD).await,
+        Err(CommandError::Forbidden(_))
+    ));
+
+    change_user_status(
+        &w.ports,
+        &operator(),
+        w.tenant,
+        w.user,
+        StatusChange::Suspend,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Timestamp::now()).await,
+        Err(LoginError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        login(
+            &w.ports,
+            TenantId::generate(),
+            EMAIL,
+            PASSWORD,
+            Timestamp::now()
+        )
+        .await,
+        Err(LoginError::InvalidCredentials)
+    ));
+}
