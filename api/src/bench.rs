@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use custodia_application::{verify_log, EventStore, ExpectedVersion};
 use custodia_domain::{ChainId, StreamCategory, StreamId, StreamVersion, TenantId};
+
 use custodia_infrastructure::{open_event_store, OpenMode};
 use uuid::Uuid;
 
@@ -17,6 +18,28 @@ pub enum Bench {
     Append(AppendArgs),
     /// Time `verify` over the whole database.
     Verify,
+    /// Time Argon2id hashing and verification at the production parameters.
+    Passwords(PasswordArgs),
+    /// Commands per second through the full handler pipeline (authorize,
+    /// load, decide, seal personal data, append).
+    Commands(CommandArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PasswordArgs {
+    /// Hashes to time.
+    #[arg(long, default_value_t = 20)]
+    count: usize,
+}
+
+#[derive(clap::Args)]
+pub struct CommandArgs {
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
+    /// Users each caller registers (then updates once each).
+    #[arg(long, default_value_t = 200)]
+    users: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,12 +71,15 @@ pub struct AppendArgs {
     verify: bool,
 }
 
-/// Benchmarks name their database explicitly (`url`), so that nobody
-/// benchmarks into the default file by accident.
-pub async fn run(url: &str, bench: Bench) -> Result<ExitCode, String> {
+/// Benchmarks that touch a database name it explicitly (`url`), so that
+/// nobody benchmarks into the default file by accident.
+pub async fn run(url: Option<&str>, bench: Bench) -> Result<ExitCode, String> {
+    let url = || url.ok_or("this benchmark needs --database-url (or DATABASE_URL)".to_owned());
     match bench {
-        Bench::Append(args) => append(url, args).await,
-        Bench::Verify => verify(url).await,
+        Bench::Append(args) => append(url()?, args).await,
+        Bench::Verify => verify(url()?).await,
+        Bench::Passwords(args) => passwords(args).await,
+        Bench::Commands(args) => commands(url()?, args).await,
     }
 }
 
@@ -183,4 +209,146 @@ async fn verify_store(store: &dyn EventStore) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(crate::EXIT_BROKEN)
     })
+}
+
+fn percentiles(label: &str, mut samples: Vec<Duration>) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "{label}: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+async fn passwords(args: PasswordArgs) -> Result<ExitCode, String> {
+    use custodia_application::PasswordHasher;
+    use custodia_infrastructure::passwords::{ARGON2_M_KIB, ARGON2_P, ARGON2_T};
+    let hasher = custodia_infrastructure::Argon2Passwords::new();
+    let count = args.count.max(1);
+    let (mut hashing, mut verifying) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for i in 0..count {
+        let password = format!("benchmark password number {i}");
+        let started = Instant::now();
+        let hash = hasher.hash(&password).await.map_err(|e| e.to_string())?;
+        hashing.push(started.elapsed());
+        let started = Instant::now();
+        hasher
+            .verify(&password, &hash)
+            .await
+            .map_err(|e| e.to_string())?;
+        verifying.push(started.elapsed());
+    }
+    println!(
+        "Argon2id m={ARGON2_M_KIB} KiB t={ARGON2_T} p={ARGON2_P}, {count} hashes (one at a time)"
+    );
+    percentiles("hash", hashing);
+    percentiles("verify", verifying);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
+    use custodia_application::commands::tenants::{create_tenant, CreateTenant};
+    use custodia_application::commands::users::{register_user, update_profile, NewUser, Profile};
+    use custodia_application::commands::{Caller, Ports};
+    use custodia_domain::identity::tenant::TenantSettings;
+    use custodia_domain::rbac::Principal;
+    use custodia_domain::{Actor, CommandId, Origin};
+
+    let store = open_event_store(url, OpenMode::Migrate, args.writers as u32 + 2)
+        .await
+        .map_err(|e| e.to_string())?;
+    let vault = custodia_infrastructure::KeyVault::connect(
+        url,
+        custodia_infrastructure::MasterKey::generate(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let ports = Ports {
+        store,
+        vault: Arc::new(vault),
+        passwords: Arc::new(custodia_infrastructure::Argon2Passwords::new()),
+    };
+    let caller = || Caller {
+        principal: Principal::PlatformOperator,
+        actor: Actor::System,
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse("bench").expect("valid origin"),
+        expected_version: None,
+    };
+    let tenant = TenantId::generate();
+    let owner = NewUser {
+        user: Uuid::now_v7(),
+        email: "owner@bench.example".into(),
+        profile: Profile::default(),
+        invited: false,
+    };
+    create_tenant(
+        &ports,
+        &caller(),
+        CreateTenant {
+            tenant,
+            name: "Bench".into(),
+            settings: TenantSettings::default(),
+            owner,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for writer in 0..args.writers {
+        let ports = ports.clone();
+        let users = args.users;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(users * 2);
+            for i in 0..users {
+                let user = Uuid::now_v7();
+                let profile = Profile {
+                    display_name: Some(format!("User {writer}-{i}")),
+                    phone: Some("+1 555 0100".into()),
+                    ..Profile::default()
+                };
+                let new = NewUser {
+                    user,
+                    email: format!("u{writer}-{i}@bench.example"),
+                    profile,
+                    invited: false,
+                };
+                let at = Instant::now();
+                register_user(&ports, &caller(), tenant, new)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                latencies.push(at.elapsed());
+                let at = Instant::now();
+                let renamed = Profile {
+                    display_name: Some(format!("Renamed {writer}-{i}")),
+                    ..Profile::default()
+                };
+                update_profile(&ports, &caller(), tenant, user, renamed)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                latencies.push(at.elapsed());
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{} commands ({} register_user + {} update_profile, {} callers, one tenant) in {elapsed:.2}s: {:.0} commands/s",
+        latencies.len(),
+        latencies.len() / 2,
+        latencies.len() / 2,
+        args.writers,
+        latencies.len() as f64 / elapsed
+    );
+    percentiles("command latency", latencies);
+    Ok(ExitCode::SUCCESS)
 }

@@ -60,10 +60,7 @@ fn main() -> ExitCode {
             Command::Migrate => migrate(database_url).await,
             Command::Verify(args) => verify::run(database_url, args).await,
             Command::Demo(args) => demo::run(database_url, args).await,
-            Command::Bench(bench) => match cli.database_url.as_deref() {
-                Some(url) => bench::run(url, bench).await,
-                None => Err("benchmarks need --database-url (or DATABASE_URL)".to_owned()),
-            },
+            Command::Bench(bench) => bench::run(cli.database_url.as_deref(), bench).await,
         }
     });
     match outcome {
