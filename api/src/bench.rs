@@ -270,6 +270,7 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
         store,
         vault: Arc::new(vault),
         passwords: Arc::new(custodia_infrastructure::Argon2Passwords::new()),
+        codes: Arc::new(custodia_infrastructure::Totp),
     };
     let caller = || Caller {
         principal: Principal::PlatformOperator,

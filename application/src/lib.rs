@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod event_store;
+pub mod one_time_codes;
 pub mod passwords;
 pub mod personal_data;
 pub mod verify;
@@ -14,6 +15,7 @@ pub use event_store::{
     AppendContext, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended,
     ChainSummary, CommittedCommand, EventStore, ExpectedVersion, StoreError,
 };
+pub use one_time_codes::OneTimeCodes;
 pub use passwords::{PasswordCheck, PasswordError, PasswordHasher};
 pub use personal_data::{PersonalData, VaultError};
 pub use verify::{verify_chain_in_batches, verify_log, ChainVerdict, VerifyReport};

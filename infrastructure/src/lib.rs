@@ -8,10 +8,12 @@ pub mod passwords;
 pub mod postgres;
 pub mod sqlite;
 mod stored;
+pub mod totp;
 pub mod vault;
 
 pub use database::{open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
 pub use passwords::Argon2Passwords;
 pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
+pub use totp::Totp;
 pub use vault::{KeyVault, MasterKey};

@@ -46,6 +46,7 @@ async fn ports(db: &TestDatabase) -> Ports {
         store,
         vault,
         passwords: Arc::new(Argon2Passwords::new()),
+        codes: Arc::new(custodia_infrastructure::Totp),
     }
 }
 

@@ -88,6 +88,7 @@ async fn world(db: &TestDatabase) -> World {
         store,
         vault,
         passwords: counting.clone(),
+        codes: Arc::new(custodia_infrastructure::Totp),
     };
     let tenant = TenantId::generate();
     let user = Uuid::now_v7();
@@ -133,7 +134,15 @@ async fn lockout_holds_under_fifty_parallel_wrong_passwords(db: TestDatabase) {
     for i in 0..50 {
         let (ports, tenant) = (w.ports.clone(), w.tenant);
         attempts.push(tokio::spawn(async move {
-            login(&ports, tenant, EMAIL, &format!("wrong password {i}"), now).await
+            login(
+                &ports,
+                tenant,
+                EMAIL,
+                &format!("wrong password {i}"),
+                None,
+                now,
+            )
+            .await
         }));
     }
     let (mut invalid, mut locked) = (0, 0);
@@ -169,7 +178,7 @@ async fn lockout_holds_under_fifty_parallel_wrong_passwords(db: TestDatabase) {
     // While locked, even the right password is refused, without being checked.
     let before = w.verified();
     assert!(matches!(
-        login(&w.ports, w.tenant, EMAIL, PASSWORD, now).await,
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, now).await,
         Err(LoginError::Locked { .. })
     ));
     assert_eq!(w.verified(), before);
@@ -179,7 +188,7 @@ async fn lockout_holds_under_fifty_parallel_wrong_passwords(db: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(
-        login(&w.ports, w.tenant, EMAIL, PASSWORD, now)
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, now)
             .await
             .unwrap(),
         w.user
@@ -192,8 +201,24 @@ async fn unknown_users_and_wrong_passwords_are_indistinguishable(db: TestDatabas
         .await
         .unwrap();
     let now = Timestamp::now();
-    let unknown = login(&w.ports, w.tenant, "nobody@example.org", PASSWORD, now).await;
-    let wrong = login(&w.ports, w.tenant, EMAIL, "not the password at all", now).await;
+    let unknown = login(
+        &w.ports,
+        w.tenant,
+        "nobody@example.org",
+        PASSWORD,
+        None,
+        now,
+    )
+    .await;
+    let wrong = login(
+        &w.ports,
+        w.tenant,
+        EMAIL,
+        "not the password at all",
+        None,
+        now,
+    )
+    .await;
     assert_eq!(
         unknown.unwrap_err().to_string(),
         wrong.unwrap_err().to_string()
@@ -203,7 +228,7 @@ async fn unknown_users_and_wrong_passwords_are_indistinguishable(db: TestDatabas
         (w.counting.decoys.load(Ordering::SeqCst), w.verified()),
         (1, 1)
     );
-    let malformed = login(&w.ports, w.tenant, "not an email", PASSWORD, now).await;
+    let malformed = login(&w.ports, w.tenant, "not an email", PASSWORD, None, now).await;
     assert!(matches!(malformed, Err(LoginError::InvalidCredentials)));
     assert_eq!(w.counting.decoys.load(Ordering::SeqCst), 2);
 }
@@ -221,11 +246,11 @@ async fn imported_bcrypt_hash_logs_in_and_is_rehashed_to_argon2id(db: TestDataba
     ));
     let now = Timestamp::now();
     assert!(matches!(
-        login(&w.ports, w.tenant, EMAIL, "U*U", now).await,
+        login(&w.ports, w.tenant, EMAIL, "U*U", None, now).await,
         Err(LoginError::InvalidCredentials)
     ));
     assert_eq!(
-        login(&w.ports, w.tenant, EMAIL, "U*U*U", now)
+        login(&w.ports, w.tenant, EMAIL, "U*U*U", None, now)
             .await
             .unwrap(),
         w.user
@@ -255,7 +280,7 @@ async fn imported_bcrypt_hash_logs_in_and_is_rehashed_to_argon2id(db: TestDataba
     );
     // And the new hash works.
     assert_eq!(
-        login(&w.ports, w.tenant, EMAIL, "U*U*U", now)
+        login(&w.ports, w.tenant, EMAIL, "U*U*U", None, now)
             .await
             .unwrap(),
         w.user
@@ -270,11 +295,12 @@ async fn the_lock_ends_by_time(db: TestDatabase) {
     let start = Timestamp::now();
     for _ in 0..5 {
         assert!(matches!(
-            login(&w.ports, w.tenant, EMAIL, "wrong wrong wrong", start).await,
+            login(&w.ports, w.tenant, EMAIL, "wrong wrong wrong", None, start).await,
             Err(LoginError::InvalidCredentials)
         ));
     }
-    let Err(LoginError::Locked { until }) = login(&w.ports, w.tenant, EMAIL, PASSWORD, start).await
+    let Err(LoginError::Locked { until }) =
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, start).await
     else {
         panic!("locked after 5 failures")
     };
@@ -284,11 +310,19 @@ async fn the_lock_ends_by_time(db: TestDatabase) {
         "the default lockout period is 15 minutes"
     );
     assert!(matches!(
-        login(&w.ports, w.tenant, EMAIL, PASSWORD, Timestamp(until.0 - 1)).await,
+        login(
+            &w.ports,
+            w.tenant,
+            EMAIL,
+            PASSWORD,
+            None,
+            Timestamp(until.0 - 1)
+        )
+        .await,
         Err(LoginError::Locked { .. })
     ));
     assert_eq!(
-        login(&w.ports, w.tenant, EMAIL, PASSWORD, until)
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, until)
             .await
             .unwrap(),
         w.user
@@ -331,7 +365,7 @@ async fn password_policy_and_user_status_are_enforced(db: TestDatabase) {
     .await
     .unwrap();
     assert!(matches!(
-        login(&w.ports, w.tenant, EMAIL, PASSWORD, Timestamp::now()).await,
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, Timestamp::now()).await,
         Err(LoginError::InvalidCredentials)
     ));
     assert!(matches!(
@@ -340,6 +374,7 @@ async fn password_policy_and_user_status_are_enforced(db: TestDatabase) {
             TenantId::generate(),
             EMAIL,
             PASSWORD,
+            None,
             Timestamp::now()
         )
         .await,

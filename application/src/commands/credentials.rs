@@ -3,7 +3,7 @@
 use custodia_domain::aggregate::{Aggregate, EventSchema, StoredForm};
 use custodia_domain::identity::credential::{
     check_password_policy, Credential, CredentialCommand, CredentialError, CredentialEvent,
-    LockoutPolicy, PasswordAlgorithm,
+    LockoutPolicy, PasswordAlgorithm, Totp,
 };
 use custodia_domain::identity::email_claim::EmailClaim;
 use custodia_domain::identity::tenant::Tenant;
@@ -22,6 +22,7 @@ use super::{execute, load, stream, Caller, CommandError, Outcome, Ports};
 use crate::passwords::PasswordError;
 
 const HASH_FIELD: &str = "password_hash";
+const TOTP_FIELD: &str = "totp_secret";
 
 pub(crate) fn credential_stream(user: Uuid) -> StreamId {
     stream("credential", user)
@@ -175,16 +176,26 @@ pub enum LoginError {
     Locked { until: Timestamp },
     #[error("the tenant is suspended")]
     TenantSuspended,
+    /// The password was right; a current one-time code is needed too. (The
+    /// attempt still counts towards the lockout until a full success.)
+    #[error("a one-time code is required")]
+    SecondFactorRequired,
+    /// The tenant requires a second factor and the user has none enrolled.
+    #[error("the tenant requires a second factor; enroll one first")]
+    SecondFactorEnrollmentRequired,
     #[error(transparent)]
     Internal(#[from] CommandError),
 }
 
-/// The current password hash, opened, and its algorithm.
-async fn current_hash(
+/// The latest sealed credential field that `pick` finds (newest event
+/// first), opened. `None`: no such event, or its key was erased.
+async fn latest_sealed(
     ports: &Ports,
     tenant: TenantId,
     user: Uuid,
-) -> Result<Option<(String, PasswordAlgorithm)>, CommandError> {
+    field: &str,
+    pick: impl Fn(CredentialEvent) -> Option<SealedField>,
+) -> Result<Option<Vec<u8>>, CommandError> {
     let stream = credential_stream(user);
     let events = ports
         .store
@@ -196,22 +207,150 @@ async fn current_hash(
             schema_version: recorded.schema_version,
             payload: recorded.payload.clone(),
         };
-        if let CredentialEvent::PasswordSet { hash, algorithm } =
-            CredentialEvent::from_stored(&form)?
-        {
+        if let Some(sealed) = pick(CredentialEvent::from_stored(&form)?) {
             let context = FieldContext {
                 tenant,
                 stream: &stream,
                 event_id: recorded.event_id,
-                field: HASH_FIELD,
+                field,
             };
-            let opened = ports.vault.open(&context, &hash).await?;
-            return Ok(
-                opened.map(|bytes| (String::from_utf8_lossy(&bytes).into_owned(), algorithm))
-            );
+            return Ok(ports.vault.open(&context, &sealed).await?);
         }
     }
     Ok(None)
+}
+
+async fn current_hash(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<Option<String>, CommandError> {
+    let hash = latest_sealed(ports, tenant, user, HASH_FIELD, |event| match event {
+        CredentialEvent::PasswordSet { hash, .. } => Some(hash),
+        _ => None,
+    })
+    .await?;
+    Ok(hash.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+async fn totp_secret(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<Option<Vec<u8>>, CommandError> {
+    latest_sealed(ports, tenant, user, TOTP_FIELD, |event| match event {
+        CredentialEvent::TotpEnrolled { secret } => Some(secret),
+        _ => None,
+    })
+    .await
+}
+
+/// Starts TOTP enrollment: a new secret, sealed, and the `otpauth://` URI
+/// for the user's authenticator app. Needs `credential.manage` (or being
+/// that user). Active only once confirmed with a code.
+pub async fn enroll_totp(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<String, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    let Tenant::Active { name, .. } = require_active_tenant(ports, tenant).await? else {
+        return Err(CommandError::TenantSuspended);
+    };
+    require_user(ports, user).await?;
+    let account = super::users::personal_record(ports, tenant, user)
+        .await?
+        .email
+        .unwrap_or_else(|| user.to_string());
+    let secret = zeroize::Zeroizing::new(ports.codes.new_secret());
+    let event_id = EventId::generate();
+    let stream = credential_stream(user);
+    let sealed = ports
+        .vault
+        .seal(
+            user,
+            &FieldContext {
+                tenant,
+                stream: &stream,
+                event_id,
+                field: TOTP_FIELD,
+            },
+            &secret,
+        )
+        .await?;
+    let command = CredentialCommand::EnrollTotp { secret: sealed };
+    execute::<Credential>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &stream,
+        event_id,
+        |c| Ok(c.decide(&command)?),
+    )
+    .await?;
+    Ok(ports
+        .codes
+        .provisioning_uri(&secret, name.as_str(), &account))
+}
+
+/// Confirms a pending enrollment with a current code (which is then spent).
+pub async fn confirm_totp(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    code: &str,
+    at: Timestamp,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    require_active_tenant(ports, tenant).await?;
+    let secret = totp_secret(ports, tenant, user)
+        .await?
+        .ok_or(CommandError::Credential(CredentialError::NoTotpEnrollment))?;
+    let step = ports
+        .codes
+        .matching_step(&secret, code, at)
+        .ok_or(InvalidValue {
+            field: "one-time code",
+            rule: "is not valid now",
+        })?;
+    let command = CredentialCommand::ConfirmTotp { step };
+    execute::<Credential>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &credential_stream(user),
+        EventId::generate(),
+        |c| Ok(c.decide(&command)?),
+    )
+    .await
+}
+
+pub async fn disable_totp(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    require_active_tenant(ports, tenant).await?;
+    let command = CredentialCommand::DisableTotp;
+    execute::<Credential>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &credential_stream(user),
+        EventId::generate(),
+        |c| Ok(c.decide(&command)?),
+    )
+    .await
 }
 
 /// Checks a user's password. At most the tenant's lockout threshold of
@@ -222,6 +361,7 @@ pub async fn login(
     tenant: TenantId,
     email: &str,
     password: &str,
+    one_time_code: Option<&str>,
     at: Timestamp,
 ) -> Result<Uuid, LoginError> {
     let settings = match load::<Tenant>(&*ports.store, &super::tenants::tenant_stream(tenant))
@@ -305,7 +445,7 @@ pub async fn login(
         }
         Err(other) => return Err(other.into()),
     }
-    let Some((hash, _)) = current_hash(ports, tenant, user).await? else {
+    let Some(hash) = current_hash(ports, tenant, user).await? else {
         return Err(LoginError::InvalidCredentials);
     };
     let check = ports
@@ -317,6 +457,28 @@ pub async fn login(
         // The started check stays outstanding: it counts as a failure.
         return Err(LoginError::InvalidCredentials);
     }
+    let totp_step = match load::<Credential>(&*ports.store, &credential_stream(user))
+        .await?
+        .0
+        .totp
+    {
+        Totp::Active(_) => {
+            let Some(code) = one_time_code else {
+                return Err(LoginError::SecondFactorRequired);
+            };
+            let secret = totp_secret(ports, tenant, user)
+                .await?
+                .ok_or(LoginError::InvalidCredentials)?;
+            Some(
+                ports
+                    .codes
+                    .matching_step(&secret, code, at)
+                    .ok_or(LoginError::InvalidCredentials)?,
+            )
+        }
+        _ if settings.mfa_required => return Err(LoginError::SecondFactorEnrollmentRequired),
+        _ => None,
+    };
     let event_id = EventId::generate();
     let rehashed = if check.needs_rehash {
         let new_hash = ports
@@ -328,12 +490,16 @@ pub async fn login(
     } else {
         None
     };
-    let success = CredentialCommand::RecordSuccess { at, rehashed };
+    let success = CredentialCommand::RecordSuccess {
+        at,
+        rehashed,
+        totp_step,
+    };
     let done = Caller {
         command_id: CommandId::generate(),
         ..caller
     };
-    execute::<Credential>(
+    match execute::<Credential>(
         ports,
         &done,
         chain,
@@ -341,6 +507,13 @@ pub async fn login(
         event_id,
         |c| Ok(c.decide(&success)?),
     )
-    .await?;
-    Ok(user)
+    .await
+    {
+        Ok(_) => Ok(user),
+        // A code used already (here or by a concurrent login) is refused.
+        Err(CommandError::Credential(CredentialError::TotpCodeReused)) => {
+            Err(LoginError::InvalidCredentials)
+        }
+        Err(other) => Err(other.into()),
+    }
 }

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::event_store::{
     AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, StoreError,
 };
+use crate::one_time_codes::OneTimeCodes;
 use crate::passwords::PasswordHasher;
 use crate::personal_data::{PersonalData, VaultError};
 
@@ -37,6 +38,7 @@ pub struct Ports {
     pub store: Arc<dyn EventStore>,
     pub vault: Arc<dyn PersonalData>,
     pub passwords: Arc<dyn PasswordHasher>,
+    pub codes: Arc<dyn OneTimeCodes>,
 }
 
 /// Who asks, and how the command is identified.

@@ -379,6 +379,15 @@ pub async fn read_personal_data(
     caller
         .principal
         .authorize(tenant, Permission::UserReadPersonal, Some(user))?;
+    personal_record(ports, tenant, user).await
+}
+
+/// The user's personal data, opened, for handlers that already authorised.
+pub(crate) async fn personal_record(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<PersonalRecord, CommandError> {
     let stream = user_stream(user);
     let events = ports
         .store

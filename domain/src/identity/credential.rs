@@ -72,14 +72,25 @@ pub enum CredentialCommand {
         policy: LockoutPolicy,
     },
     /// The password (and second factor) matched. `rehashed` replaces an
-    /// imported hash.
+    /// imported hash; `totp_step` is the time step of the code used, which
+    /// may not be used again.
     RecordSuccess {
         at: Timestamp,
         rehashed: Option<SealedField>,
+        totp_step: Option<u64>,
     },
     Unlock {
         at: Timestamp,
     },
+    /// Starts TOTP enrollment with a new (sealed) secret.
+    EnrollTotp {
+        secret: SealedField,
+    },
+    /// The user proved the authenticator works with a code of this step.
+    ConfirmTotp {
+        step: u64,
+    },
+    DisableTotp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +110,15 @@ pub enum CredentialEvent {
         at: Timestamp,
         by_time: bool,
     },
+    TotpEnrolled {
+        secret: SealedField,
+    },
+    TotpConfirmed,
+    TotpDisabled,
+    /// A code of this time step was used; it and earlier steps are spent.
+    TotpCodeAccepted {
+        step: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +127,20 @@ pub enum CredentialError {
     NoPassword,
     #[error("locked after too many failed attempts")]
     Locked { until: Timestamp },
+    #[error("no TOTP enrollment to confirm")]
+    NoTotpEnrollment,
+    #[error("this one-time code was already used")]
+    TotpCodeReused,
+}
+
+/// The state of a user's TOTP second factor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Totp {
+    #[default]
+    Off,
+    /// Enrolled, waiting for a first code.
+    Pending(SealedField),
+    Active(SealedField),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,9 +150,19 @@ pub struct Credential {
     /// until a success clears them).
     pub outstanding_checks: u32,
     pub last_check_at: Option<Timestamp>,
+    pub totp: Totp,
+    /// The last time step whose code was accepted (replay protection).
+    pub last_totp_step: Option<u64>,
 }
 
 impl Credential {
+    fn spend_step(&self, step: u64) -> Result<CredentialEvent, CredentialError> {
+        if self.last_totp_step.is_some_and(|last| step <= last) {
+            return Err(CredentialError::TotpCodeReused);
+        }
+        Ok(CredentialEvent::TotpCodeAccepted { step })
+    }
+
     /// When the lock ends, if the account is locked at `now`.
     pub fn locked_until(&self, now: Timestamp, policy: LockoutPolicy) -> Option<Timestamp> {
         let last = self.last_check_at?;
@@ -156,7 +200,11 @@ impl Aggregate for Credential {
                 events.push(E::PasswordCheckStarted { at: *at });
                 Ok(events)
             }
-            CredentialCommand::RecordSuccess { at, rehashed } => {
+            CredentialCommand::RecordSuccess {
+                at,
+                rehashed,
+                totp_step,
+            } => {
                 // The rehash comes first: the handler sealed it for the
                 // first event's id.
                 let mut events = Vec::new();
@@ -166,9 +214,23 @@ impl Aggregate for Credential {
                         algorithm: PasswordAlgorithm::Argon2id,
                     });
                 }
+                if let Some(step) = totp_step {
+                    events.push(self.spend_step(*step)?);
+                }
                 events.push(E::LoginSucceeded { at: *at });
                 Ok(events)
             }
+            CredentialCommand::EnrollTotp { secret } => Ok(vec![E::TotpEnrolled {
+                secret: secret.clone(),
+            }]),
+            CredentialCommand::ConfirmTotp { step } => match self.totp {
+                Totp::Pending(_) => Ok(vec![self.spend_step(*step)?, E::TotpConfirmed]),
+                _ => Err(CredentialError::NoTotpEnrollment),
+            },
+            CredentialCommand::DisableTotp => match self.totp {
+                Totp::Off => Ok(vec![]),
+                _ => Ok(vec![E::TotpDisabled]),
+            },
             CredentialCommand::Unlock { at } => {
                 if self.outstanding_checks == 0 {
                     return Ok(vec![]);
@@ -193,6 +255,14 @@ impl Aggregate for Credential {
             CredentialEvent::LoginSucceeded { .. } | CredentialEvent::Unlocked { .. } => {
                 self.outstanding_checks = 0
             }
+            CredentialEvent::TotpEnrolled { secret } => self.totp = Totp::Pending(secret.clone()),
+            CredentialEvent::TotpConfirmed => {
+                if let Totp::Pending(secret) = std::mem::take(&mut self.totp) {
+                    self.totp = Totp::Active(secret);
+                }
+            }
+            CredentialEvent::TotpDisabled => self.totp = Totp::Off,
+            CredentialEvent::TotpCodeAccepted { step } => self.last_totp_step = Some(*step),
         }
         self
     }
@@ -211,6 +281,19 @@ mod dto {
     pub struct At {
         pub at: i64,
     }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Secret {
+        pub secret: SealedField,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Step {
+        pub step: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Empty {}
 
     #[derive(Serialize, Deserialize)]
     pub struct Unlocked {
@@ -244,6 +327,18 @@ impl EventSchema for CredentialEvent {
                     by_time: *by_time,
                 },
             ),
+            CredentialEvent::TotpEnrolled { secret } => stored(
+                "TotpEnrolled",
+                1,
+                &dto::Secret {
+                    secret: secret.clone(),
+                },
+            ),
+            CredentialEvent::TotpConfirmed => stored("TotpConfirmed", 1, &dto::Empty {}),
+            CredentialEvent::TotpDisabled => stored("TotpDisabled", 1, &dto::Empty {}),
+            CredentialEvent::TotpCodeAccepted { step } => {
+                stored("TotpCodeAccepted", 1, &dto::Step { step: *step })
+            }
         }
     }
 
@@ -270,8 +365,23 @@ impl EventSchema for CredentialEvent {
                     by_time: d.by_time,
                 })
             }
+            ("TotpEnrolled", 1) => Ok(CredentialEvent::TotpEnrolled {
+                secret: read::<dto::Secret>(form)?.secret,
+            }),
+            ("TotpConfirmed", 1) => Ok(CredentialEvent::TotpConfirmed),
+            ("TotpDisabled", 1) => Ok(CredentialEvent::TotpDisabled),
+            ("TotpCodeAccepted", 1) => Ok(CredentialEvent::TotpCodeAccepted {
+                step: read::<dto::Step>(form)?.step,
+            }),
             (
-                "PasswordSet" | "PasswordCheckStarted" | "LoginSucceeded" | "CredentialUnlocked",
+                "PasswordSet"
+                | "PasswordCheckStarted"
+                | "LoginSucceeded"
+                | "CredentialUnlocked"
+                | "TotpEnrolled"
+                | "TotpConfirmed"
+                | "TotpDisabled"
+                | "TotpCodeAccepted",
                 version,
             ) => Err(SchemaError::UnknownVersion {
                 event_type: name.to_owned(),
@@ -393,6 +503,7 @@ mod tests {
         .when(&CredentialCommand::RecordSuccess {
             at: Timestamp(2),
             rehashed: Some(rehashed.clone()),
+            totp_step: None,
         })
         .then(&[
             CredentialEvent::PasswordSet {
@@ -401,6 +512,50 @@ mod tests {
             },
             CredentialEvent::LoginSucceeded { at: Timestamp(2) },
         ]);
+    }
+
+    #[test]
+    fn totp_is_confirmed_once_and_codes_are_single_use() {
+        let secret = hash();
+        let enrolled = CredentialEvent::TotpEnrolled {
+            secret: secret.clone(),
+        };
+        given::<Credential>(&[])
+            .when(&CredentialCommand::ConfirmTotp { step: 9 })
+            .then_error(CredentialError::NoTotpEnrollment);
+        given::<Credential>(std::slice::from_ref(&enrolled))
+            .when(&CredentialCommand::ConfirmTotp { step: 9 })
+            .then(&[
+                CredentialEvent::TotpCodeAccepted { step: 9 },
+                CredentialEvent::TotpConfirmed,
+            ]);
+        let active = [
+            enrolled,
+            CredentialEvent::TotpCodeAccepted { step: 9 },
+            CredentialEvent::TotpConfirmed,
+        ];
+        assert_eq!(Credential::fold(&active).totp, Totp::Active(secret));
+        let success = |step| CredentialCommand::RecordSuccess {
+            at: Timestamp(1),
+            rehashed: None,
+            totp_step: Some(step),
+        };
+        given::<Credential>(&active)
+            .when(&success(9))
+            .then_error(CredentialError::TotpCodeReused);
+        given::<Credential>(&active)
+            .when(&success(8))
+            .then_error(CredentialError::TotpCodeReused);
+        given::<Credential>(&active).when(&success(10)).then(&[
+            CredentialEvent::TotpCodeAccepted { step: 10 },
+            CredentialEvent::LoginSucceeded { at: Timestamp(1) },
+        ]);
+        given::<Credential>(&active)
+            .when(&CredentialCommand::DisableTotp)
+            .then(&[CredentialEvent::TotpDisabled]);
+        given::<Credential>(&[])
+            .when(&CredentialCommand::DisableTotp)
+            .then(&[]);
     }
 
     #[test]
@@ -429,6 +584,10 @@ mod tests {
                 at: Timestamp(9),
                 by_time: true,
             },
+            CredentialEvent::TotpEnrolled { secret: hash() },
+            CredentialEvent::TotpConfirmed,
+            CredentialEvent::TotpDisabled,
+            CredentialEvent::TotpCodeAccepted { step: 57_000_000 },
         ] {
             assert_eq!(CredentialEvent::from_stored(&event.to_stored()), Ok(event));
         }
