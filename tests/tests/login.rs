@@ -28,6 +28,7 @@ backends!(
     imported_bcrypt_hash_logs_in_and_is_rehashed_to_argon2id,
     the_lock_ends_by_time,
     password_policy_and_user_status_are_enforced,
+    totp_with_codes_from_pyotp,
 );
 
 /// Counts real verifications (and decoy ones) made by the real hasher.
@@ -379,5 +380,138 @@ async fn password_policy_and_user_status_are_enforced(db: TestDatabase) {
         )
         .await,
         Err(LoginError::InvalidCredentials)
+    ));
+}
+
+/// A code computed by pyotp (an independent implementation) for `secret`
+/// (base32) at `unix_seconds`.
+fn pyotp_code(secret: &str, unix_seconds: i64) -> String {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import pyotp, sys; print(pyotp.TOTP(sys.argv[1]).at(int(sys.argv[2])))",
+            secret,
+            &unix_seconds.to_string(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "pyotp: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+async fn totp_with_codes_from_pyotp(db: TestDatabase) {
+    use custodia_application::commands::credentials::{confirm_totp, disable_totp, enroll_totp};
+    let w = world(&db).await;
+    set_password(&w.ports, &operator(), w.tenant, w.user, PASSWORD)
+        .await
+        .unwrap();
+    let uri = enroll_totp(&w.ports, &operator(), w.tenant, w.user)
+        .await
+        .unwrap();
+    assert!(
+        uri.starts_with("otpauth://totp/Acme:ada%40example.org?secret="),
+        "{uri}"
+    );
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // Not active until confirmed: the password alone still logs in.
+    let now = Timestamp::now();
+    let seconds = now.0 / 1_000_000;
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, now)
+            .await
+            .unwrap(),
+        w.user
+    );
+    let wrong = confirm_totp(
+        &w.ports,
+        &operator(),
+        w.tenant,
+        w.user,
+        "000000",
+        Timestamp(0),
+    )
+    .await;
+    assert!(matches!(wrong, Err(CommandError::Invalid(_))), "{wrong:?}");
+    let first = pyotp_code(&secret, seconds);
+    confirm_totp(&w.ports, &operator(), w.tenant, w.user, &first, now)
+        .await
+        .unwrap();
+
+    // Now the password alone is not enough, and the confirming code is spent.
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, now).await,
+        Err(LoginError::SecondFactorRequired)
+    ));
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Some(&first), now).await,
+        Err(LoginError::InvalidCredentials)
+    ));
+    // The next step's code works once.
+    let next_at = Timestamp(now.0 + 30_000_000);
+    let next = pyotp_code(&secret, seconds + 30);
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Some(&next), next_at)
+            .await
+            .unwrap(),
+        w.user
+    );
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Some(&next), next_at).await,
+        Err(LoginError::InvalidCredentials)
+    ));
+    // A right code with a wrong password is still refused.
+    let later = pyotp_code(&secret, seconds + 60);
+    let later_at = Timestamp(now.0 + 60_000_000);
+    assert!(matches!(
+        login(
+            &w.ports,
+            w.tenant,
+            EMAIL,
+            "wrong wrong wrong",
+            Some(&later),
+            later_at
+        )
+        .await,
+        Err(LoginError::InvalidCredentials)
+    ));
+
+    disable_totp(&w.ports, &operator(), w.tenant, w.user)
+        .await
+        .unwrap();
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, later_at)
+            .await
+            .unwrap(),
+        w.user
+    );
+
+    // A tenant that requires MFA refuses a user with none enrolled.
+    let settings = TenantSettings {
+        mfa_required: true,
+        ..TenantSettings::default()
+    };
+    custodia_application::commands::tenants::update_tenant_settings(
+        &w.ports,
+        &operator(),
+        w.tenant,
+        settings,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, None, later_at).await,
+        Err(LoginError::SecondFactorEnrollmentRequired)
     ));
 }
