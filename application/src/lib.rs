@@ -9,6 +9,7 @@ pub mod event_store;
 pub mod one_time_codes;
 pub mod passwords;
 pub mod personal_data;
+pub mod tokens;
 pub mod verify;
 
 pub use event_store::{
@@ -18,4 +19,5 @@ pub use event_store::{
 pub use one_time_codes::OneTimeCodes;
 pub use passwords::{PasswordCheck, PasswordError, PasswordHasher};
 pub use personal_data::{PersonalData, VaultError};
+pub use tokens::{AccessClaims, TokenError, TokenSigner};
 pub use verify::{verify_chain_in_batches, verify_log, ChainVerdict, VerifyReport};

@@ -8,6 +8,7 @@ pub mod passwords;
 pub mod postgres;
 pub mod sqlite;
 mod stored;
+pub mod tokens;
 pub mod totp;
 pub mod vault;
 
@@ -15,5 +16,6 @@ pub use database::{open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
 pub use passwords::Argon2Passwords;
 pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
+pub use tokens::Ed25519Signer;
 pub use totp::Totp;
 pub use vault::{KeyVault, MasterKey};

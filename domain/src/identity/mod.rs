@@ -3,5 +3,6 @@
 pub mod credential;
 pub mod email_claim;
 pub mod membership;
+pub mod session;
 pub mod tenant;
 pub mod user;
