@@ -271,6 +271,10 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
         vault: Arc::new(vault),
         passwords: Arc::new(custodia_infrastructure::Argon2Passwords::new()),
         codes: Arc::new(custodia_infrastructure::Totp),
+        tokens: Arc::new(custodia_infrastructure::Ed25519Signer::generate(
+            "custodia",
+            "custodia-api",
+        )),
     };
     let caller = || Caller {
         principal: Principal::PlatformOperator,

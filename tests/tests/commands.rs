@@ -47,6 +47,10 @@ async fn ports(db: &TestDatabase) -> Ports {
         vault,
         passwords: Arc::new(Argon2Passwords::new()),
         codes: Arc::new(custodia_infrastructure::Totp),
+        tokens: Arc::new(custodia_infrastructure::Ed25519Signer::generate(
+            "custodia",
+            "custodia-api",
+        )),
     }
 }
 

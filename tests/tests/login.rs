@@ -90,6 +90,10 @@ async fn world(db: &TestDatabase) -> World {
         vault,
         passwords: counting.clone(),
         codes: Arc::new(custodia_infrastructure::Totp),
+        tokens: Arc::new(custodia_infrastructure::Ed25519Signer::generate(
+            "custodia",
+            "custodia-api",
+        )),
     };
     let tenant = TenantId::generate();
     let user = Uuid::now_v7();

@@ -8,6 +8,7 @@
 //! retried command id returns the original result.
 
 pub mod credentials;
+pub mod sessions;
 pub mod tenants;
 pub mod users;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use custodia_domain::aggregate::{Aggregate, EventSchema, SchemaError, StoredForm};
 use custodia_domain::identity::credential::CredentialError;
 use custodia_domain::identity::membership::{MembershipError, Memberships};
+use custodia_domain::identity::session::SessionError;
 use custodia_domain::identity::tenant::TenantError;
 use custodia_domain::identity::user::UserError;
 use custodia_domain::rbac::{Denied, Principal};
@@ -31,6 +33,7 @@ use crate::event_store::{
 use crate::one_time_codes::OneTimeCodes;
 use crate::passwords::PasswordHasher;
 use crate::personal_data::{PersonalData, VaultError};
+use crate::tokens::TokenSigner;
 
 /// The ports a handler needs.
 #[derive(Clone)]
@@ -39,6 +42,7 @@ pub struct Ports {
     pub vault: Arc<dyn PersonalData>,
     pub passwords: Arc<dyn PasswordHasher>,
     pub codes: Arc<dyn OneTimeCodes>,
+    pub tokens: Arc<dyn TokenSigner>,
 }
 
 /// Who asks, and how the command is identified.
@@ -86,6 +90,8 @@ pub enum CommandError {
     Membership(#[from] MembershipError),
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
     #[error("the stream is at version {actual}, not the expected {expected}")]
     StaleVersion {
         expected: StreamVersion,

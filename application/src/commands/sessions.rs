@@ -1,0 +1,372 @@
+//! Sessions: started by a full login, refreshed with rotation, revoked one
+//! at a time or all at once. Access tokens are short-lived JWTs; a request
+//! is authenticated by the token *and* a live session, so a revocation takes
+//! effect at the next request.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use custodia_domain::aggregate::Aggregate;
+use custodia_domain::identity::membership::Memberships;
+use custodia_domain::identity::session::{
+    ListSession, RevocationReason, Session, SessionCommand, SessionError, SessionEvent,
+    SessionIndex,
+};
+use custodia_domain::identity::tenant::{Tenant, TenantSettings};
+use custodia_domain::rbac::{Permission, Principal};
+use custodia_domain::{Actor, ChainId, CommandId, EventId, Origin, StreamId, TenantId, Timestamp};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::credentials::{login, LoginError};
+use super::tenants::tenant_stream;
+use super::{execute, load, memberships_stream, stream, Caller, CommandError, Outcome, Ports};
+use crate::tokens::{AccessClaims, TokenError};
+
+fn session_stream(session: Uuid) -> StreamId {
+    stream("session", session)
+}
+
+fn index_stream(user: Uuid) -> StreamId {
+    stream("user_sessions", user)
+}
+
+/// What a client holds after a login or a refresh. `Debug` hides the tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionTokens {
+    pub session: Uuid,
+    pub access_token: String,
+    pub access_expires_at: Timestamp,
+    /// `<session id>.<secret>`: opaque to the client, stored only hashed.
+    pub refresh_token: String,
+    pub refresh_expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for SessionTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTokens")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a refresh or an authentication failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionFailure {
+    #[error("the token is not valid")]
+    InvalidToken,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the session is revoked")]
+    Revoked,
+    /// A rotated refresh token was presented again: the whole session was
+    /// revoked just now, and the reason recorded.
+    #[error("the refresh token was already used; the session is revoked")]
+    RefreshTokenReused,
+    #[error(transparent)]
+    Internal(#[from] CommandError),
+}
+
+fn system_caller(tenant: TenantId, user: Uuid, origin: &str) -> Caller {
+    Caller {
+        principal: Principal::Member {
+            tenant,
+            user,
+            permissions: Default::default(),
+        },
+        actor: Actor::User(user),
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse(origin).expect("a valid origin"),
+        expected_version: None,
+    }
+}
+
+fn hash(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+async fn settings(ports: &Ports, tenant: TenantId) -> Result<TenantSettings, CommandError> {
+    match load::<Tenant>(&*ports.store, &tenant_stream(tenant))
+        .await?
+        .0
+    {
+        Tenant::Active { settings, .. } => Ok(settings),
+        Tenant::Suspended { .. } => Err(CommandError::TenantSuspended),
+        Tenant::Absent => Err(CommandError::NotFound("tenant")),
+    }
+}
+
+/// A fresh access token for a session, with the user's current roles.
+async fn access_token(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+    session: Uuid,
+    minutes: u16,
+    at: Timestamp,
+) -> Result<(String, Timestamp), CommandError> {
+    let (memberships, _) = load::<Memberships>(&*ports.store, &memberships_stream(tenant)).await?;
+    let now = at.0.div_euclid(1_000_000);
+    let exp = now + i64::from(minutes) * 60;
+    let claims = AccessClaims {
+        iss: ports.tokens.issuer().to_owned(),
+        aud: ports.tokens.audience().to_owned(),
+        sub: user.to_string(),
+        tid: tenant.to_string(),
+        sid: session.to_string(),
+        jti: Uuid::now_v7().to_string(),
+        roles: memberships
+            .roles_of(user)
+            .map(ToString::to_string)
+            .collect(),
+        iat: now,
+        nbf: now,
+        exp,
+    };
+    let token = ports
+        .tokens
+        .sign(&claims)
+        .map_err(|e| CommandError::Conflict(e.to_string()))?;
+    Ok((token, Timestamp(exp * 1_000_000)))
+}
+
+/// Logs in (password, and a one-time code when required) and starts a session.
+pub async fn start_session(
+    ports: &Ports,
+    tenant: TenantId,
+    email: &str,
+    password: &str,
+    one_time_code: Option<&str>,
+    at: Timestamp,
+) -> Result<SessionTokens, LoginError> {
+    let user = login(ports, tenant, email, password, one_time_code, at).await?;
+    let settings = settings(ports, tenant).await?;
+    let session = Uuid::now_v7();
+    let secret = ports.tokens.refresh_secret();
+    let refresh_expires_at =
+        Timestamp(at.0 + i64::from(settings.refresh_token_days) * 86_400_000_000);
+    let caller = system_caller(tenant, user, "session");
+    let chain = ChainId::Tenant(tenant);
+    let start = SessionCommand::Start {
+        user,
+        at,
+        refresh: hash(&secret),
+        refresh_expires_at,
+    };
+    execute::<Session>(
+        ports,
+        &caller,
+        chain,
+        &session_stream(session),
+        EventId::generate(),
+        |s| Ok(s.decide(&start)?),
+    )
+    .await?;
+    let list = ListSession(session);
+    execute::<SessionIndex>(
+        ports,
+        &caller.step("index"),
+        chain,
+        &index_stream(user),
+        EventId::generate(),
+        |i| Ok(i.decide(&list).unwrap_or_default()),
+    )
+    .await?;
+    let (access_token, access_expires_at) = access_token(
+        ports,
+        tenant,
+        user,
+        session,
+        settings.access_token_minutes,
+        at,
+    )
+    .await?;
+    Ok(SessionTokens {
+        session,
+        access_token,
+        access_expires_at,
+        refresh_token: format!("{session}.{}", B64URL.encode(secret)),
+        refresh_expires_at,
+    })
+}
+
+/// Exchanges a refresh token for new tokens, rotating it. Presenting a
+/// token that was already rotated away revokes the whole session.
+pub async fn refresh_session(
+    ports: &Ports,
+    tenant: TenantId,
+    refresh_token: &str,
+    at: Timestamp,
+) -> Result<SessionTokens, SessionFailure> {
+    let (session, secret) = refresh_token
+        .split_once('.')
+        .ok_or(SessionFailure::InvalidToken)?;
+    let session = Uuid::parse_str(session).map_err(|_| SessionFailure::InvalidToken)?;
+    let secret = B64URL
+        .decode(secret)
+        .map_err(|_| SessionFailure::InvalidToken)?;
+    let (state, _) = load::<Session>(&*ports.store, &session_stream(session)).await?;
+    let user = state.user().ok_or(SessionFailure::InvalidToken)?;
+    let recorded = ports
+        .store
+        .read_stream(&session_stream(session), Default::default(), 1)
+        .await
+        .map_err(CommandError::from)?;
+    if recorded
+        .first()
+        .is_none_or(|e| e.chain != ChainId::Tenant(tenant))
+    {
+        return Err(SessionFailure::InvalidToken);
+    }
+    let settings = settings(ports, tenant).await?;
+    let next = ports.tokens.refresh_secret();
+    let refresh_expires_at =
+        Timestamp(at.0 + i64::from(settings.refresh_token_days) * 86_400_000_000);
+    let command = SessionCommand::Refresh {
+        presented: hash(&secret),
+        next: hash(&next),
+        at,
+        refresh_expires_at,
+    };
+    let caller = system_caller(tenant, user, "refresh");
+    // Set by the last decision (a conflict decides again).
+    let reused = std::sync::atomic::AtomicBool::new(false);
+    let outcome = execute::<Session>(
+        ports,
+        &caller,
+        ChainId::Tenant(tenant),
+        &session_stream(session),
+        EventId::generate(),
+        |s| {
+            let events = s.decide(&command)?;
+            let reuse = matches!(
+                events.as_slice(),
+                [SessionEvent::Revoked {
+                    reason: RevocationReason::RefreshReuse,
+                    ..
+                }]
+            );
+            reused.store(reuse, std::sync::atomic::Ordering::Relaxed);
+            Ok(events)
+        },
+    )
+    .await;
+    match outcome {
+        Ok(_) if reused.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(SessionFailure::RefreshTokenReused)
+        }
+        Ok(_) => {
+            let (access_token, access_expires_at) = access_token(
+                ports,
+                tenant,
+                user,
+                session,
+                settings.access_token_minutes,
+                at,
+            )
+            .await?;
+            Ok(SessionTokens {
+                session,
+                access_token,
+                access_expires_at,
+                refresh_token: format!("{session}.{}", B64URL.encode(next)),
+                refresh_expires_at,
+            })
+        }
+        Err(CommandError::Session(SessionError::Revoked)) => Err(SessionFailure::Revoked),
+        Err(CommandError::Session(SessionError::Expired)) => Err(SessionFailure::Expired),
+        Err(CommandError::Session(_)) => Err(SessionFailure::InvalidToken),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Revokes one session: the user's own (logout) or, with `session.revoke`,
+/// anyone's in the tenant.
+pub async fn revoke_session(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    session: Uuid,
+    at: Timestamp,
+) -> Result<Outcome, CommandError> {
+    let (state, _) = load::<Session>(&*ports.store, &session_stream(session)).await?;
+    let owner = state.user().ok_or(CommandError::NotFound("session"))?;
+    caller
+        .principal
+        .authorize(tenant, Permission::SessionRevoke, Some(owner))?;
+    let reason = if caller.actor == Actor::User(owner) {
+        RevocationReason::Logout
+    } else {
+        RevocationReason::Revoked
+    };
+    let command = SessionCommand::Revoke { at, reason };
+    execute::<Session>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &session_stream(session),
+        EventId::generate(),
+        |s| Ok(s.decide(&command)?),
+    )
+    .await
+}
+
+/// Revokes every session of a user ("sign out everywhere").
+pub async fn revoke_all_sessions(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    at: Timestamp,
+) -> Result<usize, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::SessionRevoke, Some(user))?;
+    let (SessionIndex(sessions), _) =
+        load::<SessionIndex>(&*ports.store, &index_stream(user)).await?;
+    let command = SessionCommand::Revoke {
+        at,
+        reason: RevocationReason::Revoked,
+    };
+    let mut revoked = 0;
+    for session in sessions {
+        let step = caller.step(&session.to_string());
+        let outcome = execute::<Session>(
+            ports,
+            &step,
+            ChainId::Tenant(tenant),
+            &session_stream(session),
+            EventId::generate(),
+            |s| Ok(s.decide(&command)?),
+        )
+        .await?;
+        revoked += usize::from(outcome.appended.is_some());
+    }
+    Ok(revoked)
+}
+
+/// Authenticates a request: a valid access token of a live session, for the
+/// tenant it names. Returns the principal with the user's current roles.
+pub async fn authenticate(
+    ports: &Ports,
+    access_token: &str,
+    at: Timestamp,
+) -> Result<(Principal, AccessClaims), SessionFailure> {
+    let claims = ports.tokens.verify(access_token, at).map_err(|e| match e {
+        TokenError::OutOfTime => SessionFailure::Expired,
+        TokenError::Invalid => SessionFailure::InvalidToken,
+    })?;
+    let parse = |s: &str| Uuid::parse_str(s).map_err(|_| SessionFailure::InvalidToken);
+    let (user, session) = (parse(&claims.sub)?, parse(&claims.sid)?);
+    let tenant =
+        TenantId::from_uuid(parse(&claims.tid)?).map_err(|_| SessionFailure::InvalidToken)?;
+    let (state, _) = load::<Session>(&*ports.store, &session_stream(session)).await?;
+    if state.user() != Some(user) {
+        return Err(SessionFailure::InvalidToken);
+    }
+    if !state.is_live() {
+        return Err(SessionFailure::Revoked);
+    }
+    let principal = super::member_principal(&*ports.store, tenant, user).await?;
+    Ok((principal, claims))
+}

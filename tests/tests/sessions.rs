@@ -1,0 +1,348 @@
+//! Sessions through the handlers, on both backends: access tokens, refresh
+//! rotation and reuse detection, logout and revocation taking effect at once.
+
+use std::sync::Arc;
+
+use custodia_application::commands::credentials::set_password;
+use custodia_application::commands::sessions::{
+    authenticate, refresh_session, revoke_all_sessions, revoke_session, start_session,
+    SessionFailure,
+};
+use custodia_application::commands::tenants::{
+    create_tenant, update_tenant_settings, CreateTenant,
+};
+use custodia_application::commands::users::{NewUser, Profile};
+use custodia_application::commands::{Caller, Ports};
+use custodia_application::{EventStore, PersonalData};
+use custodia_domain::identity::tenant::TenantSettings;
+use custodia_domain::rbac::{Permission, Principal};
+use custodia_domain::{
+    Actor, CommandId, Origin, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
+};
+use custodia_infrastructure::{
+    open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, Totp,
+};
+use custodia_tests::{backends, TestDatabase};
+use uuid::Uuid;
+
+backends!(
+    a_session_carries_a_complete_short_lived_access_token,
+    a_reused_refresh_token_revokes_the_whole_session,
+    logout_and_sign_out_everywhere_take_effect_at_once,
+    refresh_tokens_expire_and_stay_in_their_tenant,
+);
+
+const EMAIL: &str = "ada@example.org";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn operator() -> Caller {
+    Caller {
+        principal: Principal::PlatformOperator,
+        actor: Actor::System,
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse("test").unwrap(),
+        expected_version: None,
+    }
+}
+
+async fn ports(db: &TestDatabase) -> Ports {
+    let store: Arc<dyn EventStore> = open_event_store(db.url(), OpenMode::Migrate, 8)
+        .await
+        .unwrap();
+    let vault: Arc<dyn PersonalData> = Arc::new(
+        KeyVault::connect(db.url(), MasterKey::generate())
+            .await
+            .unwrap(),
+    );
+    Ports {
+        store,
+        vault,
+        passwords: Arc::new(Argon2Passwords::new()),
+        codes: Arc::new(Totp),
+        tokens: Arc::new(Ed25519Signer::generate("custodia", "custodia-api")),
+    }
+}
+
+/// A tenant whose owner has a password; returns the tenant and the owner.
+async fn tenant(ports: &Ports) -> (TenantId, Uuid) {
+    let (tenant, user) = (TenantId::generate(), Uuid::now_v7());
+    let owner = NewUser {
+        user,
+        email: EMAIL.into(),
+        profile: Profile::default(),
+        invited: false,
+    };
+    create_tenant(
+        ports,
+        &operator(),
+        CreateTenant {
+            tenant,
+            name: "Acme".into(),
+            settings: TenantSettings::default(),
+            owner,
+        },
+    )
+    .await
+    .unwrap();
+    set_password(ports, &operator(), tenant, user, PASSWORD)
+        .await
+        .unwrap();
+    (tenant, user)
+}
+
+fn minutes(n: i64) -> i64 {
+    n * 60_000_000
+}
+
+async fn a_session_carries_a_complete_short_lived_access_token(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant_id, user) = tenant(&ports).await;
+    let now = Timestamp::now();
+    let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+        .await
+        .unwrap();
+    let (principal, claims) = authenticate(&ports, &tokens.access_token, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (claims.iss.as_str(), claims.aud.as_str()),
+        ("custodia", "custodia-api")
+    );
+    assert_eq!(
+        (claims.sub.clone(), claims.tid.clone(), claims.sid.clone()),
+        (
+            user.to_string(),
+            tenant_id.to_string(),
+            tokens.session.to_string()
+        )
+    );
+    assert_eq!(claims.roles, vec!["owner".to_owned()]);
+    assert_eq!(
+        (claims.nbf, claims.exp - claims.iat),
+        (claims.iat, 15 * 60),
+        "15 minutes by default"
+    );
+    assert!(Uuid::parse_str(&claims.jti).is_ok());
+    assert!(
+        principal
+            .authorize(tenant_id, Permission::TenantSuspend, None)
+            .is_ok(),
+        "the owner's permissions"
+    );
+    // Expired at exp.
+    let at_exp = Timestamp(claims.exp * 1_000_000);
+    assert!(matches!(
+        authenticate(&ports, &tokens.access_token, at_exp).await,
+        Err(SessionFailure::Expired)
+    ));
+    // Refresh tokens are long and opaque, never the session id alone.
+    assert!(
+        tokens.refresh_token.len() > 60
+            && tokens
+                .refresh_token
+                .starts_with(&tokens.session.to_string())
+    );
+
+    // A tenant may shorten the access lifetime.
+    let settings = TenantSettings {
+        access_token_minutes: 5,
+        ..TenantSettings::default()
+    };
+    update_tenant_settings(&ports, &operator(), tenant_id, settings)
+        .await
+        .unwrap();
+    let short = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+        .await
+        .unwrap();
+    let (_, claims) = authenticate(&ports, &short.access_token, now)
+        .await
+        .unwrap();
+    assert_eq!(claims.exp - claims.iat, 5 * 60);
+}
+
+async fn a_reused_refresh_token_revokes_the_whole_session(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant_id, _) = tenant(&ports).await;
+    let now = Timestamp::now();
+    let first = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+        .await
+        .unwrap();
+    let second = refresh_session(
+        &ports,
+        tenant_id,
+        &first.refresh_token,
+        Timestamp(now.0 + minutes(1)),
+    )
+    .await
+    .unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token, "rotated");
+    assert_eq!(second.session, first.session);
+    let third = refresh_session(
+        &ports,
+        tenant_id,
+        &second.refresh_token,
+        Timestamp(now.0 + minutes(2)),
+    )
+    .await
+    .unwrap();
+    assert!(
+        authenticate(&ports, &third.access_token, Timestamp(now.0 + minutes(2)))
+            .await
+            .is_ok()
+    );
+
+    // The first token again (a stolen copy): the whole session goes.
+    let reuse = refresh_session(
+        &ports,
+        tenant_id,
+        &first.refresh_token,
+        Timestamp(now.0 + minutes(3)),
+    )
+    .await;
+    assert!(
+        matches!(reuse, Err(SessionFailure::RefreshTokenReused)),
+        "{reuse:?}"
+    );
+    let current = refresh_session(
+        &ports,
+        tenant_id,
+        &third.refresh_token,
+        Timestamp(now.0 + minutes(4)),
+    )
+    .await;
+    assert!(
+        matches!(current, Err(SessionFailure::Revoked)),
+        "even the current token is dead: {current:?}"
+    );
+    assert!(matches!(
+        authenticate(&ports, &third.access_token, Timestamp(now.0 + minutes(4))).await,
+        Err(SessionFailure::Revoked)
+    ));
+
+    // Why, on the record.
+    let stream = StreamId::new(StreamCategory::parse("session").unwrap(), first.session);
+    let events = ports
+        .store
+        .read_stream(&stream, StreamVersion::EMPTY, 100)
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.event_type.as_str(), "SessionRevoked");
+    let payload: serde_json::Value = serde_json::from_slice(last.payload.as_bytes()).unwrap();
+    assert_eq!(payload["reason"], "refresh_reuse");
+    // The refresh secret is never stored, only its SHA-256.
+    let secret = first.refresh_token.split_once('.').unwrap().1;
+    assert!(events
+        .iter()
+        .all(|e| !String::from_utf8_lossy(e.payload.as_bytes()).contains(secret)));
+}
+
+async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant_id, user) = tenant(&ports).await;
+    let now = Timestamp::now();
+    let me = Caller {
+        principal: Principal::Member {
+            tenant: tenant_id,
+            user,
+            permissions: Default::default(),
+        },
+        actor: Actor::User(user),
+        ..operator()
+    };
+    let laptop = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+        .await
+        .unwrap();
+    let phone = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+        .await
+        .unwrap();
+    revoke_session(&ports, &me, tenant_id, laptop.session, now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        authenticate(&ports, &laptop.access_token, now).await,
+        Err(SessionFailure::Revoked)
+    ));
+    assert!(
+        authenticate(&ports, &phone.access_token, now).await.is_ok(),
+        "only the one session"
+    );
+
+    let tablet = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+        .await
+        .unwrap();
+    let revoked = revoke_all_sessions(&ports, &me, tenant_id, user, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked, 2,
+        "phone and tablet (the laptop was already revoked)"
+    );
+    for tokens in [&phone, &tablet] {
+        assert!(matches!(
+            authenticate(&ports, &tokens.access_token, now).await,
+            Err(SessionFailure::Revoked)
+        ));
+        assert!(matches!(
+            refresh_session(&ports, tenant_id, &tokens.refresh_token, now).await,
+            Err(SessionFailure::Revoked)
+        ));
+    }
+    // Someone else's session needs session.revoke.
+    let other = Caller {
+        principal: Principal::Member {
+            tenant: tenant_id,
+            user: Uuid::now_v7(),
+            permissions: Default::default(),
+        },
+        ..operator()
+    };
+    let fresh = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+        .await
+        .unwrap();
+    assert!(
+        revoke_session(&ports, &other, tenant_id, fresh.session, now)
+            .await
+            .is_err()
+    );
+}
+
+async fn refresh_tokens_expire_and_stay_in_their_tenant(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant_id, _) = tenant(&ports).await;
+    let (other_tenant, _) = tenant(&ports).await;
+    let now = Timestamp::now();
+    let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+        .await
+        .unwrap();
+    let elsewhere = refresh_session(&ports, other_tenant, &tokens.refresh_token, now).await;
+    assert!(
+        matches!(elsewhere, Err(SessionFailure::InvalidToken)),
+        "{elsewhere:?}"
+    );
+    let eight_days = Timestamp(now.0 + 8 * 86_400_000_000);
+    assert!(matches!(
+        refresh_session(&ports, tenant_id, &tokens.refresh_token, eight_days).await,
+        Err(SessionFailure::Expired)
+    ));
+    for garbage in [
+        "",
+        "no-dot",
+        "not-a-uuid.AAAA",
+        &format!("{}.%%%", tokens.session),
+        &format!("{}.AAAA", Uuid::now_v7()),
+    ] {
+        assert!(
+            matches!(
+                refresh_session(&ports, tenant_id, garbage, now).await,
+                Err(SessionFailure::InvalidToken)
+            ),
+            "{garbage}"
+        );
+    }
+    assert!(matches!(
+        authenticate(&ports, "not.a.jwt", now).await,
+        Err(SessionFailure::InvalidToken)
+    ));
+}
