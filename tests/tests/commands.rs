@@ -5,6 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use custodia_application::commands::api_keys::create_api_key;
+use custodia_application::commands::consent::{consent_history, record_consent, ConsentInput};
+use custodia_application::commands::credentials::{set_password, unlock};
+use custodia_application::commands::sessions::revoke_all_sessions;
 use custodia_application::commands::tenants::{
     change_memberships, create_tenant, set_tenant_suspended, update_tenant_settings, CreateTenant,
 };
@@ -14,11 +18,14 @@ use custodia_application::commands::users::{
 };
 use custodia_application::commands::{member_principal, Caller, CommandError, Ports};
 use custodia_application::{EventStore, PersonalData};
+use custodia_domain::identity::consent::Channel;
 use custodia_domain::identity::membership::{
     MembershipCommand, MembershipError, RoleName, RoleRef,
 };
+use custodia_domain::identity::tenant::ConsentPurpose;
 use custodia_domain::identity::tenant::TenantSettings;
 use custodia_domain::rbac::{BuiltInRole, Denied, Permission, PermissionSet, Principal};
+use custodia_domain::Timestamp;
 use custodia_domain::{Actor, CommandId, LogCursor, Origin, StreamVersion, TenantId};
 use custodia_infrastructure::{open_event_store, Argon2Passwords, KeyVault, MasterKey, OpenMode};
 use custodia_tests::{backends, TestDatabase};
@@ -93,7 +100,13 @@ async fn tenant(ports: &Ports) -> (TenantId, Uuid) {
         CreateTenant {
             tenant,
             name: "Acme".into(),
-            settings: TenantSettings::default(),
+            settings: TenantSettings {
+                consent_purposes: vec![ConsentPurpose {
+                    id: "newsletter".into(),
+                    version: 1,
+                }],
+                ..TenantSettings::default()
+            },
             owner,
         },
     )
@@ -163,6 +176,18 @@ const COMMANDS: &[(&str, Permission)] = &[
         "read another user's personal data",
         Permission::UserReadPersonal,
     ),
+    ("record consent for another user", Permission::ConsentRecord),
+    (
+        "read another user's consent history",
+        Permission::ConsentRead,
+    ),
+    ("create an API key", Permission::ApiKeyManage),
+    ("unlock another user", Permission::UserUnlock),
+    ("set another user's password", Permission::CredentialManage),
+    (
+        "sign another user out everywhere",
+        Permission::SessionRevoke,
+    ),
 ];
 
 async fn run(
@@ -228,6 +253,43 @@ async fn run(
         "read another user's personal data" => read_personal_data(ports, caller, tenant, target)
             .await
             .map(drop),
+        "record consent for another user" => {
+            let input = ConsentInput {
+                purpose: "newsletter".into(),
+                policy_version: 1,
+                channel: Channel::Web,
+                evidence_sha256: None,
+            };
+            record_consent(ports, caller, tenant, target, input, true, Timestamp::now())
+                .await
+                .map(drop)
+        }
+        "read another user's consent history" => consent_history(ports, caller, tenant, target)
+            .await
+            .map(drop),
+        "create an API key" => {
+            let permissions = PermissionSet::from(&[Permission::TenantRead][..]);
+            create_api_key(ports, caller, tenant, "ci", permissions, Timestamp::now())
+                .await
+                .map(drop)
+        }
+        "unlock another user" => unlock(ports, caller, tenant, target, Timestamp::now())
+            .await
+            .map(drop),
+        "set another user's password" => set_password(
+            ports,
+            caller,
+            tenant,
+            target,
+            "a long and unusual passphrase",
+        )
+        .await
+        .map(drop),
+        "sign another user out everywhere" => {
+            revoke_all_sessions(ports, caller, tenant, target, Timestamp::now())
+                .await
+                .map(drop)
+        }
         other => panic!("unknown command {other}"),
     }
 }

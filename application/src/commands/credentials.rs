@@ -28,7 +28,7 @@ pub(crate) fn credential_stream(user: Uuid) -> StreamId {
     stream("credential", user)
 }
 
-async fn require_user(ports: &Ports, user: Uuid) -> Result<(), CommandError> {
+pub(crate) async fn require_user(ports: &Ports, user: Uuid) -> Result<(), CommandError> {
     match load::<User>(&*ports.store, &user_stream(user))
         .await?
         .0

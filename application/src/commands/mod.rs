@@ -7,6 +7,8 @@
 //! by deciding again on the fresh state (safe: nothing was written); a
 //! retried command id returns the original result.
 
+pub mod api_keys;
+pub mod consent;
 pub mod credentials;
 pub mod sessions;
 pub mod tenants;
@@ -15,6 +17,7 @@ pub mod users;
 use std::sync::Arc;
 
 use custodia_domain::aggregate::{Aggregate, EventSchema, SchemaError, StoredForm};
+use custodia_domain::identity::api_key::ApiKeyError;
 use custodia_domain::identity::credential::CredentialError;
 use custodia_domain::identity::membership::{MembershipError, Memberships};
 use custodia_domain::identity::session::SessionError;
@@ -92,6 +95,8 @@ pub enum CommandError {
     Credential(#[from] CredentialError),
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error(transparent)]
+    ApiKey(#[from] ApiKeyError),
     #[error("the stream is at version {actual}, not the expected {expected}")]
     StaleVersion {
         expected: StreamVersion,
@@ -175,6 +180,13 @@ where
     // A retried command answers as it did the first time, whatever the
     // state is now.
     if let Some(committed) = ports.store.committed_command(caller.command_id).await? {
+        // The same id for another target is a client bug, not a retry.
+        if committed.stream != *stream {
+            return Err(CommandError::Conflict(format!(
+                "command id {} was already used for another command",
+                caller.command_id
+            )));
+        }
         return Ok(Outcome {
             stream_version: committed.appended.stream_version,
             appended: Some(committed.appended),

@@ -1,5 +1,7 @@
 //! The identity domain's aggregates: tenants, users, memberships.
 
+pub mod api_key;
+pub mod consent;
 pub mod credential;
 pub mod email_claim;
 pub mod membership;

@@ -1,0 +1,173 @@
+//! API keys for service accounts.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use custodia_domain::aggregate::Aggregate;
+use custodia_domain::identity::api_key::{ApiKey, ApiKeyCommand, ApiKeyName};
+use custodia_domain::rbac::{Denied, Permission, PermissionSet, Principal};
+use custodia_domain::{Actor, ChainId, CommandId, EventId, Origin, StreamId, TenantId, Timestamp};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::sessions::SessionFailure;
+use super::tenants::require_active_tenant;
+use super::{execute, load, stream, Caller, CommandError, Outcome, Ports};
+
+fn key_stream(key: Uuid) -> StreamId {
+    stream("api_key", key)
+}
+
+/// A new key. The secret is shown here once and never again.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CreatedApiKey {
+    pub key_id: Uuid,
+    /// `cst_<key id>_<secret>`
+    pub key: String,
+}
+
+impl std::fmt::Debug for CreatedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApiKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates a key with `permissions`, all of which the caller must hold.
+/// Needs `api_key.manage`.
+pub async fn create_api_key(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    name: &str,
+    permissions: PermissionSet,
+    at: Timestamp,
+) -> Result<CreatedApiKey, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::ApiKeyManage, None)?;
+    if let Principal::Member {
+        permissions: held, ..
+    }
+    | Principal::Service {
+        permissions: held, ..
+    } = &caller.principal
+    {
+        if let Some(missing) = permissions.iter().find(|p| !held.contains(*p)) {
+            return Err(Denied::Missing(missing).into());
+        }
+    }
+    let name = ApiKeyName::parse(name)?;
+    require_active_tenant(ports, tenant).await?;
+    let key_id = Uuid::now_v7();
+    let secret = ports.tokens.refresh_secret();
+    let command = ApiKeyCommand::Create {
+        name,
+        permissions,
+        secret_sha256: Sha256::digest(secret).into(),
+        at,
+    };
+    execute::<ApiKey>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &key_stream(key_id),
+        EventId::generate(),
+        |k| Ok(k.decide(&command)?),
+    )
+    .await?;
+    Ok(CreatedApiKey {
+        key_id,
+        key: format!("cst_{}_{}", key_id.simple(), B64URL.encode(secret)),
+    })
+}
+
+pub async fn revoke_api_key(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    key_id: Uuid,
+    at: Timestamp,
+) -> Result<Outcome, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::ApiKeyManage, None)?;
+    let command = ApiKeyCommand::Revoke { at };
+    execute::<ApiKey>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &key_stream(key_id),
+        EventId::generate(),
+        |k| Ok(k.decide(&command)?),
+    )
+    .await
+}
+
+/// Authenticates a service account by its key: the principal of its tenant
+/// with the key's permissions. Records the use (at most hourly).
+pub async fn authenticate_api_key(
+    ports: &Ports,
+    tenant: TenantId,
+    key: &str,
+    at: Timestamp,
+) -> Result<Principal, SessionFailure> {
+    let rest = key
+        .strip_prefix("cst_")
+        .ok_or(SessionFailure::InvalidToken)?;
+    let (id, secret) = rest.split_once('_').ok_or(SessionFailure::InvalidToken)?;
+    let key_id = Uuid::parse_str(id).map_err(|_| SessionFailure::InvalidToken)?;
+    let secret = B64URL
+        .decode(secret)
+        .map_err(|_| SessionFailure::InvalidToken)?;
+    let recorded = ports
+        .store
+        .read_stream(&key_stream(key_id), Default::default(), 1)
+        .await
+        .map_err(CommandError::from)?;
+    if recorded
+        .first()
+        .is_none_or(|e| e.chain != ChainId::Tenant(tenant))
+    {
+        return Err(SessionFailure::InvalidToken);
+    }
+    let (state, _) = load::<ApiKey>(&*ports.store, &key_stream(key_id)).await?;
+    let ApiKey::Active {
+        permissions,
+        secret_sha256,
+        ..
+    } = state
+    else {
+        return Err(SessionFailure::Revoked);
+    };
+    // Comparing digests of a 256-bit secret: timing reveals nothing usable.
+    if <[u8; 32]>::from(Sha256::digest(&secret)) != secret_sha256 {
+        return Err(SessionFailure::InvalidToken);
+    }
+    let caller = Caller {
+        principal: Principal::Service {
+            tenant,
+            permissions: permissions.clone(),
+        },
+        actor: Actor::Service(key_id),
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse("api_key").expect("a valid origin"),
+        expected_version: None,
+    };
+    let used = ApiKeyCommand::RecordUse { at };
+    // Best effort: a failure to record the use does not refuse the request.
+    let _ = execute::<ApiKey>(
+        ports,
+        &caller,
+        ChainId::Tenant(tenant),
+        &key_stream(key_id),
+        EventId::generate(),
+        |k| Ok(k.decide(&used)?),
+    )
+    .await;
+    Ok(Principal::Service {
+        tenant,
+        permissions,
+    })
+}

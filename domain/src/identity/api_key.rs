@@ -1,0 +1,296 @@
+//! API keys for service accounts: created with a set of permissions (never
+//! more than the creator holds), shown once, stored as a SHA-256 of their
+//! 256-bit secret, revocable, with a coarse last-used time.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::event::Timestamp;
+use crate::rbac::{Permission, PermissionSet};
+use crate::InvalidValue;
+
+/// "Last used" is recorded at most this often (an event per request would
+/// flood the log).
+pub const LAST_USED_RESOLUTION_MICROS: i64 = 3_600_000_000;
+
+/// A key's label: 1–100 characters without control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyName(String);
+
+impl ApiKeyName {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let value = value.trim();
+        if value.is_empty() || value.chars().count() > 100 || value.chars().any(char::is_control) {
+            return Err(InvalidValue::new(
+                "API key name",
+                "must be 1-100 characters without control characters",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiKeyCommand {
+    Create {
+        name: ApiKeyName,
+        permissions: PermissionSet,
+        secret_sha256: [u8; 32],
+        at: Timestamp,
+    },
+    Revoke {
+        at: Timestamp,
+    },
+    RecordUse {
+        at: Timestamp,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiKeyEvent {
+    Created {
+        name: ApiKeyName,
+        permissions: PermissionSet,
+        secret_sha256: [u8; 32],
+        at: Timestamp,
+    },
+    Revoked {
+        at: Timestamp,
+    },
+    Used {
+        at: Timestamp,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiKeyError {
+    #[error("the API key already exists")]
+    AlreadyExists,
+    #[error("no such API key")]
+    NotFound,
+    #[error("the API key is revoked")]
+    Revoked,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ApiKey {
+    #[default]
+    Absent,
+    Active {
+        permissions: PermissionSet,
+        secret_sha256: [u8; 32],
+        last_used: Option<Timestamp>,
+    },
+    Revoked,
+}
+
+impl Aggregate for ApiKey {
+    type Command = ApiKeyCommand;
+    type Event = ApiKeyEvent;
+    type Error = ApiKeyError;
+
+    fn decide(&self, command: &ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
+        match (self, command) {
+            (
+                ApiKey::Absent,
+                ApiKeyCommand::Create {
+                    name,
+                    permissions,
+                    secret_sha256,
+                    at,
+                },
+            ) => Ok(vec![ApiKeyEvent::Created {
+                name: name.clone(),
+                permissions: permissions.clone(),
+                secret_sha256: *secret_sha256,
+                at: *at,
+            }]),
+            (_, ApiKeyCommand::Create { .. }) => Err(ApiKeyError::AlreadyExists),
+            (ApiKey::Absent, _) => Err(ApiKeyError::NotFound),
+            (ApiKey::Revoked, ApiKeyCommand::Revoke { .. }) => Ok(vec![]),
+            (ApiKey::Revoked, ApiKeyCommand::RecordUse { .. }) => Err(ApiKeyError::Revoked),
+            (ApiKey::Active { .. }, ApiKeyCommand::Revoke { at }) => {
+                Ok(vec![ApiKeyEvent::Revoked { at: *at }])
+            }
+            (ApiKey::Active { last_used, .. }, ApiKeyCommand::RecordUse { at }) => {
+                let recent =
+                    last_used.is_some_and(|last| at.0 - last.0 < LAST_USED_RESOLUTION_MICROS);
+                Ok(if recent {
+                    vec![]
+                } else {
+                    vec![ApiKeyEvent::Used { at: *at }]
+                })
+            }
+        }
+    }
+
+    fn apply(self, event: &ApiKeyEvent) -> ApiKey {
+        match (self, event) {
+            (
+                _,
+                ApiKeyEvent::Created {
+                    permissions,
+                    secret_sha256,
+                    ..
+                },
+            ) => ApiKey::Active {
+                permissions: permissions.clone(),
+                secret_sha256: *secret_sha256,
+                last_used: None,
+            },
+            (ApiKey::Active { .. }, ApiKeyEvent::Revoked { .. }) => ApiKey::Revoked,
+            (
+                ApiKey::Active {
+                    permissions,
+                    secret_sha256,
+                    ..
+                },
+                ApiKeyEvent::Used { at },
+            ) => ApiKey::Active {
+                permissions,
+                secret_sha256,
+                last_used: Some(*at),
+            },
+            (state, _) => state,
+        }
+    }
+}
+
+mod dto {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Created {
+        pub name: String,
+        pub permissions: Vec<String>,
+        pub secret_sha256: String,
+        pub at: i64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct At {
+        pub at: i64,
+    }
+}
+
+impl EventSchema for ApiKeyEvent {
+    fn to_stored(&self) -> StoredForm {
+        match self {
+            ApiKeyEvent::Created {
+                name,
+                permissions,
+                secret_sha256,
+                at,
+            } => stored(
+                "ApiKeyCreated",
+                1,
+                &dto::Created {
+                    name: name.as_str().to_owned(),
+                    permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
+                    secret_sha256: hex::encode(secret_sha256),
+                    at: at.0,
+                },
+            ),
+            ApiKeyEvent::Revoked { at } => stored("ApiKeyRevoked", 1, &dto::At { at: at.0 }),
+            ApiKeyEvent::Used { at } => stored("ApiKeyUsed", 1, &dto::At { at: at.0 }),
+        }
+    }
+
+    fn from_stored(form: &StoredForm) -> Result<Self, SchemaError> {
+        let name = form.event_type.as_str();
+        let version = form.schema_version.get();
+        let malformed = || SchemaError::Malformed {
+            event_type: name.to_owned(),
+            version,
+        };
+        match (name, version) {
+            ("ApiKeyCreated", 1) => {
+                let d: dto::Created = read(form)?;
+                let permissions: Result<Vec<Permission>, _> =
+                    d.permissions.iter().map(|p| Permission::parse(p)).collect();
+                Ok(ApiKeyEvent::Created {
+                    name: ApiKeyName::parse(&d.name).map_err(|_| malformed())?,
+                    permissions: PermissionSet::from(&permissions.map_err(|_| malformed())?[..]),
+                    secret_sha256: hex::decode(d.secret_sha256)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(malformed)?,
+                    at: Timestamp(d.at),
+                })
+            }
+            ("ApiKeyRevoked", 1) => Ok(ApiKeyEvent::Revoked {
+                at: Timestamp(read::<dto::At>(form)?.at),
+            }),
+            ("ApiKeyUsed", 1) => Ok(ApiKeyEvent::Used {
+                at: Timestamp(read::<dto::At>(form)?.at),
+            }),
+            ("ApiKeyCreated" | "ApiKeyRevoked" | "ApiKeyUsed", version) => {
+                Err(SchemaError::UnknownVersion {
+                    event_type: name.to_owned(),
+                    version,
+                })
+            }
+            (other, _) => Err(SchemaError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::given;
+
+    fn created() -> ApiKeyEvent {
+        ApiKeyEvent::Created {
+            name: ApiKeyName::parse("CI deploys").unwrap(),
+            permissions: PermissionSet::from(&[Permission::UserRead][..]),
+            secret_sha256: [9; 32],
+            at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn last_used_is_recorded_at_most_hourly() {
+        given::<ApiKey>(&[created()])
+            .when(&ApiKeyCommand::RecordUse { at: Timestamp(5) })
+            .then(&[ApiKeyEvent::Used { at: Timestamp(5) }]);
+        let used = [created(), ApiKeyEvent::Used { at: Timestamp(5) }];
+        given::<ApiKey>(&used)
+            .when(&ApiKeyCommand::RecordUse { at: Timestamp(6) })
+            .then(&[]);
+        let later = Timestamp(5 + LAST_USED_RESOLUTION_MICROS);
+        given::<ApiKey>(&used)
+            .when(&ApiKeyCommand::RecordUse { at: later })
+            .then(&[ApiKeyEvent::Used { at: later }]);
+    }
+
+    #[test]
+    fn revoked_keys_are_dead() {
+        let revoked = [created(), ApiKeyEvent::Revoked { at: Timestamp(1) }];
+        given::<ApiKey>(&revoked)
+            .when(&ApiKeyCommand::RecordUse { at: Timestamp(2) })
+            .then_error(ApiKeyError::Revoked);
+        given::<ApiKey>(&revoked)
+            .when(&ApiKeyCommand::Revoke { at: Timestamp(2) })
+            .then(&[]);
+        given::<ApiKey>(&[])
+            .when(&ApiKeyCommand::Revoke { at: Timestamp(2) })
+            .then_error(ApiKeyError::NotFound);
+        assert!(ApiKeyName::parse("").is_err());
+    }
+
+    #[test]
+    fn events_round_trip() {
+        for event in [
+            created(),
+            ApiKeyEvent::Revoked { at: Timestamp(3) },
+            ApiKeyEvent::Used { at: Timestamp(4) },
+        ] {
+            assert_eq!(ApiKeyEvent::from_stored(&event.to_stored()), Ok(event));
+        }
+    }
+}
