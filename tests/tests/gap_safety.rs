@@ -81,7 +81,16 @@ async fn an_event_that_commits_late_with_a_lower_position_is_not_skipped() {
     );
 
     sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
-    let read = store.read_all(first.cursor, 10).await.unwrap();
+    // Any other open transaction in the cluster may still hold the tail back
+    // for a moment; wait (bounded) until both events are readable.
+    let mut read = Vec::new();
+    for _ in 0..300 {
+        read = store.read_all(first.cursor, 10).await.unwrap();
+        if read.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let positions: Vec<i64> = read.iter().map(|e| e.position.0 as i64).collect();
     assert_eq!(positions, vec![slow_position, fast.position.0 as i64]);
     let all: Vec<LogCursor> = store
