@@ -29,6 +29,7 @@ backends!(
     the_lock_ends_by_time,
     password_policy_and_user_status_are_enforced,
     totp_with_codes_from_pyotp,
+    recovery_codes_stand_in_for_totp_once_each,
 );
 
 /// Counts real verifications (and decoy ones) made by the real hasher.
@@ -518,4 +519,100 @@ async fn totp_with_codes_from_pyotp(db: TestDatabase) {
         login(&w.ports, w.tenant, EMAIL, PASSWORD, None, later_at).await,
         Err(LoginError::SecondFactorEnrollmentRequired)
     ));
+}
+
+async fn recovery_codes_stand_in_for_totp_once_each(db: TestDatabase) {
+    use custodia_application::commands::credentials::{
+        confirm_totp, enroll_totp, issue_recovery_codes,
+    };
+    let w = world(&db).await;
+    set_password(&w.ports, &operator(), w.tenant, w.user, PASSWORD)
+        .await
+        .unwrap();
+    let uri = enroll_totp(&w.ports, &operator(), w.tenant, w.user)
+        .await
+        .unwrap();
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let now = Timestamp::now();
+    confirm_totp(
+        &w.ports,
+        &operator(),
+        w.tenant,
+        w.user,
+        &pyotp_code(&secret, now.0 / 1_000_000),
+        now,
+    )
+    .await
+    .unwrap();
+
+    let codes = issue_recovery_codes(&w.ports, &operator(), w.tenant, w.user)
+        .await
+        .unwrap();
+    assert_eq!(codes.len(), 10);
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.len() == 19 && c.matches('-').count() == 3),
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().collect::<std::collections::HashSet<_>>().len(),
+        10
+    );
+
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Some(&codes[3]), now)
+            .await
+            .unwrap(),
+        w.user
+    );
+    assert!(
+        matches!(
+            login(&w.ports, w.tenant, EMAIL, PASSWORD, Some(&codes[3]), now).await,
+            Err(LoginError::InvalidCredentials)
+        ),
+        "single use"
+    );
+    let shouted = codes[4].to_uppercase().replace('-', " ");
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Some(&shouted), now)
+            .await
+            .unwrap(),
+        w.user,
+        "spacing and case do not matter"
+    );
+    assert!(matches!(
+        login(
+            &w.ports,
+            w.tenant,
+            EMAIL,
+            PASSWORD,
+            Some("aaaa-bbbb-cccc-dddd"),
+            now
+        )
+        .await,
+        Err(LoginError::InvalidCredentials)
+    ));
+
+    // Reissuing replaces every earlier code.
+    let fresh = issue_recovery_codes(&w.ports, &operator(), w.tenant, w.user)
+        .await
+        .unwrap();
+    assert!(matches!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Some(&codes[5]), now).await,
+        Err(LoginError::InvalidCredentials)
+    ));
+    assert_eq!(
+        login(&w.ports, w.tenant, EMAIL, PASSWORD, Some(&fresh[0]), now)
+            .await
+            .unwrap(),
+        w.user
+    );
 }

@@ -296,6 +296,83 @@ pub async fn enroll_totp(
         .provisioning_uri(&secret, name.as_str(), &account))
 }
 
+/// How many recovery codes are issued at a time.
+pub const RECOVERY_CODES: usize = 10;
+
+const RECOVERY_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// A recovery code: 80 random bits as 16 base32 letters, `xxxx-xxxx-xxxx-xxxx`.
+fn recovery_code(random: &[u8; 32]) -> String {
+    let mut bits: u128 = random[..10]
+        .iter()
+        .fold(0, |acc, b| (acc << 8) | u128::from(*b));
+    let mut letters = Vec::with_capacity(16);
+    for _ in 0..16 {
+        letters.push(RECOVERY_ALPHABET[(bits & 31) as usize]);
+        bits >>= 5;
+    }
+    letters
+        .chunks(4)
+        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn normalised_recovery_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn is_recovery_code(code: &str) -> bool {
+    let normalised = normalised_recovery_code(code);
+    normalised.len() == 16 && normalised.bytes().all(|b| RECOVERY_ALPHABET.contains(&b))
+}
+
+/// SHA-256 over the user id and the normalised code (80-bit codes: a fast
+/// hash does not make them guessable).
+fn recovery_hash(user: Uuid, code: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"custodia.recovery-code.v1");
+    hasher.update(user.as_bytes());
+    hasher.update(normalised_recovery_code(code).as_bytes());
+    hasher.finalize().into()
+}
+
+/// Issues new single-use recovery codes, replacing earlier ones, and returns
+/// them: they are shown this once and stored only hashed. Needs
+/// `credential.manage` (or being that user).
+pub async fn issue_recovery_codes(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<Vec<String>, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    require_active_tenant(ports, tenant).await?;
+    require_user(ports, user).await?;
+    let codes: Vec<String> = (0..RECOVERY_CODES)
+        .map(|_| recovery_code(&ports.tokens.refresh_secret()))
+        .collect();
+    let command = CredentialCommand::IssueRecoveryCodes {
+        hashes: codes.iter().map(|code| recovery_hash(user, code)).collect(),
+    };
+    execute::<Credential>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        &credential_stream(user),
+        EventId::generate(),
+        |c| Ok(c.decide(&command)?),
+    )
+    .await?;
+    Ok(codes)
+}
+
 /// Confirms a pending enrollment with a current code (which is then spent).
 pub async fn confirm_totp(
     ports: &Ports,
@@ -457,27 +534,36 @@ pub async fn login(
         // The started check stays outstanding: it counts as a failure.
         return Err(LoginError::InvalidCredentials);
     }
-    let totp_step = match load::<Credential>(&*ports.store, &credential_stream(user))
+    let credential = load::<Credential>(&*ports.store, &credential_stream(user))
         .await?
-        .0
-        .totp
-    {
+        .0;
+    let (totp_step, recovery_code) = match credential.totp {
         Totp::Active(_) => {
             let Some(code) = one_time_code else {
                 return Err(LoginError::SecondFactorRequired);
             };
-            let secret = totp_secret(ports, tenant, user)
-                .await?
-                .ok_or(LoginError::InvalidCredentials)?;
-            Some(
-                ports
-                    .codes
-                    .matching_step(&secret, code, at)
-                    .ok_or(LoginError::InvalidCredentials)?,
-            )
+            if is_recovery_code(code) {
+                let index = credential
+                    .unused_recovery_code(&recovery_hash(user, code))
+                    .ok_or(LoginError::InvalidCredentials)?;
+                (None, Some(index))
+            } else {
+                let secret = totp_secret(ports, tenant, user)
+                    .await?
+                    .ok_or(LoginError::InvalidCredentials)?;
+                (
+                    Some(
+                        ports
+                            .codes
+                            .matching_step(&secret, code, at)
+                            .ok_or(LoginError::InvalidCredentials)?,
+                    ),
+                    None,
+                )
+            }
         }
         _ if settings.mfa_required => return Err(LoginError::SecondFactorEnrollmentRequired),
-        _ => None,
+        _ => (None, None),
     };
     let event_id = EventId::generate();
     let rehashed = if check.needs_rehash {
@@ -494,6 +580,7 @@ pub async fn login(
         at,
         rehashed,
         totp_step,
+        recovery_code,
     };
     let done = Caller {
         command_id: CommandId::generate(),

@@ -78,6 +78,8 @@ pub enum CredentialCommand {
         at: Timestamp,
         rehashed: Option<SealedField>,
         totp_step: Option<u64>,
+        /// The index of the recovery code used as second factor, if one was.
+        recovery_code: Option<usize>,
     },
     Unlock {
         at: Timestamp,
@@ -91,6 +93,10 @@ pub enum CredentialCommand {
         step: u64,
     },
     DisableTotp,
+    /// Replaces all recovery codes with new ones (their SHA-256s).
+    IssueRecoveryCodes {
+        hashes: Vec<[u8; 32]>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +124,12 @@ pub enum CredentialEvent {
     /// A code of this time step was used; it and earlier steps are spent.
     TotpCodeAccepted {
         step: u64,
+    },
+    RecoveryCodesIssued {
+        hashes: Vec<[u8; 32]>,
+    },
+    RecoveryCodeUsed {
+        index: usize,
     },
 }
 
@@ -153,9 +165,18 @@ pub struct Credential {
     pub totp: Totp,
     /// The last time step whose code was accepted (replay protection).
     pub last_totp_step: Option<u64>,
+    /// Hashes of the recovery codes; `None` once used.
+    pub recovery_codes: Vec<Option<[u8; 32]>>,
 }
 
 impl Credential {
+    /// The index of the unused recovery code with this hash.
+    pub fn unused_recovery_code(&self, hash: &[u8; 32]) -> Option<usize> {
+        self.recovery_codes
+            .iter()
+            .position(|code| code.as_ref() == Some(hash))
+    }
+
     fn spend_step(&self, step: u64) -> Result<CredentialEvent, CredentialError> {
         if self.last_totp_step.is_some_and(|last| step <= last) {
             return Err(CredentialError::TotpCodeReused);
@@ -204,6 +225,7 @@ impl Aggregate for Credential {
                 at,
                 rehashed,
                 totp_step,
+                recovery_code,
             } => {
                 // The rehash comes first: the handler sealed it for the
                 // first event's id.
@@ -217,6 +239,12 @@ impl Aggregate for Credential {
                 if let Some(step) = totp_step {
                     events.push(self.spend_step(*step)?);
                 }
+                if let Some(index) = recovery_code {
+                    if self.recovery_codes.get(*index).is_none_or(Option::is_none) {
+                        return Err(CredentialError::TotpCodeReused);
+                    }
+                    events.push(E::RecoveryCodeUsed { index: *index });
+                }
                 events.push(E::LoginSucceeded { at: *at });
                 Ok(events)
             }
@@ -227,6 +255,9 @@ impl Aggregate for Credential {
                 Totp::Pending(_) => Ok(vec![self.spend_step(*step)?, E::TotpConfirmed]),
                 _ => Err(CredentialError::NoTotpEnrollment),
             },
+            CredentialCommand::IssueRecoveryCodes { hashes } => Ok(vec![E::RecoveryCodesIssued {
+                hashes: hashes.clone(),
+            }]),
             CredentialCommand::DisableTotp => match self.totp {
                 Totp::Off => Ok(vec![]),
                 _ => Ok(vec![E::TotpDisabled]),
@@ -263,6 +294,14 @@ impl Aggregate for Credential {
             }
             CredentialEvent::TotpDisabled => self.totp = Totp::Off,
             CredentialEvent::TotpCodeAccepted { step } => self.last_totp_step = Some(*step),
+            CredentialEvent::RecoveryCodesIssued { hashes } => {
+                self.recovery_codes = hashes.iter().copied().map(Some).collect()
+            }
+            CredentialEvent::RecoveryCodeUsed { index } => {
+                if let Some(code) = self.recovery_codes.get_mut(*index) {
+                    *code = None;
+                }
+            }
         }
         self
     }
@@ -294,6 +333,16 @@ mod dto {
 
     #[derive(Serialize, Deserialize)]
     pub struct Empty {}
+
+    #[derive(Serialize, Deserialize)]
+    pub struct RecoveryCodes {
+        pub sha256: Vec<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Index {
+        pub index: usize,
+    }
 
     #[derive(Serialize, Deserialize)]
     pub struct Unlocked {
@@ -339,6 +388,16 @@ impl EventSchema for CredentialEvent {
             CredentialEvent::TotpCodeAccepted { step } => {
                 stored("TotpCodeAccepted", 1, &dto::Step { step: *step })
             }
+            CredentialEvent::RecoveryCodesIssued { hashes } => stored(
+                "RecoveryCodesIssued",
+                1,
+                &dto::RecoveryCodes {
+                    sha256: hashes.iter().map(hex::encode).collect(),
+                },
+            ),
+            CredentialEvent::RecoveryCodeUsed { index } => {
+                stored("RecoveryCodeUsed", 1, &dto::Index { index: *index })
+            }
         }
     }
 
@@ -373,6 +432,24 @@ impl EventSchema for CredentialEvent {
             ("TotpCodeAccepted", 1) => Ok(CredentialEvent::TotpCodeAccepted {
                 step: read::<dto::Step>(form)?.step,
             }),
+            ("RecoveryCodesIssued", 1) => {
+                let d: dto::RecoveryCodes = read(form)?;
+                let hashes: Option<Vec<[u8; 32]>> = d
+                    .sha256
+                    .iter()
+                    .map(|h| hex::decode(h).ok().and_then(|b| b.try_into().ok()))
+                    .collect();
+                let malformed = SchemaError::Malformed {
+                    event_type: name.to_owned(),
+                    version: 1,
+                };
+                Ok(CredentialEvent::RecoveryCodesIssued {
+                    hashes: hashes.ok_or(malformed)?,
+                })
+            }
+            ("RecoveryCodeUsed", 1) => Ok(CredentialEvent::RecoveryCodeUsed {
+                index: read::<dto::Index>(form)?.index,
+            }),
             (
                 "PasswordSet"
                 | "PasswordCheckStarted"
@@ -381,7 +458,9 @@ impl EventSchema for CredentialEvent {
                 | "TotpEnrolled"
                 | "TotpConfirmed"
                 | "TotpDisabled"
-                | "TotpCodeAccepted",
+                | "TotpCodeAccepted"
+                | "RecoveryCodesIssued"
+                | "RecoveryCodeUsed",
                 version,
             ) => Err(SchemaError::UnknownVersion {
                 event_type: name.to_owned(),
@@ -504,6 +583,7 @@ mod tests {
             at: Timestamp(2),
             rehashed: Some(rehashed.clone()),
             totp_step: None,
+            recovery_code: None,
         })
         .then(&[
             CredentialEvent::PasswordSet {
@@ -539,6 +619,7 @@ mod tests {
             at: Timestamp(1),
             rehashed: None,
             totp_step: Some(step),
+            recovery_code: None,
         };
         given::<Credential>(&active)
             .when(&success(9))
@@ -556,6 +637,52 @@ mod tests {
         given::<Credential>(&[])
             .when(&CredentialCommand::DisableTotp)
             .then(&[]);
+    }
+
+    #[test]
+    fn recovery_codes_are_single_use_and_reissued_whole() {
+        let issued = CredentialEvent::RecoveryCodesIssued {
+            hashes: vec![[1; 32], [2; 32]],
+        };
+        let state = Credential::fold(std::slice::from_ref(&issued));
+        assert_eq!(
+            (
+                state.unused_recovery_code(&[2; 32]),
+                state.unused_recovery_code(&[3; 32])
+            ),
+            (Some(1), None)
+        );
+        let with = |index| CredentialCommand::RecordSuccess {
+            at: Timestamp(1),
+            rehashed: None,
+            totp_step: None,
+            recovery_code: Some(index),
+        };
+        given::<Credential>(std::slice::from_ref(&issued))
+            .when(&with(1))
+            .then(&[
+                CredentialEvent::RecoveryCodeUsed { index: 1 },
+                CredentialEvent::LoginSucceeded { at: Timestamp(1) },
+            ]);
+        let used = [
+            issued.clone(),
+            CredentialEvent::RecoveryCodeUsed { index: 1 },
+        ];
+        given::<Credential>(&used)
+            .when(&with(1))
+            .then_error(CredentialError::TotpCodeReused);
+        assert_eq!(Credential::fold(&used).unused_recovery_code(&[2; 32]), None);
+        let reissued = [
+            issued,
+            CredentialEvent::RecoveryCodeUsed { index: 1 },
+            CredentialEvent::RecoveryCodesIssued {
+                hashes: vec![[2; 32]],
+            },
+        ];
+        assert_eq!(
+            Credential::fold(&reissued).unused_recovery_code(&[2; 32]),
+            Some(0)
+        );
     }
 
     #[test]
@@ -588,6 +715,10 @@ mod tests {
             CredentialEvent::TotpConfirmed,
             CredentialEvent::TotpDisabled,
             CredentialEvent::TotpCodeAccepted { step: 57_000_000 },
+            CredentialEvent::RecoveryCodesIssued {
+                hashes: vec![[1; 32], [2; 32]],
+            },
+            CredentialEvent::RecoveryCodeUsed { index: 1 },
         ] {
             assert_eq!(CredentialEvent::from_stored(&event.to_stored()), Ok(event));
         }
