@@ -30,6 +30,7 @@ backends!(
     a_reused_refresh_token_revokes_the_whole_session,
     logout_and_sign_out_everywhere_take_effect_at_once,
     refresh_tokens_expire_and_stay_in_their_tenant,
+    client_info_is_sealed_and_password_changes_need_the_current_one,
 );
 
 const EMAIL: &str = "ada@example.org";
@@ -99,7 +100,7 @@ async fn a_session_carries_a_complete_short_lived_access_token(db: TestDatabase)
     let ports = ports(&db).await;
     let (tenant_id, user) = tenant(&ports).await;
     let now = Timestamp::now();
-    let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+    let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
     let (principal, claims) = authenticate(&ports, &tokens.access_token, now)
@@ -152,7 +153,7 @@ async fn a_session_carries_a_complete_short_lived_access_token(db: TestDatabase)
     update_tenant_settings(&ports, &operator(), tenant_id, settings)
         .await
         .unwrap();
-    let short = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+    let short = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
     let (_, claims) = authenticate(&ports, &short.access_token, now)
@@ -165,7 +166,7 @@ async fn a_reused_refresh_token_revokes_the_whole_session(db: TestDatabase) {
     let ports = ports(&db).await;
     let (tenant_id, _) = tenant(&ports).await;
     let now = Timestamp::now();
-    let first = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+    let first = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
     let second = refresh_session(
@@ -251,10 +252,10 @@ async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
         actor: Actor::User(user),
         ..operator()
     };
-    let laptop = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+    let laptop = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
-    let phone = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+    let phone = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
     revoke_session(&ports, &me, tenant_id, laptop.session, now)
@@ -269,7 +270,7 @@ async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
         "only the one session"
     );
 
-    let tablet = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+    let tablet = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
     let revoked = revoke_all_sessions(&ports, &me, tenant_id, user, now)
@@ -298,7 +299,7 @@ async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
         },
         ..operator()
     };
-    let fresh = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+    let fresh = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
     assert!(
@@ -313,7 +314,7 @@ async fn refresh_tokens_expire_and_stay_in_their_tenant(db: TestDatabase) {
     let (tenant_id, _) = tenant(&ports).await;
     let (other_tenant, _) = tenant(&ports).await;
     let now = Timestamp::now();
-    let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, now)
+    let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
     let elsewhere = refresh_session(&ports, other_tenant, &tokens.refresh_token, now).await;
@@ -345,4 +346,122 @@ async fn refresh_tokens_expire_and_stay_in_their_tenant(db: TestDatabase) {
         authenticate(&ports, "not.a.jwt", now).await,
         Err(SessionFailure::InvalidToken)
     ));
+}
+
+async fn client_info_is_sealed_and_password_changes_need_the_current_one(db: TestDatabase) {
+    use custodia_application::commands::credentials::{change_password, LoginError};
+    use custodia_application::commands::sessions::ClientInfo;
+    let ports = ports(&db).await;
+    let (tenant_id, user) = tenant(&ports).await;
+    let now = Timestamp::now();
+    let client = ClientInfo {
+        ip: Some("203.0.113.77".into()),
+        user_agent: Some("MarkerAgent/9.9 zq4x".into()),
+    };
+    let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, Some(&client), now)
+        .await
+        .unwrap();
+    let stream = StreamId::new(StreamCategory::parse("session").unwrap(), tokens.session);
+    let events = ports
+        .store
+        .read_stream(&stream, StreamVersion::EMPTY, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["SessionStarted", "SessionClientRecorded"]
+    );
+    let everything: String = events
+        .iter()
+        .map(|e| String::from_utf8_lossy(e.payload.as_bytes()).into_owned())
+        .collect();
+    assert!(
+        !everything.contains("203.0.113.77") && !everything.contains("zq4x"),
+        "IP and user agent are sealed"
+    );
+    let bad = ClientInfo {
+        ip: Some("not an ip".into()),
+        user_agent: None,
+    };
+    assert!(
+        start_session(&ports, tenant_id, EMAIL, PASSWORD, None, Some(&bad), now)
+            .await
+            .is_err()
+    );
+
+    let me = Caller {
+        principal: Principal::Member {
+            tenant: tenant_id,
+            user,
+            permissions: Default::default(),
+        },
+        actor: Actor::User(user),
+        ..operator()
+    };
+    let wrong = change_password(
+        &ports,
+        &me,
+        tenant_id,
+        user,
+        "not my password",
+        "a brand new passphrase",
+        now,
+    )
+    .await;
+    assert!(
+        matches!(wrong, Err(LoginError::InvalidCredentials)),
+        "{wrong:?}"
+    );
+    let weak = change_password(&ports, &me, tenant_id, user, PASSWORD, "password1234", now).await;
+    assert!(
+        matches!(weak, Err(LoginError::Internal(_))),
+        "the policy applies: {weak:?}"
+    );
+    change_password(
+        &ports,
+        &me,
+        tenant_id,
+        user,
+        PASSWORD,
+        "a brand new passphrase",
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
+            .await
+            .is_err(),
+        "the old one is gone"
+    );
+    start_session(
+        &ports,
+        tenant_id,
+        EMAIL,
+        "a brand new passphrase",
+        None,
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    // Someone else cannot change it, whatever their permissions.
+    let admin = Caller {
+        principal: Principal::PlatformOperator,
+        ..operator()
+    };
+    assert!(change_password(
+        &ports,
+        &admin,
+        tenant_id,
+        user,
+        "a brand new passphrase",
+        "another passphrase here",
+        now
+    )
+    .await
+    .is_err());
 }

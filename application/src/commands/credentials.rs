@@ -101,6 +101,45 @@ pub async fn set_password(
     .await
 }
 
+/// A user changes their own password, proving the current one. The proof
+/// goes through the same checks as a login, so it cannot be used to guess
+/// passwords past the lockout.
+pub async fn change_password(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    current: &str,
+    new: &str,
+    at: Timestamp,
+) -> Result<Outcome, LoginError> {
+    if caller.actor != Actor::User(user) {
+        return Err(
+            CommandError::Forbidden(custodia_domain::rbac::Denied::Missing(
+                Permission::CredentialManage,
+            ))
+            .into(),
+        );
+    }
+    // Checked before the current password is, so a weak new one costs no attempt.
+    let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
+        return Err(LoginError::TenantSuspended);
+    };
+    check_password_policy(new, settings.password_min_length).map_err(CommandError::from)?;
+    let email = super::users::personal_record(ports, tenant, user)
+        .await?
+        .email
+        .ok_or(LoginError::InvalidCredentials)?;
+    // Second factors are not asked for here: the caller is already signed in.
+    match login(ports, tenant, &email, current, None, at).await {
+        Ok(_)
+        | Err(LoginError::SecondFactorRequired)
+        | Err(LoginError::SecondFactorEnrollmentRequired) => {}
+        Err(other) => return Err(other),
+    }
+    Ok(set_password(ports, caller, tenant, user, new).await?)
+}
+
 /// Imports a bcrypt hash from another system (`$2a$`, `$2b$` or `$2y$`, 60
 /// characters). It verifies as is and is replaced by Argon2id at the next
 /// successful login.

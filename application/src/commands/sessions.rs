@@ -12,6 +12,7 @@ use custodia_domain::identity::session::{
     SessionIndex,
 };
 use custodia_domain::identity::tenant::{Tenant, TenantSettings};
+use custodia_domain::personal::FieldContext;
 use custodia_domain::rbac::{Permission, Principal};
 use custodia_domain::{Actor, ChainId, CommandId, EventId, Origin, StreamId, TenantId, Timestamp};
 use sha2::{Digest, Sha256};
@@ -28,6 +29,47 @@ fn session_stream(session: Uuid) -> StreamId {
 
 fn index_stream(user: Uuid) -> StreamId {
     stream("user_sessions", user)
+}
+
+/// Where a session was started from. Personal data: sealed in the log,
+/// never logged. `Debug` hides it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl std::fmt::Debug for ClientInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientInfo(<redacted>)")
+    }
+}
+
+impl ClientInfo {
+    fn check(&self) -> Result<(), custodia_domain::InvalidValue> {
+        use custodia_domain::InvalidValue;
+        if self
+            .ip
+            .as_deref()
+            .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(InvalidValue {
+                field: "IP address",
+                rule: "must be an IPv4 or IPv6 address",
+            });
+        }
+        if self
+            .user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.len() > 512 || ua.chars().any(char::is_control))
+        {
+            return Err(InvalidValue {
+                field: "user agent",
+                rule: "must be at most 512 bytes without control characters",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What a client holds after a login or a refresh. `Debug` hides the tokens.
@@ -137,8 +179,12 @@ pub async fn start_session(
     email: &str,
     password: &str,
     one_time_code: Option<&str>,
+    client: Option<&ClientInfo>,
     at: Timestamp,
 ) -> Result<SessionTokens, LoginError> {
+    if let Some(client) = client {
+        client.check().map_err(CommandError::from)?;
+    }
     let user = login(ports, tenant, email, password, one_time_code, at).await?;
     let settings = settings(ports, tenant).await?;
     let session = Uuid::now_v7();
@@ -162,6 +208,32 @@ pub async fn start_session(
         |s| Ok(s.decide(&start)?),
     )
     .await?;
+    if let Some(client) = client {
+        let event_id = EventId::generate();
+        let stream = session_stream(session);
+        let context = FieldContext {
+            tenant,
+            stream: &stream,
+            event_id,
+            field: "client",
+        };
+        let json = serde_json::to_vec(client).expect("client info serialises");
+        let sealed = ports
+            .vault
+            .seal(user, &context, &json)
+            .await
+            .map_err(CommandError::from)?;
+        let record = SessionCommand::RecordClient { client: sealed };
+        execute::<Session>(
+            ports,
+            &caller.step("client"),
+            chain,
+            &stream,
+            event_id,
+            |s| Ok(s.decide(&record)?),
+        )
+        .await?;
+    }
     let list = ListSession(session);
     execute::<SessionIndex>(
         ports,

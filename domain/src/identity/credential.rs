@@ -277,7 +277,10 @@ impl Aggregate for Credential {
     fn apply(mut self, event: &CredentialEvent) -> Credential {
         match event {
             CredentialEvent::PasswordSet { hash, algorithm } => {
-                self.password = Some((hash.clone(), *algorithm))
+                // A new password (changed, reset by an admin, or rehashed at
+                // a login) clears the failed checks.
+                self.password = Some((hash.clone(), *algorithm));
+                self.outstanding_checks = 0;
             }
             CredentialEvent::PasswordCheckStarted { at } => {
                 self.outstanding_checks += 1;

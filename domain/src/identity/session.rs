@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
 use crate::event::Timestamp;
+use crate::personal::SealedField;
 
 /// SHA-256 of a refresh token's secret part.
 pub type TokenHash = [u8; 32];
@@ -40,6 +41,9 @@ pub enum SessionCommand {
         at: Timestamp,
         reason: RevocationReason,
     },
+    /// Records where the session was started from (sealed: IP address and
+    /// user agent are personal data).
+    RecordClient { client: SealedField },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +62,9 @@ pub enum SessionEvent {
     Revoked {
         at: Timestamp,
         reason: RevocationReason,
+    },
+    ClientRecorded {
+        client: SealedField,
     },
 }
 
@@ -129,6 +136,10 @@ impl Aggregate for Session {
             }]),
             (_, C::Start { .. }) => Err(SessionError::AlreadyStarted),
             (Session::Absent, _) => Err(SessionError::NotFound),
+            (Session::Live { .. }, C::RecordClient { client }) => Ok(vec![E::ClientRecorded {
+                client: client.clone(),
+            }]),
+            (Session::Revoked { .. }, C::RecordClient { .. }) => Err(SessionError::Revoked),
             (Session::Revoked { .. }, C::Revoke { .. }) => Ok(vec![]),
             (Session::Revoked { .. }, C::Refresh { .. }) => Err(SessionError::Revoked),
             (Session::Live { .. }, C::Revoke { at, reason }) => Ok(vec![E::Revoked {
@@ -223,6 +234,11 @@ mod dto {
     use super::*;
 
     #[derive(Serialize, Deserialize)]
+    pub struct Client {
+        pub client: SealedField,
+    }
+
+    #[derive(Serialize, Deserialize)]
     pub struct Started {
         pub user: Uuid,
         pub at: i64,
@@ -287,6 +303,13 @@ impl EventSchema for SessionEvent {
                     reason: *reason,
                 },
             ),
+            SessionEvent::ClientRecorded { client } => stored(
+                "SessionClientRecorded",
+                1,
+                &dto::Client {
+                    client: client.clone(),
+                },
+            ),
         }
     }
 
@@ -306,6 +329,9 @@ impl EventSchema for SessionEvent {
                     refresh_expires_at: Timestamp(d.refresh_expires_at),
                 })
             }
+            ("SessionClientRecorded", 1) => Ok(SessionEvent::ClientRecorded {
+                client: read::<dto::Client>(form)?.client,
+            }),
             ("SessionRefreshed", 1) => {
                 let d: dto::Refreshed = read(form)?;
                 Ok(SessionEvent::Refreshed {
@@ -321,12 +347,13 @@ impl EventSchema for SessionEvent {
                     reason: d.reason,
                 })
             }
-            ("SessionStarted" | "SessionRefreshed" | "SessionRevoked", version) => {
-                Err(SchemaError::UnknownVersion {
-                    event_type: name.to_owned(),
-                    version,
-                })
-            }
+            (
+                "SessionStarted" | "SessionRefreshed" | "SessionRevoked" | "SessionClientRecorded",
+                version,
+            ) => Err(SchemaError::UnknownVersion {
+                event_type: name.to_owned(),
+                version,
+            }),
             (other, _) => Err(SchemaError::UnknownType(other.to_owned())),
         }
     }
@@ -460,6 +487,13 @@ mod tests {
             SessionEvent::Revoked {
                 at: Timestamp(6),
                 reason: RevocationReason::RefreshReuse,
+            },
+            SessionEvent::ClientRecorded {
+                client: SealedField {
+                    subject: Uuid::nil(),
+                    nonce: vec![1; 12],
+                    ciphertext: vec![2; 30],
+                },
             },
         ] {
             assert_eq!(SessionEvent::from_stored(&event.to_stored()), Ok(event));
