@@ -145,3 +145,50 @@ macro_rules! backends {
         }
     };
 }
+
+/// Fixtures for tests of the command side.
+pub mod identity {
+    use std::sync::Arc;
+
+    use custodia_application::commands::{Caller, Ports};
+    use custodia_application::{EventStore, PersonalData};
+    use custodia_domain::rbac::Principal;
+    use custodia_domain::{Actor, CommandId, Origin};
+    use custodia_infrastructure::{
+        open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, Totp,
+    };
+
+    use crate::TestDatabase;
+
+    /// The platform operator, with a fresh command id: one per command.
+    pub fn operator() -> Caller {
+        Caller {
+            principal: Principal::PlatformOperator,
+            actor: Actor::System,
+            command_id: CommandId::generate(),
+            correlation_id: uuid::Uuid::now_v7(),
+            origin: Origin::parse("test").expect("a valid origin"),
+            expected_version: None,
+        }
+    }
+
+    /// Real adapters on the test's database (migrated), with a fresh master
+    /// key and signing key.
+    pub async fn ports(db: &TestDatabase) -> Ports {
+        let store: Arc<dyn EventStore> = open_event_store(db.url(), OpenMode::Migrate, 8)
+            .await
+            .expect("open the event store");
+        let vault: Arc<dyn PersonalData> = Arc::new(
+            KeyVault::connect(db.url(), MasterKey::generate())
+                .await
+                .expect("open the key vault"),
+        );
+        Ports {
+            store,
+            vault,
+            passwords: Arc::new(Argon2Passwords::new()),
+            codes: Arc::new(Totp),
+            tokens: Arc::new(Ed25519Signer::generate("custodia", "custodia-api")),
+        }
+    }
+}

@@ -3,7 +3,6 @@
 //! nothing, idempotent retries, and personal data sealed at rest.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use custodia_application::commands::api_keys::create_api_key;
 use custodia_application::commands::consent::{consent_history, record_consent, ConsentInput};
@@ -17,7 +16,6 @@ use custodia_application::commands::users::{
     Profile, StatusChange,
 };
 use custodia_application::commands::{member_principal, Caller, CommandError, Ports};
-use custodia_application::{EventStore, PersonalData};
 use custodia_domain::identity::consent::Channel;
 use custodia_domain::identity::membership::{
     MembershipCommand, MembershipError, RoleName, RoleRef,
@@ -27,7 +25,7 @@ use custodia_domain::identity::tenant::TenantSettings;
 use custodia_domain::rbac::{BuiltInRole, Denied, Permission, PermissionSet, Principal};
 use custodia_domain::Timestamp;
 use custodia_domain::{Actor, CommandId, LogCursor, Origin, StreamVersion, TenantId};
-use custodia_infrastructure::{open_event_store, Argon2Passwords, KeyVault, MasterKey, OpenMode};
+use custodia_tests::identity::ports;
 use custodia_tests::{backends, TestDatabase};
 use uuid::Uuid;
 
@@ -39,27 +37,6 @@ backends!(
     the_last_owner_stays,
     personal_data_is_sealed_at_rest_and_readable_by_those_allowed,
 );
-
-async fn ports(db: &TestDatabase) -> Ports {
-    let store: Arc<dyn EventStore> = open_event_store(db.url(), OpenMode::Migrate, 8)
-        .await
-        .unwrap();
-    let vault: Arc<dyn PersonalData> = Arc::new(
-        KeyVault::connect(db.url(), MasterKey::generate())
-            .await
-            .unwrap(),
-    );
-    Ports {
-        store,
-        vault,
-        passwords: Arc::new(Argon2Passwords::new()),
-        codes: Arc::new(custodia_infrastructure::Totp),
-        tokens: Arc::new(custodia_infrastructure::Ed25519Signer::generate(
-            "custodia",
-            "custodia-api",
-        )),
-    }
-}
 
 fn caller(principal: Principal) -> Caller {
     let actor = match &principal {

@@ -1,7 +1,5 @@
 //! The consent ledger and API keys through the handlers, on both backends.
 
-use std::sync::Arc;
-
 use custodia_application::commands::api_keys::{
     authenticate_api_key, create_api_key, revoke_api_key,
 };
@@ -10,16 +8,11 @@ use custodia_application::commands::sessions::SessionFailure;
 use custodia_application::commands::tenants::{create_tenant, CreateTenant};
 use custodia_application::commands::users::{NewUser, Profile};
 use custodia_application::commands::{Caller, CommandError, Ports};
-use custodia_application::{EventStore, PersonalData};
 use custodia_domain::identity::consent::Channel;
 use custodia_domain::identity::tenant::{ConsentPurpose, TenantSettings};
 use custodia_domain::rbac::{BuiltInRole, Denied, Permission, PermissionSet, Principal};
-use custodia_domain::{
-    Actor, CommandId, Origin, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
-};
-use custodia_infrastructure::{
-    open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, Totp,
-};
+use custodia_domain::{Actor, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp};
+use custodia_tests::identity::{operator, ports};
 use custodia_tests::{backends, TestDatabase};
 use uuid::Uuid;
 
@@ -28,33 +21,8 @@ backends!(
     api_keys_authenticate_services_within_their_grant,
 );
 
-fn operator() -> Caller {
-    Caller {
-        principal: Principal::PlatformOperator,
-        actor: Actor::System,
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("test").unwrap(),
-        expected_version: None,
-    }
-}
-
 async fn setup(db: &TestDatabase) -> (Ports, TenantId, Uuid) {
-    let store: Arc<dyn EventStore> = open_event_store(db.url(), OpenMode::Migrate, 8)
-        .await
-        .unwrap();
-    let vault: Arc<dyn PersonalData> = Arc::new(
-        KeyVault::connect(db.url(), MasterKey::generate())
-            .await
-            .unwrap(),
-    );
-    let ports = Ports {
-        store,
-        vault,
-        passwords: Arc::new(Argon2Passwords::new()),
-        codes: Arc::new(Totp),
-        tokens: Arc::new(Ed25519Signer::generate("custodia", "custodia-api")),
-    };
+    let ports = ports(db).await;
     let (tenant, user) = (TenantId::generate(), Uuid::now_v7());
     let settings = TenantSettings {
         consent_purposes: vec![

@@ -15,10 +15,9 @@ use custodia_application::{
 };
 use custodia_domain::identity::tenant::TenantSettings;
 use custodia_domain::rbac::Principal;
-use custodia_domain::{
-    Actor, CommandId, Origin, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
-};
+use custodia_domain::{StreamCategory, StreamId, StreamVersion, TenantId, Timestamp};
 use custodia_infrastructure::{open_event_store, Argon2Passwords, KeyVault, MasterKey, OpenMode};
+use custodia_tests::identity::operator;
 use custodia_tests::{backends, TestDatabase};
 use uuid::Uuid;
 
@@ -64,17 +63,6 @@ struct World {
 
 const EMAIL: &str = "ada@example.org";
 const PASSWORD: &str = "correct horse battery staple";
-
-fn operator() -> Caller {
-    Caller {
-        principal: Principal::PlatformOperator,
-        actor: Actor::System,
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("test").unwrap(),
-        expected_version: None,
-    }
-}
 
 async fn world(db: &TestDatabase) -> World {
     let store: Arc<dyn EventStore> = open_event_store(db.url(), OpenMode::Migrate, 60)

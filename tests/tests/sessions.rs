@@ -1,8 +1,6 @@
 //! Sessions through the handlers, on both backends: access tokens, refresh
 //! rotation and reuse detection, logout and revocation taking effect at once.
 
-use std::sync::Arc;
-
 use custodia_application::commands::credentials::set_password;
 use custodia_application::commands::sessions::{
     authenticate, refresh_session, revoke_all_sessions, revoke_session, start_session,
@@ -13,15 +11,10 @@ use custodia_application::commands::tenants::{
 };
 use custodia_application::commands::users::{NewUser, Profile};
 use custodia_application::commands::{Caller, Ports};
-use custodia_application::{EventStore, PersonalData};
 use custodia_domain::identity::tenant::TenantSettings;
 use custodia_domain::rbac::{Permission, Principal};
-use custodia_domain::{
-    Actor, CommandId, Origin, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
-};
-use custodia_infrastructure::{
-    open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, Totp,
-};
+use custodia_domain::{Actor, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp};
+use custodia_tests::identity::{operator, ports};
 use custodia_tests::{backends, TestDatabase};
 use uuid::Uuid;
 
@@ -35,35 +28,6 @@ backends!(
 
 const EMAIL: &str = "ada@example.org";
 const PASSWORD: &str = "correct horse battery staple";
-
-fn operator() -> Caller {
-    Caller {
-        principal: Principal::PlatformOperator,
-        actor: Actor::System,
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("test").unwrap(),
-        expected_version: None,
-    }
-}
-
-async fn ports(db: &TestDatabase) -> Ports {
-    let store: Arc<dyn EventStore> = open_event_store(db.url(), OpenMode::Migrate, 8)
-        .await
-        .unwrap();
-    let vault: Arc<dyn PersonalData> = Arc::new(
-        KeyVault::connect(db.url(), MasterKey::generate())
-            .await
-            .unwrap(),
-    );
-    Ports {
-        store,
-        vault,
-        passwords: Arc::new(Argon2Passwords::new()),
-        codes: Arc::new(Totp),
-        tokens: Arc::new(Ed25519Signer::generate("custodia", "custodia-api")),
-    }
-}
 
 /// A tenant whose owner has a password; returns the tenant and the owner.
 async fn tenant(ports: &Ports) -> (TenantId, Uuid) {

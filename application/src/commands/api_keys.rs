@@ -5,7 +5,7 @@ use base64::Engine;
 use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::api_key::{ApiKey, ApiKeyCommand, ApiKeyName};
 use custodia_domain::rbac::{Denied, Permission, PermissionSet, Principal};
-use custodia_domain::{Actor, ChainId, CommandId, EventId, Origin, StreamId, TenantId, Timestamp};
+use custodia_domain::{Actor, ChainId, EventId, StreamId, TenantId, Timestamp};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -144,17 +144,11 @@ pub async fn authenticate_api_key(
     if <[u8; 32]>::from(Sha256::digest(&secret)) != secret_sha256 {
         return Err(SessionFailure::InvalidToken);
     }
-    let caller = Caller {
-        principal: Principal::Service {
-            tenant,
-            permissions: permissions.clone(),
-        },
-        actor: Actor::Service(key_id),
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("api_key").expect("a valid origin"),
-        expected_version: None,
+    let principal = Principal::Service {
+        tenant,
+        permissions: permissions.clone(),
     };
+    let caller = Caller::internal(principal, Actor::Service(key_id), "api_key");
     let used = ApiKeyCommand::RecordUse { at };
     // Best effort: a failure to record the use does not refuse the request.
     let _ = execute::<ApiKey>(

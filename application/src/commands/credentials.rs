@@ -9,10 +9,9 @@ use custodia_domain::identity::email_claim::EmailClaim;
 use custodia_domain::identity::tenant::Tenant;
 use custodia_domain::identity::user::{User, UserStatus};
 use custodia_domain::personal::{Email, FieldContext, SealedField};
-use custodia_domain::rbac::{Permission, Principal};
+use custodia_domain::rbac::Permission;
 use custodia_domain::{
-    Actor, ChainId, CommandId, EventId, InvalidValue, Origin, StreamId, StreamVersion, TenantId,
-    Timestamp,
+    Actor, ChainId, CommandId, EventId, InvalidValue, StreamId, StreamVersion, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
@@ -523,18 +522,7 @@ pub async fn login(
         return Err(LoginError::InvalidCredentials);
     };
 
-    let caller = Caller {
-        principal: Principal::Member {
-            tenant,
-            user,
-            permissions: Default::default(),
-        },
-        actor: Actor::User(user),
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("login").expect("a valid origin"),
-        expected_version: None,
-    };
+    let caller = Caller::user_itself(tenant, user, "login");
     let chain = ChainId::Tenant(tenant);
     let policy = LockoutPolicy {
         threshold: settings.lockout_threshold,

@@ -64,6 +64,32 @@ pub struct Caller {
     pub expected_version: Option<StreamVersion>,
 }
 
+impl Caller {
+    /// A caller for work a handler does in a user's or service's own name
+    /// without an authenticated request (a login, a refresh, a key's use):
+    /// a fresh command id, and the actor's own principal.
+    pub(crate) fn internal(principal: Principal, actor: Actor, origin: &str) -> Caller {
+        Caller {
+            principal,
+            actor,
+            command_id: CommandId::generate(),
+            correlation_id: Uuid::now_v7(),
+            origin: Origin::parse(origin).expect("handler origins are valid"),
+            expected_version: None,
+        }
+    }
+
+    /// [`Caller::internal`] for a member of `tenant` acting on their own account.
+    pub(crate) fn user_itself(tenant: TenantId, user: Uuid, origin: &str) -> Caller {
+        let principal = Principal::Member {
+            tenant,
+            user,
+            permissions: Default::default(),
+        };
+        Caller::internal(principal, Actor::User(user), origin)
+    }
+}
+
 /// What a successful command did. `appended` is `None` when the command was
 /// valid but changed nothing (for example granting a role already held).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

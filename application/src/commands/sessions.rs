@@ -14,7 +14,7 @@ use custodia_domain::identity::session::{
 use custodia_domain::identity::tenant::{Tenant, TenantSettings};
 use custodia_domain::personal::FieldContext;
 use custodia_domain::rbac::{Permission, Principal};
-use custodia_domain::{Actor, ChainId, CommandId, EventId, Origin, StreamId, TenantId, Timestamp};
+use custodia_domain::{Actor, ChainId, EventId, StreamId, TenantId, Timestamp};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -108,21 +108,6 @@ pub enum SessionFailure {
     Internal(#[from] CommandError),
 }
 
-fn system_caller(tenant: TenantId, user: Uuid, origin: &str) -> Caller {
-    Caller {
-        principal: Principal::Member {
-            tenant,
-            user,
-            permissions: Default::default(),
-        },
-        actor: Actor::User(user),
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse(origin).expect("a valid origin"),
-        expected_version: None,
-    }
-}
-
 fn hash(secret: &[u8]) -> [u8; 32] {
     Sha256::digest(secret).into()
 }
@@ -191,7 +176,7 @@ pub async fn start_session(
     let secret = ports.tokens.refresh_secret();
     let refresh_expires_at =
         Timestamp(at.0 + i64::from(settings.refresh_token_days) * 86_400_000_000);
-    let caller = system_caller(tenant, user, "session");
+    let caller = Caller::user_itself(tenant, user, "session");
     let chain = ChainId::Tenant(tenant);
     let start = SessionCommand::Start {
         user,
@@ -300,7 +285,7 @@ pub async fn refresh_session(
         at,
         refresh_expires_at,
     };
-    let caller = system_caller(tenant, user, "refresh");
+    let caller = Caller::user_itself(tenant, user, "refresh");
     // Set by the last decision (a conflict decides again).
     let reused = std::sync::atomic::AtomicBool::new(false);
     let outcome = execute::<Session>(
