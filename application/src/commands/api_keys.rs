@@ -2,16 +2,15 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::api_key::{ApiKey, ApiKeyCommand, ApiKeyName};
 use custodia_domain::rbac::{Denied, Permission, PermissionSet, Principal};
-use custodia_domain::{Actor, ChainId, EventId, StreamId, TenantId, Timestamp};
+use custodia_domain::{Actor, ChainId, StreamId, TenantId, Timestamp};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::sessions::SessionFailure;
 use super::tenants::require_active_tenant;
-use super::{execute, load, stream, Caller, CommandError, Outcome, Ports};
+use super::{decide_and_append, load, stream, Caller, CommandError, Outcome, Ports};
 
 fn key_stream(key: Uuid) -> StreamId {
     stream("api_key", key)
@@ -67,15 +66,7 @@ pub async fn create_api_key(
         secret_sha256: Sha256::digest(secret).into(),
         at,
     };
-    execute::<ApiKey>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &key_stream(key_id),
-        EventId::generate(),
-        |k| Ok(k.decide(&command)?),
-    )
-    .await?;
+    decide_and_append::<ApiKey>(ports, caller, tenant, &key_stream(key_id), &command).await?;
     Ok(CreatedApiKey {
         key_id,
         key: format!("cst_{}_{}", key_id.simple(), B64URL.encode(secret)),
@@ -93,15 +84,7 @@ pub async fn revoke_api_key(
         .principal
         .authorize(tenant, Permission::ApiKeyManage, None)?;
     let command = ApiKeyCommand::Revoke { at };
-    execute::<ApiKey>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &key_stream(key_id),
-        EventId::generate(),
-        |k| Ok(k.decide(&command)?),
-    )
-    .await
+    decide_and_append::<ApiKey>(ports, caller, tenant, &key_stream(key_id), &command).await
 }
 
 /// Authenticates a service account by its key: the principal of its tenant
@@ -151,15 +134,7 @@ pub async fn authenticate_api_key(
     let caller = Caller::internal(principal, Actor::Service(key_id), "api_key");
     let used = ApiKeyCommand::RecordUse { at };
     // Best effort: a failure to record the use does not refuse the request.
-    let _ = execute::<ApiKey>(
-        ports,
-        &caller,
-        ChainId::Tenant(tenant),
-        &key_stream(key_id),
-        EventId::generate(),
-        |k| Ok(k.decide(&used)?),
-    )
-    .await;
+    let _ = decide_and_append::<ApiKey>(ports, &caller, tenant, &key_stream(key_id), &used).await;
     Ok(Principal::Service {
         tenant,
         permissions,

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::tenants::require_active_tenant;
 use super::users::{claim_stream, user_stream};
-use super::{execute, load, stream, Caller, CommandError, Outcome, Ports};
+use super::{decide_and_append, execute, load, stream, Caller, CommandError, Outcome, Ports};
 use crate::passwords::PasswordError;
 
 const HASH_FIELD: &str = "password_hash";
@@ -84,10 +84,30 @@ pub async fn set_password(
         .hash(password)
         .await
         .map_err(password_failure)?;
+    store_password(
+        ports,
+        caller,
+        tenant,
+        user,
+        &hash,
+        PasswordAlgorithm::Argon2id,
+    )
+    .await
+}
+
+/// Seals a password hash for a new `PasswordSet` event and appends it.
+async fn store_password(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    hash: &str,
+    algorithm: PasswordAlgorithm,
+) -> Result<Outcome, CommandError> {
     let event_id = EventId::generate();
     let command = CredentialCommand::SetPassword {
-        hash: seal_hash(ports, tenant, user, event_id, &hash).await?,
-        algorithm: PasswordAlgorithm::Argon2id,
+        hash: seal_hash(ports, tenant, user, event_id, hash).await?,
+        algorithm,
     };
     execute::<Credential>(
         ports,
@@ -164,20 +184,7 @@ pub async fn import_password_hash(
     }
     require_active_tenant(ports, tenant).await?;
     require_user(ports, user).await?;
-    let event_id = EventId::generate();
-    let command = CredentialCommand::SetPassword {
-        hash: seal_hash(ports, tenant, user, event_id, hash).await?,
-        algorithm: PasswordAlgorithm::Bcrypt,
-    };
-    execute::<Credential>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &credential_stream(user),
-        event_id,
-        |c| Ok(c.decide(&command)?),
-    )
-    .await
+    store_password(ports, caller, tenant, user, hash, PasswordAlgorithm::Bcrypt).await
 }
 
 /// Lifts a lockout. Needs `user.unlock`.
@@ -193,15 +200,7 @@ pub async fn unlock(
         .authorize(tenant, Permission::UserUnlock, None)?;
     require_active_tenant(ports, tenant).await?;
     let command = CredentialCommand::Unlock { at };
-    execute::<Credential>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &credential_stream(user),
-        EventId::generate(),
-        |c| Ok(c.decide(&command)?),
-    )
-    .await
+    decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command).await
 }
 
 /// Why a login failed. An unknown user, a wrong password and a user who may
@@ -399,15 +398,8 @@ pub async fn issue_recovery_codes(
     let command = CredentialCommand::IssueRecoveryCodes {
         hashes: codes.iter().map(|code| recovery_hash(user, code)).collect(),
     };
-    execute::<Credential>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &credential_stream(user),
-        EventId::generate(),
-        |c| Ok(c.decide(&command)?),
-    )
-    .await?;
+    decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command)
+        .await?;
     Ok(codes)
 }
 
@@ -435,15 +427,7 @@ pub async fn confirm_totp(
             rule: "is not valid now",
         })?;
     let command = CredentialCommand::ConfirmTotp { step };
-    execute::<Credential>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &credential_stream(user),
-        EventId::generate(),
-        |c| Ok(c.decide(&command)?),
-    )
-    .await
+    decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command).await
 }
 
 pub async fn disable_totp(
@@ -457,15 +441,7 @@ pub async fn disable_totp(
         .authorize(tenant, Permission::CredentialManage, Some(user))?;
     require_active_tenant(ports, tenant).await?;
     let command = CredentialCommand::DisableTotp;
-    execute::<Credential>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &credential_stream(user),
-        EventId::generate(),
-        |c| Ok(c.decide(&command)?),
-    )
-    .await
+    decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command).await
 }
 
 /// Checks a user's password. At most the tenant's lockout threshold of

@@ -281,6 +281,31 @@ where
     }
 }
 
+/// [`execute`] for the common case: one domain command on one of
+/// `tenant`'s streams, its events under fresh ids.
+pub(crate) async fn decide_and_append<A>(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    stream: &StreamId,
+    command: &A::Command,
+) -> Result<Outcome, CommandError>
+where
+    A: Aggregate,
+    A::Event: EventSchema,
+    CommandError: From<A::Error>,
+{
+    execute::<A>(
+        ports,
+        caller,
+        ChainId::Tenant(tenant),
+        stream,
+        EventId::generate(),
+        |state| Ok(state.decide(command)?),
+    )
+    .await
+}
+
 /// Authentication's last step: the principal of a user of a tenant, with
 /// the permissions their current roles give.
 pub async fn member_principal(

@@ -20,7 +20,10 @@ use uuid::Uuid;
 
 use super::credentials::{login, LoginError};
 use super::tenants::tenant_stream;
-use super::{execute, load, memberships_stream, stream, Caller, CommandError, Outcome, Ports};
+use super::{
+    decide_and_append, execute, load, memberships_stream, stream, Caller, CommandError, Outcome,
+    Ports,
+};
 use crate::tokens::{AccessClaims, TokenError};
 
 fn session_stream(session: Uuid) -> StreamId {
@@ -357,15 +360,7 @@ pub async fn revoke_session(
         RevocationReason::Revoked
     };
     let command = SessionCommand::Revoke { at, reason };
-    execute::<Session>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &session_stream(session),
-        EventId::generate(),
-        |s| Ok(s.decide(&command)?),
-    )
-    .await
+    decide_and_append::<Session>(ports, caller, tenant, &session_stream(session), &command).await
 }
 
 /// Revokes every session of a user ("sign out everywhere").
@@ -388,15 +383,9 @@ pub async fn revoke_all_sessions(
     let mut revoked = 0;
     for session in sessions {
         let step = caller.step(&session.to_string());
-        let outcome = execute::<Session>(
-            ports,
-            &step,
-            ChainId::Tenant(tenant),
-            &session_stream(session),
-            EventId::generate(),
-            |s| Ok(s.decide(&command)?),
-        )
-        .await?;
+        let outcome =
+            decide_and_append::<Session>(ports, &step, tenant, &session_stream(session), &command)
+                .await?;
         revoked += usize::from(outcome.appended.is_some());
     }
     Ok(revoked)

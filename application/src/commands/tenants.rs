@@ -8,7 +8,10 @@ use custodia_domain::{ChainId, CommandId, EventId, TenantId};
 use uuid::Uuid;
 
 use super::users::{register_user_unchecked, NewUser};
-use super::{execute, load, memberships_stream, stream, Caller, CommandError, Outcome, Ports};
+use super::{
+    decide_and_append, execute, load, memberships_stream, stream, Caller, CommandError, Outcome,
+    Ports,
+};
 
 pub(crate) fn tenant_stream(tenant: TenantId) -> custodia_domain::StreamId {
     stream("tenant", tenant.as_uuid())
@@ -105,15 +108,7 @@ pub async fn update_tenant_settings(
         .principal
         .authorize(tenant, Permission::TenantUpdate, None)?;
     let command = TenantCommand::UpdateSettings { settings };
-    execute::<Tenant>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &tenant_stream(tenant),
-        EventId::generate(),
-        |state| Ok(state.decide(&command)?),
-    )
-    .await
+    decide_and_append::<Tenant>(ports, caller, tenant, &tenant_stream(tenant), &command).await
 }
 
 /// Suspends (`suspend = true`) or reactivates the tenant.
@@ -131,15 +126,7 @@ pub async fn set_tenant_suspended(
     } else {
         TenantCommand::Reactivate
     };
-    execute::<Tenant>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &tenant_stream(tenant),
-        EventId::generate(),
-        |state| Ok(state.decide(&command)?),
-    )
-    .await
+    decide_and_append::<Tenant>(ports, caller, tenant, &tenant_stream(tenant), &command).await
 }
 
 /// Grants, revokes, removes members or defines custom roles. Nobody hands

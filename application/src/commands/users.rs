@@ -12,7 +12,7 @@ use custodia_domain::{ChainId, EventId, StreamId, StreamVersion, TenantId};
 use uuid::Uuid;
 
 use super::tenants::require_active_tenant;
-use super::{execute, load, stream, Caller, CommandError, Outcome, Ports};
+use super::{decide_and_append, execute, load, stream, Caller, CommandError, Outcome, Ports};
 use crate::personal_data::PersonalData;
 
 /// A user to register or invite. The id is chosen by the caller (UUIDv7),
@@ -343,15 +343,7 @@ pub async fn change_user_status(
     let subject = (change == StatusChange::Activate).then_some(user);
     caller.principal.authorize(tenant, permission, subject)?;
     require_active_tenant(ports, tenant).await?;
-    execute::<User>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &user_stream(user),
-        EventId::generate(),
-        |state| Ok(state.decide(&command)?),
-    )
-    .await
+    decide_and_append::<User>(ports, caller, tenant, &user_stream(user), &command).await
 }
 
 /// A user's personal data as the log holds it now. A field whose key was
