@@ -32,6 +32,11 @@ pub const SQLITE: &[Migration] = &[
         name: "keys",
         sql: include_str!("../../migrations/sqlite/0002_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "signing_keys",
+        sql: include_str!("../../migrations/sqlite/0003_signing_keys.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -44,6 +49,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "keys",
         sql: include_str!("../../migrations/postgres/0002_keys.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "signing_keys",
+        sql: include_str!("../../migrations/postgres/0003_signing_keys.sql"),
     },
 ];
 
@@ -246,14 +256,18 @@ mod tests {
     #[test]
     fn pending_and_applied_are_reported() {
         let fresh = compare(SQLITE, &[]).unwrap();
-        assert_eq!(fresh.pending, vec![1, 2]);
+        assert_eq!(fresh.pending, vec![1, 2, 3]);
         assert!(require_current(fresh).is_err());
         let behind = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
-        assert_eq!(behind.pending, vec![2]);
+        assert_eq!(behind.pending, vec![2, 3]);
         assert!(require_current(behind).is_err());
         let current = compare(
             SQLITE,
-            &[(1, SQLITE[0].checksum()), (2, SQLITE[1].checksum())],
+            &[
+                (1, SQLITE[0].checksum()),
+                (2, SQLITE[1].checksum()),
+                (3, SQLITE[2].checksum()),
+            ],
         )
         .unwrap();
         assert!(require_current(current).is_ok());

@@ -1,6 +1,9 @@
-//! Access tokens: JWTs signed with Ed25519 (EdDSA) by `jsonwebtoken`. The
-//! key is made at start; publishing it as JWKS and rotating it come with the
-//! HTTP server.
+//! Access tokens: JWTs signed with Ed25519 (EdDSA) by `jsonwebtoken`.
+//!
+//! The signer is a key ring: it signs with the newest key and verifies with
+//! whichever published key a token names (`kid`), so keys can rotate without
+//! cutting live tokens off. Keys are kept in the database, sealed under the
+//! master key (`KeyVault::signing_keys`), so every instance shares them.
 
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::OsRng;
@@ -8,16 +11,52 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use custodia_application::{AccessClaims, TokenError, TokenSigner};
 use custodia_domain::Timestamp;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::SigningKey;
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use zeroize::Zeroizing;
+
+/// One Ed25519 key pair as stored: its id, the private key (PKCS#8 DER) and
+/// the public key (base64url, the JWK `x`).
+pub struct SigningKeyMaterial {
+    pub kid: String,
+    pub private_der: Zeroizing<Vec<u8>>,
+    pub public_x: String,
+}
+
+impl SigningKeyMaterial {
+    pub fn generate() -> Self {
+        let key = SigningKey::generate(&mut OsRng);
+        let der = key
+            .to_pkcs8_der()
+            .expect("an Ed25519 key encodes as PKCS#8");
+        Self {
+            kid: uuid::Uuid::now_v7().simple().to_string(),
+            private_der: Zeroizing::new(der.as_bytes().to_vec()),
+            public_x: B64URL.encode(key.verifying_key().to_bytes()),
+        }
+    }
+
+    /// Checks that the private key is an Ed25519 key whose public half is
+    /// `public_x`.
+    fn check(&self) -> bool {
+        SigningKey::from_pkcs8_der(&self.private_der)
+            .is_ok_and(|key| B64URL.encode(key.verifying_key().to_bytes()) == self.public_x)
+    }
+}
+
+struct PublicKey {
+    kid: String,
+    x: String,
+    decoding: DecodingKey,
+}
 
 pub struct Ed25519Signer {
-    kid: String,
-    /// The public key, base64url (the JWK `x`).
-    public_x: String,
+    current_kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    published: Vec<PublicKey>,
     issuer: String,
     audience: String,
 }
@@ -25,33 +64,58 @@ pub struct Ed25519Signer {
 impl std::fmt::Debug for Ed25519Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ed25519Signer")
-            .field("kid", &self.kid)
+            .field("current_kid", &self.current_kid)
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
 
 impl Ed25519Signer {
-    /// A signer with a fresh key.
+    /// A signer with one fresh key (tests, tools).
     pub fn generate(issuer: &str, audience: &str) -> Self {
-        let key = SigningKey::generate(&mut OsRng);
-        let der = key
-            .to_pkcs8_der()
-            .expect("an Ed25519 key encodes as PKCS#8");
-        let public_x = B64URL.encode(key.verifying_key().to_bytes());
-        Self {
-            kid: uuid::Uuid::now_v7().simple().to_string(),
-            decoding: DecodingKey::from_ed_components(&public_x).expect("a valid public key"),
-            encoding: EncodingKey::from_ed_der(der.as_bytes()),
-            public_x,
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
-        }
+        Self::from_keys(&[SigningKeyMaterial::generate()], issuer, audience)
+            .expect("a fresh key is valid")
     }
 
-    /// The public key as a JWK (for the JWKS endpoint).
-    pub fn public_jwk(&self) -> serde_json::Value {
-        serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": self.public_x })
+    /// A signer over `keys`, newest first: it signs with the first and
+    /// verifies with any.
+    pub fn from_keys(
+        keys: &[SigningKeyMaterial],
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, TokenError> {
+        let current = keys.first().ok_or(TokenError::Invalid)?;
+        if !keys.iter().all(SigningKeyMaterial::check) {
+            return Err(TokenError::Invalid);
+        }
+        let published = keys
+            .iter()
+            .map(|k| {
+                Ok(PublicKey {
+                    kid: k.kid.clone(),
+                    x: k.public_x.clone(),
+                    decoding: DecodingKey::from_ed_components(&k.public_x)
+                        .map_err(|_| TokenError::Invalid)?,
+                })
+            })
+            .collect::<Result<_, TokenError>>()?;
+        Ok(Self {
+            current_kid: current.kid.clone(),
+            encoding: EncodingKey::from_ed_der(&current.private_der),
+            published,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        })
+    }
+
+    /// Every published public key, as a JWK Set.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .published
+            .iter()
+            .map(|k| serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": k.kid, "x": k.x }))
+            .collect();
+        serde_json::json!({ "keys": keys })
     }
 }
 
@@ -66,11 +130,20 @@ impl TokenSigner for Ed25519Signer {
 
     fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(self.current_kid.clone());
         encode(&header, claims, &self.encoding).map_err(|_| TokenError::Invalid)
     }
 
     fn verify(&self, token: &str, now: Timestamp) -> Result<AccessClaims, TokenError> {
+        let kid = decode_header(token)
+            .map_err(|_| TokenError::Invalid)?
+            .kid
+            .ok_or(TokenError::Invalid)?;
+        let key = self
+            .published
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(TokenError::Invalid)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
@@ -78,7 +151,7 @@ impl TokenSigner for Ed25519Signer {
         // Time is checked below against the caller's clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let claims = decode::<AccessClaims>(token, &self.decoding, &validation)
+        let claims = decode::<AccessClaims>(token, &key.decoding, &validation)
             .map_err(|_| TokenError::Invalid)?
             .claims;
         let seconds = now.0.div_euclid(1_000_000);
@@ -167,5 +240,35 @@ mod tests {
             parts[1]
         );
         assert_eq!(signer.verify(&none, now), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_rotated_ring_still_verifies_tokens_of_the_previous_key() {
+        let (old, new) = (
+            SigningKeyMaterial::generate(),
+            SigningKeyMaterial::generate(),
+        );
+        let old_kid = old.kid.clone();
+        let before =
+            Ed25519Signer::from_keys(std::slice::from_ref(&old), "custodia", "custodia-api")
+                .unwrap();
+        let token = before.sign(&claims(1_000)).unwrap();
+        let after = Ed25519Signer::from_keys(&[new, old], "custodia", "custodia-api").unwrap();
+        let now = Timestamp(1_000 * 1_000_000);
+        assert_eq!(after.verify(&token, now).unwrap(), claims(1_000));
+        assert_ne!(
+            jsonwebtoken::decode_header(&after.sign(&claims(1_000)).unwrap())
+                .unwrap()
+                .kid,
+            Some(old_kid)
+        );
+        assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn mismatched_key_material_is_refused() {
+        let mut key = SigningKeyMaterial::generate();
+        key.public_x = SigningKeyMaterial::generate().public_x;
+        assert!(Ed25519Signer::from_keys(&[key], "custodia", "custodia-api").is_err());
     }
 }

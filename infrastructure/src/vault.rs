@@ -37,6 +37,7 @@ use zeroize::Zeroizing;
 
 use crate::database::Backend;
 use crate::stored::store_error;
+use crate::tokens::SigningKeyMaterial;
 
 const NONCE_LEN: usize = 12;
 
@@ -254,6 +255,50 @@ impl KeyTables {
     }
 }
 
+/// A stored signing key: (kid, sealed private key, public x, created at).
+type SigningRow = (String, Vec<u8>, String, i64);
+
+/// How long a retired signing key stays published (longer than any access
+/// token lives).
+const RETIRED_KEY_PUBLISHED_MICROS: i64 = 86_400_000_000;
+
+impl KeyTables {
+    async fn signing_keys(&self, published_since: i64) -> Result<Vec<SigningRow>, StoreError> {
+        let sql = "SELECT kid, private_key, public_x, created_at FROM signing_keys \
+                   WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC";
+        on_tables!(self, pool => sqlx::query_as(sql).bind(published_since).fetch_all(pool))
+    }
+
+    async fn active_signing_keys(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT count(*) FROM signing_keys WHERE retired_at IS NULL";
+        on_tables!(self, pool => sqlx::query_scalar(sql).fetch_one(pool))
+    }
+
+    /// Adds a key; with `retire_others`, the others stop signing (they stay
+    /// published for a while).
+    async fn add_signing_key(
+        &self,
+        kid: &str,
+        sealed: &[u8],
+        public_x: &str,
+        retire_others: bool,
+    ) -> Result<(), StoreError> {
+        let now = Timestamp::now().0;
+        if retire_others {
+            let retire = "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL";
+            on_tables!(exec self, pool => sqlx::query(retire).bind(now).execute(pool))?;
+        }
+        let insert =
+            "INSERT INTO signing_keys (kid, algorithm, private_key, public_x, created_at) \
+                      VALUES ($1, 'EdDSA', $2, $3, $4) ON CONFLICT (kid) DO NOTHING";
+        on_tables!(exec self, pool => sqlx::query(insert).bind(kid).bind(sealed).bind(public_x).bind(now).execute(pool))
+    }
+}
+
+fn signing_key_aad(kid: &str) -> Vec<u8> {
+    [&b"custodia.signing-key.v1"[..], kid.as_bytes()].concat()
+}
+
 /// The [`PersonalData`] adapter.
 #[derive(Debug)]
 pub struct KeyVault {
@@ -290,6 +335,52 @@ impl KeyVault {
             ),
         };
         Ok(Self { master, tables })
+    }
+
+    /// The published signing keys, newest (the one that signs) first. Makes
+    /// one when none is active, so a fresh database works at once.
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyMaterial>, VaultError> {
+        if self.tables.active_signing_keys().await? == 0 {
+            self.add_signing_key(false).await?;
+        }
+        let since = Timestamp::now().0 - RETIRED_KEY_PUBLISHED_MICROS;
+        self.tables
+            .signing_keys(since)
+            .await?
+            .into_iter()
+            .map(|(kid, sealed, public_x, _)| {
+                if sealed.len() < NONCE_LEN {
+                    return Err(VaultError::Tampered);
+                }
+                let der = open_bytes(
+                    &self.master.0,
+                    &sealed[..NONCE_LEN],
+                    &sealed[NONCE_LEN..],
+                    &signing_key_aad(&kid),
+                )?;
+                Ok(SigningKeyMaterial {
+                    kid,
+                    private_der: Zeroizing::new(der.to_vec()),
+                    public_x,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts signing with a new key; the others stay published for a day.
+    pub async fn rotate_signing_key(&self) -> Result<(), VaultError> {
+        self.add_signing_key(true).await
+    }
+
+    async fn add_signing_key(&self, retire_others: bool) -> Result<(), VaultError> {
+        let key = SigningKeyMaterial::generate();
+        let (mut sealed, ciphertext) =
+            seal_bytes(&self.master.0, &key.private_der, &signing_key_aad(&key.kid));
+        sealed.extend_from_slice(&ciphertext);
+        Ok(self
+            .tables
+            .add_signing_key(&key.kid, &sealed, &key.public_x, retire_others)
+            .await?)
     }
 
     /// The tenant key, made on first use unless `create` is false.

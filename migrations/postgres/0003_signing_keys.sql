@@ -1,0 +1,11 @@
+-- Access-token signing keys, shared by every instance. The private key is
+-- sealed (AES-256-GCM) under the master key; the public half is published
+-- as JWKS. Retired keys stay published until their tokens have expired.
+CREATE TABLE signing_keys (
+    kid          TEXT    PRIMARY KEY,
+    algorithm    TEXT    NOT NULL,
+    private_key  BYTEA   NOT NULL,
+    public_x     TEXT    NOT NULL,
+    created_at   BIGINT  NOT NULL,
+    retired_at   BIGINT
+);
