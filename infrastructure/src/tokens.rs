@@ -257,7 +257,7 @@ mod tests {
         let now = Timestamp(1_000 * 1_000_000);
         assert_eq!(after.verify(&token, now).unwrap(), claims(1_000));
         assert_ne!(
-            jsonwebtoken::decode_header(&after.sign(&claims(1_000)).unwrap())
+            jsonwebtoken::decode_header(after.sign(&claims(1_000)).unwrap())
                 .unwrap()
                 .kid,
             Some(old_kid)
