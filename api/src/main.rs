@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod sample;
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -29,6 +30,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API (embedded SQLite by default; PostgreSQL through DATABASE_URL).
+    Serve(serve::ServeArgs),
+    /// Create the first tenant and its owner.
+    Bootstrap(serve::BootstrapArgs),
     /// Apply pending schema migrations for the configured backend.
     Migrate,
     /// Recompute every hash chain and name the first broken link of each.
@@ -55,8 +60,20 @@ fn main() -> ExitCode {
         }
     };
     let database_url = cli.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL);
+    // The server runs on actix's own runtime.
+    if let Command::Serve(args) = cli.command {
+        return match serve::serve(database_url, args) {
+            Ok(code) => code,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
     let outcome = runtime.block_on(async {
         match cli.command {
+            Command::Serve(_) => unreachable!("served above"),
+            Command::Bootstrap(args) => serve::bootstrap(database_url, args).await,
             Command::Migrate => migrate(database_url).await,
             Command::Verify(args) => verify::run(database_url, args).await,
             Command::Demo(args) => demo::run(database_url, args).await,

@@ -1,0 +1,4 @@
+//! The `custodia` server: HTTP endpoints over the application's handlers.
+//! The binary's CLI lives in `main.rs`.
+
+pub mod server;

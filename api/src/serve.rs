@@ -1,0 +1,148 @@
+//! `custodia serve` and `custodia bootstrap`: configuration, start-up, and
+//! the first-run path (the first tenant and its owner).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use custodia::server::{app, AppState};
+use custodia_application::commands::credentials::set_password;
+use custodia_application::commands::tenants::{create_tenant, CreateTenant};
+use custodia_application::commands::users::{NewUser, Profile};
+use custodia_application::commands::Caller;
+use custodia_domain::identity::tenant::TenantSettings;
+use custodia_domain::rbac::Principal;
+use custodia_domain::{Actor, ChainId, CommandId, Origin, TenantId};
+use custodia_infrastructure::config::{master_key, MasterKeyOrigin};
+use uuid::Uuid;
+
+/// Where a development master key is kept when none is configured.
+const DEV_MASTER_KEY_FILE: &str = "custodia-dev-master.key";
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CUSTODIA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+}
+
+#[derive(clap::Args)]
+pub struct BootstrapArgs {
+    /// The first tenant's name.
+    #[arg(long)]
+    tenant_name: String,
+    /// The email of its first owner.
+    #[arg(long)]
+    owner_email: String,
+    /// Read the owner's password from the first line of standard input
+    /// (otherwise from CUSTODIA_BOOTSTRAP_PASSWORD or its _FILE).
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+fn production() -> bool {
+    std::env::var("CUSTODIA_ENV").is_ok_and(|v| v == "production")
+}
+
+async fn state(database_url: &str) -> Result<AppState, String> {
+    let (key, origin) =
+        master_key(production(), Path::new(DEV_MASTER_KEY_FILE)).map_err(|e| e.to_string())?;
+    if let MasterKeyOrigin::DevelopmentFile { path, created } = origin {
+        eprintln!(
+            "\n!!! WARNING: no CUSTODIA_MASTER_KEY configured. Using a DEVELOPMENT master key {} {}.\n\
+             !!! Everything personal in this database is only as safe as that file. Never use it in production\n\
+             !!! (CUSTODIA_ENV=production refuses to start without a configured key).\n",
+            if created { "just written to" } else { "from" },
+            path.display()
+        );
+    }
+    let issuer = std::env::var("CUSTODIA_ISSUER").unwrap_or_else(|_| "custodia".to_owned());
+    let audience = std::env::var("CUSTODIA_AUDIENCE").unwrap_or_else(|_| "custodia-api".to_owned());
+    AppState::connect(database_url, key, &issuer, &audience).await
+}
+
+pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
+    actix_web::rt::System::new().block_on(async {
+        let state = state(database_url).await?;
+        let tenants = state
+            .ports
+            .store
+            .chains()
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|c| c.chain != ChainId::Platform)
+            .count();
+        eprintln!("custodia serving on http://{} (database {database_url})", args.listen);
+        if tenants == 0 {
+            eprintln!(
+                "No tenant yet. Create the first one and its owner:\n  \
+                 echo 'a long passphrase' | cargo run -p custodia -- bootstrap --tenant-name Acme --owner-email you@example.org --password-stdin"
+            );
+        }
+        actix_web::HttpServer::new(move || app(state.clone()))
+            .bind(&args.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?
+            .run()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub async fn bootstrap(database_url: &str, args: BootstrapArgs) -> Result<ExitCode, String> {
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned())
+    } else {
+        custodia_infrastructure::config::secret("CUSTODIA_BOOTSTRAP_PASSWORD")
+            .map_err(|e| e.to_string())?
+            .ok_or(
+                "give the owner's password with --password-stdin or CUSTODIA_BOOTSTRAP_PASSWORD",
+            )?
+    };
+    let state = state(database_url).await?;
+    let operator = Caller {
+        principal: Principal::PlatformOperator,
+        actor: Actor::System,
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse("cli").expect("a valid origin"),
+        expected_version: None,
+    };
+    let (tenant, owner) = (TenantId::generate(), Uuid::now_v7());
+    let new_owner = NewUser {
+        user: owner,
+        email: args.owner_email.clone(),
+        profile: Profile::default(),
+        invited: false,
+    };
+    create_tenant(
+        &state.ports,
+        &operator,
+        CreateTenant {
+            tenant,
+            name: args.tenant_name,
+            settings: TenantSettings::default(),
+            owner: new_owner,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let as_operator = Caller {
+        command_id: CommandId::generate(),
+        ..operator
+    };
+    set_password(&state.ports, &as_operator, tenant, owner, &password)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("tenant {tenant}\nowner  {owner}");
+    println!(
+        "\nlog in:\n  curl -s http://127.0.0.1:8080/auth/login -H 'content-type: application/json' \\\n    \
+         -d '{{\"tenant_id\":\"{tenant}\",\"email\":\"{}\",\"password\":\"…\"}}'",
+        args.owner_email
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,452 @@
+//! `custodia serve`: the HTTP edge. Authentication endpoints, JWKS, health,
+//! and the headers every response carries. Errors are mapped to HTTP in one
+//! place ([`ApiError`]); internal causes are logged, never sent.
+
+use std::sync::Arc;
+
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, DefaultHeaders, Next};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use custodia_application::commands::credentials::LoginError;
+use custodia_application::commands::sessions::{
+    authenticate, refresh_session, revoke_session, start_session, ClientInfo, SessionFailure,
+    SessionTokens,
+};
+use custodia_application::commands::{Caller, CommandError, Ports};
+use custodia_domain::{Actor, CommandId, LogCursor, Origin, TenantId, Timestamp};
+use custodia_infrastructure::{
+    open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, Totp,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The largest JSON body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub ports: Ports,
+    pub signer: Arc<Ed25519Signer>,
+}
+
+impl AppState {
+    /// Opens (and migrates) the database, the key vault and the signing keys,
+    /// and wires the adapters.
+    pub async fn connect(
+        database_url: &str,
+        master: MasterKey,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AppState, String> {
+        let store = open_event_store(database_url, OpenMode::Migrate, 16)
+            .await
+            .map_err(|e| e.to_string())?;
+        let vault = KeyVault::connect(database_url, master)
+            .await
+            .map_err(|e| e.to_string())?;
+        let keys = vault.signing_keys().await.map_err(|e| match e {
+            custodia_application::VaultError::Tampered => {
+                "the master key does not open this database's keys: is it the key this database was created with?".to_owned()
+            }
+            other => format!("signing keys: {other}"),
+        })?;
+        let signer =
+            Arc::new(Ed25519Signer::from_keys(&keys, issuer, audience).map_err(|e| e.to_string())?);
+        let ports = Ports {
+            store,
+            vault: Arc::new(vault),
+            passwords: Arc::new(Argon2Passwords::new()),
+            codes: Arc::new(Totp),
+            tokens: signer.clone(),
+        };
+        Ok(AppState { ports, signer })
+    }
+}
+
+/// An error as the client sees it: an HTTP status and a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "internal error",
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response
+            .json(serde_json::json!({ "error": { "code": self.code, "message": self.message } }))
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        use CommandError as E;
+        match error {
+            E::Forbidden(denied) => {
+                ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", denied.to_string())
+            }
+            E::Invalid(invalid) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION", invalid.to_string())
+            }
+            E::NotFound(what) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("{what} not found"),
+            ),
+            E::StaleVersion { .. } | E::Conflict(_) | E::EmailTaken => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", error.to_string())
+            }
+            E::TenantSuspended => {
+                ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", error.to_string())
+            }
+            E::Tenant(_)
+            | E::User(_)
+            | E::Membership(_)
+            | E::Credential(_)
+            | E::Session(_)
+            | E::ApiKey(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", error.to_string()),
+            E::Vault(_) | E::Schema(_) | E::Store(_) => ApiError::internal(&error),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(error: LoginError) -> Self {
+        let unauthenticated =
+            |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message);
+        match error {
+            LoginError::InvalidCredentials => unauthenticated("invalid credentials"),
+            LoginError::SecondFactorRequired => unauthenticated("a one-time code is required"),
+            LoginError::SecondFactorEnrollmentRequired => {
+                unauthenticated("the tenant requires a second factor; enroll one first")
+            }
+            LoginError::TenantSuspended => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "the tenant is suspended",
+            ),
+            LoginError::Locked { until } => {
+                let seconds = (until.0 - Timestamp::now().0).max(0) / 1_000_000 + 1;
+                ApiError {
+                    retry_after: Some(seconds as u64),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "RATE_LIMITED",
+                        "too many failed attempts; try later",
+                    )
+                }
+            }
+            LoginError::Internal(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<SessionFailure> for ApiError {
+    fn from(error: SessionFailure) -> Self {
+        match error {
+            SessionFailure::Internal(inner) => inner.into(),
+            other => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                other.to_string(),
+            ),
+        }
+    }
+}
+
+/// Security headers on every response (API responses are never cached).
+pub fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains; preload",
+        ))
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+        ))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((
+            "Permissions-Policy",
+            "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+        ))
+        .add((header::CACHE_CONTROL, "no-store"))
+}
+
+/// Gives every request an id (the caller's `X-Request-Id` if it is a UUID,
+/// else a new one), echoed on the response and attached to log lines.
+async fn request_id(
+    request: ServiceRequest,
+    next: Next<impl actix_web::body::MessageBody>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .unwrap_or_else(Uuid::now_v7);
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.path());
+    let _entered = span.enter();
+    let mut response = next.call(request).await?;
+    response.headers_mut().insert(
+        header::HeaderName::from_static("x-request-id"),
+        HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value"),
+    );
+    Ok(response)
+}
+
+/// The routes and middleware of the server, for `serve` and for tests.
+pub fn configure(config: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|error, _| {
+            let status = match &error {
+                actix_web::error::JsonPayloadError::Overflow { .. }
+                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(
+                status,
+                "VALIDATION",
+                "the request body is not the expected JSON",
+            )
+            .into()
+        });
+    config
+        .app_data(json)
+        .route("/health", web::get().to(health))
+        .route("/health/live", web::get().to(health))
+        .route("/health/ready", web::get().to(ready))
+        .route("/.well-known/jwks.json", web::get().to(jwks))
+        .route("/auth/login", web::post().to(login))
+        .route("/auth/refresh", web::post().to(refresh))
+        .route("/auth/logout", web::post().to(logout));
+}
+
+/// The whole application with its middleware.
+pub fn app(
+    state: AppState,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(web::Data::new(state))
+        .wrap(security_headers())
+        .wrap(from_fn(request_id))
+        .configure(configure)
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    match state.ports.store.read_all(LogCursor::START, 1).await {
+        Ok(_) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Err(error) => {
+            tracing::warn!(%error, "not ready");
+            HttpResponse::ServiceUnavailable().json(
+                serde_json::json!({ "status": "unavailable", "checks": { "database": "down" } }),
+            )
+        }
+    }
+}
+
+async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(state.signer.jwks())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    tenant_id: String,
+    email: String,
+    password: String,
+    one_time_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    tenant_id: String,
+    refresh_token: String,
+}
+
+/// The token response (RFC 6749 §5.1 field names, plus the session).
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: String,
+    refresh_expires_at: String,
+    session_id: Uuid,
+}
+
+impl TokenResponse {
+    fn from(tokens: SessionTokens, now: Timestamp) -> Self {
+        TokenResponse {
+            // Whole seconds, on the same clock as the token's `exp`.
+            expires_in: tokens.access_expires_at.0.div_euclid(1_000_000)
+                - now.0.div_euclid(1_000_000),
+            access_token: tokens.access_token,
+            token_type: "Bearer",
+            refresh_token: tokens.refresh_token,
+            refresh_expires_at: tokens.refresh_expires_at.to_string(),
+            session_id: tokens.session,
+        }
+    }
+}
+
+fn tenant(text: &str) -> Result<TenantId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+            "tenant_id must be a tenant's UUID",
+        )
+    })
+}
+
+fn client_info(request: &HttpRequest) -> ClientInfo {
+    ClientInfo {
+        ip: request.peer_addr().map(|addr| addr.ip().to_string()),
+        user_agent: request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect()),
+    }
+}
+
+async fn login(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let now = Timestamp::now();
+    let tenant = tenant(&body.tenant_id)?;
+    let client = client_info(&request);
+    let tokens = start_session(
+        &state.ports,
+        tenant,
+        &body.email,
+        &body.password,
+        body.one_time_code.as_deref(),
+        Some(&client),
+        now,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens, now)))
+}
+
+async fn refresh(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let now = Timestamp::now();
+    let tokens = refresh_session(
+        &state.ports,
+        tenant(&body.tenant_id)?,
+        &body.refresh_token,
+        now,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens, now)))
+}
+
+fn bearer(request: &HttpRequest) -> Result<&str, ApiError> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "a bearer token is required",
+            )
+        })
+}
+
+/// Ends the session of the presented access token, at once.
+async fn logout(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let now = Timestamp::now();
+    let (principal, claims) = authenticate(&state.ports, bearer(&request)?, now).await?;
+    let parse = |s: &str| {
+        Uuid::parse_str(s).map_err(|_| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "malformed token",
+            )
+        })
+    };
+    let (user, session) = (parse(&claims.sub)?, parse(&claims.sid)?);
+    let tenant = tenant(&claims.tid)?;
+    let caller = Caller {
+        principal,
+        actor: Actor::User(user),
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse("http").expect("a valid origin"),
+        expected_version: None,
+    };
+    revoke_session(&state.ports, &caller, tenant, session, now).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

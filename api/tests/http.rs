@@ -1,0 +1,292 @@
+//! The HTTP edge, in process, on both backends: health, security headers,
+//! the login / refresh / logout cycle, JWKS (checked with PyJWT), and typed
+//! JSON errors for bad input.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use custodia::server::{app, AppState, MAX_BODY_BYTES};
+use custodia_application::commands::credentials::set_password;
+use custodia_application::commands::tenants::{create_tenant, CreateTenant};
+use custodia_application::commands::users::{NewUser, Profile};
+use custodia_domain::identity::tenant::TenantSettings;
+use custodia_domain::TenantId;
+use custodia_infrastructure::MasterKey;
+use custodia_tests::identity::operator;
+use custodia_tests::{backends, TestDatabase};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+backends!(
+    health_and_security_headers,
+    login_refresh_logout_cycle,
+    bad_input_gets_typed_json_errors,
+);
+
+const EMAIL: &str = "ada@example.org";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A server state on the test database with one tenant whose owner has a password.
+async fn world(db: &TestDatabase) -> (AppState, TenantId) {
+    let state = AppState::connect(db.url(), MasterKey::generate(), "custodia", "custodia-api")
+        .await
+        .unwrap();
+    let (tenant, user) = (TenantId::generate(), Uuid::now_v7());
+    let owner = NewUser {
+        user,
+        email: EMAIL.into(),
+        profile: Profile::default(),
+        invited: false,
+    };
+    create_tenant(
+        &state.ports,
+        &operator(),
+        CreateTenant {
+            tenant,
+            name: "Acme".into(),
+            settings: TenantSettings::default(),
+            owner,
+        },
+    )
+    .await
+    .unwrap();
+    set_password(&state.ports, &operator(), tenant, user, PASSWORD)
+        .await
+        .unwrap();
+    (state, tenant)
+}
+
+macro_rules! service {
+    ($state:expr) => {
+        test::init_service(app($state)).await
+    };
+}
+
+async fn health_and_security_headers(db: TestDatabase) {
+    let (state, _) = world(&db).await;
+    let service = service!(state);
+    for path in ["/health", "/health/live", "/health/ready"] {
+        let response =
+            test::call_service(&service, test::TestRequest::get().uri(path).to_request()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            header("strict-transport-security"),
+            "max-age=31536000; includeSubDomains; preload"
+        );
+        let csp = header("content-security-policy");
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("object-src 'none'"),
+            "{csp}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert_eq!(header("referrer-policy"), "no-referrer");
+        assert!(header("permissions-policy").contains("camera=()"));
+        assert_eq!(header("cache-control"), "no-store");
+        assert!(Uuid::parse_str(&header("x-request-id")).is_ok());
+    }
+    // A caller's request id is echoed.
+    let id = Uuid::now_v7().to_string();
+    let request = test::TestRequest::get()
+        .uri("/health")
+        .insert_header(("x-request-id", id.as_str()))
+        .to_request();
+    let response = test::call_service(&service, request).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        id
+    );
+}
+
+/// POSTs JSON and returns the status and the JSON answer.
+macro_rules! post {
+    ($service:expr, $uri:expr, $body:expr) => {{
+        let response = test::call_service(
+            $service,
+            test::TestRequest::post()
+                .uri($uri)
+                .set_json($body)
+                .to_request(),
+        )
+        .await;
+        let status = response.status();
+        let bytes = test::read_body(response).await;
+        (
+            status,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    }};
+}
+
+/// PyJWT (an independent implementation) verifies `token` with the JWKS.
+fn pyjwt_verifies(jwks: &Value, token: &str) -> Value {
+    let script = r#"
+import json, sys, jwt
+jwks, token = json.loads(sys.argv[1]), sys.argv[2]
+kid = jwt.get_unverified_header(token)["kid"]
+jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
+key = jwt.PyJWK(jwk)
+print(json.dumps(jwt.decode(token, key.key, algorithms=["EdDSA"], audience="custodia-api", issuer="custodia")))
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, &jwks.to_string(), token])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "PyJWT refused the token: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+async fn login_refresh_logout_cycle(db: TestDatabase) {
+    let (state, tenant) = world(&db).await;
+    let service = service!(state);
+    let (status, tokens) = post!(
+        &service,
+        "/auth/login",
+        json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": PASSWORD })
+    );
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+
+    let jwks_response = test::call_service(
+        &service,
+        test::TestRequest::get()
+            .uri("/.well-known/jwks.json")
+            .to_request(),
+    )
+    .await;
+    let jwks: Value = test::read_body_json(jwks_response).await;
+    let claims = pyjwt_verifies(&jwks, tokens["access_token"].as_str().unwrap());
+    assert_eq!(claims["tid"], tenant.to_string());
+    assert_eq!(claims["roles"], json!(["owner"]));
+
+    let (status, renewed) = post!(
+        &service,
+        "/auth/refresh",
+        json!({ "tenant_id": tenant.to_string(), "refresh_token": tokens["refresh_token"] })
+    );
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    assert_ne!(renewed["refresh_token"], tokens["refresh_token"]);
+    // The first refresh token again: reuse, the session is revoked.
+    let (status, error) = post!(
+        &service,
+        "/auth/refresh",
+        json!({ "tenant_id": tenant.to_string(), "refresh_token": tokens["refresh_token"] })
+    );
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("UNAUTHENTICATED"))
+    );
+
+    // A new session, then logout: its access token stops working at once.
+    let (_, fresh) = post!(
+        &service,
+        "/auth/login",
+        json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": PASSWORD })
+    );
+    let bearer = format!("Bearer {}", fresh["access_token"].as_str().unwrap());
+    let logout = || {
+        test::TestRequest::post()
+            .uri("/auth/logout")
+            .insert_header(("authorization", bearer.as_str()))
+            .to_request()
+    };
+    assert_eq!(
+        test::call_service(&service, logout()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        test::call_service(&service, logout()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn bad_input_gets_typed_json_errors(db: TestDatabase) {
+    let (state, tenant) = world(&db).await;
+    let service = service!(state);
+    let tenant_id = tenant.to_string();
+    let cases = [
+        (
+            json!({ "tenant_id": tenant_id, "email": EMAIL, "password": "wrong" }),
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+        ),
+        (
+            json!({ "tenant_id": tenant_id, "email": "nobody@example.org", "password": "wrong" }),
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+        ),
+        (
+            json!({ "tenant_id": "not-a-uuid", "email": EMAIL, "password": PASSWORD }),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+        ),
+        (
+            json!({ "tenant_id": tenant_id, "email": EMAIL }),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+        ),
+        (
+            json!({ "tenant_id": tenant_id, "email": EMAIL, "password": PASSWORD, "admin": true }),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+        ),
+        (
+            json!({ "tenant_id": tenant_id, "email": EMAIL, "password": "x".repeat(MAX_BODY_BYTES) }),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "VALIDATION",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, error) = post!(&service, "/auth/login", body.clone());
+        assert_eq!(
+            (got, error["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+    let garbage = test::TestRequest::post()
+        .uri("/auth/login")
+        .insert_header(("content-type", "application/json"))
+        .set_payload("{not json")
+        .to_request();
+    assert_eq!(
+        test::call_service(&service, garbage).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    // Lockout after the tenant's 5 failures on this account (1 above; the
+    // unknown address does not count against it): 429 with Retry-After.
+    for _ in 0..4 {
+        post!(
+            &service,
+            "/auth/login",
+            json!({ "tenant_id": tenant_id, "email": EMAIL, "password": "wrong" })
+        );
+    }
+    let request = test::TestRequest::post()
+        .uri("/auth/login")
+        .set_json(json!({ "tenant_id": tenant_id, "email": EMAIL, "password": PASSWORD }))
+        .to_request();
+    let response = test::call_service(&service, request).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("retry-after").is_some());
+    let no_bearer = test::TestRequest::post().uri("/auth/logout").to_request();
+    assert_eq!(
+        test::call_service(&service, no_bearer).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
