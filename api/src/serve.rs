@@ -60,7 +60,23 @@ async fn state(database_url: &str) -> Result<AppState, String> {
     AppState::connect(database_url, key, &issuer, &audience).await
 }
 
+/// JSON log lines on stderr, one per event, with the request span's fields
+/// (request id, method, path). `RUST_LOG` filters (default `info`). Handlers
+/// log causes of internal errors, never personal data.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
+    init_logs();
     actix_web::rt::System::new().block_on(async {
         let state = state(database_url).await?;
         let tenants = state
@@ -72,7 +88,7 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
             .iter()
             .filter(|c| c.chain != ChainId::Platform)
             .count();
-        eprintln!("custodia serving on http://{} (database {database_url})", args.listen);
+                tracing::info!(listen = %args.listen, backend = ?custodia_infrastructure::Backend::of(database_url).ok(), "serving");
         if tenants == 0 {
             eprintln!(
                 "No tenant yet. Create the first one and its owner:\n  \

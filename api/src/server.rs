@@ -20,6 +20,7 @@ use custodia_infrastructure::{
     open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, Totp,
 };
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The largest JSON body accepted, in bytes.
@@ -226,8 +227,15 @@ async fn request_id(
         .and_then(|v| Uuid::parse_str(v).ok())
         .unwrap_or_else(Uuid::now_v7);
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.path());
-    let _entered = span.enter();
-    let mut response = next.call(request).await?;
+    let started = std::time::Instant::now();
+    let mut response = next.call(request).instrument(span.clone()).await?;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "handled"
+        );
+    });
     response.headers_mut().insert(
         header::HeaderName::from_static("x-request-id"),
         HeaderValue::from_str(&id.to_string()).expect("a UUID is a header value"),
