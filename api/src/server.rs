@@ -31,6 +31,68 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct AppState {
     pub ports: Ports,
     pub signer: Arc<Ed25519Signer>,
+    pub limits: Arc<AuthLimits>,
+}
+
+type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// Rate limits on the authentication endpoints (`governor`, GCRA): per
+/// client IP, and per account (tenant and email) for logins. In memory, per
+/// instance: behind a load balancer each instance applies them on its own.
+/// The account lockout (ADR 0005) is what holds across instances.
+pub struct AuthLimits {
+    per_ip: KeyedLimiter,
+    per_account: KeyedLimiter,
+}
+
+impl AuthLimits {
+    /// `per_ip` and `per_account` requests a minute, each with that burst.
+    pub fn per_minute(per_ip: u32, per_account: u32) -> AuthLimits {
+        let quota = |n: u32| {
+            governor::Quota::per_minute(std::num::NonZeroU32::new(n.max(1)).expect("at least 1"))
+        };
+        AuthLimits {
+            per_ip: KeyedLimiter::keyed(quota(per_ip)),
+            per_account: KeyedLimiter::keyed(quota(per_account)),
+        }
+    }
+
+    /// Defaults: 60 auth requests a minute per IP, 10 logins a minute per account.
+    pub fn standard() -> AuthLimits {
+        AuthLimits::per_minute(60, 10)
+    }
+
+    fn check(limiter: &KeyedLimiter, key: String) -> Result<(), ApiError> {
+        use governor::clock::{Clock, DefaultClock};
+        if limiter.len() > 100_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError {
+                retry_after: Some(wait.as_secs() + 1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "too many requests; try later",
+                )
+            }
+        })
+    }
+
+    fn check_ip(&self, request: &HttpRequest) -> Result<(), ApiError> {
+        let ip = request
+            .peer_addr()
+            .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
+        Self::check(&self.per_ip, ip)
+    }
+
+    fn check_account(&self, tenant: TenantId, email: &str) -> Result<(), ApiError> {
+        Self::check(
+            &self.per_account,
+            format!("{tenant}/{}", email.trim().to_lowercase()),
+        )
+    }
 }
 
 impl AppState {
@@ -63,7 +125,11 @@ impl AppState {
             codes: Arc::new(Totp),
             tokens: signer.clone(),
         };
-        Ok(AppState { ports, signer })
+        Ok(AppState {
+            ports,
+            signer,
+            limits: Arc::new(AuthLimits::standard()),
+        })
     }
 }
 
@@ -383,8 +449,10 @@ async fn login(
     request: HttpRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.check_ip(&request)?;
     let now = Timestamp::now();
     let tenant = tenant(&body.tenant_id)?;
+    state.limits.check_account(tenant, &body.email)?;
     let client = client_info(&request);
     let tokens = start_session(
         &state.ports,
@@ -401,8 +469,10 @@ async fn login(
 
 async fn refresh(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.check_ip(&request)?;
     let now = Timestamp::now();
     let tokens = refresh_session(
         &state.ports,

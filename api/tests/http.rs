@@ -20,6 +20,7 @@ backends!(
     health_and_security_headers,
     login_refresh_logout_cycle,
     bad_input_gets_typed_json_errors,
+    auth_endpoints_are_rate_limited_per_ip_and_per_account,
 );
 
 const EMAIL: &str = "ada@example.org";
@@ -287,6 +288,65 @@ async fn bad_input_gets_typed_json_errors(db: TestDatabase) {
     let no_bearer = test::TestRequest::post().uri("/auth/logout").to_request();
     assert_eq!(
         test::call_service(&service, no_bearer).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn auth_endpoints_are_rate_limited_per_ip_and_per_account(db: TestDatabase) {
+    use custodia::server::AuthLimits;
+    let (state, tenant) = world(&db).await;
+    let state = AppState {
+        limits: std::sync::Arc::new(AuthLimits::per_minute(5, 2)),
+        ..state
+    };
+    let service = service!(state);
+    let login = |ip: &str, email: &str| {
+        test::TestRequest::post()
+            .uri("/auth/login")
+            .peer_addr(format!("{ip}:40000").parse().unwrap())
+            .set_json(json!({ "tenant_id": tenant.to_string(), "email": email, "password": "wrong password" }))
+            .to_request()
+    };
+    // Per account: the third login for ada within the minute is refused.
+    assert_eq!(
+        test::call_service(&service, login("203.0.113.9", EMAIL))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        test::call_service(&service, login("203.0.113.9", EMAIL))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let limited = test::call_service(&service, login("203.0.113.9", EMAIL)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().get("retry-after").is_some());
+    // Other accounts from the same address go on until the address's quota (5) is spent.
+    assert_eq!(
+        test::call_service(&service, login("203.0.113.9", "bob@example.org"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        test::call_service(&service, login("203.0.113.9", "eve@example.org"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        test::call_service(&service, login("203.0.113.9", "mallory@example.org"))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another address is not affected.
+    assert_eq!(
+        test::call_service(&service, login("198.51.100.4", "bob@example.org"))
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED
     );
 }
