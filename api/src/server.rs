@@ -32,6 +32,8 @@ pub struct AppState {
     pub ports: Ports,
     pub signer: Arc<Ed25519Signer>,
     pub limits: Arc<AuthLimits>,
+    /// Origins allowed to call the API from a browser (CORS); none by default.
+    pub cors_origins: Arc<Vec<String>>,
 }
 
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
@@ -125,10 +127,18 @@ impl AppState {
             codes: Arc::new(Totp),
             tokens: signer.clone(),
         };
+        let cors_origins = std::env::var("CUSTODIA_CORS_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(str::to_owned)
+            .collect();
         Ok(AppState {
             ports,
             signer,
             limits: Arc::new(AuthLimits::standard()),
+            cors_origins: Arc::new(cors_origins),
         })
     }
 }
@@ -351,8 +361,26 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let cors = state
+        .cors_origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        })
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(600);
     actix_web::App::new()
         .app_data(web::Data::new(state))
+        .wrap(cors)
         .wrap(security_headers())
         .wrap(from_fn(request_id))
         .configure(configure)

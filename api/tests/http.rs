@@ -21,6 +21,7 @@ backends!(
     login_refresh_logout_cycle,
     bad_input_gets_typed_json_errors,
     auth_endpoints_are_rate_limited_per_ip_and_per_account,
+    cors_allows_only_configured_origins,
 );
 
 const EMAIL: &str = "ada@example.org";
@@ -349,4 +350,40 @@ async fn auth_endpoints_are_rate_limited_per_ip_and_per_account(db: TestDatabase
             .status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+async fn cors_allows_only_configured_origins(db: TestDatabase) {
+    let (state, _) = world(&db).await;
+    let state = AppState {
+        cors_origins: std::sync::Arc::new(vec!["https://admin.example.org".to_owned()]),
+        ..state
+    };
+    let service = service!(state);
+    let preflight = |origin: &str| {
+        test::TestRequest::default()
+            .method(actix_web::http::Method::OPTIONS)
+            .uri("/auth/login")
+            .insert_header(("origin", origin))
+            .insert_header(("access-control-request-method", "POST"))
+            .insert_header(("access-control-request-headers", "content-type"))
+            .to_request()
+    };
+    let allowed = test::call_service(&service, preflight("https://admin.example.org")).await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "https://admin.example.org"
+    );
+    let refused = test::call_service(&service, preflight("https://evil.example.net")).await;
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "no CORS grant for other origins"
+    );
+    assert_ne!(refused.status(), StatusCode::OK);
 }
