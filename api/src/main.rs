@@ -52,41 +52,31 @@ pub const EXIT_FAILED: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
     let database_url = cli.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL);
-    // The server runs on actix's own runtime.
-    if let Command::Serve(args) = cli.command {
-        return match serve::serve(database_url, args) {
-            Ok(code) => code,
-            Err(message) => {
-                eprintln!("error: {message}");
-                ExitCode::from(EXIT_FAILED)
-            }
-        };
-    }
-    let outcome = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(_) => unreachable!("served above"),
-            Command::Bootstrap(args) => serve::bootstrap(database_url, args).await,
-            Command::Migrate => migrate(database_url).await,
-            Command::Verify(args) => verify::run(database_url, args).await,
-            Command::Demo(args) => demo::run(database_url, args).await,
-            Command::Bench(bench) => bench::run(cli.database_url.as_deref(), bench).await,
-        }
-    });
-    match outcome {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(EXIT_FAILED)
-        }
-    }
+    let outcome = match cli.command {
+        // The server runs on actix's own runtime.
+        Command::Serve(args) => serve::serve(database_url, args),
+        command => tokio::runtime::Runtime::new()
+            .map_err(|error| format!("cannot start the async runtime: {error}"))
+            .and_then(|runtime| {
+                runtime.block_on(async {
+                    match command {
+                        Command::Serve(_) => unreachable!("served on actix's runtime above"),
+                        Command::Bootstrap(args) => serve::bootstrap(database_url, args).await,
+                        Command::Migrate => migrate(database_url).await,
+                        Command::Verify(args) => verify::run(database_url, args).await,
+                        Command::Demo(args) => demo::run(database_url, args).await,
+                        Command::Bench(bench) => {
+                            bench::run(cli.database_url.as_deref(), bench).await
+                        }
+                    }
+                })
+            }),
+    };
+    outcome.unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 async fn migrate(database_url: &str) -> Result<ExitCode, String> {
