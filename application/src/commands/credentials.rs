@@ -468,11 +468,7 @@ pub async fn login(
     };
     let user = match Email::parse(email) {
         Ok(email) => {
-            let index = ports
-                .vault
-                .blind_index(tenant, "email", email.as_str().as_bytes())
-                .await
-                .map_err(CommandError::from)?;
+            let index = super::users::email_index(ports, tenant, &email).await?;
             match load::<EmailClaim>(&*ports.store, &claim_stream(tenant, &index))
                 .await?
                 .0

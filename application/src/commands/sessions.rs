@@ -160,6 +160,37 @@ async fn access_token(
     Ok((token, Timestamp(exp * 1_000_000)))
 }
 
+/// What the client receives: a fresh access token and the refresh token
+/// for `secret`.
+#[allow(clippy::too_many_arguments)]
+async fn tokens(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+    session: Uuid,
+    settings: &TenantSettings,
+    secret: &[u8; 32],
+    refresh_expires_at: Timestamp,
+    at: Timestamp,
+) -> Result<SessionTokens, CommandError> {
+    let (access_token, access_expires_at) = access_token(
+        ports,
+        tenant,
+        user,
+        session,
+        settings.access_token_minutes,
+        at,
+    )
+    .await?;
+    Ok(SessionTokens {
+        session,
+        access_token,
+        access_expires_at,
+        refresh_token: format!("{session}.{}", B64URL.encode(secret)),
+        refresh_expires_at,
+    })
+}
+
 /// Logs in (password, and a one-time code when required) and starts a session.
 pub async fn start_session(
     ports: &Ports,
@@ -232,22 +263,17 @@ pub async fn start_session(
         |i| Ok(i.decide(&list).unwrap_or_default()),
     )
     .await?;
-    let (access_token, access_expires_at) = access_token(
+    Ok(tokens(
         ports,
         tenant,
         user,
         session,
-        settings.access_token_minutes,
+        &settings,
+        &secret,
+        refresh_expires_at,
         at,
     )
-    .await?;
-    Ok(SessionTokens {
-        session,
-        access_token,
-        access_expires_at,
-        refresh_token: format!("{session}.{}", B64URL.encode(secret)),
-        refresh_expires_at,
-    })
+    .await?)
 }
 
 /// Exchanges a refresh token for new tokens, rotating it. Presenting a
@@ -315,24 +341,17 @@ pub async fn refresh_session(
         Ok(_) if reused.load(std::sync::atomic::Ordering::Relaxed) => {
             Err(SessionFailure::RefreshTokenReused)
         }
-        Ok(_) => {
-            let (access_token, access_expires_at) = access_token(
-                ports,
-                tenant,
-                user,
-                session,
-                settings.access_token_minutes,
-                at,
-            )
-            .await?;
-            Ok(SessionTokens {
-                session,
-                access_token,
-                access_expires_at,
-                refresh_token: format!("{session}.{}", B64URL.encode(next)),
-                refresh_expires_at,
-            })
-        }
+        Ok(_) => Ok(tokens(
+            ports,
+            tenant,
+            user,
+            session,
+            &settings,
+            &next,
+            refresh_expires_at,
+            at,
+        )
+        .await?),
         Err(CommandError::Session(SessionError::Revoked)) => Err(SessionFailure::Revoked),
         Err(CommandError::Session(SessionError::Expired)) => Err(SessionFailure::Expired),
         Err(CommandError::Session(_)) => Err(SessionFailure::InvalidToken),

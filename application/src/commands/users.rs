@@ -44,6 +44,19 @@ pub(crate) fn user_stream(user: Uuid) -> StreamId {
     stream("user", user)
 }
 
+/// The blind index of an email address: the one definition of its purpose,
+/// shared by registration, email changes and login.
+pub(crate) async fn email_index(
+    ports: &Ports,
+    tenant: TenantId,
+    email: &Email,
+) -> Result<BlindIndex, CommandError> {
+    Ok(ports
+        .vault
+        .blind_index(tenant, "email", email.as_str().as_bytes())
+        .await?)
+}
+
 pub(crate) fn claim_stream(tenant: TenantId, index: &BlindIndex) -> StreamId {
     stream("email_claim", Uuid::new_v5(&tenant.as_uuid(), &index.0))
 }
@@ -189,10 +202,7 @@ pub(crate) async fn register_user_unchecked(
     let email = Email::parse(&new.email)?;
     check_profile(&new.profile)?;
     let user = new.user;
-    let index = ports
-        .vault
-        .blind_index(tenant, "email", email.as_str().as_bytes())
-        .await?;
+    let index = email_index(ports, tenant, &email).await?;
     claim_email(ports, &caller.step("email"), tenant, &index, user).await?;
     let event_id = EventId::generate();
     let command = UserCommand::Register {
@@ -269,10 +279,7 @@ pub async fn change_email(
     else {
         return Err(CommandError::NotFound("user"));
     };
-    let index = ports
-        .vault
-        .blind_index(tenant, "email", email.as_str().as_bytes())
-        .await?;
+    let index = email_index(ports, tenant, &email).await?;
     claim_email(ports, &caller.step("claim"), tenant, &index, user).await?;
     let event_id = EventId::generate();
     let command = UserCommand::ChangeEmail {
