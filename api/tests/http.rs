@@ -5,13 +5,9 @@
 use actix_web::http::StatusCode;
 use actix_web::test;
 use custodia::server::{app, AppState, MAX_BODY_BYTES};
-use custodia_application::commands::credentials::set_password;
-use custodia_application::commands::tenants::{create_tenant, CreateTenant};
-use custodia_application::commands::users::{NewUser, Profile};
-use custodia_domain::identity::tenant::TenantSettings;
 use custodia_domain::TenantId;
 use custodia_infrastructure::MasterKey;
-use custodia_tests::identity::operator;
+use custodia_tests::identity::tenant_with_owner;
 use custodia_tests::{backends, TestDatabase};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -32,28 +28,7 @@ async fn world(db: &TestDatabase) -> (AppState, TenantId) {
     let state = AppState::connect(db.url(), MasterKey::generate(), "custodia", "custodia-api")
         .await
         .unwrap();
-    let (tenant, user) = (TenantId::generate(), Uuid::now_v7());
-    let owner = NewUser {
-        user,
-        email: EMAIL.into(),
-        profile: Profile::default(),
-        invited: false,
-    };
-    create_tenant(
-        &state.ports,
-        &operator(),
-        CreateTenant {
-            tenant,
-            name: "Acme".into(),
-            settings: TenantSettings::default(),
-            owner,
-        },
-    )
-    .await
-    .unwrap();
-    set_password(&state.ports, &operator(), tenant, user, PASSWORD)
-        .await
-        .unwrap();
+    let (tenant, _) = tenant_with_owner(&state.ports, EMAIL, Some(PASSWORD)).await;
     (state, tenant)
 }
 

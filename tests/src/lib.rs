@@ -118,6 +118,33 @@ fn announce_skip(admin_url: &str) {
     });
 }
 
+/// A one-event append to a new stream of `chain`, with system metadata.
+pub fn one_event(chain: custodia_domain::ChainId) -> custodia_application::AppendRequest {
+    use custodia_domain::*;
+    custodia_application::AppendRequest::new(
+        chain,
+        StreamId::new(
+            StreamCategory::parse("user").expect("valid"),
+            uuid::Uuid::now_v7(),
+        ),
+        custodia_application::ExpectedVersion::Any,
+        vec![NewEvent {
+            event_id: EventId::generate(),
+            event_type: EventType::parse("Touched").expect("valid"),
+            schema_version: SchemaVersion::new(1).expect("valid"),
+            payload: Payload::json(b"{}".to_vec()).expect("JSON"),
+        }],
+        Metadata {
+            actor: Actor::System,
+            command_id: CommandId::generate(),
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: None,
+            origin: Origin::parse("test").expect("valid"),
+        },
+    )
+    .expect("a well-formed append")
+}
+
 /// Runs each listed async test function once per backend:
 /// `backends!(appends_and_reads, conflicts_are_typed);` makes
 /// `sqlite::appends_and_reads` and `postgres::appends_and_reads`, and so on.
@@ -150,9 +177,14 @@ macro_rules! backends {
 pub mod identity {
     use std::sync::Arc;
 
+    use custodia_application::commands::credentials::set_password;
+    use custodia_application::commands::tenants::{create_tenant, CreateTenant};
+    use custodia_application::commands::users::{NewUser, Profile};
     use custodia_application::commands::{Caller, Ports};
     use custodia_application::{EventStore, PersonalData};
+    use custodia_domain::identity::tenant::TenantSettings;
     use custodia_domain::rbac::Principal;
+    use custodia_domain::TenantId;
     use custodia_domain::{Actor, CommandId, Origin};
     use custodia_infrastructure::{
         open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, Totp,
@@ -170,6 +202,40 @@ pub mod identity {
             origin: Origin::parse("test").expect("a valid origin"),
             expected_version: None,
         }
+    }
+
+    /// A tenant "Acme" with default settings and its first owner (with
+    /// `password`, if given). Returns the tenant and the owner's id.
+    pub async fn tenant_with_owner(
+        ports: &Ports,
+        email: &str,
+        password: Option<&str>,
+    ) -> (TenantId, uuid::Uuid) {
+        let (tenant, user) = (TenantId::generate(), uuid::Uuid::now_v7());
+        let owner = NewUser {
+            user,
+            email: email.into(),
+            profile: Profile::default(),
+            invited: false,
+        };
+        create_tenant(
+            ports,
+            &operator(),
+            CreateTenant {
+                tenant,
+                name: "Acme".into(),
+                settings: TenantSettings::default(),
+                owner,
+            },
+        )
+        .await
+        .expect("create the tenant");
+        if let Some(password) = password {
+            set_password(ports, &operator(), tenant, user, password)
+                .await
+                .expect("set the owner's password");
+        }
+        (tenant, user)
     }
 
     /// Real adapters on the test's database (migrated), with a fresh master

@@ -3,37 +3,10 @@
 //! *after* one holding a higher position. A follower that read "position > P"
 //! would skip it forever. See docs/adr/0002-gap-safe-reads.md.
 
-use custodia_application::{AppendRequest, ExpectedVersion};
-use custodia_domain::{
-    Actor, ChainId, CommandId, EventId, EventType, LogCursor, Metadata, NewEvent, Origin, Payload,
-    SchemaVersion, StreamCategory, StreamId, TenantId,
-};
+use custodia_domain::{ChainId, LogCursor, TenantId};
 use custodia_infrastructure::{open_event_store, OpenMode};
-use custodia_tests::TestDatabase;
+use custodia_tests::{one_event, TestDatabase};
 use sqlx::{Connection, PgConnection};
-use uuid::Uuid;
-
-fn one_event(chain: ChainId) -> AppendRequest {
-    AppendRequest::new(
-        chain,
-        StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7()),
-        ExpectedVersion::Any,
-        vec![NewEvent {
-            event_id: EventId::generate(),
-            event_type: EventType::parse("Touched").unwrap(),
-            schema_version: SchemaVersion::new(1).unwrap(),
-            payload: Payload::json(b"{}".to_vec()).unwrap(),
-        }],
-        Metadata {
-            actor: Actor::System,
-            command_id: CommandId::generate(),
-            correlation_id: Uuid::now_v7(),
-            causation_id: None,
-            origin: Origin::parse("test").unwrap(),
-        },
-    )
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_commits_late_with_a_lower_position_is_not_skipped() {

@@ -3,15 +3,10 @@
 
 use std::time::Duration;
 
-use custodia_application::{AppendRequest, ExpectedVersion};
-use custodia_domain::{
-    Actor, ChainId, CommandId, EventId, EventType, LogCursor, Metadata, NewEvent, Origin, Payload,
-    SchemaVersion, StreamCategory, StreamId, TenantId,
-};
+use custodia_domain::{ChainId, LogCursor, TenantId};
 use custodia_infrastructure::{open_event_store, OpenMode};
 use custodia_projections::Follower;
-use custodia_tests::TestDatabase;
-use uuid::Uuid;
+use custodia_tests::{one_event, TestDatabase};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_on_another_instance_is_woken_by_notify() {
@@ -31,25 +26,7 @@ async fn a_follower_on_another_instance_is_woken_by_notify() {
     let waiting = tokio::spawn(async move { follower.next_batch().await });
     tokio::time::sleep(Duration::from_millis(300)).await; // let it go idle
 
-    let request = AppendRequest::new(
-        ChainId::Tenant(TenantId::generate()),
-        StreamId::new(StreamCategory::parse("user").unwrap(), Uuid::now_v7()),
-        ExpectedVersion::Any,
-        vec![NewEvent {
-            event_id: EventId::generate(),
-            event_type: EventType::parse("Touched").unwrap(),
-            schema_version: SchemaVersion::new(1).unwrap(),
-            payload: Payload::json(b"{}".to_vec()).unwrap(),
-        }],
-        Metadata {
-            actor: Actor::System,
-            command_id: CommandId::generate(),
-            correlation_id: Uuid::now_v7(),
-            causation_id: None,
-            origin: Origin::parse("test").unwrap(),
-        },
-    )
-    .unwrap();
+    let request = one_event(ChainId::Tenant(TenantId::generate()));
     let event_id = request.events()[0].event_id;
     writer.append(request).await.unwrap();
 

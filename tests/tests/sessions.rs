@@ -1,20 +1,16 @@
 //! Sessions through the handlers, on both backends: access tokens, refresh
 //! rotation and reuse detection, logout and revocation taking effect at once.
 
-use custodia_application::commands::credentials::set_password;
 use custodia_application::commands::sessions::{
     authenticate, refresh_session, revoke_all_sessions, revoke_session, start_session,
     SessionFailure,
 };
-use custodia_application::commands::tenants::{
-    create_tenant, update_tenant_settings, CreateTenant,
-};
-use custodia_application::commands::users::{NewUser, Profile};
-use custodia_application::commands::{Caller, Ports};
+use custodia_application::commands::tenants::update_tenant_settings;
+use custodia_application::commands::Caller;
 use custodia_domain::identity::tenant::TenantSettings;
 use custodia_domain::rbac::{Permission, Principal};
-use custodia_domain::{Actor, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp};
-use custodia_tests::identity::{operator, ports};
+use custodia_domain::{Actor, StreamCategory, StreamId, StreamVersion, Timestamp};
+use custodia_tests::identity::{operator, ports, tenant_with_owner};
 use custodia_tests::{backends, TestDatabase};
 use uuid::Uuid;
 
@@ -29,40 +25,13 @@ backends!(
 const EMAIL: &str = "ada@example.org";
 const PASSWORD: &str = "correct horse battery staple";
 
-/// A tenant whose owner has a password; returns the tenant and the owner.
-async fn tenant(ports: &Ports) -> (TenantId, Uuid) {
-    let (tenant, user) = (TenantId::generate(), Uuid::now_v7());
-    let owner = NewUser {
-        user,
-        email: EMAIL.into(),
-        profile: Profile::default(),
-        invited: false,
-    };
-    create_tenant(
-        ports,
-        &operator(),
-        CreateTenant {
-            tenant,
-            name: "Acme".into(),
-            settings: TenantSettings::default(),
-            owner,
-        },
-    )
-    .await
-    .unwrap();
-    set_password(ports, &operator(), tenant, user, PASSWORD)
-        .await
-        .unwrap();
-    (tenant, user)
-}
-
 fn minutes(n: i64) -> i64 {
     n * 60_000_000
 }
 
 async fn a_session_carries_a_complete_short_lived_access_token(db: TestDatabase) {
     let ports = ports(&db).await;
-    let (tenant_id, user) = tenant(&ports).await;
+    let (tenant_id, user) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
     let now = Timestamp::now();
     let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
@@ -128,7 +97,7 @@ async fn a_session_carries_a_complete_short_lived_access_token(db: TestDatabase)
 
 async fn a_reused_refresh_token_revokes_the_whole_session(db: TestDatabase) {
     let ports = ports(&db).await;
-    let (tenant_id, _) = tenant(&ports).await;
+    let (tenant_id, _) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
     let now = Timestamp::now();
     let first = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
@@ -205,7 +174,7 @@ async fn a_reused_refresh_token_revokes_the_whole_session(db: TestDatabase) {
 
 async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
     let ports = ports(&db).await;
-    let (tenant_id, user) = tenant(&ports).await;
+    let (tenant_id, user) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
     let now = Timestamp::now();
     let me = Caller {
         principal: Principal::Member {
@@ -275,8 +244,8 @@ async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
 
 async fn refresh_tokens_expire_and_stay_in_their_tenant(db: TestDatabase) {
     let ports = ports(&db).await;
-    let (tenant_id, _) = tenant(&ports).await;
-    let (other_tenant, _) = tenant(&ports).await;
+    let (tenant_id, _) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
+    let (other_tenant, _) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
     let now = Timestamp::now();
     let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
@@ -316,7 +285,7 @@ async fn client_info_is_sealed_and_password_changes_need_the_current_one(db: Tes
     use custodia_application::commands::credentials::{change_password, LoginError};
     use custodia_application::commands::sessions::ClientInfo;
     let ports = ports(&db).await;
-    let (tenant_id, user) = tenant(&ports).await;
+    let (tenant_id, user) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
     let now = Timestamp::now();
     let client = ClientInfo {
         ip: Some("203.0.113.77".into()),

@@ -178,6 +178,30 @@ async fn claim_email(
     .map(|_| ())
 }
 
+/// Claims `email` for `user` (refused if another user holds it) and seals it
+/// for the event `event_id` that will carry it.
+async fn claim_and_seal_email(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    email: &Email,
+    event_id: EventId,
+) -> Result<(SealedField, BlindIndex), CommandError> {
+    let index = email_index(ports, tenant, email).await?;
+    claim_email(ports, caller, tenant, &index, user).await?;
+    let sealed = seal(
+        &*ports.vault,
+        tenant,
+        user,
+        event_id,
+        "email",
+        email.as_str().as_bytes(),
+    )
+    .await?;
+    Ok((sealed, index))
+}
+
 /// Registers (or invites) a user. Needs `user.create`.
 pub async fn register_user(
     ports: &Ports,
@@ -202,19 +226,11 @@ pub(crate) async fn register_user_unchecked(
     let email = Email::parse(&new.email)?;
     check_profile(&new.profile)?;
     let user = new.user;
-    let index = email_index(ports, tenant, &email).await?;
-    claim_email(ports, &caller.step("email"), tenant, &index, user).await?;
     let event_id = EventId::generate();
+    let (sealed, index) =
+        claim_and_seal_email(ports, &caller.step("email"), tenant, user, &email, event_id).await?;
     let command = UserCommand::Register {
-        email: seal(
-            &*ports.vault,
-            tenant,
-            user,
-            event_id,
-            "email",
-            email.as_str().as_bytes(),
-        )
-        .await?,
+        email: sealed,
         email_index: index,
         profile: seal_profile(&*ports.vault, tenant, user, event_id, &new.profile).await?,
         invited: new.invited,
@@ -279,19 +295,11 @@ pub async fn change_email(
     else {
         return Err(CommandError::NotFound("user"));
     };
-    let index = email_index(ports, tenant, &email).await?;
-    claim_email(ports, &caller.step("claim"), tenant, &index, user).await?;
     let event_id = EventId::generate();
+    let (sealed, index) =
+        claim_and_seal_email(ports, &caller.step("claim"), tenant, user, &email, event_id).await?;
     let command = UserCommand::ChangeEmail {
-        email: seal(
-            &*ports.vault,
-            tenant,
-            user,
-            event_id,
-            "email",
-            email.as_str().as_bytes(),
-        )
-        .await?,
+        email: sealed,
         email_index: index,
     };
     let change = Caller {
