@@ -1,8 +1,9 @@
-//! The `custodia` binary. Until the server exists: schema migrations, chain
-//! verification, a sample log, and the append benchmark.
+//! The `custodia` binary: the server, its first-run path, migrations, chain
+//! verification, projection rebuilds, the GraphQL schema, and benchmarks.
 
 mod bench;
 mod demo;
+mod rebuild;
 mod sample;
 mod serve;
 mod verify;
@@ -40,6 +41,11 @@ enum Command {
     Verify(verify::Args),
     /// Fill the database with a small sample log, then verify it.
     Demo(demo::Args),
+    /// Rebuild read models, or show where each projection is.
+    #[command(subcommand)]
+    Projections(rebuild::Projections),
+    /// Print the GraphQL schema (SDL).
+    Schema,
     /// Measure the event store.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -56,12 +62,17 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         // The server runs on actix's own runtime.
         Command::Serve(args) => serve::serve(database_url, args),
+        Command::Schema => {
+            print!("{}", custodia::graphql::sdl());
+            Ok(ExitCode::SUCCESS)
+        }
         command => tokio::runtime::Runtime::new()
             .map_err(|error| format!("cannot start the async runtime: {error}"))
             .and_then(|runtime| {
                 runtime.block_on(async {
                     match command {
-                        Command::Serve(_) => unreachable!("served on actix's runtime above"),
+                        Command::Serve(_) | Command::Schema => unreachable!("handled above"),
+                        Command::Projections(command) => rebuild::run(database_url, command).await,
                         Command::Bootstrap(args) => serve::bootstrap(database_url, args).await,
                         Command::Migrate => migrate(database_url).await,
                         Command::Verify(args) => verify::run(database_url, args).await,

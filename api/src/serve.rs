@@ -88,19 +88,22 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
             .iter()
             .filter(|c| c.chain != ChainId::Platform)
             .count();
-                tracing::info!(listen = %args.listen, backend = ?custodia_infrastructure::Backend::of(database_url).ok(), "serving");
+        tracing::info!(listen = %args.listen, backend = ?custodia_infrastructure::Backend::of(database_url).ok(), "serving");
         if tenants == 0 {
             eprintln!(
                 "No tenant yet. Create the first one and its owner:\n  \
                  echo 'a long passphrase' | cargo run -p custodia -- bootstrap --tenant-name Acme --owner-email you@example.org --password-stdin"
             );
         }
-        actix_web::HttpServer::new(move || app(state.clone()))
+        let projections = state.projections.start(state.ports.store.clone());
+        let server = actix_web::HttpServer::new(move || app(state.clone()))
             .bind(&args.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?
             .run()
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        // Give the projections' leases up, so another instance takes over at once.
+        projections.stop().await;
+        server.map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -15,10 +15,16 @@ use custodia_application::commands::sessions::{
     SessionTokens,
 };
 use custodia_application::commands::{Caller, CommandError, Ports};
-use custodia_domain::{Actor, CommandId, LogCursor, Origin, TenantId, Timestamp};
+use custodia_application::{EventStore, ReadModels};
+use custodia_domain::{Actor, CommandId, Origin, TenantId, Timestamp};
 use custodia_infrastructure::{
-    open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, Totp,
+    open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, SqlReadModels,
+    Totp,
 };
+
+use crate::graphql::CustodiaSchema;
+use crate::metrics::{MeteredStore, Metrics};
+use crate::projections::Projections;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -34,6 +40,12 @@ pub struct AppState {
     pub limits: Arc<AuthLimits>,
     /// Origins allowed to call the API from a browser (CORS); none by default.
     pub cors_origins: Arc<Vec<String>>,
+    pub models: Arc<dyn ReadModels>,
+    pub projections: Projections,
+    pub schema: CustodiaSchema,
+    pub metrics: Arc<Metrics>,
+    /// Development conveniences (GraphiQL) are on unless `CUSTODIA_ENV=production`.
+    pub development: bool,
 }
 
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
@@ -106,9 +118,18 @@ impl AppState {
         issuer: &str,
         audience: &str,
     ) -> Result<AppState, String> {
-        let store = open_event_store(database_url, OpenMode::Migrate, 16)
-            .await
-            .map_err(|e| e.to_string())?;
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn EventStore> = Arc::new(MeteredStore {
+            inner: open_event_store(database_url, OpenMode::Migrate, 16)
+                .await
+                .map_err(|e| e.to_string())?,
+            metrics: metrics.clone(),
+        });
+        let models: Arc<dyn ReadModels> = Arc::new(
+            SqlReadModels::connect(database_url)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         let vault = KeyVault::connect(database_url, master)
             .await
             .map_err(|e| e.to_string())?;
@@ -139,6 +160,11 @@ impl AppState {
             signer,
             limits: Arc::new(AuthLimits::standard()),
             cors_origins: Arc::new(cors_origins),
+            projections: Projections::new(models.clone()),
+            models,
+            schema: crate::graphql::schema(),
+            metrics,
+            development: std::env::var("CUSTODIA_ENV").map_or(true, |v| v != "production"),
         })
     }
 }
@@ -153,7 +179,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -162,7 +188,16 @@ impl ApiError {
         }
     }
 
-    fn internal(cause: &dyn std::fmt::Display) -> Self {
+    /// The stable code (`UNAUTHENTICATED`, `FORBIDDEN`, …).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub(crate) fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(%cause, "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -304,7 +339,22 @@ async fn request_id(
         .unwrap_or_else(Uuid::now_v7);
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.path());
     let started = std::time::Instant::now();
+    let metrics = request
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.metrics.clone());
+    let method = request.method().to_string();
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let mut response = next.call(request).instrument(span.clone()).await?;
+    if let Some(metrics) = metrics {
+        metrics.request(
+            &method,
+            &route,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
@@ -346,7 +396,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .route("/auth/login", web::post().to(login))
         .route("/auth/refresh", web::post().to(refresh))
-        .route("/auth/logout", web::post().to(logout));
+        .route("/auth/logout", web::post().to(logout))
+        .route("/metrics", web::get().to(metrics))
+        .configure(crate::graphql::configure);
 }
 
 /// The whole application with its middleware.
@@ -390,10 +442,27 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers and every projection is within its lag
+/// bound (`CUSTODIA_MAX_PROJECTION_LAG_SECONDS`, default 30).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    match state.ports.store.read_all(LogCursor::START, 1).await {
-        Ok(_) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+    match state.projections.lag(&*state.ports.store).await {
+        Ok(lags) => {
+            let bound = crate::projections::max_lag().as_secs_f64();
+            let behind: Vec<_> = lags
+                .iter()
+                .filter(|lag| lag.seconds > bound)
+                .map(
+                    |lag| serde_json::json!({ "projection": lag.name, "lag_seconds": lag.seconds }),
+                )
+                .collect();
+            if behind.is_empty() {
+                HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+            } else {
+                HttpResponse::ServiceUnavailable().json(serde_json::json!({
+                    "status": "unavailable", "checks": { "projections": behind }
+                }))
+            }
+        }
         Err(error) => {
             tracing::warn!(%error, "not ready");
             HttpResponse::ServiceUnavailable().json(
@@ -401,6 +470,24 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             )
         }
     }
+}
+
+/// Prometheus metrics; projection lag is measured now.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match state.projections.lag(&*state.ports.store).await {
+        Ok(lags) => {
+            for lag in lags {
+                state.metrics.projection_lag(lag.name, lag.seconds);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "projection lag unavailable"),
+    }
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ))
+        .body(state.metrics.encode())
 }
 
 async fn jwks(state: web::Data<AppState>) -> HttpResponse {

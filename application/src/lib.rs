@@ -2,6 +2,7 @@
 //! services that use them. Orchestration only: no SQL, no HTTP.
 //!
 //! - [`event_store`]: the [`EventStore`] port, its requests and errors.
+//! - [`read_models`]: the [`ReadModels`] port that projections write and queries read.
 //! - [`verify`]: recompute every hash chain and report the first broken link.
 
 pub mod commands;
@@ -9,6 +10,7 @@ pub mod event_store;
 pub mod one_time_codes;
 pub mod passwords;
 pub mod personal_data;
+pub mod read_models;
 pub mod tokens;
 pub mod verify;
 
@@ -19,5 +21,6 @@ pub use event_store::{
 pub use one_time_codes::OneTimeCodes;
 pub use passwords::{PasswordCheck, PasswordError, PasswordHasher};
 pub use personal_data::{PersonalData, VaultError};
+pub use read_models::{Checkpoint, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery};
 pub use tokens::{AccessClaims, TokenError, TokenSigner};
 pub use verify::{verify_chain_in_batches, verify_log, ChainVerdict, VerifyReport};

@@ -37,6 +37,11 @@ pub const SQLITE: &[Migration] = &[
         name: "signing_keys",
         sql: include_str!("../../migrations/sqlite/0003_signing_keys.sql"),
     },
+    Migration {
+        version: 4,
+        name: "read_models",
+        sql: include_str!("../../migrations/sqlite/0004_read_models.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -54,6 +59,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "signing_keys",
         sql: include_str!("../../migrations/postgres/0003_signing_keys.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "read_models",
+        sql: include_str!("../../migrations/postgres/0004_read_models.sql"),
     },
 ];
 

@@ -1,60 +1,47 @@
-//! Custodia's projections. For now, the [`Follower`] that every projection
-//! will be built on: it reads the whole log in commit-safe order from a
-//! cursor, then follows it live without polling in a busy loop.
+//! Custodia's projections: folds of the event log into read models.
+//!
+//! - [`Follower`] reads the log in commit-safe order and waits when caught up.
+//! - [`Projection`] turns one event into read-model changes.
+//! - [`Runner`] keeps one projection current: it holds the projection's lease
+//!   (one process at a time), applies batches, and commits each batch with
+//!   the checkpoint in one transaction, so nothing is skipped or applied twice.
+//! - [`identity`] holds the read models of the identity domain.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod follower;
+pub mod identity;
+mod runner;
 
-use custodia_application::{AppendSignal, EventStore, StoreError};
-use custodia_domain::{LogCursor, RecordedEvent};
+pub use follower::Follower;
+pub use runner::{rebuild, wait_for, Runner, RunnerConfig};
 
-/// Reads the log from a cursor, batch by batch, waiting when caught up.
-pub struct Follower {
-    store: Arc<dyn EventStore>,
-    cursor: LogCursor,
-    batch_size: usize,
-    signal: AppendSignal,
-    idle_wait: Duration,
+use async_trait::async_trait;
+use custodia_application::{CommitError, ReadModelTx, StoreError};
+use custodia_domain::aggregate::SchemaError;
+use custodia_domain::RecordedEvent;
+
+/// A fold of the log into read-model rows.
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// Stable name: the key of its checkpoint and lease.
+    fn name(&self) -> &'static str;
+
+    /// The models whose rows it owns (deleted on rebuild).
+    fn models(&self) -> &'static [&'static str];
+
+    /// Applies one event (most projections ignore most events).
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        tx: &mut dyn ReadModelTx,
+    ) -> Result<(), ProjectionError>;
 }
 
-impl Follower {
-    /// How long a caught-up follower waits for a signal before it looks
-    /// again anyway (appends by other processes on SQLite do not signal).
-    pub const IDLE_WAIT: Duration = Duration::from_millis(500);
-
-    pub fn new(store: Arc<dyn EventStore>, from: LogCursor, batch_size: usize) -> Self {
-        let signal = store.append_signal();
-        Self {
-            store,
-            cursor: from,
-            batch_size: batch_size.max(1),
-            signal,
-            idle_wait: Self::IDLE_WAIT,
-        }
-    }
-
-    /// Changes how long a caught-up follower waits for a signal before it
-    /// looks again anyway.
-    pub fn with_idle_wait(mut self, idle_wait: Duration) -> Self {
-        self.idle_wait = idle_wait;
-        self
-    }
-
-    /// The cursor after the last event returned.
-    pub fn cursor(&self) -> LogCursor {
-        self.cursor
-    }
-
-    /// The next events after the cursor, waiting until there are some.
-    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
-        loop {
-            self.signal.mark_seen();
-            let events = self.store.read_all(self.cursor, self.batch_size).await?;
-            if let Some(last) = events.last() {
-                self.cursor = last.cursor();
-                return Ok(events);
-            }
-            self.signal.wait(self.idle_wait).await;
-        }
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("event at position {position} cannot be read: {source}")]
+    Unreadable { position: u64, source: SchemaError },
 }

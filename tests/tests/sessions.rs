@@ -206,9 +206,13 @@ async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
     let tablet = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
-    let revoked = revoke_all_sessions(&ports, &me, tenant_id, user, now)
+    let (revoked, written) = revoke_all_sessions(&ports, &me, tenant_id, user, now)
         .await
         .unwrap();
+    assert!(
+        written.is_some(),
+        "the last revocation's cursor is returned"
+    );
     assert_eq!(
         revoked, 2,
         "phone and tablet (the laptop was already revoked)"

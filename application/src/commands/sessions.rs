@@ -14,7 +14,7 @@ use custodia_domain::identity::session::{
 use custodia_domain::identity::tenant::{Tenant, TenantSettings};
 use custodia_domain::personal::FieldContext;
 use custodia_domain::rbac::{Permission, Principal};
-use custodia_domain::{Actor, ChainId, EventId, StreamId, TenantId, Timestamp};
+use custodia_domain::{Actor, ChainId, EventId, LogCursor, StreamId, TenantId, Timestamp};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -382,14 +382,15 @@ pub async fn revoke_session(
     decide_and_append::<Session>(ports, caller, tenant, &session_stream(session), &command).await
 }
 
-/// Revokes every session of a user ("sign out everywhere").
+/// Revokes every session of a user ("sign out everywhere"). Returns how
+/// many were live, and the cursor of the last revocation appended.
 pub async fn revoke_all_sessions(
     ports: &Ports,
     caller: &Caller,
     tenant: TenantId,
     user: Uuid,
     at: Timestamp,
-) -> Result<usize, CommandError> {
+) -> Result<(usize, Option<LogCursor>), CommandError> {
     caller
         .principal
         .authorize(tenant, Permission::SessionRevoke, Some(user))?;
@@ -399,15 +400,18 @@ pub async fn revoke_all_sessions(
         at,
         reason: RevocationReason::Revoked,
     };
-    let mut revoked = 0;
+    let (mut revoked, mut written) = (0, None);
     for session in sessions {
         let step = caller.step(&session.to_string());
         let outcome =
             decide_and_append::<Session>(ports, &step, tenant, &session_stream(session), &command)
                 .await?;
-        revoked += usize::from(outcome.appended.is_some());
+        if let Some(appended) = outcome.appended {
+            revoked += 1;
+            written = Some(appended.cursor);
+        }
     }
-    Ok(revoked)
+    Ok((revoked, written))
 }
 
 /// Authenticates a request: a valid access token of a live session, for the

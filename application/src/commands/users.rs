@@ -46,7 +46,7 @@ pub(crate) fn user_stream(user: Uuid) -> StreamId {
 
 /// The blind index of an email address: the one definition of its purpose,
 /// shared by registration, email changes and login.
-pub(crate) async fn email_index(
+pub async fn email_index(
     ports: &Ports,
     tenant: TenantId,
     email: &Email,

@@ -1,0 +1,297 @@
+//! GraphQL over HTTP: `GET` and `POST /graphql` as the GraphQL-over-HTTP
+//! spec describes them, credentials, the consistency token, and GraphiQL.
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use async_graphql::parser::types::OperationType;
+use custodia_application::commands::api_keys::authenticate_api_key;
+use custodia_application::commands::sessions::authenticate;
+use custodia_domain::{
+    Actor, ChainId, LogCursor, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
+};
+use uuid::Uuid;
+
+use super::{Auth, RequestData};
+use crate::server::{ApiError, AppState};
+
+/// The largest GraphQL request body, in bytes.
+pub const MAX_GRAPHQL_BODY: usize = 64 * 1024;
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource("/graphql")
+            .app_data(web::PayloadConfig::new(MAX_GRAPHQL_BODY))
+            .route(web::post().to(post))
+            .route(web::get().to(get)),
+    );
+}
+
+/// Which media type the response uses, from `Accept` (spec §6.4.1): the
+/// newer `application/graphql-response+json` when asked for, else JSON.
+fn negotiate(request: &HttpRequest) -> Result<&'static str, ApiError> {
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.trim().is_empty() {
+        return Ok(JSON);
+    }
+    let types: Vec<&str> = accept
+        .split(',')
+        .map(|part| part.split(';').next().unwrap_or("").trim())
+        .collect();
+    if types.contains(&GRAPHQL_RESPONSE) {
+        Ok(GRAPHQL_RESPONSE)
+    } else if types
+        .iter()
+        .any(|t| *t == JSON || *t == "application/*" || *t == "*/*")
+    {
+        Ok(JSON)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "VALIDATION",
+            "accept application/graphql-response+json or application/json",
+        ))
+    }
+}
+
+/// The caller, from `Authorization: Bearer <access token | API key>`.
+/// No header: anonymous (resolvers refuse what needs a caller). A header
+/// that does not authenticate is refused outright.
+async fn caller(state: &AppState, request: &HttpRequest) -> Result<Option<Auth>, ApiError> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthenticated("use Authorization: Bearer <token>"))?;
+    let now = Timestamp::now();
+    if token.starts_with("cst_") {
+        let tenant = api_key_tenant(state, token).await?;
+        let principal = authenticate_api_key(&state.ports, tenant, token, now).await?;
+        let id = key_id(token).ok_or_else(|| unauthenticated("malformed API key"))?;
+        return Ok(Some(Auth {
+            principal,
+            actor: Actor::Service(id),
+            tenant,
+            user: None,
+        }));
+    }
+    let (principal, claims) = authenticate(&state.ports, token, now).await?;
+    let user = Uuid::parse_str(&claims.sub).map_err(|_| unauthenticated("malformed token"))?;
+    let tenant: TenantId = claims
+        .tid
+        .parse()
+        .map_err(|_| unauthenticated("malformed token"))?;
+    Ok(Some(Auth {
+        principal,
+        actor: Actor::User(user),
+        tenant,
+        user: Some(user),
+    }))
+}
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+}
+
+fn key_id(key: &str) -> Option<Uuid> {
+    let rest = key.strip_prefix("cst_")?;
+    Uuid::parse_str(rest.split_once('_')?.0).ok()
+}
+
+/// The tenant an API key belongs to: the chain of its stream.
+async fn api_key_tenant(state: &AppState, key: &str) -> Result<TenantId, ApiError> {
+    let id = key_id(key).ok_or_else(|| unauthenticated("invalid API key"))?;
+    let stream = StreamId::new(StreamCategory::parse("api_key").expect("valid"), id);
+    let first = state
+        .ports
+        .store
+        .read_stream(&stream, StreamVersion::EMPTY, 1)
+        .await
+        .map_err(|e| ApiError::from(custodia_application::commands::CommandError::from(e)))?;
+    match first.first().map(|e| e.chain) {
+        Some(ChainId::Tenant(tenant)) => Ok(tenant),
+        _ => Err(unauthenticated("invalid API key")),
+    }
+}
+
+/// Waits for the projections to reach the request's `X-Consistency-Token`.
+/// Returns whether they did (no token: nothing to wait for).
+async fn consistency(state: &AppState, request: &HttpRequest) -> Result<bool, ApiError> {
+    let Some(token) = request.headers().get("x-consistency-token") else {
+        return Ok(true);
+    };
+    let cursor: LogCursor = token
+        .to_str()
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION",
+                "X-Consistency-Token is not a token this server issued",
+            )
+        })?;
+    state
+        .projections
+        .wait_for(cursor)
+        .await
+        .map_err(|e| ApiError::from(custodia_application::commands::CommandError::from(e)))
+}
+
+async fn post(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let media = negotiate(&request)?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with(JSON) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "VALIDATION",
+            "send the request as application/json",
+        ));
+    }
+    let graphql: async_graphql::Request = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+            "the body must be a GraphQL request: {\"query\": …, \"variables\": …}",
+        )
+    })?;
+    execute(&state, &request, graphql, media).await
+}
+
+async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let wants_html = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if wants_html && request.query_string().is_empty() && state.development {
+        return Ok(graphiql());
+    }
+    let media = negotiate(&request)?;
+    let graphql =
+        async_graphql::http::parse_query_string(request.query_string()).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION",
+                "give the query as ?query=…&variables=…&operationName=…",
+            )
+        })?;
+    // GET never changes anything (spec §6.2.1).
+    if let Ok(document) = async_graphql::parser::parse_query(&graphql.query) {
+        let mutation = document.operations.iter().any(|(name, op)| {
+            op.node.ty == OperationType::Mutation
+                && match (&graphql.operation_name, name) {
+                    (Some(wanted), Some(name)) => wanted == name.as_str(),
+                    _ => true,
+                }
+        });
+        if mutation {
+            return Ok(HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, "POST"))
+                .json(serde_json::json!({ "errors": [{
+                    "message": "mutations are sent with POST",
+                    "extensions": { "code": "VALIDATION" } }] })));
+        }
+    }
+    execute(&state, &request, graphql, media).await
+}
+
+async fn execute(
+    state: &AppState,
+    request: &HttpRequest,
+    graphql: async_graphql::Request,
+    media: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let auth = caller(state, request).await?;
+    let reached = consistency(state, request).await?;
+    let written = Arc::new(Mutex::new(None));
+    let data = RequestData {
+        state: state.clone(),
+        auth,
+        written: written.clone(),
+    };
+    let mut response = state.schema.execute(graphql.data(data)).await;
+    // A request error (syntax, validation, limits) stops execution before
+    // any field runs: no data, and no error has a path.
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            // The executor's own errors are the request's fault: syntax,
+            // validation, variables, limits.
+            extensions.set("code", "VALIDATION");
+        }
+    }
+    state.metrics.graphql(if response.errors.is_empty() {
+        "ok"
+    } else {
+        "error"
+    });
+    let status = if request_error && media == GRAPHQL_RESPONSE {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let mut http = HttpResponse::build(status);
+    http.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if media == JSON {
+            "application/json"
+        } else {
+            GRAPHQL_RESPONSE
+        }),
+    ));
+    if let Some(cursor) = *written.lock().expect("not poisoned") {
+        http.insert_header(("x-consistency-token", cursor.to_string()));
+    }
+    if !reached {
+        http.insert_header(("x-consistency", "stale"));
+    }
+    Ok(http.body(serde_json::to_vec(&response).map_err(|e| ApiError::internal(&e))?))
+}
+
+/// The GraphiQL IDE (development only), from its CDN; its own CSP allows that.
+pub fn graphiql() -> HttpResponse {
+    const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Custodia GraphiQL</title>
+<link rel="stylesheet" href="https://unpkg.com/graphiql@3.8.3/graphiql.min.css">
+</head><body style="margin:0"><div id="graphiql" style="height:100vh"></div>
+<script crossorigin src="https://unpkg.com/react@18.3.1/umd/react.production.min.js"></script>
+<script crossorigin src="https://unpkg.com/react-dom@18.3.1/umd/react-dom.production.min.js"></script>
+<script crossorigin src="https://unpkg.com/graphiql@3.8.3/graphiql.min.js"></script>
+<script>
+const fetcher = GraphiQL.createFetcher({ url: '/graphql' });
+ReactDOM.createRoot(document.getElementById('graphiql')).render(React.createElement(GraphiQL, { fetcher }));
+</script></body></html>"#;
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src https://unpkg.com 'unsafe-inline'; \
+             style-src https://unpkg.com 'unsafe-inline'; img-src data: https:; font-src data: https://unpkg.com; \
+             connect-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+        ))
+        .body(PAGE)
+}

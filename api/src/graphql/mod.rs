@@ -1,0 +1,138 @@
+//! `/graphql`: one endpoint for frontend apps (async-graphql).
+//!
+//! Queries read the read models (projections); mutations go through the
+//! command handlers. Every resolver authorizes against the caller's
+//! principal, tenant first. Read-your-writes: every mutation answers with a
+//! consistency token (its log cursor, also in the `X-Consistency-Token`
+//! response header); a later request carrying it in that header waits, at
+//! most [`CONSISTENCY_WAIT`], until every projection has applied it.
+
+mod http;
+mod mutation;
+mod query;
+mod types;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
+use custodia_application::commands::Caller;
+use custodia_domain::rbac::{Permission, Principal};
+use custodia_domain::{Actor, CommandId, LogCursor, Origin, TenantId};
+use uuid::Uuid;
+
+pub use http::configure;
+pub use mutation::Mutation;
+pub use query::Query;
+
+use crate::server::{ApiError, AppState};
+
+pub type CustodiaSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The deepest query accepted (the standard introspection query needs 13).
+pub const MAX_DEPTH: usize = 16;
+/// The costliest query accepted; a connection field costs its page size
+/// times its selection.
+pub const MAX_COMPLEXITY: usize = 5_000;
+/// The largest page a connection returns.
+pub const MAX_PAGE: usize = 100;
+/// The longest a request waits for the projections to reach its token.
+pub const CONSISTENCY_WAIT: Duration = Duration::from_secs(2);
+
+pub fn schema() -> CustodiaSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The SDL of the schema (`custodia schema`).
+pub fn sdl() -> String {
+    schema().sdl()
+}
+
+/// Who is calling, as the request's credentials established.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub principal: Principal,
+    pub actor: Actor,
+    pub tenant: TenantId,
+    /// The user behind a session (none for API keys).
+    pub user: Option<Uuid>,
+}
+
+/// Per-request data every resolver reaches through the context.
+pub struct RequestData {
+    pub state: AppState,
+    pub auth: Option<Auth>,
+    /// The furthest log cursor this request's mutations reached.
+    pub written: Arc<Mutex<Option<LogCursor>>>,
+}
+
+impl RequestData {
+    fn auth(&self) -> Result<&Auth, async_graphql::Error> {
+        self.auth.as_ref().ok_or_else(|| {
+            error(
+                "UNAUTHENTICATED",
+                "sign in: send a bearer access token or an API key",
+            )
+        })
+    }
+
+    /// The tenant a field names, or the caller's own.
+    fn tenant(&self, given: Option<Uuid>) -> Result<TenantId, async_graphql::Error> {
+        let auth = self.auth()?;
+        match given {
+            None => Ok(auth.tenant),
+            Some(id) => TenantId::from_uuid(id).map_err(|e| error("VALIDATION", e.to_string())),
+        }
+    }
+
+    /// Checks a permission; the caller is authenticated.
+    fn authorize(
+        &self,
+        tenant: TenantId,
+        permission: Permission,
+        subject: Option<Uuid>,
+    ) -> Result<&Auth, async_graphql::Error> {
+        let auth = self.auth()?;
+        auth.principal
+            .authorize(tenant, permission, subject)
+            .map_err(|denied| error("FORBIDDEN", denied.to_string()))?;
+        Ok(auth)
+    }
+
+    /// A caller for one command of this request.
+    fn caller(&self) -> Result<Caller, async_graphql::Error> {
+        let auth = self.auth()?;
+        Ok(Caller {
+            principal: auth.principal.clone(),
+            actor: auth.actor,
+            command_id: CommandId::generate(),
+            correlation_id: Uuid::now_v7(),
+            origin: Origin::parse("graphql").expect("a valid origin"),
+            expected_version: None,
+        })
+    }
+
+    /// Records that a mutation wrote up to `cursor`; returns the token.
+    fn wrote(&self, cursor: Option<LogCursor>) -> String {
+        let mut written = self.written.lock().expect("not poisoned");
+        if let Some(cursor) = cursor {
+            *written = Some(written.map_or(cursor, |w| w.max(cursor)));
+        }
+        written.map(|c| c.to_string()).unwrap_or_default()
+    }
+}
+
+/// A GraphQL error with `extensions.code`.
+pub fn error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+/// Maps any error the handlers return through [`ApiError`] (one mapping
+/// for HTTP and GraphQL; internal causes are logged there, never sent).
+fn fail(cause: impl Into<ApiError>) -> async_graphql::Error {
+    let api = cause.into();
+    error(api.code(), api.message().to_owned())
+}

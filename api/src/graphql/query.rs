@@ -1,0 +1,306 @@
+//! Queries: read models only, each authorized tenant first. A row of
+//! another tenant is reported as absent, never as forbidden.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{Context, Object, OutputType, Result, ID};
+use custodia_application::commands::CommandError;
+use custodia_application::{ModelRow, RowQuery};
+use custodia_domain::identity::membership::RoleRef;
+use custodia_domain::rbac::{BuiltInRole, Permission};
+use custodia_domain::{TenantId, Timestamp};
+use uuid::Uuid;
+
+use super::types::{AuditEvent, Consent, Role, Session, Tenant, User};
+use super::{error, fail, RequestData, MAX_PAGE};
+
+pub struct Query;
+
+fn data<'a>(ctx: &Context<'a>) -> &'a RequestData {
+    ctx.data_unchecked::<RequestData>()
+}
+
+fn uuid(id: &ID, what: &str) -> Result<Uuid> {
+    Uuid::parse_str(id).map_err(|_| error("VALIDATION", format!("{what} must be a UUID")))
+}
+
+fn optional_uuid(id: Option<&ID>, what: &str) -> Result<Option<Uuid>> {
+    id.map(|id| uuid(id, what)).transpose()
+}
+
+fn time(text: Option<&str>, what: &str) -> Result<Option<i64>> {
+    text.map(|t| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|at| at.timestamp_micros())
+            .map_err(|_| error("VALIDATION", format!("{what} must be an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+async fn row(ctx: &Context<'_>, model: &'static str, id: &str) -> Result<Option<ModelRow>> {
+    data(ctx)
+        .state
+        .models
+        .get(model, id)
+        .await
+        .map_err(|e| fail(CommandError::from(e)))
+}
+
+/// One page of rows as a Relay connection (forward: `first`, `after`).
+async fn page<T: OutputType>(
+    ctx: &Context<'_>,
+    mut query: RowQuery,
+    first: Option<i32>,
+    after: Option<String>,
+    view: fn(ModelRow) -> T,
+) -> Result<Connection<String, T, EmptyFields, EmptyFields>> {
+    let first = usize::try_from(first.unwrap_or(20))
+        .map_err(|_| error("VALIDATION", "first must not be negative"))?;
+    if first > MAX_PAGE {
+        return Err(error(
+            "VALIDATION",
+            format!("first must be at most {MAX_PAGE}"),
+        ));
+    }
+    query.after_seq = after
+        .map(|cursor| {
+            cursor
+                .parse::<i64>()
+                .map_err(|_| error("VALIDATION", "after is not a cursor of this connection"))
+        })
+        .transpose()?;
+    query.limit = first + 1;
+    let mut rows = data(ctx)
+        .state
+        .models
+        .list(&query)
+        .await
+        .map_err(|e| fail(CommandError::from(e)))?;
+    let has_next = rows.len() > first;
+    rows.truncate(first);
+    let mut connection = Connection::new(query.after_seq.is_some(), has_next);
+    connection.edges.extend(
+        rows.into_iter()
+            .map(|row| Edge::new(row.seq.to_string(), view(row))),
+    );
+    Ok(connection)
+}
+
+/// The row of `model`/`id` if it belongs to `tenant`.
+async fn in_tenant(
+    ctx: &Context<'_>,
+    model: &'static str,
+    id: &str,
+    tenant: TenantId,
+) -> Result<Option<ModelRow>> {
+    Ok(row(ctx, model, id)
+        .await?
+        .filter(|row| row.tenant == Some(tenant.as_uuid())))
+}
+
+#[Object]
+impl Query {
+    /// The signed-in user (null for API keys).
+    async fn me(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        let auth = data(ctx).auth()?;
+        let Some(user) = auth.user else {
+            return Ok(None);
+        };
+        Ok(in_tenant(ctx, "user", &user.to_string(), auth.tenant)
+            .await?
+            .map(User))
+    }
+
+    /// A tenant (default: the caller's). Needs `tenant.read`.
+    async fn tenant(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Option<Tenant>> {
+        let tenant = data(ctx).tenant(optional_uuid(id.as_ref(), "id")?)?;
+        data(ctx).authorize(tenant, Permission::TenantRead, None)?;
+        Ok(in_tenant(ctx, "tenant", &tenant.to_string(), tenant)
+            .await?
+            .map(Tenant))
+    }
+
+    /// The users of a tenant, oldest first. Needs `user.read`. `email`
+    /// matches exactly (through the blind index, never plaintext).
+    #[allow(clippy::too_many_arguments)]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        status: Option<String>,
+        email: Option<String>,
+        #[graphql(validator(maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, User, EmptyFields, EmptyFields>> {
+        let data = data(ctx);
+        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        data.authorize(tenant, Permission::UserRead, None)?;
+        let lookup = match email {
+            None => None,
+            Some(email) => {
+                let email = custodia_domain::personal::Email::parse(&email)
+                    .map_err(|e| error("VALIDATION", e.to_string()))?;
+                let index = custodia_application::commands::users::email_index(
+                    &data.state.ports,
+                    tenant,
+                    &email,
+                )
+                .await
+                .map_err(fail)?;
+                Some(hex::encode(index.0))
+            }
+        };
+        let query = RowQuery {
+            model: "user",
+            tenant: Some(tenant.as_uuid()),
+            kind: status,
+            lookup,
+            ..RowQuery::default()
+        };
+        page(ctx, query, first, after, User).await
+    }
+
+    /// One user of a tenant. Needs `user.read` (or being that user).
+    async fn user(&self, ctx: &Context<'_>, tenant_id: Option<ID>, id: ID) -> Result<Option<User>> {
+        let data = data(ctx);
+        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let user = uuid(&id, "id")?;
+        data.authorize(tenant, Permission::UserRead, Some(user))?;
+        Ok(in_tenant(ctx, "user", &user.to_string(), tenant)
+            .await?
+            .map(User))
+    }
+
+    /// The built-in roles and the tenant's custom roles. Needs `role.read`.
+    async fn roles(&self, ctx: &Context<'_>, tenant_id: Option<ID>) -> Result<Vec<Role>> {
+        let data = data(ctx);
+        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        data.authorize(tenant, Permission::RoleRead, None)?;
+        let mut roles: Vec<Role> = BuiltInRole::ALL
+            .iter()
+            .map(|role| Role {
+                name: RoleRef::BuiltIn(*role).to_string(),
+                built_in: true,
+                permissions: role
+                    .permissions()
+                    .iter()
+                    .map(|p| p.name().to_owned())
+                    .collect(),
+            })
+            .collect();
+        let custom = data
+            .state
+            .models
+            .list(&RowQuery {
+                model: "role",
+                tenant: Some(tenant.as_uuid()),
+                limit: 1_000,
+                ..RowQuery::default()
+            })
+            .await
+            .map_err(|e| fail(CommandError::from(e)))?;
+        roles.extend(custom.into_iter().map(|row| {
+            Role {
+                name: format!("custom:{}", row.doc["name"].as_str().unwrap_or_default()),
+                built_in: false,
+                permissions: row.doc["permissions"]
+                    .as_array()
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|p| p.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        }));
+        Ok(roles)
+    }
+
+    /// Sessions of a tenant, or of one user. Needs `session.read` (a user
+    /// may list their own).
+    async fn sessions(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        user_id: Option<ID>,
+        active_only: Option<bool>,
+        #[graphql(validator(maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Session, EmptyFields, EmptyFields>> {
+        let data = data(ctx);
+        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let user = optional_uuid(user_id.as_ref(), "userId")?;
+        data.authorize(tenant, Permission::SessionRead, user)?;
+        let query = RowQuery {
+            model: "session",
+            tenant: Some(tenant.as_uuid()),
+            parent: user,
+            kind: active_only.unwrap_or(false).then(|| "active".to_owned()),
+            ..RowQuery::default()
+        };
+        page(ctx, query, first, after, Session).await
+    }
+
+    /// A user's current consent per purpose. Needs `consent.read` (a user
+    /// may read their own).
+    async fn consents(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        user_id: ID,
+    ) -> Result<Vec<Consent>> {
+        let data = data(ctx);
+        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let user = uuid(&user_id, "userId")?;
+        data.authorize(tenant, Permission::ConsentRead, Some(user))?;
+        let rows = data
+            .state
+            .models
+            .list(&RowQuery {
+                model: "consent",
+                tenant: Some(tenant.as_uuid()),
+                parent: Some(user),
+                limit: 1_000,
+                ..RowQuery::default()
+            })
+            .await
+            .map_err(|e| fail(CommandError::from(e)))?;
+        Ok(rows.into_iter().map(Consent).collect())
+    }
+
+    /// The tenant's audit history, in log order. Needs `audit.read`.
+    /// `subject`: a stream id (a user, a session, the tenant); `actor`: a
+    /// user or service id; `type`: an event type; `from`/`to`: RFC 3339.
+    #[allow(clippy::too_many_arguments)]
+    async fn audit_events(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        subject: Option<ID>,
+        actor: Option<ID>,
+        #[graphql(name = "type")] event_type: Option<String>,
+        from: Option<String>,
+        to: Option<String>,
+        #[graphql(validator(maximum = 100))] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, AuditEvent, EmptyFields, EmptyFields>> {
+        let data = data(ctx);
+        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        data.authorize(tenant, Permission::AuditRead, None)?;
+        let query = RowQuery {
+            model: "audit_event",
+            tenant: Some(tenant.as_uuid()),
+            parent: optional_uuid(subject.as_ref(), "subject")?,
+            actor: optional_uuid(actor.as_ref(), "actor")?,
+            kind: event_type,
+            at_from: time(from.as_deref(), "from")?,
+            at_to: time(to.as_deref(), "to")?,
+            ..RowQuery::default()
+        };
+        page(ctx, query, first, after, AuditEvent).await
+    }
+
+    /// The server's clock, for clients that sign requests or show times.
+    async fn server_time(&self) -> String {
+        Timestamp::now().to_string()
+    }
+}

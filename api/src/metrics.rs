@@ -1,0 +1,215 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text): HTTP requests by
+//! route and status, request latency, GraphQL operations, appends to the
+//! log, and projection lag (measured when scraped).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use custodia_application::{
+    AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, ChainVerdict,
+    CommittedCommand, EventStore, StoreError,
+};
+use custodia_domain::{ChainId, CommandId, LogCursor, RecordedEvent, StreamId, StreamVersion};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    graphql: Family<OutcomeLabels, Counter>,
+    appends: Family<OutcomeLabels, Counter>,
+    events: Counter,
+    lag: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("custodia");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        let graphql = Family::<OutcomeLabels, Counter>::default();
+        let appends = Family::<OutcomeLabels, Counter>::default();
+        let events = Counter::default();
+        let lag = Family::<ProjectionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "graphql_operations",
+            "GraphQL operations by outcome",
+            graphql.clone(),
+        );
+        registry.register(
+            "appends",
+            "Appends to the event log by outcome",
+            appends.clone(),
+        );
+        registry.register(
+            "events_appended",
+            "Events appended to the log",
+            events.clone(),
+        );
+        registry.register(
+            "projection_lag_seconds",
+            "Age of the oldest event a projection has not applied",
+            lag.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            graphql,
+            appends,
+            events,
+            lag,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn graphql(&self, outcome: &'static str) {
+        self.graphql.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    pub fn projection_lag(&self, projection: &'static str, seconds: f64) {
+        self.lag
+            .get_or_create(&ProjectionLabels { projection })
+            .set(seconds);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// The event store, counting appends.
+pub struct MeteredStore {
+    pub inner: Arc<dyn EventStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl EventStore for MeteredStore {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let events = request.events().len() as u64;
+        let result = self.inner.append(request).await;
+        let outcome = match &result {
+            Ok(_) => {
+                self.metrics.events.inc_by(events);
+                "ok"
+            }
+            Err(AppendError::Conflict { .. }) => "conflict",
+            Err(_) => "error",
+        };
+        self.metrics
+            .appends
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        result
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        after: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, after, limit).await
+    }
+
+    async fn read_all(
+        &self,
+        after: LogCursor,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    async fn read_chain(
+        &self,
+        chain: ChainId,
+        from: custodia_domain::ChainIndex,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_chain(chain, from, limit).await
+    }
+
+    async fn chains(&self) -> Result<Vec<ChainSummary>, StoreError> {
+        self.inner.chains().await
+    }
+
+    async fn committed_command(
+        &self,
+        command_id: CommandId,
+    ) -> Result<Option<CommittedCommand>, StoreError> {
+        self.inner.committed_command(command_id).await
+    }
+
+    async fn verify_chain(
+        &self,
+        chain: ChainId,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<ChainVerdict, StoreError> {
+        self.inner.verify_chain(chain, progress).await
+    }
+
+    fn append_signal(&self) -> AppendSignal {
+        self.inner.append_signal()
+    }
+}

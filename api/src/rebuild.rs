@@ -1,0 +1,99 @@
+//! `custodia projections rebuild [NAME]`: replays the log into one
+//! projection's read models (or all of them) from scratch.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use custodia_application::{CommitError, EventStore, ReadModels};
+use custodia_infrastructure::{open_event_store, OpenMode, SqlReadModels};
+use custodia_projections::{identity, rebuild, ProjectionError, RunnerConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Subcommand)]
+pub enum Projections {
+    /// Rebuild a projection (all when no name is given) from the whole log.
+    /// Refused while a running server holds the projection.
+    Rebuild {
+        /// tenants, users, memberships, sessions, consents or audit.
+        name: Option<String>,
+    },
+    /// Each projection's checkpoint and which process holds it.
+    Status,
+}
+
+pub async fn run(database_url: &str, command: Projections) -> Result<ExitCode, String> {
+    let store = open_event_store(database_url, OpenMode::Migrate, 4)
+        .await
+        .map_err(|e| e.to_string())?;
+    let models = SqlReadModels::connect(database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    match command {
+        Projections::Status => {
+            for checkpoint in models.checkpoints().await.map_err(|e| e.to_string())? {
+                println!(
+                    "{:<12} at {:<20} holder {} lease until {}",
+                    checkpoint.name,
+                    checkpoint.cursor.to_string(),
+                    checkpoint.holder,
+                    custodia_domain::Timestamp(checkpoint.lease_until)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Projections::Rebuild { name } => rebuild_named(&store, &models, name.as_deref()).await,
+    }
+}
+
+async fn rebuild_named(
+    store: &Arc<dyn EventStore>,
+    models: &SqlReadModels,
+    name: Option<&str>,
+) -> Result<ExitCode, String> {
+    let all = identity::all();
+    let chosen: Vec<_> = all
+        .iter()
+        .filter(|p| name.is_none_or(|n| n == p.name()))
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<_> = all.iter().map(|p| p.name()).collect();
+        return Err(format!(
+            "no projection {name:?}; there are {}",
+            names.join(", ")
+        ));
+    }
+    let total: u64 = store
+        .chains()
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|c| c.events)
+        .sum();
+    for projection in chosen {
+        let bar = ProgressBar::new(total).with_style(
+            ProgressStyle::with_template(
+                "{msg:>12} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(projection.name());
+        let started = std::time::Instant::now();
+        let applied = rebuild(&**projection, store, models, RunnerConfig::default(), |n| bar.inc(n))
+            .await
+            .map_err(|e| match e {
+                ProjectionError::Commit(CommitError::LeaseLost) => format!(
+                    "projection {} is running in another process (a server?): stop it, or wait until its lease lapses",
+                    projection.name()
+                ),
+                other => other.to_string(),
+            })?;
+        bar.finish_and_clear();
+        println!(
+            "{:<12} rebuilt from {applied} events in {:.2} s",
+            projection.name(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,397 @@
+//! `SqlReadModels`: the [`ReadModels`] adapter, one implementation for
+//! SQLite and PostgreSQL (the SQL is the same; only the pool differs).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use custodia_application::{
+    Checkpoint, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery, StoreError,
+};
+use custodia_domain::LogCursor;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::database::Backend;
+use crate::stored::{store_error, to_i64};
+
+const COLUMNS: &str = "id, tenant_id, parent_id, kind, actor_id, lookup, at, seq, doc";
+
+type RawRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    String,
+);
+
+/// The read-model tables of one database.
+#[derive(Clone)]
+pub struct SqlReadModels {
+    pools: Pools,
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs one query on whichever backend holds the tables.
+macro_rules! on_pool {
+    (exec $pools:expr, $pool:ident => $query:expr) => {
+        match $pools {
+            Pools::Sqlite($pool) => $query
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(store_error),
+            Pools::Postgres($pool) => $query
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(store_error),
+        }
+    };
+    ($pools:expr, $pool:ident => $query:expr) => {
+        match $pools {
+            Pools::Sqlite($pool) => $query.await.map_err(store_error),
+            Pools::Postgres($pool) => $query.await.map_err(store_error),
+        }
+    };
+}
+
+/// The same, inside an open transaction.
+macro_rules! on_tx {
+    (exec $tx:expr, $conn:ident => $query:expr) => {
+        match $tx {
+            Tx::Sqlite($conn) => $query
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(store_error),
+            Tx::Postgres($conn) => $query
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(store_error),
+        }
+    };
+    ($tx:expr, $conn:ident => $query:expr) => {
+        match $tx {
+            Tx::Sqlite($conn) => $query.await.map_err(store_error),
+            Tx::Postgres($conn) => $query.await.map_err(store_error),
+        }
+    };
+}
+
+impl SqlReadModels {
+    /// Connects to the database at `url` (its schema must be migrated).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pools = match Backend::of(url)? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10));
+                Pools::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(4)
+                        .connect_with(options)
+                        .await
+                        .map_err(store_error)?,
+                )
+            }
+            Backend::Postgres => Pools::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect(url)
+                    .await
+                    .map_err(store_error)?,
+            ),
+        };
+        Ok(Self { pools })
+    }
+}
+
+fn decode(model: &'static str, raw: RawRow) -> Result<ModelRow, StoreError> {
+    let (id, tenant, parent, kind, actor, lookup, at, seq, doc) = raw;
+    let corrupt = || StoreError::Corrupt(format!("read model {model} row {id} is unreadable"));
+    let uuid = |value: Option<String>| -> Result<Option<Uuid>, StoreError> {
+        value
+            .map(|text| Uuid::parse_str(&text).map_err(|_| corrupt()))
+            .transpose()
+    };
+    Ok(ModelRow {
+        model,
+        tenant: uuid(tenant)?,
+        parent: uuid(parent)?,
+        kind,
+        actor: uuid(actor)?,
+        lookup,
+        at,
+        seq,
+        doc: serde_json::from_str(&doc).map_err(|_| corrupt())?,
+        id,
+    })
+}
+
+fn decode_all(model: &'static str, rows: Vec<RawRow>) -> Result<Vec<ModelRow>, StoreError> {
+    rows.into_iter().map(|raw| decode(model, raw)).collect()
+}
+
+fn cursor(transaction: i64, position: i64) -> LogCursor {
+    LogCursor {
+        transaction: u64::try_from(transaction).unwrap_or_default(),
+        position: u64::try_from(position).unwrap_or_default(),
+    }
+}
+
+const GET: &str = "SELECT id, tenant_id, parent_id, kind, actor_id, lookup, at, seq, doc \
+                   FROM read_models WHERE model = $1 AND id = $2";
+
+const PUT: &str = "INSERT INTO read_models \
+    (model, id, tenant_id, parent_id, kind, actor_id, lookup, at, seq, doc) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+    ON CONFLICT (model, id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+    parent_id = excluded.parent_id, kind = excluded.kind, actor_id = excluded.actor_id, \
+    lookup = excluded.lookup, at = excluded.at, seq = excluded.seq, doc = excluded.doc";
+
+/// Binds a row's values to [`PUT`].
+macro_rules! bind_row {
+    ($row:expr) => {
+        sqlx::query(PUT)
+            .bind($row.model)
+            .bind(&$row.id)
+            .bind($row.tenant.map(|u| u.to_string()))
+            .bind($row.parent.map(|u| u.to_string()))
+            .bind(&$row.kind)
+            .bind($row.actor.map(|u| u.to_string()))
+            .bind(&$row.lookup)
+            .bind($row.at)
+            .bind($row.seq)
+            .bind($row.doc.to_string())
+    };
+}
+
+/// The list query for `query`, with its parameters in order.
+fn list_sql(query: &RowQuery) -> (String, Vec<Param>) {
+    let mut sql = format!("SELECT {COLUMNS} FROM read_models WHERE model = $1");
+    let mut params = vec![Param::Text(query.model.to_owned())];
+    let mut filter = |column: &str, op: &str, param: Param| {
+        params.push(param);
+        sql.push_str(&format!(" AND {column} {op} ${}", params.len()));
+    };
+    let text = |value: &Option<Uuid>| value.map(|u| Param::Text(u.to_string()));
+    if let Some(p) = text(&query.tenant) {
+        filter("tenant_id", "=", p);
+    }
+    if let Some(p) = text(&query.parent) {
+        filter("parent_id", "=", p);
+    }
+    if let Some(p) = text(&query.actor) {
+        filter("actor_id", "=", p);
+    }
+    if let Some(kind) = &query.kind {
+        filter("kind", "=", Param::Text(kind.clone()));
+    }
+    if let Some(lookup) = &query.lookup {
+        filter("lookup", "=", Param::Text(lookup.clone()));
+    }
+    if let Some(from) = query.at_from {
+        filter("at", ">=", Param::Int(from));
+    }
+    if let Some(to) = query.at_to {
+        filter("at", "<", Param::Int(to));
+    }
+    if let Some(after) = query.after_seq {
+        filter("seq", ">", Param::Int(after));
+    }
+    params.push(Param::Int(to_i64(query.limit as u64)));
+    sql.push_str(&format!(" ORDER BY seq, id LIMIT ${}", params.len()));
+    (sql, params)
+}
+
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+macro_rules! bind_params {
+    ($sql:expr, $params:expr) => {{
+        let mut query = sqlx::query_as::<_, RawRow>($sql);
+        for param in $params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }};
+}
+
+#[async_trait]
+impl ReadModels for SqlReadModels {
+    async fn begin(&self) -> Result<Box<dyn ReadModelTx>, StoreError> {
+        Ok(Box::new(self.begin_tx().await?))
+    }
+
+    async fn acquire(
+        &self,
+        name: &str,
+        holder: Uuid,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<LogCursor>, StoreError> {
+        let sql = "INSERT INTO projection_checkpoints \
+                   (name, transaction_id, position, holder, lease_until) VALUES ($1, 0, 0, $2, $3) \
+                   ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+                   WHERE projection_checkpoints.holder = excluded.holder \
+                      OR projection_checkpoints.lease_until < $4 \
+                   RETURNING transaction_id, position";
+        let row: Option<(i64, i64)> = on_pool!(&self.pools, pool => sqlx::query_as(sql)
+            .bind(name).bind(holder.to_string()).bind(until).bind(now).fetch_optional(pool))?;
+        Ok(row.map(|(transaction, position)| cursor(transaction, position)))
+    }
+
+    async fn release(&self, name: &str, holder: Uuid) -> Result<(), StoreError> {
+        let sql =
+            "UPDATE projection_checkpoints SET lease_until = 0 WHERE name = $1 AND holder = $2";
+        on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(name).bind(holder.to_string()).execute(pool))?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let sql = "SELECT name, transaction_id, position, holder, lease_until \
+                   FROM projection_checkpoints ORDER BY name";
+        let rows: Vec<(String, i64, i64, String, i64)> =
+            on_pool!(&self.pools, pool => sqlx::query_as(sql).fetch_all(pool))?;
+        rows.into_iter()
+            .map(|(name, transaction, position, holder, lease_until)| {
+                Ok(Checkpoint {
+                    cursor: cursor(transaction, position),
+                    holder: Uuid::parse_str(&holder).map_err(|_| {
+                        StoreError::Corrupt(format!("projection {name} has an unreadable holder"))
+                    })?,
+                    name,
+                    lease_until,
+                })
+            })
+            .collect()
+    }
+
+    async fn reset(
+        &self,
+        name: &str,
+        models: &[&'static str],
+        holder: Uuid,
+    ) -> Result<(), CommitError> {
+        let mut tx = self.begin_tx().await?;
+        let sql = "UPDATE projection_checkpoints SET transaction_id = 0, position = 0 \
+                   WHERE name = $1 AND holder = $2";
+        let done = on_tx!(exec &mut tx, conn => sqlx::query(sql).bind(name).bind(holder.to_string()).execute(&mut **conn))?;
+        if done != 1 {
+            return Err(CommitError::LeaseLost);
+        }
+        for model in models {
+            let sql = "DELETE FROM read_models WHERE model = $1";
+            on_tx!(exec &mut tx, conn => sqlx::query(sql).bind(*model).execute(&mut **conn))?;
+        }
+        tx.commit_now().await?;
+        Ok(())
+    }
+
+    async fn get(&self, model: &'static str, id: &str) -> Result<Option<ModelRow>, StoreError> {
+        let row: Option<RawRow> = on_pool!(&self.pools, pool => sqlx::query_as(GET).bind(model).bind(id).fetch_optional(pool))?;
+        row.map(|raw| decode(model, raw)).transpose()
+    }
+
+    async fn list(&self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
+        let (sql, params) = list_sql(query);
+        let rows = on_pool!(&self.pools, pool => bind_params!(&sql, params).fetch_all(pool))?;
+        decode_all(query.model, rows)
+    }
+
+    async fn dump(&self, model: &'static str) -> Result<Vec<ModelRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM read_models WHERE model = $1 ORDER BY seq, id");
+        let rows = on_pool!(&self.pools, pool => sqlx::query_as(&sql).bind(model).fetch_all(pool))?;
+        decode_all(model, rows)
+    }
+}
+
+impl SqlReadModels {
+    async fn begin_tx(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pools {
+            // IMMEDIATE: take the write lock now, so a read-then-write
+            // transaction never fails on upgrade when the log writer commits.
+            Pools::Sqlite(pool) => Tx::Sqlite(
+                pool.begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(store_error)?,
+            ),
+            Pools::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(store_error)?),
+        })
+    }
+}
+
+/// An open read-model transaction; dropped without commit, it rolls back.
+enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    async fn commit_now(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await.map_err(store_error),
+            Tx::Postgres(tx) => tx.commit().await.map_err(store_error),
+        }
+    }
+}
+
+#[async_trait]
+impl ReadModelTx for Tx {
+    async fn get(&mut self, model: &'static str, id: &str) -> Result<Option<ModelRow>, StoreError> {
+        let row: Option<RawRow> = on_tx!(self, conn => sqlx::query_as(GET).bind(model).bind(id).fetch_optional(&mut **conn))?;
+        row.map(|raw| decode(model, raw)).transpose()
+    }
+
+    async fn put(&mut self, row: &ModelRow) -> Result<(), StoreError> {
+        on_tx!(exec self, conn => bind_row!(row).execute(&mut **conn))?;
+        Ok(())
+    }
+
+    async fn delete(&mut self, model: &'static str, id: &str) -> Result<(), StoreError> {
+        let sql = "DELETE FROM read_models WHERE model = $1 AND id = $2";
+        on_tx!(exec self, conn => sqlx::query(sql).bind(model).bind(id).execute(&mut **conn))?;
+        Ok(())
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        name: &str,
+        holder: Uuid,
+        from: LogCursor,
+        to: LogCursor,
+        lease_until: i64,
+    ) -> Result<(), CommitError> {
+        let sql = "UPDATE projection_checkpoints \
+                   SET transaction_id = $1, position = $2, lease_until = $3 \
+                   WHERE name = $4 AND holder = $5 AND transaction_id = $6 AND position = $7";
+        let done = on_tx!(exec &mut *self, conn => sqlx::query(sql)
+            .bind(to_i64(to.transaction)).bind(to_i64(to.position)).bind(lease_until)
+            .bind(name).bind(holder.to_string())
+            .bind(to_i64(from.transaction)).bind(to_i64(from.position))
+            .execute(&mut **conn))?;
+        if done != 1 {
+            return Err(CommitError::LeaseLost);
+        }
+        self.commit_now().await?;
+        Ok(())
+    }
+}
