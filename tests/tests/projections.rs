@@ -1,0 +1,346 @@
+//! Projections on both backends: a rebuild ends exactly where the live
+//! projection did; one runner at a time holds a projection and another takes
+//! over when it stops or dies; a commit from a stale checkpoint or without
+//! the lease writes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use custodia_application::commands::users::{
+    change_user_status, register_user, update_profile, NewUser, Profile, StatusChange,
+};
+use custodia_application::commands::Ports;
+use custodia_application::{CommitError, ModelRow, ReadModelTx, ReadModels};
+use custodia_domain::{LogCursor, RecordedEvent, Timestamp};
+use custodia_infrastructure::SqlReadModels;
+use custodia_projections::{
+    identity, rebuild, wait_for, Projection, ProjectionError, Runner, RunnerConfig,
+};
+use custodia_tests::identity::{operator, ports, tenant_with_owner};
+use custodia_tests::{backends, one_event, TestDatabase};
+use serde_json::json;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+backends!(
+    rebuild_ends_where_the_live_projection_did,
+    one_runner_at_a_time_and_another_takes_over,
+    a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing,
+);
+
+async fn models(db: &TestDatabase) -> Arc<dyn ReadModels> {
+    Arc::new(SqlReadModels::connect(db.url()).await.unwrap())
+}
+
+/// Some history: a tenant, its owner, users registered, updated, suspended.
+async fn history(ports: &Ports) -> LogCursor {
+    let (tenant, _) = tenant_with_owner(ports, "owner@example.org", None).await;
+    let mut last = LogCursor::START;
+    for i in 0..5 {
+        let user = Uuid::now_v7();
+        let new = NewUser {
+            user,
+            email: format!("user{i}@example.org"),
+            profile: Profile::default(),
+            invited: i % 2 == 0,
+        };
+        register_user(ports, &operator(), tenant, new).await.unwrap();
+        let profile = Profile {
+            display_name: Some(format!("User {i}")),
+            ..Profile::default()
+        };
+        let outcome = update_profile(ports, &operator(), tenant, user, profile)
+            .await
+            .unwrap();
+        last = last.max(outcome.appended.unwrap().cursor);
+        if i == 3 {
+            let outcome =
+                change_user_status(ports, &operator(), tenant, user, StatusChange::Suspend)
+                    .await
+                    .unwrap();
+            last = last.max(outcome.appended.unwrap().cursor);
+        }
+    }
+    last
+}
+
+struct Started {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    commits: watch::Sender<u64>,
+}
+
+fn start(
+    projections: &[Arc<dyn Projection>],
+    ports: &Ports,
+    models: &Arc<dyn ReadModels>,
+    holder: Uuid,
+    config: RunnerConfig,
+) -> Started {
+    let (shutdown, stop) = watch::channel(false);
+    let commits = watch::Sender::new(0);
+    let tasks = projections
+        .iter()
+        .map(|projection| {
+            let runner = Runner {
+                projection: projection.clone(),
+                store: ports.store.clone(),
+                models: models.clone(),
+                holder,
+                config,
+                commits: commits.clone(),
+            };
+            tokio::spawn(runner.run(stop.clone()))
+        })
+        .collect();
+    Started {
+        shutdown,
+        tasks,
+        commits,
+    }
+}
+
+impl Started {
+    async fn stop(self) {
+        self.shutdown.send(true).unwrap();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
+async fn caught_up(models: &Arc<dyn ReadModels>, names: &[&str], cursor: LogCursor) {
+    let mut commits = watch::Sender::new(0u64).subscribe();
+    assert!(
+        wait_for(&**models, names, cursor, Duration::from_secs(20), &mut commits)
+            .await
+            .unwrap(),
+        "projections {names:?} did not reach {cursor}"
+    );
+}
+
+async fn dump_all(models: &Arc<dyn ReadModels>) -> Vec<ModelRow> {
+    let mut rows = Vec::new();
+    for projection in identity::all() {
+        for model in projection.models() {
+            rows.extend(models.dump(model).await.unwrap());
+        }
+    }
+    rows
+}
+
+async fn rebuild_ends_where_the_live_projection_did(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let models = models(&db).await;
+    let last = history(&ports).await;
+    let all = identity::all();
+    let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
+    let live = start(&all, &ports, &models, Uuid::now_v7(), RunnerConfig::default());
+    caught_up(&models, &names, last).await;
+    live.stop().await;
+    let before = dump_all(&models).await;
+
+    // The live state holds what the history says.
+    let users: Vec<_> = before.iter().filter(|r| r.model == "user").collect();
+    assert_eq!(users.len(), 6, "the owner and five users");
+    assert_eq!(
+        users.iter().filter(|u| u.kind.as_deref() == Some("suspended")).count(),
+        1
+    );
+    assert_eq!(
+        users.iter().filter(|u| u.kind.as_deref() == Some("invited")).count(),
+        3,
+        "users 0, 2 and 4 were invited"
+    );
+    let events: u64 = ports
+        .store
+        .chains()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.events)
+        .sum();
+    assert_eq!(
+        before.iter().filter(|r| r.model == "audit_event").count() as u64,
+        events,
+        "one audit row per event"
+    );
+    let membership = before.iter().find(|r| r.model == "membership").unwrap();
+    assert_eq!(membership.doc["roles"], json!(["owner"]));
+
+    for projection in &all {
+        rebuild(&**projection, &ports.store, &*models, RunnerConfig::default(), |_| {})
+            .await
+            .unwrap();
+    }
+    let after = dump_all(&models).await;
+    assert_eq!(before, after, "a rebuild ends in the live projection's state");
+}
+
+/// Counts the events it applies: applying one twice shows as a count above
+/// the number of events.
+struct Counter;
+
+#[async_trait]
+impl Projection for Counter {
+    fn name(&self) -> &'static str {
+        "test_counter"
+    }
+    fn models(&self) -> &'static [&'static str] {
+        &["test_count"]
+    }
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        tx: &mut dyn ReadModelTx,
+    ) -> Result<(), ProjectionError> {
+        let mut row = tx.get("test_count", "all").await?.unwrap_or(ModelRow {
+            model: "test_count",
+            id: "all".into(),
+            tenant: None,
+            parent: None,
+            kind: None,
+            actor: None,
+            lookup: None,
+            at: 0,
+            seq: 0,
+            doc: json!({ "n": 0 }),
+        });
+        row.doc["n"] = json!(row.doc["n"].as_u64().unwrap() + 1);
+        row.at = event.recorded_at.0;
+        tx.put(&row).await?;
+        Ok(())
+    }
+}
+
+async fn append_some(ports: &Ports, n: usize) -> LogCursor {
+    let mut last = LogCursor::START;
+    for _ in 0..n {
+        let chain = custodia_domain::ChainId::Tenant(custodia_domain::TenantId::generate());
+        last = last.max(ports.store.append(one_event(chain)).await.unwrap().cursor);
+    }
+    last
+}
+
+async fn count(models: &Arc<dyn ReadModels>) -> u64 {
+    models
+        .get("test_count", "all")
+        .await
+        .unwrap()
+        .map_or(0, |r| r.doc["n"].as_u64().unwrap())
+}
+
+async fn holder(models: &Arc<dyn ReadModels>) -> Uuid {
+    models
+        .checkpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "test_counter")
+        .unwrap()
+        .holder
+}
+
+async fn one_runner_at_a_time_and_another_takes_over(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let models = models(&db).await;
+    let config = RunnerConfig {
+        lease: Duration::from_millis(600),
+        batch_size: 7,
+    };
+    let counter: Vec<Arc<dyn Projection>> = vec![Arc::new(Counter)];
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let first = start(&counter, &ports, &models, a, config);
+    let second = start(&counter, &ports, &models, b, config);
+    let mut last = append_some(&ports, 40).await;
+    caught_up(&models, &["test_counter"], last).await;
+    assert_eq!(count(&models).await, 40, "every event applied exactly once");
+    let running = holder(&models).await;
+    assert!(running == a || running == b);
+
+    // A graceful stop releases the lease: the other runner takes over.
+    let (stopped, other, survivor) = if running == a {
+        (first, b, second)
+    } else {
+        (second, a, first)
+    };
+    stopped.stop().await;
+    last = last.max(append_some(&ports, 30).await);
+    caught_up(&models, &["test_counter"], last).await;
+    assert_eq!(count(&models).await, 70);
+    assert_eq!(holder(&models).await, other);
+
+    // A crash (no release): a third runner takes over once the lease lapses.
+    let third = start(&counter, &ports, &models, c, config);
+    for task in &survivor.tasks {
+        task.abort();
+    }
+    last = last.max(append_some(&ports, 25).await);
+    caught_up(&models, &["test_counter"], last).await;
+    assert_eq!(count(&models).await, 95, "nothing skipped, nothing applied twice");
+    assert_eq!(holder(&models).await, c);
+    drop(survivor.commits);
+    third.stop().await;
+}
+
+async fn a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing(db: TestDatabase) {
+    let _ports = ports(&db).await;
+    let models = models(&db).await;
+    let (holder, intruder) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = Timestamp::now().0;
+    let lease = 60_000_000;
+    assert_eq!(
+        models.acquire("p", holder, now, now + lease).await.unwrap(),
+        Some(LogCursor::START)
+    );
+    assert_eq!(
+        models.acquire("p", intruder, now, now + lease).await.unwrap(),
+        None,
+        "a live lease is not taken"
+    );
+    let row = |id: &str| ModelRow {
+        model: "test_row",
+        id: id.into(),
+        tenant: None,
+        parent: None,
+        kind: None,
+        actor: None,
+        lookup: None,
+        at: 0,
+        seq: 1,
+        doc: json!({}),
+    };
+    let to = LogCursor {
+        transaction: 1,
+        position: 1,
+    };
+    // The intruder's commit is refused and rolled back.
+    let mut tx = models.begin().await.unwrap();
+    tx.put(&row("intruder")).await.unwrap();
+    let refused = tx.commit("p", intruder, LogCursor::START, to, now + lease).await;
+    assert!(matches!(refused, Err(CommitError::LeaseLost)));
+    assert_eq!(models.get("test_row", "intruder").await.unwrap(), None);
+    // The holder's commit from a checkpoint that is not the current one too.
+    let mut tx = models.begin().await.unwrap();
+    tx.put(&row("stale")).await.unwrap();
+    let refused = tx.commit("p", holder, to, to, now + lease).await;
+    assert!(matches!(refused, Err(CommitError::LeaseLost)));
+    assert_eq!(models.get("test_row", "stale").await.unwrap(), None);
+    // The holder's commit from the current checkpoint lands.
+    let mut tx = models.begin().await.unwrap();
+    tx.put(&row("good")).await.unwrap();
+    tx.commit("p", holder, LogCursor::START, to, now + lease)
+        .await
+        .unwrap();
+    assert!(models.get("test_row", "good").await.unwrap().is_some());
+    // A lapsed lease is taken over, at the checkpoint the holder left.
+    let later = now + lease + 1;
+    assert_eq!(
+        models
+            .acquire("p", intruder, later, later + lease)
+            .await
+            .unwrap(),
+        Some(to)
+    );
+}
