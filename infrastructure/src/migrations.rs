@@ -266,10 +266,10 @@ mod tests {
     #[test]
     fn pending_and_applied_are_reported() {
         let fresh = compare(SQLITE, &[]).unwrap();
-        assert_eq!(fresh.pending, vec![1, 2, 3]);
+        assert_eq!(fresh.pending, vec![1, 2, 3, 4]);
         assert!(require_current(fresh).is_err());
         let behind = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
-        assert_eq!(behind.pending, vec![2, 3]);
+        assert_eq!(behind.pending, vec![2, 3, 4]);
         assert!(require_current(behind).is_err());
         let current = compare(
             SQLITE,
@@ -277,6 +277,7 @@ mod tests {
                 (1, SQLITE[0].checksum()),
                 (2, SQLITE[1].checksum()),
                 (3, SQLITE[2].checksum()),
+                (4, SQLITE[3].checksum()),
             ],
         )
         .unwrap();

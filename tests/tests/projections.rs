@@ -45,7 +45,9 @@ async fn history(ports: &Ports) -> LogCursor {
             profile: Profile::default(),
             invited: i % 2 == 0,
         };
-        register_user(ports, &operator(), tenant, new).await.unwrap();
+        register_user(ports, &operator(), tenant, new)
+            .await
+            .unwrap();
         let profile = Profile {
             display_name: Some(format!("User {i}")),
             ..Profile::default()
@@ -113,9 +115,15 @@ impl Started {
 async fn caught_up(models: &Arc<dyn ReadModels>, names: &[&str], cursor: LogCursor) {
     let mut commits = watch::Sender::new(0u64).subscribe();
     assert!(
-        wait_for(&**models, names, cursor, Duration::from_secs(20), &mut commits)
-            .await
-            .unwrap(),
+        wait_for(
+            &**models,
+            names,
+            cursor,
+            Duration::from_secs(20),
+            &mut commits
+        )
+        .await
+        .unwrap(),
         "projections {names:?} did not reach {cursor}"
     );
 }
@@ -136,7 +144,13 @@ async fn rebuild_ends_where_the_live_projection_did(db: TestDatabase) {
     let last = history(&ports).await;
     let all = identity::all();
     let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
-    let live = start(&all, &ports, &models, Uuid::now_v7(), RunnerConfig::default());
+    let live = start(
+        &all,
+        &ports,
+        &models,
+        Uuid::now_v7(),
+        RunnerConfig::default(),
+    );
     caught_up(&models, &names, last).await;
     live.stop().await;
     let before = dump_all(&models).await;
@@ -145,11 +159,17 @@ async fn rebuild_ends_where_the_live_projection_did(db: TestDatabase) {
     let users: Vec<_> = before.iter().filter(|r| r.model == "user").collect();
     assert_eq!(users.len(), 6, "the owner and five users");
     assert_eq!(
-        users.iter().filter(|u| u.kind.as_deref() == Some("suspended")).count(),
+        users
+            .iter()
+            .filter(|u| u.kind.as_deref() == Some("suspended"))
+            .count(),
         1
     );
     assert_eq!(
-        users.iter().filter(|u| u.kind.as_deref() == Some("invited")).count(),
+        users
+            .iter()
+            .filter(|u| u.kind.as_deref() == Some("invited"))
+            .count(),
         3,
         "users 0, 2 and 4 were invited"
     );
@@ -170,12 +190,21 @@ async fn rebuild_ends_where_the_live_projection_did(db: TestDatabase) {
     assert_eq!(membership.doc["roles"], json!(["owner"]));
 
     for projection in &all {
-        rebuild(&**projection, &ports.store, &*models, RunnerConfig::default(), |_| {})
-            .await
-            .unwrap();
+        rebuild(
+            &**projection,
+            &ports.store,
+            &*models,
+            RunnerConfig::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
     }
     let after = dump_all(&models).await;
-    assert_eq!(before, after, "a rebuild ends in the live projection's state");
+    assert_eq!(
+        before, after,
+        "a rebuild ends in the live projection's state"
+    );
 }
 
 /// Counts the events it applies: applying one twice shows as a count above
@@ -278,7 +307,11 @@ async fn one_runner_at_a_time_and_another_takes_over(db: TestDatabase) {
     }
     last = last.max(append_some(&ports, 25).await);
     caught_up(&models, &["test_counter"], last).await;
-    assert_eq!(count(&models).await, 95, "nothing skipped, nothing applied twice");
+    assert_eq!(
+        count(&models).await,
+        95,
+        "nothing skipped, nothing applied twice"
+    );
     assert_eq!(holder(&models).await, c);
     drop(survivor.commits);
     third.stop().await;
@@ -295,7 +328,10 @@ async fn a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing(db
         Some(LogCursor::START)
     );
     assert_eq!(
-        models.acquire("p", intruder, now, now + lease).await.unwrap(),
+        models
+            .acquire("p", intruder, now, now + lease)
+            .await
+            .unwrap(),
         None,
         "a live lease is not taken"
     );
@@ -318,7 +354,9 @@ async fn a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing(db
     // The intruder's commit is refused and rolled back.
     let mut tx = models.begin().await.unwrap();
     tx.put(&row("intruder")).await.unwrap();
-    let refused = tx.commit("p", intruder, LogCursor::START, to, now + lease).await;
+    let refused = tx
+        .commit("p", intruder, LogCursor::START, to, now + lease)
+        .await;
     assert!(matches!(refused, Err(CommitError::LeaseLost)));
     assert_eq!(models.get("test_row", "intruder").await.unwrap(), None);
     // The holder's commit from a checkpoint that is not the current one too.

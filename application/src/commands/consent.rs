@@ -47,6 +47,7 @@ pub async fn record_consent(
     let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
+    super::credentials::require_user(ports, tenant, user).await?;
     let purpose = settings
         .consent_purposes
         .iter()
@@ -62,7 +63,6 @@ pub async fn record_consent(
         }
         .into());
     }
-    super::credentials::require_user(ports, user).await?;
     let decision = ConsentDecision {
         purpose: input.purpose,
         policy_version: if granted {

@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use super::tenants::require_active_tenant;
 use super::users::{claim_stream, user_stream};
-use super::{decide_and_append, execute, load, stream, Caller, CommandError, Outcome, Ports};
+use super::{
+    decide_and_append, execute, load, load_in, stream, Caller, CommandError, Outcome, Ports,
+};
 use crate::passwords::PasswordError;
 
 const HASH_FIELD: &str = "password_hash";
@@ -27,8 +29,15 @@ pub(crate) fn credential_stream(user: Uuid) -> StreamId {
     stream("credential", user)
 }
 
-pub(crate) async fn require_user(ports: &Ports, user: Uuid) -> Result<(), CommandError> {
-    match load::<User>(&*ports.store, &user_stream(user))
+/// The user must exist in `tenant` and not be deleted. A user of another
+/// tenant is "not found": nothing about it is revealed or written.
+pub(crate) async fn require_user(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<(), CommandError> {
+    let stream = user_stream(user);
+    match load_in::<User>(&*ports.store, &stream, Some(ChainId::Tenant(tenant)))
         .await?
         .0
         .status()
@@ -78,7 +87,7 @@ pub async fn set_password(
         return Err(CommandError::TenantSuspended);
     };
     check_password_policy(password, settings.password_min_length)?;
-    require_user(ports, user).await?;
+    require_user(ports, tenant, user).await?;
     let hash = ports
         .passwords
         .hash(password)
@@ -183,7 +192,7 @@ pub async fn import_password_hash(
         .into());
     }
     require_active_tenant(ports, tenant).await?;
-    require_user(ports, user).await?;
+    require_user(ports, tenant, user).await?;
     store_password(ports, caller, tenant, user, hash, PasswordAlgorithm::Bcrypt).await
 }
 
@@ -199,6 +208,7 @@ pub async fn unlock(
         .principal
         .authorize(tenant, Permission::UserUnlock, None)?;
     require_active_tenant(ports, tenant).await?;
+    require_user(ports, tenant, user).await?;
     let command = CredentialCommand::Unlock { at };
     decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command).await
 }
@@ -297,7 +307,7 @@ pub async fn enroll_totp(
     let Tenant::Active { name, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
-    require_user(ports, user).await?;
+    require_user(ports, tenant, user).await?;
     let account = super::users::personal_record(ports, tenant, user)
         .await?
         .email
@@ -391,7 +401,7 @@ pub async fn issue_recovery_codes(
         .principal
         .authorize(tenant, Permission::CredentialManage, Some(user))?;
     require_active_tenant(ports, tenant).await?;
-    require_user(ports, user).await?;
+    require_user(ports, tenant, user).await?;
     let codes: Vec<String> = (0..RECOVERY_CODES)
         .map(|_| recovery_code(&ports.tokens.refresh_secret()))
         .collect();
@@ -416,6 +426,7 @@ pub async fn confirm_totp(
         .principal
         .authorize(tenant, Permission::CredentialManage, Some(user))?;
     require_active_tenant(ports, tenant).await?;
+    require_user(ports, tenant, user).await?;
     let secret = totp_secret(ports, tenant, user)
         .await?
         .ok_or(CommandError::Credential(CredentialError::NoTotpEnrollment))?;

@@ -142,6 +142,18 @@ impl From<AppendError> for CommandError {
     fn from(error: AppendError) -> Self {
         match error {
             AppendError::Store(store) => CommandError::Store(store),
+            // The stream lives in another tenant: to this tenant it does
+            // not exist (and nothing about it is revealed).
+            AppendError::WrongChain { stream } => {
+                CommandError::NotFound(match stream.category.as_str() {
+                    "user" => "user",
+                    "session" | "user_sessions" => "session",
+                    "credential" => "credential",
+                    "consent" => "consent ledger",
+                    "api_key" => "API key",
+                    _ => "target",
+                })
+            }
             other => CommandError::Conflict(other.to_string()),
         }
     }
@@ -169,10 +181,32 @@ where
     A: Aggregate,
     A::Event: EventSchema,
 {
+    load_in(store, stream, None).await
+}
+
+/// [`load`], refusing a stream of another chain than `chain` as not found,
+/// before anything of its state can show in a decision.
+pub(crate) async fn load_in<A>(
+    store: &dyn EventStore,
+    stream: &StreamId,
+    chain: Option<ChainId>,
+) -> Result<(A, StreamVersion), CommandError>
+where
+    A: Aggregate,
+    A::Event: EventSchema,
+{
     let mut state = A::default();
     let mut version = StreamVersion::EMPTY;
     loop {
         let batch = store.read_stream(stream, version, 1000).await?;
+        if let (Some(chain), Some(first)) = (chain, batch.first()) {
+            if first.chain != chain {
+                return Err(AppendError::WrongChain {
+                    stream: stream.clone(),
+                }
+                .into());
+            }
+        }
         let Some(last) = batch.last() else { break };
         version = last.stream_version;
         for recorded in &batch {
@@ -220,7 +254,7 @@ where
     }
     let mut attempt = 0;
     loop {
-        let (state, version) = load::<A>(&*ports.store, stream).await?;
+        let (state, version) = load_in::<A>(&*ports.store, stream, Some(chain)).await?;
         if let Some(expected) = caller
             .expected_version
             .filter(|expected| *expected != version)

@@ -1,0 +1,547 @@
+//! `/graphql` on both backends: read-your-writes through the consistency
+//! token, tenant isolation probed on every query and mutation, typed error
+//! codes, limits, GraphQL-over-HTTP (GET, POST, Accept), API keys, and a
+//! GraphQL client library we did not write (Python `gql`) over real HTTP.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use custodia::server::{app, AppState};
+use custodia_domain::TenantId;
+use custodia_infrastructure::MasterKey;
+use custodia_tests::identity::tenant_with_owner;
+use custodia_tests::{backends, TestDatabase};
+use serde_json::{json, Value};
+
+backends!(
+    read_your_writes_with_the_consistency_token,
+    tenant_isolation_on_every_query_and_mutation,
+    errors_limits_and_graphql_over_http,
+    api_keys_authenticate_service_accounts,
+    python_gql_client_over_real_http,
+);
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn state(db: &TestDatabase) -> AppState {
+    AppState::connect(db.url(), MasterKey::generate(), "custodia", "custodia-api")
+        .await
+        .unwrap()
+}
+
+macro_rules! service {
+    ($state:expr) => {
+        test::init_service(app($state.clone())).await
+    };
+}
+
+/// A tenant with an owner who has a password; returns the tenant, the
+/// owner's id and an access token.
+macro_rules! signed_in {
+    ($service:expr, $state:expr, $email:expr) => {{
+        let (tenant, owner) = tenant_with_owner(&$state.ports, $email, Some(PASSWORD)).await;
+        let response = test::call_service(
+            $service,
+            test::TestRequest::post()
+                .uri("/auth/login")
+                .set_json(json!({ "tenant_id": tenant.to_string(), "email": $email, "password": PASSWORD }))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = test::read_body_json(response).await;
+        (tenant, owner, body["access_token"].as_str().unwrap().to_owned())
+    }};
+}
+
+/// POSTs a GraphQL request; returns status, the consistency headers and the body.
+macro_rules! gql {
+    ($service:expr, $token:expr, $query:expr) => {
+        gql!($service, $token, $query, json!({}), None::<String>)
+    };
+    ($service:expr, $token:expr, $query:expr, $variables:expr) => {
+        gql!($service, $token, $query, $variables, None::<String>)
+    };
+    ($service:expr, $token:expr, $query:expr, $variables:expr, $consistency:expr) => {{
+        let mut request = test::TestRequest::post()
+            .uri("/graphql")
+            .set_json(json!({ "query": $query, "variables": $variables }));
+        let token: Option<&str> = $token;
+        if let Some(token) = token {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        let consistency: Option<String> = $consistency;
+        if let Some(consistency) = consistency {
+            request = request.insert_header(("x-consistency-token", consistency));
+        }
+        let response = test::call_service($service, request.to_request()).await;
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let headers = (header("x-consistency-token"), header("x-consistency"));
+        let bytes = test::read_body(response).await;
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, body)
+    }};
+}
+
+fn codes(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    e["extensions"]["code"]
+                        .as_str()
+                        .unwrap_or("<none>")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const REGISTER: &str = "mutation($email: String!) { registerUser(input: { email: $email, profile: { displayName: \"Grace\" } }) { user { id email displayName status } consistencyToken } }";
+const FIND: &str =
+    "query($email: String!) { users(email: $email) { edges { node { id email displayName } } } }";
+
+async fn read_your_writes_with_the_consistency_token(db: TestDatabase) {
+    let state = state(&db).await;
+    let service = service!(state);
+    let (_, _, token) = signed_in!(&service, state, "ada@example.org");
+
+    // Projections not running: the mutation is recorded, its token issued,
+    // but a read with the token reports that the read models are behind.
+    let (status, (header, _), body) = gql!(
+        &service,
+        Some(&token),
+        REGISTER,
+        json!({ "email": "grace@example.org" })
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let written = body["data"]["registerUser"]["consistencyToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(header.as_deref(), Some(written.as_str()));
+    assert_eq!(body["data"]["registerUser"]["user"], Value::Null);
+    let (_, (_, stale), body) = gql!(
+        &service,
+        Some(&token),
+        FIND,
+        json!({ "email": "grace@example.org" }),
+        Some(written.clone())
+    );
+    assert_eq!(stale.as_deref(), Some("stale"));
+    assert_eq!(body["data"]["users"]["edges"], json!([]));
+
+    // With the projections running, the same token is honoured.
+    let running = state.projections.start(state.ports.store.clone());
+    let (_, (_, stale), body) = gql!(
+        &service,
+        Some(&token),
+        FIND,
+        json!({ "email": "grace@example.org" }),
+        Some(written)
+    );
+    assert_eq!(stale, None);
+    assert_eq!(
+        body["data"]["users"]["edges"][0]["node"]["displayName"],
+        "Grace"
+    );
+
+    // The usual flow: a mutation, then a read carrying its token, at once.
+    for i in 0..5 {
+        let email = format!("user{i}@example.org");
+        let (_, (written, _), body) =
+            gql!(&service, Some(&token), REGISTER, json!({ "email": email }));
+        assert_eq!(
+            body["data"]["registerUser"]["user"]["email"],
+            email.as_str(),
+            "{body}"
+        );
+        let (_, (_, stale), body) = gql!(
+            &service,
+            Some(&token),
+            FIND,
+            json!({ "email": email }),
+            written
+        );
+        assert_eq!(stale, None);
+        assert_eq!(
+            body["data"]["users"]["edges"][0]["node"]["email"],
+            email.as_str()
+        );
+    }
+    // A token this server never issued is a validation error.
+    let (status, _, body) = gql!(
+        &service,
+        Some(&token),
+        FIND,
+        json!({ "email": "x@example.org" }),
+        Some("yesterday".to_owned())
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "VALIDATION");
+    running.stop().await;
+}
+
+/// Every mutation of the schema, with another tenant's ids.
+fn mutation_probes(other_tenant: &str, other_user: &str) -> Vec<(&'static str, String)> {
+    let t = other_tenant;
+    let u = other_user;
+    let settings = "{ passwordMinLength: 12, mfaRequired: false, accessTokenMinutes: 15, refreshTokenDays: 7, lockoutThreshold: 5, lockoutMinutes: 15, consentPurposes: [], deletedUserRetentionDays: 30, accessDataRetentionDays: 90 }";
+    vec![
+        ("createTenant", "createTenant(name: \"Evil\", ownerEmail: \"e@example.org\") { consistencyToken }".to_owned()),
+        ("updateTenantSettings", format!("updateTenantSettings(tenantId: \"{t}\", settings: {settings}) {{ consistencyToken }}")),
+        ("setTenantSuspended", format!("setTenantSuspended(tenantId: \"{t}\", suspended: true) {{ consistencyToken }}")),
+        ("registerUser", format!("registerUser(tenantId: \"{t}\", input: {{ email: \"x@example.org\" }}) {{ consistencyToken }}")),
+        ("updateProfile", format!("updateProfile(userId: \"{u}\", profile: {{ displayName: \"x\" }}) {{ consistencyToken }}")),
+        ("changeEmail", format!("changeEmail(userId: \"{u}\", email: \"y@example.org\") {{ consistencyToken }}")),
+        ("activateUser", format!("activateUser(userId: \"{u}\") {{ consistencyToken }}")),
+        ("suspendUser", format!("suspendUser(userId: \"{u}\") {{ consistencyToken }}")),
+        ("reactivateUser", format!("reactivateUser(tenantId: \"{t}\", userId: \"{u}\") {{ consistencyToken }}")),
+        ("deleteUser", format!("deleteUser(userId: \"{u}\") {{ consistencyToken }}")),
+        ("setPassword", format!("setPassword(userId: \"{u}\", password: \"a brand new long passphrase\") {{ changed }}")),
+        ("changePassword", "changePassword(current: \"wrong password here\", new: \"another new passphrase\") { changed }".to_owned()),
+        ("importPasswordHash", format!("importPasswordHash(tenantId: \"{t}\", userId: \"{u}\", hash: \"$2b$12$abcdefghijklmnopqrstuuM0XgT9m3bIcmHWS2q6.l1GW5ZbZAMxi\") {{ changed }}")),
+        ("unlockUser", format!("unlockUser(userId: \"{u}\") {{ changed }}")),
+        ("enrollTotp", format!("enrollTotp(userId: \"{u}\") {{ provisioningUri }}")),
+        ("confirmTotp", format!("confirmTotp(userId: \"{u}\", code: \"123456\") {{ changed }}")),
+        ("disableTotp", format!("disableTotp(userId: \"{u}\") {{ changed }}")),
+        ("issueRecoveryCodes", format!("issueRecoveryCodes(userId: \"{u}\") {{ codes }}")),
+        ("defineRole", format!("defineRole(tenantId: \"{t}\", name: \"spy\", permissions: [\"user.read\"]) {{ changed }}")),
+        ("grantRole", format!("grantRole(userId: \"{u}\", role: \"admin\") {{ changed }}")),
+        ("revokeRole", format!("revokeRole(tenantId: \"{t}\", userId: \"{u}\", role: \"owner\") {{ changed }}")),
+        ("removeMember", format!("removeMember(tenantId: \"{t}\", userId: \"{u}\") {{ changed }}")),
+        ("revokeSession", format!("revokeSession(sessionId: \"{u}\") {{ consistencyToken }}")),
+        ("revokeAllSessions", format!("revokeAllSessions(userId: \"{u}\") {{ revoked }}")),
+        ("recordConsent", format!("recordConsent(userId: \"{u}\", input: {{ purpose: \"marketing\", policyVersion: 1, channel: WEB, granted: true }}) {{ changed }}")),
+        ("createApiKey", format!("createApiKey(tenantId: \"{t}\", name: \"spy\", permissions: [\"user.read\"]) {{ key }}")),
+        ("revokeApiKey", format!("revokeApiKey(tenantId: \"{t}\", keyId: \"{u}\") {{ changed }}")),
+    ]
+}
+
+async fn tenant_isolation_on_every_query_and_mutation(db: TestDatabase) {
+    let state = state(&db).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = service!(state);
+    let (_, _, token) = signed_in!(&service, state, "ada@acme.example");
+    let (other, other_owner, other_token) = signed_in!(&service, state, "eve@globex.example");
+    let (t, u) = (other.to_string(), other_owner.to_string());
+    let history = |tenant: TenantId| {
+        let store = state.ports.store.clone();
+        async move {
+            let chains = store.chains().await.unwrap();
+            chains
+                .iter()
+                .find(|c| c.chain == custodia_domain::ChainId::Tenant(tenant))
+                .map(|c| c.events)
+                .unwrap()
+        }
+    };
+    // The other tenant's owner sees their own data (the probes below are not
+    // empty because the data is missing).
+    let (_, (written, _), body) = gql!(&service, Some(&other_token), "{ me { id email } }");
+    assert_eq!(body["data"]["me"]["id"], u.as_str(), "{body}");
+    let _ = written;
+    let before = history(other).await;
+
+    let queries = [
+        format!("{{ tenant(id: \"{t}\") {{ name }} }}"),
+        format!("{{ users(tenantId: \"{t}\") {{ edges {{ node {{ id }} }} }} }}"),
+        format!("{{ user(tenantId: \"{t}\", id: \"{u}\") {{ id }} }}"),
+        format!("{{ roles(tenantId: \"{t}\") {{ name }} }}"),
+        format!("{{ sessions(tenantId: \"{t}\") {{ edges {{ node {{ id }} }} }} }}"),
+        format!("{{ consents(tenantId: \"{t}\", userId: \"{u}\") {{ purpose }} }}"),
+        format!("{{ auditEvents(tenantId: \"{t}\") {{ edges {{ node {{ id }} }} }} }}"),
+        // Another tenant's ids inside one's own tenant find nothing.
+        format!("{{ user(id: \"{u}\") {{ id }} }}"),
+        format!("{{ sessions(userId: \"{u}\") {{ edges {{ node {{ id }} }} }} }}"),
+        format!("{{ consents(userId: \"{u}\") {{ purpose }} }}"),
+        format!("{{ auditEvents(subject: \"{u}\") {{ edges {{ node {{ id }} }} }} }}"),
+    ];
+    for query in &queries {
+        let (status, _, body) = gql!(&service, Some(&token), query.as_str());
+        assert_eq!(status, StatusCode::OK);
+        let data = body["data"].to_string();
+        assert!(
+            !data.contains(&u) && !data.contains(&t) && !data.contains("Acme\",\"status"),
+            "{query} leaked: {body}"
+        );
+        let codes = codes(&body);
+        let empty = data == "null"
+            || body["data"].as_object().is_some_and(|o| {
+                o.values()
+                    .all(|v| v.is_null() || v == &json!([]) || v["edges"] == json!([]))
+            });
+        assert!(empty, "{query} returned data: {body}");
+        assert!(
+            codes.is_empty() || codes.iter().all(|c| c == "FORBIDDEN"),
+            "{query}: {codes:?}"
+        );
+    }
+
+    // Every mutation in the schema is probed.
+    let (_, _, schema) = gql!(
+        &service,
+        None,
+        "{ __schema { mutationType { fields { name } } } }"
+    );
+    let mut in_schema: Vec<String> = schema["data"]["__schema"]["mutationType"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    let probes = mutation_probes(&t, &u);
+    let mut probed: Vec<String> = probes.iter().map(|(name, _)| (*name).to_owned()).collect();
+    in_schema.sort();
+    probed.sort();
+    assert_eq!(in_schema, probed, "a mutation without an isolation probe");
+    for (name, field) in probes {
+        let (status, _, body) = gql!(&service, Some(&token), format!("mutation {{ {field} }}"));
+        assert_eq!(status, StatusCode::OK, "{name}");
+        assert_eq!(body["data"], Value::Null, "{name} answered: {body}");
+        let codes = codes(&body);
+        assert!(
+            !codes.is_empty()
+                && codes
+                    .iter()
+                    .all(|c| ["FORBIDDEN", "NOT_FOUND", "UNAUTHENTICATED"].contains(&c.as_str())),
+            "{name}: {body}"
+        );
+    }
+    assert_eq!(
+        history(other).await,
+        before,
+        "nothing was written to the other tenant"
+    );
+    running.stop().await;
+}
+
+async fn errors_limits_and_graphql_over_http(db: TestDatabase) {
+    let state = state(&db).await;
+    let service = service!(state);
+    let (_, _, token) = signed_in!(&service, state, "ada@example.org");
+
+    let (status, _, body) = gql!(&service, None, "{ me { id } }");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(codes(&body), ["UNAUTHENTICATED"]);
+    let (status, _, body) = gql!(&service, Some("not-a-token"), "{ me { id } }");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+    let (_, _, body) = gql!(&service, Some(&token), "{ user(id: \"nope\") { id } }");
+    assert_eq!(codes(&body), ["VALIDATION"]);
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        "{ users(first: 1000) { edges { cursor } } }"
+    );
+    assert_eq!(codes(&body), ["VALIDATION"], "list sizes are capped");
+    let (_, _, body) = gql!(&service, Some(&token), "mutation { createTenant(name: \"X\", ownerEmail: \"x@example.org\") { consistencyToken } }");
+    assert_eq!(codes(&body), ["FORBIDDEN"]);
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        "mutation { registerUser(input: { email: \"not an email\" }) { consistencyToken } }"
+    );
+    assert_eq!(codes(&body), ["VALIDATION"]);
+    let (_, _, body) = gql!(&service, Some(&token), "{ me { id ");
+    assert_eq!(codes(&body), ["VALIDATION"]);
+
+    // The standard introspection query passes the limits; a deep one does not.
+    let (_, _, body) = gql!(&service, None, INTROSPECTION);
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(body["data"]["__schema"]["types"].as_array().unwrap().len() > 20);
+    let deep = format!("{{ __schema {{ types {{ {} name {} }} }} }}", "fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType {", "} } } } } } } } } } } } }");
+    let (_, _, body) = gql!(&service, None, deep);
+    assert_eq!(codes(&body), ["VALIDATION"], "{body}");
+
+    // GET for queries, never for mutations; Accept picks the media type.
+    let get = |uri: String, accept: &'static str| {
+        test::TestRequest::get()
+            .uri(&uri)
+            .insert_header(("accept", accept))
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .to_request()
+    };
+    let response = test::call_service(
+        &service,
+        get(
+            "/graphql?query=%7B%20me%20%7B%20id%20%7D%20%7D".into(),
+            "application/graphql-response+json",
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/graphql-response+json"
+    );
+    let response = test::call_service(
+        &service,
+        get(
+            "/graphql?query=%7B%20me%20%7B%20id%20%7D%20%7D".into(),
+            "application/json",
+        ),
+    )
+    .await;
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let response = test::call_service(&service, get("/graphql?query=mutation%20%7B%20unlockUser(userId%3A%20%22x%22)%20%7B%20changed%20%7D%20%7D".into(), "application/json")).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let response = test::call_service(
+        &service,
+        get(
+            "/graphql?query=%7B%20me%20%7B%20id%20%7D%20%7D".into(),
+            "text/csv",
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    // A request error is a 400 under application/graphql-response+json.
+    let response = test::call_service(
+        &service,
+        get(
+            "/graphql?query=%7B%20me%20%7B".into(),
+            "application/graphql-response+json",
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // Not JSON at all.
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post()
+            .uri("/graphql")
+            .insert_header(("content-type", "application/json"))
+            .set_payload("{not json")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn api_keys_authenticate_service_accounts(db: TestDatabase) {
+    let state = state(&db).await;
+    let service = service!(state);
+    let (_, _, token) = signed_in!(&service, state, "ada@example.org");
+    let (_, _, body) = gql!(&service, Some(&token), "mutation { createApiKey(name: \"reporting\", permissions: [\"user.read\"]) { keyId key } }");
+    let key = body["data"]["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key_id = body["data"]["createApiKey"]["keyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = gql!(
+        &service,
+        Some(&key),
+        "{ users { edges { node { id } } } me { id } }"
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(
+        body["data"]["me"],
+        Value::Null,
+        "a service account is no user"
+    );
+    let (_, _, body) = gql!(&service, Some(&key), "{ tenant { name } }");
+    assert_eq!(codes(&body), ["FORBIDDEN"], "the key holds only user.read");
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        format!("mutation {{ revokeApiKey(keyId: \"{key_id}\") {{ changed }} }}")
+    );
+    assert_eq!(body["data"]["revokeApiKey"]["changed"], true);
+    let (status, _, _) = gql!(&service, Some(&key), "{ users { edges { node { id } } } }");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked key stops at once"
+    );
+}
+
+async fn python_gql_client_over_real_http(db: TestDatabase) {
+    let state = state(&db).await;
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let server_state = state.clone();
+    let server = actix_web::HttpServer::new(move || app(server_state.clone()))
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let address = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    let serving = tokio::spawn(server);
+    let script = r#"
+import json, sys, requests
+from gql import Client, gql
+from gql.transport.requests import RequestsHTTPTransport
+base, tenant, password = sys.argv[1], sys.argv[2], sys.argv[3]
+tokens = requests.post(base + "/auth/login", json={"tenant_id": tenant, "email": "ada@example.org", "password": password}).json()
+transport = RequestsHTTPTransport(url=base + "/graphql", headers={"Authorization": "Bearer " + tokens["access_token"]})
+client = Client(transport=transport, fetch_schema_from_transport=True)
+created = client.execute(gql('mutation($e: String!) { registerUser(input: {email: $e}) { user { email status } consistencyToken } }'), variable_values={"e": "grace@example.org"})
+me = client.execute(gql("{ me { email roles } }"))
+print(json.dumps({"created": created, "me": me}))
+"#;
+    let base = format!("http://{address}");
+    let tenant = tenant.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", script, &base, &tenant, PASSWORD])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    handle.stop(true).await;
+    serving.await.unwrap().unwrap();
+    running.stop().await;
+    assert!(
+        output.status.success(),
+        "the gql client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        answer["created"]["registerUser"]["user"]["email"],
+        "grace@example.org"
+    );
+    assert_eq!(answer["me"]["me"]["email"], "ada@example.org");
+    assert_eq!(answer["me"]["me"]["roles"], json!(["owner"]));
+}
+
+/// The introspection query GraphQL clients send (graphql-js `getIntrospectionQuery`).
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}
+"#;
