@@ -91,8 +91,8 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
         tracing::info!(listen = %args.listen, backend = ?custodia_infrastructure::Backend::of(database_url).ok(), "serving");
         if tenants == 0 {
             eprintln!(
-                "No tenant yet. Create the first one and its owner:\n  \
-                 echo 'a long passphrase' | cargo run -p custodia -- bootstrap --tenant-name Acme --owner-email you@example.org --password-stdin"
+                "No tenant yet. Create the first one and its owner (README, Quick start):\n  \
+                 echo 'a long passphrase here' | cargo run -q -p custodia -- bootstrap --tenant-name Acme --owner-email you@example.org --password-stdin"
             );
         }
         let projections = state.projections.start(state.ports.store.clone());

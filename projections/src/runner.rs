@@ -92,8 +92,10 @@ impl Runner {
         };
         tracing::info!(projection = name, %cursor, "running projection");
         let renew_every = self.config.lease / 5;
+        // Appends by other processes on one SQLite file send no signal: a
+        // caught-up follower looks again this often.
         let mut follower = Follower::new(self.store.clone(), cursor, self.config.batch_size)
-            .with_idle_wait(renew_every);
+            .with_idle_wait(renew_every.min(Duration::from_millis(200)));
         loop {
             let Ok(batch) = tokio::time::timeout(renew_every, follower.next_batch()).await else {
                 let now = Timestamp::now().0;
