@@ -76,6 +76,21 @@ impl AuthLimits {
         AuthLimits::per_minute(60, 10)
     }
 
+    /// The defaults, or `CUSTODIA_AUTH_LIMIT_PER_IP` and
+    /// `CUSTODIA_AUTH_LIMIT_PER_ACCOUNT` (requests a minute).
+    pub fn from_env() -> AuthLimits {
+        let limit = |name: &str, default: u32| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        AuthLimits::per_minute(
+            limit("CUSTODIA_AUTH_LIMIT_PER_IP", 60),
+            limit("CUSTODIA_AUTH_LIMIT_PER_ACCOUNT", 10),
+        )
+    }
+
     fn check(limiter: &KeyedLimiter, key: String) -> Result<(), ApiError> {
         use governor::clock::{Clock, DefaultClock};
         if limiter.len() > 100_000 {
@@ -158,7 +173,7 @@ impl AppState {
         Ok(AppState {
             ports,
             signer,
-            limits: Arc::new(AuthLimits::standard()),
+            limits: Arc::new(AuthLimits::from_env()),
             cors_origins: Arc::new(cors_origins),
             projections: Projections::new(models.clone()),
             models,

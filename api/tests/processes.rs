@@ -19,11 +19,21 @@ backends!(
 const PASSWORD: &str = "correct horse battery staple";
 
 /// One plain HTTP/1.1 exchange; returns the status and the JSON body.
-fn http(address: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let mut stream = TcpStream::connect(address).expect("the server accepts");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
@@ -53,7 +63,10 @@ impl Drop for Server {
 }
 
 fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn custodia(db: &TestDatabase, key: &str) -> Command {
@@ -85,11 +98,21 @@ fn serve(db: &TestDatabase, key: &str) -> Server {
 /// Bootstraps a tenant; returns its id.
 fn bootstrap(db: &TestDatabase, key: &str) -> String {
     let output = custodia(db, key)
-        .args(["bootstrap", "--tenant-name", "Acme", "--owner-email", "ada@example.org"])
+        .args([
+            "bootstrap",
+            "--tenant-name",
+            "Acme",
+            "--owner-email",
+            "ada@example.org",
+        ])
         .env("CUSTODIA_BOOTSTRAP_PASSWORD", PASSWORD)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("tenant ").map(str::trim).map(str::to_owned))
@@ -109,7 +132,13 @@ fn login(server: &Server, tenant: &str) -> String {
 }
 
 fn graphql(server: &Server, token: &str, query: &str) -> (u16, Value) {
-    http(server.address, "POST", "/graphql", Some(token), Some(&json!({ "query": query })))
+    http(
+        server.address,
+        "POST",
+        "/graphql",
+        Some(token),
+        Some(&json!({ "query": query })),
+    )
 }
 
 async fn logout_on_one_instance_stops_the_token_on_the_other(db: TestDatabase) {
@@ -155,18 +184,26 @@ async fn another_instance_takes_over_the_projections(db: TestDatabase) {
         // The first instance dies without giving its leases up.
         drop(a);
         let registered = Instant::now();
-        let mutation = "mutation { registerUser(input: { email: \"grace@example.org\" }) { user { email } } }";
+        let mutation =
+            "mutation { registerUser(input: { email: \"grace@example.org\" }) { user { email } } }";
         let (status, body) = graphql(&b, &token, mutation);
         assert_eq!(status, 200, "{body}");
         // The mutation's answer waits at most 2 s for the projections: keep
         // reading until the second instance has taken them over.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (_, body) = graphql(&b, &token, "{ users(email: \"grace@example.org\") { edges { node { email } } } }");
+            let (_, body) = graphql(
+                &b,
+                &token,
+                "{ users(email: \"grace@example.org\") { edges { node { email } } } }",
+            );
             if body["data"]["users"]["edges"][0]["node"]["email"] == "grace@example.org" {
                 break;
             }
-            assert!(Instant::now() < deadline, "no instance took the projections over: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "no instance took the projections over: {body}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("takeover after a crash: {:?}", registered.elapsed());

@@ -97,7 +97,11 @@ impl SqlReadModels {
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
                     .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
+                    // Read models are rebuilt from the log at will, and each
+                    // commit carries its checkpoint: a commit lost to a power
+                    // cut leaves an older, consistent state that the runner
+                    // brings forward again. No fsync per commit, then.
+                    .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10));
                 Pools::Sqlite(
                     SqlitePoolOptions::new()
