@@ -186,6 +186,16 @@ async fn rebuild_ends_where_the_live_projection_did(db: TestDatabase) {
         events,
         "one audit row per event"
     );
+    // Personal data stays sealed in read models: no address or name in clear.
+    for row in &before {
+        let text = format!("{:?} {}", row.lookup, row.doc);
+        assert!(
+            !text.contains("@example.org") && !text.contains("User 1"),
+            "plaintext personal data in {} {}",
+            row.model,
+            row.id
+        );
+    }
     let membership = before.iter().find(|r| r.model == "membership").unwrap();
     assert_eq!(membership.doc["roles"], json!(["owner"]));
 
