@@ -439,9 +439,15 @@ pub fn app(
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("x-consistency-token"),
+            header::HeaderName::from_static(crate::browser::CSRF_HEADER),
         ])
+        // Browser sessions from an allowed origin send their cookies.
+        .supports_credentials()
         .expose_headers([
             header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("x-consistency-token"),
+            header::HeaderName::from_static("x-consistency"),
             header::RETRY_AFTER,
         ])
         .max_age(600);
@@ -518,13 +524,17 @@ struct LoginRequest {
     email: String,
     password: String,
     one_time_code: Option<String>,
+    /// A browser session: the tokens go into HttpOnly cookies (see `browser`).
+    #[serde(default)]
+    cookies: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     tenant_id: String,
-    refresh_token: String,
+    /// Absent in a browser session: the refresh cookie is used.
+    refresh_token: Option<String>,
 }
 
 /// The token response (RFC 6749 §5.1 field names, plus the session).
@@ -594,7 +604,39 @@ async fn login(
         now,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens, now)))
+    Ok(token_response(&state, tokens, now, body.cookies))
+}
+
+/// The tokens as JSON, or, for a browser session, as cookies with only the
+/// session's facts and the CSRF token in the body.
+fn token_response(
+    state: &AppState,
+    tokens: SessionTokens,
+    now: Timestamp,
+    cookies: bool,
+) -> HttpResponse {
+    let refresh_seconds = (tokens.refresh_expires_at.0 - now.0) / 1_000_000;
+    let body = TokenResponse::from(tokens, now);
+    if !cookies {
+        return HttpResponse::Ok().json(body);
+    }
+    let csrf = hex::encode(state.ports.tokens.refresh_secret());
+    let mut response = HttpResponse::Ok();
+    crate::browser::set(
+        &mut response,
+        &body.access_token,
+        body.expires_in,
+        &body.refresh_token,
+        refresh_seconds,
+        &csrf,
+    );
+    response.json(serde_json::json!({
+        "token_type": "cookie",
+        "expires_in": body.expires_in,
+        "refresh_expires_at": body.refresh_expires_at,
+        "session_id": body.session_id,
+        "csrf_token": csrf,
+    }))
 }
 
 async fn refresh(
@@ -604,29 +646,42 @@ async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
     let now = Timestamp::now();
-    let tokens = refresh_session(
-        &state.ports,
-        tenant(&body.tenant_id)?,
-        &body.refresh_token,
-        now,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens, now)))
+    let (presented, cookies) = match &body.refresh_token {
+        Some(token) => (token.clone(), false),
+        None => {
+            let cookie = request.cookie(crate::browser::REFRESH).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "VALIDATION",
+                    "give refresh_token (or send the refresh cookie)",
+                )
+            })?;
+            crate::browser::check_csrf(&request)?;
+            (cookie.value().to_owned(), true)
+        }
+    };
+    let tokens = refresh_session(&state.ports, tenant(&body.tenant_id)?, &presented, now).await?;
+    Ok(token_response(&state, tokens, now, cookies))
 }
 
-fn bearer(request: &HttpRequest) -> Result<&str, ApiError> {
-    request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "a bearer token is required",
-            )
-        })
+/// The access token of a request (bearer header or browser cookie); a
+/// cookie-authenticated request must also pass the CSRF check.
+fn access_token(request: &HttpRequest) -> Result<String, ApiError> {
+    let unauthenticated = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "a bearer token is required",
+        )
+    };
+    let (value, from_cookie) = crate::browser::access_token(request).ok_or_else(unauthenticated)?;
+    if from_cookie {
+        crate::browser::check_csrf(request)?;
+    }
+    value
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
+        .ok_or_else(unauthenticated)
 }
 
 /// Ends the session of the presented access token, at once.
@@ -635,7 +690,7 @@ async fn logout(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let now = Timestamp::now();
-    let (principal, claims) = authenticate(&state.ports, bearer(&request)?, now).await?;
+    let (principal, claims) = authenticate(&state.ports, &access_token(&request)?, now).await?;
     let parse = |s: &str| {
         Uuid::parse_str(s).map_err(|_| {
             ApiError::new(
@@ -656,5 +711,7 @@ async fn logout(
         expected_version: None,
     };
     revoke_session(&state.ports, &caller, tenant, session, now).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let mut response = HttpResponse::NoContent();
+    crate::browser::clear(&mut response);
+    Ok(response.finish())
 }

@@ -18,6 +18,7 @@ backends!(
     bad_input_gets_typed_json_errors,
     auth_endpoints_are_rate_limited_per_ip_and_per_account,
     cors_allows_only_configured_origins,
+    browser_sessions_use_httponly_cookies_and_csrf_double_submit,
 );
 
 const EMAIL: &str = "ada@example.org";
@@ -361,4 +362,119 @@ async fn cors_allows_only_configured_origins(db: TestDatabase) {
         "no CORS grant for other origins"
     );
     assert_ne!(refused.status(), StatusCode::OK);
+}
+
+async fn browser_sessions_use_httponly_cookies_and_csrf_double_submit(db: TestDatabase) {
+    use actix_web::cookie::{Cookie, SameSite};
+    let (state, tenant) = world(&db).await;
+    let service = service!(state);
+    let login = test::TestRequest::post()
+        .uri("/auth/login")
+        .set_json(json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": PASSWORD, "cookies": true }))
+        .to_request();
+    let response = test::call_service(&service, login).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookies: Vec<Cookie<'static>> = response
+        .headers()
+        .get_all("set-cookie")
+        .map(|v| Cookie::parse(v.to_str().unwrap().to_owned()).unwrap())
+        .collect();
+    let body: Value = test::read_body_json(response).await;
+    assert!(
+        body.get("access_token").is_none() && body.get("refresh_token").is_none(),
+        "{body}"
+    );
+    let cookie = |name: &str| cookies.iter().find(|c| c.name() == name).cloned().unwrap();
+    let (access, refresh, csrf) = (
+        cookie("__Host-custodia-access"),
+        cookie("__Secure-custodia-refresh"),
+        cookie("__Host-custodia-csrf"),
+    );
+    for c in [&access, &refresh, &csrf] {
+        assert_eq!(c.secure(), Some(true), "{c}");
+        assert_eq!(c.same_site(), Some(SameSite::Strict), "{c}");
+    }
+    assert_eq!(access.http_only(), Some(true));
+    assert_eq!(refresh.http_only(), Some(true));
+    assert_eq!(refresh.path(), Some("/auth"));
+    assert_ne!(
+        csrf.http_only(),
+        Some(true),
+        "the page's script reads the CSRF token"
+    );
+    assert_eq!(body["csrf_token"], csrf.value());
+
+    let graphql = |with_csrf: bool, access: &Cookie<'static>| {
+        let mut request = test::TestRequest::post()
+            .uri("/graphql")
+            .cookie(access.clone())
+            .cookie(csrf.clone())
+            .set_json(json!({ "query": "{ serverTime }" }));
+        if with_csrf {
+            request = request.insert_header(("x-csrf-token", csrf.value().to_owned()));
+        }
+        request.to_request()
+    };
+    // A state-changing request on the cookie alone (what a forged cross-site
+    // request looks like) is refused; with the double-submitted token it passes.
+    let response = test::call_service(&service, graphql(false, &access)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = test::call_service(&service, graphql(true, &access)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let wrong = test::TestRequest::post()
+        .uri("/graphql")
+        .cookie(access.clone())
+        .cookie(csrf.clone())
+        .insert_header(("x-csrf-token", "0".repeat(64)))
+        .set_json(json!({ "query": "{ serverTime }" }))
+        .to_request();
+    assert_eq!(
+        test::call_service(&service, wrong).await.status(),
+        StatusCode::FORBIDDEN
+    );
+
+    // Refresh from the cookie, with the CSRF token; new cookies come back.
+    let refresh_request = |with_csrf: bool| {
+        let mut request = test::TestRequest::post()
+            .uri("/auth/refresh")
+            .cookie(refresh.clone())
+            .cookie(csrf.clone())
+            .set_json(json!({ "tenant_id": tenant.to_string() }));
+        if with_csrf {
+            request = request.insert_header(("x-csrf-token", csrf.value().to_owned()));
+        }
+        request.to_request()
+    };
+    assert_eq!(
+        test::call_service(&service, refresh_request(false))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let response = test::call_service(&service, refresh_request(true)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let fresh_access = response
+        .headers()
+        .get_all("set-cookie")
+        .map(|v| Cookie::parse(v.to_str().unwrap().to_owned()).unwrap())
+        .find(|c| c.name() == "__Host-custodia-access")
+        .unwrap();
+
+    // Logout from the cookie clears the cookies and ends the session.
+    let logout = test::TestRequest::post()
+        .uri("/auth/logout")
+        .cookie(fresh_access.clone())
+        .cookie(csrf.clone())
+        .insert_header(("x-csrf-token", csrf.value().to_owned()))
+        .to_request();
+    let response = test::call_service(&service, logout).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cleared: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cleared.len(), 3, "{cleared:?}");
+    let response = test::call_service(&service, graphql(true, &fresh_access)).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }

@@ -67,13 +67,14 @@ fn negotiate(request: &HttpRequest) -> Result<&'static str, ApiError> {
 /// No header: anonymous (resolvers refuse what needs a caller). A header
 /// that does not authenticate is refused outright.
 async fn caller(state: &AppState, request: &HttpRequest) -> Result<Option<Auth>, ApiError> {
-    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+    let Some((value, from_cookie)) = crate::browser::access_token(request) else {
         return Ok(None);
     };
+    if from_cookie && request.method() == actix_web::http::Method::POST {
+        crate::browser::check_csrf(request)?;
+    }
     let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .strip_prefix("Bearer ")
         .ok_or_else(|| unauthenticated("use Authorization: Bearer <token>"))?;
     let now = Timestamp::now();
     if token.starts_with("cst_") {
