@@ -473,6 +473,14 @@ impl Projection for Audit {
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
+        tx.put(&audit_row(event)).await?;
+        Ok(())
+    }
+}
+
+/// The audit timeline's row of one event (also what live subscriptions send).
+pub fn audit_row(event: &RecordedEvent) -> ModelRow {
+    {
         let metadata = &event.metadata;
         let mut row = row(
             "audit_event",
@@ -500,7 +508,6 @@ impl Projection for Audit {
             Actor::User(id) | Actor::Service(id) => Some(id),
             Actor::System => None,
         };
-        tx.put(&row).await?;
-        Ok(())
+        row
     }
 }

@@ -28,6 +28,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         web::resource("/graphql")
             .app_data(web::PayloadConfig::new(MAX_GRAPHQL_BODY))
             .route(web::post().to(post))
+            .route(
+                web::get()
+                    .guard(actix_web::guard::Header("upgrade", "websocket"))
+                    .to(super::subscription::websocket),
+            )
             .route(web::get().to(get)),
     );
 }
@@ -73,6 +78,11 @@ async fn caller(state: &AppState, request: &HttpRequest) -> Result<Option<Auth>,
     if from_cookie && request.method() == actix_web::http::Method::POST {
         crate::browser::check_csrf(request)?;
     }
+    authenticate_token(state, &value).await.map(Some)
+}
+
+/// The caller behind `Bearer <access token | API key>`.
+pub(super) async fn authenticate_token(state: &AppState, value: &str) -> Result<Auth, ApiError> {
     let token = value
         .strip_prefix("Bearer ")
         .ok_or_else(|| unauthenticated("use Authorization: Bearer <token>"))?;
@@ -81,12 +91,12 @@ async fn caller(state: &AppState, request: &HttpRequest) -> Result<Option<Auth>,
         let tenant = api_key_tenant(state, token).await?;
         let principal = authenticate_api_key(&state.ports, tenant, token, now).await?;
         let id = key_id(token).ok_or_else(|| unauthenticated("malformed API key"))?;
-        return Ok(Some(Auth {
+        return Ok(Auth {
             principal,
             actor: Actor::Service(id),
             tenant,
             user: None,
-        }));
+        });
     }
     let (principal, claims) = authenticate(&state.ports, token, now).await?;
     let user = Uuid::parse_str(&claims.sub).map_err(|_| unauthenticated("malformed token"))?;
@@ -94,12 +104,12 @@ async fn caller(state: &AppState, request: &HttpRequest) -> Result<Option<Auth>,
         .tid
         .parse()
         .map_err(|_| unauthenticated("malformed token"))?;
-    Ok(Some(Auth {
+    Ok(Auth {
         principal,
         actor: Actor::User(user),
         tenant,
         user: Some(user),
-    }))
+    })
 }
 
 fn unauthenticated(message: &str) -> ApiError {

@@ -10,12 +10,13 @@
 mod http;
 mod mutation;
 mod query;
+mod subscription;
 mod types;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::{EmptySubscription, ErrorExtensions, Schema};
+use async_graphql::{ErrorExtensions, Schema};
 use custodia_application::commands::Caller;
 use custodia_domain::rbac::{Permission, Principal};
 use custodia_domain::{Actor, CommandId, LogCursor, Origin, TenantId};
@@ -24,10 +25,11 @@ use uuid::Uuid;
 pub use http::configure;
 pub use mutation::Mutation;
 pub use query::Query;
+pub use subscription::Subscription;
 
 use crate::server::{ApiError, AppState};
 
-pub type CustodiaSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type CustodiaSchema = Schema<Query, Mutation, Subscription>;
 
 /// The deepest query accepted (the standard introspection query needs 13).
 pub const MAX_DEPTH: usize = 16;
@@ -40,7 +42,7 @@ pub const MAX_PAGE: usize = 100;
 pub const CONSISTENCY_WAIT: Duration = Duration::from_secs(2);
 
 pub fn schema() -> CustodiaSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation, Subscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()

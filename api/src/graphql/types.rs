@@ -291,6 +291,10 @@ impl AuditEvent {
     async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
+    /// The tenant whose chain holds the event.
+    async fn tenant_id(&self) -> Option<ID> {
+        self.0.tenant.map(|t| ID(t.to_string()))
+    }
     #[graphql(name = "type")]
     async fn event_type(&self) -> Option<&str> {
         self.0.kind.as_deref()
