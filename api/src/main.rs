@@ -2,6 +2,7 @@
 //! verification, projection rebuilds, the GraphQL schema, and benchmarks.
 
 mod bench;
+mod config_file;
 mod demo;
 mod rebuild;
 mod sample;
@@ -57,6 +58,12 @@ pub const EXIT_BROKEN: u8 = 1;
 pub const EXIT_FAILED: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before the command line is parsed (it reads the environment) and
+    // before any thread starts (this sets environment variables).
+    if let Err(message) = config_file::load() {
+        eprintln!("error: {message}");
+        return ExitCode::from(EXIT_FAILED);
+    }
     let cli = Cli::parse();
     let database_url = cli.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL);
     let outcome = match cli.command {

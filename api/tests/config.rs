@@ -1,0 +1,88 @@
+//! The configuration file: read from the working directory (or
+//! `CUSTODIA_CONFIG`), overridden by the environment, strict about keys.
+
+use std::process::Command;
+
+fn custodia(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_custodia"));
+    command
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("CUSTODIA_CONFIG");
+    command
+}
+
+#[test]
+fn the_file_configures_and_the_environment_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("custodia.toml"),
+        "database_url = \"sqlite://from-file.db\"\nlog = \"warn\"\n",
+    )
+    .unwrap();
+    let output = custodia(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("from-file.db").exists());
+
+    let output = custodia(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", "sqlite://from-env.db")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        dir.path().join("from-env.db").exists(),
+        "the environment wins"
+    );
+
+    // CUSTODIA_CONFIG names another file, which must exist.
+    std::fs::write(
+        dir.path().join("other.toml"),
+        "database_url = \"sqlite://other.db\"\n",
+    )
+    .unwrap();
+    let output = custodia(dir.path())
+        .arg("migrate")
+        .env("CUSTODIA_CONFIG", "other.toml")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(dir.path().join("other.db").exists());
+    let output = custodia(dir.path())
+        .arg("migrate")
+        .env("CUSTODIA_CONFIG", "missing.toml")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("custodia.toml"),
+        "master_key = \"inline secrets are not allowed\"\n",
+    )
+    .unwrap();
+    let output = custodia(dir.path()).arg("migrate").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("master_key"), "{stderr}");
+    assert!(
+        !stderr.contains("inline secrets"),
+        "values are not echoed: {stderr}"
+    );
+
+    std::fs::write(
+        dir.path().join("custodia.toml"),
+        "auth_limit_per_ip = \"many\"\n",
+    )
+    .unwrap();
+    let output = custodia(dir.path()).arg("migrate").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("configuration custodia.toml"));
+}
