@@ -475,15 +475,7 @@ async fn python_gql_client_over_real_http(db: TestDatabase) {
     let state = state(&db).await;
     let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
     let running = state.projections.start(state.ports.store.clone());
-    let server_state = state.clone();
-    let server = actix_web::HttpServer::new(move || app(server_state.clone()))
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let address = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    let serving = tokio::spawn(server);
+    let (address, handle, serving) = serve_on_a_port(&state).await;
     let script = r#"
 import json, sys, requests
 from gql import Client, gql

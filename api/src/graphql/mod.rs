@@ -138,3 +138,8 @@ fn fail(cause: impl Into<ApiError>) -> async_graphql::Error {
     let api = cause.into();
     error(api.code(), api.message().to_owned())
 }
+
+/// A storage failure, as resolvers report it (`INTERNAL`; the cause is logged).
+fn store_failure(error: custodia_application::StoreError) -> async_graphql::Error {
+    fail(custodia_application::commands::CommandError::from(error))
+}

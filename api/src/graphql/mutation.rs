@@ -26,7 +26,7 @@ use custodia_domain::{LogCursor, TenantId, Timestamp};
 use uuid::Uuid;
 
 use super::types::{ConsentChannel, Session, Tenant, User};
-use super::{error, fail, RequestData};
+use super::{error, fail, store_failure, RequestData};
 
 pub struct Mutation;
 
@@ -52,7 +52,7 @@ async fn settle(ctx: &Context<'_>, cursor: Option<LogCursor>) -> Result<String> 
             .projections
             .wait_for(cursor)
             .await
-            .map_err(|e| fail(custodia_application::commands::CommandError::from(e)))?;
+            .map_err(store_failure)?;
     }
     Ok(token)
 }
@@ -66,8 +66,22 @@ async fn written_by(ctx: &Context<'_>, caller: &Caller) -> Result<Option<LogCurs
         .store
         .committed_command(caller.command_id)
         .await
-        .map_err(|e| fail(custodia_application::commands::CommandError::from(e)))?;
+        .map_err(store_failure)?;
     Ok(committed.map(|c| c.appended.cursor))
+}
+
+/// The tenant (default: the caller's), the user and a caller for a
+/// command on one user.
+fn on_user(
+    ctx: &Context<'_>,
+    tenant_id: Option<ID>,
+    user_id: &ID,
+) -> Result<(TenantId, Uuid, Caller)> {
+    Ok((
+        tenant(ctx, tenant_id.as_ref())?,
+        uuid(user_id, "userId")?,
+        data(ctx).caller()?,
+    ))
 }
 
 fn cursor(outcome: &Outcome) -> Option<LogCursor> {
@@ -86,7 +100,7 @@ async fn user_payload(
         .models
         .get("user", &user.to_string())
         .await
-        .map_err(|e| fail(custodia_application::commands::CommandError::from(e)))?
+        .map_err(store_failure)?
         .filter(|row| row.tenant == Some(tenant.as_uuid()));
     Ok(UserPayload {
         user: row.map(User),
@@ -105,7 +119,7 @@ async fn tenant_payload(
         .models
         .get("tenant", &tenant.to_string())
         .await
-        .map_err(|e| fail(custodia_application::commands::CommandError::from(e)))?;
+        .map_err(store_failure)?;
     Ok(TenantPayload {
         tenant: row.map(Tenant),
         consistency_token,
@@ -366,9 +380,7 @@ impl Mutation {
         user_id: ID,
         profile: ProfileInput,
     ) -> Result<UserPayload> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let outcome = update_profile(
             &data(ctx).state.ports,
             &caller,
@@ -389,9 +401,7 @@ impl Mutation {
         user_id: ID,
         email: String,
     ) -> Result<UserPayload> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let outcome = change_email(&data(ctx).state.ports, &caller, tenant, user, &email)
             .await
             .map_err(fail)?;
@@ -450,9 +460,7 @@ impl Mutation {
         user_id: ID,
         password: String,
     ) -> Result<Done> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let outcome = set_password(&data(ctx).state.ports, &caller, tenant, user, &password)
             .await
             .map_err(fail)?;
@@ -494,9 +502,7 @@ impl Mutation {
         user_id: ID,
         hash: String,
     ) -> Result<Done> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let outcome = import_password_hash(&data(ctx).state.ports, &caller, tenant, user, &hash)
             .await
             .map_err(fail)?;
@@ -510,9 +516,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<Done> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let outcome = unlock(
             &data(ctx).state.ports,
             &caller,
@@ -532,9 +536,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<TotpEnrollment> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let provisioning_uri = enroll_totp(&data(ctx).state.ports, &caller, tenant, user)
             .await
             .map_err(fail)?;
@@ -553,9 +555,7 @@ impl Mutation {
         user_id: ID,
         code: String,
     ) -> Result<Done> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let outcome = confirm_totp(
             &data(ctx).state.ports,
             &caller,
@@ -576,9 +576,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<Done> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let outcome = disable_totp(&data(ctx).state.ports, &caller, tenant, user)
             .await
             .map_err(fail)?;
@@ -592,9 +590,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<RecoveryCodes> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let codes = issue_recovery_codes(&data(ctx).state.ports, &caller, tenant, user)
             .await
             .map_err(fail)?;
@@ -691,7 +687,7 @@ impl Mutation {
             .models
             .get("session", &session.to_string())
             .await
-            .map_err(|e| fail(custodia_application::commands::CommandError::from(e)))?
+            .map_err(store_failure)?
             .filter(|row| row.tenant == Some(tenant.as_uuid()));
         Ok(SessionPayload {
             session: row.map(Session),
@@ -706,9 +702,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<RevokedSessions> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let (revoked, written) = revoke_all_sessions(
             &data(ctx).state.ports,
             &caller,
@@ -832,9 +826,7 @@ impl Mutation {
         user_id: ID,
         change: StatusChange,
     ) -> Result<UserPayload> {
-        let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let user = uuid(&user_id, "userId")?;
-        let caller = data(ctx).caller()?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
         let outcome = change_user_status(&data(ctx).state.ports, &caller, tenant, user, change)
             .await
             .map_err(fail)?;

@@ -3,7 +3,6 @@
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Object, OutputType, Result, ID};
-use custodia_application::commands::CommandError;
 use custodia_application::{ModelRow, RowQuery};
 use custodia_domain::identity::membership::RoleRef;
 use custodia_domain::rbac::{BuiltInRole, Permission};
@@ -42,7 +41,7 @@ async fn row(ctx: &Context<'_>, model: &'static str, id: &str) -> Result<Option<
         .models
         .get(model, id)
         .await
-        .map_err(|e| fail(CommandError::from(e)))
+        .map_err(super::store_failure)
 }
 
 /// One page of rows as a Relay connection (forward: `first`, `after`).
@@ -74,7 +73,7 @@ async fn page<T: OutputType>(
         .models
         .list(&query)
         .await
-        .map_err(|e| fail(CommandError::from(e)))?;
+        .map_err(super::store_failure)?;
     let has_next = rows.len() > first;
     rows.truncate(first);
     let mut connection = Connection::new(query.after_seq.is_some(), has_next);
@@ -197,7 +196,7 @@ impl Query {
                 ..RowQuery::default()
             })
             .await
-            .map_err(|e| fail(CommandError::from(e)))?;
+            .map_err(super::store_failure)?;
         roles.extend(custom.into_iter().map(|row| {
             Role {
                 name: format!("custom:{}", row.doc["name"].as_str().unwrap_or_default()),
@@ -263,7 +262,7 @@ impl Query {
                 ..RowQuery::default()
             })
             .await
-            .map_err(|e| fail(CommandError::from(e)))?;
+            .map_err(super::store_failure)?;
         Ok(rows.into_iter().map(Consent).collect())
     }
 

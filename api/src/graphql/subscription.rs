@@ -21,7 +21,7 @@ use custodia_projections::Follower;
 use futures_util::{Stream, StreamExt};
 
 use super::types::AuditEvent;
-use super::{error, fail, RequestData};
+use super::{error, RequestData};
 use crate::server::AppState;
 
 pub struct Subscription;
@@ -49,7 +49,7 @@ impl Subscription {
             .models
             .checkpoints()
             .await
-            .map_err(|e| fail(custodia_application::commands::CommandError::from(e)))?
+            .map_err(super::store_failure)?
             .into_iter()
             .find(|c| c.name == "audit")
             .map_or(LogCursor::START, |c| c.cursor);

@@ -174,7 +174,7 @@ impl User {
             .models
             .get("membership", &format!("{tenant}/{}", self.0.id))
             .await
-            .map_err(|e| fail(custodia_application::commands::CommandError::from(e)))?;
+            .map_err(super::store_failure)?;
         Ok(row
             .and_then(|r| r.doc["roles"].as_array().cloned())
             .unwrap_or_default()
