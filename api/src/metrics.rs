@@ -138,10 +138,12 @@ impl Metrics {
     }
 }
 
-/// The event store, counting appends.
+/// The event store, counting appends (and bumping `appended` as each
+/// append returns, which invalidates the authentication cache).
 pub struct MeteredStore {
     pub inner: Arc<dyn EventStore>,
     pub metrics: Arc<Metrics>,
+    pub appended: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[async_trait]
@@ -151,6 +153,8 @@ impl EventStore for MeteredStore {
         let result = self.inner.append(request).await;
         let outcome = match &result {
             Ok(_) => {
+                self.appended
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
                 self.metrics.events.inc_by(events);
                 "ok"
             }

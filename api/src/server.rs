@@ -22,6 +22,7 @@ use custodia_infrastructure::{
     Totp,
 };
 
+use crate::auth_cache::AuthCache;
 use crate::graphql::CustodiaSchema;
 use crate::metrics::{MeteredStore, Metrics};
 use crate::projections::Projections;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub projections: Projections,
     pub schema: CustodiaSchema,
     pub metrics: Arc<Metrics>,
+    pub auth_cache: Arc<AuthCache>,
     /// Development conveniences (GraphiQL) are on unless `CUSTODIA_ENV=production`.
     pub development: bool,
 }
@@ -134,12 +136,15 @@ impl AppState {
         audience: &str,
     ) -> Result<AppState, String> {
         let metrics = Arc::new(Metrics::default());
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let store: Arc<dyn EventStore> = Arc::new(MeteredStore {
             inner: open_event_store(database_url, OpenMode::Migrate, 16)
                 .await
                 .map_err(|e| e.to_string())?,
             metrics: metrics.clone(),
+            appended: appended.clone(),
         });
+        let auth_cache = Arc::new(AuthCache::new(appended, store.append_signal()));
         let models: Arc<dyn ReadModels> = Arc::new(
             SqlReadModels::connect(database_url)
                 .await
@@ -179,6 +184,7 @@ impl AppState {
             models,
             schema: crate::graphql::schema(),
             metrics,
+            auth_cache,
             development: std::env::var("CUSTODIA_ENV").map_or(true, |v| v != "production"),
         })
     }

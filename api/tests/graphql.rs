@@ -428,6 +428,66 @@ async fn errors_limits_and_graphql_over_http(db: TestDatabase) {
     )
     .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // A role granted, and a logout, count at the very next request although
+    // the caller's session is cached between requests.
+    let running = state.projections.start(state.ports.store.clone());
+    let (_, _, body) = gql!(&service, Some(&token), "mutation { registerUser(input: { email: \"bob@example.org\", password: \"bob's long passphrase\" }) { user { id } } }");
+    let bob = body["data"]["registerUser"]["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        format!("mutation {{ grantRole(userId: \"{bob}\", role: \"member\") {{ changed }} }}")
+    );
+    assert_eq!(body["data"]["grantRole"]["changed"], true, "{body}");
+    let login = test::TestRequest::post()
+        .uri("/auth/login")
+        .set_json(json!({ "tenant_id": state_tenant(&state, &token).await, "email": "bob@example.org", "password": "bob's long passphrase" }))
+        .to_request();
+    let tokens: Value = test::read_body_json(test::call_service(&service, login).await).await;
+    let bobs = tokens["access_token"].as_str().unwrap().to_owned();
+    let sessions = "{ sessions { edges { node { id } } } }";
+    let (_, _, body) = gql!(&service, Some(&bobs), sessions);
+    assert_eq!(
+        codes(&body),
+        ["FORBIDDEN"],
+        "a member does not list sessions"
+    );
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        format!("mutation {{ grantRole(userId: \"{bob}\", role: \"admin\") {{ changed }} }}")
+    );
+    assert_eq!(body["data"]["grantRole"]["changed"], true);
+    let (_, _, body) = gql!(&service, Some(&bobs), sessions);
+    assert!(
+        body["errors"].is_null(),
+        "the new role counts at once: {body}"
+    );
+    let logout = test::TestRequest::post()
+        .uri("/auth/logout")
+        .insert_header(("authorization", format!("Bearer {bobs}")))
+        .to_request();
+    assert_eq!(
+        test::call_service(&service, logout).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let (status, _, _) = gql!(&service, Some(&bobs), sessions);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a logout counts at once");
+    running.stop().await;
+}
+
+/// The tenant of the caller behind `token`, from the API itself.
+async fn state_tenant(state: &AppState, token: &str) -> String {
+    let claims = state
+        .ports
+        .tokens
+        .verify(token, custodia_domain::Timestamp::now())
+        .unwrap();
+    claims.tid
 }
 
 async fn api_keys_authenticate_service_accounts(db: TestDatabase) {

@@ -294,6 +294,12 @@ impl AppendSignal {
         Self(receiver)
     }
 
+    /// How many appends have been signalled so far (a generation number:
+    /// it changes whenever the log may have changed).
+    pub fn generation(&self) -> u64 {
+        *self.0.borrow()
+    }
+
     /// Forgets earlier signals: call it before reading the log.
     pub fn mark_seen(&mut self) {
         self.0.borrow_and_update();

@@ -8,7 +8,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use async_graphql::parser::types::OperationType;
 use custodia_application::commands::api_keys::authenticate_api_key;
-use custodia_application::commands::sessions::authenticate;
+use custodia_application::commands::sessions::{authenticate, SessionFailure};
+use custodia_application::TokenError;
 use custodia_domain::{
     Actor, ChainId, LogCursor, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
 };
@@ -98,12 +99,27 @@ pub(super) async fn authenticate_token(state: &AppState, value: &str) -> Result<
             user: None,
         });
     }
-    let (principal, claims) = authenticate(&state.ports, token, now).await?;
-    let user = Uuid::parse_str(&claims.sub).map_err(|_| unauthenticated("malformed token"))?;
-    let tenant: TenantId = claims
-        .tid
-        .parse()
-        .map_err(|_| unauthenticated("malformed token"))?;
+    // The signature and lifetime are checked on every request; the session
+    // and the roles come from the cache while nothing was appended since.
+    let claims = state.ports.tokens.verify(token, now).map_err(|e| match e {
+        TokenError::OutOfTime => SessionFailure::Expired,
+        TokenError::Invalid => SessionFailure::InvalidToken,
+    })?;
+    let malformed = || unauthenticated("malformed token");
+    let user = Uuid::parse_str(&claims.sub).map_err(|_| malformed())?;
+    let session = Uuid::parse_str(&claims.sid).map_err(|_| malformed())?;
+    let tenant: TenantId = claims.tid.parse().map_err(|_| malformed())?;
+    let principal = match state.auth_cache.get(session, user) {
+        Some(principal) => principal,
+        None => {
+            let loaded = state.auth_cache.generations();
+            let (principal, _) = authenticate(&state.ports, token, now).await?;
+            state
+                .auth_cache
+                .put(session, user, principal.clone(), loaded);
+            principal
+        }
+    };
     Ok(Auth {
         principal,
         actor: Actor::User(user),
