@@ -51,9 +51,9 @@ QUERY='{ me { id email displayName status roles } }' \
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/wrk/me.lua "$BASE/graphql"
 
 export REFRESH_TOKENS=$WORK/refresh
-for _ in $(seq 8); do login | python3 -c 'import json, sys; print(json.load(sys.stdin)["refresh_token"])'; done >"$REFRESH_TOKENS"
-echo "== token refresh: 8 sessions, one connection each, $DURATION"
-wrk -t8 -c8 -d"$DURATION" --latency -s scripts/wrk/refresh.lua "$BASE/auth/refresh"
+for _ in $(seq 64); do login | python3 -c 'import json, sys; print(json.load(sys.stdin)["refresh_token"])'; done >"$REFRESH_TOKENS"
+echo "== token refresh: 64 sessions taken in turn by 8 connections, $DURATION"
+THREADS_FOR_REFRESH=8 wrk -t8 -c8 -d"$DURATION" --latency -s scripts/wrk/refresh.lua "$BASE/auth/refresh"
 
 echo "== password login (Argon2id): 4 connections (more in parallel on one account trip the lockout guard), $DURATION"
 wrk -t2 -c4 -d"$DURATION" --latency -s scripts/wrk/login.lua "$BASE/auth/login"

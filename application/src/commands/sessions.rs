@@ -21,8 +21,8 @@ use uuid::Uuid;
 use super::credentials::{login, LoginError};
 use super::tenants::tenant_stream;
 use super::{
-    decide_and_append, execute, load, memberships_stream, stream, Caller, CommandError, Outcome,
-    Ports,
+    decide_and_append, execute, load, load_in, memberships_stream, stream, Caller, CommandError,
+    Outcome, Ports,
 };
 use crate::tokens::{AccessClaims, TokenError};
 
@@ -291,19 +291,18 @@ pub async fn refresh_session(
     let secret = B64URL
         .decode(secret)
         .map_err(|_| SessionFailure::InvalidToken)?;
-    let (state, _) = load::<Session>(&*ports.store, &session_stream(session)).await?;
+    // A session of another tenant is no session here.
+    let (state, _) = load_in::<Session>(
+        &*ports.store,
+        &session_stream(session),
+        Some(ChainId::Tenant(tenant)),
+    )
+    .await
+    .map_err(|e| match e {
+        CommandError::NotFound(_) => SessionFailure::InvalidToken,
+        other => other.into(),
+    })?;
     let user = state.user().ok_or(SessionFailure::InvalidToken)?;
-    let recorded = ports
-        .store
-        .read_stream(&session_stream(session), Default::default(), 1)
-        .await
-        .map_err(CommandError::from)?;
-    if recorded
-        .first()
-        .is_none_or(|e| e.chain != ChainId::Tenant(tenant))
-    {
-        return Err(SessionFailure::InvalidToken);
-    }
     let settings = settings(ports, tenant).await?;
     let next = ports.tokens.refresh_secret();
     let refresh_expires_at =
