@@ -7,13 +7,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use async_graphql::parser::types::OperationType;
-use custodia_application::commands::api_keys::authenticate_api_key;
-use custodia_application::commands::sessions::{authenticate, SessionFailure};
-use custodia_application::TokenError;
-use custodia_domain::{
-    Actor, ChainId, LogCursor, StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
-};
-use uuid::Uuid;
+use custodia_application::commands::api_keys::identify_api_key;
+use custodia_application::commands::sessions::{session_principal, verify_access_token};
+use custodia_domain::{Actor, LogCursor, Timestamp};
 
 use super::{Auth, RequestData};
 use crate::server::{ApiError, AppState};
@@ -89,68 +85,38 @@ pub(super) async fn authenticate_token(state: &AppState, value: &str) -> Result<
         .ok_or_else(|| unauthenticated("use Authorization: Bearer <token>"))?;
     let now = Timestamp::now();
     if token.starts_with("cst_") {
-        let tenant = api_key_tenant(state, token).await?;
-        let principal = authenticate_api_key(&state.ports, tenant, token, now).await?;
-        let id = key_id(token).ok_or_else(|| unauthenticated("malformed API key"))?;
+        let (key, tenant, principal) = identify_api_key(&state.ports, token, now).await?;
         return Ok(Auth {
             principal,
-            actor: Actor::Service(id),
+            actor: Actor::Service(key),
             tenant,
             user: None,
         });
     }
     // The signature and lifetime are checked on every request; the session
     // and the roles come from the cache while nothing was appended since.
-    let claims = state.ports.tokens.verify(token, now).map_err(|e| match e {
-        TokenError::OutOfTime => SessionFailure::Expired,
-        TokenError::Invalid => SessionFailure::InvalidToken,
-    })?;
-    let malformed = || unauthenticated("malformed token");
-    let user = Uuid::parse_str(&claims.sub).map_err(|_| malformed())?;
-    let session = Uuid::parse_str(&claims.sid).map_err(|_| malformed())?;
-    let tenant: TenantId = claims.tid.parse().map_err(|_| malformed())?;
-    let principal = match state.auth_cache.get(session, user) {
+    let (_, subject) = verify_access_token(&state.ports, token, now)?;
+    let principal = match state.auth_cache.get(subject.session, subject.user) {
         Some(principal) => principal,
         None => {
             let loaded = state.auth_cache.generations();
-            let (principal, _) = authenticate(&state.ports, token, now).await?;
+            let principal = session_principal(&state.ports, &subject).await?;
             state
                 .auth_cache
-                .put(session, user, principal.clone(), loaded);
+                .put(subject.session, subject.user, principal.clone(), loaded);
             principal
         }
     };
     Ok(Auth {
         principal,
-        actor: Actor::User(user),
-        tenant,
-        user: Some(user),
+        actor: Actor::User(subject.user),
+        tenant: subject.tenant,
+        user: Some(subject.user),
     })
 }
 
 fn unauthenticated(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
-}
-
-fn key_id(key: &str) -> Option<Uuid> {
-    let rest = key.strip_prefix("cst_")?;
-    Uuid::parse_str(rest.split_once('_')?.0).ok()
-}
-
-/// The tenant an API key belongs to: the chain of its stream.
-async fn api_key_tenant(state: &AppState, key: &str) -> Result<TenantId, ApiError> {
-    let id = key_id(key).ok_or_else(|| unauthenticated("invalid API key"))?;
-    let stream = StreamId::new(StreamCategory::parse("api_key").expect("valid"), id);
-    let first = state
-        .ports
-        .store
-        .read_stream(&stream, StreamVersion::EMPTY, 1)
-        .await
-        .map_err(|e| ApiError::from(custodia_application::commands::CommandError::from(e)))?;
-    match first.first().map(|e| e.chain) {
-        Some(ChainId::Tenant(tenant)) => Ok(tenant),
-        _ => Err(unauthenticated("invalid API key")),
-    }
 }
 
 /// Waits for the projections to reach the request's `X-Consistency-Token`.

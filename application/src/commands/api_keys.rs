@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::sessions::SessionFailure;
 use super::tenants::require_active_tenant;
-use super::{decide_and_append, load, stream, Caller, CommandError, Outcome, Ports};
+use super::{decide_and_append, load_located, stream, Caller, CommandError, Outcome, Ports};
 
 fn key_stream(key: Uuid) -> StreamId {
     stream("api_key", key)
@@ -87,14 +87,39 @@ pub async fn revoke_api_key(
     decide_and_append::<ApiKey>(ports, caller, tenant, &key_stream(key_id), &command).await
 }
 
-/// Authenticates a service account by its key: the principal of its tenant
-/// with the key's permissions. Records the use (at most hourly).
+/// Authenticates a service by its API key (`cst_<key id>_<secret>`), in the
+/// tenant the key belongs to. Returns the key's id, that tenant, and the
+/// service's principal with the key's permissions. Records the use (at most
+/// hourly).
+pub async fn identify_api_key(
+    ports: &Ports,
+    key: &str,
+    at: Timestamp,
+) -> Result<(Uuid, TenantId, Principal), SessionFailure> {
+    let (key_id, tenant, permissions) = check_key(ports, key).await?;
+    let principal = record_use(ports, key_id, tenant, permissions, at).await;
+    Ok((key_id, tenant, principal))
+}
+
+/// [`identify_api_key`] for a key that must belong to `tenant`.
 pub async fn authenticate_api_key(
     ports: &Ports,
     tenant: TenantId,
     key: &str,
     at: Timestamp,
 ) -> Result<Principal, SessionFailure> {
+    let (key_id, of, permissions) = check_key(ports, key).await?;
+    if of != tenant {
+        return Err(SessionFailure::InvalidToken);
+    }
+    Ok(record_use(ports, key_id, tenant, permissions, at).await)
+}
+
+/// The key's id, tenant and permissions, if the key is live and its secret right.
+async fn check_key(
+    ports: &Ports,
+    key: &str,
+) -> Result<(Uuid, TenantId, PermissionSet), SessionFailure> {
     let rest = key
         .strip_prefix("cst_")
         .ok_or(SessionFailure::InvalidToken)?;
@@ -103,18 +128,10 @@ pub async fn authenticate_api_key(
     let secret = B64URL
         .decode(secret)
         .map_err(|_| SessionFailure::InvalidToken)?;
-    let recorded = ports
-        .store
-        .read_stream(&key_stream(key_id), Default::default(), 1)
-        .await
-        .map_err(CommandError::from)?;
-    if recorded
-        .first()
-        .is_none_or(|e| e.chain != ChainId::Tenant(tenant))
-    {
+    let (state, _, chain) = load_located::<ApiKey>(&*ports.store, &key_stream(key_id)).await?;
+    let Some(ChainId::Tenant(tenant)) = chain else {
         return Err(SessionFailure::InvalidToken);
-    }
-    let (state, _) = load::<ApiKey>(&*ports.store, &key_stream(key_id)).await?;
+    };
     let ApiKey::Active {
         permissions,
         secret_sha256,
@@ -127,16 +144,24 @@ pub async fn authenticate_api_key(
     if <[u8; 32]>::from(Sha256::digest(&secret)) != secret_sha256 {
         return Err(SessionFailure::InvalidToken);
     }
+    Ok((key_id, tenant, permissions))
+}
+
+/// Records a key's use (best effort: a failure does not refuse the
+/// request) and returns the service's principal.
+async fn record_use(
+    ports: &Ports,
+    key_id: Uuid,
+    tenant: TenantId,
+    permissions: PermissionSet,
+    at: Timestamp,
+) -> Principal {
     let principal = Principal::Service {
         tenant,
-        permissions: permissions.clone(),
-    };
-    let caller = Caller::internal(principal, Actor::Service(key_id), "api_key");
-    let used = ApiKeyCommand::RecordUse { at };
-    // Best effort: a failure to record the use does not refuse the request.
-    let _ = decide_and_append::<ApiKey>(ports, &caller, tenant, &key_stream(key_id), &used).await;
-    Ok(Principal::Service {
-        tenant,
         permissions,
-    })
+    };
+    let caller = Caller::internal(principal.clone(), Actor::Service(key_id), "api_key");
+    let used = ApiKeyCommand::RecordUse { at };
+    let _ = decide_and_append::<ApiKey>(ports, &caller, tenant, &key_stream(key_id), &used).await;
+    principal
 }

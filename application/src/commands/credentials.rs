@@ -36,18 +36,27 @@ pub(crate) async fn require_user(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<(), CommandError> {
-    let stream = user_stream(user);
-    match load_in::<User>(&*ports.store, &stream, Some(ChainId::Tenant(tenant)))
+    match user_status_in(ports, tenant, user).await? {
+        UserStatus::Deleted => Err(CommandError::User(
+            custodia_domain::identity::user::UserError::Deleted,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The status of a user of `tenant`; a user of another tenant (or none) is
+/// "not found".
+pub(crate) async fn user_status_in(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<UserStatus, CommandError> {
+    let chain = Some(ChainId::Tenant(tenant));
+    load_in::<User>(&*ports.store, &user_stream(user), chain)
         .await?
         .0
         .status()
-    {
-        None => Err(CommandError::NotFound("user")),
-        Some(UserStatus::Deleted) => Err(CommandError::User(
-            custodia_domain::identity::user::UserError::Deleted,
-        )),
-        Some(_) => Ok(()),
-    }
+        .ok_or(CommandError::NotFound("user"))
 }
 
 async fn seal_hash(

@@ -181,7 +181,8 @@ where
     A: Aggregate,
     A::Event: EventSchema,
 {
-    load_in(store, stream, None).await
+    let (state, version, _) = load_located(store, stream).await?;
+    Ok((state, version))
 }
 
 /// [`load`], refusing a stream of another chain than `chain` as not found,
@@ -195,19 +196,33 @@ where
     A: Aggregate,
     A::Event: EventSchema,
 {
+    let (state, version, found) = load_located(store, stream).await?;
+    match (chain, found) {
+        (Some(chain), Some(found)) if found != chain => Err(AppendError::WrongChain {
+            stream: stream.clone(),
+        }
+        .into()),
+        _ => Ok((state, version)),
+    }
+}
+
+/// [`load`], also returning the chain the stream belongs to (`None` while
+/// it has no events).
+pub(crate) async fn load_located<A>(
+    store: &dyn EventStore,
+    stream: &StreamId,
+) -> Result<(A, StreamVersion, Option<ChainId>), CommandError>
+where
+    A: Aggregate,
+    A::Event: EventSchema,
+{
     let mut state = A::default();
     let mut version = StreamVersion::EMPTY;
+    let mut chain = None;
     loop {
         let batch = store.read_stream(stream, version, 1000).await?;
-        if let (Some(chain), Some(first)) = (chain, batch.first()) {
-            if first.chain != chain {
-                return Err(AppendError::WrongChain {
-                    stream: stream.clone(),
-                }
-                .into());
-            }
-        }
         let Some(last) = batch.last() else { break };
+        chain = Some(last.chain);
         version = last.stream_version;
         for recorded in &batch {
             let event = A::Event::from_stored(&StoredForm {
@@ -218,7 +233,7 @@ where
             state = state.apply(&event);
         }
     }
-    Ok((state, version))
+    Ok((state, version, chain))
 }
 
 /// Load → decide → append with the expected version and the command id,

@@ -413,6 +413,50 @@ pub async fn revoke_all_sessions(
     Ok((revoked, written))
 }
 
+/// Whom a verified access token speaks for, as it was signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSubject {
+    pub tenant: TenantId,
+    pub user: Uuid,
+    pub session: Uuid,
+}
+
+/// Checks an access token's signature and lifetime (no I/O).
+pub fn verify_access_token(
+    ports: &Ports,
+    access_token: &str,
+    at: Timestamp,
+) -> Result<(AccessClaims, TokenSubject), SessionFailure> {
+    let claims = ports.tokens.verify(access_token, at).map_err(|e| match e {
+        TokenError::OutOfTime => SessionFailure::Expired,
+        TokenError::Invalid => SessionFailure::InvalidToken,
+    })?;
+    let parse = |s: &str| Uuid::parse_str(s).map_err(|_| SessionFailure::InvalidToken);
+    let subject = TokenSubject {
+        user: parse(&claims.sub)?,
+        session: parse(&claims.sid)?,
+        tenant: TenantId::from_uuid(parse(&claims.tid)?)
+            .map_err(|_| SessionFailure::InvalidToken)?,
+    };
+    Ok((claims, subject))
+}
+
+/// The principal of a verified token's subject: its session must be live,
+/// and the user's current roles give the permissions.
+pub async fn session_principal(
+    ports: &Ports,
+    subject: &TokenSubject,
+) -> Result<Principal, SessionFailure> {
+    let (state, _) = load::<Session>(&*ports.store, &session_stream(subject.session)).await?;
+    if state.user() != Some(subject.user) {
+        return Err(SessionFailure::InvalidToken);
+    }
+    if !state.is_live() {
+        return Err(SessionFailure::Revoked);
+    }
+    Ok(super::member_principal(&*ports.store, subject.tenant, subject.user).await?)
+}
+
 /// Authenticates a request: a valid access token of a live session, for the
 /// tenant it names. Returns the principal with the user's current roles.
 pub async fn authenticate(
@@ -420,21 +464,6 @@ pub async fn authenticate(
     access_token: &str,
     at: Timestamp,
 ) -> Result<(Principal, AccessClaims), SessionFailure> {
-    let claims = ports.tokens.verify(access_token, at).map_err(|e| match e {
-        TokenError::OutOfTime => SessionFailure::Expired,
-        TokenError::Invalid => SessionFailure::InvalidToken,
-    })?;
-    let parse = |s: &str| Uuid::parse_str(s).map_err(|_| SessionFailure::InvalidToken);
-    let (user, session) = (parse(&claims.sub)?, parse(&claims.sid)?);
-    let tenant =
-        TenantId::from_uuid(parse(&claims.tid)?).map_err(|_| SessionFailure::InvalidToken)?;
-    let (state, _) = load::<Session>(&*ports.store, &session_stream(session)).await?;
-    if state.user() != Some(user) {
-        return Err(SessionFailure::InvalidToken);
-    }
-    if !state.is_live() {
-        return Err(SessionFailure::Revoked);
-    }
-    let principal = super::member_principal(&*ports.store, tenant, user).await?;
-    Ok((principal, claims))
+    let (claims, subject) = verify_access_token(ports, access_token, at)?;
+    Ok((session_principal(ports, &subject).await?, claims))
 }

@@ -3,15 +3,14 @@
 use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::membership::{MembershipCommand, Memberships, RoleRef};
 use custodia_domain::identity::tenant::{Tenant, TenantCommand, TenantName, TenantSettings};
-use custodia_domain::identity::user::User;
 use custodia_domain::rbac::{BuiltInRole, Denied, Permission, Principal};
 use custodia_domain::{ChainId, CommandId, EventId, TenantId};
 use uuid::Uuid;
 
-use super::users::{register_user_unchecked, user_stream, NewUser};
+use super::users::{register_user_unchecked, NewUser};
 use super::{
-    decide_and_append, execute, load, load_in, memberships_stream, stream, Caller, CommandError,
-    Outcome, Ports,
+    decide_and_append, execute, load, memberships_stream, stream, Caller, CommandError, Outcome,
+    Ports,
 };
 
 pub(crate) fn tenant_stream(tenant: TenantId) -> custodia_domain::StreamId {
@@ -152,12 +151,9 @@ pub async fn change_memberships(
         MembershipCommand::Grant { user, .. } => {
             super::credentials::require_user(ports, tenant, *user).await?
         }
+        // Roles of a deleted user may still be taken away.
         MembershipCommand::Revoke { user, .. } | MembershipCommand::RemoveMember { user } => {
-            let chain = Some(ChainId::Tenant(tenant));
-            let (state, _) = load_in::<User>(&*ports.store, &user_stream(*user), chain).await?;
-            if state.status().is_none() {
-                return Err(CommandError::NotFound("user"));
-            }
+            super::credentials::user_status_in(ports, tenant, *user).await?;
         }
         MembershipCommand::DefineRole { .. } => {}
     }
