@@ -535,7 +535,7 @@ async fn python_gql_client_over_real_http(db: TestDatabase) {
     let state = state(&db).await;
     let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
     let running = state.projections.start(state.ports.store.clone());
-    let (address, handle, serving) = serve_on_a_port(&state).await;
+    let served = serve_on_a_port(&state).await;
     let script = r#"
 import json, sys, requests
 from gql import Client, gql
@@ -548,18 +548,10 @@ created = client.execute(gql('mutation($e: String!) { registerUser(input: {email
 me = client.execute(gql("{ me { email roles } }"))
 print(json.dumps({"created": created, "me": me}))
 "#;
-    let base = format!("http://{address}");
+    let base = format!("http://{}", served.address);
     let tenant = tenant.to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(["-c", script, &base, &tenant, PASSWORD])
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    handle.stop(true).await;
-    serving.await.unwrap().unwrap();
+    let output = python(script, [base, tenant, PASSWORD.to_owned()]).await;
+    served.stop().await;
     running.stop().await;
     assert!(
         output.status.success(),
@@ -599,14 +591,21 @@ fragment TypeRef on __Type {
 }
 "#;
 
-/// Serves `state` on a free local port; returns its address and a stopper.
-async fn serve_on_a_port(
-    state: &AppState,
-) -> (
-    std::net::SocketAddr,
-    actix_web::dev::ServerHandle,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
+/// A server on a free local port.
+struct Served {
+    address: std::net::SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn stop(self) {
+        self.handle.stop(true).await;
+        self.serving.await.unwrap().unwrap();
+    }
+}
+
+async fn serve_on_a_port(state: &AppState) -> Served {
     let server_state = state.clone();
     let server = actix_web::HttpServer::new(move || app(server_state.clone()))
         .workers(1)
@@ -614,8 +613,25 @@ async fn serve_on_a_port(
         .unwrap();
     let address = server.addrs()[0];
     let server = server.run();
-    let handle = server.handle();
-    (address, handle, tokio::spawn(server))
+    Served {
+        address,
+        handle: server.handle(),
+        serving: tokio::spawn(server),
+    }
+}
+
+/// Runs a Python script with arguments, off the async runtime.
+async fn python<const N: usize>(script: &'static str, args: [String; N]) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap()
 }
 
 async fn audit_events_stream_over_websocket(db: TestDatabase) {
@@ -623,7 +639,7 @@ async fn audit_events_stream_over_websocket(db: TestDatabase) {
     let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
     let (other, _) = tenant_with_owner(&state.ports, "eve@example.org", Some(PASSWORD)).await;
     let running = state.projections.start(state.ports.store.clone());
-    let (address, handle, serving) = serve_on_a_port(&state).await;
+    let served = serve_on_a_port(&state).await;
     // Subscribes (graphql-transport-ws), then registers two users in its
     // tenant and one in another, and prints the first three events it gets.
     let script = r#"
@@ -658,19 +674,11 @@ async def main():
         print(json.dumps(seen))
 asyncio.run(asyncio.wait_for(main(), 30))
 "#;
-    let base = format!("http://{address}");
+    let base = format!("http://{}", served.address);
     let (tenant, other) = (tenant.to_string(), other.to_string());
     let mine = tenant.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(["-c", script, &base, &tenant, &other, PASSWORD])
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    handle.stop(true).await;
-    serving.await.unwrap().unwrap();
+    let output = python(script, [base, tenant, other, PASSWORD.to_owned()]).await;
+    served.stop().await;
     running.stop().await;
     assert!(
         output.status.success(),

@@ -101,14 +101,18 @@ fn sealed(value: &Value, event: &RecordedEvent) -> Value {
     }
 }
 
-/// Loads the row of an entity that must exist; an event for an entity the
-/// projection never saw created is ignored (it cannot happen in a valid log).
-async fn existing(
+/// The order of a row that keeps its place in listings when it changes:
+/// its existing `seq`, or the position of the event that creates it.
+async fn first_seq(
     tx: &mut dyn ReadModelTx,
     model: &'static str,
     id: &str,
-) -> Result<Option<ModelRow>, ProjectionError> {
-    Ok(tx.get(model, id).await?)
+    event: &RecordedEvent,
+) -> Result<i64, ProjectionError> {
+    Ok(tx
+        .get(model, id)
+        .await?
+        .map_or_else(|| seq(event), |old| old.seq))
 }
 
 fn touch(row: &mut ModelRow, event: &RecordedEvent) {
@@ -152,7 +156,9 @@ impl Projection for Tenants {
                 row
             }
             other => {
-                let Some(mut row) = existing(tx, "tenant", &id).await? else {
+                // An event for an entity never created cannot occur in a
+                // valid log; it is ignored.
+                let Some(mut row) = tx.get("tenant", &id).await? else {
                     return Ok(());
                 };
                 match other {
@@ -220,7 +226,9 @@ impl Projection for Users {
                 row
             }
             other => {
-                let Some(mut row) = existing(tx, "user", &id).await? else {
+                // An event for an entity never created cannot occur in a
+                // valid log; it is ignored.
+                let Some(mut row) = tx.get("user", &id).await? else {
                     return Ok(());
                 };
                 match other {
@@ -268,10 +276,7 @@ impl Projection for MembershipsView {
         match typed {
             MembershipEvent::RoleDefined { name, .. } => {
                 let id = format!("{tenant}/{}", name.as_str());
-                let seq = match tx.get("role", &id).await? {
-                    Some(old) => old.seq,
-                    None => seq(event),
-                };
+                let seq = first_seq(tx, "role", &id, event).await?;
                 let mut row = row(
                     "role",
                     id,
@@ -382,7 +387,9 @@ impl Projection for Sessions {
                 row
             }
             other => {
-                let Some(mut row) = existing(tx, "session", &id).await? else {
+                // An event for an entity never created cannot occur in a
+                // valid log; it is ignored.
+                let Some(mut row) = tx.get("session", &id).await? else {
                     return Ok(());
                 };
                 match other {
@@ -439,10 +446,7 @@ impl Projection for Consents {
         };
         let user = event.stream.id;
         let id = format!("{user}/{}", decision.purpose);
-        let seq = match tx.get("consent", &id).await? {
-            Some(old) => old.seq,
-            None => seq(event),
-        };
+        let seq = first_seq(tx, "consent", &id, event).await?;
         let mut doc = payload;
         doc["state"] = json!(state);
         doc["user"] = json!(user.to_string());

@@ -16,8 +16,9 @@ mod types;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::{ErrorExtensions, Schema};
+use async_graphql::{Context, ErrorExtensions, Schema, ID};
 use custodia_application::commands::Caller;
+use custodia_application::ModelRow;
 use custodia_domain::rbac::{Permission, Principal};
 use custodia_domain::{Actor, CommandId, LogCursor, Origin, TenantId};
 use uuid::Uuid;
@@ -81,13 +82,30 @@ impl RequestData {
         })
     }
 
-    /// The tenant a field names, or the caller's own.
-    fn tenant(&self, given: Option<Uuid>) -> Result<TenantId, async_graphql::Error> {
+    /// The tenant an argument (`what`) names, or the caller's own.
+    fn tenant(&self, given: Option<&ID>, what: &str) -> Result<TenantId, async_graphql::Error> {
         let auth = self.auth()?;
-        match given {
+        match optional_uuid(given, what)? {
             None => Ok(auth.tenant),
             Some(id) => TenantId::from_uuid(id).map_err(|e| error("VALIDATION", e.to_string())),
         }
+    }
+
+    /// The row `model`/`id` if it belongs to `tenant`: a row of another
+    /// tenant is absent, never forbidden-but-existing.
+    async fn row_in(
+        &self,
+        model: &'static str,
+        id: &str,
+        tenant: TenantId,
+    ) -> Result<Option<ModelRow>, async_graphql::Error> {
+        Ok(self
+            .state
+            .models
+            .get(model, id)
+            .await
+            .map_err(store_failure)?
+            .filter(|row| row.tenant == Some(tenant.as_uuid())))
     }
 
     /// Checks a permission; the caller is authenticated.
@@ -142,4 +160,17 @@ fn fail(cause: impl Into<ApiError>) -> async_graphql::Error {
 /// A storage failure, as resolvers report it (`INTERNAL`; the cause is logged).
 fn store_failure(error: custodia_application::StoreError) -> async_graphql::Error {
     fail(custodia_application::commands::CommandError::from(error))
+}
+
+fn data<'a>(ctx: &Context<'a>) -> &'a RequestData {
+    ctx.data_unchecked::<RequestData>()
+}
+
+/// An id argument (`what`) that must be a UUID.
+fn uuid(id: &ID, what: &str) -> Result<Uuid, async_graphql::Error> {
+    Uuid::parse_str(id).map_err(|_| error("VALIDATION", format!("{what} must be a UUID")))
+}
+
+fn optional_uuid(id: Option<&ID>, what: &str) -> Result<Option<Uuid>, async_graphql::Error> {
+    id.map(|id| uuid(id, what)).transpose()
 }

@@ -19,6 +19,7 @@ use custodia_application::commands::users::{
     change_email, change_user_status, register_user, update_profile, NewUser, Profile, StatusChange,
 };
 use custodia_application::commands::{api_keys, Caller, Outcome};
+use custodia_application::ModelRow;
 use custodia_domain::identity::membership::{MembershipCommand, RoleName, RoleRef};
 use custodia_domain::identity::tenant::{ConsentPurpose, TenantSettings};
 use custodia_domain::rbac::{Permission, PermissionSet};
@@ -26,20 +27,12 @@ use custodia_domain::{LogCursor, TenantId, Timestamp};
 use uuid::Uuid;
 
 use super::types::{ConsentChannel, Session, Tenant, User};
-use super::{error, fail, store_failure, RequestData};
+use super::{data, error, fail, store_failure, uuid};
 
 pub struct Mutation;
 
-fn data<'a>(ctx: &Context<'a>) -> &'a RequestData {
-    ctx.data_unchecked::<RequestData>()
-}
-
-fn uuid(id: &ID, what: &str) -> Result<Uuid> {
-    Uuid::parse_str(id).map_err(|_| error("VALIDATION", format!("{what} must be a UUID")))
-}
-
 fn tenant(ctx: &Context<'_>, id: Option<&ID>) -> Result<TenantId> {
-    data(ctx).tenant(id.map(|id| uuid(id, "tenantId")).transpose()?)
+    data(ctx).tenant(id, "tenantId")
 }
 
 /// Records what a command wrote and waits (bounded) until the projections
@@ -88,20 +81,29 @@ fn cursor(outcome: &Outcome) -> Option<LogCursor> {
     outcome.appended.map(|a| a.cursor)
 }
 
+/// Waits for the projections to apply what a command wrote (see
+/// [`settle`]), then reads the row it changed. Returns the row and the token.
+async fn settled_row(
+    ctx: &Context<'_>,
+    model: &'static str,
+    id: Uuid,
+    tenant: TenantId,
+    cursor: Option<LogCursor>,
+) -> Result<(Option<ModelRow>, String)> {
+    let token = settle(ctx, cursor).await?;
+    Ok((
+        data(ctx).row_in(model, &id.to_string(), tenant).await?,
+        token,
+    ))
+}
+
 async fn user_payload(
     ctx: &Context<'_>,
     tenant: TenantId,
     user: Uuid,
     cursor: Option<LogCursor>,
 ) -> Result<UserPayload> {
-    let consistency_token = settle(ctx, cursor).await?;
-    let row = data(ctx)
-        .state
-        .models
-        .get("user", &user.to_string())
-        .await
-        .map_err(store_failure)?
-        .filter(|row| row.tenant == Some(tenant.as_uuid()));
+    let (row, consistency_token) = settled_row(ctx, "user", user, tenant, cursor).await?;
     Ok(UserPayload {
         user: row.map(User),
         consistency_token,
@@ -113,13 +115,8 @@ async fn tenant_payload(
     tenant: TenantId,
     cursor: Option<LogCursor>,
 ) -> Result<TenantPayload> {
-    let consistency_token = settle(ctx, cursor).await?;
-    let row = data(ctx)
-        .state
-        .models
-        .get("tenant", &tenant.to_string())
-        .await
-        .map_err(store_failure)?;
+    let (row, consistency_token) =
+        settled_row(ctx, "tenant", tenant.as_uuid(), tenant, cursor).await?;
     Ok(TenantPayload {
         tenant: row.map(Tenant),
         consistency_token,
@@ -681,14 +678,8 @@ impl Mutation {
         )
         .await
         .map_err(fail)?;
-        let consistency_token = settle(ctx, cursor(&outcome)).await?;
-        let row = data(ctx)
-            .state
-            .models
-            .get("session", &session.to_string())
-            .await
-            .map_err(store_failure)?
-            .filter(|row| row.tenant == Some(tenant.as_uuid()));
+        let (row, consistency_token) =
+            settled_row(ctx, "session", session, tenant, cursor(&outcome)).await?;
         Ok(SessionPayload {
             session: row.map(Session),
             consistency_token,

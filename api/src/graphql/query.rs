@@ -6,25 +6,12 @@ use async_graphql::{Context, Object, OutputType, Result, ID};
 use custodia_application::{ModelRow, RowQuery};
 use custodia_domain::identity::membership::RoleRef;
 use custodia_domain::rbac::{BuiltInRole, Permission};
-use custodia_domain::{TenantId, Timestamp};
-use uuid::Uuid;
+use custodia_domain::Timestamp;
 
 use super::types::{AuditEvent, Consent, Role, Session, Tenant, User};
-use super::{error, fail, RequestData, MAX_PAGE};
+use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
 
 pub struct Query;
-
-fn data<'a>(ctx: &Context<'a>) -> &'a RequestData {
-    ctx.data_unchecked::<RequestData>()
-}
-
-fn uuid(id: &ID, what: &str) -> Result<Uuid> {
-    Uuid::parse_str(id).map_err(|_| error("VALIDATION", format!("{what} must be a UUID")))
-}
-
-fn optional_uuid(id: Option<&ID>, what: &str) -> Result<Option<Uuid>> {
-    id.map(|id| uuid(id, what)).transpose()
-}
 
 fn time(text: Option<&str>, what: &str) -> Result<Option<i64>> {
     text.map(|t| {
@@ -33,15 +20,6 @@ fn time(text: Option<&str>, what: &str) -> Result<Option<i64>> {
             .map_err(|_| error("VALIDATION", format!("{what} must be an RFC 3339 time")))
     })
     .transpose()
-}
-
-async fn row(ctx: &Context<'_>, model: &'static str, id: &str) -> Result<Option<ModelRow>> {
-    data(ctx)
-        .state
-        .models
-        .get(model, id)
-        .await
-        .map_err(super::store_failure)
 }
 
 /// One page of rows as a Relay connection (forward: `first`, `after`).
@@ -73,7 +51,7 @@ async fn page<T: OutputType>(
         .models
         .list(&query)
         .await
-        .map_err(super::store_failure)?;
+        .map_err(store_failure)?;
     let has_next = rows.len() > first;
     rows.truncate(first);
     let mut connection = Connection::new(query.after_seq.is_some(), has_next);
@@ -84,18 +62,6 @@ async fn page<T: OutputType>(
     Ok(connection)
 }
 
-/// The row of `model`/`id` if it belongs to `tenant`.
-async fn in_tenant(
-    ctx: &Context<'_>,
-    model: &'static str,
-    id: &str,
-    tenant: TenantId,
-) -> Result<Option<ModelRow>> {
-    Ok(row(ctx, model, id)
-        .await?
-        .filter(|row| row.tenant == Some(tenant.as_uuid())))
-}
-
 #[Object]
 impl Query {
     /// The signed-in user (null for API keys).
@@ -104,16 +70,18 @@ impl Query {
         let Some(user) = auth.user else {
             return Ok(None);
         };
-        Ok(in_tenant(ctx, "user", &user.to_string(), auth.tenant)
+        Ok(data(ctx)
+            .row_in("user", &user.to_string(), auth.tenant)
             .await?
             .map(User))
     }
 
     /// A tenant (default: the caller's). Needs `tenant.read`.
     async fn tenant(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Option<Tenant>> {
-        let tenant = data(ctx).tenant(optional_uuid(id.as_ref(), "id")?)?;
+        let tenant = data(ctx).tenant(id.as_ref(), "id")?;
         data(ctx).authorize(tenant, Permission::TenantRead, None)?;
-        Ok(in_tenant(ctx, "tenant", &tenant.to_string(), tenant)
+        Ok(data(ctx)
+            .row_in("tenant", &tenant.to_string(), tenant)
             .await?
             .map(Tenant))
     }
@@ -131,7 +99,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, User, EmptyFields, EmptyFields>> {
         let data = data(ctx);
-        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         data.authorize(tenant, Permission::UserRead, None)?;
         let lookup = match email {
             None => None,
@@ -161,10 +129,11 @@ impl Query {
     /// One user of a tenant. Needs `user.read` (or being that user).
     async fn user(&self, ctx: &Context<'_>, tenant_id: Option<ID>, id: ID) -> Result<Option<User>> {
         let data = data(ctx);
-        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         let user = uuid(&id, "id")?;
         data.authorize(tenant, Permission::UserRead, Some(user))?;
-        Ok(in_tenant(ctx, "user", &user.to_string(), tenant)
+        Ok(data
+            .row_in("user", &user.to_string(), tenant)
             .await?
             .map(User))
     }
@@ -172,7 +141,7 @@ impl Query {
     /// The built-in roles and the tenant's custom roles. Needs `role.read`.
     async fn roles(&self, ctx: &Context<'_>, tenant_id: Option<ID>) -> Result<Vec<Role>> {
         let data = data(ctx);
-        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         data.authorize(tenant, Permission::RoleRead, None)?;
         let mut roles: Vec<Role> = BuiltInRole::ALL
             .iter()
@@ -196,7 +165,7 @@ impl Query {
                 ..RowQuery::default()
             })
             .await
-            .map_err(super::store_failure)?;
+            .map_err(store_failure)?;
         roles.extend(custom.into_iter().map(|row| {
             Role {
                 name: format!("custom:{}", row.doc["name"].as_str().unwrap_or_default()),
@@ -226,7 +195,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, Session, EmptyFields, EmptyFields>> {
         let data = data(ctx);
-        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         let user = optional_uuid(user_id.as_ref(), "userId")?;
         data.authorize(tenant, Permission::SessionRead, user)?;
         let query = RowQuery {
@@ -248,7 +217,7 @@ impl Query {
         user_id: ID,
     ) -> Result<Vec<Consent>> {
         let data = data(ctx);
-        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         let user = uuid(&user_id, "userId")?;
         data.authorize(tenant, Permission::ConsentRead, Some(user))?;
         let rows = data
@@ -262,7 +231,7 @@ impl Query {
                 ..RowQuery::default()
             })
             .await
-            .map_err(super::store_failure)?;
+            .map_err(store_failure)?;
         Ok(rows.into_iter().map(Consent).collect())
     }
 
@@ -283,7 +252,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, AuditEvent, EmptyFields, EmptyFields>> {
         let data = data(ctx);
-        let tenant = data.tenant(optional_uuid(tenant_id.as_ref(), "tenantId")?)?;
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         data.authorize(tenant, Permission::AuditRead, None)?;
         let query = RowQuery {
             model: "audit_event",

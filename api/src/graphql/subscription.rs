@@ -21,7 +21,7 @@ use custodia_projections::Follower;
 use futures_util::{Stream, StreamExt};
 
 use super::types::AuditEvent;
-use super::{error, RequestData};
+use super::RequestData;
 use crate::server::AppState;
 
 pub struct Subscription;
@@ -35,13 +35,7 @@ impl Subscription {
         tenant_id: Option<ID>,
     ) -> Result<impl Stream<Item = AuditEvent>> {
         let data = ctx.data_unchecked::<RequestData>();
-        let given = tenant_id
-            .map(|id| {
-                uuid::Uuid::parse_str(&id)
-                    .map_err(|_| error("VALIDATION", "tenantId must be a UUID"))
-            })
-            .transpose()?;
-        let tenant = data.tenant(given)?;
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         data.authorize(tenant, Permission::AuditRead, None)?;
         // From where the audit projection is: "now", give or take its lag.
         let start = data
