@@ -6,6 +6,7 @@ pub mod config;
 pub mod database;
 pub mod migrations;
 pub mod passwords;
+mod pools;
 pub mod postgres;
 pub mod read_models;
 pub mod sqlite;

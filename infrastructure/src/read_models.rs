@@ -1,22 +1,16 @@
 //! `SqlReadModels`: the [`ReadModels`] adapter, one implementation for
 //! SQLite and PostgreSQL (the SQL is the same; only the pool differs).
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use custodia_application::{
     Checkpoint, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery, StoreError,
 };
 use custodia_domain::LogCursor;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::SqliteSynchronous;
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::database::Backend;
+use crate::pools::{on_pool, Pools};
 use crate::stored::{store_error, to_i64};
 
 const COLUMNS: &str = "id, tenant_id, parent_id, kind, actor_id, lookup, at, seq, doc";
@@ -39,35 +33,7 @@ pub struct SqlReadModels {
     pools: Pools,
 }
 
-#[derive(Clone)]
-enum Pools {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-/// Runs one query on whichever backend holds the tables.
-macro_rules! on_pool {
-    (exec $pools:expr, $pool:ident => $query:expr) => {
-        match $pools {
-            Pools::Sqlite($pool) => $query
-                .await
-                .map(|done| done.rows_affected())
-                .map_err(store_error),
-            Pools::Postgres($pool) => $query
-                .await
-                .map(|done| done.rows_affected())
-                .map_err(store_error),
-        }
-    };
-    ($pools:expr, $pool:ident => $query:expr) => {
-        match $pools {
-            Pools::Sqlite($pool) => $query.await.map_err(store_error),
-            Pools::Postgres($pool) => $query.await.map_err(store_error),
-        }
-    };
-}
-
-/// The same, inside an open transaction.
+/// [`on_pool!`], inside an open transaction.
 macro_rules! on_tx {
     (exec $tx:expr, $conn:ident => $query:expr) => {
         match $tx {
@@ -91,35 +57,14 @@ macro_rules! on_tx {
 
 impl SqlReadModels {
     /// Connects to the database at `url` (its schema must be migrated).
+    /// Read models are rebuilt from the log at will, and each commit
+    /// carries its checkpoint: on SQLite a commit lost to a power cut
+    /// leaves an older, consistent state that the runner brings forward
+    /// again, so commits are not fsynced (`synchronous=NORMAL`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pools = match Backend::of(url)? {
-            Backend::Sqlite => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
-                    .journal_mode(SqliteJournalMode::Wal)
-                    // Read models are rebuilt from the log at will, and each
-                    // commit carries its checkpoint: a commit lost to a power
-                    // cut leaves an older, consistent state that the runner
-                    // brings forward again. No fsync per commit, then.
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10));
-                Pools::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(4)
-                        .connect_with(options)
-                        .await
-                        .map_err(store_error)?,
-                )
-            }
-            Backend::Postgres => Pools::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(8)
-                    .connect(url)
-                    .await
-                    .map_err(store_error)?,
-            ),
-        };
-        Ok(Self { pools })
+        Ok(Self {
+            pools: Pools::connect(url, SqliteSynchronous::Normal, 4, 8).await?,
+        })
     }
 }
 

@@ -15,7 +15,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -28,15 +27,11 @@ use custodia_domain::{TenantId, Timestamp};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::SqliteSynchronous;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::database::Backend;
-use crate::stored::store_error;
+use crate::pools::{on_pool, Pools};
 use crate::tokens::SigningKeyMaterial;
 
 const NONCE_LEN: usize = 12;
@@ -171,39 +166,19 @@ fn slot(row: Option<(Option<Vec<u8>>, Option<i64>)>) -> Slot {
 /// configured database, apart from the event log. The SQL is the same on
 /// both backends.
 #[derive(Debug, Clone)]
-enum KeyTables {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-/// Runs one query on whichever backend holds the keys; `exec` discards the
-/// backend-specific result of a statement.
-macro_rules! on_tables {
-    (exec $tables:expr, $pool:ident => $query:expr) => {
-        match $tables {
-            KeyTables::Sqlite($pool) => $query.await.map(|_| ()).map_err(store_error),
-            KeyTables::Postgres($pool) => $query.await.map(|_| ()).map_err(store_error),
-        }
-    };
-    ($tables:expr, $pool:ident => $query:expr) => {
-        match $tables {
-            KeyTables::Sqlite($pool) => $query.await.map_err(store_error),
-            KeyTables::Postgres($pool) => $query.await.map_err(store_error),
-        }
-    };
-}
+struct KeyTables(Pools);
 
 impl KeyTables {
     async fn tenant(&self, tenant: TenantId) -> Result<Slot, StoreError> {
         let sql = "SELECT wrapped, erased_at FROM tenant_keys WHERE tenant_id = $1";
-        let row = on_tables!(self, pool => sqlx::query_as(sql).bind(tenant.as_uuid()).fetch_optional(pool))?;
+        let row = on_pool!(&self.0, pool => sqlx::query_as(sql).bind(tenant.as_uuid()).fetch_optional(pool))?;
         Ok(slot(row))
     }
 
     async fn subject(&self, tenant: TenantId, subject: Uuid) -> Result<Slot, StoreError> {
         let sql =
             "SELECT wrapped, erased_at FROM subject_keys WHERE tenant_id = $1 AND subject_id = $2";
-        let row = on_tables!(self, pool => sqlx::query_as(sql).bind(tenant.as_uuid()).bind(subject).fetch_optional(pool))?;
+        let row = on_pool!(&self.0, pool => sqlx::query_as(sql).bind(tenant.as_uuid()).bind(subject).fetch_optional(pool))?;
         Ok(slot(row))
     }
 
@@ -212,7 +187,7 @@ impl KeyTables {
         let sql = "INSERT INTO tenant_keys (tenant_id, wrapped, created_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (tenant_id) DO NOTHING";
         let now = Timestamp::now().0;
-        on_tables!(exec self, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(wrapped).bind(now).execute(pool))?;
+        on_pool!(exec &self.0, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(wrapped).bind(now).execute(pool))?;
         Ok(())
     }
 
@@ -225,7 +200,7 @@ impl KeyTables {
         let sql = "INSERT INTO subject_keys (tenant_id, subject_id, wrapped, created_at) VALUES ($1, $2, $3, $4) \
                    ON CONFLICT (tenant_id, subject_id) DO NOTHING";
         let now = Timestamp::now().0;
-        on_tables!(exec self, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(subject).bind(wrapped).bind(now).execute(pool))?;
+        on_pool!(exec &self.0, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(subject).bind(wrapped).bind(now).execute(pool))?;
         Ok(())
     }
 
@@ -237,10 +212,10 @@ impl KeyTables {
         let tombstone = "INSERT INTO tenant_keys (tenant_id, wrapped, created_at, erased_at) VALUES ($1, NULL, $2, $2) \
                          ON CONFLICT (tenant_id) DO UPDATE SET wrapped = NULL, \
                          erased_at = coalesce(tenant_keys.erased_at, excluded.erased_at)";
-        on_tables!(exec self, pool => sqlx::query(tombstone).bind(tenant.as_uuid()).bind(now).execute(pool))?;
+        on_pool!(exec &self.0, pool => sqlx::query(tombstone).bind(tenant.as_uuid()).bind(now).execute(pool))?;
         let subjects = "UPDATE subject_keys SET wrapped = NULL, erased_at = $2 \
                         WHERE tenant_id = $1 AND wrapped IS NOT NULL";
-        on_tables!(exec self, pool => sqlx::query(subjects).bind(tenant.as_uuid()).bind(now).execute(pool))?;
+        on_pool!(exec &self.0, pool => sqlx::query(subjects).bind(tenant.as_uuid()).bind(now).execute(pool))?;
         Ok(had_key)
     }
 
@@ -250,7 +225,7 @@ impl KeyTables {
                    VALUES ($1, $2, NULL, $3, $3) ON CONFLICT (tenant_id, subject_id) DO UPDATE \
                    SET wrapped = NULL, erased_at = coalesce(subject_keys.erased_at, excluded.erased_at)";
         let now = Timestamp::now().0;
-        on_tables!(exec self, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(subject).bind(now).execute(pool))?;
+        on_pool!(exec &self.0, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(subject).bind(now).execute(pool))?;
         Ok(had_key)
     }
 }
@@ -266,12 +241,12 @@ impl KeyTables {
     async fn signing_keys(&self, published_since: i64) -> Result<Vec<SigningRow>, StoreError> {
         let sql = "SELECT kid, private_key, public_x, created_at FROM signing_keys \
                    WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC";
-        on_tables!(self, pool => sqlx::query_as(sql).bind(published_since).fetch_all(pool))
+        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(published_since).fetch_all(pool))
     }
 
     async fn active_signing_keys(&self) -> Result<i64, StoreError> {
         let sql = "SELECT count(*) FROM signing_keys WHERE retired_at IS NULL";
-        on_tables!(self, pool => sqlx::query_scalar(sql).fetch_one(pool))
+        on_pool!(&self.0, pool => sqlx::query_scalar(sql).fetch_one(pool))
     }
 
     /// Adds a key; with `retire_others`, the others stop signing (they stay
@@ -286,12 +261,13 @@ impl KeyTables {
         let now = Timestamp::now().0;
         if retire_others {
             let retire = "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL";
-            on_tables!(exec self, pool => sqlx::query(retire).bind(now).execute(pool))?;
+            on_pool!(exec &self.0, pool => sqlx::query(retire).bind(now).execute(pool))?;
         }
         let insert =
             "INSERT INTO signing_keys (kid, algorithm, private_key, public_x, created_at) \
                       VALUES ($1, 'EdDSA', $2, $3, $4) ON CONFLICT (kid) DO NOTHING";
-        on_tables!(exec self, pool => sqlx::query(insert).bind(kid).bind(sealed).bind(public_x).bind(now).execute(pool))
+        on_pool!(exec &self.0, pool => sqlx::query(insert).bind(kid).bind(sealed).bind(public_x).bind(now).execute(pool))?;
+        Ok(())
     }
 }
 
@@ -311,29 +287,7 @@ impl KeyVault {
     /// the event log). Keys are not cached: an erasure is seen by every
     /// instance at its next use.
     pub async fn connect(url: &str, master: MasterKey) -> Result<Self, StoreError> {
-        let tables = match Backend::of(url)? {
-            Backend::Sqlite => {
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(10));
-                KeyTables::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(2)
-                        .connect_with(options)
-                        .await
-                        .map_err(store_error)?,
-                )
-            }
-            Backend::Postgres => KeyTables::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(4)
-                    .connect(url)
-                    .await
-                    .map_err(store_error)?,
-            ),
-        };
+        let tables = KeyTables(Pools::connect(url, SqliteSynchronous::Full, 2, 4).await?);
         Ok(Self { master, tables })
     }
 
