@@ -11,8 +11,8 @@ use actix_web::middleware::{from_fn, DefaultHeaders, Next};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use custodia_application::commands::credentials::LoginError;
 use custodia_application::commands::sessions::{
-    authenticate, refresh_session, revoke_session, start_session, ClientInfo, SessionFailure,
-    SessionTokens,
+    refresh_session, revoke_session, session_principal, start_session, verify_access_token,
+    ClientInfo, SessionFailure, SessionTokens, TokenSubject,
 };
 use custodia_application::commands::{Caller, CommandError, Ports};
 use custodia_application::{EventStore, ReadModels};
@@ -696,18 +696,13 @@ async fn logout(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let now = Timestamp::now();
-    let (principal, claims) = authenticate(&state.ports, &access_token(&request)?, now).await?;
-    let parse = |s: &str| {
-        Uuid::parse_str(s).map_err(|_| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "malformed token",
-            )
-        })
-    };
-    let (user, session) = (parse(&claims.sub)?, parse(&claims.sid)?);
-    let tenant = tenant(&claims.tid)?;
+    let (_, subject) = verify_access_token(&state.ports, &access_token(&request)?, now)?;
+    let principal = session_principal(&state.ports, &subject).await?;
+    let TokenSubject {
+        tenant,
+        user,
+        session,
+    } = subject;
     let caller = Caller {
         principal,
         actor: Actor::User(user),
