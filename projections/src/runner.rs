@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custodia_application::{CommitError, EventStore, ReadModels, StoreError};
-use custodia_domain::{LogCursor, Timestamp};
+use custodia_domain::{LogCursor, RecordedEvent, Timestamp};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -109,21 +109,51 @@ impl Runner {
                 }
             };
             let events = batch?;
-            let mut tx = self.models.begin().await?;
-            for event in &events {
-                self.projection.apply(event, &mut *tx).await?;
-            }
             let to = follower.cursor();
-            let until = Timestamp::now().0 + lease;
-            match tx.commit(name, self.holder, cursor, to, until).await {
+            let batch = Batch {
+                projection: &*self.projection,
+                models: &*self.models,
+                holder: self.holder,
+                lease,
+            };
+            match batch.apply(&events, cursor, to).await {
                 Ok(()) => {
                     cursor = to;
                     self.commits.send_modify(|n| *n += 1);
                 }
-                Err(CommitError::LeaseLost) => return Ok(true),
-                Err(other) => return Err(other.into()),
+                Err(ProjectionError::Commit(CommitError::LeaseLost)) => return Ok(true),
+                Err(other) => return Err(other),
             }
         }
+    }
+}
+
+/// Applies batches of one projection as the lease holder.
+struct Batch<'a> {
+    projection: &'a dyn Projection,
+    models: &'a dyn ReadModels,
+    holder: Uuid,
+    /// µs the lease is renewed for by each commit.
+    lease: i64,
+}
+
+impl Batch<'_> {
+    /// Applies `events` and moves the checkpoint from `from` to `to`, in one
+    /// transaction (none of it if the lease was lost or the checkpoint moved).
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        from: LogCursor,
+        to: LogCursor,
+    ) -> Result<(), ProjectionError> {
+        let mut tx = self.models.begin().await?;
+        for event in events {
+            self.projection.apply(event, &mut *tx).await?;
+        }
+        let until = Timestamp::now().0 + self.lease;
+        tx.commit(self.projection.name(), self.holder, from, to, until)
+            .await?;
+        Ok(())
     }
 }
 
@@ -157,12 +187,13 @@ pub async fn rebuild(
             let events = store.read_all(cursor, config.batch_size).await?;
             let Some(last) = events.last() else { break };
             let to = last.cursor();
-            let mut tx = models.begin().await?;
-            for event in &events {
-                projection.apply(event, &mut *tx).await?;
-            }
-            tx.commit(name, holder, cursor, to, Timestamp::now().0 + lease)
-                .await?;
+            let batch = Batch {
+                projection,
+                models,
+                holder,
+                lease,
+            };
+            batch.apply(&events, cursor, to).await?;
             cursor = to;
             applied += events.len() as u64;
             progress(events.len() as u64);
