@@ -275,6 +275,7 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
             "custodia",
             "custodia-api",
         )),
+        unknown_logins: Arc::default(),
     };
     let caller = || Caller {
         principal: Principal::PlatformOperator,
@@ -283,6 +284,7 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
         correlation_id: Uuid::now_v7(),
         origin: Origin::parse("bench").expect("valid origin"),
         expected_version: None,
+        session: None,
     };
     let tenant = TenantId::generate();
     let owner = NewUser {
@@ -290,6 +292,7 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
         email: "owner@bench.example".into(),
         profile: Profile::default(),
         invited: false,
+        password: None,
     };
     create_tenant(
         &ports,
@@ -322,6 +325,7 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
                     email: format!("u{writer}-{i}@bench.example"),
                     profile,
                     invited: false,
+                    password: None,
                 };
                 let at = Instant::now();
                 register_user(&ports, &caller(), tenant, new)

@@ -15,6 +15,10 @@
 //! max_projection_lag_seconds = 30
 //! auth_limit_per_ip = 60
 //! auth_limit_per_account = 10
+//! graphql_limit_per_ip = 6000
+//! graphql_introspection = false
+//! metrics_token_file = "/run/secrets/custodia-metrics-token"
+//! metrics_public = false
 //! log = "info"
 //! ```
 
@@ -35,6 +39,10 @@ struct ConfigFile {
     max_projection_lag_seconds: Option<u64>,
     auth_limit_per_ip: Option<u32>,
     auth_limit_per_account: Option<u32>,
+    graphql_limit_per_ip: Option<u32>,
+    graphql_introspection: Option<bool>,
+    metrics_token_file: Option<String>,
+    metrics_public: Option<bool>,
     log: Option<String>,
 }
 
@@ -76,6 +84,19 @@ pub fn load() -> Result<Option<String>, String> {
         (
             "CUSTODIA_AUTH_LIMIT_PER_ACCOUNT",
             number(file.auth_limit_per_account.map(u64::from)),
+        ),
+        (
+            "CUSTODIA_GRAPHQL_LIMIT_PER_IP",
+            number(file.graphql_limit_per_ip.map(u64::from)),
+        ),
+        (
+            "CUSTODIA_GRAPHQL_INTROSPECTION",
+            file.graphql_introspection.map(|b| b.to_string()),
+        ),
+        ("CUSTODIA_METRICS_TOKEN_FILE", file.metrics_token_file),
+        (
+            "CUSTODIA_METRICS_PUBLIC",
+            file.metrics_public.map(|b| b.to_string()),
         ),
         ("RUST_LOG", file.log),
     ];

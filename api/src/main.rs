@@ -57,7 +57,25 @@ pub const EXIT_BROKEN: u8 = 1;
 /// Exit status for "could not do what was asked" (bad input, no database).
 pub const EXIT_FAILED: u8 = 2;
 
+/// Large allocations (an Argon2id hash takes 19 MiB while it runs) go back
+/// to the system when freed. glibc raises its mmap threshold after the first
+/// such free and would keep every later one in its heaps, so that memory
+/// after a burst of logins never came back; a fixed threshold keeps it
+/// dynamic-free.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_allocations() {
+    // SAFETY: mallopt only sets a parameter of the allocator; it is called
+    // before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_allocations() {}
+
 fn main() -> ExitCode {
+    return_large_allocations();
     // Before the command line is parsed (it reads the environment) and
     // before any thread starts (this sets environment variables).
     if let Err(message) = config_file::load() {

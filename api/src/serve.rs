@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use custodia::server::{app, AppState};
-use custodia_application::commands::credentials::set_password;
 use custodia_application::commands::tenants::{create_tenant, CreateTenant};
 use custodia_application::commands::users::{NewUser, Profile};
 use custodia_application::commands::Caller;
@@ -37,6 +36,10 @@ pub struct BootstrapArgs {
     /// (otherwise from CUSTODIA_BOOTSTRAP_PASSWORD or its _FILE).
     #[arg(long)]
     password_stdin: bool,
+    /// Create this tenant even though the database already holds one
+    /// (bootstrap is for the first tenant; a second run is refused without it).
+    #[arg(long)]
+    another_tenant: bool,
 }
 
 fn production() -> bool {
@@ -123,6 +126,20 @@ pub async fn bootstrap(database_url: &str, args: BootstrapArgs) -> Result<ExitCo
             )?
     };
     let state = state(database_url).await?;
+    let holds_events = !state
+        .ports
+        .store
+        .read_all(custodia_domain::LogCursor::START, 1)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_empty();
+    if holds_events && !args.another_tenant {
+        return Err(
+            "this database already holds a tenant: bootstrap creates the first one \
+                    (pass --another-tenant to create one more)"
+                .into(),
+        );
+    }
     let operator = Caller {
         principal: Principal::PlatformOperator,
         actor: Actor::System,
@@ -130,6 +147,7 @@ pub async fn bootstrap(database_url: &str, args: BootstrapArgs) -> Result<ExitCo
         correlation_id: Uuid::now_v7(),
         origin: Origin::parse("cli").expect("a valid origin"),
         expected_version: None,
+        session: None,
     };
     let (tenant, owner) = (TenantId::generate(), Uuid::now_v7());
     let new_owner = NewUser {
@@ -137,6 +155,7 @@ pub async fn bootstrap(database_url: &str, args: BootstrapArgs) -> Result<ExitCo
         email: args.owner_email.clone(),
         profile: Profile::default(),
         invited: false,
+        password: Some(password.to_string()),
     };
     create_tenant(
         &state.ports,
@@ -150,13 +169,6 @@ pub async fn bootstrap(database_url: &str, args: BootstrapArgs) -> Result<ExitCo
     )
     .await
     .map_err(|e| e.to_string())?;
-    let as_operator = Caller {
-        command_id: CommandId::generate(),
-        ..operator
-    };
-    set_password(&state.ports, &as_operator, tenant, owner, &password)
-        .await
-        .map_err(|e| e.to_string())?;
     println!("tenant {tenant}\nowner  {owner}");
     println!(
         "\nlog in:\n  curl -s http://127.0.0.1:8080/auth/login -H 'content-type: application/json' \\\n    \

@@ -45,6 +45,8 @@ pub struct AppState {
     pub projections: Projections,
     pub schema: CustodiaSchema,
     pub metrics: Arc<Metrics>,
+    /// Who may read `/metrics`.
+    pub metrics_access: MetricsAccess,
     pub auth_cache: Arc<AuthCache>,
     /// Development conveniences (GraphiQL) are on unless `CUSTODIA_ENV=production`.
     pub development: bool,
@@ -52,24 +54,46 @@ pub struct AppState {
 
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
 
-/// Rate limits on the authentication endpoints (`governor`, GCRA): per
-/// client IP, and per account (tenant and email) for logins. In memory, per
-/// instance: behind a load balancer each instance applies them on its own.
-/// The account lockout (ADR 0005) is what holds across instances.
+/// Who may read `/metrics`: anyone (development, or
+/// `CUSTODIA_METRICS_PUBLIC=true`), the holders of `CUSTODIA_METRICS_TOKEN`
+/// (as a bearer token), or nobody (production's default).
+#[derive(Clone)]
+pub enum MetricsAccess {
+    Open,
+    Token(Arc<zeroize::Zeroizing<String>>),
+    Closed,
+}
+
+/// Rate limits (`governor`, GCRA): on the authentication endpoints per
+/// client IP, and per account (tenant and email) for logins; on `/graphql`
+/// per client IP. In memory, per instance: behind a load balancer each
+/// instance applies them on its own. The account lockout (ADR 0005) is what
+/// holds across instances.
 pub struct AuthLimits {
     per_ip: KeyedLimiter,
     per_account: KeyedLimiter,
+    graphql_per_ip: KeyedLimiter,
 }
 
+/// `/graphql` requests a minute per client IP by default.
+pub const GRAPHQL_PER_IP: u32 = 6_000;
+
 impl AuthLimits {
-    /// `per_ip` and `per_account` requests a minute, each with that burst.
+    /// `per_ip` and `per_account` requests a minute, each with that burst;
+    /// `/graphql` at [`GRAPHQL_PER_IP`].
     pub fn per_minute(per_ip: u32, per_account: u32) -> AuthLimits {
+        AuthLimits::with_graphql(per_ip, per_account, GRAPHQL_PER_IP)
+    }
+
+    /// Every limit in requests a minute, each with that burst.
+    pub fn with_graphql(per_ip: u32, per_account: u32, graphql_per_ip: u32) -> AuthLimits {
         let quota = |n: u32| {
             governor::Quota::per_minute(std::num::NonZeroU32::new(n.max(1)).expect("at least 1"))
         };
         AuthLimits {
             per_ip: KeyedLimiter::keyed(quota(per_ip)),
             per_account: KeyedLimiter::keyed(quota(per_account)),
+            graphql_per_ip: KeyedLimiter::keyed(quota(graphql_per_ip)),
         }
     }
 
@@ -78,8 +102,9 @@ impl AuthLimits {
         AuthLimits::per_minute(60, 10)
     }
 
-    /// The defaults, or `CUSTODIA_AUTH_LIMIT_PER_IP` and
-    /// `CUSTODIA_AUTH_LIMIT_PER_ACCOUNT` (requests a minute).
+    /// The defaults, or `CUSTODIA_AUTH_LIMIT_PER_IP`,
+    /// `CUSTODIA_AUTH_LIMIT_PER_ACCOUNT` and `CUSTODIA_GRAPHQL_LIMIT_PER_IP`
+    /// (requests a minute).
     pub fn from_env() -> AuthLimits {
         let limit = |name: &str, default: u32| {
             std::env::var(name)
@@ -87,10 +112,16 @@ impl AuthLimits {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default)
         };
-        AuthLimits::per_minute(
+        AuthLimits::with_graphql(
             limit("CUSTODIA_AUTH_LIMIT_PER_IP", 60),
             limit("CUSTODIA_AUTH_LIMIT_PER_ACCOUNT", 10),
+            limit("CUSTODIA_GRAPHQL_LIMIT_PER_IP", GRAPHQL_PER_IP),
         )
+    }
+
+    /// Refuses a `/graphql` request over its client's rate.
+    pub(crate) fn check_graphql(&self, request: &HttpRequest) -> Result<(), ApiError> {
+        Self::check(&self.graphql_per_ip, client_ip(request))
     }
 
     fn check(limiter: &KeyedLimiter, key: String) -> Result<(), ApiError> {
@@ -112,10 +143,7 @@ impl AuthLimits {
     }
 
     fn check_ip(&self, request: &HttpRequest) -> Result<(), ApiError> {
-        let ip = request
-            .peer_addr()
-            .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
-        Self::check(&self.per_ip, ip)
+        Self::check(&self.per_ip, client_ip(request))
     }
 
     fn check_account(&self, tenant: TenantId, email: &str) -> Result<(), ApiError> {
@@ -124,6 +152,12 @@ impl AuthLimits {
             format!("{tenant}/{}", email.trim().to_lowercase()),
         )
     }
+}
+
+fn client_ip(request: &HttpRequest) -> String {
+    request
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
 }
 
 impl AppState {
@@ -167,6 +201,7 @@ impl AppState {
             passwords: Arc::new(Argon2Passwords::new()),
             codes: Arc::new(Totp),
             tokens: signer.clone(),
+            unknown_logins: Arc::default(),
         };
         let cors_origins = std::env::var("CUSTODIA_CORS_ORIGINS")
             .unwrap_or_default()
@@ -175,6 +210,21 @@ impl AppState {
             .filter(|origin| !origin.is_empty())
             .map(str::to_owned)
             .collect();
+        let development = std::env::var("CUSTODIA_ENV").map_or(true, |v| v != "production");
+        let flag = |name: &str| match std::env::var(name).as_deref() {
+            Ok("true" | "1") => Ok(Some(true)),
+            Ok("false" | "0") => Ok(Some(false)),
+            Ok(_) => Err(format!("{name} must be true or false")),
+            Err(_) => Ok(None),
+        };
+        let introspection = flag("CUSTODIA_GRAPHQL_INTROSPECTION")?.unwrap_or(development);
+        let metrics_token = custodia_infrastructure::config::secret("CUSTODIA_METRICS_TOKEN")
+            .map_err(|e| e.to_string())?;
+        let metrics_access = match metrics_token {
+            Some(token) => MetricsAccess::Token(Arc::new(token)),
+            None if flag("CUSTODIA_METRICS_PUBLIC")?.unwrap_or(development) => MetricsAccess::Open,
+            None => MetricsAccess::Closed,
+        };
         Ok(AppState {
             ports,
             signer,
@@ -182,10 +232,11 @@ impl AppState {
             cors_origins: Arc::new(cors_origins),
             projections: Projections::new(models.clone()),
             models,
-            schema: crate::graphql::schema(),
+            schema: crate::graphql::schema(introspection),
             metrics,
+            metrics_access,
             auth_cache,
-            development: std::env::var("CUSTODIA_ENV").map_or(true, |v| v != "production"),
+            development,
         })
     }
 }
@@ -276,6 +327,14 @@ impl From<CommandError> for ApiError {
             | E::Credential(_)
             | E::Session(_)
             | E::ApiKey(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", error.to_string()),
+            E::Busy => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    error.to_string(),
+                )
+            },
             E::Vault(_) | E::Schema(_) | E::Store(_) => ApiError::internal(&error),
         }
     }
@@ -419,7 +478,57 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/auth/refresh", web::post().to(refresh))
         .route("/auth/logout", web::post().to(logout))
         .route("/metrics", web::get().to(metrics))
-        .configure(crate::graphql::configure);
+        .configure(crate::graphql::configure)
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such endpoint",
+            ))
+        }));
+}
+
+/// Every error answer is typed JSON: those that actix-web makes itself (a
+/// body too large, a method not allowed, an extractor's refusal) are given
+/// the same `{"error": {"code", "message"}}` body as the handlers' own.
+pub fn typed_errors<B: 'static>() -> actix_web::middleware::ErrorHandlers<B> {
+    use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+    let handler = |response: ServiceResponse<B>| {
+        let is_json = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        if is_json || response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(ErrorHandlerResponse::Response(
+                response.map_into_left_body(),
+            ));
+        }
+        let status = response.status();
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => ("NOT_FOUND", "no such endpoint"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("VALIDATION", "the request body is too large"),
+            StatusCode::METHOD_NOT_ALLOWED => ("VALIDATION", "the method is not allowed here"),
+            StatusCode::UNAUTHORIZED => ("UNAUTHENTICATED", "sign in"),
+            StatusCode::FORBIDDEN => ("FORBIDDEN", "forbidden"),
+            StatusCode::TOO_MANY_REQUESTS => ("RATE_LIMITED", "too many requests; try later"),
+            s if s.is_server_error() => ("INTERNAL", "internal error"),
+            _ => ("VALIDATION", "the request is not valid"),
+        };
+        let (request, old) = response.into_parts();
+        let mut typed = ApiError::new(status, code, message).error_response();
+        for (name, value) in old.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                typed.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(request, typed).map_into_right_body(),
+        ))
+    };
+    ErrorHandlers::new()
+        .default_handler_client(handler)
+        .default_handler_server(handler)
 }
 
 /// The whole application with its middleware.
@@ -459,6 +568,7 @@ pub fn app(
         .max_age(600);
     actix_web::App::new()
         .app_data(web::Data::new(state))
+        .wrap(typed_errors())
         .wrap(cors)
         .wrap(security_headers())
         .wrap(from_fn(request_id))
@@ -500,7 +610,36 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus metrics; projection lag is measured now.
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    match &state.metrics_access {
+        MetricsAccess::Open => {}
+        MetricsAccess::Token(token) => {
+            use subtle::ConstantTimeEq;
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "send the metrics token as a bearer token",
+                ));
+            }
+        }
+        MetricsAccess::Closed => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "metrics are closed: set CUSTODIA_METRICS_TOKEN (or CUSTODIA_METRICS_PUBLIC=true)",
+            ))
+        }
+    }
     match state.projections.lag(&*state.ports.store).await {
         Ok(lags) => {
             for lag in lags {
@@ -509,12 +648,12 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
         Err(error) => tracing::warn!(%error, "projection lag unavailable"),
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ))
-        .body(state.metrics.encode())
+        .body(state.metrics.encode()))
 }
 
 async fn jwks(state: web::Data<AppState>) -> HttpResponse {
@@ -710,6 +849,7 @@ async fn logout(
         correlation_id: Uuid::now_v7(),
         origin: Origin::parse("http").expect("a valid origin"),
         expected_version: None,
+        session: Some(session),
     };
     revoke_session(&state.ports, &caller, tenant, session, now).await?;
     let mut response = HttpResponse::NoContent();

@@ -86,3 +86,50 @@ fn unknown_keys_and_bad_values_are_refused_by_name() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("configuration custodia.toml"));
 }
+
+#[cfg(unix)]
+#[test]
+fn production_refuses_a_master_key_file_others_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = custodia(dir.path())
+        .arg("serve")
+        .env("CUSTODIA_ENV", "production")
+        .env("CUSTODIA_MASTER_KEY_FILE", &key)
+        .env("CUSTODIA_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}
+
+#[test]
+fn bootstrap_twice_is_refused_unless_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = |extra: &[&str]| {
+        custodia(dir.path())
+            .args([
+                "bootstrap",
+                "--tenant-name",
+                "Acme",
+                "--owner-email",
+                "ada@example.org",
+            ])
+            .args(extra)
+            .env(
+                "CUSTODIA_BOOTSTRAP_PASSWORD",
+                "correct horse battery staple",
+            )
+            .output()
+            .unwrap()
+    };
+    assert!(bootstrap(&[]).status.success());
+    let again = bootstrap(&[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--another-tenant"));
+    assert!(bootstrap(&["--another-tenant"]).status.success());
+}

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 backends!(
     logout_on_one_instance_stops_the_token_on_the_other,
+    suspension_on_one_instance_stops_the_user_on_the_other,
     another_instance_takes_over_the_projections,
 );
 
@@ -120,15 +121,21 @@ fn bootstrap(db: &TestDatabase, key: &str) -> String {
 }
 
 fn login(server: &Server, tenant: &str) -> String {
+    login_as(server, tenant, "ada@example.org").0
+}
+
+/// Logs `email` in; returns the access and refresh tokens.
+fn login_as(server: &Server, tenant: &str, email: &str) -> (String, String) {
     let (status, tokens) = http(
         server.address,
         "POST",
         "/auth/login",
         None,
-        Some(&json!({ "tenant_id": tenant, "email": "ada@example.org", "password": PASSWORD })),
+        Some(&json!({ "tenant_id": tenant, "email": email, "password": PASSWORD })),
     );
     assert_eq!(status, 200, "{tokens}");
-    tokens["access_token"].as_str().unwrap().to_owned()
+    let token = |name: &str| tokens[name].as_str().unwrap().to_owned();
+    (token("access_token"), token("refresh_token"))
 }
 
 fn graphql(server: &Server, token: &str, query: &str) -> (u16, Value) {
@@ -163,6 +170,51 @@ async fn logout_on_one_instance_stops_the_token_on_the_other(db: TestDatabase) {
                 "the other instance still accepts the token"
             );
         }
+    })
+    .await
+    .unwrap();
+}
+
+async fn suspension_on_one_instance_stops_the_user_on_the_other(db: TestDatabase) {
+    let key = MasterKey::generate().to_base64();
+    let tenant = bootstrap(&db, &key);
+    tokio::task::spawn_blocking(move || {
+        let (a, b) = (serve(&db, &key), serve(&db, &key));
+        let owner = login(&a, &tenant);
+        let register = format!(
+            "mutation {{ registerUser(input: {{ email: \"grace@example.org\", password: \"{PASSWORD}\" }}) {{ user {{ id }} }} }}"
+        );
+        let (status, body) = graphql(&a, &owner, &register);
+        assert_eq!(status, 200, "{body}");
+        let admin = body["data"]["registerUser"]["user"]["id"].as_str().unwrap().to_owned();
+        let grant = format!("mutation {{ grantRole(userId: \"{admin}\", role: \"admin\") {{ consistencyToken }} }}");
+        assert!(graphql(&a, &owner, &grant).1["errors"].is_null());
+        let (token, refresh) = login_as(&a, &tenant, "grace@example.org");
+        let (status, body) = graphql(&b, &token, "{ serverTime }");
+        assert_eq!(status, 200, "{body}");
+        let suspend = format!("mutation {{ suspendUser(userId: \"{admin}\") {{ user {{ status }} }} }}");
+        let (_, body) = graphql(&a, &owner, &suspend);
+        assert!(body["errors"].is_null(), "{body}");
+        let suspended = Instant::now();
+        loop {
+            let (status, body) = graphql(&b, &token, "{ serverTime }");
+            if status == 401 {
+                assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+                break;
+            }
+            assert!(
+                suspended.elapsed() < Duration::from_secs(1),
+                "the other instance still accepts the suspended user's token"
+            );
+        }
+        let (status, _) = http(
+            b.address,
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(&json!({ "tenant_id": tenant, "refresh_token": refresh })),
+        );
+        assert_eq!(status, 401, "nor refreshes it");
     })
     .await
     .unwrap();

@@ -17,6 +17,9 @@ pub enum PasswordError {
     UnknownFormat,
     #[error("password hashing failed: {0}")]
     Failed(String),
+    /// Every hashing slot is taken and the queue is full: try again shortly.
+    #[error("too many password checks at once; try again shortly")]
+    Busy,
 }
 
 #[async_trait]
@@ -29,6 +32,7 @@ pub trait PasswordHasher: Send + Sync {
     async fn verify(&self, password: &str, stored: &str) -> Result<PasswordCheck, PasswordError>;
 
     /// Spends the time of one verification and matches nothing: what a login
-    /// for an unknown user does, so that it cannot be told apart by timing.
-    async fn verify_nothing(&self, password: &str);
+    /// for an unknown user does, so that it cannot be told apart by timing
+    /// (it is refused as [`PasswordError::Busy`] when a real check would be).
+    async fn verify_nothing(&self, password: &str) -> Result<(), PasswordError>;
 }

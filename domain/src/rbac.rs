@@ -228,6 +228,10 @@ pub enum Denied {
     Missing(Permission),
     #[error("only the platform operator may do this")]
     PlatformOnly,
+    /// The target user holds a permission the actor does not: nobody acts
+    /// on someone more powerful than themselves.
+    #[error("the target user holds {0}, which the caller does not")]
+    Outranked(Permission),
 }
 
 impl Principal {
@@ -274,6 +278,30 @@ impl Principal {
         }
     }
 
+    /// May this principal use `permission` on `target`, a user of `tenant`
+    /// who holds `target_holds`? Besides [`Principal::authorize`], anyone
+    /// but the user themselves must hold every permission the target holds
+    /// (the rule that guards grants), so an admin cannot take over an owner.
+    pub fn authorize_on(
+        &self,
+        tenant: TenantId,
+        permission: Permission,
+        target: uuid::Uuid,
+        target_holds: &PermissionSet,
+    ) -> Result<(), Denied> {
+        self.authorize(tenant, permission, Some(target))?;
+        match self {
+            Principal::PlatformOperator => Ok(()),
+            Principal::Member { user, .. } if *user == target => Ok(()),
+            Principal::Member { permissions, .. } | Principal::Service { permissions, .. } => {
+                match target_holds.iter().find(|p| !permissions.contains(*p)) {
+                    Some(missing) => Err(Denied::Outranked(missing)),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     /// May this principal grant a role with `granted` permissions in
     /// `tenant`? It needs `role.grant` and every permission it hands out.
     pub fn authorize_grant(&self, tenant: TenantId, granted: &PermissionSet) -> Result<(), Denied> {
@@ -301,7 +329,8 @@ pub fn rbac_document() -> String {
          - The **platform operator** holds every permission in every tenant and alone may create tenants.\n\
          - A user may use a *self-service* permission on their own account without holding it.\n\
          - Granting a role requires `role.grant` and every permission of the granted role.\n\
-         - A tenant always keeps at least one owner.\n\n",
+         - Changing another user's credentials, email, status, roles or membership requires every permission that user holds.\n\
+         - A tenant always keeps at least one active owner (revoking, removing, suspending or deleting the last one is refused).\n\n",
     );
     doc.push_str("| permission | self-service |");
     for role in BuiltInRole::ALL {
@@ -349,6 +378,43 @@ mod tests {
             },
             user,
         )
+    }
+
+    #[test]
+    fn nobody_acts_on_someone_who_holds_more() {
+        let tenant = TenantId::generate();
+        let (admin, admin_id) = member(tenant, BuiltInRole::Admin);
+        let owner = BuiltInRole::Owner.permissions();
+        let target = uuid::Uuid::now_v7();
+        let on = |p: &Principal, who, holds: &PermissionSet| {
+            p.authorize_on(tenant, Permission::CredentialManage, who, holds)
+        };
+        assert!(matches!(
+            on(&admin, target, &owner),
+            Err(Denied::Outranked(_))
+        ));
+        assert_eq!(
+            on(&admin, target, &BuiltInRole::Admin.permissions()),
+            Ok(())
+        );
+        assert_eq!(
+            on(&admin, target, &BuiltInRole::Member.permissions()),
+            Ok(())
+        );
+        // Oneself, whatever one holds; the operator, on anyone.
+        assert_eq!(on(&admin, admin_id, &owner), Ok(()));
+        assert_eq!(on(&Principal::PlatformOperator, target, &owner), Ok(()));
+        // Tenant isolation and the permission itself still come first.
+        let (member, _) = member(tenant, BuiltInRole::Member);
+        assert_eq!(
+            on(&member, target, &PermissionSet::default()),
+            Err(Denied::Missing(Permission::CredentialManage))
+        );
+        let (stranger, _) = super::tests::member(TenantId::generate(), BuiltInRole::Owner);
+        assert_eq!(
+            on(&stranger, target, &PermissionSet::default()),
+            Err(Denied::OtherTenant)
+        );
     }
 
     #[test]

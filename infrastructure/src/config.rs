@@ -57,6 +57,11 @@ pub fn master_key(
     production: bool,
     dev_key_path: &Path,
 ) -> Result<(MasterKey, MasterKeyOrigin), ConfigError> {
+    if production {
+        if let Ok(path) = std::env::var("CUSTODIA_MASTER_KEY_FILE") {
+            require_private(Path::new(&path))?;
+        }
+    }
     if let Some(text) = secret("CUSTODIA_MASTER_KEY")? {
         let key = text
             .parse()
@@ -92,6 +97,26 @@ pub fn master_key(
             dev_key_path.display()
         ))),
     }
+}
+
+/// Refuses a secret file that anyone but its owner may read or write.
+pub fn require_private(path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "{} may be read by others (mode {:o}): make it readable by its owner only (chmod 600)",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -145,5 +170,20 @@ mod tests {
         }
         // Production never falls back to a development key.
         assert!(master_key(true, &path).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("custodia-config-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("master.key");
+        std::fs::write(&path, "key\n").unwrap();
+        for (mode, private) in [(0o600, true), (0o400, true), (0o640, false), (0o644, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(require_private(&path).is_ok(), private, "mode {mode:o}");
+        }
     }
 }

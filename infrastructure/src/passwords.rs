@@ -1,8 +1,13 @@
 //! Password hashing: Argon2id with OWASP's parameters (m = 19 MiB, t = 2,
 //! p = 1; docs/adr/0005-argon2id-parameters.md), and verification of bcrypt
-//! hashes imported from other systems. Work runs on blocking threads.
+//! hashes imported from other systems. Work runs on blocking threads, at
+//! most one per core at a time (each takes 19 MiB while it runs); a bounded
+//! queue waits for a slot, and a check beyond it is refused as
+//! [`PasswordError::Busy`] at once, so a burst of logins costs neither
+//! unbounded memory nor unbounded waiting.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
@@ -54,31 +59,95 @@ fn verify_now(password: &str, stored: &str) -> Result<PasswordCheck, PasswordErr
 }
 
 /// The [`PasswordHasher`] adapter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Argon2Passwords {
     /// A hash of a random secret, verified against when the user is unknown.
     decoy: OnceLock<String>,
+    /// One permit per hash that may run at once.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Checks running or waiting for a slot, and the most admitted.
+    admitted: AtomicUsize,
+    capacity: usize,
 }
 
-impl Argon2Passwords {
-    pub fn new() -> Self {
-        Self::default()
+impl Default for Argon2Passwords {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::with_limits(cores, cores * QUEUED_PER_SLOT)
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, PasswordError> {
-    tokio::task::spawn_blocking(work)
+/// How many checks may wait per running one before more are refused.
+pub const QUEUED_PER_SLOT: usize = 8;
+
+impl Argon2Passwords {
+    /// One slot per core, [`QUEUED_PER_SLOT`] waiting per slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most `slots` hashes at once and `queued` more waiting.
+    pub fn with_limits(slots: usize, queued: usize) -> Self {
+        let slots = slots.max(1);
+        Self {
+            decoy: OnceLock::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            admitted: AtomicUsize::new(0),
+            capacity: slots + queued,
+        }
+    }
+
+    /// Runs `work` on a blocking thread once a slot is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let admission = Admission::take(&self.admitted, self.capacity)?;
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| PasswordError::Failed(e.to_string()))?;
+        // The slot goes with the work: a caller that gives up does not free
+        // it before the hash is done.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
         .await
-        .map_err(|e| PasswordError::Failed(e.to_string()))
+        .map_err(|e| PasswordError::Failed(e.to_string()));
+        drop(admission);
+        outcome
+    }
+}
+
+/// A place among the admitted checks, given back when dropped (also when
+/// the caller gives up while waiting).
+struct Admission<'a>(&'a AtomicUsize);
+
+impl<'a> Admission<'a> {
+    fn take(admitted: &'a AtomicUsize, capacity: usize) -> Result<Self, PasswordError> {
+        admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .map(|_| Admission(admitted))
+            .map_err(|_| PasswordError::Busy)
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[async_trait]
 impl PasswordHasher for Argon2Passwords {
     async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = zeroize::Zeroizing::new(password.to_owned());
-        blocking(move || hash_now(&password)).await?
+        self.run(move || hash_now(&password)).await?
     }
 
     async fn verify(&self, password: &str, stored: &str) -> Result<PasswordCheck, PasswordError> {
@@ -86,25 +155,39 @@ impl PasswordHasher for Argon2Passwords {
             zeroize::Zeroizing::new(password.to_owned()),
             stored.to_owned(),
         );
-        blocking(move || verify_now(&password, &stored)).await?
+        self.run(move || verify_now(&password, &stored)).await?
     }
 
-    async fn verify_nothing(&self, password: &str) {
+    async fn verify_nothing(&self, password: &str) -> Result<(), PasswordError> {
         if self.decoy.get().is_none() {
             let secret = uuid::Uuid::new_v4().to_string();
-            if let Ok(Ok(hash)) = blocking(move || hash_now(&secret)).await {
-                let _ = self.decoy.set(hash);
-            }
+            let hash = self.run(move || hash_now(&secret)).await??;
+            let _ = self.decoy.set(hash);
         }
-        if let Some(decoy) = self.decoy.get() {
-            let _ = self.verify(password, decoy).await;
-        }
+        let decoy = self.decoy.get().expect("set above");
+        self.verify(password, decoy).await.map(drop)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn hashing_beyond_the_slots_and_the_queue_is_refused_at_once() {
+        // One slot, one place in the queue: the third concurrent check is
+        // refused without waiting; once they are done, slots are free again.
+        let passwords = Argon2Passwords::with_limits(1, 1);
+        let (a, b, c) = tokio::join!(
+            passwords.hash("first password here"),
+            passwords.hash("second password here"),
+            passwords.hash("third password here"),
+        );
+        assert!(a.is_ok() && b.is_ok());
+        assert!(matches!(c, Err(PasswordError::Busy)), "{c:?}");
+        assert!(passwords.hash("afterwards").await.is_ok());
+        assert_eq!(passwords.admitted.load(Ordering::Acquire), 0);
+    }
 
     #[tokio::test]
     async fn argon2id_hashes_verify_and_carry_the_parameters() {

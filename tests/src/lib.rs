@@ -201,6 +201,7 @@ pub mod identity {
             correlation_id: uuid::Uuid::now_v7(),
             origin: Origin::parse("test").expect("a valid origin"),
             expected_version: None,
+            session: None,
         }
     }
 
@@ -217,6 +218,7 @@ pub mod identity {
             email: email.into(),
             profile: Profile::default(),
             invited: false,
+            password: None,
         };
         create_tenant(
             ports,
@@ -255,6 +257,7 @@ pub mod identity {
             passwords: Arc::new(Argon2Passwords::new()),
             codes: Arc::new(Totp),
             tokens: Arc::new(Ed25519Signer::generate("custodia", "custodia-api")),
+            unknown_logins: Arc::default(),
         }
     }
 }

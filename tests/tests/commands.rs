@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 backends!(
     rbac_matrix_every_command_every_role_own_and_other_tenant,
+    rbac_matrix_nobody_acts_on_someone_who_holds_more,
     only_the_platform_operator_creates_tenants,
     bad_commands_are_typed_and_append_nothing,
     retried_commands_answer_as_the_first_time,
@@ -50,6 +51,7 @@ fn caller(principal: Principal) -> Caller {
         correlation_id: Uuid::now_v7(),
         origin: Origin::parse("test").unwrap(),
         expected_version: None,
+        session: None,
     }
 }
 
@@ -63,6 +65,7 @@ fn new_user(email: &str) -> NewUser {
         email: email.to_owned(),
         profile: Profile::default(),
         invited: false,
+        password: None,
     }
 }
 
@@ -148,6 +151,8 @@ const COMMANDS: &[(&str, Permission)] = &[
     ("suspend user", Permission::UserSuspend),
     ("delete user", Permission::UserDelete),
     ("grant member role", Permission::RoleGrant),
+    ("revoke another user's role", Permission::RoleGrant),
+    ("remove another member", Permission::RoleGrant),
     ("define custom role", Permission::RoleDefine),
     (
         "read another user's personal data",
@@ -218,6 +223,23 @@ async fn run(
                 .await
                 .map(drop)
         }
+        "revoke another user's role" => {
+            let revoke = MembershipCommand::Revoke {
+                user: target,
+                role: RoleRef::BuiltIn(BuiltInRole::Member),
+            };
+            change_memberships(ports, caller, tenant, revoke)
+                .await
+                .map(drop)
+        }
+        "remove another member" => change_memberships(
+            ports,
+            caller,
+            tenant,
+            MembershipCommand::RemoveMember { user: target },
+        )
+        .await
+        .map(drop),
         "define custom role" => {
             let define = MembershipCommand::DefineRole {
                 name: RoleName::parse("support").unwrap(),
@@ -301,6 +323,66 @@ async fn rbac_matrix_every_command_every_role_own_and_other_tenant(db: TestDatab
     }
 }
 
+/// The commands that change another user's credentials, email, status,
+/// roles or membership: refused unless the actor holds every permission
+/// the target holds.
+const ON_ANOTHER_USER: &[&str] = &[
+    "update another user's profile",
+    "change another user's email",
+    "suspend user",
+    "delete user",
+    "grant member role",
+    "revoke another user's role",
+    "remove another member",
+    "unlock another user",
+    "set another user's password",
+];
+
+async fn rbac_matrix_nobody_acts_on_someone_who_holds_more(db: TestDatabase) {
+    let ports = ports(&db).await;
+    for actor in BuiltInRole::ALL {
+        for held in BuiltInRole::ALL {
+            // The tenant's first owner stays active, so the last-owner rule
+            // never decides here.
+            let (tenant_id, _) = tenant(&ports).await;
+            let (principal, _) = member(&ports, tenant_id, *actor).await;
+            for command in ON_ANOTHER_USER {
+                let permission = COMMANDS
+                    .iter()
+                    .find(|(name, _)| name == command)
+                    .map(|(_, p)| *p)
+                    .unwrap();
+                let (_, target) = member(&ports, tenant_id, *held).await;
+                let outcome = run(
+                    &ports,
+                    &caller(principal.clone()),
+                    tenant_id,
+                    target,
+                    command,
+                )
+                .await;
+                let may = actor.permissions().contains(permission);
+                let outranks = held.permissions().is_subset(&actor.permissions());
+                let expected = match (may, outranks) {
+                    (true, true) => matches!(outcome, Ok(())),
+                    (false, _) => {
+                        matches!(outcome, Err(CommandError::Forbidden(Denied::Missing(_))))
+                    }
+                    (true, false) => {
+                        matches!(outcome, Err(CommandError::Forbidden(Denied::Outranked(_))))
+                    }
+                };
+                assert!(
+                    expected,
+                    "{} / {command} on a user holding {}: {outcome:?}",
+                    actor.name(),
+                    held.name()
+                );
+            }
+        }
+    }
+}
+
 async fn only_the_platform_operator_creates_tenants(db: TestDatabase) {
     let ports = ports(&db).await;
     let (own, _) = tenant(&ports).await;
@@ -380,7 +462,10 @@ async fn bad_commands_are_typed_and_append_nothing(db: TestDatabase) {
         StatusChange::Suspend,
     )
     .await;
-    assert!(matches!(ghost, Err(CommandError::User(_))), "{ghost:?}");
+    assert!(
+        matches!(ghost, Err(CommandError::NotFound("user"))),
+        "{ghost:?}"
+    );
     assert_eq!(
         log_length(&ports).await,
         before,
@@ -510,6 +595,7 @@ async fn personal_data_is_sealed_at_rest_and_readable_by_those_allowed(db: TestD
             attributes: BTreeMap::from([("team".to_owned(), format!("{marker}-attr"))]),
         },
         invited: true,
+        password: None,
     };
     let id = user.user;
     register_user(&ports, &operator(), tenant_id, user)

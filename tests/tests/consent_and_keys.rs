@@ -42,6 +42,7 @@ async fn setup(db: &TestDatabase) -> (Ports, TenantId, Uuid) {
         email: "ada@example.org".into(),
         profile: Profile::default(),
         invited: false,
+        password: None,
     };
     create_tenant(
         &ports,

@@ -7,14 +7,17 @@ use async_trait::async_trait;
 use custodia_application::commands::credentials::{
     import_password_hash, login, set_password, unlock, LoginError,
 };
-use custodia_application::commands::tenants::{create_tenant, CreateTenant};
-use custodia_application::commands::users::{change_user_status, NewUser, Profile, StatusChange};
+use custodia_application::commands::tenants::{change_memberships, create_tenant, CreateTenant};
+use custodia_application::commands::users::{
+    change_user_status, register_user, NewUser, Profile, StatusChange,
+};
 use custodia_application::commands::{Caller, CommandError, Ports};
 use custodia_application::{
     EventStore, PasswordCheck, PasswordError, PasswordHasher, PersonalData,
 };
+use custodia_domain::identity::membership::{MembershipCommand, RoleRef};
 use custodia_domain::identity::tenant::TenantSettings;
-use custodia_domain::rbac::Principal;
+use custodia_domain::rbac::{BuiltInRole, Principal};
 use custodia_domain::{StreamCategory, StreamId, StreamVersion, TenantId, Timestamp};
 use custodia_infrastructure::{open_event_store, Argon2Passwords, KeyVault, MasterKey, OpenMode};
 use custodia_tests::identity::operator;
@@ -48,7 +51,7 @@ impl PasswordHasher for Counting {
         self.verified.fetch_add(1, Ordering::SeqCst);
         self.inner.verify(password, stored).await
     }
-    async fn verify_nothing(&self, password: &str) {
+    async fn verify_nothing(&self, password: &str) -> Result<(), PasswordError> {
         self.decoys.fetch_add(1, Ordering::SeqCst);
         self.inner.verify_nothing(password).await
     }
@@ -83,6 +86,7 @@ async fn world(db: &TestDatabase) -> World {
             "custodia",
             "custodia-api",
         )),
+        unknown_logins: Arc::default(),
     };
     let tenant = TenantId::generate();
     let user = Uuid::now_v7();
@@ -91,6 +95,7 @@ async fn world(db: &TestDatabase) -> World {
         email: EMAIL.into(),
         profile: Profile::default(),
         invited: false,
+        password: None,
     };
     create_tenant(
         &ports,
@@ -349,6 +354,25 @@ async fn password_policy_and_user_status_are_enforced(db: TestDatabase) {
         Err(CommandError::Forbidden(_))
     ));
 
+    // A second owner, so that this one is not the last active owner.
+    let second = NewUser {
+        user: Uuid::now_v7(),
+        email: "second-owner@example.org".into(),
+        profile: Profile::default(),
+        invited: false,
+        password: None,
+    };
+    let second_id = second.user;
+    register_user(&w.ports, &operator(), w.tenant, second)
+        .await
+        .unwrap();
+    let grant = MembershipCommand::Grant {
+        user: second_id,
+        role: RoleRef::BuiltIn(BuiltInRole::Owner),
+    };
+    change_memberships(&w.ports, &operator(), w.tenant, grant)
+        .await
+        .unwrap();
     change_user_status(
         &w.ports,
         &operator(),

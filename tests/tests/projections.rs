@@ -44,6 +44,7 @@ async fn history(ports: &Ports) -> LogCursor {
             email: format!("user{i}@example.org"),
             profile: Profile::default(),
             invited: i % 2 == 0,
+            password: None,
         };
         register_user(ports, &operator(), tenant, new)
             .await

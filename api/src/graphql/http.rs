@@ -91,6 +91,7 @@ pub(super) async fn authenticate_token(state: &AppState, value: &str) -> Result<
             actor: Actor::Service(key),
             tenant,
             user: None,
+            session: None,
         });
     }
     // The signature and lifetime are checked on every request; the session
@@ -112,6 +113,7 @@ pub(super) async fn authenticate_token(state: &AppState, value: &str) -> Result<
         actor: Actor::User(subject.user),
         tenant: subject.tenant,
         user: Some(subject.user),
+        session: Some(subject.session),
     })
 }
 
@@ -136,11 +138,42 @@ async fn consistency(state: &AppState, request: &HttpRequest) -> Result<bool, Ap
                 "X-Consistency-Token is not a token this server issued",
             )
         })?;
-    state
-        .projections
-        .wait_for(cursor)
-        .await
-        .map_err(|e| ApiError::from(custodia_application::commands::CommandError::from(e)))
+    let failure = |e| ApiError::from(custodia_application::commands::CommandError::from(e));
+    // A token beyond the log's head names no write: refused at once rather
+    // than waited for (a token is issued after its write has committed; a
+    // short second look covers a write another transaction still hides).
+    if !written(state, cursor).await.map_err(failure)? {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if !written(state, cursor).await.map_err(failure)? {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION",
+                "X-Consistency-Token names no write of this log",
+            ));
+        }
+    }
+    state.projections.wait_for(cursor).await.map_err(failure)
+}
+
+/// Does the log hold an event at `cursor` or after it?
+async fn written(
+    state: &AppState,
+    cursor: LogCursor,
+) -> Result<bool, custodia_application::StoreError> {
+    if cursor == LogCursor::START {
+        return Ok(true);
+    }
+    let before = match cursor.position {
+        0 => LogCursor {
+            transaction: cursor.transaction.saturating_sub(1),
+            position: 0,
+        },
+        position => LogCursor {
+            transaction: cursor.transaction,
+            position: position - 1,
+        },
+    };
+    Ok(!state.ports.store.read_all(before, 1).await?.is_empty())
 }
 
 async fn post(
@@ -215,7 +248,20 @@ async fn execute(
     graphql: async_graphql::Request,
     media: &'static str,
 ) -> Result<HttpResponse, ApiError> {
+    state.limits.check_graphql(request)?;
     let auth = caller(state, request).await?;
+    let mut graphql = graphql;
+    // The document's cost is bounded before validation walks it.
+    let over = graphql
+        .parsed_query()
+        .ok()
+        .and_then(|document| super::limits::check(document).err());
+    if let Some(limit) = over {
+        let refused = async_graphql::Response::from_errors(vec![async_graphql::ServerError::new(
+            limit, None,
+        )]);
+        return respond(state, refused, media, None, true);
+    }
     let reached = consistency(state, request).await?;
     let written = Arc::new(Mutex::new(None));
     let data = RequestData {
@@ -223,7 +269,30 @@ async fn execute(
         auth,
         written: written.clone(),
     };
-    let mut response = state.schema.execute(graphql.data(data)).await;
+    let response = state.schema.execute(graphql.data(data)).await;
+    let written = *written.lock().expect("not poisoned");
+    respond(state, response, media, written, reached)
+}
+
+/// The HTTP answer for a GraphQL response: codes on every error, at most
+/// [`MAX_ERRORS`](super::limits::MAX_ERRORS) errors listed, the status the
+/// media type calls for, and the consistency headers.
+fn respond(
+    state: &AppState,
+    mut response: async_graphql::Response,
+    media: &'static str,
+    written: Option<LogCursor>,
+    reached: bool,
+) -> Result<HttpResponse, ApiError> {
+    use super::limits::MAX_ERRORS;
+    if response.errors.len() > MAX_ERRORS {
+        let more = response.errors.len() - MAX_ERRORS;
+        response.errors.truncate(MAX_ERRORS);
+        response.errors.push(async_graphql::ServerError::new(
+            format!("{more} more errors not listed"),
+            None,
+        ));
+    }
     // A request error (syntax, validation, limits) stops execution before
     // any field runs: no data, and no error has a path.
     let request_error = response.data == async_graphql::Value::Null
@@ -256,7 +325,7 @@ async fn execute(
             GRAPHQL_RESPONSE
         }),
     ));
-    if let Some(cursor) = *written.lock().expect("not poisoned") {
+    if let Some(cursor) = written {
         http.insert_header(("x-consistency-token", cursor.to_string()));
     }
     if !reached {

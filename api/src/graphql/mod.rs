@@ -8,6 +8,7 @@
 //! most [`CONSISTENCY_WAIT`], until every projection has applied it.
 
 mod http;
+pub mod limits;
 mod mutation;
 mod query;
 mod subscription;
@@ -23,7 +24,7 @@ use custodia_domain::rbac::{Permission, Principal};
 use custodia_domain::{Actor, CommandId, LogCursor, Origin, TenantId};
 use uuid::Uuid;
 
-pub use http::configure;
+pub use http::{configure, MAX_GRAPHQL_BODY};
 pub use mutation::Mutation;
 pub use query::Query;
 pub use subscription::Subscription;
@@ -42,16 +43,22 @@ pub const MAX_PAGE: usize = 100;
 /// The longest a request waits for the projections to reach its token.
 pub const CONSISTENCY_WAIT: Duration = Duration::from_secs(2);
 
-pub fn schema() -> CustodiaSchema {
-    Schema::build(Query, Mutation, Subscription)
+/// The schema, with introspection on or off (off by default in production:
+/// `CUSTODIA_GRAPHQL_INTROSPECTION`).
+pub fn schema(introspection: bool) -> CustodiaSchema {
+    let builder = Schema::build(Query, Mutation, Subscription)
         .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+        .limit_complexity(MAX_COMPLEXITY);
+    if introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The SDL of the schema (`custodia schema`).
 pub fn sdl() -> String {
-    schema().sdl()
+    schema(true).sdl()
 }
 
 /// Who is calling, as the request's credentials established.
@@ -62,6 +69,8 @@ pub struct Auth {
     pub tenant: TenantId,
     /// The user behind a session (none for API keys).
     pub user: Option<Uuid>,
+    /// The session of an access token (none for API keys).
+    pub session: Option<Uuid>,
 }
 
 /// Per-request data every resolver reaches through the context.
@@ -132,6 +141,7 @@ impl RequestData {
             correlation_id: Uuid::now_v7(),
             origin: Origin::parse("graphql").expect("a valid origin"),
             expected_version: None,
+            session: auth.session,
         })
     }
 

@@ -295,6 +295,7 @@ impl Mutation {
                     email: owner_email,
                     profile: Profile::default(),
                     invited: false,
+                    password: None,
                 },
             },
         )
@@ -354,19 +355,12 @@ impl Mutation {
             email: input.email,
             profile: input.profile.map(Profile::from).unwrap_or_default(),
             invited: input.invite,
+            password: input.password,
         };
-        let mut written = cursor(
-            &register_user(ports, &data(ctx).caller()?, tenant, new)
-                .await
-                .map_err(fail)?,
-        );
-        if let Some(password) = input.password {
-            let outcome = set_password(ports, &data(ctx).caller()?, tenant, user, &password)
-                .await
-                .map_err(fail)?;
-            written = written.max(cursor(&outcome));
-        }
-        user_payload(ctx, tenant, user, written).await
+        let outcome = register_user(ports, &data(ctx).caller()?, tenant, new)
+            .await
+            .map_err(fail)?;
+        user_payload(ctx, tenant, user, cursor(&outcome)).await
     }
 
     /// Replaces a user's profile. Needs `user.update` (or being that user).

@@ -22,6 +22,13 @@ fn time(text: Option<&str>, what: &str) -> Result<Option<i64>> {
     .transpose()
 }
 
+/// What a page costs in the complexity limit: its selection once per row
+/// it may return.
+fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let rows = first.unwrap_or(20).clamp(1, MAX_PAGE as i32) as usize;
+    rows.saturating_mul(child_complexity).saturating_add(1)
+}
+
 /// One page of rows as a Relay connection (forward: `first`, `after`).
 async fn page<T: OutputType>(
     ctx: &Context<'_>,
@@ -89,6 +96,7 @@ impl Query {
     /// The users of a tenant, oldest first. Needs `user.read`. `email`
     /// matches exactly (through the blind index, never plaintext).
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -104,6 +112,8 @@ impl Query {
         let lookup = match email {
             None => None,
             Some(email) => {
+                // Finding a user by address reveals personal data.
+                data.authorize(tenant, Permission::UserReadPersonal, None)?;
                 let email = custodia_domain::personal::Email::parse(&email)
                     .map_err(|e| error("VALIDATION", e.to_string()))?;
                 let index = custodia_application::commands::users::email_index(
@@ -185,6 +195,7 @@ impl Query {
 
     /// Sessions of a tenant, or of one user. Needs `session.read` (a user
     /// may list their own).
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn sessions(
         &self,
         ctx: &Context<'_>,
@@ -239,6 +250,7 @@ impl Query {
     /// `subject`: a stream id (a user, a session, the tenant); `actor`: a
     /// user or service id; `type`: an event type; `from`/`to`: RFC 3339.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn audit_events(
         &self,
         ctx: &Context<'_>,

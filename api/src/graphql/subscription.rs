@@ -15,13 +15,14 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use async_graphql::http::{WebSocketProtocols as Protocols, WsMessage};
 use async_graphql::{Context, Data, Result, Subscription, ID};
-use custodia_domain::rbac::Permission;
+use custodia_domain::rbac::{Permission, Principal};
 use custodia_domain::{ChainId, LogCursor};
 use custodia_projections::Follower;
 use futures_util::{Stream, StreamExt};
 
 use super::types::AuditEvent;
 use super::RequestData;
+use crate::auth_cache::FRESH_FOR;
 use crate::server::AppState;
 
 pub struct Subscription;
@@ -121,6 +122,9 @@ pub async fn websocket(
     });
     let schema = state.schema.clone();
     let init_state = state.clone();
+    // The credentials the connection was opened with, and whom they named.
+    let opened: Arc<Mutex<Option<(String, Principal)>>> = Arc::default();
+    let remember = opened.clone();
     let socket = async_graphql::http::WebSocket::new(schema, incoming, protocol)
         .on_connection_init(move |payload| async move {
             let token = payload
@@ -130,11 +134,13 @@ pub async fn websocket(
                 .map(str::to_owned)
                 .or(cookie_token);
             let auth = match token {
-                Some(token) => Some(
-                    super::http::authenticate_token(&init_state, &token)
+                Some(token) => {
+                    let auth = super::http::authenticate_token(&init_state, &token)
                         .await
-                        .map_err(|e| async_graphql::Error::new(e.message().to_owned()))?,
-                ),
+                        .map_err(|e| async_graphql::Error::new(e.message().to_owned()))?;
+                    *remember.lock().expect("not poisoned") = Some((token, auth.principal.clone()));
+                    Some(auth)
+                }
                 None => None,
             };
             let mut data = Data::default();
@@ -147,10 +153,29 @@ pub async fn websocket(
         });
     actix_web::rt::spawn(async move {
         let mut socket = std::pin::pin!(socket);
-        while let Some(message) = socket.next().await {
+        let mut signal = state.ports.store.append_signal();
+        loop {
+            let message = tokio::select! {
+                message = socket.next() => message,
+                () = signal.wait(FRESH_FOR) => {
+                    signal.mark_seen();
+                    if still_allowed(&state, &opened).await {
+                        continue;
+                    }
+                    // Access was removed (logout, suspension, a role
+                    // revoked, …): the connection ends as forbidden.
+                    let _ = session
+                        .close(Some(actix_ws::CloseReason {
+                            code: actix_ws::CloseCode::Other(FORBIDDEN),
+                            description: Some("Forbidden".into()),
+                        }))
+                        .await;
+                    return;
+                }
+            };
             let sent = match message {
-                WsMessage::Text(text) => session.text(text).await,
-                WsMessage::Close(code, reason) => {
+                Some(WsMessage::Text(text)) => session.text(text).await,
+                Some(WsMessage::Close(code, reason)) => {
                     let _ = session
                         .close(Some(actix_ws::CloseReason {
                             code: code.into(),
@@ -159,6 +184,7 @@ pub async fn websocket(
                         .await;
                     return;
                 }
+                None => break,
             };
             if sent.is_err() {
                 return;
@@ -167,4 +193,24 @@ pub async fn websocket(
         let _ = session.close(None).await;
     });
     Ok(response)
+}
+
+/// The close code for "forbidden" in `graphql-transport-ws`.
+const FORBIDDEN: u16 = 4403;
+
+/// Do the connection's credentials still authenticate, with the same
+/// rights as when it was opened? Checked whenever the log may have changed
+/// (and at least every [`FRESH_FOR`]), so a logout, a suspension or a role
+/// revoked ends an open subscription as it ends the next request. A change
+/// of rights either way closes it: the client reconnects with what it has
+/// now. An anonymous connection has nothing to lose.
+async fn still_allowed(state: &AppState, opened: &Mutex<Option<(String, Principal)>>) -> bool {
+    let Some((token, principal)) = opened.lock().expect("not poisoned").clone() else {
+        return true;
+    };
+    match super::http::authenticate_token(state, &token).await {
+        Ok(auth) => auth.principal == principal,
+        // A storage hiccup is not a reason to drop a client.
+        Err(error) => error.code() == "INTERNAL",
+    }
 }

@@ -144,7 +144,14 @@ async fn check_key(
     if <[u8; 32]>::from(Sha256::digest(&secret)) != secret_sha256 {
         return Err(SessionFailure::InvalidToken);
     }
-    Ok((key_id, tenant, permissions))
+    // A suspended tenant's keys open nothing.
+    match require_active_tenant(ports, tenant).await {
+        Ok(_) => Ok((key_id, tenant, permissions)),
+        Err(CommandError::TenantSuspended | CommandError::NotFound(_)) => {
+            Err(SessionFailure::Revoked)
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Records a key's use (best effort: a failure does not refuse the

@@ -6,6 +6,7 @@ use custodia_domain::identity::credential::{
     LockoutPolicy, PasswordAlgorithm, Totp,
 };
 use custodia_domain::identity::email_claim::EmailClaim;
+use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::tenant::Tenant;
 use custodia_domain::identity::user::{User, UserStatus};
 use custodia_domain::personal::{Email, FieldContext, SealedField};
@@ -15,6 +16,7 @@ use custodia_domain::{
 };
 use uuid::Uuid;
 
+use super::targets::authorize_on_user;
 use super::tenants::require_active_tenant;
 use super::users::{claim_stream, user_stream};
 use super::{
@@ -77,7 +79,10 @@ async fn seal_hash(
 }
 
 fn password_failure(error: PasswordError) -> CommandError {
-    CommandError::Store(crate::event_store::StoreError::Database(error.to_string()))
+    match error {
+        PasswordError::Busy => CommandError::Busy,
+        other => CommandError::Store(crate::event_store::StoreError::Database(other.to_string())),
+    }
 }
 
 /// Sets a new password after checking the tenant's policy. Needs
@@ -89,14 +94,38 @@ pub async fn set_password(
     user: Uuid,
     password: &str,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
     check_password_policy(password, settings.password_min_length)?;
     require_user(ports, tenant, user).await?;
+    let outcome = hash_and_store_password(ports, caller, tenant, user, password).await?;
+    // A new password ends every session of the user but the one it was
+    // set from (someone who knew the old one is signed out).
+    let keep = caller.session.filter(|_| caller.actor == Actor::User(user));
+    super::sessions::end_sessions(
+        ports,
+        caller,
+        tenant,
+        user,
+        keep,
+        RevocationReason::PasswordChanged,
+        Timestamp::now(),
+    )
+    .await?;
+    Ok(outcome)
+}
+
+/// Hashes a password (Argon2id) and appends it, for handlers that checked
+/// the caller and the policy.
+pub(crate) async fn hash_and_store_password(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    password: &str,
+) -> Result<Outcome, CommandError> {
     let hash = ports
         .passwords
         .hash(password)
@@ -190,6 +219,7 @@ pub async fn import_password_hash(
     caller
         .principal
         .authorize(tenant, Permission::CredentialManage, None)?;
+    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     let well_formed = hash.len() == 60
         && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
         && hash.is_ascii();
@@ -216,6 +246,7 @@ pub async fn unlock(
     caller
         .principal
         .authorize(tenant, Permission::UserUnlock, None)?;
+    authorize_on_user(ports, caller, tenant, Permission::UserUnlock, user).await?;
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
     let command = CredentialCommand::Unlock { at };
@@ -310,9 +341,7 @@ pub async fn enroll_totp(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<String, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     let Tenant::Active { name, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
@@ -406,9 +435,7 @@ pub async fn issue_recovery_codes(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Vec<String>, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
     let codes: Vec<String> = (0..RECOVERY_CODES)
@@ -431,9 +458,7 @@ pub async fn confirm_totp(
     code: &str,
     at: Timestamp,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
     let secret = totp_secret(ports, tenant, user)
@@ -456,9 +481,7 @@ pub async fn disable_totp(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::CredentialManage, Some(user))?;
+    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     require_active_tenant(ports, tenant).await?;
     let command = CredentialCommand::DisableTotp;
     decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command).await
@@ -482,7 +505,11 @@ pub async fn login(
         Tenant::Active { settings, .. } => settings,
         Tenant::Suspended { .. } => return Err(LoginError::TenantSuspended),
         Tenant::Absent => {
-            ports.passwords.verify_nothing(password).await;
+            ports
+                .passwords
+                .verify_nothing(password)
+                .await
+                .map_err(password_failure)?;
             return Err(LoginError::InvalidCredentials);
         }
     };
@@ -509,17 +536,26 @@ pub async fn login(
         ),
         None => false,
     };
+    let policy = LockoutPolicy {
+        threshold: settings.lockout_threshold,
+        period_micros: i64::from(settings.lockout_minutes) * 60_000_000,
+    };
     let (Some(user), true) = (user, may_log_in) else {
-        ports.passwords.verify_nothing(password).await;
+        // An address with no account behind it locks as an account would,
+        // so a lockout tells nobody which addresses have accounts.
+        if let Some(until) = ports.unknown_logins.attempt(tenant, email, at, policy) {
+            return Err(LoginError::Locked { until });
+        }
+        ports
+            .passwords
+            .verify_nothing(password)
+            .await
+            .map_err(password_failure)?;
         return Err(LoginError::InvalidCredentials);
     };
 
     let caller = Caller::user_itself(tenant, user, "login");
     let chain = ChainId::Tenant(tenant);
-    let policy = LockoutPolicy {
-        threshold: settings.lockout_threshold,
-        period_micros: i64::from(settings.lockout_minutes) * 60_000_000,
-    };
     let start = CredentialCommand::StartPasswordCheck { at, policy };
     let started = execute::<Credential>(
         ports,
@@ -536,7 +572,11 @@ pub async fn login(
             return Err(LoginError::Locked { until })
         }
         Err(CommandError::Credential(CredentialError::NoPassword)) => {
-            ports.passwords.verify_nothing(password).await;
+            ports
+                .passwords
+                .verify_nothing(password)
+                .await
+                .map_err(password_failure)?;
             return Err(LoginError::InvalidCredentials);
         }
         Err(other) => return Err(other.into()),
@@ -621,5 +661,55 @@ pub async fn login(
             Err(LoginError::InvalidCredentials)
         }
         Err(other) => Err(other.into()),
+    }
+}
+
+/// Failed logins for addresses with no account that may sign in (unknown,
+/// suspended, deleted, without a password), counted like an account's
+/// lockout (ADR 0005) so that the answers cannot be told apart. In memory,
+/// per instance, at most [`UnknownLogins::CAPACITY`] addresses.
+#[derive(Debug, Default)]
+pub struct UnknownLogins {
+    /// Per tenant and address digest: outstanding failures, the last one's time.
+    attempts: std::sync::Mutex<std::collections::HashMap<AddressKey, (u32, Timestamp)>>,
+}
+
+type AddressKey = (TenantId, [u8; 32]);
+
+impl UnknownLogins {
+    pub const CAPACITY: usize = 100_000;
+
+    /// Counts an attempt at `at`; `Some(until)` while the address is locked
+    /// (the attempt is then not counted, as a locked account's is not).
+    pub fn attempt(
+        &self,
+        tenant: TenantId,
+        email: &str,
+        at: Timestamp,
+        policy: LockoutPolicy,
+    ) -> Option<Timestamp> {
+        use sha2::{Digest, Sha256};
+        let key = (
+            tenant,
+            Sha256::digest(email.trim().to_lowercase().as_bytes()).into(),
+        );
+        let mut attempts = self.attempts.lock().expect("not poisoned");
+        if attempts.len() >= Self::CAPACITY {
+            attempts.retain(|_, (_, last)| at.0 < last.0.saturating_add(policy.period_micros));
+            if attempts.len() >= Self::CAPACITY {
+                attempts.clear();
+            }
+        }
+        let (count, last) = attempts.entry(key).or_insert((0, at));
+        let until = Timestamp(last.0.saturating_add(policy.period_micros));
+        if *count >= u32::from(policy.threshold) {
+            if at < until {
+                return Some(until);
+            }
+            *count = 0;
+        }
+        *count += 1;
+        *last = at;
+        None
     }
 }

@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod consent;
 pub mod credentials;
 pub mod sessions;
+mod targets;
 pub mod tenants;
 pub mod users;
 
@@ -46,6 +47,8 @@ pub struct Ports {
     pub passwords: Arc<dyn PasswordHasher>,
     pub codes: Arc<dyn OneTimeCodes>,
     pub tokens: Arc<dyn TokenSigner>,
+    /// Failed logins of addresses without an account (in memory).
+    pub unknown_logins: Arc<credentials::UnknownLogins>,
 }
 
 /// Who asks, and how the command is identified.
@@ -62,6 +65,9 @@ pub struct Caller {
     /// the command refused when someone changed it since (optimistic
     /// concurrency at the edge). `None`: decide on the current state.
     pub expected_version: Option<StreamVersion>,
+    /// The session the request was made in, if any: a password change
+    /// ends every other session of the user, but not this one.
+    pub session: Option<Uuid>,
 }
 
 impl Caller {
@@ -76,6 +82,7 @@ impl Caller {
             correlation_id: Uuid::now_v7(),
             origin: Origin::parse(origin).expect("handler origins are valid"),
             expected_version: None,
+            session: None,
         }
     }
 
@@ -130,6 +137,9 @@ pub enum CommandError {
     },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A bounded resource (password hashing) is saturated: try again shortly.
+    #[error("the server is busy; try again shortly")]
+    Busy,
     #[error(transparent)]
     Vault(#[from] VaultError),
     #[error("stored events could not be read: {0}")]

@@ -303,7 +303,7 @@ pub async fn refresh_session(
         other => other.into(),
     })?;
     let user = state.user().ok_or(SessionFailure::InvalidToken)?;
-    let settings = settings(ports, tenant).await?;
+    let settings = require_access(ports, tenant, user).await?;
     let next = ports.tokens.refresh_secret();
     let refresh_expires_at =
         Timestamp(at.0 + i64::from(settings.refresh_token_days) * 86_400_000_000);
@@ -393,14 +393,36 @@ pub async fn revoke_all_sessions(
     caller
         .principal
         .authorize(tenant, Permission::SessionRevoke, Some(user))?;
+    super::credentials::user_status_in(ports, tenant, user).await?;
+    end_sessions(
+        ports,
+        caller,
+        tenant,
+        user,
+        None,
+        RevocationReason::Revoked,
+        at,
+    )
+    .await
+}
+
+/// Ends every live session of `user` but `keep`, for a command that already
+/// authorised (a suspension, a deletion, a password change). Each
+/// revocation is a step of the caller's command, so a retry resumes.
+pub(crate) async fn end_sessions(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    keep: Option<Uuid>,
+    reason: RevocationReason,
+    at: Timestamp,
+) -> Result<(usize, Option<LogCursor>), CommandError> {
     let (SessionIndex(sessions), _) =
         load::<SessionIndex>(&*ports.store, &index_stream(user)).await?;
-    let command = SessionCommand::Revoke {
-        at,
-        reason: RevocationReason::Revoked,
-    };
+    let command = SessionCommand::Revoke { at, reason };
     let (mut revoked, mut written) = (0, None);
-    for session in sessions {
+    for session in sessions.into_iter().filter(|s| Some(*s) != keep) {
         let step = caller.step(&session.to_string());
         let outcome =
             decide_and_append::<Session>(ports, &step, tenant, &session_stream(session), &command)
@@ -442,7 +464,9 @@ pub fn verify_access_token(
 }
 
 /// The principal of a verified token's subject: its session must be live,
-/// and the user's current roles give the permissions.
+/// its tenant active and its user allowed to sign in (not suspended or
+/// deleted), and the user's current roles give the permissions. So every
+/// way of removing access takes effect at the next request.
 pub async fn session_principal(
     ports: &Ports,
     subject: &TokenSubject,
@@ -454,7 +478,30 @@ pub async fn session_principal(
     if !state.is_live() {
         return Err(SessionFailure::Revoked);
     }
+    require_access(ports, subject.tenant, subject.user).await?;
     Ok(super::member_principal(&*ports.store, subject.tenant, subject.user).await?)
+}
+
+/// A session gives access only while its tenant is active and its user may
+/// sign in; otherwise it is as good as revoked. Returns the tenant's settings.
+async fn require_access(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<TenantSettings, SessionFailure> {
+    use custodia_domain::identity::user::UserStatus;
+    let settings = match settings(ports, tenant).await {
+        Ok(settings) => settings,
+        Err(CommandError::TenantSuspended | CommandError::NotFound(_)) => {
+            return Err(SessionFailure::Revoked)
+        }
+        Err(other) => return Err(other.into()),
+    };
+    match super::credentials::user_status_in(ports, tenant, user).await {
+        Ok(UserStatus::Active | UserStatus::Invited) => Ok(settings),
+        Ok(_) | Err(CommandError::NotFound(_)) => Err(SessionFailure::Revoked),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Authenticates a request: a valid access token of a live session, for the

@@ -68,7 +68,7 @@ pub async fn create_tenant(
     let chain = ChainId::Tenant(tenant);
     let create = TenantCommand::Create {
         name,
-        settings: command.settings,
+        settings: command.settings.clone(),
     };
     let step = caller.step("tenant");
     let outcome = execute::<Tenant>(
@@ -81,7 +81,15 @@ pub async fn create_tenant(
     )
     .await?;
     let owner = command.owner.user;
-    register_user_unchecked(ports, &caller.step("owner"), tenant, command.owner).await?;
+    let min_length = command.settings.password_min_length;
+    register_user_unchecked(
+        ports,
+        &caller.step("owner"),
+        tenant,
+        command.owner,
+        min_length,
+    )
+    .await?;
     let grant = MembershipCommand::Grant {
         user: owner,
         role: RoleRef::BuiltIn(BuiltInRole::Owner),
@@ -156,6 +164,13 @@ pub async fn change_memberships(
             super::credentials::user_status_in(ports, tenant, *user).await?;
         }
         MembershipCommand::DefineRole { .. } => {}
+    }
+    // The last active owner keeps the role (a suspended owner is no owner
+    // who can act); the aggregate alone counts owners, not their status.
+    let (current, _) = load::<Memberships>(&*ports.store, &memberships_stream(tenant)).await?;
+    if let Some(user) = current.removes_owner(&command) {
+        current.authorize(&caller.principal, tenant, &command)?;
+        super::targets::keep_an_active_owner(ports, tenant, &current, user).await?;
     }
     let principal = caller.principal.clone();
     execute::<Memberships>(

@@ -5,24 +5,37 @@ use std::collections::BTreeMap;
 
 use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::email_claim::{EmailClaim, EmailClaimCommand, EmailClaimError};
-use custodia_domain::identity::user::{SealedProfile, User, UserCommand, UserEvent};
+use custodia_domain::identity::session::RevocationReason;
+use custodia_domain::identity::user::{SealedProfile, User, UserCommand, UserEvent, UserStatus};
 use custodia_domain::personal::{BlindIndex, Email, FieldContext, SealedField};
 use custodia_domain::rbac::Permission;
-use custodia_domain::{ChainId, EventId, StreamId, StreamVersion, TenantId};
+use custodia_domain::{ChainId, EventId, StreamId, StreamVersion, TenantId, Timestamp};
 use uuid::Uuid;
 
+use super::targets::{authorize_on_user, keep_an_active_owner};
 use super::tenants::require_active_tenant;
-use super::{decide_and_append, execute, load, stream, Caller, CommandError, Outcome, Ports};
+use super::{decide_and_append, execute, stream, Caller, CommandError, Outcome, Ports};
 use crate::personal_data::PersonalData;
 
 /// A user to register or invite. The id is chosen by the caller (UUIDv7),
-/// so a retried request names the same user.
-#[derive(Debug, Clone, Default)]
+/// so a retried request names the same user. `Debug` shows only the id.
+#[derive(Clone, Default)]
 pub struct NewUser {
     pub user: Uuid,
     pub email: String,
     pub profile: Profile,
     pub invited: bool,
+    /// A first password (needs `credential.manage` too), checked against
+    /// the tenant's policy before anything is written.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The personal fields of a profile, in plaintext, on their way in or out.
@@ -202,7 +215,10 @@ async fn claim_and_seal_email(
     Ok((sealed, index))
 }
 
-/// Registers (or invites) a user. Needs `user.create`.
+/// Registers (or invites) a user. Needs `user.create`, and
+/// `credential.manage` when a first password is given. Everything is
+/// checked (the address, the profile, the password against the tenant's
+/// policy) before anything is written.
 pub async fn register_user(
     ports: &Ports,
     caller: &Caller,
@@ -212,8 +228,17 @@ pub async fn register_user(
     caller
         .principal
         .authorize(tenant, Permission::UserCreate, None)?;
-    require_active_tenant(ports, tenant).await?;
-    register_user_unchecked(ports, caller, tenant, new).await
+    if new.password.is_some() {
+        caller
+            .principal
+            .authorize(tenant, Permission::CredentialManage, None)?;
+    }
+    let custodia_domain::identity::tenant::Tenant::Active { settings, .. } =
+        require_active_tenant(ports, tenant).await?
+    else {
+        return Err(CommandError::TenantSuspended);
+    };
+    register_user_unchecked(ports, caller, tenant, new, settings.password_min_length).await
 }
 
 /// Registration without authorisation, for handlers that already checked.
@@ -222,9 +247,16 @@ pub(crate) async fn register_user_unchecked(
     caller: &Caller,
     tenant: TenantId,
     new: NewUser,
+    password_min_length: u8,
 ) -> Result<Outcome, CommandError> {
     let email = Email::parse(&new.email)?;
     check_profile(&new.profile)?;
+    if let Some(password) = &new.password {
+        custodia_domain::identity::credential::check_password_policy(
+            password,
+            password_min_length,
+        )?;
+    }
     let user = new.user;
     let event_id = EventId::generate();
     let (sealed, index) =
@@ -235,7 +267,7 @@ pub(crate) async fn register_user_unchecked(
         profile: seal_profile(&*ports.vault, tenant, user, event_id, &new.profile).await?,
         invited: new.invited,
     };
-    execute::<User>(
+    let outcome = execute::<User>(
         ports,
         &caller.step("register"),
         ChainId::Tenant(tenant),
@@ -243,7 +275,20 @@ pub(crate) async fn register_user_unchecked(
         event_id,
         |state| Ok(state.decide(&command)?),
     )
-    .await
+    .await?;
+    match &new.password {
+        Some(password) => {
+            super::credentials::hash_and_store_password(
+                ports,
+                &caller.step("password"),
+                tenant,
+                user,
+                password,
+            )
+            .await
+        }
+        None => Ok(outcome),
+    }
 }
 
 pub async fn update_profile(
@@ -253,10 +298,8 @@ pub async fn update_profile(
     user: Uuid,
     profile: Profile,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::UserUpdate, Some(user))?;
     check_profile(&profile)?;
+    authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
     require_active_tenant(ports, tenant).await?;
     let event_id = EventId::generate();
     let command = UserCommand::UpdateProfile {
@@ -274,7 +317,8 @@ pub async fn update_profile(
 }
 
 /// Changes a user's email: claims the new address, records the change,
-/// then releases the old address.
+/// then releases the address the change replaced (read in the decision
+/// itself, so two concurrent changes each release what they replaced).
 pub async fn change_email(
     ports: &Ports,
     caller: &Caller,
@@ -282,19 +326,9 @@ pub async fn change_email(
     user: Uuid,
     email: &str,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::UserUpdate, Some(user))?;
     let email = Email::parse(email)?;
+    authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
     require_active_tenant(ports, tenant).await?;
-    let (state, _) = load::<User>(&*ports.store, &user_stream(user)).await?;
-    let User::Present {
-        email_index: old_index,
-        ..
-    } = state
-    else {
-        return Err(CommandError::NotFound("user"));
-    };
     let event_id = EventId::generate();
     let (sealed, index) =
         claim_and_seal_email(ports, &caller.step("claim"), tenant, user, &email, event_id).await?;
@@ -306,16 +340,23 @@ pub async fn change_email(
         expected_version: caller.expected_version,
         ..caller.step("change")
     };
+    let replaced = std::sync::Mutex::new(None);
     let outcome = execute::<User>(
         ports,
         &change,
         ChainId::Tenant(tenant),
         &user_stream(user),
         event_id,
-        |state| Ok(state.decide(&command)?),
+        |state| {
+            if let User::Present { email_index, .. } = state {
+                *replaced.lock().expect("not poisoned") = Some(*email_index);
+            }
+            Ok(state.decide(&command)?)
+        },
     )
     .await?;
-    if old_index != index {
+    let replaced = replaced.into_inner().expect("not poisoned");
+    if let Some(old_index) = replaced.filter(|old| *old != index) {
         let release = EmailClaimCommand::Release { user };
         execute::<EmailClaim>(
             ports,
@@ -355,10 +396,32 @@ pub async fn change_user_status(
         StatusChange::Reactivate => (Permission::UserSuspend, UserCommand::Reactivate),
         StatusChange::Delete => (Permission::UserDelete, UserCommand::Delete),
     };
-    let subject = (change == StatusChange::Activate).then_some(user);
-    caller.principal.authorize(tenant, permission, subject)?;
+    // Only activation is self-service (the permission's own rule); every
+    // other change of status needs the permission even on oneself.
+    if change != StatusChange::Activate {
+        caller.principal.authorize(tenant, permission, None)?;
+    }
+    let target = authorize_on_user(ports, caller, tenant, permission, user).await?;
     require_active_tenant(ports, tenant).await?;
-    decide_and_append::<User>(ports, caller, tenant, &user_stream(user), &command).await
+    let disables = matches!(change, StatusChange::Suspend | StatusChange::Delete);
+    if disables && target.status == UserStatus::Active {
+        keep_an_active_owner(ports, tenant, &target.memberships, user).await?;
+    }
+    let outcome =
+        decide_and_append::<User>(ports, caller, tenant, &user_stream(user), &command).await?;
+    if disables {
+        super::sessions::end_sessions(
+            ports,
+            caller,
+            tenant,
+            user,
+            None,
+            RevocationReason::UserDisabled,
+            Timestamp::now(),
+        )
+        .await?;
+    }
+    Ok(outcome)
 }
 
 /// A user's personal data as the log holds it now. A field whose key was

@@ -169,14 +169,42 @@ impl Memberships {
                 principal.authorize(tenant, Permission::RoleDefine, None)?;
                 principal.authorize_grant(tenant, permissions)
             }
-            MembershipCommand::Grant { role, .. } => {
+            MembershipCommand::Grant { user, role } => {
                 let granted = self.role_permissions(role).unwrap_or_default();
-                principal.authorize_grant(tenant, &granted)
+                principal.authorize_grant(tenant, &granted)?;
+                self.authorize_on_member(principal, tenant, *user)
             }
-            MembershipCommand::Revoke { .. } | MembershipCommand::RemoveMember { .. } => {
-                principal.authorize(tenant, Permission::RoleGrant, None)
+            MembershipCommand::Revoke { user, .. } | MembershipCommand::RemoveMember { user } => {
+                principal.authorize(tenant, Permission::RoleGrant, None)?;
+                self.authorize_on_member(principal, tenant, *user)
             }
         }
+    }
+
+    /// Nobody changes the roles of a user who holds more than they do.
+    fn authorize_on_member(
+        &self,
+        principal: &Principal,
+        tenant: TenantId,
+        user: Uuid,
+    ) -> Result<(), Denied> {
+        principal.authorize_on(
+            tenant,
+            Permission::RoleGrant,
+            user,
+            &self.permissions_of(user),
+        )
+    }
+
+    /// Would `command` take the owner role away from a user? (Whom.)
+    pub fn removes_owner(&self, command: &MembershipCommand) -> Option<Uuid> {
+        let owner = RoleRef::BuiltIn(BuiltInRole::Owner);
+        match command {
+            MembershipCommand::Revoke { user, role } if *role == owner => Some(*user),
+            MembershipCommand::RemoveMember { user } => Some(*user),
+            _ => None,
+        }
+        .filter(|user| self.owners().any(|o| o == *user))
     }
 
     fn would_remove_last_owner(&self, user: Uuid) -> bool {

@@ -21,6 +21,10 @@ pub enum RevocationReason {
     Revoked,
     /// A rotated refresh token was presented again.
     RefreshReuse,
+    /// The user was suspended or deleted.
+    UserDisabled,
+    /// The user's password was set or changed (every other session ends).
+    PasswordChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,159 @@
+//! What a GraphQL document may cost, checked on the parsed document before
+//! it is validated or run (validation itself walks fragment spreads, so a
+//! few hundred bytes of nested fragments would otherwise cost seconds).
+//!
+//! The expanded size counts every field as often as it would be selected
+//! with fragments spread in place, in time linear in the document (each
+//! fragment's size is computed once).
+
+use std::collections::HashMap;
+
+use async_graphql::parser::types::{
+    ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+};
+use async_graphql::Positioned;
+
+/// The most fields a document may select once its fragments are spread
+/// (the standard introspection query selects about 200).
+pub const MAX_EXPANDED_FIELDS: usize = 2_000;
+/// The most variables an operation may declare.
+pub const MAX_VARIABLES: usize = 64;
+/// The most errors one response lists; the rest are summed up in one more.
+pub const MAX_ERRORS: usize = 20;
+
+/// Refuses a document over the limits, naming the limit.
+pub fn check(document: &ExecutableDocument) -> Result<(), String> {
+    let mut total = 0usize;
+    let mut sizes = Sizes {
+        fragments: &document.fragments,
+        known: HashMap::new(),
+    };
+    for (_, operation) in document.operations.iter() {
+        if operation.node.variable_definitions.len() > MAX_VARIABLES {
+            return Err(format!(
+                "an operation may declare at most {MAX_VARIABLES} variables"
+            ));
+        }
+        total = total.saturating_add(sizes.of(&operation.node.selection_set));
+    }
+    if total > MAX_EXPANDED_FIELDS {
+        return Err(format!(
+            "the query selects too many fields once its fragments are spread \
+             (at most {MAX_EXPANDED_FIELDS})"
+        ));
+    }
+    Ok(())
+}
+
+struct Sizes<'a> {
+    fragments: &'a HashMap<async_graphql::Name, Positioned<FragmentDefinition>>,
+    /// A fragment's expanded size; `None` while it is being measured (a
+    /// spread of it then is a cycle, which validation refuses: counted 0).
+    known: HashMap<&'a str, Option<usize>>,
+}
+
+impl<'a> Sizes<'a> {
+    fn of(&mut self, set: &'a Positioned<SelectionSet>) -> usize {
+        set.node.items.iter().fold(0usize, |sum, item| {
+            let size = match &item.node {
+                Selection::Field(field) => {
+                    1usize.saturating_add(self.of(&field.node.selection_set))
+                }
+                Selection::InlineFragment(inline) => self.of(&inline.node.selection_set),
+                Selection::FragmentSpread(spread) => self.fragment(&spread.node.fragment_name.node),
+            };
+            sum.saturating_add(size)
+        })
+    }
+
+    fn fragment(&mut self, name: &'a str) -> usize {
+        if let Some(known) = self.known.get(name) {
+            return known.unwrap_or(0);
+        }
+        let Some(definition) = self.fragments.get(name) else {
+            return 0; // validation reports the unknown fragment
+        };
+        self.known.insert(name, None);
+        let size = self.of(&definition.node.selection_set);
+        self.known.insert(name, Some(size));
+        size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expanded(query: &str) -> Result<(), String> {
+        check(&async_graphql::parser::parse_query(query).unwrap())
+    }
+
+    /// Fragments that each spread the previous one twice: `levels` levels
+    /// select 2^levels fields in a document of a few hundred bytes.
+    fn doubling(levels: usize) -> String {
+        let mut query = String::from("query { ...F0 }\nfragment F0 on Query { serverTime }\n");
+        for level in 1..=levels {
+            query.push_str(&format!(
+                "fragment F{level} on Query {{ ...F{prev} ...F{prev} }}\n",
+                prev = level - 1
+            ));
+        }
+        query.replace("{ ...F0 }", &format!("{{ ...F{levels} }}"))
+    }
+
+    #[test]
+    fn nested_fragments_are_measured_spread_and_refused_past_the_limit() {
+        assert!(expanded(&doubling(10)).is_ok(), "1,024 fields");
+        let exponential = doubling(24);
+        assert!(exponential.len() < 1_500);
+        let refused = expanded(&exponential).unwrap_err();
+        assert!(refused.contains("too many fields"), "{refused}");
+    }
+
+    #[test]
+    fn the_standard_introspection_query_fits() {
+        assert!(expanded(INTROSPECTION).is_ok());
+    }
+
+    #[test]
+    fn declared_variables_are_bounded() {
+        let declare = |n: usize| {
+            let vars: Vec<String> = (0..n).map(|i| format!("$v{i}: Int")).collect();
+            format!("query Q({}) {{ serverTime }}", vars.join(", "))
+        };
+        assert!(expanded(&declare(MAX_VARIABLES)).is_ok());
+        assert!(expanded(&declare(MAX_VARIABLES + 1)).is_err());
+    }
+
+    #[test]
+    fn a_fragment_cycle_does_not_loop() {
+        let cycle = "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
+        assert!(expanded(cycle).is_ok(), "left to validation");
+    }
+
+    const INTROSPECTION: &str = r#"
+    query IntrospectionQuery {
+      __schema {
+        queryType { name } mutationType { name } subscriptionType { name }
+        types { ...FullType }
+        directives { name description locations args { ...InputValue } }
+      }
+    }
+    fragment FullType on __Type {
+      kind name description
+      fields(includeDeprecated: true) {
+        name description args { ...InputValue } type { ...TypeRef }
+        isDeprecated deprecationReason
+      }
+      inputFields { ...InputValue }
+      interfaces { ...TypeRef }
+      enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+      possibleTypes { ...TypeRef }
+    }
+    fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+    fragment TypeRef on __Type {
+      kind name
+      ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+        ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+    }"#;
+}

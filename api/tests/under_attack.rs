@@ -1,0 +1,378 @@
+//! The server as an attacker meets it, on both backends: access removed
+//! takes effect at the next request and ends open subscriptions (4403),
+//! costly documents are refused before they run, nothing tells an outsider
+//! which accounts exist, every error is typed JSON, and production closes
+//! metrics and introspection.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use custodia::server::{app, AppState, MetricsAccess};
+use custodia_domain::TenantId;
+use custodia_infrastructure::MasterKey;
+use custodia_tests::identity::tenant_with_owner;
+use custodia_tests::{backends, TestDatabase};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+backends!(
+    access_removal_reaches_the_edge,
+    costly_documents_are_refused_before_they_run,
+    finding_a_user_by_address_needs_read_personal,
+    unknown_addresses_lock_like_accounts,
+    every_error_is_typed_json,
+    production_closes_metrics_and_introspection,
+    subscriptions_end_when_access_ends,
+);
+
+const OWNER: &str = "ada@example.org";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A server state with one tenant whose owner has [`PASSWORD`], and its
+/// projections running (mutations answer with what they wrote).
+async fn world(db: &TestDatabase) -> (AppState, TenantId, custodia::projections::Running) {
+    let state = AppState::connect(db.url(), MasterKey::generate(), "custodia", "custodia-api")
+        .await
+        .unwrap();
+    let (tenant, _) = tenant_with_owner(&state.ports, OWNER, Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    (state, tenant, running)
+}
+
+macro_rules! service {
+    ($state:expr) => {
+        test::init_service(app($state.clone())).await
+    };
+}
+
+/// Sends a request; returns the status and the JSON body (Null if none).
+macro_rules! call {
+    ($service:expr, $request:expr) => {{
+        let response = test::call_service($service, $request.to_request()).await;
+        let status = response.status();
+        let bytes = test::read_body(response).await;
+        (
+            status,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    }};
+}
+
+fn login(tenant: TenantId, email: &str, password: &str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/auth/login")
+        .set_json(json!({ "tenant_id": tenant.to_string(), "email": email, "password": password }))
+}
+
+fn graphql(token: Option<&str>, query: &str, variables: Value) -> test::TestRequest {
+    let request = test::TestRequest::post()
+        .uri("/graphql")
+        .set_json(json!({ "query": query, "variables": variables }));
+    match token {
+        Some(token) => request.insert_header(("authorization", format!("Bearer {token}"))),
+        None => request,
+    }
+}
+
+fn codes(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["extensions"]["code"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Signs `email` in; returns the access and refresh tokens.
+macro_rules! sign_in {
+    ($service:expr, $tenant:expr, $email:expr) => {{
+        let (status, body) = call!($service, login($tenant, $email, PASSWORD));
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }};
+}
+
+/// Registers `email` with [`PASSWORD`] and `role`; returns the user's id.
+macro_rules! user_with_role {
+    ($service:expr, $owner:expr, $email:expr, $role:expr) => {{
+        let register = "mutation($e: String!, $p: String!) { registerUser(input: { email: $e, password: $p }) { user { id } } }";
+        let (_, body) = call!($service, graphql(Some($owner), register, json!({ "e": $email, "p": PASSWORD })));
+        let id = body["data"]["registerUser"]["user"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+        let grant = "mutation($u: ID!, $r: String!) { grantRole(userId: $u, role: $r) { consistencyToken } }";
+        let (_, body) = call!($service, graphql(Some($owner), grant, json!({ "u": id, "r": $role })));
+        assert!(body["errors"].is_null(), "{body}");
+        id
+    }};
+}
+
+async fn access_removal_reaches_the_edge(db: TestDatabase) {
+    let (state, tenant, _running) = world(&db).await;
+    let service = service!(state);
+    let (owner, _) = sign_in!(&service, tenant, OWNER);
+    let admin = user_with_role!(&service, &owner, "grace@example.org", "admin");
+    let (token, refresh) = sign_in!(&service, tenant, "grace@example.org");
+    // The admin cannot take the owner's account over.
+    let me = "{ me { id } }";
+    let (_, body) = call!(&service, graphql(Some(&owner), me, json!({})));
+    let owner_id = body["data"]["me"]["id"].as_str().unwrap().to_owned();
+    let set = "mutation($u: ID!) { setPassword(userId: $u, password: \"an attacker's choice\") { consistencyToken } }";
+    let (_, body) = call!(
+        &service,
+        graphql(Some(&token), set, json!({ "u": owner_id }))
+    );
+    assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
+    // Suspended: the very next request is refused, and so is the refresh.
+    let suspend = "mutation($u: ID!) { suspendUser(userId: $u) { user { status } } }";
+    let (_, body) = call!(
+        &service,
+        graphql(Some(&owner), suspend, json!({ "u": admin }))
+    );
+    assert_eq!(
+        body["data"]["suspendUser"]["user"]["status"], "suspended",
+        "{body}"
+    );
+    let (status, body) = call!(&service, graphql(Some(&token), me, json!({})));
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+    let refreshed = test::TestRequest::post()
+        .uri("/auth/refresh")
+        .set_json(json!({ "tenant_id": tenant.to_string(), "refresh_token": refresh }));
+    let (status, _) = call!(&service, refreshed);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+async fn costly_documents_are_refused_before_they_run(db: TestDatabase) {
+    let (state, tenant, _running) = world(&db).await;
+    let service = service!(state);
+    // Fragments spreading the previous one twice, 24 levels: 2^24 fields
+    // in under 1.5 KB, anonymous.
+    let mut nested = String::from("query { ...F24 }\nfragment F0 on Query { serverTime }\n");
+    for level in 1..=24 {
+        nested.push_str(&format!(
+            "fragment F{level} on Query {{ ...F{p} ...F{p} }}\n",
+            p = level - 1
+        ));
+    }
+    assert!(nested.len() < 1_500);
+    let (_, body) = call!(&service, graphql(None, &nested, json!({})));
+    assert_eq!(codes(&body), ["VALIDATION"], "{body}");
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("too many fields"));
+    // Pages count by their size: 200 aliases of 100 users each.
+    let (owner, _) = sign_in!(&service, tenant, OWNER);
+    let aliases: String = (0..200)
+        .map(|i| {
+            format!("u{i}: users(first: 100) {{ edges {{ node {{ email displayName phone }} }} }} ")
+        })
+        .collect();
+    let (_, body) = call!(
+        &service,
+        graphql(Some(&owner), &format!("{{ {aliases} }}"), json!({}))
+    );
+    assert_eq!(codes(&body), ["VALIDATION"], "{body}");
+    assert!(body["data"].is_null());
+    // 5,000 declared variables: one short error, not 5,000.
+    let declared: Vec<String> = (0..5_000).map(|i| format!("$v{i}: Int")).collect();
+    let many = format!("query Q({}) {{ serverTime }}", declared.join(", "));
+    let (_, body) = call!(&service, graphql(None, &many, json!({})));
+    assert_eq!(codes(&body), ["VALIDATION"], "{body}");
+    // A consistency token beyond the log's head is refused, not waited for.
+    let future = graphql(None, "{ serverTime }", json!({}))
+        .insert_header(("x-consistency-token", "999999999999.999999999999"));
+    let (status, body) = call!(&service, future);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "VALIDATION");
+}
+
+async fn finding_a_user_by_address_needs_read_personal(db: TestDatabase) {
+    let (state, tenant, _running) = world(&db).await;
+    let service = service!(state);
+    let (owner, _) = sign_in!(&service, tenant, OWNER);
+    user_with_role!(&service, &owner, "mallory@example.org", "member");
+    let (member, _) = sign_in!(&service, tenant, "mallory@example.org");
+    let find = "query($e: String!) { users(email: $e) { edges { node { id } } } }";
+    let (_, body) = call!(
+        &service,
+        graphql(Some(&member), find, json!({ "e": OWNER }))
+    );
+    assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
+    // Listing (no address) stays allowed with user.read.
+    let (_, body) = call!(
+        &service,
+        graphql(
+            Some(&member),
+            "{ users { edges { node { id } } } }",
+            json!({})
+        )
+    );
+    assert!(body["errors"].is_null(), "{body}");
+}
+
+async fn unknown_addresses_lock_like_accounts(db: TestDatabase) {
+    let (state, tenant, _running) = world(&db).await;
+    let service = service!(state);
+    let mut answers = Vec::new();
+    for email in [OWNER, "nobody@example.org"] {
+        let mut statuses = Vec::new();
+        let mut last = Value::Null;
+        for _ in 0..6 {
+            let (status, body) = call!(&service, login(tenant, email, "wrong password"));
+            statuses.push(status.as_u16());
+            last = body;
+        }
+        answers.push((statuses, last));
+    }
+    assert_eq!(answers[0].0, [401, 401, 401, 401, 401, 429]);
+    assert_eq!(
+        answers[0], answers[1],
+        "an account and no account answer alike"
+    );
+}
+
+async fn every_error_is_typed_json(db: TestDatabase) {
+    let (state, _, _running) = world(&db).await;
+    let service = service!(state);
+    let (status, body) = call!(&service, test::TestRequest::get().uri("/no/such/thing"));
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+    let huge = "x".repeat(custodia::graphql::MAX_GRAPHQL_BODY + 1);
+    let request = test::TestRequest::post()
+        .uri("/graphql")
+        .insert_header(("content-type", "application/json"))
+        .set_payload(format!("{{\"query\":\"{huge}\"}}"));
+    let (status, body) = call!(&service, request);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"]["code"], "VALIDATION");
+    let (status, body) = call!(&service, test::TestRequest::delete().uri("/auth/login"));
+    assert!(status.is_client_error(), "{status}");
+    assert!(body["error"]["code"].is_string(), "{body}");
+}
+
+async fn production_closes_metrics_and_introspection(db: TestDatabase) {
+    let (state, _, _running) = world(&db).await;
+    let introspect = "{ __schema { queryType { name } } }";
+    // Development: both open.
+    let open = service!(state);
+    let (status, _) = call!(&open, test::TestRequest::get().uri("/metrics"));
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = call!(&open, graphql(None, introspect, json!({})));
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+    // Production's defaults: closed.
+    let closed = AppState {
+        metrics_access: MetricsAccess::Closed,
+        schema: custodia::graphql::schema(false),
+        ..state.clone()
+    };
+    let closed = service!(closed);
+    let (status, body) = call!(&closed, test::TestRequest::get().uri("/metrics"));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "FORBIDDEN");
+    let (_, body) = call!(&closed, graphql(None, introspect, json!({})));
+    assert!(body["data"]["__schema"].is_null(), "{body}");
+    // With a metrics token: that bearer only.
+    let secret = Uuid::new_v4().to_string();
+    let token = AppState {
+        metrics_access: MetricsAccess::Token(std::sync::Arc::new(secret.clone().into())),
+        ..state
+    };
+    let token = service!(token);
+    let (status, _) = call!(&token, test::TestRequest::get().uri("/metrics"));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let with = test::TestRequest::get()
+        .uri("/metrics")
+        .insert_header(("authorization", format!("Bearer {secret}")));
+    let (status, _) = call!(&token, with);
+    assert_eq!(status, StatusCode::OK);
+}
+
+async fn subscriptions_end_when_access_ends(db: TestDatabase) {
+    let (state, tenant, _running) = world(&db).await;
+    let service = service!(state);
+    let (owner, _) = sign_in!(&service, tenant, OWNER);
+    let admin = user_with_role!(&service, &owner, "grace@example.org", "admin");
+    let served = serve_on_a_port(&state).await;
+    // Opens a subscription (graphql-transport-ws) with the admin's token,
+    // then ends access (a logout; then, with a new session, a suspension
+    // by the owner) and prints the close codes the server sent.
+    let script = r#"
+import asyncio, json, sys, requests, websockets
+base, tenant, password, owner, admin = sys.argv[1:6]
+def login():
+    r = requests.post(base + "/auth/login", json={"tenant_id": tenant, "email": "grace@example.org", "password": password})
+    return r.json()["access_token"]
+async def close_code(token, action):
+    async with websockets.connect(base.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": "Bearer " + token}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": "subscription { auditEvents { type } }"}}))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(action, token)
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        except websockets.ConnectionClosed as closed:
+            frame = getattr(closed, "rcvd", None)
+            return frame.code if frame is not None else closed.code
+def logout(token):
+    assert requests.post(base + "/auth/logout", headers={"Authorization": "Bearer " + token}).status_code == 204
+def suspend(_):
+    r = requests.post(base + "/graphql", headers={"Authorization": "Bearer " + owner},
+                      json={"query": "mutation($u: ID!) { suspendUser(userId: $u) { user { status } } }", "variables": {"u": admin}})
+    assert "errors" not in r.json(), r.text
+async def main():
+    print(json.dumps([await close_code(login(), logout), await close_code(login(), suspend)]))
+asyncio.run(asyncio.wait_for(main(), 40))
+"#;
+    let base = format!("http://{}", served.address);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args([base, tenant.to_string(), PASSWORD.to_owned(), owner, admin])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    served.stop().await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let codes: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(codes, json!([4403, 4403]), "logout, then suspension");
+}
+
+/// A server on a free local port.
+struct Served {
+    address: std::net::SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn stop(self) {
+        self.handle.stop(true).await;
+        self.serving.await.unwrap().unwrap();
+    }
+}
+
+async fn serve_on_a_port(state: &AppState) -> Served {
+    let server_state = state.clone();
+    let server = actix_web::HttpServer::new(move || app(server_state.clone()))
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let address = server.addrs()[0];
+    let server = server.run();
+    Served {
+        address,
+        handle: server.handle(),
+        serving: tokio::spawn(server),
+    }
+}
