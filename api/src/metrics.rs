@@ -146,13 +146,11 @@ pub struct MeteredStore {
     pub appended: Arc<std::sync::atomic::AtomicU64>,
 }
 
-#[async_trait]
-impl EventStore for MeteredStore {
-    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let events = request.events().len() as u64;
-        let result = self.inner.append(request).await;
-        let outcome = match &result {
-            Ok(_) => {
+impl MeteredStore {
+    /// Counts an append's outcome (and its events when it succeeded).
+    fn count(&self, result: Result<(), &AppendError>, events: u64) {
+        let outcome = match result {
+            Ok(()) => {
                 self.appended
                     .fetch_add(1, std::sync::atomic::Ordering::Release);
                 self.metrics.events.inc_by(events);
@@ -165,6 +163,25 @@ impl EventStore for MeteredStore {
             .appends
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+}
+
+#[async_trait]
+impl EventStore for MeteredStore {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let events = request.events().len() as u64;
+        let result = self.inner.append(request).await;
+        self.count(result.as_ref().map(drop), events);
+        result
+    }
+
+    async fn append_atomic(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        let events = requests.iter().map(|r| r.events().len() as u64).sum();
+        let result = self.inner.append_atomic(requests).await;
+        self.count(result.as_ref().map(drop), events);
         result
     }
 

@@ -186,6 +186,42 @@ impl AppendRequest {
     }
 }
 
+/// The rules for an atomic append, checked by every adapter before it
+/// writes: at least one request, all in one chain, each to its own stream
+/// under its own command id.
+pub fn check_atomic(requests: &[AppendRequest]) -> Result<(), AppendError> {
+    let Some(first) = requests.first() else {
+        return Err(AppendError::Invalid(
+            "an atomic append carries at least one batch",
+        ));
+    };
+    if requests.iter().any(|r| r.chain() != first.chain()) {
+        return Err(AppendError::Invalid("an atomic append stays in one chain"));
+    }
+    let distinct = |key: &dyn Fn(&AppendRequest) -> String| {
+        let mut keys: Vec<String> = requests.iter().map(key).collect();
+        keys.sort_unstable();
+        keys.windows(2).all(|w| w[0] != w[1])
+    };
+    if !distinct(&|r| r.stream().to_string()) {
+        return Err(AppendError::Invalid(
+            "an atomic append touches each stream once",
+        ));
+    }
+    if !distinct(&|r| r.command_id().to_string()) {
+        return Err(AppendError::Invalid(
+            "each batch of an atomic append has its own command id",
+        ));
+    }
+    let events: usize = requests.iter().map(|r| r.events().len()).sum();
+    if events > MAX_EVENTS_PER_APPEND {
+        return Err(AppendError::Invalid(
+            "an append carries at most 10000 events",
+        ));
+    }
+    Ok(())
+}
+
 /// Why an append appended nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -233,6 +269,15 @@ pub struct ChainSummary {
 pub trait EventStore: Send + Sync {
     /// Appends the batch at the end of its stream and its chain, or nothing.
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
+
+    /// Appends several batches of one chain, to distinct streams, in one
+    /// transaction: every one of them or none (the first refusal is the
+    /// answer). Each keeps its own expected version and command id, so a
+    /// retry of the whole replays every one. See [`check_atomic`].
+    async fn append_atomic(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Appended>, AppendError>;
 
     /// Up to `limit` events of one stream with versions above `after`.
     async fn read_stream(

@@ -15,8 +15,8 @@ pub mod tokens;
 pub mod verify;
 
 pub use event_store::{
-    AppendContext, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended,
-    ChainSummary, CommittedCommand, EventStore, ExpectedVersion, StoreError,
+    check_atomic, AppendContext, AppendDecision, AppendError, AppendRequest, AppendSignal,
+    Appended, ChainSummary, CommittedCommand, EventStore, ExpectedVersion, StoreError,
 };
 pub use one_time_codes::OneTimeCodes;
 pub use passwords::{PasswordCheck, PasswordError, PasswordHasher};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use custodia_application::{
-    AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary,
+    check_atomic, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary,
     CommittedCommand, EventStore, StoreError,
 };
 use custodia_domain::{
@@ -60,7 +60,7 @@ SELECT max(position), max(transaction_id) FROM inserted";
 
 /// One try at an append.
 enum Attempt {
-    Appended(Appended),
+    Appended(Vec<Appended>),
     /// A concurrent append in another chain took a unique key first.
     Raced,
 }
@@ -111,94 +111,51 @@ impl PostgresEventStore {
         migrations::require_current(migrations::postgres_status(&self.pool).await?)
     }
 
-    async fn try_append(&self, request: &AppendRequest) -> Result<Attempt, AppendError> {
-        let chain = request.chain();
-        let stream = request.stream();
-        let meta = request.metadata();
+    /// [`Self::try_append`], looking again once after a cross-chain race.
+    async fn append_all(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, AppendError> {
+        let appended = match self.try_append(requests).await? {
+            Attempt::Appended(appended) => appended,
+            // Lost a cross-chain race on a unique key: look again, once.
+            Attempt::Raced => match self.try_append(requests).await? {
+                Attempt::Appended(appended) => appended,
+                Attempt::Raced => {
+                    return Err(StoreError::Database(
+                        "a concurrent append raced this one twice".to_owned(),
+                    )
+                    .into())
+                }
+            },
+        };
+        self.appended.send_modify(|n| *n += 1);
+        self.notify.send_modify(|n| *n += 1);
+        Ok(appended)
+    }
+
+    /// Appends `requests` (one batch, or the batches of an atomic append) in
+    /// one transaction that holds their chain's lock: every one or none.
+    async fn try_append(&self, requests: &[AppendRequest]) -> Result<Attempt, AppendError> {
+        let chain = requests[0].chain();
         // BEGIN and the chain lock in one round trip. The lock comes before
         // any write, so this transaction's id is assigned after it holds the
         // lock: transaction ids follow chain order.
         let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key(chain));
         let mut tx = self.pool.begin_with(begin).await.map_err(store_error)?;
-        let row = sqlx::query(&LOOKUP)
-            .bind(stream.category.as_str())
-            .bind(stream.id)
-            .bind(chain.as_uuid())
-            .bind(meta.command_id.as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let sealed = match request.decide(append_context(&row)?, Timestamp::now())? {
-            AppendDecision::Replay(appended) => return Ok(Attempt::Appended(appended)),
-            AppendDecision::Append(sealed) => sealed,
-        };
-        let last = sealed.last().expect("an append carries at least one event");
-        let column = |f: fn(&RecordedEvent) -> Vec<u8>| sealed.iter().map(f).collect::<Vec<_>>();
-        let inserted: Result<(i64, i64), _> = sqlx::query_as(INSERT)
-            .bind(chain.as_uuid())
-            .bind(stream.category.as_str())
-            .bind(stream.id)
-            .bind(meta.actor.to_string())
-            .bind(meta.command_id.as_uuid())
-            .bind(meta.correlation_id)
-            .bind(meta.causation_id)
-            .bind(meta.origin.as_str())
-            .bind(last.recorded_at.0)
-            .bind(
-                sealed
-                    .iter()
-                    .map(|e| e.event_id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sealed
-                    .iter()
-                    .map(|e| to_i64(e.chain_index.0))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sealed
-                    .iter()
-                    .map(|e| to_i64(e.stream_version.0))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sealed
-                    .iter()
-                    .map(|e| e.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sealed
-                    .iter()
-                    .map(|e| e.schema_version.get() as i32)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(column(|e| e.payload.as_bytes().to_vec()))
-            .bind(column(|e| e.prev_hash.0.to_vec()))
-            .bind(column(|e| e.hash.0.to_vec()))
-            .bind(to_i64(last.stream_version.0))
-            .bind(to_i64(last.chain_index.0))
-            .fetch_one(&mut *tx)
-            .await;
-        let (position, transaction) = match inserted {
-            Ok(row) => row,
-            Err(e) if Self::is_cross_chain_race(&e) => return Ok(Attempt::Raced),
-            Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_event_id_key") => {
-                return Err(AppendError::DuplicateEventId)
+        let mut appended = Vec::with_capacity(requests.len());
+        let mut wrote = false;
+        for request in requests {
+            match append_in(&mut tx, request).await? {
+                Step::Replayed(one) => appended.push(one),
+                Step::Wrote(one) => {
+                    wrote = true;
+                    appended.push(one);
+                }
+                Step::Raced => return Ok(Attempt::Raced),
             }
-            Err(e) => return Err(store_error(e).into()),
-        };
-        tx.commit().await.map_err(store_error)?;
-        Ok(Attempt::Appended(Appended {
-            stream_version: last.stream_version,
-            chain_index: last.chain_index,
-            position: Position(position as u64),
-            cursor: LogCursor {
-                transaction: transaction as u64,
-                position: position as u64,
-            },
-        }))
+        }
+        if wrote {
+            tx.commit().await.map_err(store_error)?;
+        }
+        Ok(Attempt::Appended(appended))
     }
 
     /// A unique violation on these keys means a concurrent append in another
@@ -216,6 +173,101 @@ impl PostgresEventStore {
         let rows = query.fetch_all(&self.pool).await.map_err(store_error)?;
         rows.iter().map(decode_event).collect()
     }
+}
+
+/// What one batch did inside an atomic transaction.
+enum Step {
+    Replayed(Appended),
+    Wrote(Appended),
+    Raced,
+}
+
+/// Decides and writes one batch in a transaction that holds its chain's lock.
+async fn append_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    request: &AppendRequest,
+) -> Result<Step, AppendError> {
+    let chain = request.chain();
+    let stream = request.stream();
+    let meta = request.metadata();
+    let row = sqlx::query(&LOOKUP)
+        .bind(stream.category.as_str())
+        .bind(stream.id)
+        .bind(chain.as_uuid())
+        .bind(meta.command_id.as_uuid())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    let sealed = match request.decide(append_context(&row)?, Timestamp::now())? {
+        AppendDecision::Replay(appended) => return Ok(Step::Replayed(appended)),
+        AppendDecision::Append(sealed) => sealed,
+    };
+    let last = sealed.last().expect("an append carries at least one event");
+    let column = |f: fn(&RecordedEvent) -> Vec<u8>| sealed.iter().map(f).collect::<Vec<_>>();
+    let inserted: Result<(i64, i64), _> = sqlx::query_as(INSERT)
+        .bind(chain.as_uuid())
+        .bind(stream.category.as_str())
+        .bind(stream.id)
+        .bind(meta.actor.to_string())
+        .bind(meta.command_id.as_uuid())
+        .bind(meta.correlation_id)
+        .bind(meta.causation_id)
+        .bind(meta.origin.as_str())
+        .bind(last.recorded_at.0)
+        .bind(
+            sealed
+                .iter()
+                .map(|e| e.event_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            sealed
+                .iter()
+                .map(|e| to_i64(e.chain_index.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            sealed
+                .iter()
+                .map(|e| to_i64(e.stream_version.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            sealed
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            sealed
+                .iter()
+                .map(|e| e.schema_version.get() as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|e| e.payload.as_bytes().to_vec()))
+        .bind(column(|e| e.prev_hash.0.to_vec()))
+        .bind(column(|e| e.hash.0.to_vec()))
+        .bind(to_i64(last.stream_version.0))
+        .bind(to_i64(last.chain_index.0))
+        .fetch_one(&mut **tx)
+        .await;
+    let (position, transaction) = match inserted {
+        Ok(row) => row,
+        Err(e) if PostgresEventStore::is_cross_chain_race(&e) => return Ok(Step::Raced),
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_event_id_key") => {
+            return Err(AppendError::DuplicateEventId)
+        }
+        Err(e) => return Err(store_error(e).into()),
+    };
+    Ok(Step::Wrote(Appended {
+        stream_version: last.stream_version,
+        chain_index: last.chain_index,
+        position: Position(position as u64),
+        cursor: LogCursor {
+            transaction: transaction as u64,
+            position: position as u64,
+        },
+    }))
 }
 
 /// The advisory-lock key of a chain: the chain id's two halves folded. Two
@@ -253,22 +305,16 @@ async fn listen_for_appends(pool: PgPool, appended: watch::Sender<u64>) {
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let appended = match self.try_append(&request).await? {
-            Attempt::Appended(appended) => appended,
-            // Lost a cross-chain race on a unique key: look again, once.
-            Attempt::Raced => match self.try_append(&request).await? {
-                Attempt::Appended(appended) => appended,
-                Attempt::Raced => {
-                    return Err(StoreError::Database(
-                        "a concurrent append raced this one twice".to_owned(),
-                    )
-                    .into())
-                }
-            },
-        };
-        self.appended.send_modify(|n| *n += 1);
-        self.notify.send_modify(|n| *n += 1);
-        Ok(appended)
+        let mut appended = self.append_all(&[request]).await?;
+        Ok(appended.remove(0))
+    }
+
+    async fn append_atomic(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        check_atomic(&requests)?;
+        self.append_all(&requests).await
     }
 
     async fn read_stream(

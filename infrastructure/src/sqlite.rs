@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use custodia_application::{
-    AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, ChainVerdict,
-    CommittedCommand, EventStore, StoreError,
+    check_atomic, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary,
+    ChainVerdict, CommittedCommand, EventStore, StoreError,
 };
 use custodia_domain::{
     ChainId, ChainIndex, ChainVerifier, CommandId, EventFields, EventLocation, LogCursor, Position,
@@ -56,12 +56,15 @@ pub struct SqliteEventStore {
     appended: watch::Sender<u64>,
 }
 
-/// An append waiting for the writer, and where to send its outcome.
+/// An append (one batch, or the batches of an atomic append) waiting for
+/// the writer, and where to send its outcome.
 #[derive(Debug)]
 struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
+    requests: Vec<AppendRequest>,
+    reply: oneshot::Sender<Outcome>,
 }
+
+type Outcome = Result<Vec<Appended>, AppendError>;
 
 impl SqliteEventStore {
     /// Opens (or, with `create`, creates) the database file named by `url`
@@ -109,6 +112,17 @@ impl SqliteEventStore {
         migrations::require_current(migrations::sqlite_status(&self.writer).await?)
     }
 
+    /// Hands a job to the writer task and waits for its outcome.
+    async fn write(&self, requests: Vec<AppendRequest>) -> Outcome {
+        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".to_owned());
+        let (reply, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job { requests, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
     async fn fetch_events<'q>(
         &self,
         query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
@@ -126,14 +140,14 @@ async fn write_appends(
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let requests: Vec<&AppendRequest> = group.iter().map(|job| &job.request).collect();
-        let outcomes = match commit_group(&pool, &requests).await {
+        let jobs: Vec<&[AppendRequest]> = group.iter().map(|job| &job.requests[..]).collect();
+        let outcomes = match commit_group(&pool, &jobs).await {
             Ok(outcomes) => outcomes,
-            Err(error) if requests.len() == 1 => vec![Err(error)],
+            Err(error) if jobs.len() == 1 => vec![Err(error)],
             Err(_) => {
-                let mut outcomes = Vec::with_capacity(requests.len());
-                for request in &requests {
-                    outcomes.push(match commit_group(&pool, &[request]).await {
+                let mut outcomes = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    outcomes.push(match commit_group(&pool, &[job]).await {
                         Ok(mut single) => single.remove(0),
                         Err(error) => Err(error),
                     });
@@ -151,39 +165,88 @@ async fn write_appends(
     }
 }
 
-/// One transaction for the whole group: the outcome of each append, or an
-/// error if a write or the commit failed (then nothing was committed).
+/// One transaction for the whole group: the outcome of each job, or an
+/// error if a write or the commit failed (then nothing was committed). A
+/// job of several batches runs under a savepoint, so a refusal of any of
+/// them undoes the ones before it and nothing else.
 async fn commit_group(
     pool: &SqlitePool,
-    requests: &[&AppendRequest],
-) -> Result<Vec<Result<Appended, AppendError>>, AppendError> {
+    jobs: &[&[AppendRequest]],
+) -> Result<Vec<Outcome>, AppendError> {
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(store_error)?;
-    let mut outcomes = Vec::with_capacity(requests.len());
-    for request in requests {
-        let stream = request.stream();
-        let row = sqlx::query(&LOOKUP)
-            .bind(stream.category.as_str())
-            .bind(stream.id)
-            .bind(request.chain().as_uuid())
-            .bind(request.command_id().as_uuid())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let context = append_context(&row)?;
-        let first_position: i64 = row.try_get(11).map_err(store_error)?;
-        outcomes.push(match request.decide(context, Timestamp::now()) {
-            Err(refused) => Err(refused),
-            Ok(AppendDecision::Replay(appended)) => Ok(appended),
-            Ok(AppendDecision::Append(sealed)) => {
-                Ok(insert(&mut tx, request, &sealed, first_position).await?)
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for requests in jobs {
+        let atomic = requests.len() > 1;
+        if atomic {
+            sqlx::query("SAVEPOINT atomic_append")
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        let mut appended = Vec::with_capacity(requests.len());
+        let mut refused = None;
+        for request in requests.iter() {
+            match append_one(&mut tx, request).await? {
+                Ok(one) => appended.push(one),
+                Err(refusal) => {
+                    refused = Some(refusal);
+                    break;
+                }
             }
+        }
+        if atomic {
+            let undo = if refused.is_some() {
+                "ROLLBACK TO atomic_append"
+            } else {
+                "RELEASE atomic_append"
+            };
+            sqlx::query(undo)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if refused.is_some() {
+                sqlx::query("RELEASE atomic_append")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+            }
+        }
+        outcomes.push(match refused {
+            Some(refusal) => Err(refusal),
+            None => Ok(appended),
         });
     }
     tx.commit().await.map_err(store_error)?;
     Ok(outcomes)
+}
+
+/// Decides and writes one batch inside the group's transaction: its
+/// outcome, or an error that fails the whole group.
+async fn append_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    request: &AppendRequest,
+) -> Result<Result<Appended, AppendError>, AppendError> {
+    let stream = request.stream();
+    let row = sqlx::query(&LOOKUP)
+        .bind(stream.category.as_str())
+        .bind(stream.id)
+        .bind(request.chain().as_uuid())
+        .bind(request.command_id().as_uuid())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    let context = append_context(&row)?;
+    let first_position: i64 = row.try_get(11).map_err(store_error)?;
+    Ok(match request.decide(context, Timestamp::now()) {
+        Err(refused) => Err(refused),
+        Ok(AppendDecision::Replay(appended)) => Ok(appended),
+        Ok(AppendDecision::Append(sealed)) => {
+            Ok(insert(tx, request, &sealed, first_position).await?)
+        }
+    })
 }
 
 /// Writes sealed events at positions from `first_position`, and the
@@ -275,13 +338,16 @@ fn insert_error(error: sqlx::Error) -> AppendError {
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".to_owned());
-        let (reply, outcome) = oneshot::channel();
-        self.jobs
-            .send(Job { request, reply })
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        let mut appended = self.write(vec![request]).await?;
+        Ok(appended.remove(0))
+    }
+
+    async fn append_atomic(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        check_atomic(&requests)?;
+        self.write(requests).await
     }
 
     async fn read_stream(

@@ -30,6 +30,7 @@ backends!(
     an_admin_cannot_take_over_an_owner,
     the_last_active_owner_stays,
     registration_checks_everything_before_writing,
+    a_command_on_several_streams_writes_all_or_nothing,
     concurrent_email_changes_leave_no_claim_behind,
     unknown_users_are_not_found,
 );
@@ -494,6 +495,46 @@ async fn registration_checks_everything_before_writing(db: TestDatabase) {
     register_user(&ports, &operator(), tenant, new(PASSWORD))
         .await
         .unwrap();
+}
+
+async fn a_command_on_several_streams_writes_all_or_nothing(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant, _) = tenant_with_owner(&ports, &email("owner"), None).await;
+    let user = Uuid::now_v7();
+    let first = NewUser {
+        user,
+        email: email("first"),
+        profile: Profile::default(),
+        invited: false,
+        password: None,
+    };
+    register_user(&ports, &operator(), tenant, first)
+        .await
+        .unwrap();
+    // The same user id again with a free address: its claim would succeed,
+    // the user part is refused, and so the whole command writes nothing.
+    let before = log_length(&ports).await;
+    let address = email("second");
+    let again = NewUser {
+        user,
+        email: address.clone(),
+        profile: Profile::default(),
+        invited: false,
+        password: Some(PASSWORD.into()),
+    };
+    let refused = register_user(&ports, &operator(), tenant, again).await;
+    assert!(matches!(refused, Err(CommandError::User(_))), "{refused:?}");
+    assert_eq!(log_length(&ports).await, before, "no claim, no password");
+    let other = NewUser {
+        user: Uuid::now_v7(),
+        email: address,
+        profile: Profile::default(),
+        invited: false,
+        password: None,
+    };
+    register_user(&ports, &operator(), tenant, other)
+        .await
+        .expect("the address was never claimed");
 }
 
 async fn concurrent_email_changes_leave_no_claim_behind(db: TestDatabase) {

@@ -27,6 +27,10 @@ backends!(
     concurrent_appenders_on_one_stream_never_share_a_version,
     follower_sees_every_committed_event_once_in_chain_order,
     one_bad_append_among_concurrent_ones_fails_alone,
+    an_atomic_append_writes_every_batch_or_none,
+    a_retried_atomic_append_replays_every_batch,
+    an_atomic_append_stays_in_one_chain_and_touches_each_stream_once,
+    a_refused_atomic_append_among_concurrent_ones_fails_alone,
 );
 
 async fn open(db: &TestDatabase) -> Arc<dyn EventStore> {
@@ -519,4 +523,166 @@ async fn one_bad_append_among_concurrent_ones_fails_alone(db: TestDatabase) {
     let report = verify_log(&*store, Some(chain), &|_| {}).await.unwrap();
     assert!(report.is_intact());
     assert_eq!(report.events, 63);
+}
+
+async fn an_atomic_append_writes_every_batch_or_none(db: TestDatabase) {
+    let store = open(&db).await;
+    let chain = tenant_chain();
+    let (a, b) = (user_stream(), user_stream());
+    let appended = store
+        .append_atomic(vec![
+            append(chain, &a, ExpectedVersion::Exactly(StreamVersion::EMPTY), 2),
+            append(chain, &b, ExpectedVersion::Exactly(StreamVersion::EMPTY), 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        appended
+            .iter()
+            .map(|a| (a.stream_version, a.chain_index))
+            .collect::<Vec<_>>(),
+        [
+            (StreamVersion(2), ChainIndex(1)),
+            (StreamVersion(1), ChainIndex(2))
+        ],
+        "one after the other in the chain"
+    );
+    // A stale version in the last batch: the first batch is not written.
+    let before = log_length(&*store).await;
+    let refused = store
+        .append_atomic(vec![
+            append(chain, &a, ExpectedVersion::Exactly(StreamVersion(2)), 1),
+            append(chain, &b, ExpectedVersion::Exactly(StreamVersion::EMPTY), 1),
+        ])
+        .await;
+    assert!(
+        matches!(refused, Err(AppendError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(log_length(&*store).await, before, "nothing was written");
+    let stream_a = store
+        .read_stream(&a, StreamVersion::EMPTY, 10)
+        .await
+        .unwrap();
+    assert_eq!(stream_a.len(), 2);
+    // The chain goes on where it was, and still verifies.
+    store
+        .append(append(
+            chain,
+            &a,
+            ExpectedVersion::Exactly(StreamVersion(2)),
+            1,
+        ))
+        .await
+        .unwrap();
+    let report = verify_log(&*store, None, &|_| {}).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+}
+
+async fn a_retried_atomic_append_replays_every_batch(db: TestDatabase) {
+    let store = open(&db).await;
+    let chain = tenant_chain();
+    let batches = vec![
+        append(
+            chain,
+            &user_stream(),
+            ExpectedVersion::Exactly(StreamVersion::EMPTY),
+            1,
+        ),
+        append(
+            chain,
+            &user_stream(),
+            ExpectedVersion::Exactly(StreamVersion::EMPTY),
+            3,
+        ),
+    ];
+    let first = store.append_atomic(batches.clone()).await.unwrap();
+    let length = log_length(&*store).await;
+    let again = store.append_atomic(batches).await.unwrap();
+    assert_eq!(first, again, "answered as the first time");
+    assert_eq!(log_length(&*store).await, length, "and nothing appended");
+}
+
+async fn an_atomic_append_stays_in_one_chain_and_touches_each_stream_once(db: TestDatabase) {
+    let store = open(&db).await;
+    let stream = user_stream();
+    let any = ExpectedVersion::Any;
+    let two_chains = store
+        .append_atomic(vec![
+            append(tenant_chain(), &stream, any, 1),
+            append(tenant_chain(), &user_stream(), any, 1),
+        ])
+        .await;
+    assert!(
+        matches!(two_chains, Err(AppendError::Invalid(_))),
+        "{two_chains:?}"
+    );
+    let chain = tenant_chain();
+    let twice = store
+        .append_atomic(vec![
+            append(chain, &stream, any, 1),
+            append(chain, &stream, any, 1),
+        ])
+        .await;
+    assert!(matches!(twice, Err(AppendError::Invalid(_))), "{twice:?}");
+    let none = store.append_atomic(vec![]).await;
+    assert!(matches!(none, Err(AppendError::Invalid(_))), "{none:?}");
+    assert_eq!(log_length(&*store).await, 0);
+}
+
+async fn a_refused_atomic_append_among_concurrent_ones_fails_alone(db: TestDatabase) {
+    let store = open(&db).await;
+    let chain = tenant_chain();
+    let taken = user_stream();
+    store
+        .append(append(chain, &taken, ExpectedVersion::Any, 1))
+        .await
+        .unwrap();
+    let before = log_length(&*store).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let store = store.clone();
+        let taken = taken.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 4 == 0 {
+                // Refused: its second batch expects a stream to be new.
+                store
+                    .append_atomic(vec![
+                        append(
+                            chain,
+                            &user_stream(),
+                            ExpectedVersion::Exactly(StreamVersion::EMPTY),
+                            1,
+                        ),
+                        append(
+                            chain,
+                            &taken,
+                            ExpectedVersion::Exactly(StreamVersion::EMPTY),
+                            1,
+                        ),
+                    ])
+                    .await
+                    .map(|a| a.len())
+            } else {
+                store
+                    .append_atomic(vec![
+                        append(chain, &user_stream(), ExpectedVersion::Any, 1),
+                        append(chain, &user_stream(), ExpectedVersion::Any, 1),
+                    ])
+                    .await
+                    .map(|a| a.len())
+            }
+        }));
+    }
+    let mut written = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        match (i % 4 == 0, task.await.unwrap()) {
+            (true, Err(AppendError::Conflict { .. })) => {}
+            (false, Ok(2)) => written += 2,
+            (refused, outcome) => panic!("task {i} (refused: {refused}): {outcome:?}"),
+        }
+    }
+    assert_eq!(log_length(&*store).await, before + written);
+    let report = verify_log(&*store, None, &|_| {}).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
 }

@@ -20,7 +20,8 @@ use super::targets::authorize_on_user;
 use super::tenants::require_active_tenant;
 use super::users::{claim_stream, user_stream};
 use super::{
-    decide_and_append, execute, load, load_in, stream, Caller, CommandError, Outcome, Ports,
+    decide_and_append, execute, load, load_in, stream, Caller, CommandError, Outcome, Plan, Ports,
+    PLAN_RETRIES,
 };
 use crate::passwords::PasswordError;
 
@@ -86,7 +87,8 @@ fn password_failure(error: PasswordError) -> CommandError {
 }
 
 /// Sets a new password after checking the tenant's policy. Needs
-/// `credential.manage` (or being that user).
+/// `credential.manage` (or being that user). The new password and the end
+/// of every other session of the user are appended together.
 pub async fn set_password(
     ports: &Ports,
     caller: &Caller,
@@ -100,46 +102,68 @@ pub async fn set_password(
     };
     check_password_policy(password, settings.password_min_length)?;
     require_user(ports, tenant, user).await?;
-    let outcome = hash_and_store_password(ports, caller, tenant, user, password).await?;
-    // A new password ends every session of the user but the one it was
-    // set from (someone who knew the old one is signed out).
+    if let Some(appended) = Plan::committed(ports, caller, "password").await? {
+        return Ok(Outcome {
+            stream_version: appended.stream_version,
+            appended: Some(appended),
+        });
+    }
+    let new = NewPassword::hash(ports, tenant, user, password).await?;
+    // Whoever knew the old password is signed out; the session it was set
+    // from stays when the user set it themselves.
     let keep = caller.session.filter(|_| caller.actor == Actor::User(user));
-    super::sessions::end_sessions(
-        ports,
-        caller,
-        tenant,
-        user,
-        keep,
-        RevocationReason::PasswordChanged,
-        Timestamp::now(),
-    )
-    .await?;
-    Ok(outcome)
+    let at = Timestamp::now();
+    for _ in 0..=PLAN_RETRIES {
+        let mut plan = Plan::new(ports, caller, tenant);
+        let reason = RevocationReason::PasswordChanged;
+        super::sessions::plan_end_sessions(&mut plan, user, keep, reason, at).await?;
+        new.plan(&mut plan, user).await?;
+        if let Some(committed) = plan.commit().await? {
+            return Ok(committed.outcome("password"));
+        }
+    }
+    Err(CommandError::Conflict(
+        "too many concurrent changes; try again".to_owned(),
+    ))
 }
 
-/// Hashes a password (Argon2id) and appends it, for handlers that checked
-/// the caller and the policy.
-pub(crate) async fn hash_and_store_password(
-    ports: &Ports,
-    caller: &Caller,
-    tenant: TenantId,
-    user: Uuid,
-    password: &str,
-) -> Result<Outcome, CommandError> {
-    let hash = ports
-        .passwords
-        .hash(password)
+/// A new Argon2id password, hashed and sealed, ready to be planned.
+pub(crate) struct NewPassword {
+    event_id: EventId,
+    command: CredentialCommand,
+}
+
+impl NewPassword {
+    /// Hashes `password` (the caller checked the policy) and seals the hash.
+    pub(crate) async fn hash(
+        ports: &Ports,
+        tenant: TenantId,
+        user: Uuid,
+        password: &str,
+    ) -> Result<NewPassword, CommandError> {
+        let hash = ports
+            .passwords
+            .hash(password)
+            .await
+            .map_err(password_failure)?;
+        let event_id = EventId::generate();
+        Ok(NewPassword {
+            event_id,
+            command: CredentialCommand::SetPassword {
+                hash: seal_hash(ports, tenant, user, event_id, &hash).await?,
+                algorithm: PasswordAlgorithm::Argon2id,
+            },
+        })
+    }
+
+    /// Adds the password to `plan` as its part `password`.
+    pub(crate) async fn plan(&self, plan: &mut Plan<'_>, user: Uuid) -> Result<(), CommandError> {
+        plan.part::<Credential>("password", &credential_stream(user), self.event_id, |c| {
+            Ok(c.decide(&self.command)?)
+        })
         .await
-        .map_err(password_failure)?;
-    store_password(
-        ports,
-        caller,
-        tenant,
-        user,
-        &hash,
-        PasswordAlgorithm::Argon2id,
-    )
-    .await
+        .map(drop)
+    }
 }
 
 /// Seals a password hash for a new `PasswordSet` event and appends it.

@@ -296,36 +296,12 @@ where
                 appended: None,
             });
         }
-        let new_events = events
-            .iter()
-            .enumerate()
-            .map(|(i, event)| {
-                let form = event.to_stored();
-                NewEvent {
-                    event_id: if i == 0 {
-                        first_event_id
-                    } else {
-                        EventId::generate()
-                    },
-                    event_type: form.event_type,
-                    schema_version: form.schema_version,
-                    payload: form.payload,
-                }
-            })
-            .collect();
-        let metadata = Metadata {
-            actor: caller.actor,
-            command_id: caller.command_id,
-            correlation_id: caller.correlation_id,
-            causation_id: None,
-            origin: caller.origin.clone(),
-        };
         let request = AppendRequest::new(
             chain,
             stream.clone(),
             ExpectedVersion::Exactly(version),
-            new_events,
-            metadata,
+            new_events(&events, &[first_event_id]),
+            caller.metadata(),
         )?;
         match ports.store.append(request).await {
             Ok(appended) => {
@@ -339,6 +315,200 @@ where
         }
     }
 }
+
+/// Domain events in their stored form, the first ones under `ids` in
+/// order (personal fields in them were sealed for those ids), the rest
+/// under fresh ids.
+fn new_events<E: EventSchema>(events: &[E], ids: &[EventId]) -> Vec<NewEvent> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let form = event.to_stored();
+            NewEvent {
+                event_id: ids.get(i).copied().unwrap_or_else(EventId::generate),
+                event_type: form.event_type,
+                schema_version: form.schema_version,
+                payload: form.payload,
+            }
+        })
+        .collect()
+}
+
+impl Caller {
+    /// The metadata every event of this caller's command carries.
+    fn metadata(&self) -> Metadata {
+        Metadata {
+            actor: self.actor,
+            command_id: self.command_id,
+            correlation_id: self.correlation_id,
+            causation_id: None,
+            origin: self.origin.clone(),
+        }
+    }
+}
+
+/// A command that writes several streams of one chain: each part is
+/// decided on its stream's current state, then every part is appended in
+/// one transaction, or none is. Each part is a step of the caller's command
+/// (its own idempotency key, derived from the caller's), so a retried
+/// request finds the whole command committed or nothing of it.
+pub(crate) struct Plan<'a> {
+    ports: &'a Ports,
+    caller: &'a Caller,
+    chain: ChainId,
+    requests: Vec<AppendRequest>,
+    labels: Vec<String>,
+    /// The version each part's stream was read at.
+    read: Vec<(String, StreamVersion)>,
+}
+
+/// What a committed plan appended, part by part (parts that decided
+/// nothing are absent).
+pub(crate) struct Committed {
+    appended: Vec<(String, Appended)>,
+    read: Vec<(String, StreamVersion)>,
+}
+
+impl Committed {
+    /// Where the part `label` landed, if it appended anything.
+    pub(crate) fn part(&self, label: &str) -> Option<Appended> {
+        self.appended
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, a)| *a)
+    }
+
+    /// The furthest cursor of the command, for read-your-writes.
+    pub(crate) fn last(&self) -> Option<Appended> {
+        self.appended
+            .iter()
+            .map(|(_, a)| *a)
+            .max_by_key(|a| a.cursor)
+    }
+
+    /// How many parts appended something.
+    pub(crate) fn len(&self) -> usize {
+        self.appended.len()
+    }
+
+    /// The command's outcome: where part `main` landed (or its stream's
+    /// current version if it appended nothing). Handlers plan their main
+    /// part last, so its cursor is the command's furthest, and a retry,
+    /// which finds the main part committed, answers the same.
+    pub(crate) fn outcome(&self, main: &str) -> Outcome {
+        Outcome {
+            stream_version: self.part(main).map_or_else(
+                || {
+                    self.read
+                        .iter()
+                        .find(|(l, _)| l == main)
+                        .map_or(StreamVersion::EMPTY, |(_, v)| *v)
+                },
+                |a| a.stream_version,
+            ),
+            appended: self.part(main).or_else(|| self.last()),
+        }
+    }
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn new(ports: &'a Ports, caller: &'a Caller, tenant: TenantId) -> Self {
+        Self {
+            ports,
+            caller,
+            chain: ChainId::Tenant(tenant),
+            requests: Vec::new(),
+            labels: Vec::new(),
+            read: Vec::new(),
+        }
+    }
+
+    pub(crate) fn ports(&self) -> &'a Ports {
+        self.ports
+    }
+
+    /// The earlier outcome of part `label` if this very command (the same
+    /// caller command id) was committed before: a retry answers with it.
+    pub(crate) async fn committed(
+        ports: &Ports,
+        caller: &Caller,
+        label: &str,
+    ) -> Result<Option<Appended>, CommandError> {
+        let id = caller.step(label).command_id;
+        Ok(ports.store.committed_command(id).await?.map(|c| c.appended))
+    }
+
+    /// Loads `stream` (of this chain, else "not found"), decides on its
+    /// state, and adds the events as the part `label`. Returns the state and
+    /// version it decided on.
+    pub(crate) async fn part<A>(
+        &mut self,
+        label: &str,
+        stream: &StreamId,
+        first_event_id: EventId,
+        decide: impl FnOnce(&A) -> Result<Vec<A::Event>, CommandError>,
+    ) -> Result<(A, StreamVersion), CommandError>
+    where
+        A: Aggregate,
+        A::Event: EventSchema,
+    {
+        self.part_with_ids(label, stream, &[first_event_id], decide)
+            .await
+    }
+
+    /// [`Plan::part`] whose first events take `ids`, in order (each holds
+    /// fields sealed for its id).
+    pub(crate) async fn part_with_ids<A>(
+        &mut self,
+        label: &str,
+        stream: &StreamId,
+        ids: &[EventId],
+        decide: impl FnOnce(&A) -> Result<Vec<A::Event>, CommandError>,
+    ) -> Result<(A, StreamVersion), CommandError>
+    where
+        A: Aggregate,
+        A::Event: EventSchema,
+    {
+        let (state, version) = load_in::<A>(&*self.ports.store, stream, Some(self.chain)).await?;
+        let events = decide(&state)?;
+        self.read.push((label.to_owned(), version));
+        if !events.is_empty() {
+            let step = self.caller.step(label);
+            self.requests.push(AppendRequest::new(
+                self.chain,
+                stream.clone(),
+                ExpectedVersion::Exactly(version),
+                new_events(&events, ids),
+                step.metadata(),
+            )?);
+            self.labels.push(label.to_owned());
+        }
+        Ok((state, version))
+    }
+
+    /// Appends every part or none. `Ok(None)`: a stream changed since it was
+    /// read; plan the command again.
+    pub(crate) async fn commit(self) -> Result<Option<Committed>, CommandError> {
+        if self.requests.is_empty() {
+            return Ok(Some(Committed {
+                appended: Vec::new(),
+                read: self.read,
+            }));
+        }
+        match self.ports.store.append_atomic(self.requests).await {
+            Ok(appended) => Ok(Some(Committed {
+                appended: self.labels.into_iter().zip(appended).collect(),
+                read: self.read,
+            })),
+            Err(AppendError::Conflict { .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// How often a plan is made again after a version conflict.
+pub(crate) const PLAN_RETRIES: usize = CONFLICT_RETRIES;
 
 /// [`execute`] for the common case: one domain command on one of
 /// `tenant`'s streams, its events under fresh ids.

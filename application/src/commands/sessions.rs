@@ -22,7 +22,7 @@ use super::credentials::{login, LoginError};
 use super::tenants::tenant_stream;
 use super::{
     decide_and_append, execute, load, load_in, memberships_stream, stream, Caller, CommandError,
-    Outcome, Ports,
+    Outcome, Plan, Ports, PLAN_RETRIES,
 };
 use crate::tokens::{AccessClaims, TokenError};
 
@@ -211,58 +211,65 @@ pub async fn start_session(
     let refresh_expires_at =
         Timestamp(at.0 + i64::from(settings.refresh_token_days) * 86_400_000_000);
     let caller = Caller::user_itself(tenant, user, "session");
-    let chain = ChainId::Tenant(tenant);
     let start = SessionCommand::Start {
         user,
         at,
         refresh: hash(&secret),
         refresh_expires_at,
     };
-    execute::<Session>(
-        ports,
-        &caller,
-        chain,
-        &session_stream(session),
-        EventId::generate(),
-        |s| Ok(s.decide(&start)?),
-    )
-    .await?;
-    if let Some(client) = client {
-        let event_id = EventId::generate();
-        let stream = session_stream(session);
-        let context = FieldContext {
-            tenant,
-            stream: &stream,
-            event_id,
-            field: "client",
-        };
-        let json = serde_json::to_vec(client).expect("client info serialises");
-        let sealed = ports
-            .vault
-            .seal(user, &context, &json)
-            .await
-            .map_err(CommandError::from)?;
-        let record = SessionCommand::RecordClient { client: sealed };
-        execute::<Session>(
-            ports,
-            &caller.step("client"),
-            chain,
-            &stream,
-            event_id,
-            |s| Ok(s.decide(&record)?),
-        )
-        .await?;
-    }
+    let stream = session_stream(session);
+    let record = match client {
+        Some(client) => {
+            let event_id = EventId::generate();
+            let context = FieldContext {
+                tenant,
+                stream: &stream,
+                event_id,
+                field: "client",
+            };
+            let json = serde_json::to_vec(client).expect("client info serialises");
+            let sealed = ports
+                .vault
+                .seal(user, &context, &json)
+                .await
+                .map_err(CommandError::from)?;
+            Some((event_id, SessionCommand::RecordClient { client: sealed }))
+        }
+        None => None,
+    };
     let list = ListSession(session);
-    execute::<SessionIndex>(
-        ports,
-        &caller.step("index"),
-        chain,
-        &index_stream(user),
-        EventId::generate(),
-        |i| Ok(i.decide(&list).unwrap_or_default()),
-    )
-    .await?;
+    // The session (with where it came from) and the user's index of
+    // sessions, together.
+    let mut started = false;
+    for _ in 0..=super::PLAN_RETRIES {
+        let mut plan = Plan::new(ports, &caller, tenant);
+        let ids = [
+            EventId::generate(),
+            record.as_ref().map_or_else(EventId::generate, |r| r.0),
+        ];
+        plan.part_with_ids::<Session>("session", &stream, &ids, |s| {
+            let mut events = s.decide(&start)?;
+            if let Some((_, record)) = &record {
+                let after = events.iter().fold(s.clone(), |s, e| s.apply(e));
+                events.extend(after.decide(record)?);
+            }
+            Ok(events)
+        })
+        .await?;
+        plan.part::<SessionIndex>("index", &index_stream(user), EventId::generate(), |i| {
+            Ok(i.decide(&list).unwrap_or_default())
+        })
+        .await?;
+        if plan.commit().await?.is_some() {
+            started = true;
+            break;
+        }
+    }
+    if !started {
+        return Err(
+            CommandError::Conflict("too many concurrent changes; try again".to_owned()).into(),
+        );
+    }
     Ok(tokens(
         ports,
         tenant,
@@ -381,8 +388,8 @@ pub async fn revoke_session(
     decide_and_append::<Session>(ports, caller, tenant, &session_stream(session), &command).await
 }
 
-/// Revokes every session of a user ("sign out everywhere"). Returns how
-/// many were live, and the cursor of the last revocation appended.
+/// Revokes every session of a user ("sign out everywhere"), all together.
+/// Returns how many were live, and the cursor of the last revocation.
 pub async fn revoke_all_sessions(
     ports: &Ports,
     caller: &Caller,
@@ -394,45 +401,41 @@ pub async fn revoke_all_sessions(
         .principal
         .authorize(tenant, Permission::SessionRevoke, Some(user))?;
     super::credentials::user_status_in(ports, tenant, user).await?;
-    end_sessions(
-        ports,
-        caller,
-        tenant,
-        user,
-        None,
-        RevocationReason::Revoked,
-        at,
-    )
-    .await
+    for _ in 0..=PLAN_RETRIES {
+        let mut plan = Plan::new(ports, caller, tenant);
+        plan_end_sessions(&mut plan, user, None, RevocationReason::Revoked, at).await?;
+        if let Some(committed) = plan.commit().await? {
+            return Ok((committed.len(), committed.last().map(|a| a.cursor)));
+        }
+    }
+    Err(CommandError::Conflict(
+        "too many concurrent changes; try again".to_owned(),
+    ))
 }
 
-/// Ends every live session of `user` but `keep`, for a command that already
-/// authorised (a suspension, a deletion, a password change). Each
-/// revocation is a step of the caller's command, so a retry resumes.
-pub(crate) async fn end_sessions(
-    ports: &Ports,
-    caller: &Caller,
-    tenant: TenantId,
+/// Adds the end of every live session of `user` but `keep` to `plan` (a
+/// suspension, a deletion, a new password, "sign out everywhere"); each
+/// session is a part of its own, labelled by its id.
+pub(crate) async fn plan_end_sessions(
+    plan: &mut Plan<'_>,
     user: Uuid,
     keep: Option<Uuid>,
     reason: RevocationReason,
     at: Timestamp,
-) -> Result<(usize, Option<LogCursor>), CommandError> {
+) -> Result<(), CommandError> {
     let (SessionIndex(sessions), _) =
-        load::<SessionIndex>(&*ports.store, &index_stream(user)).await?;
+        load::<SessionIndex>(&*plan.ports().store, &index_stream(user)).await?;
     let command = SessionCommand::Revoke { at, reason };
-    let (mut revoked, mut written) = (0, None);
     for session in sessions.into_iter().filter(|s| Some(*s) != keep) {
-        let step = caller.step(&session.to_string());
-        let outcome =
-            decide_and_append::<Session>(ports, &step, tenant, &session_stream(session), &command)
-                .await?;
-        if let Some(appended) = outcome.appended {
-            revoked += 1;
-            written = Some(appended.cursor);
-        }
+        plan.part::<Session>(
+            &session.to_string(),
+            &session_stream(session),
+            EventId::generate(),
+            |s| Ok(s.decide(&command)?),
+        )
+        .await?;
     }
-    Ok((revoked, written))
+    Ok(())
 }
 
 /// Whom a verified access token speaks for, as it was signed.

@@ -7,10 +7,10 @@ use custodia_domain::rbac::{BuiltInRole, Denied, Permission, Principal};
 use custodia_domain::{ChainId, CommandId, EventId, TenantId};
 use uuid::Uuid;
 
-use super::users::{register_user_unchecked, NewUser};
+use super::users::{NewUser, Registration};
 use super::{
     decide_and_append, execute, load, memberships_stream, stream, Caller, CommandError, Outcome,
-    Ports,
+    Plan, Ports, PLAN_RETRIES,
 };
 
 pub(crate) fn tenant_stream(tenant: TenantId) -> custodia_domain::StreamId {
@@ -18,15 +18,15 @@ pub(crate) fn tenant_stream(tenant: TenantId) -> custodia_domain::StreamId {
 }
 
 impl Caller {
-    /// The same caller for one step of a multi-step command: the step's
-    /// command id is derived from the caller's, so a retried request resumes
-    /// where it stopped instead of doing a step twice.
+    /// The same caller for one part of a command that writes several
+    /// streams: the part's command id is derived from the caller's (and
+    /// the part's label), so a retried request is recognised part by part.
     pub(crate) fn step(&self, label: &str) -> Caller {
         let derived = Uuid::new_v5(&self.command_id.as_uuid(), label.as_bytes());
         Caller {
             command_id: CommandId::from_uuid(derived).expect("a v5 UUID is never nil"),
             // The expected version names the command's target stream, not
-            // the other streams its steps touch.
+            // the other streams its parts touch.
             expected_version: None,
             ..self.clone()
         }
@@ -65,45 +65,48 @@ pub async fn create_tenant(
     }
     let name = TenantName::parse(&command.name)?;
     let tenant = command.tenant;
-    let chain = ChainId::Tenant(tenant);
+    if let Some(appended) = Plan::committed(ports, caller, "owner-role").await? {
+        return Ok(Outcome {
+            stream_version: appended.stream_version,
+            appended: Some(appended),
+        });
+    }
     let create = TenantCommand::Create {
         name,
         settings: command.settings.clone(),
     };
-    let step = caller.step("tenant");
-    let outcome = execute::<Tenant>(
-        ports,
-        &step,
-        chain,
-        &tenant_stream(tenant),
-        EventId::generate(),
-        |state| Ok(state.decide(&create)?),
-    )
-    .await?;
     let owner = command.owner.user;
     let min_length = command.settings.password_min_length;
-    register_user_unchecked(
-        ports,
-        &caller.step("owner"),
-        tenant,
-        command.owner,
-        min_length,
-    )
-    .await?;
+    let registration = Registration::prepare(ports, tenant, command.owner, min_length).await?;
     let grant = MembershipCommand::Grant {
         user: owner,
         role: RoleRef::BuiltIn(BuiltInRole::Owner),
     };
-    execute::<Memberships>(
-        ports,
-        &caller.step("owner-role"),
-        chain,
-        &memberships_stream(tenant),
-        EventId::generate(),
-        |m| Ok(m.decide(&grant)?),
-    )
-    .await?;
-    Ok(outcome)
+    // The tenant, its owner and, last, the owner's role, together.
+    for _ in 0..=PLAN_RETRIES {
+        let mut plan = Plan::new(ports, caller, tenant);
+        plan.part::<Tenant>(
+            "tenant",
+            &tenant_stream(tenant),
+            EventId::generate(),
+            |state| Ok(state.decide(&create)?),
+        )
+        .await?;
+        registration.plan(&mut plan, tenant).await?;
+        plan.part::<Memberships>(
+            "owner-role",
+            &memberships_stream(tenant),
+            EventId::generate(),
+            |m| Ok(m.decide(&grant)?),
+        )
+        .await?;
+        if let Some(committed) = plan.commit().await? {
+            return Ok(committed.outcome("owner-role"));
+        }
+    }
+    Err(CommandError::Conflict(
+        "too many concurrent changes; try again".to_owned(),
+    ))
 }
 
 pub async fn update_tenant_settings(

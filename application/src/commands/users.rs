@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::targets::{authorize_on_user, keep_an_active_owner};
 use super::tenants::require_active_tenant;
-use super::{decide_and_append, execute, stream, Caller, CommandError, Outcome, Ports};
+use super::{execute, stream, Caller, CommandError, Outcome, Plan, Ports, PLAN_RETRIES};
 use crate::personal_data::PersonalData;
 
 /// A user to register or invite. The id is chosen by the caller (UUIDv7),
@@ -166,19 +166,16 @@ fn check_profile(profile: &Profile) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Claims an email address for `user`, or refuses it as taken.
+/// Claims an email address for `user` as a part of `plan`, or refuses it as taken.
 async fn claim_email(
-    ports: &Ports,
-    caller: &Caller,
+    plan: &mut Plan<'_>,
     tenant: TenantId,
     index: &BlindIndex,
     user: Uuid,
 ) -> Result<(), CommandError> {
     let command = EmailClaimCommand::Claim { user };
-    execute::<EmailClaim>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
+    plan.part::<EmailClaim>(
+        "email",
         &claim_stream(tenant, index),
         EventId::generate(),
         |claim| {
@@ -188,21 +185,18 @@ async fn claim_email(
         },
     )
     .await
-    .map(|_| ())
+    .map(drop)
 }
 
-/// Claims `email` for `user` (refused if another user holds it) and seals it
-/// for the event `event_id` that will carry it.
-async fn claim_and_seal_email(
+/// Seals `email` for `user`'s event `event_id`; returns it with its index.
+async fn seal_email(
     ports: &Ports,
-    caller: &Caller,
     tenant: TenantId,
     user: Uuid,
     email: &Email,
     event_id: EventId,
 ) -> Result<(SealedField, BlindIndex), CommandError> {
     let index = email_index(ports, tenant, email).await?;
-    claim_email(ports, caller, tenant, &index, user).await?;
     let sealed = seal(
         &*ports.vault,
         tenant,
@@ -213,6 +207,79 @@ async fn claim_and_seal_email(
     )
     .await?;
     Ok((sealed, index))
+}
+
+/// A registration checked and sealed, ready to be planned (as often as a
+/// conflict asks): the address claim, the user, and a first password.
+pub(crate) struct Registration {
+    user: Uuid,
+    index: BlindIndex,
+    event_id: EventId,
+    command: UserCommand,
+    password: Option<super::credentials::NewPassword>,
+}
+
+impl Registration {
+    /// Checks everything (address, profile, password policy), then seals
+    /// and hashes: nothing is written.
+    pub(crate) async fn prepare(
+        ports: &Ports,
+        tenant: TenantId,
+        new: NewUser,
+        password_min_length: u8,
+    ) -> Result<Registration, CommandError> {
+        let email = Email::parse(&new.email)?;
+        check_profile(&new.profile)?;
+        if let Some(password) = &new.password {
+            custodia_domain::identity::credential::check_password_policy(
+                password,
+                password_min_length,
+            )?;
+        }
+        let user = new.user;
+        let event_id = EventId::generate();
+        let (sealed, index) = seal_email(ports, tenant, user, &email, event_id).await?;
+        let command = UserCommand::Register {
+            email: sealed,
+            email_index: index,
+            profile: seal_profile(&*ports.vault, tenant, user, event_id, &new.profile).await?,
+            invited: new.invited,
+        };
+        let password = match &new.password {
+            Some(password) => {
+                Some(super::credentials::NewPassword::hash(ports, tenant, user, password).await?)
+            }
+            None => None,
+        };
+        Ok(Registration {
+            user,
+            index,
+            event_id,
+            command,
+            password,
+        })
+    }
+
+    /// Adds the claim, the password and, last, the user (part `register`)
+    /// to `plan`.
+    pub(crate) async fn plan(
+        &self,
+        plan: &mut Plan<'_>,
+        tenant: TenantId,
+    ) -> Result<(), CommandError> {
+        claim_email(plan, tenant, &self.index, self.user).await?;
+        if let Some(password) = &self.password {
+            password.plan(plan, self.user).await?;
+        }
+        plan.part::<User>(
+            "register",
+            &user_stream(self.user),
+            self.event_id,
+            |state| Ok(state.decide(&self.command)?),
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// Registers (or invites) a user. Needs `user.create`, and
@@ -241,7 +308,8 @@ pub async fn register_user(
     register_user_unchecked(ports, caller, tenant, new, settings.password_min_length).await
 }
 
-/// Registration without authorisation, for handlers that already checked.
+/// Registration without authorisation, for handlers that already checked:
+/// the claim, the user and the password are appended together or not at all.
 pub(crate) async fn register_user_unchecked(
     ports: &Ports,
     caller: &Caller,
@@ -249,46 +317,23 @@ pub(crate) async fn register_user_unchecked(
     new: NewUser,
     password_min_length: u8,
 ) -> Result<Outcome, CommandError> {
-    let email = Email::parse(&new.email)?;
-    check_profile(&new.profile)?;
-    if let Some(password) = &new.password {
-        custodia_domain::identity::credential::check_password_policy(
-            password,
-            password_min_length,
-        )?;
+    if let Some(appended) = Plan::committed(ports, caller, "register").await? {
+        return Ok(Outcome {
+            stream_version: appended.stream_version,
+            appended: Some(appended),
+        });
     }
-    let user = new.user;
-    let event_id = EventId::generate();
-    let (sealed, index) =
-        claim_and_seal_email(ports, &caller.step("email"), tenant, user, &email, event_id).await?;
-    let command = UserCommand::Register {
-        email: sealed,
-        email_index: index,
-        profile: seal_profile(&*ports.vault, tenant, user, event_id, &new.profile).await?,
-        invited: new.invited,
-    };
-    let outcome = execute::<User>(
-        ports,
-        &caller.step("register"),
-        ChainId::Tenant(tenant),
-        &user_stream(user),
-        event_id,
-        |state| Ok(state.decide(&command)?),
-    )
-    .await?;
-    match &new.password {
-        Some(password) => {
-            super::credentials::hash_and_store_password(
-                ports,
-                &caller.step("password"),
-                tenant,
-                user,
-                password,
-            )
-            .await
+    let registration = Registration::prepare(ports, tenant, new, password_min_length).await?;
+    for _ in 0..=PLAN_RETRIES {
+        let mut plan = Plan::new(ports, caller, tenant);
+        registration.plan(&mut plan, tenant).await?;
+        if let Some(committed) = plan.commit().await? {
+            return Ok(committed.outcome("register"));
         }
-        None => Ok(outcome),
     }
+    Err(CommandError::Conflict(
+        "too many concurrent changes; try again".to_owned(),
+    ))
 }
 
 pub async fn update_profile(
@@ -316,9 +361,9 @@ pub async fn update_profile(
     .await
 }
 
-/// Changes a user's email: claims the new address, records the change,
-/// then releases the address the change replaced (read in the decision
-/// itself, so two concurrent changes each release what they replaced).
+/// Changes a user's email: claims the new address, records the change and
+/// releases the address it replaced (read in the same plan, so concurrent
+/// changes each release what they replaced), all or nothing.
 pub async fn change_email(
     ports: &Ports,
     caller: &Caller,
@@ -329,49 +374,66 @@ pub async fn change_email(
     let email = Email::parse(email)?;
     authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
     require_active_tenant(ports, tenant).await?;
+    if let Some(appended) = Plan::committed(ports, caller, "change").await? {
+        return Ok(Outcome {
+            stream_version: appended.stream_version,
+            appended: Some(appended),
+        });
+    }
     let event_id = EventId::generate();
-    let (sealed, index) =
-        claim_and_seal_email(ports, &caller.step("claim"), tenant, user, &email, event_id).await?;
+    let (sealed, index) = seal_email(ports, tenant, user, &email, event_id).await?;
     let command = UserCommand::ChangeEmail {
         email: sealed,
         email_index: index,
     };
-    let change = Caller {
-        expected_version: caller.expected_version,
-        ..caller.step("change")
-    };
-    let replaced = std::sync::Mutex::new(None);
-    let outcome = execute::<User>(
-        ports,
-        &change,
-        ChainId::Tenant(tenant),
-        &user_stream(user),
-        event_id,
-        |state| {
-            if let User::Present { email_index, .. } = state {
-                *replaced.lock().expect("not poisoned") = Some(*email_index);
+    for _ in 0..=PLAN_RETRIES {
+        let mut plan = Plan::new(ports, caller, tenant);
+        claim_email(&mut plan, tenant, &index, user).await?;
+        // The address the change replaces, read now (a concurrent change
+        // since would conflict at the commit).
+        let chain = Some(ChainId::Tenant(tenant));
+        let (state, version) =
+            super::load_in::<User>(&*ports.store, &user_stream(user), chain).await?;
+        if let Some(expected) = caller.expected_version.filter(|e| *e != version) {
+            return Err(CommandError::StaleVersion {
+                expected,
+                actual: version,
+            });
+        }
+        if let User::Present {
+            email_index: old, ..
+        } = state
+        {
+            if old != index {
+                let release = EmailClaimCommand::Release { user };
+                plan.part::<EmailClaim>(
+                    "release",
+                    &claim_stream(tenant, &old),
+                    EventId::generate(),
+                    |claim| {
+                        claim
+                            .decide(&release)
+                            .map_err(|EmailClaimError::Taken| CommandError::EmailTaken)
+                    },
+                )
+                .await?;
             }
-            Ok(state.decide(&command)?)
-        },
-    )
-    .await?;
-    let replaced = replaced.into_inner().expect("not poisoned");
-    if let Some(old_index) = replaced.filter(|old| *old != index) {
-        let release = EmailClaimCommand::Release { user };
-        execute::<EmailClaim>(
-            ports,
-            &caller.step("release"),
-            ChainId::Tenant(tenant),
-            &claim_stream(tenant, &old_index),
-            EventId::generate(),
-            |c| {
-                c.decide(&release)
-                    .map_err(|EmailClaimError::Taken| CommandError::EmailTaken)
-            },
-        )
-        .await?;
+        }
+        let (_, read) = plan
+            .part::<User>("change", &user_stream(user), event_id, |state| {
+                Ok(state.decide(&command)?)
+            })
+            .await?;
+        if read != version {
+            continue; // changed between the two reads: plan again
+        }
+        if let Some(committed) = plan.commit().await? {
+            return Ok(committed.outcome("change"));
+        }
     }
-    Ok(outcome)
+    Err(CommandError::Conflict(
+        "too many concurrent changes; try again".to_owned(),
+    ))
 }
 
 /// The status changes that need no personal data.
@@ -407,21 +469,38 @@ pub async fn change_user_status(
     if disables && target.status == UserStatus::Active {
         keep_an_active_owner(ports, tenant, &target.memberships, user).await?;
     }
-    let outcome =
-        decide_and_append::<User>(ports, caller, tenant, &user_stream(user), &command).await?;
-    if disables {
-        super::sessions::end_sessions(
-            ports,
-            caller,
-            tenant,
-            user,
-            None,
-            RevocationReason::UserDisabled,
-            Timestamp::now(),
-        )
-        .await?;
+    if let Some(appended) = Plan::committed(ports, caller, "status").await? {
+        return Ok(Outcome {
+            stream_version: appended.stream_version,
+            appended: Some(appended),
+        });
     }
-    Ok(outcome)
+    // The new status and the end of the user's sessions, together.
+    let at = Timestamp::now();
+    for _ in 0..=PLAN_RETRIES {
+        let mut plan = Plan::new(ports, caller, tenant);
+        if disables {
+            let reason = RevocationReason::UserDisabled;
+            super::sessions::plan_end_sessions(&mut plan, user, None, reason, at).await?;
+        }
+        let (_, version) = plan
+            .part::<User>("status", &user_stream(user), EventId::generate(), |state| {
+                Ok(state.decide(&command)?)
+            })
+            .await?;
+        if let Some(expected) = caller.expected_version.filter(|e| *e != version) {
+            return Err(CommandError::StaleVersion {
+                expected,
+                actual: version,
+            });
+        }
+        if let Some(committed) = plan.commit().await? {
+            return Ok(committed.outcome("status"));
+        }
+    }
+    Err(CommandError::Conflict(
+        "too many concurrent changes; try again".to_owned(),
+    ))
 }
 
 /// A user's personal data as the log holds it now. A field whose key was
