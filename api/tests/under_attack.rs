@@ -22,6 +22,7 @@ backends!(
     every_error_is_typed_json,
     production_closes_metrics_and_introspection,
     subscriptions_end_when_access_ends,
+    graphql_is_rate_limited_per_client,
 );
 
 const OWNER: &str = "ada@example.org";
@@ -346,6 +347,27 @@ asyncio.run(asyncio.wait_for(main(), 40))
     );
     let codes: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(codes, json!([4403, 4403]), "logout, then suspension");
+}
+
+async fn graphql_is_rate_limited_per_client(db: TestDatabase) {
+    let (state, _, _running) = world(&db).await;
+    let limited = AppState {
+        limits: std::sync::Arc::new(custodia::server::AuthLimits::with_graphql(60, 10, 3)),
+        ..state
+    };
+    let service = service!(limited);
+    let from = |ip: &str| {
+        graphql(None, "{ serverTime }", json!({})).peer_addr(format!("{ip}:40000").parse().unwrap())
+    };
+    for _ in 0..3 {
+        let (status, _) = call!(&service, from("127.0.0.2"));
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, body) = call!(&service, from("127.0.0.2"));
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    let (status, _) = call!(&service, from("127.0.0.3"));
+    assert_eq!(status, StatusCode::OK, "another client is not limited");
 }
 
 /// A server on a free local port.

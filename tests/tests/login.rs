@@ -504,6 +504,25 @@ async fn totp_with_codes_from_pyotp(db: TestDatabase) {
         Err(LoginError::InvalidCredentials)
     ));
 
+    // The right password without a code says a code is needed, and still
+    // counts as a failed attempt: it reveals no more than the lockout
+    // bounds (ADR 0007).
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        match login(&w.ports, w.tenant, EMAIL, PASSWORD, None, later_at).await {
+            Err(LoginError::SecondFactorRequired) => answers.push("code"),
+            Err(LoginError::Locked { .. }) => answers.push("locked"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        answers.starts_with(&["code"]) && answers.ends_with(&["locked"]),
+        "{answers:?}"
+    );
+    unlock(&w.ports, &operator(), w.tenant, w.user, later_at)
+        .await
+        .unwrap();
+
     disable_totp(&w.ports, &operator(), w.tenant, w.user)
         .await
         .unwrap();
