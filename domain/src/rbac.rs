@@ -329,7 +329,7 @@ pub fn rbac_document() -> String {
          - The **platform operator** holds every permission in every tenant and alone may create tenants.\n\
          - A user may use a *self-service* permission on their own account without holding it.\n\
          - Granting a role requires `role.grant` and every permission of the granted role.\n\
-         - Changing another user's credentials, email, status, roles or membership requires every permission that user holds.\n\
+         - Changing another user's credentials, email, profile, status, roles or membership (or redefining a custom role they hold) requires every permission that user holds.\n\
          - A tenant always keeps at least one active owner (revoking, removing, suspending or deleting the last one is refused).\n\n",
     );
     doc.push_str("| permission | self-service |");

@@ -165,9 +165,23 @@ impl Memberships {
         command: &MembershipCommand,
     ) -> Result<(), Denied> {
         match command {
-            MembershipCommand::DefineRole { permissions, .. } => {
+            MembershipCommand::DefineRole { name, permissions } => {
                 principal.authorize(tenant, Permission::RoleDefine, None)?;
-                principal.authorize_grant(tenant, permissions)
+                principal.authorize_grant(tenant, permissions)?;
+                // Redefining a role changes the rights of everyone holding
+                // it: nobody does that to someone who holds more.
+                let role = RoleRef::Custom(name.clone());
+                self.assignments
+                    .iter()
+                    .filter(|(_, roles)| roles.contains(&role))
+                    .try_for_each(|(holder, _)| {
+                        principal.authorize_on(
+                            tenant,
+                            Permission::RoleDefine,
+                            *holder,
+                            &self.permissions_of(*holder),
+                        )
+                    })
             }
             MembershipCommand::Grant { user, role } => {
                 let granted = self.role_permissions(role).unwrap_or_default();
@@ -532,6 +546,37 @@ mod tests {
         assert_eq!(
             state.authorize(&admin, TenantId::generate(), &grant(ADMIN)),
             Err(Denied::OtherTenant)
+        );
+    }
+
+    #[test]
+    fn nobody_redefines_a_role_held_by_someone_who_holds_more() {
+        let tenant = TenantId::generate();
+        let (name, permissions) = support_role();
+        let owner = Uuid::now_v7();
+        let state = Memberships::default()
+            .apply(&MembershipEvent::RoleDefined {
+                name: name.clone(),
+                permissions: permissions.clone(),
+            })
+            .apply(&granted(owner, RoleRef::BuiltIn(BuiltInRole::Owner)))
+            .apply(&granted(owner, RoleRef::Custom(name.clone())));
+        let admin = Principal::Member {
+            tenant,
+            user: Uuid::now_v7(),
+            permissions: BuiltInRole::Admin.permissions(),
+        };
+        let redefine = MembershipCommand::DefineRole {
+            name,
+            permissions: PermissionSet::from(&[Permission::TenantRead][..]),
+        };
+        assert!(matches!(
+            state.authorize(&admin, tenant, &redefine),
+            Err(Denied::Outranked(_))
+        ));
+        assert_eq!(
+            state.authorize(&Principal::PlatformOperator, tenant, &redefine),
+            Ok(())
         );
     }
 
