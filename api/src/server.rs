@@ -315,6 +315,9 @@ impl From<CommandError> for ApiError {
                 "NOT_FOUND",
                 format!("{what} not found"),
             ),
+            E::User(custodia_domain::identity::user::UserError::NotFound) => {
+                ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "user not found")
+            }
             E::StaleVersion { .. } | E::Conflict(_) | E::EmailTaken => {
                 ApiError::new(StatusCode::CONFLICT, "CONFLICT", error.to_string())
             }

@@ -154,11 +154,20 @@ pub async fn websocket(
     actix_web::rt::spawn(async move {
         let mut socket = std::pin::pin!(socket);
         let mut signal = state.ports.store.append_signal();
+        let mut next_check = tokio::time::Instant::now();
         loop {
+            // After an append (or FRESH_FOR without one), and at most every
+            // RECHECK_AT_MOST, so a busy log costs each connection at most
+            // ten checks a second.
+            let due = async {
+                signal.wait(FRESH_FOR).await;
+                tokio::time::sleep_until(next_check).await;
+            };
             let message = tokio::select! {
                 message = socket.next() => message,
-                () = signal.wait(FRESH_FOR) => {
+                () = due => {
                     signal.mark_seen();
+                    next_check = tokio::time::Instant::now() + RECHECK_AT_MOST;
                     if still_allowed(&state, &opened).await {
                         continue;
                     }
@@ -197,6 +206,9 @@ pub async fn websocket(
 
 /// The close code for "forbidden" in `graphql-transport-ws`.
 const FORBIDDEN: u16 = 4403;
+
+/// The shortest time between two checks of one connection's credentials.
+const RECHECK_AT_MOST: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Do the connection's credentials still authenticate, with the same
 /// rights as when it was opened? Checked whenever the log may have changed
