@@ -38,6 +38,9 @@ pub const MAX_DEPTH: usize = 16;
 /// The costliest query accepted; a connection field costs its page size
 /// times its selection.
 pub const MAX_COMPLEXITY: usize = 5_000;
+/// What a personal field costs in the complexity limit: it is opened
+/// (decrypted) per row, unlike the fields read as they are.
+pub const OPEN_FIELD_COST: usize = 5;
 /// The largest page a connection returns.
 pub const MAX_PAGE: usize = 100;
 /// The longest a request waits for the projections to reach its token.

@@ -145,19 +145,23 @@ impl User {
         self.0.doc["version"].as_u64()
     }
     /// Personal: needs `user.read_personal` (or being this user).
+    #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn email(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         self.personal(ctx, &["email"], "email").await
     }
     /// Personal.
+    #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn display_name(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         self.personal(ctx, &["profile", "display_name"], "display_name")
             .await
     }
     /// Personal.
+    #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn phone(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         self.personal(ctx, &["profile", "phone"], "phone").await
     }
     /// Personal: the custom attributes, a JSON object of strings.
+    #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn attributes(&self, ctx: &Context<'_>) -> Result<Option<Json<Value>>> {
         let json = self
             .personal(ctx, &["profile", "attributes"], "attributes")
@@ -229,6 +233,7 @@ impl Session {
         doc_str(&self.0.doc, "revocation_reason")
     }
     /// Personal (IP address and user agent at sign-in).
+    #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn client(&self, ctx: &Context<'_>) -> Result<Option<ClientInfo>> {
         let data = ctx.data_unchecked::<RequestData>();
         let tenant = tenant_of(&self.0)?;
