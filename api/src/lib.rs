@@ -1,6 +1,7 @@
 //! The `custodia` server: HTTP endpoints over the application's handlers.
 //! The binary's CLI lives in `main.rs`.
 
+pub mod audit_feed;
 pub mod auth_cache;
 pub mod browser;
 pub mod graphql;

@@ -48,6 +48,8 @@ pub struct AppState {
     /// Who may read `/metrics`.
     pub metrics_access: MetricsAccess,
     pub auth_cache: Arc<AuthCache>,
+    /// The one follower of the log behind every audit subscription.
+    pub audit_feed: Arc<crate::audit_feed::AuditFeed>,
     /// Development conveniences (GraphiQL) are on unless `CUSTODIA_ENV=production`.
     pub development: bool,
 }
@@ -236,6 +238,7 @@ impl AppState {
             metrics,
             metrics_access,
             auth_cache,
+            audit_feed: Arc::default(),
             development,
         })
     }

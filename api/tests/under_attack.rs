@@ -23,6 +23,7 @@ backends!(
     production_closes_metrics_and_introspection,
     subscriptions_end_when_access_ends,
     graphql_is_rate_limited_per_client,
+    websocket_documents_meet_the_same_limits,
 );
 
 const OWNER: &str = "ada@example.org";
@@ -216,8 +217,13 @@ async fn finding_a_user_by_address_needs_read_personal(db: TestDatabase) {
 async fn unknown_addresses_lock_like_accounts(db: TestDatabase) {
     let (state, tenant, _running) = world(&db).await;
     let service = service!(state);
+    // An invited user without a password yet counts as no account too.
+    let (owner, _) = sign_in!(&service, tenant, OWNER);
+    let invite = "mutation { registerUser(input: { email: \"invited@example.org\", invite: true }) { consistencyToken } }";
+    let (_, body) = call!(&service, graphql(Some(&owner), invite, json!({})));
+    assert!(body["errors"].is_null(), "{body}");
     let mut answers = Vec::new();
-    for email in [OWNER, "nobody@example.org"] {
+    for email in [OWNER, "nobody@example.org", "invited@example.org"] {
         let mut statuses = Vec::new();
         let mut last = Value::Null;
         for _ in 0..6 {
@@ -368,6 +374,58 @@ async fn graphql_is_rate_limited_per_client(db: TestDatabase) {
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
     let (status, _) = call!(&service, from("127.0.0.3"));
     assert_eq!(status, StatusCode::OK, "another client is not limited");
+}
+
+async fn websocket_documents_meet_the_same_limits(db: TestDatabase) {
+    let (state, _, _running) = world(&db).await;
+    let served = serve_on_a_port(&state).await;
+    // Anonymous: a nested-fragment document over the socket is refused as
+    // over HTTP; then 33 operations at once close the connection (4429).
+    let script = r#"
+import asyncio, json, sys, websockets
+base = sys.argv[1]
+nested = "query { ...F24 }\nfragment F0 on Query { serverTime }\n" + "".join(
+    f"fragment F{i} on Query {{ ...F{i-1} ...F{i-1} }}\n" for i in range(1, 25))
+async def main():
+    async with websockets.connect(base.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "n", "type": "subscribe", "payload": {"query": nested}}))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        for i in range(33):
+            await ws.send(json.dumps({"id": str(i), "type": "subscribe", "payload": {"query": "subscription { auditEvents { type } }"}}))
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        except websockets.ConnectionClosed as closed:
+            frame = getattr(closed, "rcvd", None)
+            code = frame.code if frame is not None else closed.code
+        print(json.dumps({"answer": answer, "code": code}))
+asyncio.run(main())
+"#;
+    let base = format!("http://{}", served.address);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(base)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    served.stop().await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        seen["answer"].to_string().contains("too many fields"),
+        "{seen}"
+    );
+    assert_eq!(seen["code"], 4429, "{seen}");
 }
 
 /// A server on a free local port.

@@ -17,6 +17,9 @@ pub enum PasswordError {
     UnknownFormat,
     #[error("password hashing failed: {0}")]
     Failed(String),
+    /// An imported hash whose cost would make every login too expensive.
+    #[error("the hash's cost is above {max}")]
+    TooCostly { max: u32 },
     /// Every hashing slot is taken and the queue is full: try again shortly.
     #[error("too many password checks at once; try again shortly")]
     Busy,
@@ -30,6 +33,10 @@ pub trait PasswordHasher: Send + Sync {
     /// Checks `password` against a stored hash (Argon2id PHC, or bcrypt
     /// `$2a$`/`$2b$`/`$2y$`).
     async fn verify(&self, password: &str, stored: &str) -> Result<PasswordCheck, PasswordError>;
+
+    /// Whether a hash imported from another system may be stored: a format
+    /// this hasher verifies, with a cost it can afford at every login.
+    fn accepts_import(&self, hash: &str) -> Result<(), PasswordError>;
 
     /// Spends the time of one verification and matches nothing: what a login
     /// for an unknown user does, so that it cannot be told apart by timing

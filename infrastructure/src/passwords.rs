@@ -77,6 +77,10 @@ impl Default for Argon2Passwords {
     }
 }
 
+/// The highest bcrypt cost an imported hash may have: 2^12 rounds take
+/// about 0.25 s here; every step above doubles what each login costs.
+pub const MAX_BCRYPT_COST: u32 = 12;
+
 /// How many checks may wait per running one before more are refused.
 pub const QUEUED_PER_SLOT: usize = 8;
 
@@ -158,6 +162,16 @@ impl PasswordHasher for Argon2Passwords {
         self.run(move || verify_now(&password, &stored)).await?
     }
 
+    fn accepts_import(&self, hash: &str) -> Result<(), PasswordError> {
+        let parts: bcrypt::HashParts = hash.parse().map_err(|_| PasswordError::UnknownFormat)?;
+        if parts.get_cost() > MAX_BCRYPT_COST {
+            return Err(PasswordError::TooCostly {
+                max: MAX_BCRYPT_COST,
+            });
+        }
+        Ok(())
+    }
+
     async fn verify_nothing(&self, password: &str) -> Result<(), PasswordError> {
         if self.decoy.get().is_none() {
             let secret = uuid::Uuid::new_v4().to_string();
@@ -172,6 +186,23 @@ impl PasswordHasher for Argon2Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imported_hashes_must_parse_and_stay_affordable() {
+        let passwords = Argon2Passwords::new();
+        let cost_10 = bcrypt::hash("an imported password", 10).unwrap();
+        assert!(passwords.accepts_import(&cost_10).is_ok());
+        let cost_31 = "$2b$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+        assert!(matches!(
+            passwords.accepts_import(cost_31),
+            Err(PasswordError::TooCostly { max: 12 })
+        ));
+        let bad_salt = format!("$2b$10${}", "!".repeat(53));
+        assert!(matches!(
+            passwords.accepts_import(&bad_salt),
+            Err(PasswordError::UnknownFormat)
+        ));
+    }
 
     #[tokio::test]
     async fn hashing_beyond_the_slots_and_the_queue_is_refused_at_once() {

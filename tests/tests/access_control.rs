@@ -251,6 +251,21 @@ async fn a_new_password_ends_the_other_sessions(db: TestDatabase) {
         .await
         .unwrap();
     assert!(refused(&ports, &here).await, "set by someone else");
+    // An imported hash is a new password too.
+    let again = sign_in(&ports, tenant, &address).await;
+    let imported = "$2a$05$XXXXXXXXXXXXXXXXXXXXXOAcXxm9kjPGEMsLznoKqmqw7tc8WCx4a";
+    import_password_hash(&ports, &fresh(&by_owner), tenant, user, imported)
+        .await
+        .unwrap();
+    assert!(refused(&ports, &again).await, "imported");
+    // One whose cost would make every login expensive is refused.
+    let costly = "$2b$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+    let refused_import =
+        import_password_hash(&ports, &fresh(&by_owner), tenant, user, costly).await;
+    assert!(
+        matches!(refused_import, Err(CommandError::Invalid(_))),
+        "{refused_import:?}"
+    );
 }
 
 async fn a_revoked_role_is_gone_at_the_next_request(db: TestDatabase) {

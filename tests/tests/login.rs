@@ -51,6 +51,9 @@ impl PasswordHasher for Counting {
         self.verified.fetch_add(1, Ordering::SeqCst);
         self.inner.verify(password, stored).await
     }
+    fn accepts_import(&self, hash: &str) -> Result<(), PasswordError> {
+        self.inner.accepts_import(hash)
+    }
     async fn verify_nothing(&self, password: &str) -> Result<(), PasswordError> {
         self.decoys.fetch_add(1, Ordering::SeqCst);
         self.inner.verify_nothing(password).await

@@ -250,18 +250,6 @@ async fn execute(
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_graphql(request)?;
     let auth = caller(state, request).await?;
-    let mut graphql = graphql;
-    // The document's cost is bounded before validation walks it.
-    let over = graphql
-        .parsed_query()
-        .ok()
-        .and_then(|document| super::limits::check(document).err());
-    if let Some(limit) = over {
-        let refused = async_graphql::Response::from_errors(vec![async_graphql::ServerError::new(
-            limit, None,
-        )]);
-        return respond(state, refused, media, None, true);
-    }
     let reached = consistency(state, request).await?;
     let written = Arc::new(Mutex::new(None));
     let data = RequestData {

@@ -7,11 +7,13 @@
 //! fragment's size is computed once).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{
     ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
-use async_graphql::Positioned;
+use async_graphql::{Positioned, ServerError, ServerResult, Variables};
 
 /// The most fields a document may select once its fragments are spread
 /// (the standard introspection query selects about 200).
@@ -20,6 +22,32 @@ pub const MAX_EXPANDED_FIELDS: usize = 2_000;
 pub const MAX_VARIABLES: usize = 64;
 /// The most errors one response lists; the rest are summed up in one more.
 pub const MAX_ERRORS: usize = 20;
+
+/// The schema extension that applies [`check`] to every document right
+/// after it is parsed, however it came (HTTP or WebSocket), before
+/// validation walks it.
+pub struct DocumentLimits;
+
+impl ExtensionFactory for DocumentLimits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(DocumentLimits)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for DocumentLimits {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        check(&document).map_err(|limit| ServerError::new(limit, None))?;
+        Ok(document)
+    }
+}
 
 /// Refuses a document over the limits, naming the limit.
 pub fn check(document: &ExecutableDocument) -> Result<(), String> {

@@ -50,6 +50,7 @@ pub const CONSISTENCY_WAIT: Duration = Duration::from_secs(2);
 /// `CUSTODIA_GRAPHQL_INTROSPECTION`).
 pub fn schema(introspection: bool) -> CustodiaSchema {
     let builder = Schema::build(Query, Mutation, Subscription)
+        .extension(limits::DocumentLimits)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY);
     if introspection {

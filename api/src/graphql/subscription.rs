@@ -7,7 +7,6 @@
 //! session cookie when the handshake's `Origin` is this host or an allowed
 //! CORS origin (a cross-site page cannot ride on the cookie).
 
-use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -16,8 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use async_graphql::http::{WebSocketProtocols as Protocols, WsMessage};
 use async_graphql::{Context, Data, Result, Subscription, ID};
 use custodia_domain::rbac::{Permission, Principal};
-use custodia_domain::{ChainId, LogCursor};
-use custodia_projections::Follower;
+use custodia_domain::ChainId;
 use futures_util::{Stream, StreamExt};
 
 use super::types::AuditEvent;
@@ -38,36 +36,30 @@ impl Subscription {
         let data = ctx.data_unchecked::<RequestData>();
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         data.authorize(tenant, Permission::AuditRead, None)?;
-        // From where the audit projection is: "now", give or take its lag.
-        let start = data
+        let feed = data
             .state
-            .models
-            .checkpoints()
+            .audit_feed
+            .subscribe(data.state.ports.store.clone(), &*data.state.models)
             .await
-            .map_err(super::store_failure)?
-            .into_iter()
-            .find(|c| c.name == "audit")
-            .map_or(LogCursor::START, |c| c.cursor);
-        let follower = Follower::new(data.state.ports.store.clone(), start, 256);
+            .map_err(super::store_failure)?;
         let chain = ChainId::Tenant(tenant);
         Ok(futures_util::stream::unfold(
-            (follower, VecDeque::new()),
-            move |(mut follower, mut pending)| async move {
+            feed,
+            move |mut feed| async move {
                 loop {
-                    if let Some(event) = pending.pop_front() {
-                        return Some((event, (follower, pending)));
-                    }
-                    match follower.next_batch().await {
-                        Ok(events) => pending.extend(
-                            events
-                                .iter()
-                                .filter(|e| e.chain == chain)
-                                .map(|e| AuditEvent(custodia_projections::identity::audit_row(e))),
-                        ),
-                        Err(error) => {
-                            tracing::warn!(%error, "audit subscription ended");
+                    match feed.recv().await {
+                        Ok(item) if item.0 == chain => {
+                            return Some((AuditEvent(item.1.clone()), feed));
+                        }
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(
+                                missed,
+                                "an audit subscription fell behind and was ended"
+                            );
                             return None;
                         }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
                 }
             },
@@ -98,6 +90,8 @@ pub async fn websocket(
     request: HttpRequest,
     body: web::Payload,
 ) -> actix_web::Result<HttpResponse> {
+    // A connection counts as a request against the client's rate.
+    state.limits.check_graphql(&request)?;
     let offered = request
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -113,13 +107,22 @@ pub async fn websocket(
         .filter(|(_, from_cookie)| *from_cookie && same_origin(&state, &request))
         .map(|(token, _)| token);
     let state = state.get_ref().clone();
-    let incoming = messages.filter_map(|message| async move {
-        match message {
-            Ok(actix_ws::Message::Text(text)) => Some(text.into_bytes().to_vec()),
-            Ok(actix_ws::Message::Binary(bytes)) => Some(bytes.to_vec()),
-            _ => None,
-        }
-    });
+    // A connection runs at most MAX_OPERATIONS operations at once; one more
+    // ends it (closed with 4429).
+    let operations = Arc::new(Mutex::new(Operations::default()));
+    let counted = operations.clone();
+    let incoming = messages
+        .filter_map(|message| async move {
+            match message {
+                Ok(actix_ws::Message::Text(text)) => Some(text.into_bytes().to_vec()),
+                Ok(actix_ws::Message::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            }
+        })
+        .take_while(move |message| {
+            let within = counted.lock().expect("not poisoned").count(message);
+            std::future::ready(within)
+        });
     let schema = state.schema.clone();
     let init_state = state.clone();
     // The credentials the connection was opened with, and whom they named.
@@ -199,9 +202,59 @@ pub async fn websocket(
                 return;
             }
         }
-        let _ = session.close(None).await;
+        let reason =
+            operations
+                .lock()
+                .expect("not poisoned")
+                .exceeded
+                .then(|| actix_ws::CloseReason {
+                    code: actix_ws::CloseCode::Other(TOO_MANY),
+                    description: Some("Too many operations".into()),
+                });
+        let _ = session.close(reason).await;
     });
     Ok(response)
+}
+
+/// The most operations one connection runs at once.
+pub const MAX_OPERATIONS: usize = 32;
+
+/// The close code for "too many" (as `graphql-transport-ws` uses 4429).
+const TOO_MANY: u16 = 4429;
+
+/// The operations a connection has started and not stopped.
+#[derive(Default)]
+struct Operations {
+    running: std::collections::HashSet<String>,
+    exceeded: bool,
+}
+
+impl Operations {
+    /// Counts a client message; false once the connection asks for more
+    /// than [`MAX_OPERATIONS`] at once.
+    fn count(&mut self, message: &[u8]) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            #[serde(rename = "type")]
+            kind: String,
+            id: Option<String>,
+        }
+        let Ok(Envelope { kind, id: Some(id) }) = serde_json::from_slice(message) else {
+            return true;
+        };
+        match kind.as_str() {
+            "subscribe" | "start" => {
+                self.running.insert(id);
+                self.exceeded = self.running.len() > MAX_OPERATIONS;
+                !self.exceeded
+            }
+            "complete" | "stop" => {
+                self.running.remove(&id);
+                true
+            }
+            _ => true,
+        }
+    }
 }
 
 /// The close code for "forbidden" in `graphql-transport-ws`.

@@ -79,6 +79,14 @@ async fn seal_hash(
     Ok(ports.vault.seal(user, &context, hash.as_bytes()).await?)
 }
 
+/// What a stored hash that cannot be verified counts as: a wrong password.
+fn unverifiable_hash() -> crate::passwords::PasswordCheck {
+    crate::passwords::PasswordCheck {
+        matches: false,
+        needs_rehash: false,
+    }
+}
+
 fn password_failure(error: PasswordError) -> CommandError {
     match error {
         PasswordError::Busy => CommandError::Busy,
@@ -102,15 +110,26 @@ pub async fn set_password(
     };
     check_password_policy(password, settings.password_min_length)?;
     require_user(ports, tenant, user).await?;
+    let new = NewPassword::hash(ports, tenant, user, password).await?;
+    replace_password(ports, caller, tenant, user, new).await
+}
+
+/// Appends a new password together with the end of every other session of
+/// the user: whoever knew the old password is signed out; the session it
+/// was set from stays when the user set it themselves.
+async fn replace_password(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    new: NewPassword,
+) -> Result<Outcome, CommandError> {
     if let Some(appended) = Plan::committed(ports, caller, "password").await? {
         return Ok(Outcome {
             stream_version: appended.stream_version,
             appended: Some(appended),
         });
     }
-    let new = NewPassword::hash(ports, tenant, user, password).await?;
-    // Whoever knew the old password is signed out; the session it was set
-    // from stays when the user set it themselves.
     let keep = caller.session.filter(|_| caller.actor == Actor::User(user));
     let at = Timestamp::now();
     for _ in 0..=PLAN_RETRIES {
@@ -146,12 +165,24 @@ impl NewPassword {
             .hash(password)
             .await
             .map_err(password_failure)?;
+        NewPassword::sealed(ports, tenant, user, &hash, PasswordAlgorithm::Argon2id).await
+    }
+
+    /// Seals a hash made elsewhere (an Argon2id hash here, or an imported
+    /// bcrypt one).
+    async fn sealed(
+        ports: &Ports,
+        tenant: TenantId,
+        user: Uuid,
+        hash: &str,
+        algorithm: PasswordAlgorithm,
+    ) -> Result<NewPassword, CommandError> {
         let event_id = EventId::generate();
         Ok(NewPassword {
             event_id,
             command: CredentialCommand::SetPassword {
-                hash: seal_hash(ports, tenant, user, event_id, &hash).await?,
-                algorithm: PasswordAlgorithm::Argon2id,
+                hash: seal_hash(ports, tenant, user, event_id, hash).await?,
+                algorithm,
             },
         })
     }
@@ -164,31 +195,6 @@ impl NewPassword {
         .await
         .map(drop)
     }
-}
-
-/// Seals a password hash for a new `PasswordSet` event and appends it.
-async fn store_password(
-    ports: &Ports,
-    caller: &Caller,
-    tenant: TenantId,
-    user: Uuid,
-    hash: &str,
-    algorithm: PasswordAlgorithm,
-) -> Result<Outcome, CommandError> {
-    let event_id = EventId::generate();
-    let command = CredentialCommand::SetPassword {
-        hash: seal_hash(ports, tenant, user, event_id, hash).await?,
-        algorithm,
-    };
-    execute::<Credential>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &credential_stream(user),
-        event_id,
-        |c| Ok(c.decide(&command)?),
-    )
-    .await
 }
 
 /// A user changes their own password, proving the current one. The proof
@@ -247,16 +253,17 @@ pub async fn import_password_hash(
     let well_formed = hash.len() == 60
         && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
         && hash.is_ascii();
-    if !well_formed {
+    if !well_formed || ports.passwords.accepts_import(hash).is_err() {
         return Err(InvalidValue {
             field: "password hash",
-            rule: "must be a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)",
+            rule: "must be a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters) of cost 4 to 12",
         }
         .into());
     }
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
-    store_password(ports, caller, tenant, user, hash, PasswordAlgorithm::Bcrypt).await
+    let new = NewPassword::sealed(ports, tenant, user, hash, PasswordAlgorithm::Bcrypt).await?;
+    replace_password(ports, caller, tenant, user, new).await
 }
 
 /// Lifts a lockout. Needs `user.unlock`.
@@ -596,6 +603,11 @@ pub async fn login(
             return Err(LoginError::Locked { until })
         }
         Err(CommandError::Credential(CredentialError::NoPassword)) => {
+            // No password yet (an invited user): counted like an address
+            // without an account, so it locks the same way.
+            if let Some(until) = ports.unknown_logins.attempt(tenant, email, at, policy) {
+                return Err(LoginError::Locked { until });
+            }
             ports
                 .passwords
                 .verify_nothing(password)
@@ -608,11 +620,12 @@ pub async fn login(
     let Some(hash) = current_hash(ports, tenant, user).await? else {
         return Err(LoginError::InvalidCredentials);
     };
-    let check = ports
-        .passwords
-        .verify(password, &hash)
-        .await
-        .map_err(password_failure)?;
+    let check = match ports.passwords.verify(password, &hash).await {
+        Ok(check) => check,
+        // A stored hash that cannot be verified matches nothing.
+        Err(PasswordError::UnknownFormat | PasswordError::TooCostly { .. }) => unverifiable_hash(),
+        Err(other) => return Err(password_failure(other).into()),
+    };
     if !check.matches {
         // The started check stays outstanding: it counts as a failure.
         return Err(LoginError::InvalidCredentials);
