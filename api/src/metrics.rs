@@ -230,6 +230,10 @@ impl EventStore for MeteredStore {
         self.inner.verify_chain(chain, progress).await
     }
 
+    async fn head(&self) -> Result<LogCursor, StoreError> {
+        self.inner.head().await
+    }
+
     fn append_signal(&self) -> AppendSignal {
         self.inner.append_signal()
     }

@@ -324,6 +324,10 @@ pub trait EventStore: Send + Sync {
         verify_chain_in_batches(self, chain, progress).await
     }
 
+    /// The cursor of the last committed event (`LogCursor::START` for an
+    /// empty log): no cursor a client was given lies beyond it.
+    async fn head(&self) -> Result<LogCursor, StoreError>;
+
     /// A signal that fires when events may have been appended.
     fn append_signal(&self) -> AppendSignal;
 }

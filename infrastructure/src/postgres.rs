@@ -406,6 +406,22 @@ impl EventStore for PostgresEventStore {
         row.as_ref().map(committed_row).transpose()
     }
 
+    async fn head(&self) -> Result<LogCursor, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id, position FROM events \
+             ORDER BY transaction_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(
+            row.map_or(LogCursor::START, |(transaction, position)| LogCursor {
+                transaction: transaction as u64,
+                position: position as u64,
+            }),
+        )
+    }
+
     fn append_signal(&self) -> AppendSignal {
         AppendSignal::new(self.appended.subscribe())
     }
