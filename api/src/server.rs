@@ -318,6 +318,9 @@ impl From<CommandError> for ApiError {
                 "NOT_FOUND",
                 format!("{what} not found"),
             ),
+            E::ApiKey(custodia_domain::identity::api_key::ApiKeyError::NotFound) => {
+                ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "API key not found")
+            }
             E::User(custodia_domain::identity::user::UserError::NotFound) => {
                 ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "user not found")
             }

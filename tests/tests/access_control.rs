@@ -3,12 +3,13 @@
 //! they do, the last active owner stays, commands check everything before
 //! they write, and an unknown user is "not found".
 
-use custodia_application::commands::api_keys::{create_api_key, identify_api_key};
+use custodia_application::commands::api_keys::{create_api_key, identify_api_key, revoke_api_key};
 use custodia_application::commands::credentials::{
     change_password, enroll_totp, import_password_hash, set_password, unlock,
 };
 use custodia_application::commands::sessions::{
-    authenticate, refresh_session, start_session, SessionFailure, SessionTokens,
+    authenticate, refresh_session, revoke_all_sessions, revoke_session, start_session,
+    SessionFailure, SessionTokens,
 };
 use custodia_application::commands::tenants::{change_memberships, set_tenant_suspended};
 use custodia_application::commands::users::{
@@ -25,6 +26,7 @@ use uuid::Uuid;
 backends!(
     suspension_and_deletion_end_access_at_once,
     a_suspended_tenant_opens_nothing,
+    api_keys_act_for_the_person_who_minted_them,
     a_new_password_ends_the_other_sessions,
     a_revoked_role_is_gone_at_the_next_request,
     an_admin_cannot_take_over_an_owner,
@@ -217,6 +219,91 @@ async fn a_suspended_tenant_opens_nothing(db: TestDatabase) {
         .is_ok());
 }
 
+async fn api_keys_act_for_the_person_who_minted_them(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant, owner) = tenant_with_owner(&ports, &email("owner"), Some(PASSWORD)).await;
+    let (admin, _) = user_with_role(&ports, tenant, BuiltInRole::Admin).await;
+    let by_admin = as_user(&ports, tenant, admin, None).await;
+    let wide = PermissionSet::from(
+        &[
+            Permission::UserRead,
+            Permission::UserCreate,
+            Permission::ApiKeyManage,
+        ][..],
+    );
+    let key = create_api_key(
+        &ports,
+        &fresh(&by_admin),
+        tenant,
+        "ci",
+        wide,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let principal = || async { identify_api_key(&ports, &key.key, Timestamp::now()).await };
+    let (_, _, service) = principal().await.unwrap();
+    assert_eq!(
+        service.authorize(tenant, Permission::UserCreate, None),
+        Ok(())
+    );
+    // A key does not mint keys (they would outlive the person behind it).
+    let as_key = Caller {
+        principal: service,
+        actor: Actor::Service(key.key_id),
+        ..operator()
+    };
+    let minted = create_api_key(
+        &ports,
+        &as_key,
+        tenant,
+        "child",
+        PermissionSet::from(&[Permission::UserRead][..]),
+        Timestamp::now(),
+    )
+    .await;
+    assert!(
+        matches!(minted, Err(CommandError::Forbidden(_))),
+        "{minted:?}"
+    );
+    // Demoted: the key keeps only what its creator still holds.
+    let by_owner = as_user(&ports, tenant, owner, None).await;
+    let grant = MembershipCommand::Grant {
+        user: admin,
+        role: RoleRef::BuiltIn(BuiltInRole::Member),
+    };
+    change_memberships(&ports, &fresh(&by_owner), tenant, grant)
+        .await
+        .unwrap();
+    let revoke = MembershipCommand::Revoke {
+        user: admin,
+        role: RoleRef::BuiltIn(BuiltInRole::Admin),
+    };
+    change_memberships(&ports, &fresh(&by_owner), tenant, revoke)
+        .await
+        .unwrap();
+    let (_, _, narrowed) = principal().await.unwrap();
+    assert_eq!(
+        narrowed.authorize(tenant, Permission::UserRead, None),
+        Ok(())
+    );
+    assert_eq!(
+        narrowed.authorize(tenant, Permission::UserCreate, None),
+        Err(Denied::Missing(Permission::UserCreate))
+    );
+    // Deleted: the key opens nothing.
+    change_user_status(
+        &ports,
+        &fresh(&by_owner),
+        tenant,
+        admin,
+        StatusChange::Delete,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(principal().await, Err(SessionFailure::Revoked)));
+}
+
 async fn a_new_password_ends_the_other_sessions(db: TestDatabase) {
     let ports = ports(&db).await;
     let (tenant, owner) = tenant_with_owner(&ports, &email("owner"), Some(PASSWORD)).await;
@@ -296,7 +383,8 @@ async fn a_revoked_role_is_gone_at_the_next_request(db: TestDatabase) {
 
 async fn an_admin_cannot_take_over_an_owner(db: TestDatabase) {
     let ports = ports(&db).await;
-    let (tenant, owner) = tenant_with_owner(&ports, &email("owner"), Some(PASSWORD)).await;
+    let owner_email = email("owner");
+    let (tenant, owner) = tenant_with_owner(&ports, &owner_email, Some(PASSWORD)).await;
     let (admin, _) = user_with_role(&ports, tenant, BuiltInRole::Admin).await;
     let by_admin = as_user(&ports, tenant, admin, None).await;
     let before = log_length(&ports).await;
@@ -409,6 +497,50 @@ async fn an_admin_cannot_take_over_an_owner(db: TestDatabase) {
             .map(drop),
         ),
     ];
+    assert_eq!(log_length(&ports).await, before, "nothing was written");
+    let owners_key = create_api_key(
+        &ports,
+        &fresh(&as_user(&ports, tenant, owner, None).await),
+        tenant,
+        "owner's",
+        PermissionSet::from(&[Permission::UserRead][..]),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let owners_session = sign_in(&ports, tenant, &owner_email).await;
+    let before = log_length(&ports).await;
+    let mut attempts = attempts;
+    attempts.push((
+        "sign out everywhere",
+        revoke_all_sessions(&ports, &fresh(&by_admin), tenant, owner, Timestamp::now())
+            .await
+            .map(drop),
+    ));
+    attempts.push((
+        "revoke a session",
+        revoke_session(
+            &ports,
+            &fresh(&by_admin),
+            tenant,
+            owners_session.session,
+            Timestamp::now(),
+        )
+        .await
+        .map(drop),
+    ));
+    attempts.push((
+        "revoke the owner's key",
+        revoke_api_key(
+            &ports,
+            &fresh(&by_admin),
+            tenant,
+            owners_key.key_id,
+            Timestamp::now(),
+        )
+        .await
+        .map(drop),
+    ));
     for (what, outcome) in attempts {
         assert!(
             matches!(outcome, Err(CommandError::Forbidden(Denied::Outranked(_)))),

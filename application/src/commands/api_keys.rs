@@ -3,14 +3,16 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use custodia_domain::identity::api_key::{ApiKey, ApiKeyCommand, ApiKeyName};
+use custodia_domain::identity::membership::Memberships;
+use custodia_domain::identity::user::UserStatus;
 use custodia_domain::rbac::{Denied, Permission, PermissionSet, Principal};
-use custodia_domain::{Actor, ChainId, StreamId, TenantId, Timestamp};
+use custodia_domain::{Actor, ChainId, StreamId, StreamVersion, TenantId, Timestamp};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::sessions::SessionFailure;
 use super::tenants::require_active_tenant;
-use super::{decide_and_append, load_located, stream, Caller, CommandError, Outcome, Ports};
+use super::{decide_and_append, load, load_located, stream, Caller, CommandError, Outcome, Ports};
 
 fn key_stream(key: Uuid) -> StreamId {
     stream("api_key", key)
@@ -45,6 +47,11 @@ pub async fn create_api_key(
     caller
         .principal
         .authorize(tenant, Permission::ApiKeyManage, None)?;
+    // Keys are minted by people: a key that minted keys would outlive
+    // the person behind it.
+    if matches!(caller.principal, Principal::Service { .. }) {
+        return Err(Denied::Missing(Permission::ApiKeyManage).into());
+    }
     if let Principal::Member {
         permissions: held, ..
     }
@@ -83,6 +90,18 @@ pub async fn revoke_api_key(
     caller
         .principal
         .authorize(tenant, Permission::ApiKeyManage, None)?;
+    // Another tenant's key, or none, is not found here.
+    let chain = Some(ChainId::Tenant(tenant));
+    if let (ApiKey::Absent, _) =
+        super::load_in::<ApiKey>(&*ports.store, &key_stream(key_id), chain).await?
+    {
+        return Err(CommandError::NotFound("API key"));
+    }
+    // Nobody revokes the key of someone who holds more than they do.
+    if let Actor::User(creator) = creator_of(ports, key_id).await? {
+        super::targets::authorize_on_user(ports, caller, tenant, Permission::ApiKeyManage, creator)
+            .await?;
+    }
     let command = ApiKeyCommand::Revoke { at };
     decide_and_append::<ApiKey>(ports, caller, tenant, &key_stream(key_id), &command).await
 }
@@ -146,12 +165,48 @@ async fn check_key(
     }
     // A suspended tenant's keys open nothing.
     match require_active_tenant(ports, tenant).await {
-        Ok(_) => Ok((key_id, tenant, permissions)),
+        Ok(_) => {}
         Err(CommandError::TenantSuspended | CommandError::NotFound(_)) => {
-            Err(SessionFailure::Revoked)
+            return Err(SessionFailure::Revoked)
         }
-        Err(other) => Err(other.into()),
+        Err(other) => return Err(other.into()),
     }
+    let permissions = within_creator(ports, tenant, key_id, permissions).await?;
+    Ok((key_id, tenant, permissions))
+}
+
+/// Who minted a key (the actor of its first event).
+async fn creator_of(ports: &Ports, key_id: Uuid) -> Result<Actor, CommandError> {
+    let first = ports
+        .store
+        .read_stream(&key_stream(key_id), StreamVersion::EMPTY, 1)
+        .await?;
+    Ok(first.first().map_or(Actor::System, |e| e.metadata.actor))
+}
+
+/// A key acts for the person who minted it: only while they may sign in,
+/// and never with more than they hold now (suspending, deleting or
+/// demoting them narrows or ends their keys at the next request). A key
+/// the platform operator minted keeps what it was given.
+async fn within_creator(
+    ports: &Ports,
+    tenant: TenantId,
+    key_id: Uuid,
+    permissions: PermissionSet,
+) -> Result<PermissionSet, SessionFailure> {
+    let Actor::User(creator) = creator_of(ports, key_id).await? else {
+        return Ok(permissions);
+    };
+    match super::credentials::user_status_in(ports, tenant, creator).await {
+        Ok(UserStatus::Active | UserStatus::Invited) => {}
+        Ok(_) | Err(CommandError::NotFound(_)) => return Err(SessionFailure::Revoked),
+        Err(other) => return Err(other.into()),
+    }
+    let (memberships, _) =
+        load::<Memberships>(&*ports.store, &super::memberships_stream(tenant)).await?;
+    let held = memberships.permissions_of(creator);
+    let kept: Vec<Permission> = permissions.iter().filter(|p| held.contains(*p)).collect();
+    Ok(PermissionSet::from(&kept[..]))
 }
 
 /// Records a key's use (best effort: a failure does not refuse the

@@ -374,11 +374,13 @@ pub async fn revoke_session(
     session: Uuid,
     at: Timestamp,
 ) -> Result<Outcome, CommandError> {
-    let (state, _) = load::<Session>(&*ports.store, &session_stream(session)).await?;
+    super::targets::require_tenant(caller, tenant)?;
+    let chain = Some(ChainId::Tenant(tenant));
+    let (state, _) = load_in::<Session>(&*ports.store, &session_stream(session), chain).await?;
     let owner = state.user().ok_or(CommandError::NotFound("session"))?;
-    caller
-        .principal
-        .authorize(tenant, Permission::SessionRevoke, Some(owner))?;
+    // Nobody signs out someone who holds more than they do.
+    super::targets::authorize_on_user(ports, caller, tenant, Permission::SessionRevoke, owner)
+        .await?;
     let reason = if caller.actor == Actor::User(owner) {
         RevocationReason::Logout
     } else {
@@ -397,10 +399,8 @@ pub async fn revoke_all_sessions(
     user: Uuid,
     at: Timestamp,
 ) -> Result<(usize, Option<LogCursor>), CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::SessionRevoke, Some(user))?;
-    super::credentials::user_status_in(ports, tenant, user).await?;
+    super::targets::authorize_on_user(ports, caller, tenant, Permission::SessionRevoke, user)
+        .await?;
     for _ in 0..=PLAN_RETRIES {
         let mut plan = Plan::new(ports, caller, tenant);
         plan_end_sessions(&mut plan, user, None, RevocationReason::Revoked, at).await?;

@@ -3,7 +3,7 @@
 
 use custodia_domain::identity::membership::{MembershipError, Memberships};
 use custodia_domain::identity::user::UserStatus;
-use custodia_domain::rbac::Permission;
+use custodia_domain::rbac::{Denied, Permission};
 use custodia_domain::TenantId;
 use uuid::Uuid;
 
@@ -37,6 +37,17 @@ pub(crate) async fn authorize_on_user(
         status,
         memberships,
     })
+}
+
+/// Refuses a caller of another tenant before anything of this one is read.
+pub(crate) fn require_tenant(caller: &Caller, tenant: TenantId) -> Result<(), CommandError> {
+    match caller
+        .principal
+        .authorize(tenant, Permission::TenantRead, None)
+    {
+        Err(denied @ Denied::OtherTenant) => Err(denied.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses to let `user` stop being an active owner (losing the role,
