@@ -314,6 +314,16 @@ async fn a_new_password_ends_the_other_sessions(db: TestDatabase) {
     );
     // The user changes it: the session they did it from stays.
     let me = as_user(&ports, tenant, user, Some(here.session)).await;
+    // Not without the current one: a stolen access token alone does not
+    // replace the password.
+    let stolen = set_password(&ports, &fresh(&me), tenant, user, "the thief's choice here").await;
+    assert!(
+        matches!(
+            stolen,
+            Err(CommandError::Forbidden(Denied::CurrentPasswordRequired))
+        ),
+        "{stolen:?}"
+    );
     let new = "another long passphrase";
     change_password(
         &ports,

@@ -10,7 +10,7 @@ use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::tenant::Tenant;
 use custodia_domain::identity::user::{User, UserStatus};
 use custodia_domain::personal::{Email, FieldContext, SealedField};
-use custodia_domain::rbac::Permission;
+use custodia_domain::rbac::{Denied, Permission, Principal};
 use custodia_domain::{
     Actor, ChainId, CommandId, EventId, InvalidValue, StreamId, StreamVersion, TenantId, Timestamp,
 };
@@ -110,6 +110,16 @@ pub async fn set_password(
     };
     check_password_policy(password, settings.password_min_length)?;
     require_user(ports, tenant, user).await?;
+    // A user who has a password replaces it by proving it (change_password,
+    // which calls this as the platform would); only a first one is set
+    // without proof.
+    let own = caller.actor == Actor::User(user);
+    if own && !matches!(caller.principal, Principal::PlatformOperator) {
+        let (credential, _) = load::<Credential>(&*ports.store, &credential_stream(user)).await?;
+        if credential.password.is_some() {
+            return Err(Denied::CurrentPasswordRequired.into());
+        }
+    }
     let new = NewPassword::hash(ports, tenant, user, password).await?;
     replace_password(ports, caller, tenant, user, new).await
 }
@@ -233,7 +243,9 @@ pub async fn change_password(
         | Err(LoginError::SecondFactorEnrollmentRequired) => {}
         Err(other) => return Err(other),
     }
-    Ok(set_password(ports, caller, tenant, user, new).await?)
+    // Proven: the new password replaces it like any other.
+    let new = NewPassword::hash(ports, tenant, user, new).await?;
+    Ok(replace_password(ports, caller, tenant, user, new).await?)
 }
 
 /// Imports a bcrypt hash from another system (`$2a$`, `$2b$` or `$2y$`, 60
