@@ -36,6 +36,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create the first tenant and its owner.
     Bootstrap(serve::BootstrapArgs),
+    /// Suspend or reactivate a tenant, or give it an owner (platform operator).
+    #[command(subcommand)]
+    Tenant(serve::TenantCommand),
     /// Apply pending schema migrations for the configured backend.
     Migrate,
     /// Recompute every hash chain and name the first broken link of each.
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
                         Command::Serve(_) | Command::Schema => unreachable!("handled above"),
                         Command::Projections(command) => rebuild::run(database_url, command).await,
                         Command::Bootstrap(args) => serve::bootstrap(database_url, args).await,
+                        Command::Tenant(command) => serve::tenant(database_url, command).await,
                         Command::Migrate => migrate(database_url).await,
                         Command::Verify(args) => verify::run(database_url, args).await,
                         Command::Demo(args) => demo::run(database_url, args).await,

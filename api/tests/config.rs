@@ -133,3 +133,52 @@ fn bootstrap_twice_is_refused_unless_asked_for() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--another-tenant"));
     assert!(bootstrap(&["--another-tenant"]).status.success());
 }
+
+#[test]
+fn the_operator_suspends_and_reactivates_a_tenant_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = custodia(dir.path())
+        .args([
+            "bootstrap",
+            "--tenant-name",
+            "Acme",
+            "--owner-email",
+            "ada@example.org",
+        ])
+        .env(
+            "CUSTODIA_BOOTSTRAP_PASSWORD",
+            "correct horse battery staple",
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(str::trim).map(str::to_owned))
+            .unwrap()
+    };
+    let (tenant, owner) = (field("tenant "), field("owner "));
+    let run = |args: &[&str]| {
+        custodia(dir.path())
+            .arg("tenant")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["suspend", "--tenant", &tenant]).status.success());
+    // Suspended twice is a refusal, not a silent success.
+    assert_eq!(
+        run(&["suspend", "--tenant", &tenant]).status.code(),
+        Some(2)
+    );
+    assert!(run(&["reactivate", "--tenant", &tenant]).status.success());
+    assert!(run(&["grant-owner", "--tenant", &tenant, "--user", &owner])
+        .status
+        .success());
+    assert_eq!(
+        run(&["reactivate", "--tenant", "not-a-uuid"]).status.code(),
+        Some(2)
+    );
+}
