@@ -125,6 +125,19 @@ async fn access_removal_reaches_the_edge(db: TestDatabase) {
         graphql(Some(&token), set, json!({ "u": owner_id }))
     );
     assert_eq!(codes(&body), ["FORBIDDEN"], "{body}");
+    // Rights are checked again before each mutation of a document: a
+    // second admin suspends themself, and the document's next mutation
+    // is refused.
+    let other = user_with_role!(&service, &owner, "alan@example.org", "admin");
+    let (other_token, _) = sign_in!(&service, tenant, "alan@example.org");
+    let both = "mutation($u: ID!) { a: suspendUser(userId: $u) { user { status } } \
+                b: registerUser(input: { email: \"late@example.org\" }) { user { id } } }";
+    let (_, body) = call!(
+        &service,
+        graphql(Some(&other_token), both, json!({ "u": other }))
+    );
+    assert_eq!(codes(&body), ["UNAUTHENTICATED"], "{body}");
+    assert!(body["data"]["b"].is_null(), "{body}");
     // Suspended: the very next request is refused, and so is the refresh.
     let suspend = "mutation($u: ID!) { suspendUser(userId: $u) { user { status } } }";
     let (_, body) = call!(

@@ -92,6 +92,7 @@ pub(super) async fn authenticate_token(state: &AppState, value: &str) -> Result<
             tenant,
             user: None,
             session: None,
+            credentials: super::Credentials(value.to_owned()),
         });
     }
     // The signature and lifetime are checked on every request; the session
@@ -114,6 +115,7 @@ pub(super) async fn authenticate_token(state: &AppState, value: &str) -> Result<
         tenant: subject.tenant,
         user: Some(subject.user),
         session: Some(subject.session),
+        credentials: super::Credentials(value.to_owned()),
     })
 }
 

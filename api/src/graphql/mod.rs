@@ -75,6 +75,18 @@ pub struct Auth {
     pub user: Option<Uuid>,
     /// The session of an access token (none for API keys).
     pub session: Option<Uuid>,
+    /// What authenticated the request, to check again before each command.
+    pub credentials: Credentials,
+}
+
+/// The `Authorization` value a request authenticated with. `Debug` hides it.
+#[derive(Clone, Default)]
+pub struct Credentials(pub(crate) String);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
 }
 
 /// Per-request data every resolver reaches through the context.
@@ -135,11 +147,17 @@ impl RequestData {
         Ok(auth)
     }
 
-    /// A caller for one command of this request.
-    fn caller(&self) -> Result<Caller, async_graphql::Error> {
+    /// A caller for one command of this request, with the rights its
+    /// credentials give *now*: a document of many mutations does not keep
+    /// rights removed while it runs (the check is the authentication
+    /// cache's, so it costs a lookup while nothing changed).
+    async fn caller(&self) -> Result<Caller, async_graphql::Error> {
         let auth = self.auth()?;
+        let now = http::authenticate_token(&self.state, &auth.credentials.0)
+            .await
+            .map_err(fail)?;
         Ok(Caller {
-            principal: auth.principal.clone(),
+            principal: now.principal,
             actor: auth.actor,
             command_id: CommandId::generate(),
             correlation_id: Uuid::now_v7(),

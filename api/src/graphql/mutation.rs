@@ -65,7 +65,7 @@ async fn written_by(ctx: &Context<'_>, caller: &Caller) -> Result<Option<LogCurs
 
 /// The tenant (default: the caller's), the user and a caller for a
 /// command on one user.
-fn on_user(
+async fn on_user(
     ctx: &Context<'_>,
     tenant_id: Option<ID>,
     user_id: &ID,
@@ -73,7 +73,7 @@ fn on_user(
     Ok((
         tenant(ctx, tenant_id.as_ref())?,
         uuid(user_id, "userId")?,
-        data(ctx).caller()?,
+        data(ctx).caller().await?,
     ))
 }
 
@@ -281,7 +281,7 @@ impl Mutation {
         name: String,
         owner_email: String,
     ) -> Result<TenantPayload> {
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let tenant = TenantId::generate();
         let outcome = create_tenant(
             &data(ctx).state.ports,
@@ -312,7 +312,7 @@ impl Mutation {
         settings: TenantSettingsInput,
     ) -> Result<TenantPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let outcome = update_tenant_settings(
             &data(ctx).state.ports,
             &caller,
@@ -332,7 +332,7 @@ impl Mutation {
         suspended: bool,
     ) -> Result<TenantPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let outcome = set_tenant_suspended(&data(ctx).state.ports, &caller, tenant, suspended)
             .await
             .map_err(fail)?;
@@ -357,7 +357,7 @@ impl Mutation {
             invited: input.invite,
             password: input.password,
         };
-        let outcome = register_user(ports, &data(ctx).caller()?, tenant, new)
+        let outcome = register_user(ports, &data(ctx).caller().await?, tenant, new)
             .await
             .map_err(fail)?;
         user_payload(ctx, tenant, user, cursor(&outcome)).await
@@ -371,7 +371,7 @@ impl Mutation {
         user_id: ID,
         profile: ProfileInput,
     ) -> Result<UserPayload> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = update_profile(
             &data(ctx).state.ports,
             &caller,
@@ -392,7 +392,7 @@ impl Mutation {
         user_id: ID,
         email: String,
     ) -> Result<UserPayload> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = change_email(&data(ctx).state.ports, &caller, tenant, user, &email)
             .await
             .map_err(fail)?;
@@ -451,7 +451,7 @@ impl Mutation {
         user_id: ID,
         password: String,
     ) -> Result<Done> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = set_password(&data(ctx).state.ports, &caller, tenant, user, &password)
             .await
             .map_err(fail)?;
@@ -469,7 +469,7 @@ impl Mutation {
         let user = auth
             .user
             .ok_or_else(|| error("FORBIDDEN", "only a signed-in user changes their password"))?;
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let outcome = change_password(
             &data(ctx).state.ports,
             &caller,
@@ -493,7 +493,7 @@ impl Mutation {
         user_id: ID,
         hash: String,
     ) -> Result<Done> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = import_password_hash(&data(ctx).state.ports, &caller, tenant, user, &hash)
             .await
             .map_err(fail)?;
@@ -507,7 +507,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<Done> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = unlock(
             &data(ctx).state.ports,
             &caller,
@@ -527,7 +527,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<TotpEnrollment> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let provisioning_uri = enroll_totp(&data(ctx).state.ports, &caller, tenant, user)
             .await
             .map_err(fail)?;
@@ -546,7 +546,7 @@ impl Mutation {
         user_id: ID,
         code: String,
     ) -> Result<Done> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = confirm_totp(
             &data(ctx).state.ports,
             &caller,
@@ -567,7 +567,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<Done> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = disable_totp(&data(ctx).state.ports, &caller, tenant, user)
             .await
             .map_err(fail)?;
@@ -581,7 +581,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<RecoveryCodes> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let codes = issue_recovery_codes(&data(ctx).state.ports, &caller, tenant, user)
             .await
             .map_err(fail)?;
@@ -662,7 +662,7 @@ impl Mutation {
     ) -> Result<SessionPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
         let session = uuid(&session_id, "sessionId")?;
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let outcome = revoke_session(
             &data(ctx).state.ports,
             &caller,
@@ -687,7 +687,7 @@ impl Mutation {
         tenant_id: Option<ID>,
         user_id: ID,
     ) -> Result<RevokedSessions> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let (revoked, written) = revoke_all_sessions(
             &data(ctx).state.ports,
             &caller,
@@ -729,7 +729,7 @@ impl Mutation {
             channel: input.channel.into(),
             evidence_sha256,
         };
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let outcome = record_consent(
             &data(ctx).state.ports,
             &caller,
@@ -754,7 +754,7 @@ impl Mutation {
         permissions: Vec<String>,
     ) -> Result<CreatedApiKey> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let created = api_keys::create_api_key(
             &data(ctx).state.ports,
             &caller,
@@ -782,7 +782,7 @@ impl Mutation {
     ) -> Result<Done> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
         let key = uuid(&key_id, "keyId")?;
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let outcome = api_keys::revoke_api_key(
             &data(ctx).state.ports,
             &caller,
@@ -811,7 +811,7 @@ impl Mutation {
         user_id: ID,
         change: StatusChange,
     ) -> Result<UserPayload> {
-        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id)?;
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = change_user_status(&data(ctx).state.ports, &caller, tenant, user, change)
             .await
             .map_err(fail)?;
@@ -825,7 +825,7 @@ impl Mutation {
         command: MembershipCommand,
     ) -> Result<Done> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
-        let caller = data(ctx).caller()?;
+        let caller = data(ctx).caller().await?;
         let outcome = change_memberships(&data(ctx).state.ports, &caller, tenant, command)
             .await
             .map_err(fail)?;
