@@ -29,6 +29,7 @@ backends!(
     api_keys_act_for_the_person_who_minted_them,
     a_new_password_ends_the_other_sessions,
     a_revoked_role_is_gone_at_the_next_request,
+    a_login_racing_a_suspension_leaves_no_session,
     an_admin_cannot_take_over_an_owner,
     the_last_active_owner_stays,
     registration_checks_everything_before_writing,
@@ -363,6 +364,46 @@ async fn a_new_password_ends_the_other_sessions(db: TestDatabase) {
         matches!(refused_import, Err(CommandError::Invalid(_))),
         "{refused_import:?}"
     );
+}
+
+async fn a_login_racing_a_suspension_leaves_no_session(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant, owner) = tenant_with_owner(&ports, &email("owner"), Some(PASSWORD)).await;
+    let by_owner = as_user(&ports, tenant, owner, None).await;
+    for _ in 0..5 {
+        let (user, address) = user_with_role(&ports, tenant, BuiltInRole::Member).await;
+        let suspender = fresh(&by_owner);
+        let (login, suspension) = tokio::join!(
+            start_session(
+                &ports,
+                tenant,
+                &address,
+                PASSWORD,
+                None,
+                None,
+                Timestamp::now()
+            ),
+            change_user_status(&ports, &suspender, tenant, user, StatusChange::Suspend),
+        );
+        suspension.unwrap();
+        // Whichever came first, the suspended user holds no working session,
+        // and reactivation does not bring one back.
+        change_user_status(
+            &ports,
+            &fresh(&by_owner),
+            tenant,
+            user,
+            StatusChange::Reactivate,
+        )
+        .await
+        .unwrap();
+        if let Ok(tokens) = login {
+            assert!(
+                refused(&ports, &tokens).await,
+                "a session survived the suspension"
+            );
+        }
+    }
 }
 
 async fn a_revoked_role_is_gone_at_the_next_request(db: TestDatabase) {

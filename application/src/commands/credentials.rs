@@ -541,6 +541,21 @@ pub async fn login(
     one_time_code: Option<&str>,
     at: Timestamp,
 ) -> Result<Uuid, LoginError> {
+    verified_login(ports, tenant, email, password, one_time_code, at)
+        .await
+        .map(|(user, _)| user)
+}
+
+/// [`login`], also returning the password it verified (sealed), so that a
+/// session started from it can be refused if the password changes first.
+pub(crate) async fn verified_login(
+    ports: &Ports,
+    tenant: TenantId,
+    email: &str,
+    password: &str,
+    one_time_code: Option<&str>,
+    at: Timestamp,
+) -> Result<(Uuid, SealedField), LoginError> {
     let settings = match load::<Tenant>(&*ports.store, &super::tenants::tenant_stream(tenant))
         .await?
         .0
@@ -629,6 +644,15 @@ pub async fn login(
         }
         Err(other) => return Err(other.into()),
     }
+    // The password about to be verified, as the aggregate knows it (read
+    // first: if another is set meanwhile, the success below is refused).
+    let Some((verified, _)) = load::<Credential>(&*ports.store, &credential_stream(user))
+        .await?
+        .0
+        .password
+    else {
+        return Err(LoginError::InvalidCredentials);
+    };
     let Some(hash) = current_hash(ports, tenant, user).await? else {
         return Err(LoginError::InvalidCredentials);
     };
@@ -686,6 +710,7 @@ pub async fn login(
     };
     let success = CredentialCommand::RecordSuccess {
         at,
+        verified: Some(verified.clone()),
         rehashed,
         totp_step,
         recovery_code,
@@ -704,11 +729,12 @@ pub async fn login(
     )
     .await
     {
-        Ok(_) => Ok(user),
-        // A code used already (here or by a concurrent login) is refused.
-        Err(CommandError::Credential(CredentialError::TotpCodeReused)) => {
-            Err(LoginError::InvalidCredentials)
-        }
+        Ok(_) => Ok((user, verified)),
+        // A code used already (here or by a concurrent login) is refused,
+        // and so is a password replaced while it was being checked.
+        Err(CommandError::Credential(
+            CredentialError::TotpCodeReused | CredentialError::PasswordChanged,
+        )) => Err(LoginError::InvalidCredentials),
         Err(other) => Err(other.into()),
     }
 }

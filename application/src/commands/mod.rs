@@ -424,10 +424,6 @@ impl<'a> Plan<'a> {
         }
     }
 
-    pub(crate) fn ports(&self) -> &'a Ports {
-        self.ports
-    }
-
     /// The earlier outcome of part `label` if this very command (the same
     /// caller command id) was committed before: a retry answers with it.
     pub(crate) async fn committed(

@@ -8,8 +8,8 @@ use base64::Engine;
 use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::membership::Memberships;
 use custodia_domain::identity::session::{
-    ListSession, RevocationReason, Session, SessionCommand, SessionError, SessionEvent,
-    SessionIndex,
+    RevocationReason, Session, SessionCommand, SessionError, SessionEvent, SessionIndex,
+    SessionIndexCommand,
 };
 use custodia_domain::identity::tenant::{Tenant, TenantSettings};
 use custodia_domain::personal::FieldContext;
@@ -18,7 +18,7 @@ use custodia_domain::{Actor, ChainId, EventId, LogCursor, StreamId, TenantId, Ti
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::credentials::{login, LoginError};
+use super::credentials::LoginError;
 use super::tenants::tenant_stream;
 use super::{
     decide_and_append, execute, load, load_in, memberships_stream, stream, Caller, CommandError,
@@ -204,7 +204,9 @@ pub async fn start_session(
     if let Some(client) = client {
         client.check().map_err(CommandError::from)?;
     }
-    let user = login(ports, tenant, email, password, one_time_code, at).await?;
+    let (user, verified) =
+        super::credentials::verified_login(ports, tenant, email, password, one_time_code, at)
+            .await?;
     let settings = settings(ports, tenant).await?;
     let session = Uuid::now_v7();
     let secret = ports.tokens.refresh_secret();
@@ -237,11 +239,15 @@ pub async fn start_session(
         }
         None => None,
     };
-    let list = ListSession(session);
+    let list = SessionIndexCommand::List(session);
     // The session (with where it came from) and the user's index of
     // sessions, together.
     let mut started = false;
     for _ in 0..=super::PLAN_RETRIES {
+        // Decided again after a conflict with a suspension or a new password
+        // (both end the sessions in the index this plan writes): the user
+        // must still be allowed in, with the password that was checked.
+        still_allowed(ports, tenant, user, &verified).await?;
         let mut plan = Plan::new(ports, &caller, tenant);
         let ids = [
             EventId::generate(),
@@ -281,6 +287,26 @@ pub async fn start_session(
         at,
     )
     .await?)
+}
+
+/// Is the user who just logged in still allowed to start a session: may
+/// sign in, and has the password the login verified?
+async fn still_allowed(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+    verified: &custodia_domain::personal::SealedField,
+) -> Result<(), LoginError> {
+    use custodia_domain::identity::credential::Credential;
+    use custodia_domain::identity::user::UserStatus;
+    let status = super::credentials::user_status_in(ports, tenant, user).await?;
+    let (credential, _) =
+        load::<Credential>(&*ports.store, &super::credentials::credential_stream(user)).await?;
+    let same_password = credential.password.as_ref().map(|(p, _)| p) == Some(verified);
+    match (status, same_password) {
+        (UserStatus::Active | UserStatus::Invited, true) => Ok(()),
+        _ => Err(LoginError::InvalidCredentials),
+    }
 }
 
 /// Exchanges a refresh token for new tokens, rotating it. Presenting a
@@ -405,7 +431,8 @@ pub async fn revoke_all_sessions(
         let mut plan = Plan::new(ports, caller, tenant);
         plan_end_sessions(&mut plan, user, None, RevocationReason::Revoked, at).await?;
         if let Some(committed) = plan.commit().await? {
-            return Ok((committed.len(), committed.last().map(|a| a.cursor)));
+            let index = usize::from(committed.part("index").is_some());
+            return Ok((committed.len() - index, committed.last().map(|a| a.cursor)));
         }
     }
     Err(CommandError::Conflict(
@@ -423,8 +450,14 @@ pub(crate) async fn plan_end_sessions(
     reason: RevocationReason,
     at: Timestamp,
 ) -> Result<(), CommandError> {
-    let (SessionIndex(sessions), _) =
-        load::<SessionIndex>(&*plan.ports().store, &index_stream(user)).await?;
+    // The index records the ending too: a session started meanwhile
+    // conflicts with this plan (or this plan with it), and is decided again.
+    let end_all = SessionIndexCommand::EndAll { keep };
+    let (SessionIndex(sessions), _) = plan
+        .part::<SessionIndex>("index", &index_stream(user), EventId::generate(), |i| {
+            Ok(i.decide(&end_all).unwrap_or_default())
+        })
+        .await?;
     let command = SessionCommand::Revoke { at, reason };
     for session in sessions.into_iter().filter(|s| Some(*s) != keep) {
         plan.part::<Session>(

@@ -76,6 +76,9 @@ pub enum CredentialCommand {
     /// may not be used again.
     RecordSuccess {
         at: Timestamp,
+        /// The password the check verified: refused if another one has
+        /// been set since (a login racing a password change loses).
+        verified: Option<SealedField>,
         rehashed: Option<SealedField>,
         totp_step: Option<u64>,
         /// The index of the recovery code used as second factor, if one was.
@@ -143,6 +146,8 @@ pub enum CredentialError {
     NoTotpEnrollment,
     #[error("this one-time code was already used")]
     TotpCodeReused,
+    #[error("the password changed while it was being checked")]
+    PasswordChanged,
 }
 
 /// The state of a user's TOTP second factor.
@@ -223,10 +228,17 @@ impl Aggregate for Credential {
             }
             CredentialCommand::RecordSuccess {
                 at,
+                verified,
                 rehashed,
                 totp_step,
                 recovery_code,
             } => {
+                if verified
+                    .as_ref()
+                    .is_some_and(|v| self.password.as_ref().map(|(p, _)| p) != Some(v))
+                {
+                    return Err(CredentialError::PasswordChanged);
+                }
                 // The rehash comes first: the handler sealed it for the
                 // first event's id.
                 let mut events = Vec::new();
@@ -584,6 +596,7 @@ mod tests {
         ])
         .when(&CredentialCommand::RecordSuccess {
             at: Timestamp(2),
+            verified: None,
             rehashed: Some(rehashed.clone()),
             totp_step: None,
             recovery_code: None,
@@ -595,6 +608,33 @@ mod tests {
             },
             CredentialEvent::LoginSucceeded { at: Timestamp(2) },
         ]);
+    }
+
+    #[test]
+    fn a_success_for_a_password_replaced_meanwhile_is_refused() {
+        let sealed = |byte| SealedField {
+            subject: Uuid::nil(),
+            nonce: vec![byte; 12],
+            ciphertext: vec![byte; 40],
+        };
+        let (old, new) = (sealed(1), sealed(2));
+        let set = |hash: &SealedField| CredentialEvent::PasswordSet {
+            hash: hash.clone(),
+            algorithm: PasswordAlgorithm::Argon2id,
+        };
+        let success = |verified: &SealedField| CredentialCommand::RecordSuccess {
+            at: Timestamp(1),
+            verified: Some(verified.clone()),
+            rehashed: None,
+            totp_step: None,
+            recovery_code: None,
+        };
+        given::<Credential>(&[set(&old), set(&new)])
+            .when(&success(&old))
+            .then_error(CredentialError::PasswordChanged);
+        given::<Credential>(&[set(&old)])
+            .when(&success(&old))
+            .then(&[CredentialEvent::LoginSucceeded { at: Timestamp(1) }]);
     }
 
     #[test]
@@ -620,6 +660,7 @@ mod tests {
         assert_eq!(Credential::fold(&active).totp, Totp::Active(secret));
         let success = |step| CredentialCommand::RecordSuccess {
             at: Timestamp(1),
+            verified: None,
             rehashed: None,
             totp_step: Some(step),
             recovery_code: None,
@@ -657,6 +698,7 @@ mod tests {
         );
         let with = |index| CredentialCommand::RecordSuccess {
             at: Timestamp(1),
+            verified: None,
             rehashed: None,
             totp_step: None,
             recovery_code: Some(index),

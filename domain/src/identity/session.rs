@@ -505,34 +505,46 @@ mod tests {
     }
 }
 
-/// The sessions a user has opened: what "sign out everywhere" revokes.
+/// The sessions of a user that may still be live: what "sign out
+/// everywhere", a suspension or a new password ends. Ending them is an
+/// event here too, so a session started at the same moment conflicts with
+/// the ending (one of the two is decided again), and the index stays short.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionIndex(pub Vec<Uuid>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListSession(pub Uuid);
+pub enum SessionIndexCommand {
+    List(Uuid),
+    /// Every session but `keep` is being ended (in the same command).
+    EndAll {
+        keep: Option<Uuid>,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionListed(pub Uuid);
+pub enum SessionIndexEvent {
+    Listed(Uuid),
+    Ended { kept: Option<Uuid> },
+}
 
 impl Aggregate for SessionIndex {
-    type Command = ListSession;
-    type Event = SessionListed;
+    type Command = SessionIndexCommand;
+    type Event = SessionIndexEvent;
     type Error = std::convert::Infallible;
 
-    fn decide(
-        &self,
-        ListSession(session): &ListSession,
-    ) -> Result<Vec<SessionListed>, Self::Error> {
-        Ok(if self.0.contains(session) {
-            vec![]
-        } else {
-            vec![SessionListed(*session)]
+    fn decide(&self, command: &SessionIndexCommand) -> Result<Vec<SessionIndexEvent>, Self::Error> {
+        Ok(match command {
+            SessionIndexCommand::List(session) if self.0.contains(session) => vec![],
+            SessionIndexCommand::List(session) => vec![SessionIndexEvent::Listed(*session)],
+            SessionIndexCommand::EndAll { keep } => vec![SessionIndexEvent::Ended { kept: *keep }],
         })
     }
 
-    fn apply(mut self, SessionListed(session): &SessionListed) -> SessionIndex {
-        self.0.push(*session);
+    fn apply(mut self, event: &SessionIndexEvent) -> SessionIndex {
+        match event {
+            SessionIndexEvent::Listed(session) => self.0.push(*session),
+            SessionIndexEvent::Ended { kept } => self.0.retain(|s| Some(*s) == *kept),
+        }
         self
     }
 }
@@ -542,19 +554,63 @@ struct Listed {
     session: Uuid,
 }
 
-impl EventSchema for SessionListed {
+#[derive(Serialize, Deserialize)]
+struct Ended {
+    kept: Option<Uuid>,
+}
+
+impl EventSchema for SessionIndexEvent {
     fn to_stored(&self) -> StoredForm {
-        stored("SessionListed", 1, &Listed { session: self.0 })
+        match self {
+            SessionIndexEvent::Listed(session) => {
+                stored("SessionListed", 1, &Listed { session: *session })
+            }
+            SessionIndexEvent::Ended { kept } => stored("SessionsEnded", 1, &Ended { kept: *kept }),
+        }
     }
 
     fn from_stored(form: &StoredForm) -> Result<Self, SchemaError> {
         match (form.event_type.as_str(), form.schema_version.get()) {
-            ("SessionListed", 1) => Ok(SessionListed(read::<Listed>(form)?.session)),
-            ("SessionListed", version) => Err(SchemaError::UnknownVersion {
-                event_type: "SessionListed".into(),
-                version,
+            ("SessionListed", 1) => Ok(SessionIndexEvent::Listed(read::<Listed>(form)?.session)),
+            ("SessionsEnded", 1) => Ok(SessionIndexEvent::Ended {
+                kept: read::<Ended>(form)?.kept,
             }),
+            (event_type @ ("SessionListed" | "SessionsEnded"), version) => {
+                Err(SchemaError::UnknownVersion {
+                    event_type: event_type.into(),
+                    version,
+                })
+            }
             (other, _) => Err(SchemaError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use crate::aggregate::given;
+
+    #[test]
+    fn ending_sessions_empties_the_index_but_the_kept_one() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let listed = [SessionIndexEvent::Listed(a), SessionIndexEvent::Listed(b)];
+        given::<SessionIndex>(&listed)
+            .when(&SessionIndexCommand::List(a))
+            .then(&[]);
+        let state = listed
+            .iter()
+            .chain([&SessionIndexEvent::Ended { kept: Some(b) }])
+            .fold(SessionIndex::default(), |s, e| s.apply(e));
+        assert_eq!(state, SessionIndex(vec![b]));
+        for event in [
+            SessionIndexEvent::Listed(a),
+            SessionIndexEvent::Ended { kept: None },
+        ] {
+            assert_eq!(
+                SessionIndexEvent::from_stored(&event.to_stored()),
+                Ok(event)
+            );
         }
     }
 }
