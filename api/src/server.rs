@@ -470,12 +470,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            ApiError::new(
-                status,
-                "VALIDATION",
-                "the request body is not the expected JSON",
-            )
-            .into()
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "the request body is too large"
+            } else {
+                "the request body is not the expected JSON"
+            };
+            ApiError::new(status, "VALIDATION", message).into()
         });
     config
         .app_data(json)

@@ -148,14 +148,12 @@ pub async fn change_memberships(
     tenant: TenantId,
     command: MembershipCommand,
 ) -> Result<Outcome, CommandError> {
-    // Tenant isolation before anything is read.
-    caller
-        .principal
-        .authorize(tenant, Permission::RoleRead, None)
-        .map_err(|denied| match denied {
-            Denied::OtherTenant => denied,
-            _ => Denied::Missing(Permission::RoleGrant),
-        })?;
+    // Tenant isolation, then the permission, before anything is read.
+    let needed = match &command {
+        MembershipCommand::DefineRole { .. } => Permission::RoleDefine,
+        _ => Permission::RoleGrant,
+    };
+    caller.principal.authorize(tenant, needed, None)?;
     require_active_tenant(ports, tenant).await?;
     match &command {
         // Roles go to users of this tenant only.
