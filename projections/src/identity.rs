@@ -295,6 +295,8 @@ impl Projection for MembershipsView {
             MembershipEvent::RoleRevoked { user, role } => {
                 assign(tx, event, user, &role.to_string(), false).await?
             }
+            // The user's status (in the users model) already says so.
+            MembershipEvent::MemberPaused { .. } | MembershipEvent::MemberResumed { .. } => {}
         }
         Ok(())
     }

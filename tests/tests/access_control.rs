@@ -659,6 +659,50 @@ async fn the_last_active_owner_stays(db: TestDatabase) {
     for outcome in attempts {
         assert!(last(outcome), "with the other owner suspended");
     }
+    // Two owners suspending each other at the same moment: the memberships
+    // decide both, one after the other, so one is refused.
+    change_user_status(
+        &ports,
+        &fresh(&me),
+        tenant,
+        second,
+        StatusChange::Reactivate,
+    )
+    .await
+    .unwrap();
+    let them = as_user(&ports, tenant, second, None).await;
+    let (mine, theirs) = (fresh(&me), fresh(&them));
+    let (a, b) = tokio::join!(
+        change_user_status(&ports, &mine, tenant, second, StatusChange::Suspend),
+        change_user_status(&ports, &theirs, tenant, owner, StatusChange::Suspend),
+    );
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one suspension passes: {a:?} / {b:?}"
+    );
+    let refused = if a.is_ok() { b } else { a };
+    assert!(
+        last(refused.map(drop)),
+        "the other is the last-owner refusal"
+    );
+    // Restore: whoever was suspended comes back.
+    let suspended = if is_suspended(&ports, second).await {
+        second
+    } else {
+        owner
+    };
+    change_user_status(
+        &ports,
+        &operator(),
+        tenant,
+        suspended,
+        StatusChange::Reactivate,
+    )
+    .await
+    .unwrap();
+    change_user_status(&ports, &fresh(&me), tenant, second, StatusChange::Suspend)
+        .await
+        .unwrap();
     // Once the other owner is back, the first may go.
     change_user_status(
         &ports,
@@ -672,6 +716,22 @@ async fn the_last_active_owner_stays(db: TestDatabase) {
     change_user_status(&ports, &fresh(&me), tenant, owner, StatusChange::Delete)
         .await
         .unwrap();
+}
+
+/// Is `user` suspended now?
+async fn is_suspended(ports: &Ports, user: Uuid) -> bool {
+    let stream = custodia_domain::StreamId::new(
+        custodia_domain::StreamCategory::parse("user").unwrap(),
+        user,
+    );
+    let events = ports
+        .store
+        .read_stream(&stream, custodia_domain::StreamVersion::EMPTY, 1000)
+        .await
+        .unwrap();
+    events
+        .last()
+        .is_some_and(|e| e.event_type.as_str() == "UserSuspended")
 }
 
 async fn registration_checks_everything_before_writing(db: TestDatabase) {

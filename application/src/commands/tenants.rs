@@ -165,14 +165,14 @@ pub async fn change_memberships(
             super::credentials::user_status_in(ports, tenant, *user).await?;
         }
         MembershipCommand::DefineRole { .. } => {}
+        // Pausing and resuming belong to a user's suspension and reactivation.
+        MembershipCommand::Pause { .. } | MembershipCommand::Resume { .. } => {
+            return Err(Denied::Missing(Permission::UserSuspend).into())
+        }
     }
-    // The last active owner keeps the role (a suspended owner is no owner
-    // who can act); the aggregate alone counts owners, not their status.
-    let (current, _) = load::<Memberships>(&*ports.store, &memberships_stream(tenant)).await?;
-    if let Some(user) = current.removes_owner(&command) {
-        current.authorize(&caller.principal, tenant, &command)?;
-        super::targets::keep_an_active_owner(ports, tenant, &current, user).await?;
-    }
+    // The aggregate keeps an active owner (a paused one cannot act), in
+    // the same decision as the change, so concurrent changes cannot both
+    // pass it.
     let principal = caller.principal.clone();
     execute::<Memberships>(
         ports,

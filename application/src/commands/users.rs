@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::email_claim::{EmailClaim, EmailClaimCommand, EmailClaimError};
+use custodia_domain::identity::membership::{MembershipCommand, Memberships};
 use custodia_domain::identity::session::RevocationReason;
-use custodia_domain::identity::user::{SealedProfile, User, UserCommand, UserEvent, UserStatus};
+use custodia_domain::identity::user::{SealedProfile, User, UserCommand, UserEvent};
 use custodia_domain::personal::{BlindIndex, Email, FieldContext, SealedField};
 use custodia_domain::rbac::Permission;
 use custodia_domain::{ChainId, EventId, StreamId, StreamVersion, TenantId, Timestamp};
 use uuid::Uuid;
 
-use super::targets::{authorize_on_user, keep_an_active_owner};
+use super::targets::authorize_on_user;
 use super::tenants::require_active_tenant;
 use super::{execute, stream, Caller, CommandError, Outcome, Plan, Ports, PLAN_RETRIES};
 use crate::personal_data::PersonalData;
@@ -463,12 +464,17 @@ pub async fn change_user_status(
     if change != StatusChange::Activate {
         caller.principal.authorize(tenant, permission, None)?;
     }
-    let target = authorize_on_user(ports, caller, tenant, permission, user).await?;
+    authorize_on_user(ports, caller, tenant, permission, user).await?;
     require_active_tenant(ports, tenant).await?;
     let disables = matches!(change, StatusChange::Suspend | StatusChange::Delete);
-    if disables && target.status == UserStatus::Active {
-        keep_an_active_owner(ports, tenant, &target.memberships, user).await?;
-    }
+    // The user's access is paused or resumed in the memberships in the same
+    // append: the aggregate refuses to pause the last active owner, and two
+    // owners suspending each other conflict there.
+    let access = if disables {
+        MembershipCommand::Pause { user }
+    } else {
+        MembershipCommand::Resume { user }
+    };
     if let Some(appended) = Plan::committed(ports, caller, "status").await? {
         return Ok(Outcome {
             stream_version: appended.stream_version,
@@ -483,6 +489,13 @@ pub async fn change_user_status(
             let reason = RevocationReason::UserDisabled;
             super::sessions::plan_end_sessions(&mut plan, user, None, reason, at).await?;
         }
+        plan.part::<Memberships>(
+            "access",
+            &super::memberships_stream(tenant),
+            EventId::generate(),
+            |m| Ok(m.decide(&access)?),
+        )
+        .await?;
         let (_, version) = plan
             .part::<User>("status", &user_stream(user), EventId::generate(), |state| {
                 Ok(state.decide(&command)?)

@@ -90,6 +90,15 @@ pub enum MembershipCommand {
     RemoveMember {
         user: Uuid,
     },
+    /// The member's access is paused (the user is suspended or deleted):
+    /// their roles stay, but they no longer count as an owner who can act.
+    Pause {
+        user: Uuid,
+    },
+    /// The member's access is back (the user is reactivated).
+    Resume {
+        user: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +115,12 @@ pub enum MembershipEvent {
         user: Uuid,
         role: RoleRef,
     },
+    MemberPaused {
+        user: Uuid,
+    },
+    MemberResumed {
+        user: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,7 +129,7 @@ pub enum MembershipError {
     UnknownRole,
     #[error("a custom role needs at least one permission")]
     EmptyRole,
-    #[error("the last owner of a tenant cannot be removed")]
+    #[error("the last active owner of a tenant cannot be removed")]
     LastOwner,
 }
 
@@ -123,6 +138,8 @@ pub enum MembershipError {
 pub struct Memberships {
     custom_roles: BTreeMap<RoleName, PermissionSet>,
     assignments: BTreeMap<Uuid, BTreeSet<RoleRef>>,
+    /// Members whose access is paused (suspended or deleted users).
+    paused: BTreeSet<Uuid>,
 }
 
 impl Memberships {
@@ -192,6 +209,16 @@ impl Memberships {
                 principal.authorize(tenant, Permission::RoleGrant, None)?;
                 self.authorize_on_member(principal, tenant, *user)
             }
+            // Part of suspending, deleting or reactivating the user.
+            MembershipCommand::Pause { user } | MembershipCommand::Resume { user } => {
+                principal.authorize(tenant, Permission::UserSuspend, None)?;
+                principal.authorize_on(
+                    tenant,
+                    Permission::UserSuspend,
+                    *user,
+                    &self.permissions_of(*user),
+                )
+            }
         }
     }
 
@@ -210,20 +237,31 @@ impl Memberships {
         )
     }
 
-    /// Would `command` take the owner role away from a user? (Whom.)
-    pub fn removes_owner(&self, command: &MembershipCommand) -> Option<Uuid> {
-        let owner = RoleRef::BuiltIn(BuiltInRole::Owner);
-        match command {
-            MembershipCommand::Revoke { user, role } if *role == owner => Some(*user),
-            MembershipCommand::RemoveMember { user } => Some(*user),
-            _ => None,
-        }
-        .filter(|user| self.owners().any(|o| o == *user))
+    /// Owners who can act (their access is not paused).
+    pub fn active_owners(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.owners().filter(|owner| !self.paused.contains(owner))
     }
 
-    fn would_remove_last_owner(&self, user: Uuid) -> bool {
-        let mut owners = self.owners();
-        matches!((owners.next(), owners.next()), (Some(only), None) if only == user)
+    /// Would `events` leave the tenant without an owner who can act (when
+    /// it has one now)?
+    fn would_leave_no_active_owner(&self, events: &[MembershipEvent]) -> bool {
+        let had = self.active_owners().next().is_some();
+        let after = events.iter().fold(self.clone(), |state, e| state.apply(e));
+        let has = after.active_owners().next().is_some();
+        had && !has
+    }
+}
+
+impl Memberships {
+    /// `events`, unless they would leave the tenant without an active owner.
+    fn keeping_an_active_owner(
+        &self,
+        events: Vec<MembershipEvent>,
+    ) -> Result<Vec<MembershipEvent>, MembershipError> {
+        if self.would_leave_no_active_owner(&events) {
+            return Err(MembershipError::LastOwner);
+        }
+        Ok(events)
     }
 }
 
@@ -234,7 +272,6 @@ impl Aggregate for Memberships {
 
     fn decide(&self, command: &MembershipCommand) -> Result<Vec<MembershipEvent>, MembershipError> {
         use MembershipEvent as E;
-        let owner = RoleRef::BuiltIn(BuiltInRole::Owner);
         match command {
             MembershipCommand::DefineRole { name, permissions } => {
                 if permissions.is_empty() {
@@ -264,26 +301,27 @@ impl Aggregate for Memberships {
                 if !self.roles_of(*user).any(|held| held == role) {
                     return Ok(vec![]);
                 }
-                if *role == owner && self.would_remove_last_owner(*user) {
-                    return Err(MembershipError::LastOwner);
-                }
-                Ok(vec![E::RoleRevoked {
+                self.keeping_an_active_owner(vec![E::RoleRevoked {
                     user: *user,
                     role: role.clone(),
                 }])
             }
-            MembershipCommand::RemoveMember { user } => {
-                if self.would_remove_last_owner(*user) {
-                    return Err(MembershipError::LastOwner);
-                }
-                Ok(self
-                    .roles_of(*user)
+            MembershipCommand::RemoveMember { user } => self.keeping_an_active_owner(
+                self.roles_of(*user)
                     .map(|role| E::RoleRevoked {
                         user: *user,
                         role: role.clone(),
                     })
-                    .collect())
+                    .collect(),
+            ),
+            MembershipCommand::Pause { user } if self.paused.contains(user) => Ok(vec![]),
+            MembershipCommand::Pause { user } => {
+                self.keeping_an_active_owner(vec![E::MemberPaused { user: *user }])
             }
+            MembershipCommand::Resume { user } if self.paused.contains(user) => {
+                Ok(vec![E::MemberResumed { user: *user }])
+            }
+            MembershipCommand::Resume { .. } => Ok(vec![]),
         }
     }
 
@@ -306,6 +344,12 @@ impl Aggregate for Memberships {
                     }
                 }
             }
+            MembershipEvent::MemberPaused { user } => {
+                self.paused.insert(*user);
+            }
+            MembershipEvent::MemberResumed { user } => {
+                self.paused.remove(user);
+            }
         }
         self
     }
@@ -318,6 +362,11 @@ mod dto {
     pub struct RoleDefined {
         pub name: String,
         pub permissions: Vec<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Member {
+        pub user: Uuid,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -354,6 +403,12 @@ impl EventSchema for MembershipEvent {
                     role: role.to_string(),
                 },
             ),
+            MembershipEvent::MemberPaused { user } => {
+                stored("MemberPaused", 1, &dto::Member { user: *user })
+            }
+            MembershipEvent::MemberResumed { user } => {
+                stored("MemberResumed", 1, &dto::Member { user: *user })
+            }
         }
     }
 
@@ -375,6 +430,12 @@ impl EventSchema for MembershipEvent {
                     permissions: PermissionSet::from(&permissions.map_err(|_| malformed())?[..]),
                 })
             }
+            ("MemberPaused", 1) => Ok(MembershipEvent::MemberPaused {
+                user: read::<dto::Member>(form)?.user,
+            }),
+            ("MemberResumed", 1) => Ok(MembershipEvent::MemberResumed {
+                user: read::<dto::Member>(form)?.user,
+            }),
             ("RoleGranted", 1) | ("RoleRevoked", 1) => {
                 let dto: dto::Assignment = read(form)?;
                 let role = RoleRef::parse(&dto.role).map_err(|_| malformed())?;
@@ -578,6 +639,46 @@ mod tests {
             state.authorize(&Principal::PlatformOperator, tenant, &redefine),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_paused_owner_does_not_count_and_the_last_active_one_stays() {
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        let owner = RoleRef::BuiltIn(BuiltInRole::Owner);
+        let two = [
+            granted(first, owner.clone()),
+            granted(second, owner.clone()),
+        ];
+        given::<Memberships>(&two)
+            .when(&MembershipCommand::Pause { user: first })
+            .then(&[MembershipEvent::MemberPaused { user: first }]);
+        let one_paused = [
+            two[0].clone(),
+            two[1].clone(),
+            MembershipEvent::MemberPaused { user: first },
+        ];
+        for last in [
+            MembershipCommand::Pause { user: second },
+            MembershipCommand::RemoveMember { user: second },
+            MembershipCommand::Revoke {
+                user: second,
+                role: owner.clone(),
+            },
+        ] {
+            given::<Memberships>(&one_paused)
+                .when(&last)
+                .then_error(MembershipError::LastOwner);
+        }
+        // The paused one may go; back, it counts again.
+        given::<Memberships>(&one_paused)
+            .when(&MembershipCommand::RemoveMember { user: first })
+            .then(&[MembershipEvent::RoleRevoked {
+                user: first,
+                role: owner.clone(),
+            }]);
+        given::<Memberships>(&one_paused)
+            .when(&MembershipCommand::Resume { user: first })
+            .then(&[MembershipEvent::MemberResumed { user: first }]);
     }
 
     #[test]
