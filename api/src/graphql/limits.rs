@@ -23,9 +23,8 @@ pub const MAX_VARIABLES: usize = 64;
 /// The most errors one response lists; the rest are summed up in one more.
 pub const MAX_ERRORS: usize = 20;
 
-/// The schema extension that applies [`check`] to every document right
-/// after it is parsed, however it came (HTTP or WebSocket), before
-/// validation walks it.
+/// The schema extension that applies [`check`] to every document before
+/// the executor parses and walks it, however it came (HTTP or WebSocket).
 pub struct DocumentLimits;
 
 impl ExtensionFactory for DocumentLimits {
@@ -43,9 +42,13 @@ impl Extension for DocumentLimits {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        check(&document).map_err(|limit| ServerError::new(limit, None))?;
-        Ok(document)
+        // Before the executor's own parse: it walks fragment spreads for
+        // its depth limit right after parsing, which is already exponential.
+        // (A document that does not parse is left to it to report.)
+        if let Ok(document) = async_graphql::parser::parse_query(query) {
+            check(&document).map_err(|limit| ServerError::new(limit, None))?;
+        }
+        next.run(ctx, query, variables).await
     }
 }
 
@@ -136,6 +139,25 @@ mod tests {
         assert!(exponential.len() < 1_500);
         let refused = expanded(&exponential).unwrap_err();
         assert!(refused.contains("too many fields"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn the_schema_refuses_before_its_own_exponential_walks() {
+        // 2^60 fields: only a check ahead of the executor's own parse and
+        // depth walk answers at all (the bound only stops a regression from
+        // hanging the suite).
+        let schema = super::super::schema(true);
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            schema.execute(doubling(60)),
+        )
+        .await
+        .expect("answered");
+        assert!(
+            answer.errors[0].message.contains("too many fields"),
+            "{:?}",
+            answer.errors
+        );
     }
 
     #[test]
