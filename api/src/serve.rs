@@ -111,6 +111,19 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
     })
 }
 
+/// The platform operator, acting from the command line.
+fn operator() -> Caller {
+    Caller {
+        principal: Principal::PlatformOperator,
+        actor: Actor::System,
+        command_id: CommandId::generate(),
+        correlation_id: Uuid::now_v7(),
+        origin: Origin::parse("cli").expect("a valid origin"),
+        expected_version: None,
+        session: None,
+    }
+}
+
 pub async fn bootstrap(database_url: &str, args: BootstrapArgs) -> Result<ExitCode, String> {
     let password = if args.password_stdin {
         let mut line = String::new();
@@ -140,15 +153,7 @@ pub async fn bootstrap(database_url: &str, args: BootstrapArgs) -> Result<ExitCo
                 .into(),
         );
     }
-    let operator = Caller {
-        principal: Principal::PlatformOperator,
-        actor: Actor::System,
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("cli").expect("a valid origin"),
-        expected_version: None,
-        session: None,
-    };
+    let operator = operator();
     let (tenant, owner) = (TenantId::generate(), Uuid::now_v7());
     let new_owner = NewUser {
         user: owner,
@@ -212,15 +217,7 @@ pub async fn tenant(database_url: &str, command: TenantCommand) -> Result<ExitCo
             .ok_or_else(|| "--tenant must be a tenant id (a UUID)".to_owned())
     };
     let state = state(database_url).await?;
-    let operator = Caller {
-        principal: Principal::PlatformOperator,
-        actor: Actor::System,
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("cli").expect("a valid origin"),
-        expected_version: None,
-        session: None,
-    };
+    let operator = operator();
     let outcome = match command {
         TenantCommand::Suspend { tenant } => {
             set_tenant_suspended(&state.ports, &operator, parse_tenant(&tenant)?, true).await

@@ -11,6 +11,9 @@ use custodia_infrastructure::MasterKey;
 use custodia_tests::identity::tenant_with_owner;
 use custodia_tests::{backends, TestDatabase};
 use serde_json::{json, Value};
+use served::{python, serve_on_a_port};
+
+mod served;
 
 backends!(
     read_your_writes_with_the_consistency_token,
@@ -590,49 +593,6 @@ fragment TypeRef on __Type {
   ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
 }
 "#;
-
-/// A server on a free local port.
-struct Served {
-    address: std::net::SocketAddr,
-    handle: actix_web::dev::ServerHandle,
-    serving: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Served {
-    async fn stop(self) {
-        self.handle.stop(true).await;
-        self.serving.await.unwrap().unwrap();
-    }
-}
-
-async fn serve_on_a_port(state: &AppState) -> Served {
-    let server_state = state.clone();
-    let server = actix_web::HttpServer::new(move || app(server_state.clone()))
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let address = server.addrs()[0];
-    let server = server.run();
-    Served {
-        address,
-        handle: server.handle(),
-        serving: tokio::spawn(server),
-    }
-}
-
-/// Runs a Python script with arguments, off the async runtime.
-async fn python<const N: usize>(script: &'static str, args: [String; N]) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap()
-}
 
 async fn audit_events_stream_over_websocket(db: TestDatabase) {
     let state = state(&db).await;

@@ -12,7 +12,10 @@ use custodia_infrastructure::MasterKey;
 use custodia_tests::identity::tenant_with_owner;
 use custodia_tests::{backends, TestDatabase};
 use serde_json::{json, Value};
+use served::{python, serve_on_a_port};
 use uuid::Uuid;
+
+mod served;
 
 backends!(
     access_removal_reaches_the_edge,
@@ -364,16 +367,11 @@ async def main():
 asyncio.run(asyncio.wait_for(main(), 40))
 "#;
     let base = format!("http://{}", served.address);
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .args([base, tenant.to_string(), PASSWORD.to_owned(), owner, admin])
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
+    let output = python(
+        script,
+        [base, tenant.to_string(), PASSWORD.to_owned(), owner, admin],
+    )
+    .await;
     served.stop().await;
     assert!(
         output.status.success(),
@@ -433,16 +431,7 @@ async def main():
 asyncio.run(main())
 "#;
     let base = format!("http://{}", served.address);
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(base)
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
+    let output = python(script, [base]).await;
     served.stop().await;
     assert!(
         output.status.success(),
@@ -455,33 +444,4 @@ asyncio.run(main())
         "{seen}"
     );
     assert_eq!(seen["code"], 4429, "{seen}");
-}
-
-/// A server on a free local port.
-struct Served {
-    address: std::net::SocketAddr,
-    handle: actix_web::dev::ServerHandle,
-    serving: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Served {
-    async fn stop(self) {
-        self.handle.stop(true).await;
-        self.serving.await.unwrap().unwrap();
-    }
-}
-
-async fn serve_on_a_port(state: &AppState) -> Served {
-    let server_state = state.clone();
-    let server = actix_web::HttpServer::new(move || app(server_state.clone()))
-        .workers(1)
-        .bind("127.0.0.1:0")
-        .unwrap();
-    let address = server.addrs()[0];
-    let server = server.run();
-    Served {
-        address,
-        handle: server.handle(),
-        serving: tokio::spawn(server),
-    }
 }

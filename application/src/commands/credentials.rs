@@ -546,6 +546,27 @@ pub async fn login(
         .map(|(user, _)| user)
 }
 
+/// The answer to a login for an address with no account that may sign in:
+/// counted and locked as an account would be, after one verification's
+/// work, so that neither the answer nor its timing tells which addresses
+/// have accounts.
+async fn no_account(
+    ports: &Ports,
+    tenant: TenantId,
+    email: &str,
+    password: &str,
+    at: Timestamp,
+    policy: LockoutPolicy,
+) -> LoginError {
+    if let Some(until) = ports.unknown_logins.attempt(tenant, email, at, policy) {
+        return LoginError::Locked { until };
+    }
+    match ports.passwords.verify_nothing(password).await {
+        Ok(()) => LoginError::InvalidCredentials,
+        Err(error) => password_failure(error).into(),
+    }
+}
+
 /// [`login`], also returning the password it verified (sealed), so that a
 /// session started from it can be refused if the password changes first.
 pub(crate) async fn verified_login(
@@ -599,17 +620,7 @@ pub(crate) async fn verified_login(
         period_micros: i64::from(settings.lockout_minutes) * 60_000_000,
     };
     let (Some(user), true) = (user, may_log_in) else {
-        // An address with no account behind it locks as an account would,
-        // so a lockout tells nobody which addresses have accounts.
-        if let Some(until) = ports.unknown_logins.attempt(tenant, email, at, policy) {
-            return Err(LoginError::Locked { until });
-        }
-        ports
-            .passwords
-            .verify_nothing(password)
-            .await
-            .map_err(password_failure)?;
-        return Err(LoginError::InvalidCredentials);
+        return Err(no_account(ports, tenant, email, password, at, policy).await);
     };
 
     let caller = Caller::user_itself(tenant, user, "login");
@@ -629,18 +640,9 @@ pub(crate) async fn verified_login(
         Err(CommandError::Credential(CredentialError::Locked { until })) => {
             return Err(LoginError::Locked { until })
         }
+        // No password yet (an invited user): as if there were no account.
         Err(CommandError::Credential(CredentialError::NoPassword)) => {
-            // No password yet (an invited user): counted like an address
-            // without an account, so it locks the same way.
-            if let Some(until) = ports.unknown_logins.attempt(tenant, email, at, policy) {
-                return Err(LoginError::Locked { until });
-            }
-            ports
-                .passwords
-                .verify_nothing(password)
-                .await
-                .map_err(password_failure)?;
-            return Err(LoginError::InvalidCredentials);
+            return Err(no_account(ports, tenant, email, password, at, policy).await)
         }
         Err(other) => return Err(other.into()),
     }

@@ -1,0 +1,50 @@
+//! A real server on a free local port, and Python scripts run against it
+//! (shared by the test files that need a socket, not just a service).
+
+use custodia::server::{app, AppState};
+
+/// A server on a free local port.
+pub struct Served {
+    pub address: std::net::SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        self.serving.await.unwrap().unwrap();
+    }
+}
+
+pub async fn serve_on_a_port(state: &AppState) -> Served {
+    let server_state = state.clone();
+    let server = actix_web::HttpServer::new(move || app(server_state.clone()))
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let address = server.addrs()[0];
+    let server = server.run();
+    Served {
+        address,
+        handle: server.handle(),
+        serving: tokio::spawn(server),
+    }
+}
+
+/// Runs a Python script with arguments, off the async runtime.
+pub async fn python<const N: usize>(
+    script: &'static str,
+    args: [String; N],
+) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap()
+}
