@@ -404,21 +404,29 @@ async fn graphql_is_rate_limited_per_client(db: TestDatabase) {
 }
 
 async fn websocket_documents_meet_the_same_limits(db: TestDatabase) {
-    let (state, _, _running) = world(&db).await;
+    let (state, tenant, _running) = world(&db).await;
     let served = serve_on_a_port(&state).await;
-    // Anonymous: a nested-fragment document over the socket is refused as
-    // over HTTP; then 33 operations at once close the connection (4429).
+    // A nested-fragment document over the socket is refused as over HTTP;
+    // pings are answered; 40 queries one after another are fine (an
+    // operation the server completed no longer counts); then 33
+    // subscriptions at once close the connection (4429).
     let script = r#"
-import asyncio, json, sys, websockets
-base = sys.argv[1]
+import asyncio, json, sys, requests, websockets
+base, tenant, password, owner = sys.argv[1:5]
+token = requests.post(base + "/auth/login", json={"tenant_id": tenant, "email": owner, "password": password}).json()["access_token"]
 nested = "query { ...F24 }\nfragment F0 on Query { serverTime }\n" + "".join(
     f"fragment F{i} on Query {{ ...F{i-1} ...F{i-1} }}\n" for i in range(1, 25))
 async def main():
     async with websockets.connect(base.replace("http", "ws") + "/graphql", subprotocols=["graphql-transport-ws"]) as ws:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": "Bearer " + token}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "n", "type": "subscribe", "payload": {"query": nested}}))
         answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await asyncio.wait_for(await ws.ping(), 5)
+        for i in range(40):
+            await ws.send(json.dumps({"id": f"q{i}", "type": "subscribe", "payload": {"query": "{ serverTime }"}}))
+            while json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] != "complete":
+                pass
         for i in range(33):
             await ws.send(json.dumps({"id": str(i), "type": "subscribe", "payload": {"query": "subscription { auditEvents { type } }"}}))
         try:
@@ -431,7 +439,16 @@ async def main():
 asyncio.run(main())
 "#;
     let base = format!("http://{}", served.address);
-    let output = python(script, [base]).await;
+    let output = python(
+        script,
+        [
+            base,
+            tenant.to_string(),
+            PASSWORD.to_owned(),
+            OWNER.to_owned(),
+        ],
+    )
+    .await;
     served.stop().await;
     assert!(
         output.status.success(),

@@ -80,6 +80,8 @@ impl Default for Argon2Passwords {
 /// The highest bcrypt cost an imported hash may have: 2^12 rounds take
 /// about 0.25 s here; every step above doubles what each login costs.
 pub const MAX_BCRYPT_COST: u32 = 12;
+/// The lowest cost bcrypt defines (below it a hash never verifies).
+pub const MIN_BCRYPT_COST: u32 = 4;
 
 /// How many checks may wait per running one before more are refused.
 pub const QUEUED_PER_SLOT: usize = 8;
@@ -164,6 +166,9 @@ impl PasswordHasher for Argon2Passwords {
 
     fn accepts_import(&self, hash: &str) -> Result<(), PasswordError> {
         let parts: bcrypt::HashParts = hash.parse().map_err(|_| PasswordError::UnknownFormat)?;
+        if parts.get_cost() < MIN_BCRYPT_COST {
+            return Err(PasswordError::UnknownFormat);
+        }
         if parts.get_cost() > MAX_BCRYPT_COST {
             return Err(PasswordError::TooCostly {
                 max: MAX_BCRYPT_COST,
@@ -197,6 +202,8 @@ mod tests {
             passwords.accepts_import(cost_31),
             Err(PasswordError::TooCostly { max: 12 })
         ));
+        let cost_3 = "$2b$03$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+        assert!(passwords.accepts_import(cost_3).is_err());
         let bad_salt = format!("$2b$10${}", "!".repeat(53));
         assert!(matches!(
             passwords.accepts_import(&bad_salt),

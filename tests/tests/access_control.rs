@@ -356,6 +356,56 @@ async fn a_new_password_ends_the_other_sessions(db: TestDatabase) {
         .await
         .unwrap();
     assert!(refused(&ports, &again).await, "imported");
+    // The first login with the imported password starts a session (it is
+    // rehashed to Argon2id on the way).
+    start_session(
+        &ports,
+        tenant,
+        &address,
+        "U*U*U",
+        None,
+        None,
+        Timestamp::now(),
+    )
+    .await
+    .expect("the imported password signs in at once");
+    // Nobody imports a password for themselves, nor through a key they
+    // minted sets their own: a stolen token or key alone takes no account.
+    let own_import = import_password_hash(&ports, &fresh(&by_owner), tenant, owner, imported).await;
+    assert!(
+        matches!(
+            own_import,
+            Err(CommandError::Forbidden(Denied::CurrentPasswordRequired))
+        ),
+        "{own_import:?}"
+    );
+    let all = PermissionSet::from(Permission::ALL);
+    let key = create_api_key(
+        &ports,
+        &fresh(&by_owner),
+        tenant,
+        "ci",
+        all,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let (_, _, service) = identify_api_key(&ports, &key.key, Timestamp::now())
+        .await
+        .unwrap();
+    let as_key = Caller {
+        principal: service,
+        actor: Actor::Service(key.key_id),
+        ..operator()
+    };
+    let through_key = set_password(&ports, &as_key, tenant, owner, "the key's own choice").await;
+    assert!(
+        matches!(
+            through_key,
+            Err(CommandError::Forbidden(Denied::CurrentPasswordRequired))
+        ),
+        "{through_key:?}"
+    );
     // One whose cost would make every login expensive is refused.
     let costly = "$2b$31$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
     let refused_import =

@@ -70,7 +70,8 @@ pub fn check(document: &ExecutableDocument) -> Result<(), String> {
     if total > MAX_EXPANDED_FIELDS {
         return Err(format!(
             "the query selects too many fields once its fragments are spread \
-             (at most {MAX_EXPANDED_FIELDS})"
+             (at most {MAX_EXPANDED_FIELDS}), or spreads a fragment that is unknown or \
+             spreads itself"
         ));
     }
     Ok(())
@@ -99,10 +100,13 @@ impl<'a> Sizes<'a> {
 
     fn fragment(&mut self, name: &'a str) -> usize {
         if let Some(known) = self.known.get(name) {
-            return known.unwrap_or(0);
+            // A cycle: refused here, before the executor's walks unfold it.
+            return known.unwrap_or(usize::MAX);
         }
         let Some(definition) = self.fragments.get(name) else {
-            return 0; // validation reports the unknown fragment
+            // Unknown: refused here too (the executor would walk the whole
+            // tree above it before saying so).
+            return usize::MAX;
         };
         self.known.insert(name, None);
         let size = self.of(&definition.node.selection_set);
@@ -176,9 +180,14 @@ mod tests {
     }
 
     #[test]
-    fn a_fragment_cycle_does_not_loop() {
+    fn cycles_and_unknown_fragments_are_refused_at_once() {
         let cycle = "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
-        assert!(expanded(cycle).is_ok(), "left to validation");
+        assert!(expanded(cycle).is_err());
+        let unknown = doubling(24).replace(
+            "fragment F0 on Query { serverTime }",
+            "fragment F0 on Query { ...Missing }",
+        );
+        assert!(expanded(&unknown).is_err());
     }
 
     const INTROSPECTION: &str = r#"

@@ -111,12 +111,25 @@ pub async fn websocket(
     // ends it (closed with 4429).
     let operations = Arc::new(Mutex::new(Operations::default()));
     let counted = operations.clone();
+    // Pings are answered; a Close (or a broken frame) ends the input, and
+    // with it the connection, which is then closed in reply.
+    let pongs = session.clone();
     let incoming = messages
-        .filter_map(|message| async move {
-            match message {
-                Ok(actix_ws::Message::Text(text)) => Some(text.into_bytes().to_vec()),
-                Ok(actix_ws::Message::Binary(bytes)) => Some(bytes.to_vec()),
-                _ => None,
+        .take_while(|message| {
+            std::future::ready(!matches!(message, Ok(actix_ws::Message::Close(_)) | Err(_)))
+        })
+        .filter_map(move |message| {
+            let mut pongs = pongs.clone();
+            async move {
+                match message {
+                    Ok(actix_ws::Message::Text(text)) => Some(text.into_bytes().to_vec()),
+                    Ok(actix_ws::Message::Binary(bytes)) => Some(bytes.to_vec()),
+                    Ok(actix_ws::Message::Ping(bytes)) => {
+                        let _ = pongs.pong(&bytes).await;
+                        None
+                    }
+                    _ => None,
+                }
             }
         })
         .take_while(move |message| {
@@ -186,7 +199,11 @@ pub async fn websocket(
                 }
             };
             let sent = match message {
-                Some(WsMessage::Text(text)) => session.text(text).await,
+                Some(WsMessage::Text(text)) => {
+                    // An operation the server ended no longer counts.
+                    operations.lock().expect("not poisoned").ended(&text);
+                    session.text(text).await
+                }
                 Some(WsMessage::Close(code, reason)) => {
                     let _ = session
                         .close(Some(actix_ws::CloseReason {
@@ -229,16 +246,29 @@ struct Operations {
     exceeded: bool,
 }
 
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
 impl Operations {
+    /// Forgets an operation the server ended (its `complete` or `error`).
+    fn ended(&mut self, sent: &str) {
+        if !(sent.contains("\"complete\"") || sent.contains("\"error\"")) {
+            return;
+        }
+        if let Ok(Envelope { kind, id: Some(id) }) = serde_json::from_str(sent) {
+            if kind == "complete" || kind == "error" {
+                self.running.remove(&id);
+            }
+        }
+    }
+
     /// Counts a client message; false once the connection asks for more
     /// than [`MAX_OPERATIONS`] at once.
     fn count(&mut self, message: &[u8]) -> bool {
-        #[derive(serde::Deserialize)]
-        struct Envelope {
-            #[serde(rename = "type")]
-            kind: String,
-            id: Option<String>,
-        }
         let Ok(Envelope { kind, id: Some(id) }) = serde_json::from_slice(message) else {
             return true;
         };

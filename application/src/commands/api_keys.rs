@@ -176,7 +176,7 @@ async fn check_key(
 }
 
 /// Who minted a key (the actor of its first event).
-async fn creator_of(ports: &Ports, key_id: Uuid) -> Result<Actor, CommandError> {
+pub(crate) async fn creator_of(ports: &Ports, key_id: Uuid) -> Result<Actor, CommandError> {
     let first = ports
         .store
         .read_stream(&key_stream(key_id), StreamVersion::EMPTY, 1)

@@ -113,8 +113,7 @@ pub async fn set_password(
     // A user who has a password replaces it by proving it (change_password,
     // which calls this as the platform would); only a first one is set
     // without proof.
-    let own = caller.actor == Actor::User(user);
-    if own && !matches!(caller.principal, Principal::PlatformOperator) {
+    if acts_for(ports, caller, user).await? {
         let (credential, _) = load::<Credential>(&*ports.store, &credential_stream(user)).await?;
         if credential.password.is_some() {
             return Err(Denied::CurrentPasswordRequired.into());
@@ -154,6 +153,17 @@ async fn replace_password(
     Err(CommandError::Conflict(
         "too many concurrent changes; try again".to_owned(),
     ))
+}
+
+/// Does `caller` act for `user`: the user themselves, or an API key the
+/// user minted? (Such a caller replaces the user's password only by proving
+/// the current one: a stolen token or key alone must not take an account.)
+async fn acts_for(ports: &Ports, caller: &Caller, user: Uuid) -> Result<bool, CommandError> {
+    Ok(match caller.actor {
+        Actor::User(actor) => actor == user && caller.principal != Principal::PlatformOperator,
+        Actor::Service(key) => super::api_keys::creator_of(ports, key).await? == Actor::User(user),
+        Actor::System => false,
+    })
 }
 
 /// A new Argon2id password, hashed and sealed, ready to be planned.
@@ -262,6 +272,11 @@ pub async fn import_password_hash(
         .principal
         .authorize(tenant, Permission::CredentialManage, None)?;
     authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
+    // Nobody imports a password for themselves (it would replace theirs
+    // without proof of it).
+    if acts_for(ports, caller, user).await? {
+        return Err(Denied::CurrentPasswordRequired.into());
+    }
     let well_formed = hash.len() == 60
         && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
         && hash.is_ascii();
@@ -710,6 +725,7 @@ pub(crate) async fn verified_login(
     } else {
         None
     };
+    let rehashed_to = rehashed.clone();
     let success = CredentialCommand::RecordSuccess {
         at,
         verified: Some(verified.clone()),
@@ -731,7 +747,9 @@ pub(crate) async fn verified_login(
     )
     .await
     {
-        Ok(_) => Ok((user, verified)),
+        // A rehash at this login replaced the verified password with the
+        // same one under Argon2id: that is the password now.
+        Ok(_) => Ok((user, rehashed_to.unwrap_or(verified))),
         // A code used already (here or by a concurrent login) is refused,
         // and so is a password replaced while it was being checked.
         Err(CommandError::Credential(
