@@ -190,29 +190,6 @@ mod tests {
         assert!(expanded(&unknown).is_err());
     }
 
-    const INTROSPECTION: &str = r#"
-    query IntrospectionQuery {
-      __schema {
-        queryType { name } mutationType { name } subscriptionType { name }
-        types { ...FullType }
-        directives { name description locations args { ...InputValue } }
-      }
-    }
-    fragment FullType on __Type {
-      kind name description
-      fields(includeDeprecated: true) {
-        name description args { ...InputValue } type { ...TypeRef }
-        isDeprecated deprecationReason
-      }
-      inputFields { ...InputValue }
-      interfaces { ...TypeRef }
-      enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
-      possibleTypes { ...TypeRef }
-    }
-    fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
-    fragment TypeRef on __Type {
-      kind name
-      ofType { kind name ofType { kind name ofType { kind name ofType { kind name
-        ofType { kind name ofType { kind name ofType { kind name } } } } } } }
-    }"#;
+    /// The query the GraphQL tests send too (graphql-js `getIntrospectionQuery`).
+    const INTROSPECTION: &str = include_str!("../../tests/introspection.graphql");
 }
