@@ -553,15 +553,9 @@ print(json.dumps({"created": created, "me": me}))
 "#;
     let base = format!("http://{}", served.address);
     let tenant = tenant.to_string();
-    let output = python(script, [base, tenant, PASSWORD.to_owned()]).await;
+    let answer = python(script, [base, tenant, PASSWORD.to_owned()]).await;
     served.stop().await;
     running.stop().await;
-    assert!(
-        output.status.success(),
-        "the gql client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         answer["created"]["registerUser"]["user"]["email"],
         "grace@example.org"
@@ -616,15 +610,9 @@ asyncio.run(asyncio.wait_for(main(), 30))
     let base = format!("http://{}", served.address);
     let (tenant, other) = (tenant.to_string(), other.to_string());
     let mine = tenant.clone();
-    let output = python(script, [base, tenant, other, PASSWORD.to_owned()]).await;
+    let seen = python(script, [base, tenant, other, PASSWORD.to_owned()]).await;
     served.stop().await;
     running.stop().await;
-    assert!(
-        output.status.success(),
-        "the subscription failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
     let types: Vec<&str> = seen
         .as_array()
         .unwrap()

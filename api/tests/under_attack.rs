@@ -367,18 +367,12 @@ async def main():
 asyncio.run(asyncio.wait_for(main(), 40))
 "#;
     let base = format!("http://{}", served.address);
-    let output = python(
+    let codes = python(
         script,
         [base, tenant.to_string(), PASSWORD.to_owned(), owner, admin],
     )
     .await;
     served.stop().await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let codes: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(codes, json!([4403, 4403]), "logout, then suspension");
 }
 
@@ -439,7 +433,7 @@ async def main():
 asyncio.run(main())
 "#;
     let base = format!("http://{}", served.address);
-    let output = python(
+    let seen = python(
         script,
         [
             base,
@@ -450,12 +444,6 @@ asyncio.run(main())
     )
     .await;
     served.stop().await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(
         seen["answer"].to_string().contains("too many fields"),
         "{seen}"

@@ -32,12 +32,10 @@ pub async fn serve_on_a_port(state: &AppState) -> Served {
     }
 }
 
-/// Runs a Python script with arguments, off the async runtime.
-pub async fn python<const N: usize>(
-    script: &'static str,
-    args: [String; N],
-) -> std::process::Output {
-    tokio::task::spawn_blocking(move || {
+/// Runs a Python script with arguments, off the async runtime, and returns
+/// the JSON it printed; fails with the script's error output if it failed.
+pub async fn python<const N: usize>(script: &'static str, args: [String; N]) -> serde_json::Value {
+    let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg("-c")
             .arg(script)
@@ -46,5 +44,11 @@ pub async fn python<const N: usize>(
             .expect("python3 runs")
     })
     .await
-    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "the script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
