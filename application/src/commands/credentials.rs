@@ -133,11 +133,8 @@ async fn replace_password(
     user: Uuid,
     new: NewPassword,
 ) -> Result<Outcome, CommandError> {
-    if let Some(appended) = Plan::committed(ports, caller, "password").await? {
-        return Ok(Outcome {
-            stream_version: appended.stream_version,
-            appended: Some(appended),
-        });
+    if let Some(outcome) = Plan::committed(ports, caller, "password").await? {
+        return Ok(outcome);
     }
     let keep = caller.session.filter(|_| caller.actor == Actor::User(user));
     let at = Timestamp::now();
@@ -150,9 +147,7 @@ async fn replace_password(
             return Ok(committed.outcome("password"));
         }
     }
-    Err(CommandError::Conflict(
-        "too many concurrent changes; try again".to_owned(),
-    ))
+    Err(super::plan_gave_up())
 }
 
 /// Does `caller` act for `user`: the user themselves, or an API key the

@@ -424,15 +424,23 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// The earlier outcome of part `label` if this very command (the same
-    /// caller command id) was committed before: a retry answers with it.
+    /// The earlier outcome of this very command (the same caller command
+    /// id), found by its part `label`, if it was committed before: a retry
+    /// answers with it.
     pub(crate) async fn committed(
         ports: &Ports,
         caller: &Caller,
         label: &str,
-    ) -> Result<Option<Appended>, CommandError> {
+    ) -> Result<Option<Outcome>, CommandError> {
         let id = caller.step(label).command_id;
-        Ok(ports.store.committed_command(id).await?.map(|c| c.appended))
+        Ok(ports
+            .store
+            .committed_command(id)
+            .await?
+            .map(|committed| Outcome {
+                stream_version: committed.appended.stream_version,
+                appended: Some(committed.appended),
+            }))
     }
 
     /// Loads `stream` (of this chain, else "not found"), decides on its
@@ -505,6 +513,11 @@ impl<'a> Plan<'a> {
 
 /// How often a plan is made again after a version conflict.
 pub(crate) const PLAN_RETRIES: usize = CONFLICT_RETRIES;
+
+/// What a plan answers when it lost [`PLAN_RETRIES`] conflicts in a row.
+pub(crate) fn plan_gave_up() -> CommandError {
+    CommandError::Conflict("too many concurrent changes; try again".to_owned())
+}
 
 /// [`execute`] for the common case: one domain command on one of
 /// `tenant`'s streams, its events under fresh ids.

@@ -272,9 +272,7 @@ pub async fn start_session(
         }
     }
     if !started {
-        return Err(
-            CommandError::Conflict("too many concurrent changes; try again".to_owned()).into(),
-        );
+        return Err(super::plan_gave_up().into());
     }
     Ok(tokens(
         ports,
@@ -435,9 +433,7 @@ pub async fn revoke_all_sessions(
             return Ok((committed.len() - index, committed.last().map(|a| a.cursor)));
         }
     }
-    Err(CommandError::Conflict(
-        "too many concurrent changes; try again".to_owned(),
-    ))
+    Err(super::plan_gave_up())
 }
 
 /// Adds the end of every live session of `user` but `keep` to `plan` (a

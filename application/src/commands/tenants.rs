@@ -65,11 +65,8 @@ pub async fn create_tenant(
     }
     let name = TenantName::parse(&command.name)?;
     let tenant = command.tenant;
-    if let Some(appended) = Plan::committed(ports, caller, "owner-role").await? {
-        return Ok(Outcome {
-            stream_version: appended.stream_version,
-            appended: Some(appended),
-        });
+    if let Some(outcome) = Plan::committed(ports, caller, "owner-role").await? {
+        return Ok(outcome);
     }
     let create = TenantCommand::Create {
         name,
@@ -104,9 +101,7 @@ pub async fn create_tenant(
             return Ok(committed.outcome("owner-role"));
         }
     }
-    Err(CommandError::Conflict(
-        "too many concurrent changes; try again".to_owned(),
-    ))
+    Err(super::plan_gave_up())
 }
 
 pub async fn update_tenant_settings(

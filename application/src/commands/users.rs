@@ -318,11 +318,8 @@ pub(crate) async fn register_user_unchecked(
     new: NewUser,
     password_min_length: u8,
 ) -> Result<Outcome, CommandError> {
-    if let Some(appended) = Plan::committed(ports, caller, "register").await? {
-        return Ok(Outcome {
-            stream_version: appended.stream_version,
-            appended: Some(appended),
-        });
+    if let Some(outcome) = Plan::committed(ports, caller, "register").await? {
+        return Ok(outcome);
     }
     let registration = Registration::prepare(ports, tenant, new, password_min_length).await?;
     for _ in 0..=PLAN_RETRIES {
@@ -332,9 +329,7 @@ pub(crate) async fn register_user_unchecked(
             return Ok(committed.outcome("register"));
         }
     }
-    Err(CommandError::Conflict(
-        "too many concurrent changes; try again".to_owned(),
-    ))
+    Err(super::plan_gave_up())
 }
 
 pub async fn update_profile(
@@ -375,11 +370,8 @@ pub async fn change_email(
     let email = Email::parse(email)?;
     authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
     require_active_tenant(ports, tenant).await?;
-    if let Some(appended) = Plan::committed(ports, caller, "change").await? {
-        return Ok(Outcome {
-            stream_version: appended.stream_version,
-            appended: Some(appended),
-        });
+    if let Some(outcome) = Plan::committed(ports, caller, "change").await? {
+        return Ok(outcome);
     }
     let event_id = EventId::generate();
     let (sealed, index) = seal_email(ports, tenant, user, &email, event_id).await?;
@@ -432,9 +424,7 @@ pub async fn change_email(
             return Ok(committed.outcome("change"));
         }
     }
-    Err(CommandError::Conflict(
-        "too many concurrent changes; try again".to_owned(),
-    ))
+    Err(super::plan_gave_up())
 }
 
 /// The status changes that need no personal data.
@@ -475,11 +465,8 @@ pub async fn change_user_status(
     } else {
         MembershipCommand::Resume { user }
     };
-    if let Some(appended) = Plan::committed(ports, caller, "status").await? {
-        return Ok(Outcome {
-            stream_version: appended.stream_version,
-            appended: Some(appended),
-        });
+    if let Some(outcome) = Plan::committed(ports, caller, "status").await? {
+        return Ok(outcome);
     }
     // The new status and the end of the user's sessions, together.
     let at = Timestamp::now();
@@ -511,9 +498,7 @@ pub async fn change_user_status(
             return Ok(committed.outcome("status"));
         }
     }
-    Err(CommandError::Conflict(
-        "too many concurrent changes; try again".to_owned(),
-    ))
+    Err(super::plan_gave_up())
 }
 
 /// A user's personal data as the log holds it now. A field whose key was
