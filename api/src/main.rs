@@ -48,11 +48,21 @@ enum Command {
     /// Rebuild read models, or show where each projection is.
     #[command(subcommand)]
     Projections(rebuild::Projections),
+    /// Manage aggregate snapshots (derived data, ADR 0008).
+    #[command(subcommand)]
+    Snapshots(Snapshots),
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Measure the event store.
     #[command(subcommand)]
     Bench(bench::Bench),
+}
+
+#[derive(Subcommand)]
+enum Snapshots {
+    /// Delete every snapshot; commands fold from the events again and save
+    /// new ones. Safe at any time, also while servers run.
+    Drop,
 }
 
 /// Exit status for "the log is not intact".
@@ -104,6 +114,7 @@ fn main() -> ExitCode {
                         Command::Bootstrap(args) => serve::bootstrap(database_url, args).await,
                         Command::Tenant(command) => serve::tenant(database_url, command).await,
                         Command::Migrate => migrate(database_url).await,
+                        Command::Snapshots(Snapshots::Drop) => drop_snapshots(database_url).await,
                         Command::Verify(args) => verify::run(database_url, args).await,
                         Command::Demo(args) => demo::run(database_url, args).await,
                         Command::Bench(bench) => {
@@ -117,6 +128,16 @@ fn main() -> ExitCode {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_FAILED)
     })
+}
+
+async fn drop_snapshots(database_url: &str) -> Result<ExitCode, String> {
+    use custodia_infrastructure::{open_event_store, OpenMode};
+    let store = open_event_store(database_url, OpenMode::Existing, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let dropped = store.drop_snapshots().await.map_err(|e| e.to_string())?;
+    println!("dropped {dropped} snapshots; commands rebuild them as they run");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(database_url: &str) -> Result<ExitCode, String> {

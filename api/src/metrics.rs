@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use custodia_application::{
     AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, ChainVerdict,
-    CommittedCommand, EventStore, StoreError,
+    CommittedCommand, EventStore, StoreError, StoredSnapshot,
 };
 use custodia_domain::{ChainId, CommandId, LogCursor, RecordedEvent, StreamId, StreamVersion};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -236,5 +236,21 @@ impl EventStore for MeteredStore {
 
     fn append_signal(&self) -> AppendSignal {
         self.inner.append_signal()
+    }
+
+    async fn snapshot(&self, stream: &StreamId) -> Result<Option<StoredSnapshot>, StoreError> {
+        self.inner.snapshot(stream).await
+    }
+
+    async fn save_snapshot(
+        &self,
+        snapshot: StoredSnapshot,
+        replacing: Option<StreamVersion>,
+    ) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot, replacing).await
+    }
+
+    async fn drop_snapshots(&self) -> Result<u64, StoreError> {
+        self.inner.drop_snapshots().await
     }
 }

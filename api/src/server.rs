@@ -686,7 +686,9 @@ struct LoginRequest {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
-    tenant_id: String,
+    /// Optional: the refresh token names its session and so its tenant.
+    #[serde(default)]
+    tenant_id: Option<String>,
     /// Absent in a browser session: the refresh cookie is used.
     refresh_token: Option<String>,
 }
@@ -814,7 +816,8 @@ async fn refresh(
             (cookie.value().to_owned(), true)
         }
     };
-    let tokens = refresh_session(&state.ports, tenant(&body.tenant_id)?, &presented, now).await?;
+    let named = body.tenant_id.as_deref().map(tenant).transpose()?;
+    let tokens = refresh_session(&state.ports, named, &presented, now).await?;
     Ok(token_response(&state, tokens, now, cookies))
 }
 

@@ -1,6 +1,7 @@
 //! `custodia verify` against logs tampered with directly in SQL, on both
 //! backends: each tampering is found and located exactly. Also: unreadable
-//! input gives a clear error and exit status 2, never a panic.
+//! input gives a clear error and exit status 2, never a panic. And
+//! `custodia snapshots drop`, the other command that repairs by the log.
 
 use std::process::{Command, Output};
 
@@ -19,6 +20,7 @@ backends!(
     forged_event_with_recomputed_hash_is_located,
     verify_can_be_limited_to_one_tenant,
     schema_newer_than_the_binary_is_refused,
+    snapshots_drop_deletes_every_snapshot,
 );
 
 fn custodia(db: &TestDatabase, args: &[&str]) -> Output {
@@ -393,4 +395,29 @@ async fn independent_python_verifier_agrees() {
         chain[6].position
     );
     assert!(broken.contains(&expected), "{broken}");
+}
+
+async fn snapshots_drop_deletes_every_snapshot(db: TestDatabase) {
+    use custodia_application::StoredSnapshot;
+    use custodia_domain::{StreamCategory, StreamId, StreamVersion, TenantId};
+    let store = open_event_store(db.url(), OpenMode::Migrate, 2)
+        .await
+        .unwrap();
+    let stream = StreamId::new(
+        StreamCategory::parse("session").unwrap(),
+        uuid::Uuid::now_v7(),
+    );
+    let snapshot = StoredSnapshot {
+        stream: stream.clone(),
+        chain: ChainId::Tenant(TenantId::generate()),
+        stream_version: StreamVersion(64),
+        form_version: 1,
+        state: b"{}".to_vec(),
+    };
+    store.save_snapshot(snapshot, None).await.unwrap();
+    let output = custodia(&db, &["snapshots", "drop"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("dropped 1 snapshots"), "{stdout}");
+    assert_eq!(store.snapshot(&stream).await.unwrap(), None);
 }

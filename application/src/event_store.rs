@@ -263,6 +263,32 @@ pub struct ChainSummary {
     pub events: u64,
 }
 
+/// An aggregate's state at a stream version, in the aggregate's snapshot
+/// form (`custodia_domain::aggregate::Snapshot`): derived data kept beside
+/// the log, never part of a chain, and safe to delete at any time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub stream: StreamId,
+    /// The chain of the stream's events.
+    pub chain: ChainId,
+    /// The last event folded into `state`.
+    pub stream_version: StreamVersion,
+    /// The version of the snapshot form.
+    pub form_version: u32,
+    pub state: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSnapshot")
+            .field("stream", &self.stream)
+            .field("stream_version", &self.stream_version)
+            .field("form_version", &self.form_version)
+            .field("bytes", &self.state.len())
+            .finish()
+    }
+}
+
 /// The event log: append with optimistic concurrency and idempotency, read
 /// by stream, by chain, or the whole log in commit-safe order.
 #[async_trait]
@@ -330,6 +356,23 @@ pub trait EventStore: Send + Sync {
 
     /// A signal that fires when events may have been appended.
     fn append_signal(&self) -> AppendSignal;
+
+    /// The latest snapshot of `stream`, if one was saved.
+    async fn snapshot(&self, stream: &StreamId) -> Result<Option<StoredSnapshot>, StoreError>;
+
+    /// Keeps `snapshot` unless one at a later stream version is kept
+    /// already (two loads racing both save; the later state wins), or
+    /// unless `replacing` names the version of a kept one that could not
+    /// be read (an unknown form): that one is replaced whatever its version.
+    async fn save_snapshot(
+        &self,
+        snapshot: StoredSnapshot,
+        replacing: Option<StreamVersion>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes every snapshot (they are rebuilt as commands load streams).
+    /// Returns how many there were.
+    async fn drop_snapshots(&self) -> Result<u64, StoreError>;
 }
 
 /// Wakes a follower when events may have been appended, so that it need not

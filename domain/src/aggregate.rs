@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 
 use crate::event::{EventType, Payload, SchemaVersion};
+use crate::ids::EventId;
 
 pub trait Aggregate: Default + Sized {
     type Command;
@@ -15,6 +16,13 @@ pub trait Aggregate: Default + Sized {
 
     fn apply(self, event: &Self::Event) -> Self;
 
+    /// [`Aggregate::apply`] for a stored event whose id is known. An
+    /// aggregate that keeps sealed fields remembers which event sealed them
+    /// (their associated data names it), so opening one needs no search.
+    fn apply_recorded(self, event: &Self::Event, _event_id: EventId) -> Self {
+        self.apply(event)
+    }
+
     /// The state after `events`, from the beginning.
     fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self
     where
@@ -22,6 +30,36 @@ pub trait Aggregate: Default + Sized {
     {
         events.into_iter().fold(Self::default(), Self::apply)
     }
+}
+
+/// An aggregate's state at a stream version, stored so that a command
+/// folds only the events after it (ADR 0008). Snapshots are derived data:
+/// never part of a chain, rebuildable from the events at any time, and
+/// holding personal data only as the events do (sealed). The form is
+/// versioned apart from the Rust type: changing it means a new
+/// [`Snapshot::SNAPSHOT_VERSION`], and [`Snapshot::from_snapshot`] upcasts
+/// the versions it still reads (any other is ignored, and the stream is
+/// folded from its first event, which writes a current snapshot).
+pub trait Snapshot: Aggregate {
+    /// The current version of the snapshot form; `None`: this aggregate is
+    /// never snapshotted (its streams stay short by design).
+    const SNAPSHOT_VERSION: Option<u32> = None;
+
+    /// The state in the current snapshot form.
+    fn to_snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// The state from a snapshot of form `version`, or `None` if this form
+    /// is not (or no longer) read.
+    fn from_snapshot(_version: u32, _bytes: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
+/// A snapshot DTO as JSON (plain data; always serialises).
+pub(crate) fn snapshot_json<T: serde::Serialize>(dto: &T) -> Vec<u8> {
+    serde_json::to_vec(dto).expect("snapshot DTOs serialise")
 }
 
 /// An event as stored: its stable name, schema version and JSON payload.

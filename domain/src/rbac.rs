@@ -193,6 +193,12 @@ impl PermissionSet {
     }
 }
 
+impl FromIterator<Permission> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = Permission>>(iter: I) -> Self {
+        PermissionSet(iter.into_iter().collect())
+    }
+}
+
 impl From<&[Permission]> for PermissionSet {
     fn from(permissions: &[Permission]) -> Self {
         Self(permissions.iter().copied().collect())

@@ -42,6 +42,11 @@ pub const SQLITE: &[Migration] = &[
         name: "read_models",
         sql: include_str!("../../migrations/sqlite/0004_read_models.sql"),
     },
+    Migration {
+        version: 5,
+        name: "snapshots",
+        sql: include_str!("../../migrations/sqlite/0005_snapshots.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -64,6 +69,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 4,
         name: "read_models",
         sql: include_str!("../../migrations/postgres/0004_read_models.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "snapshots",
+        sql: include_str!("../../migrations/postgres/0005_snapshots.sql"),
     },
 ];
 
@@ -266,10 +276,10 @@ mod tests {
     #[test]
     fn pending_and_applied_are_reported() {
         let fresh = compare(SQLITE, &[]).unwrap();
-        assert_eq!(fresh.pending, vec![1, 2, 3, 4]);
+        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5]);
         assert!(require_current(fresh).is_err());
         let behind = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
-        assert_eq!(behind.pending, vec![2, 3, 4]);
+        assert_eq!(behind.pending, vec![2, 3, 4, 5]);
         assert!(require_current(behind).is_err());
         let current = compare(
             SQLITE,
@@ -278,6 +288,7 @@ mod tests {
                 (2, SQLITE[1].checksum()),
                 (3, SQLITE[2].checksum()),
                 (4, SQLITE[3].checksum()),
+                (5, SQLITE[4].checksum()),
             ],
         )
         .unwrap();

@@ -20,21 +20,40 @@ pub const ARGON2_M_KIB: u32 = 19 * 1024;
 pub const ARGON2_T: u32 = 2;
 pub const ARGON2_P: u32 = 1;
 
-fn argon2() -> Argon2<'static> {
-    let params =
-        Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, None).expect("the parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+/// Argon2id's memory (KiB) and iterations; one lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Cost {
+    pub m_kib: u32,
+    pub t: u32,
 }
 
-fn hash_now(password: &str) -> Result<String, PasswordError> {
+impl Argon2Cost {
+    /// OWASP's parameters (ADR 0005): what production uses.
+    pub const PRODUCTION: Argon2Cost = Argon2Cost {
+        m_kib: ARGON2_M_KIB,
+        t: ARGON2_T,
+    };
+
+    fn argon2(self) -> Result<Argon2<'static>, PasswordError> {
+        let params = Params::new(self.m_kib, self.t, ARGON2_P, None)
+            .map_err(|e| PasswordError::Failed(e.to_string()))?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+fn hash_now(cost: Argon2Cost, password: &str) -> Result<String, PasswordError> {
     let salt = SaltString::generate(&mut OsRng);
-    argon2()
+    cost.argon2()?
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|e| PasswordError::Failed(e.to_string()))
 }
 
-fn verify_now(password: &str, stored: &str) -> Result<PasswordCheck, PasswordError> {
+fn verify_now(
+    cost: Argon2Cost,
+    password: &str,
+    stored: &str,
+) -> Result<PasswordCheck, PasswordError> {
     if stored.starts_with("$2a$") || stored.starts_with("$2b$") || stored.starts_with("$2y$") {
         let matches = bcrypt::verify(password, stored).map_err(|_| PasswordError::UnknownFormat)?;
         return Ok(PasswordCheck {
@@ -46,12 +65,12 @@ fn verify_now(password: &str, stored: &str) -> Result<PasswordCheck, PasswordErr
     if parsed.algorithm.as_str() != "argon2id" {
         return Err(PasswordError::UnknownFormat);
     }
-    let matches = argon2()
+    let matches = cost
+        .argon2()?
         .verify_password(password.as_bytes(), &parsed)
         .is_ok();
-    let current = Params::try_from(&parsed).is_ok_and(|p| {
-        p.m_cost() == ARGON2_M_KIB && p.t_cost() == ARGON2_T && p.p_cost() == ARGON2_P
-    });
+    let current = Params::try_from(&parsed)
+        .is_ok_and(|p| p.m_cost() == cost.m_kib && p.t_cost() == cost.t && p.p_cost() == ARGON2_P);
     Ok(PasswordCheck {
         matches,
         needs_rehash: !current,
@@ -68,6 +87,7 @@ pub struct Argon2Passwords {
     /// Checks running or waiting for a slot, and the most admitted.
     admitted: AtomicUsize,
     capacity: usize,
+    cost: Argon2Cost,
 }
 
 impl Default for Argon2Passwords {
@@ -100,7 +120,16 @@ impl Argon2Passwords {
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             admitted: AtomicUsize::new(0),
             capacity: slots + queued,
+            cost: Argon2Cost::PRODUCTION,
         }
+    }
+
+    /// Hashes at `cost` instead of production's (benchmarks that measure
+    /// the pipeline around the hash). Hashes of another cost are rehashed
+    /// at the next login, as always.
+    pub fn with_cost(mut self, cost: Argon2Cost) -> Self {
+        self.cost = cost;
+        self
     }
 
     /// Runs `work` on a blocking thread once a slot is free.
@@ -153,7 +182,8 @@ impl Drop for Admission<'_> {
 impl PasswordHasher for Argon2Passwords {
     async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = zeroize::Zeroizing::new(password.to_owned());
-        self.run(move || hash_now(&password)).await?
+        let cost = self.cost;
+        self.run(move || hash_now(cost, &password)).await?
     }
 
     async fn verify(&self, password: &str, stored: &str) -> Result<PasswordCheck, PasswordError> {
@@ -161,7 +191,9 @@ impl PasswordHasher for Argon2Passwords {
             zeroize::Zeroizing::new(password.to_owned()),
             stored.to_owned(),
         );
-        self.run(move || verify_now(&password, &stored)).await?
+        let cost = self.cost;
+        self.run(move || verify_now(cost, &password, &stored))
+            .await?
     }
 
     fn accepts_import(&self, hash: &str) -> Result<(), PasswordError> {
@@ -180,7 +212,8 @@ impl PasswordHasher for Argon2Passwords {
     async fn verify_nothing(&self, password: &str) -> Result<(), PasswordError> {
         if self.decoy.get().is_none() {
             let secret = uuid::Uuid::new_v4().to_string();
-            let hash = self.run(move || hash_now(&secret)).await??;
+            let cost = self.cost;
+            let hash = self.run(move || hash_now(cost, &secret)).await??;
             let _ = self.decoy.set(hash);
         }
         let decoy = self.decoy.get().expect("set above");

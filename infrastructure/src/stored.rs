@@ -1,7 +1,7 @@
 //! What both adapters share: the stored column list, decoding a row into a
 //! [`RecordedEvent`], and mapping sqlx errors to the port's errors.
 
-use custodia_application::{AppendContext, Appended, CommittedCommand, StoreError};
+use custodia_application::{AppendContext, Appended, CommittedCommand, StoreError, StoredSnapshot};
 use custodia_domain::{
     Actor, ChainHead, ChainId, ChainIndex, CommandId, EventHash, EventId, EventType, LogCursor,
     Metadata, Origin, Payload, Position, RecordedEvent, SchemaVersion, StreamCategory, StreamId,
@@ -126,6 +126,33 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
 }
 
 /// Converts a count or coordinate for binding; every one fits in i64.
+/// A snapshot row (`chain_id, stream_version, form_version, state`) of
+/// `stream`. A row that does not decode is reported, never guessed at.
+pub(crate) fn snapshot_row(
+    stream: &StreamId,
+    (chain, version, form, state): (Uuid, i64, i64, Vec<u8>),
+) -> Result<StoredSnapshot, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("the snapshot of {stream} is malformed"));
+    Ok(StoredSnapshot {
+        stream: stream.clone(),
+        chain: ChainId::from_uuid(chain),
+        stream_version: StreamVersion(u64::try_from(version).map_err(|_| corrupt())?),
+        form_version: u32::try_from(form).map_err(|_| corrupt())?,
+        state,
+    })
+}
+
+/// Upserts a snapshot unless a later one is kept; the same on both
+/// backends. Parameters: $1 category, $2 stream id, $3 chain, $4 version,
+/// $5 form version, $6 state, $7 the version of an unreadable snapshot to
+/// replace (or -1).
+pub(crate) const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (stream_category, stream_id, \
+     chain_id, stream_version, form_version, state) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (stream_category, stream_id) DO UPDATE SET chain_id = excluded.chain_id, \
+     stream_version = excluded.stream_version, form_version = excluded.form_version, \
+     state = excluded.state \
+     WHERE excluded.stream_version > snapshots.stream_version OR snapshots.stream_version = $7";
+
 pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }

@@ -109,7 +109,7 @@ async fn refused(ports: &Ports, tokens: &SessionTokens) -> bool {
 
 async fn refresh_refused(ports: &Ports, tenant: TenantId, tokens: &SessionTokens) -> bool {
     matches!(
-        refresh_session(ports, tenant, &tokens.refresh_token, Timestamp::now()).await,
+        refresh_session(ports, Some(tenant), &tokens.refresh_token, Timestamp::now()).await,
         Err(SessionFailure::Revoked)
     )
 }

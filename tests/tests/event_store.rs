@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use custodia_application::{verify_log, AppendError, AppendRequest, EventStore, ExpectedVersion};
+use custodia_application::{
+    verify_log, AppendError, AppendRequest, EventStore, ExpectedVersion, StoredSnapshot,
+};
 use custodia_domain::{
     Actor, ChainId, ChainIndex, CommandId, EventId, EventType, LogCursor, Metadata, NewEvent,
     Origin, Payload, SchemaVersion, StreamCategory, StreamId, StreamVersion, TenantId,
@@ -31,6 +33,7 @@ backends!(
     a_retried_atomic_append_replays_every_batch,
     an_atomic_append_stays_in_one_chain_and_touches_each_stream_once,
     a_refused_atomic_append_among_concurrent_ones_fails_alone,
+    a_snapshot_is_kept_only_if_it_is_newer_and_can_be_dropped,
 );
 
 async fn open(db: &TestDatabase) -> Arc<dyn EventStore> {
@@ -685,4 +688,63 @@ async fn a_refused_atomic_append_among_concurrent_ones_fails_alone(db: TestDatab
     assert_eq!(log_length(&*store).await, before + written);
     let report = verify_log(&*store, None, &|_| {}).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
+}
+
+async fn a_snapshot_is_kept_only_if_it_is_newer_and_can_be_dropped(db: TestDatabase) {
+    let store = open(&db).await;
+    let stream = user_stream();
+    assert_eq!(store.snapshot(&stream).await.unwrap(), None);
+    let chain = tenant_chain();
+    let at = |version: u64, state: &[u8]| StoredSnapshot {
+        stream: stream.clone(),
+        chain,
+        stream_version: StreamVersion(version),
+        form_version: 3,
+        state: state.to_vec(),
+    };
+    store
+        .save_snapshot(at(64, b"sixty-four"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.snapshot(&stream).await.unwrap(),
+        Some(at(64, b"sixty-four"))
+    );
+    // Two loads race: the later state wins, whichever saves last.
+    store.save_snapshot(at(128, b"later"), None).await.unwrap();
+    store.save_snapshot(at(96, b"earlier"), None).await.unwrap();
+    let kept = store.snapshot(&stream).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.stream_version, kept.state),
+        (StreamVersion(128), b"later".to_vec())
+    );
+    // An unreadable one is replaced by name, whatever its version.
+    store
+        .save_snapshot(at(100, b"readable"), Some(StreamVersion(127)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .snapshot(&stream)
+            .await
+            .unwrap()
+            .unwrap()
+            .stream_version,
+        StreamVersion(128)
+    );
+    store
+        .save_snapshot(at(100, b"readable"), Some(StreamVersion(128)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.snapshot(&stream).await.unwrap(),
+        Some(at(100, b"readable"))
+    );
+    assert_eq!(
+        store.snapshot(&user_stream()).await.unwrap(),
+        None,
+        "per stream"
+    );
+    assert_eq!(store.drop_snapshots().await.unwrap(), 1);
+    assert_eq!(store.snapshot(&stream).await.unwrap(), None);
 }

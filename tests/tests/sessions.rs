@@ -20,6 +20,10 @@ backends!(
     logout_and_sign_out_everywhere_take_effect_at_once,
     refresh_tokens_expire_and_stay_in_their_tenant,
     client_info_is_sealed_and_password_changes_need_the_current_one,
+    a_user_holds_a_bounded_number_of_sessions_and_the_oldest_end_first,
+    a_refresh_token_alone_names_its_tenant,
+    snapshots_are_derived_data_that_never_change_a_decision,
+    an_event_caused_by_another_names_it,
 );
 
 const EMAIL: &str = "ada@example.org";
@@ -104,7 +108,7 @@ async fn a_reused_refresh_token_revokes_the_whole_session(db: TestDatabase) {
         .unwrap();
     let second = refresh_session(
         &ports,
-        tenant_id,
+        Some(tenant_id),
         &first.refresh_token,
         Timestamp(now.0 + minutes(1)),
     )
@@ -114,7 +118,7 @@ async fn a_reused_refresh_token_revokes_the_whole_session(db: TestDatabase) {
     assert_eq!(second.session, first.session);
     let third = refresh_session(
         &ports,
-        tenant_id,
+        Some(tenant_id),
         &second.refresh_token,
         Timestamp(now.0 + minutes(2)),
     )
@@ -129,7 +133,7 @@ async fn a_reused_refresh_token_revokes_the_whole_session(db: TestDatabase) {
     // The first token again (a stolen copy): the whole session goes.
     let reuse = refresh_session(
         &ports,
-        tenant_id,
+        Some(tenant_id),
         &first.refresh_token,
         Timestamp(now.0 + minutes(3)),
     )
@@ -140,7 +144,7 @@ async fn a_reused_refresh_token_revokes_the_whole_session(db: TestDatabase) {
     );
     let current = refresh_session(
         &ports,
-        tenant_id,
+        Some(tenant_id),
         &third.refresh_token,
         Timestamp(now.0 + minutes(4)),
     )
@@ -223,7 +227,7 @@ async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
             Err(SessionFailure::Revoked)
         ));
         assert!(matches!(
-            refresh_session(&ports, tenant_id, &tokens.refresh_token, now).await,
+            refresh_session(&ports, Some(tenant_id), &tokens.refresh_token, now).await,
             Err(SessionFailure::Revoked)
         ));
     }
@@ -254,14 +258,14 @@ async fn refresh_tokens_expire_and_stay_in_their_tenant(db: TestDatabase) {
     let tokens = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
-    let elsewhere = refresh_session(&ports, other_tenant, &tokens.refresh_token, now).await;
+    let elsewhere = refresh_session(&ports, Some(other_tenant), &tokens.refresh_token, now).await;
     assert!(
         matches!(elsewhere, Err(SessionFailure::InvalidToken)),
         "{elsewhere:?}"
     );
     let eight_days = Timestamp(now.0 + 8 * 86_400_000_000);
     assert!(matches!(
-        refresh_session(&ports, tenant_id, &tokens.refresh_token, eight_days).await,
+        refresh_session(&ports, Some(tenant_id), &tokens.refresh_token, eight_days).await,
         Err(SessionFailure::Expired)
     ));
     for garbage in [
@@ -273,7 +277,7 @@ async fn refresh_tokens_expire_and_stay_in_their_tenant(db: TestDatabase) {
     ] {
         assert!(
             matches!(
-                refresh_session(&ports, tenant_id, garbage, now).await,
+                refresh_session(&ports, Some(tenant_id), garbage, now).await,
                 Err(SessionFailure::InvalidToken)
             ),
             "{garbage}"
@@ -401,4 +405,227 @@ async fn client_info_is_sealed_and_password_changes_need_the_current_one(db: Tes
     )
     .await
     .is_err());
+}
+
+/// Ports whose password hashing is cheap (real Argon2id, tiny cost), for
+/// tests that log in a hundred times. The first login rehashes to it.
+async fn cheap_ports(db: &TestDatabase) -> custodia_application::commands::Ports {
+    use custodia_infrastructure::passwords::Argon2Cost;
+    use custodia_infrastructure::Argon2Passwords;
+    custodia_application::commands::Ports {
+        passwords: std::sync::Arc::new(
+            Argon2Passwords::new().with_cost(Argon2Cost { m_kib: 64, t: 1 }),
+        ),
+        ..ports(db).await
+    }
+}
+
+async fn a_user_holds_a_bounded_number_of_sessions_and_the_oldest_end_first(db: TestDatabase) {
+    use custodia_domain::identity::session::{LISTED_AFTER_PRUNING, MAX_LISTED_SESSIONS};
+    let ports = cheap_ports(&db).await;
+    let (tenant_id, user) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
+    let now = Timestamp::now();
+    let me = Caller {
+        principal: Principal::Member {
+            tenant: tenant_id,
+            user,
+            permissions: Default::default(),
+        },
+        actor: Actor::User(user),
+        ..operator()
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..MAX_LISTED_SESSIONS {
+        sessions.push(
+            start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
+                .await
+                .unwrap(),
+        );
+    }
+    // One of them is over already (logged out).
+    revoke_session(&ports, &me, tenant_id, sessions[5].session, now)
+        .await
+        .unwrap();
+    let newest = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
+        .await
+        .unwrap();
+    // The ended one is unlisted; the oldest live ones end until 75 remain.
+    let evicted = MAX_LISTED_SESSIONS - LISTED_AFTER_PRUNING;
+    for (i, session) in sessions.iter().enumerate() {
+        let answer = authenticate(&ports, &session.access_token, now).await;
+        if i <= evicted {
+            assert!(
+                matches!(answer, Err(SessionFailure::Revoked)),
+                "session {i}: {answer:?}"
+            );
+        } else {
+            assert!(answer.is_ok(), "session {i} stays: {answer:?}");
+        }
+    }
+    assert!(authenticate(&ports, &newest.access_token, now)
+        .await
+        .is_ok());
+    let oldest = StreamId::new(
+        StreamCategory::parse("session").unwrap(),
+        sessions[0].session,
+    );
+    let events = ports
+        .store
+        .read_stream(&oldest, StreamVersion::EMPTY, 10)
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.event_type.as_str(), "SessionRevoked");
+    assert!(
+        String::from_utf8_lossy(last.payload.as_bytes()).contains("session_limit"),
+        "the reason is recorded"
+    );
+    // Sign-out-everywhere still reaches every live session.
+    let (revoked, _) = revoke_all_sessions(&ports, &me, tenant_id, user, now)
+        .await
+        .unwrap();
+    assert_eq!(revoked, LISTED_AFTER_PRUNING);
+    for session in sessions.iter().skip(evicted + 1).chain([&newest]) {
+        assert!(matches!(
+            authenticate(&ports, &session.access_token, now).await,
+            Err(SessionFailure::Revoked)
+        ));
+    }
+}
+
+async fn a_refresh_token_alone_names_its_tenant(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant_id, _) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
+    let (other, _) = tenant_with_owner(&ports, "grace@example.org", Some(PASSWORD)).await;
+    let now = Timestamp::now();
+    let first = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
+        .await
+        .unwrap();
+    let second = refresh_session(&ports, None, &first.refresh_token, now)
+        .await
+        .unwrap();
+    assert_eq!(second.session, first.session);
+    let (_, claims) = authenticate(&ports, &second.access_token, now)
+        .await
+        .unwrap();
+    assert_eq!(claims.tid, tenant_id.to_string());
+    // Naming another tenant is refused like a wrong token.
+    assert!(matches!(
+        refresh_session(&ports, Some(other), &second.refresh_token, now).await,
+        Err(SessionFailure::InvalidToken)
+    ));
+}
+
+async fn snapshots_are_derived_data_that_never_change_a_decision(db: TestDatabase) {
+    use custodia_application::StoredSnapshot;
+    let ports = ports(&db).await;
+    let (tenant_id, _) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
+    let now = Timestamp::now();
+    let first = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
+        .await
+        .unwrap();
+    let stream = StreamId::new(StreamCategory::parse("session").unwrap(), first.session);
+    let mut tokens = first.clone();
+    for _ in 0..100 {
+        tokens = refresh_session(&ports, None, &tokens.refresh_token, now)
+            .await
+            .unwrap();
+    }
+    let kept = ports
+        .store
+        .snapshot(&stream)
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert!(kept.stream_version.0 >= 64, "{kept:?}");
+
+    // Dropped: the next command folds from the start, and saves one again.
+    assert!(ports.store.drop_snapshots().await.unwrap() >= 1);
+    tokens = refresh_session(&ports, None, &tokens.refresh_token, now)
+        .await
+        .unwrap();
+    assert!(ports.store.snapshot(&stream).await.unwrap().is_some());
+
+    // One that cannot be read (a newer binary's, or damaged) is ignored and
+    // replaced, however far ahead it claims to be.
+    let unreadable = StoredSnapshot {
+        state: b"not a session".to_vec(),
+        stream_version: StreamVersion(1_000_000),
+        ..kept
+    };
+    ports.store.save_snapshot(unreadable, None).await.unwrap();
+    tokens = refresh_session(&ports, None, &tokens.refresh_token, now)
+        .await
+        .unwrap();
+    let replaced = ports.store.snapshot(&stream).await.unwrap().unwrap();
+    // Saved by the load before the append: the start and 101 refreshes.
+    assert_eq!(replaced.stream_version, StreamVersion(102), "{replaced:?}");
+
+    // The state behind a snapshot is the whole state: the first token,
+    // rotated away 102 refreshes ago, is still known as reused.
+    assert!(matches!(
+        refresh_session(&ports, None, &first.refresh_token, now).await,
+        Err(SessionFailure::RefreshTokenReused)
+    ));
+    assert!(matches!(
+        authenticate(&ports, &tokens.access_token, now).await,
+        Err(SessionFailure::Revoked)
+    ));
+}
+
+async fn an_event_caused_by_another_names_it(db: TestDatabase) {
+    use custodia_application::commands::users::{change_user_status, StatusChange};
+    use custodia_application::commands::users::{register_user, NewUser, Profile};
+    let ports = ports(&db).await;
+    let (tenant_id, _) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
+    let user = Uuid::now_v7();
+    let grace = NewUser {
+        user,
+        email: "grace@example.org".into(),
+        profile: Profile::default(),
+        invited: false,
+        password: Some(PASSWORD.into()),
+    };
+    register_user(&ports, &operator(), tenant_id, grace)
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let tokens = start_session(
+        &ports,
+        tenant_id,
+        "grace@example.org",
+        PASSWORD,
+        None,
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    change_user_status(&ports, &operator(), tenant_id, user, StatusChange::Suspend)
+        .await
+        .unwrap();
+    let read = |category: &str, id: Uuid| {
+        let store = ports.store.clone();
+        let stream = StreamId::new(StreamCategory::parse(category).unwrap(), id);
+        async move {
+            store
+                .read_stream(&stream, StreamVersion::EMPTY, 100)
+                .await
+                .unwrap()
+        }
+    };
+    let suspended = read("user", user).await.pop().unwrap();
+    assert_eq!(suspended.event_type.as_str(), "UserSuspended");
+    assert_eq!(suspended.metadata.causation_id, None, "the cause itself");
+    let revoked = read("session", tokens.session).await.pop().unwrap();
+    assert_eq!(revoked.event_type.as_str(), "SessionRevoked");
+    assert_eq!(
+        revoked.metadata.causation_id,
+        Some(suspended.event_id.as_uuid()),
+        "the revocation names the suspension"
+    );
+    assert_eq!(
+        revoked.metadata.correlation_id,
+        suspended.metadata.correlation_id
+    );
 }

@@ -10,6 +10,7 @@ use custodia_domain::{Actor, ChainId, StreamId, StreamVersion, TenantId, Timesta
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::authorized::{authorize, authorize_on_user, by_own_secret};
 use super::sessions::SessionFailure;
 use super::tenants::require_active_tenant;
 use super::{decide_and_append, load, load_located, stream, Caller, CommandError, Outcome, Ports};
@@ -44,9 +45,7 @@ pub async fn create_api_key(
     permissions: PermissionSet,
     at: Timestamp,
 ) -> Result<CreatedApiKey, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::ApiKeyManage, None)?;
+    let authorized = authorize(caller, tenant, Permission::ApiKeyManage, None)?;
     // Keys are minted by people: a key that minted keys would outlive
     // the person behind it.
     if matches!(caller.principal, Principal::Service { .. }) {
@@ -73,7 +72,7 @@ pub async fn create_api_key(
         secret_sha256: Sha256::digest(secret).into(),
         at,
     };
-    decide_and_append::<ApiKey>(ports, caller, tenant, &key_stream(key_id), &command).await?;
+    decide_and_append::<ApiKey>(ports, &authorized, &key_stream(key_id), &command).await?;
     Ok(CreatedApiKey {
         key_id,
         key: format!("cst_{}_{}", key_id.simple(), B64URL.encode(secret)),
@@ -87,9 +86,7 @@ pub async fn revoke_api_key(
     key_id: Uuid,
     at: Timestamp,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::ApiKeyManage, None)?;
+    let mut authorized = authorize(caller, tenant, Permission::ApiKeyManage, None)?;
     // Another tenant's key, or none, is not found here.
     let chain = Some(ChainId::Tenant(tenant));
     if let (ApiKey::Absent, _) =
@@ -99,11 +96,11 @@ pub async fn revoke_api_key(
     }
     // Nobody revokes the key of someone who holds more than they do.
     if let Actor::User(creator) = creator_of(ports, key_id).await? {
-        super::targets::authorize_on_user(ports, caller, tenant, Permission::ApiKeyManage, creator)
-            .await?;
+        authorized =
+            authorize_on_user(ports, caller, tenant, Permission::ApiKeyManage, creator).await?;
     }
     let command = ApiKeyCommand::Revoke { at };
-    decide_and_append::<ApiKey>(ports, caller, tenant, &key_stream(key_id), &command).await
+    decide_and_append::<ApiKey>(ports, &authorized, &key_stream(key_id), &command).await
 }
 
 /// Authenticates a service by its API key (`cst_<key id>_<secret>`), in the
@@ -224,6 +221,7 @@ async fn record_use(
     };
     let caller = Caller::internal(principal.clone(), Actor::Service(key_id), "api_key");
     let used = ApiKeyCommand::RecordUse { at };
-    let _ = decide_and_append::<ApiKey>(ports, &caller, tenant, &key_stream(key_id), &used).await;
+    let authorized = by_own_secret(&caller, tenant);
+    let _ = decide_and_append::<ApiKey>(ports, &authorized, &key_stream(key_id), &used).await;
     principal
 }

@@ -11,6 +11,7 @@ use custodia_domain::{
 };
 use uuid::Uuid;
 
+use super::authorized::authorize;
 use super::tenants::require_active_tenant;
 use super::{execute, stream, Caller, CommandError, Outcome, Ports};
 
@@ -41,9 +42,7 @@ pub async fn record_consent(
     granted: bool,
     at: Timestamp,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::ConsentRecord, Some(user))?;
+    let authorized = authorize(caller, tenant, Permission::ConsentRecord, Some(user))?;
     let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
@@ -81,8 +80,7 @@ pub async fn record_consent(
     };
     execute::<ConsentLedger>(
         ports,
-        caller,
-        ChainId::Tenant(tenant),
+        &authorized,
         &consent_stream(user),
         EventId::generate(),
         |l| Ok(l.decide(&command).unwrap_or_default()),

@@ -1,9 +1,9 @@
 //! Passwords, login and lockout.
 
-use custodia_domain::aggregate::{Aggregate, EventSchema, StoredForm};
+use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::credential::{
-    check_password_policy, Credential, CredentialCommand, CredentialError, CredentialEvent,
-    LockoutPolicy, PasswordAlgorithm, Totp,
+    check_password_policy, Credential, CredentialCommand, CredentialError, LockoutPolicy,
+    PasswordAlgorithm, Totp,
 };
 use custodia_domain::identity::email_claim::EmailClaim;
 use custodia_domain::identity::session::RevocationReason;
@@ -12,11 +12,11 @@ use custodia_domain::identity::user::{User, UserStatus};
 use custodia_domain::personal::{Email, FieldContext, SealedField};
 use custodia_domain::rbac::{Denied, Permission, Principal};
 use custodia_domain::{
-    Actor, ChainId, CommandId, EventId, InvalidValue, StreamId, StreamVersion, TenantId, Timestamp,
+    Actor, ChainId, CommandId, EventId, InvalidValue, StreamId, TenantId, Timestamp,
 };
 use uuid::Uuid;
 
-use super::targets::authorize_on_user;
+use super::authorized::{authorize_on_user, by_own_secret, Authorized};
 use super::tenants::require_active_tenant;
 use super::users::{claim_stream, user_stream};
 use super::{
@@ -104,7 +104,8 @@ pub async fn set_password(
     user: Uuid,
     password: &str,
 ) -> Result<Outcome, CommandError> {
-    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
+    let authorized =
+        authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
@@ -120,7 +121,7 @@ pub async fn set_password(
         }
     }
     let new = NewPassword::hash(ports, tenant, user, password).await?;
-    replace_password(ports, caller, tenant, user, new).await
+    replace_password(ports, &authorized, user, new).await
 }
 
 /// Appends a new password together with the end of every other session of
@@ -128,18 +129,19 @@ pub async fn set_password(
 /// was set from stays when the user set it themselves.
 async fn replace_password(
     ports: &Ports,
-    caller: &Caller,
-    tenant: TenantId,
+    authorized: &Authorized<'_>,
     user: Uuid,
     new: NewPassword,
 ) -> Result<Outcome, CommandError> {
+    let caller = authorized.caller();
     if let Some(outcome) = Plan::committed(ports, caller, "password").await? {
         return Ok(outcome);
     }
     let keep = caller.session.filter(|_| caller.actor == Actor::User(user));
     let at = Timestamp::now();
     for _ in 0..=PLAN_RETRIES {
-        let mut plan = Plan::new(ports, caller, tenant);
+        let mut plan = Plan::new(ports, authorized);
+        plan.caused_by(new.event_id);
         let reason = RevocationReason::PasswordChanged;
         super::sessions::plan_end_sessions(&mut plan, user, keep, reason, at).await?;
         new.plan(&mut plan, user).await?;
@@ -224,6 +226,8 @@ pub async fn change_password(
     new: &str,
     at: Timestamp,
 ) -> Result<Outcome, LoginError> {
+    // Only users themselves; once the current password is proven, that
+    // proof is what authorizes the change.
     if caller.actor != Actor::User(user) {
         return Err(
             CommandError::Forbidden(custodia_domain::rbac::Denied::Missing(
@@ -232,6 +236,7 @@ pub async fn change_password(
             .into(),
         );
     }
+    super::authorized::require_tenant(caller, tenant)?;
     // Checked before the current password is, so a weak new one costs no attempt.
     let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(LoginError::TenantSuspended);
@@ -250,7 +255,8 @@ pub async fn change_password(
     }
     // Proven: the new password replaces it like any other.
     let new = NewPassword::hash(ports, tenant, user, new).await?;
-    Ok(replace_password(ports, caller, tenant, user, new).await?)
+    let proven = by_own_secret(caller, tenant);
+    Ok(replace_password(ports, &proven, user, new).await?)
 }
 
 /// Imports a bcrypt hash from another system (`$2a$`, `$2b$` or `$2y$`, 60
@@ -263,10 +269,8 @@ pub async fn import_password_hash(
     user: Uuid,
     hash: &str,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::CredentialManage, None)?;
-    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
+    let authorized =
+        authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     // Nobody imports a password for themselves (it would replace theirs
     // without proof of it).
     if acts_for(ports, caller, user).await? {
@@ -285,7 +289,7 @@ pub async fn import_password_hash(
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
     let new = NewPassword::sealed(ports, tenant, user, hash, PasswordAlgorithm::Bcrypt).await?;
-    replace_password(ports, caller, tenant, user, new).await
+    replace_password(ports, &authorized, user, new).await
 }
 
 /// Lifts a lockout. Needs `user.unlock`.
@@ -296,14 +300,11 @@ pub async fn unlock(
     user: Uuid,
     at: Timestamp,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::UserUnlock, None)?;
-    authorize_on_user(ports, caller, tenant, Permission::UserUnlock, user).await?;
+    let authorized = authorize_on_user(ports, caller, tenant, Permission::UserUnlock, user).await?;
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
     let command = CredentialCommand::Unlock { at };
-    decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command).await
+    decide_and_append::<Credential>(ports, &authorized, &credential_stream(user), &command).await
 }
 
 /// Why a login failed. An unknown user, a wrong password and a user who may
@@ -327,49 +328,40 @@ pub enum LoginError {
     Internal(#[from] CommandError),
 }
 
-/// The latest sealed credential field that `pick` finds (newest event
-/// first), opened. `None`: no such event, or its key was erased.
-async fn latest_sealed(
+/// A sealed credential field, opened where the state says it was sealed
+/// (its associated data names that event). `None`: no such field, or its
+/// key was erased.
+async fn open_sealed(
     ports: &Ports,
     tenant: TenantId,
     user: Uuid,
     field: &str,
-    pick: impl Fn(CredentialEvent) -> Option<SealedField>,
+    sealed: Option<(&SealedField, Option<EventId>)>,
 ) -> Result<Option<Vec<u8>>, CommandError> {
+    let Some((sealed, Some(event_id))) = sealed else {
+        return Ok(None);
+    };
     let stream = credential_stream(user);
-    let events = ports
-        .store
-        .read_stream(&stream, StreamVersion::EMPTY, 100_000)
-        .await?;
-    for recorded in events.iter().rev() {
-        let form = StoredForm {
-            event_type: recorded.event_type.clone(),
-            schema_version: recorded.schema_version,
-            payload: recorded.payload.clone(),
-        };
-        if let Some(sealed) = pick(CredentialEvent::from_stored(&form)?) {
-            let context = FieldContext {
-                tenant,
-                stream: &stream,
-                event_id: recorded.event_id,
-                field,
-            };
-            return Ok(ports.vault.open(&context, &sealed).await?);
-        }
-    }
-    Ok(None)
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id,
+        field,
+    };
+    Ok(ports.vault.open(&context, sealed).await?)
 }
 
 async fn current_hash(
     ports: &Ports,
     tenant: TenantId,
     user: Uuid,
+    credential: &Credential,
 ) -> Result<Option<String>, CommandError> {
-    let hash = latest_sealed(ports, tenant, user, HASH_FIELD, |event| match event {
-        CredentialEvent::PasswordSet { hash, .. } => Some(hash),
-        _ => None,
-    })
-    .await?;
+    let sealed = credential
+        .password
+        .as_ref()
+        .map(|(hash, _)| (hash, credential.password_event));
+    let hash = open_sealed(ports, tenant, user, HASH_FIELD, sealed).await?;
     Ok(hash.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
@@ -377,12 +369,13 @@ async fn totp_secret(
     ports: &Ports,
     tenant: TenantId,
     user: Uuid,
+    credential: &Credential,
 ) -> Result<Option<Vec<u8>>, CommandError> {
-    latest_sealed(ports, tenant, user, TOTP_FIELD, |event| match event {
-        CredentialEvent::TotpEnrolled { secret } => Some(secret),
-        _ => None,
-    })
-    .await
+    let sealed = match &credential.totp {
+        Totp::Pending(secret) | Totp::Active(secret) => Some((secret, credential.totp_event)),
+        Totp::Off => None,
+    };
+    open_sealed(ports, tenant, user, TOTP_FIELD, sealed).await
 }
 
 /// Starts TOTP enrollment: a new secret, sealed, and the `otpauth://` URI
@@ -394,7 +387,8 @@ pub async fn enroll_totp(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<String, CommandError> {
-    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
+    let authorized =
+        authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     let Tenant::Active { name, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
@@ -420,14 +414,9 @@ pub async fn enroll_totp(
         )
         .await?;
     let command = CredentialCommand::EnrollTotp { secret: sealed };
-    execute::<Credential>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &stream,
-        event_id,
-        |c| Ok(c.decide(&command)?),
-    )
+    execute::<Credential>(ports, &authorized, &stream, event_id, |c| {
+        Ok(c.decide(&command)?)
+    })
     .await?;
     Ok(ports
         .codes
@@ -488,7 +477,8 @@ pub async fn issue_recovery_codes(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Vec<String>, CommandError> {
-    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
+    let authorized =
+        authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
     let codes: Vec<String> = (0..RECOVERY_CODES)
@@ -497,8 +487,7 @@ pub async fn issue_recovery_codes(
     let command = CredentialCommand::IssueRecoveryCodes {
         hashes: codes.iter().map(|code| recovery_hash(user, code)).collect(),
     };
-    decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command)
-        .await?;
+    decide_and_append::<Credential>(ports, &authorized, &credential_stream(user), &command).await?;
     Ok(codes)
 }
 
@@ -511,10 +500,12 @@ pub async fn confirm_totp(
     code: &str,
     at: Timestamp,
 ) -> Result<Outcome, CommandError> {
-    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
+    let authorized =
+        authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
-    let secret = totp_secret(ports, tenant, user)
+    let (credential, _) = load::<Credential>(&*ports.store, &credential_stream(user)).await?;
+    let secret = totp_secret(ports, tenant, user, &credential)
         .await?
         .ok_or(CommandError::Credential(CredentialError::NoTotpEnrollment))?;
     let step = ports
@@ -525,7 +516,7 @@ pub async fn confirm_totp(
             rule: "is not valid now",
         })?;
     let command = CredentialCommand::ConfirmTotp { step };
-    decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command).await
+    decide_and_append::<Credential>(ports, &authorized, &credential_stream(user), &command).await
 }
 
 pub async fn disable_totp(
@@ -534,10 +525,11 @@ pub async fn disable_totp(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Outcome, CommandError> {
-    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
+    let authorized =
+        authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     require_active_tenant(ports, tenant).await?;
     let command = CredentialCommand::DisableTotp;
-    decide_and_append::<Credential>(ports, caller, tenant, &credential_stream(user), &command).await
+    decide_and_append::<Credential>(ports, &authorized, &credential_stream(user), &command).await
 }
 
 /// Checks a user's password. At most the tenant's lockout threshold of
@@ -633,13 +625,13 @@ pub(crate) async fn verified_login(
         return Err(no_account(ports, tenant, email, password, at, policy).await);
     };
 
+    // A login attempt writes the account's credential before it is
+    // authenticated: the check it starts counts towards the lockout.
     let caller = Caller::user_itself(tenant, user, "login");
-    let chain = ChainId::Tenant(tenant);
     let start = CredentialCommand::StartPasswordCheck { at, policy };
     let started = execute::<Credential>(
         ports,
-        &caller,
-        chain,
+        &by_own_secret(&caller, tenant),
         &credential_stream(user),
         EventId::generate(),
         |c| Ok(c.decide(&start)?),
@@ -658,14 +650,11 @@ pub(crate) async fn verified_login(
     }
     // The password about to be verified, as the aggregate knows it (read
     // first: if another is set meanwhile, the success below is refused).
-    let Some((verified, _)) = load::<Credential>(&*ports.store, &credential_stream(user))
-        .await?
-        .0
-        .password
-    else {
+    let (checked, _) = load::<Credential>(&*ports.store, &credential_stream(user)).await?;
+    let Some((verified, _)) = checked.password.clone() else {
         return Err(LoginError::InvalidCredentials);
     };
-    let Some(hash) = current_hash(ports, tenant, user).await? else {
+    let Some(hash) = current_hash(ports, tenant, user, &checked).await? else {
         return Err(LoginError::InvalidCredentials);
     };
     let check = match ports.passwords.verify(password, &hash).await {
@@ -692,7 +681,7 @@ pub(crate) async fn verified_login(
                     .ok_or(LoginError::InvalidCredentials)?;
                 (None, Some(index))
             } else {
-                let secret = totp_secret(ports, tenant, user)
+                let secret = totp_secret(ports, tenant, user, &credential)
                     .await?
                     .ok_or(LoginError::InvalidCredentials)?;
                 (
@@ -734,8 +723,7 @@ pub(crate) async fn verified_login(
     };
     match execute::<Credential>(
         ports,
-        &done,
-        chain,
+        &by_own_secret(&done, tenant),
         &credential_stream(user),
         event_id,
         |c| Ok(c.decide(&success)?),

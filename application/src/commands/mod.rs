@@ -8,16 +8,16 @@
 //! retried command id returns the original result.
 
 pub mod api_keys;
+mod authorized;
 pub mod consent;
 pub mod credentials;
 pub mod sessions;
-mod targets;
 pub mod tenants;
 pub mod users;
 
 use std::sync::Arc;
 
-use custodia_domain::aggregate::{Aggregate, EventSchema, SchemaError, StoredForm};
+use custodia_domain::aggregate::{Aggregate, EventSchema, SchemaError, Snapshot, StoredForm};
 use custodia_domain::identity::api_key::ApiKeyError;
 use custodia_domain::identity::credential::CredentialError;
 use custodia_domain::identity::membership::{MembershipError, Memberships};
@@ -31,8 +31,10 @@ use custodia_domain::{
 };
 use uuid::Uuid;
 
+pub(crate) use authorized::Authorized;
+
 use crate::event_store::{
-    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, StoreError,
+    AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, StoreError, StoredSnapshot,
 };
 use crate::one_time_codes::OneTimeCodes;
 use crate::passwords::PasswordHasher;
@@ -188,7 +190,7 @@ pub(crate) async fn load<A>(
     stream: &StreamId,
 ) -> Result<(A, StreamVersion), CommandError>
 where
-    A: Aggregate,
+    A: Aggregate + Snapshot,
     A::Event: EventSchema,
 {
     let (state, version, _) = load_located(store, stream).await?;
@@ -203,7 +205,7 @@ pub(crate) async fn load_in<A>(
     chain: Option<ChainId>,
 ) -> Result<(A, StreamVersion), CommandError>
 where
-    A: Aggregate,
+    A: Aggregate + Snapshot,
     A::Event: EventSchema,
 {
     let (state, version, found) = load_located(store, stream).await?;
@@ -217,51 +219,93 @@ where
 }
 
 /// [`load`], also returning the chain the stream belongs to (`None` while
-/// it has no events).
+/// it has no events). Starts from the stream's snapshot, if the aggregate
+/// keeps them, and folds only the events after it; once more than
+/// [`SNAPSHOT_EVERY`] events were folded, saves a new one. So a command's
+/// cost does not grow with its stream's history (ADR 0008).
 pub(crate) async fn load_located<A>(
     store: &dyn EventStore,
     stream: &StreamId,
 ) -> Result<(A, StreamVersion, Option<ChainId>), CommandError>
 where
-    A: Aggregate,
+    A: Aggregate + Snapshot,
     A::Event: EventSchema,
 {
     let mut state = A::default();
     let mut version = StreamVersion::EMPTY;
     let mut chain = None;
+    // The version of a kept snapshot that could not be read, if any.
+    let mut unusable = None;
+    if A::SNAPSHOT_VERSION.is_some() {
+        if let Some(snapshot) = store.snapshot(stream).await? {
+            // An unknown form (an older or newer binary's) is ignored: the
+            // stream is folded from its start and a current one replaces it.
+            match A::from_snapshot(snapshot.form_version, &snapshot.state) {
+                Some(restored) => {
+                    state = restored;
+                    version = snapshot.stream_version;
+                    chain = Some(snapshot.chain);
+                }
+                None => unusable = Some(snapshot.stream_version),
+            }
+        }
+    }
+    let from = version;
     loop {
         let batch = store.read_stream(stream, version, 1000).await?;
         let Some(last) = batch.last() else { break };
         chain = Some(last.chain);
         version = last.stream_version;
-        for recorded in &batch {
+        for recorded in batch {
             let event = A::Event::from_stored(&StoredForm {
-                event_type: recorded.event_type.clone(),
+                event_type: recorded.event_type,
                 schema_version: recorded.schema_version,
-                payload: recorded.payload.clone(),
+                payload: recorded.payload,
             })?;
-            state = state.apply(&event);
+            state = state.apply_recorded(&event, recorded.event_id);
+        }
+    }
+    if let (Some(form_version), Some(chain)) = (A::SNAPSHOT_VERSION, chain) {
+        if version.0 - from.0 >= SNAPSHOT_EVERY || unusable.is_some() {
+            let snapshot = StoredSnapshot {
+                stream: stream.clone(),
+                chain,
+                stream_version: version,
+                form_version,
+                state: state.to_snapshot(),
+            };
+            // A snapshot only saves work: failing to keep one fails nothing.
+            if let Err(error) = store.save_snapshot(snapshot, unusable).await {
+                tracing::warn!(%error, stream = %stream, "could not save a snapshot");
+            }
         }
     }
     Ok((state, version, chain))
 }
 
+/// How many events a load folds before it saves a new snapshot: a command
+/// folds at most this many (plus what was appended since), whatever the
+/// stream's length.
+pub const SNAPSHOT_EVERY: u64 = 32;
+
 /// Load → decide → append with the expected version and the command id,
 /// deciding again on a version conflict. `decide` may refuse with any
 /// [`CommandError`]. The first new event gets `first_event_id` (personal
-/// fields in it were sealed for that id).
+/// fields in it were sealed for that id). Only an authorized command gets
+/// here ([`Authorized`]).
 pub(crate) async fn execute<A>(
     ports: &Ports,
-    caller: &Caller,
-    chain: ChainId,
+    authorized: &Authorized<'_>,
     stream: &StreamId,
     first_event_id: EventId,
     decide: impl Fn(&A) -> Result<Vec<A::Event>, CommandError>,
 ) -> Result<Outcome, CommandError>
 where
-    A: Aggregate,
+    A: Aggregate + Snapshot,
     A::Event: EventSchema,
 {
+    let (caller, chain) = (authorized.caller(), authorized.chain());
+    tracing::debug!(stream = %stream, basis = ?authorized.basis(), "command authorized");
     // A retried command answers as it did the first time, whatever the
     // state is now.
     if let Some(committed) = ports.store.committed_command(caller.command_id).await? {
@@ -310,7 +354,10 @@ where
                     appended: Some(appended),
                 })
             }
-            Err(AppendError::Conflict { .. }) if attempt < CONFLICT_RETRIES => attempt += 1,
+            Err(AppendError::Conflict { .. }) if attempt < CONFLICT_RETRIES => {
+                attempt += 1;
+                tracing::debug!(stream = %stream, attempt, "version conflict; deciding again");
+            }
             Err(error) => return Err(error.into()),
         }
     }
@@ -361,6 +408,8 @@ pub(crate) struct Plan<'a> {
     labels: Vec<String>,
     /// The version each part's stream was read at.
     read: Vec<(String, StreamVersion)>,
+    /// The event that causes the others, if the command has one.
+    cause: Option<EventId>,
 }
 
 /// What a committed plan appended, part by part (parts that decided
@@ -413,15 +462,24 @@ impl Committed {
 }
 
 impl<'a> Plan<'a> {
-    pub(crate) fn new(ports: &'a Ports, caller: &'a Caller, tenant: TenantId) -> Self {
+    /// A plan of an authorized command ([`Authorized`]).
+    pub(crate) fn new(ports: &'a Ports, authorized: &Authorized<'a>) -> Self {
+        tracing::debug!(basis = ?authorized.basis(), "command authorized");
         Self {
             ports,
-            caller,
-            chain: ChainId::Tenant(tenant),
+            caller: authorized.caller(),
+            chain: authorized.chain(),
             requests: Vec::new(),
             labels: Vec::new(),
             read: Vec::new(),
+            cause: None,
         }
+    }
+
+    /// Every other event of the plan is caused by `event` (one of its
+    /// parts' first event), and names it as its causation id.
+    pub(crate) fn caused_by(&mut self, event: EventId) {
+        self.cause = Some(event);
     }
 
     /// The earlier outcome of this very command (the same caller command
@@ -454,7 +512,7 @@ impl<'a> Plan<'a> {
         decide: impl FnOnce(&A) -> Result<Vec<A::Event>, CommandError>,
     ) -> Result<(A, StreamVersion), CommandError>
     where
-        A: Aggregate,
+        A: Aggregate + Snapshot,
         A::Event: EventSchema,
     {
         self.part_with_ids(label, stream, &[first_event_id], decide)
@@ -471,20 +529,24 @@ impl<'a> Plan<'a> {
         decide: impl FnOnce(&A) -> Result<Vec<A::Event>, CommandError>,
     ) -> Result<(A, StreamVersion), CommandError>
     where
-        A: Aggregate,
+        A: Aggregate + Snapshot,
         A::Event: EventSchema,
     {
         let (state, version) = load_in::<A>(&*self.ports.store, stream, Some(self.chain)).await?;
         let events = decide(&state)?;
         self.read.push((label.to_owned(), version));
         if !events.is_empty() {
-            let step = self.caller.step(label);
+            let mut metadata = self.caller.step(label).metadata();
+            metadata.causation_id = self
+                .cause
+                .filter(|cause| ids.first() != Some(cause))
+                .map(|cause| cause.as_uuid());
             self.requests.push(AppendRequest::new(
                 self.chain,
                 stream.clone(),
                 ExpectedVersion::Exactly(version),
                 new_events(&events, ids),
-                step.metadata(),
+                metadata,
             )?);
             self.labels.push(label.to_owned());
         }
@@ -505,7 +567,10 @@ impl<'a> Plan<'a> {
                 appended: self.labels.into_iter().zip(appended).collect(),
                 read: self.read,
             })),
-            Err(AppendError::Conflict { .. }) => Ok(None),
+            Err(AppendError::Conflict { .. }) => {
+                tracing::debug!(chain = %self.chain, "version conflict; planning again");
+                Ok(None)
+            }
             Err(error) => Err(error.into()),
         }
     }
@@ -519,28 +584,22 @@ pub(crate) fn plan_gave_up() -> CommandError {
     CommandError::Conflict("too many concurrent changes; try again".to_owned())
 }
 
-/// [`execute`] for the common case: one domain command on one of
-/// `tenant`'s streams, its events under fresh ids.
+/// [`execute`] for the common case: one domain command on one of the
+/// authorized tenant's streams, its events under fresh ids.
 pub(crate) async fn decide_and_append<A>(
     ports: &Ports,
-    caller: &Caller,
-    tenant: TenantId,
+    authorized: &Authorized<'_>,
     stream: &StreamId,
     command: &A::Command,
 ) -> Result<Outcome, CommandError>
 where
-    A: Aggregate,
+    A: Aggregate + Snapshot,
     A::Event: EventSchema,
     CommandError: From<A::Error>,
 {
-    execute::<A>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        stream,
-        EventId::generate(),
-        |state| Ok(state.decide(command)?),
-    )
+    execute::<A>(ports, authorized, stream, EventId::generate(), |state| {
+        Ok(state.decide(command)?)
+    })
     .await
 }
 

@@ -18,11 +18,12 @@ use custodia_domain::{Actor, ChainId, EventId, LogCursor, StreamId, TenantId, Ti
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::authorized::{authorize_on_user, by_own_secret};
 use super::credentials::LoginError;
 use super::tenants::tenant_stream;
 use super::{
-    decide_and_append, execute, load, load_in, memberships_stream, stream, Caller, CommandError,
-    Outcome, Plan, Ports, PLAN_RETRIES,
+    decide_and_append, execute, load, load_in, load_located, memberships_stream, stream, Caller,
+    CommandError, Outcome, Plan, Ports, PLAN_RETRIES,
 };
 use crate::tokens::{AccessClaims, TokenError};
 
@@ -248,7 +249,23 @@ pub async fn start_session(
         // (both end the sessions in the index this plan writes): the user
         // must still be allowed in, with the password that was checked.
         still_allowed(ports, tenant, user, &verified).await?;
-        let mut plan = Plan::new(ports, &caller, tenant);
+        let (unlist, evict) = room_for_one_more(ports, user, at).await?;
+        // The password (and second factor) just verified is the proof.
+        let proven = by_own_secret(&caller, tenant);
+        let mut plan = Plan::new(ports, &proven);
+        let limit = SessionCommand::Revoke {
+            at,
+            reason: RevocationReason::SessionLimit,
+        };
+        for oldest in &evict {
+            plan.part::<Session>(
+                &oldest.to_string(),
+                &session_stream(*oldest),
+                EventId::generate(),
+                |s| Ok(s.decide(&limit)?),
+            )
+            .await?;
+        }
         let ids = [
             EventId::generate(),
             record.as_ref().map_or_else(EventId::generate, |r| r.0),
@@ -262,8 +279,12 @@ pub async fn start_session(
             Ok(events)
         })
         .await?;
+        let unlist = SessionIndexCommand::Unlist(unlist.into_iter().chain(evict).collect());
         plan.part::<SessionIndex>("index", &index_stream(user), EventId::generate(), |i| {
-            Ok(i.decide(&list).unwrap_or_default())
+            let mut events = i.decide(&unlist).unwrap_or_default();
+            let after = events.iter().fold(i.clone(), |i, e| i.apply(e));
+            events.extend(after.decide(&list).unwrap_or_default());
+            Ok(events)
         })
         .await?;
         if plan.commit().await?.is_some() {
@@ -287,6 +308,31 @@ pub async fn start_session(
     .await?)
 }
 
+/// What a new session of `user` unlists from their full index (sessions
+/// that are over) and which of the oldest it ends to stay under the limit
+/// (`SessionIndex::to_prune`); nothing while the index has room. Reading
+/// every listed session happens once per many logins, when it fills up.
+async fn room_for_one_more(
+    ports: &Ports,
+    user: Uuid,
+    at: Timestamp,
+) -> Result<(Vec<Uuid>, Vec<Uuid>), CommandError> {
+    let (index, _) = load::<SessionIndex>(&*ports.store, &index_stream(user)).await?;
+    if !index.is_full() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut over = Vec::new();
+    for listed in &index.0 {
+        let (state, _) = load::<Session>(&*ports.store, &session_stream(*listed)).await?;
+        let live =
+            matches!(&state, Session::Live { refresh_expires_at, .. } if *refresh_expires_at > at);
+        if !live {
+            over.push(*listed);
+        }
+    }
+    Ok(index.to_prune(&over))
+}
+
 /// Is the user who just logged in still allowed to start a session: may
 /// sign in, and has the password the login verified?
 async fn still_allowed(
@@ -308,10 +354,12 @@ async fn still_allowed(
 }
 
 /// Exchanges a refresh token for new tokens, rotating it. Presenting a
-/// token that was already rotated away revokes the whole session.
+/// token that was already rotated away revokes the whole session. The
+/// token alone names its session, and so its tenant (RFC 6749 clients send
+/// nothing else); a client that names a tenant is refused for any other.
 pub async fn refresh_session(
     ports: &Ports,
-    tenant: TenantId,
+    tenant: Option<TenantId>,
     refresh_token: &str,
     at: Timestamp,
 ) -> Result<SessionTokens, SessionFailure> {
@@ -322,17 +370,14 @@ pub async fn refresh_session(
     let secret = B64URL
         .decode(secret)
         .map_err(|_| SessionFailure::InvalidToken)?;
-    // A session of another tenant is no session here.
-    let (state, _) = load_in::<Session>(
-        &*ports.store,
-        &session_stream(session),
-        Some(ChainId::Tenant(tenant)),
-    )
-    .await
-    .map_err(|e| match e {
-        CommandError::NotFound(_) => SessionFailure::InvalidToken,
-        other => other.into(),
-    })?;
+    let (state, _, chain) =
+        load_located::<Session>(&*ports.store, &session_stream(session)).await?;
+    // A session of another tenant (or of none) is no session here.
+    let tenant = match (chain, tenant) {
+        (Some(ChainId::Tenant(found)), None) => found,
+        (Some(ChainId::Tenant(found)), Some(named)) if found == named => found,
+        _ => return Err(SessionFailure::InvalidToken),
+    };
     let user = state.user().ok_or(SessionFailure::InvalidToken)?;
     let settings = require_access(ports, tenant, user).await?;
     let next = ports.tokens.refresh_secret();
@@ -347,10 +392,10 @@ pub async fn refresh_session(
     let caller = Caller::user_itself(tenant, user, "refresh");
     // Set by the last decision (a conflict decides again).
     let reused = std::sync::atomic::AtomicBool::new(false);
+    // Presenting the session's refresh token is the proof.
     let outcome = execute::<Session>(
         ports,
-        &caller,
-        ChainId::Tenant(tenant),
+        &by_own_secret(&caller, tenant),
         &session_stream(session),
         EventId::generate(),
         |s| {
@@ -398,20 +443,20 @@ pub async fn revoke_session(
     session: Uuid,
     at: Timestamp,
 ) -> Result<Outcome, CommandError> {
-    super::targets::require_tenant(caller, tenant)?;
+    super::authorized::require_tenant(caller, tenant)?;
     let chain = Some(ChainId::Tenant(tenant));
     let (state, _) = load_in::<Session>(&*ports.store, &session_stream(session), chain).await?;
     let owner = state.user().ok_or(CommandError::NotFound("session"))?;
     // Nobody signs out someone who holds more than they do.
-    super::targets::authorize_on_user(ports, caller, tenant, Permission::SessionRevoke, owner)
-        .await?;
+    let authorized =
+        authorize_on_user(ports, caller, tenant, Permission::SessionRevoke, owner).await?;
     let reason = if caller.actor == Actor::User(owner) {
         RevocationReason::Logout
     } else {
         RevocationReason::Revoked
     };
     let command = SessionCommand::Revoke { at, reason };
-    decide_and_append::<Session>(ports, caller, tenant, &session_stream(session), &command).await
+    decide_and_append::<Session>(ports, &authorized, &session_stream(session), &command).await
 }
 
 /// Revokes every session of a user ("sign out everywhere"), all together.
@@ -423,10 +468,10 @@ pub async fn revoke_all_sessions(
     user: Uuid,
     at: Timestamp,
 ) -> Result<(usize, Option<LogCursor>), CommandError> {
-    super::targets::authorize_on_user(ports, caller, tenant, Permission::SessionRevoke, user)
-        .await?;
+    let authorized =
+        authorize_on_user(ports, caller, tenant, Permission::SessionRevoke, user).await?;
     for _ in 0..=PLAN_RETRIES {
-        let mut plan = Plan::new(ports, caller, tenant);
+        let mut plan = Plan::new(ports, &authorized);
         plan_end_sessions(&mut plan, user, None, RevocationReason::Revoked, at).await?;
         if let Some(committed) = plan.commit().await? {
             let index = usize::from(committed.part("index").is_some());

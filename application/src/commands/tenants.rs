@@ -3,10 +3,11 @@
 use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::membership::{MembershipCommand, Memberships, RoleRef};
 use custodia_domain::identity::tenant::{Tenant, TenantCommand, TenantName, TenantSettings};
-use custodia_domain::rbac::{BuiltInRole, Denied, Permission, Principal};
-use custodia_domain::{ChainId, CommandId, EventId, TenantId};
+use custodia_domain::rbac::{BuiltInRole, Denied, Permission};
+use custodia_domain::{CommandId, EventId, TenantId};
 use uuid::Uuid;
 
+use super::authorized::{as_platform_operator, authorize};
 use super::users::{NewUser, Registration};
 use super::{
     decide_and_append, execute, load, memberships_stream, stream, Caller, CommandError, Outcome,
@@ -60,11 +61,9 @@ pub async fn create_tenant(
     caller: &Caller,
     command: CreateTenant,
 ) -> Result<Outcome, CommandError> {
-    if caller.principal != Principal::PlatformOperator {
-        return Err(Denied::PlatformOnly.into());
-    }
-    let name = TenantName::parse(&command.name)?;
     let tenant = command.tenant;
+    let authorized = as_platform_operator(caller, tenant)?;
+    let name = TenantName::parse(&command.name)?;
     if let Some(outcome) = Plan::committed(ports, caller, "owner-role").await? {
         return Ok(outcome);
     }
@@ -81,7 +80,7 @@ pub async fn create_tenant(
     };
     // The tenant, its owner and, last, the owner's role, together.
     for _ in 0..=PLAN_RETRIES {
-        let mut plan = Plan::new(ports, caller, tenant);
+        let mut plan = Plan::new(ports, &authorized);
         plan.part::<Tenant>(
             "tenant",
             &tenant_stream(tenant),
@@ -110,11 +109,9 @@ pub async fn update_tenant_settings(
     tenant: TenantId,
     settings: TenantSettings,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::TenantUpdate, None)?;
+    let authorized = authorize(caller, tenant, Permission::TenantUpdate, None)?;
     let command = TenantCommand::UpdateSettings { settings };
-    decide_and_append::<Tenant>(ports, caller, tenant, &tenant_stream(tenant), &command).await
+    decide_and_append::<Tenant>(ports, &authorized, &tenant_stream(tenant), &command).await
 }
 
 /// Suspends (`suspend = true`) or reactivates the tenant.
@@ -124,15 +121,13 @@ pub async fn set_tenant_suspended(
     tenant: TenantId,
     suspend: bool,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::TenantSuspend, None)?;
+    let authorized = authorize(caller, tenant, Permission::TenantSuspend, None)?;
     let command = if suspend {
         TenantCommand::Suspend
     } else {
         TenantCommand::Reactivate
     };
-    decide_and_append::<Tenant>(ports, caller, tenant, &tenant_stream(tenant), &command).await
+    decide_and_append::<Tenant>(ports, &authorized, &tenant_stream(tenant), &command).await
 }
 
 /// Grants, revokes, removes members or defines custom roles. Nobody hands
@@ -148,7 +143,7 @@ pub async fn change_memberships(
         MembershipCommand::DefineRole { .. } => Permission::RoleDefine,
         _ => Permission::RoleGrant,
     };
-    caller.principal.authorize(tenant, needed, None)?;
+    let authorized = authorize(caller, tenant, needed, None)?;
     require_active_tenant(ports, tenant).await?;
     match &command {
         // Roles go to users of this tenant only.
@@ -171,8 +166,7 @@ pub async fn change_memberships(
     let principal = caller.principal.clone();
     execute::<Memberships>(
         ports,
-        caller,
-        ChainId::Tenant(tenant),
+        &authorized,
         &memberships_stream(tenant),
         EventId::generate(),
         |state| {

@@ -13,7 +13,7 @@ use custodia_domain::rbac::Permission;
 use custodia_domain::{ChainId, EventId, StreamId, StreamVersion, TenantId, Timestamp};
 use uuid::Uuid;
 
-use super::targets::authorize_on_user;
+use super::authorized::{authorize, authorize_on_user};
 use super::tenants::require_active_tenant;
 use super::{execute, stream, Caller, CommandError, Outcome, Plan, Ports, PLAN_RETRIES};
 use crate::personal_data::PersonalData;
@@ -293,9 +293,7 @@ pub async fn register_user(
     tenant: TenantId,
     new: NewUser,
 ) -> Result<Outcome, CommandError> {
-    caller
-        .principal
-        .authorize(tenant, Permission::UserCreate, None)?;
+    let authorized = authorize(caller, tenant, Permission::UserCreate, None)?;
     if new.password.is_some() {
         caller
             .principal
@@ -306,24 +304,14 @@ pub async fn register_user(
     else {
         return Err(CommandError::TenantSuspended);
     };
-    register_user_unchecked(ports, caller, tenant, new, settings.password_min_length).await
-}
-
-/// Registration without authorisation, for handlers that already checked:
-/// the claim, the user and the password are appended together or not at all.
-pub(crate) async fn register_user_unchecked(
-    ports: &Ports,
-    caller: &Caller,
-    tenant: TenantId,
-    new: NewUser,
-    password_min_length: u8,
-) -> Result<Outcome, CommandError> {
     if let Some(outcome) = Plan::committed(ports, caller, "register").await? {
         return Ok(outcome);
     }
-    let registration = Registration::prepare(ports, tenant, new, password_min_length).await?;
+    // The claim, the user and the password, together or not at all.
+    let min_length = settings.password_min_length;
+    let registration = Registration::prepare(ports, tenant, new, min_length).await?;
     for _ in 0..=PLAN_RETRIES {
-        let mut plan = Plan::new(ports, caller, tenant);
+        let mut plan = Plan::new(ports, &authorized);
         registration.plan(&mut plan, tenant).await?;
         if let Some(committed) = plan.commit().await? {
             return Ok(committed.outcome("register"));
@@ -340,20 +328,15 @@ pub async fn update_profile(
     profile: Profile,
 ) -> Result<Outcome, CommandError> {
     check_profile(&profile)?;
-    authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
+    let authorized = authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
     require_active_tenant(ports, tenant).await?;
     let event_id = EventId::generate();
     let command = UserCommand::UpdateProfile {
         profile: seal_profile(&*ports.vault, tenant, user, event_id, &profile).await?,
     };
-    execute::<User>(
-        ports,
-        caller,
-        ChainId::Tenant(tenant),
-        &user_stream(user),
-        event_id,
-        |state| Ok(state.decide(&command)?),
-    )
+    execute::<User>(ports, &authorized, &user_stream(user), event_id, |state| {
+        Ok(state.decide(&command)?)
+    })
     .await
 }
 
@@ -368,7 +351,7 @@ pub async fn change_email(
     email: &str,
 ) -> Result<Outcome, CommandError> {
     let email = Email::parse(email)?;
-    authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
+    let authorized = authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
     require_active_tenant(ports, tenant).await?;
     if let Some(outcome) = Plan::committed(ports, caller, "change").await? {
         return Ok(outcome);
@@ -380,7 +363,7 @@ pub async fn change_email(
         email_index: index,
     };
     for _ in 0..=PLAN_RETRIES {
-        let mut plan = Plan::new(ports, caller, tenant);
+        let mut plan = Plan::new(ports, &authorized);
         claim_email(&mut plan, tenant, &index, user).await?;
         // The address the change replaces, read now (a concurrent change
         // since would conflict at the commit).
@@ -454,7 +437,7 @@ pub async fn change_user_status(
     if change != StatusChange::Activate {
         caller.principal.authorize(tenant, permission, None)?;
     }
-    authorize_on_user(ports, caller, tenant, permission, user).await?;
+    let authorized = authorize_on_user(ports, caller, tenant, permission, user).await?;
     require_active_tenant(ports, tenant).await?;
     let disables = matches!(change, StatusChange::Suspend | StatusChange::Delete);
     // The user's access is paused or resumed in the memberships in the same
@@ -471,7 +454,11 @@ pub async fn change_user_status(
     // The new status and the end of the user's sessions, together.
     let at = Timestamp::now();
     for _ in 0..=PLAN_RETRIES {
-        let mut plan = Plan::new(ports, caller, tenant);
+        // The status event causes the rest (the sessions ended, the
+        // access paused), and each of them names it.
+        let status_event = EventId::generate();
+        let mut plan = Plan::new(ports, &authorized);
+        plan.caused_by(status_event);
         if disables {
             let reason = RevocationReason::UserDisabled;
             super::sessions::plan_end_sessions(&mut plan, user, None, reason, at).await?;
@@ -484,7 +471,7 @@ pub async fn change_user_status(
         )
         .await?;
         let (_, version) = plan
-            .part::<User>("status", &user_stream(user), EventId::generate(), |state| {
+            .part::<User>("status", &user_stream(user), status_event, |state| {
                 Ok(state.decide(&command)?)
             })
             .await?;

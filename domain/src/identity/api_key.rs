@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::aggregate::{
+    read, snapshot_json, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm,
+};
 use crate::event::Timestamp;
 use crate::rbac::{Permission, PermissionSet};
 use crate::InvalidValue;
@@ -86,6 +88,62 @@ pub enum ApiKey {
         last_used: Option<Timestamp>,
     },
     Revoked,
+}
+
+/// The snapshot form, version 1 (a key in use records a use every so
+/// often, so its stream grows with time).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum ApiKeyV1 {
+    Absent,
+    Active {
+        permissions: Vec<String>,
+        secret_sha256: String,
+        last_used: Option<i64>,
+    },
+    Revoked,
+}
+
+impl Snapshot for ApiKey {
+    const SNAPSHOT_VERSION: Option<u32> = Some(1);
+
+    fn to_snapshot(&self) -> Vec<u8> {
+        snapshot_json(&match self {
+            ApiKey::Absent => ApiKeyV1::Absent,
+            ApiKey::Active {
+                permissions,
+                secret_sha256,
+                last_used,
+            } => ApiKeyV1::Active {
+                permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
+                secret_sha256: hex::encode(secret_sha256),
+                last_used: last_used.map(|at| at.0),
+            },
+            ApiKey::Revoked => ApiKeyV1::Revoked,
+        })
+    }
+
+    fn from_snapshot(version: u32, bytes: &[u8]) -> Option<Self> {
+        if version != 1 {
+            return None;
+        }
+        Some(match serde_json::from_slice(bytes).ok()? {
+            ApiKeyV1::Absent => ApiKey::Absent,
+            ApiKeyV1::Active {
+                permissions,
+                secret_sha256,
+                last_used,
+            } => ApiKey::Active {
+                permissions: permissions
+                    .iter()
+                    .map(|name| Permission::parse(name).ok())
+                    .collect::<Option<_>>()?,
+                secret_sha256: hex::decode(secret_sha256).ok()?.try_into().ok()?,
+                last_used: last_used.map(Timestamp),
+            },
+            ApiKeyV1::Revoked => ApiKey::Revoked,
+        })
+    }
 }
 
 impl Aggregate for ApiKey {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm};
 use crate::event::Timestamp;
 
 /// Where the consent was given or withdrawn.
@@ -53,6 +53,9 @@ impl ConsentLedger {
         self.0.get(purpose).copied()
     }
 }
+
+/// Not snapshotted: the stream stays short (ADR 0008).
+impl Snapshot for ConsentLedger {}
 
 impl Aggregate for ConsentLedger {
     type Command = ConsentCommand;

@@ -9,8 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::aggregate::{
+    read, snapshot_json, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm,
+};
 use crate::event::Timestamp;
+use crate::ids::EventId;
 use crate::personal::SealedField;
 use crate::InvalidValue;
 
@@ -172,6 +175,10 @@ pub struct Credential {
     pub last_totp_step: Option<u64>,
     /// Hashes of the recovery codes; `None` once used.
     pub recovery_codes: Vec<Option<[u8; 32]>>,
+    /// The events that sealed the password and the TOTP secret (their
+    /// associated data names them), when folded from stored events.
+    pub password_event: Option<EventId>,
+    pub totp_event: Option<EventId>,
 }
 
 impl Credential {
@@ -319,6 +326,112 @@ impl Aggregate for Credential {
             }
         }
         self
+    }
+
+    fn apply_recorded(self, event: &CredentialEvent, event_id: EventId) -> Credential {
+        let mut next = self.apply(event);
+        match event {
+            CredentialEvent::PasswordSet { .. } => next.password_event = Some(event_id),
+            CredentialEvent::TotpEnrolled { .. } => next.totp_event = Some(event_id),
+            _ => {}
+        }
+        next
+    }
+}
+
+/// The snapshot form, version 1.
+mod snapshot {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Sealed {
+        pub field: SealedField,
+        pub event: Option<uuid::Uuid>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct CredentialV1 {
+        pub password: Option<Sealed>,
+        pub algorithm: Option<PasswordAlgorithm>,
+        pub outstanding_checks: u32,
+        pub last_check_at: Option<i64>,
+        /// `off`, `pending` or `active`, with the secret unless off.
+        pub totp: String,
+        pub totp_secret: Option<Sealed>,
+        pub last_totp_step: Option<u64>,
+        /// SHA-256 of each recovery code, hex; `null` once used.
+        pub recovery_codes_sha256: Vec<Option<String>>,
+    }
+}
+
+impl Snapshot for Credential {
+    const SNAPSHOT_VERSION: Option<u32> = Some(1);
+
+    fn to_snapshot(&self) -> Vec<u8> {
+        let (totp, secret) = match &self.totp {
+            Totp::Off => ("off", None),
+            Totp::Pending(secret) => ("pending", Some(secret)),
+            Totp::Active(secret) => ("active", Some(secret)),
+        };
+        snapshot_json(&snapshot::CredentialV1 {
+            password: self.password.as_ref().map(|(field, _)| snapshot::Sealed {
+                field: field.clone(),
+                event: self.password_event.map(|id| id.as_uuid()),
+            }),
+            algorithm: self.password.as_ref().map(|(_, algorithm)| *algorithm),
+            outstanding_checks: self.outstanding_checks,
+            last_check_at: self.last_check_at.map(|at| at.0),
+            totp: totp.to_owned(),
+            totp_secret: secret.map(|field| snapshot::Sealed {
+                field: field.clone(),
+                event: self.totp_event.map(|id| id.as_uuid()),
+            }),
+            last_totp_step: self.last_totp_step,
+            recovery_codes_sha256: self
+                .recovery_codes
+                .iter()
+                .map(|code| code.map(hex::encode))
+                .collect(),
+        })
+    }
+
+    fn from_snapshot(version: u32, bytes: &[u8]) -> Option<Self> {
+        if version != 1 {
+            return None;
+        }
+        let form: snapshot::CredentialV1 = serde_json::from_slice(bytes).ok()?;
+        let password = match (form.password, form.algorithm) {
+            (Some(sealed), Some(algorithm)) => Some((sealed, algorithm)),
+            (None, None) => None,
+            _ => return None,
+        };
+        let event = |id: Option<uuid::Uuid>| id.and_then(|id| EventId::from_uuid(id).ok());
+        let (totp, totp_event) = match (form.totp.as_str(), form.totp_secret) {
+            ("off", None) => (Totp::Off, None),
+            ("pending", Some(sealed)) => (Totp::Pending(sealed.field), event(sealed.event)),
+            ("active", Some(sealed)) => (Totp::Active(sealed.field), event(sealed.event)),
+            _ => return None,
+        };
+        let recovery_codes = form
+            .recovery_codes_sha256
+            .iter()
+            .map(|code| match code {
+                None => Some(None),
+                Some(hex_text) => hex::decode(hex_text).ok()?.try_into().ok().map(Some),
+            })
+            .collect::<Option<_>>()?;
+        Some(Credential {
+            password_event: password
+                .as_ref()
+                .and_then(|(sealed, _)| event(sealed.event)),
+            password: password.map(|(sealed, algorithm)| (sealed.field, algorithm)),
+            outstanding_checks: form.outstanding_checks,
+            last_check_at: form.last_check_at.map(Timestamp),
+            totp,
+            last_totp_step: form.last_totp_step,
+            recovery_codes,
+            totp_event,
+        })
     }
 }
 

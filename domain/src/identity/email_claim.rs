@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmailClaimCommand {
@@ -31,6 +31,9 @@ pub enum EmailClaim {
     Free,
     ClaimedBy(Uuid),
 }
+
+/// Not snapshotted: the stream stays short (ADR 0008).
+impl Snapshot for EmailClaim {}
 
 impl Aggregate for EmailClaim {
     type Command = EmailClaimCommand;

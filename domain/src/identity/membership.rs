@@ -8,7 +8,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::aggregate::{
+    read, snapshot_json, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm,
+};
 use crate::ids::TenantId;
 use crate::rbac::{BuiltInRole, Denied, Permission, PermissionSet, Principal};
 use crate::InvalidValue;
@@ -352,6 +354,76 @@ impl Aggregate for Memberships {
             }
         }
         self
+    }
+}
+
+/// The snapshot form, version 1: roles and permissions by their stored
+/// names, as the events carry them.
+mod snapshot {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct MembershipsV1 {
+        pub custom_roles: BTreeMap<String, Vec<String>>,
+        pub assignments: BTreeMap<Uuid, Vec<String>>,
+        pub paused: Vec<Uuid>,
+    }
+}
+
+fn permission_names(set: &PermissionSet) -> Vec<String> {
+    set.iter().map(|p| p.name().to_owned()).collect()
+}
+
+fn permission_set(names: &[String]) -> Option<PermissionSet> {
+    names
+        .iter()
+        .map(|name| Permission::parse(name).ok())
+        .collect()
+}
+
+impl Snapshot for Memberships {
+    const SNAPSHOT_VERSION: Option<u32> = Some(1);
+
+    fn to_snapshot(&self) -> Vec<u8> {
+        snapshot_json(&snapshot::MembershipsV1 {
+            custom_roles: self
+                .custom_roles
+                .iter()
+                .map(|(name, set)| (name.as_str().to_owned(), permission_names(set)))
+                .collect(),
+            assignments: self
+                .assignments
+                .iter()
+                .map(|(user, roles)| (*user, roles.iter().map(RoleRef::to_string).collect()))
+                .collect(),
+            paused: self.paused.iter().copied().collect(),
+        })
+    }
+
+    fn from_snapshot(version: u32, bytes: &[u8]) -> Option<Self> {
+        if version != 1 {
+            return None;
+        }
+        let form: snapshot::MembershipsV1 = serde_json::from_slice(bytes).ok()?;
+        Some(Memberships {
+            custom_roles: form
+                .custom_roles
+                .iter()
+                .map(|(name, set)| Some((RoleName::parse(name).ok()?, permission_set(set)?)))
+                .collect::<Option<_>>()?,
+            assignments: form
+                .assignments
+                .iter()
+                .map(|(user, roles)| {
+                    let roles = roles
+                        .iter()
+                        .map(|role| RoleRef::parse(role).ok())
+                        .collect::<Option<_>>()?;
+                    Some((*user, roles))
+                })
+                .collect::<Option<_>>()?,
+            paused: form.paused.into_iter().collect(),
+        })
     }
 }
 

@@ -8,3 +8,6 @@ pub mod membership;
 pub mod session;
 pub mod tenant;
 pub mod user;
+
+#[cfg(test)]
+mod snapshot_tests;

@@ -3,15 +3,28 @@
 //! token that was already rotated away revokes the whole session (someone
 //! holds a stolen copy), recording why.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::aggregate::{
+    read, snapshot_json, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm,
+};
 use crate::event::Timestamp;
 use crate::personal::SealedField;
 
 /// SHA-256 of a refresh token's secret part.
 pub type TokenHash = [u8; 32];
+
+/// How many rotated-away refresh tokens a session remembers for reuse
+/// detection. Reuse detection exists for the race after a theft: thief and
+/// client both hold one token, and whoever presents it second presents a
+/// spent one, within a rotation or two. 256 rotations cover more than two
+/// days of refreshes every 15 minutes; a token older than that is refused
+/// as invalid (without revoking the session). A bound, so that a session's
+/// state, and a refresh's cost, do not grow with its age.
+pub const REMEMBERED_SPENT_TOKENS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -25,6 +38,9 @@ pub enum RevocationReason {
     UserDisabled,
     /// The user's password was set or changed (every other session ends).
     PasswordChanged,
+    /// The user started more sessions than one user may hold
+    /// ([`MAX_LISTED_SESSIONS`]); the oldest ended.
+    SessionLimit,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +109,9 @@ pub enum Session {
     Live {
         user: Uuid,
         current: TokenHash,
-        spent: Vec<TokenHash>,
+        /// Rotated-away tokens, oldest first, at most
+        /// [`REMEMBERED_SPENT_TOKENS`].
+        spent: VecDeque<TokenHash>,
         refresh_expires_at: Timestamp,
     },
     Revoked {
@@ -199,7 +217,7 @@ impl Aggregate for Session {
             ) => Session::Live {
                 user: *user,
                 current: *refresh,
-                spent: Vec::new(),
+                spent: VecDeque::new(),
                 refresh_expires_at: *refresh_expires_at,
             },
             (
@@ -215,7 +233,10 @@ impl Aggregate for Session {
                     ..
                 },
             ) => {
-                spent.push(current);
+                if spent.len() == REMEMBERED_SPENT_TOKENS {
+                    spent.pop_front();
+                }
+                spent.push_back(current);
                 Session::Live {
                     user,
                     current: *refresh,
@@ -261,6 +282,99 @@ mod dto {
     pub struct Revoked {
         pub at: i64,
         pub reason: RevocationReason,
+    }
+}
+
+/// The snapshot form, version 1.
+mod snapshot {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "state", rename_all = "snake_case")]
+    pub enum SessionV1 {
+        Absent,
+        Live {
+            user: Uuid,
+            current_sha256: String,
+            /// Oldest first, 64 hex digits each, concatenated.
+            spent_sha256: String,
+            refresh_expires_at: i64,
+        },
+        Revoked {
+            user: Uuid,
+            reason: RevocationReason,
+        },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct SessionIndexV1 {
+        pub sessions: Vec<Uuid>,
+    }
+}
+
+impl Snapshot for Session {
+    const SNAPSHOT_VERSION: Option<u32> = Some(1);
+
+    fn to_snapshot(&self) -> Vec<u8> {
+        snapshot_json(&match self {
+            Session::Absent => snapshot::SessionV1::Absent,
+            Session::Live {
+                user,
+                current,
+                spent,
+                refresh_expires_at,
+            } => snapshot::SessionV1::Live {
+                user: *user,
+                current_sha256: hex::encode(current),
+                spent_sha256: spent.iter().map(hex::encode).collect(),
+                refresh_expires_at: refresh_expires_at.0,
+            },
+            Session::Revoked { user, reason } => snapshot::SessionV1::Revoked {
+                user: *user,
+                reason: *reason,
+            },
+        })
+    }
+
+    fn from_snapshot(version: u32, bytes: &[u8]) -> Option<Self> {
+        if version != 1 {
+            return None;
+        }
+        Some(match serde_json::from_slice(bytes).ok()? {
+            snapshot::SessionV1::Absent => Session::Absent,
+            snapshot::SessionV1::Live {
+                user,
+                current_sha256,
+                spent_sha256,
+                refresh_expires_at,
+            } => Session::Live {
+                user,
+                current: token_hash(&current_sha256)?,
+                spent: hex::decode(spent_sha256)
+                    .ok()?
+                    .chunks(32)
+                    .map(|hash| hash.try_into().ok())
+                    .collect::<Option<_>>()?,
+                refresh_expires_at: Timestamp(refresh_expires_at),
+            },
+            snapshot::SessionV1::Revoked { user, reason } => Session::Revoked { user, reason },
+        })
+    }
+}
+
+impl Snapshot for SessionIndex {
+    const SNAPSHOT_VERSION: Option<u32> = Some(1);
+
+    fn to_snapshot(&self) -> Vec<u8> {
+        snapshot_json(&snapshot::SessionIndexV1 {
+            sessions: self.0.clone(),
+        })
+    }
+
+    fn from_snapshot(version: u32, bytes: &[u8]) -> Option<Self> {
+        let snapshot::SessionIndexV1 { sessions } =
+            (version == 1).then(|| serde_json::from_slice(bytes).ok())??;
+        Some(SessionIndex(sessions))
     }
 }
 
@@ -508,13 +622,43 @@ mod tests {
 /// The sessions of a user that may still be live: what "sign out
 /// everywhere", a suspension or a new password ends. Ending them is an
 /// event here too, so a session started at the same moment conflicts with
-/// the ending (one of the two is decided again), and the index stays short.
+/// the ending (one of the two is decided again). The index stays short: it
+/// holds at most [`MAX_LISTED_SESSIONS`]; when it is full, a new session
+/// first unlists the sessions that are over and, if that frees too little,
+/// ends the oldest ([`RevocationReason::SessionLimit`]), down to
+/// [`LISTED_AFTER_PRUNING`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionIndex(pub Vec<Uuid>);
+
+/// The most sessions one user holds at once.
+pub const MAX_LISTED_SESSIONS: usize = 100;
+
+/// How many sessions are left listed (the new one included) after a full
+/// index was pruned, so that pruning happens once per many logins.
+pub const LISTED_AFTER_PRUNING: usize = 75;
+
+impl SessionIndex {
+    pub fn is_full(&self) -> bool {
+        self.0.len() >= MAX_LISTED_SESSIONS
+    }
+
+    /// Which listed sessions to unlist before listing one more, given the
+    /// ones known to be over: those, then the oldest of the rest until
+    /// [`LISTED_AFTER_PRUNING`] remain with the new one. The second part
+    /// must be ended in the same command.
+    pub fn to_prune(&self, over: &[Uuid]) -> (Vec<Uuid>, Vec<Uuid>) {
+        let (ended, live): (Vec<Uuid>, Vec<Uuid>) =
+            self.0.iter().partition(|session| over.contains(session));
+        let excess = (live.len() + 1).saturating_sub(LISTED_AFTER_PRUNING);
+        (ended, live.into_iter().take(excess).collect())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionIndexCommand {
     List(Uuid),
+    /// These sessions are over (or being ended in the same command).
+    Unlist(Vec<Uuid>),
     /// Every session but `keep` is being ended (in the same command).
     EndAll {
         keep: Option<Uuid>,
@@ -524,6 +668,7 @@ pub enum SessionIndexCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionIndexEvent {
     Listed(Uuid),
+    Unlisted(Vec<Uuid>),
     Ended { kept: Option<Uuid> },
 }
 
@@ -537,6 +682,18 @@ impl Aggregate for SessionIndex {
             SessionIndexCommand::List(session) if self.0.contains(session) => vec![],
             SessionIndexCommand::List(session) => vec![SessionIndexEvent::Listed(*session)],
             SessionIndexCommand::EndAll { keep } => vec![SessionIndexEvent::Ended { kept: *keep }],
+            SessionIndexCommand::Unlist(sessions) => {
+                let listed: Vec<Uuid> = sessions
+                    .iter()
+                    .filter(|s| self.0.contains(s))
+                    .copied()
+                    .collect();
+                if listed.is_empty() {
+                    vec![]
+                } else {
+                    vec![SessionIndexEvent::Unlisted(listed)]
+                }
+            }
         })
     }
 
@@ -544,6 +701,7 @@ impl Aggregate for SessionIndex {
         match event {
             SessionIndexEvent::Listed(session) => self.0.push(*session),
             SessionIndexEvent::Ended { kept } => self.0.retain(|s| Some(*s) == *kept),
+            SessionIndexEvent::Unlisted(sessions) => self.0.retain(|s| !sessions.contains(s)),
         }
         self
     }
@@ -559,6 +717,11 @@ struct Ended {
     kept: Option<Uuid>,
 }
 
+#[derive(Serialize, Deserialize)]
+struct Unlisted {
+    sessions: Vec<Uuid>,
+}
+
 impl EventSchema for SessionIndexEvent {
     fn to_stored(&self) -> StoredForm {
         match self {
@@ -566,6 +729,13 @@ impl EventSchema for SessionIndexEvent {
                 stored("SessionListed", 1, &Listed { session: *session })
             }
             SessionIndexEvent::Ended { kept } => stored("SessionsEnded", 1, &Ended { kept: *kept }),
+            SessionIndexEvent::Unlisted(sessions) => stored(
+                "SessionsUnlisted",
+                1,
+                &Unlisted {
+                    sessions: sessions.clone(),
+                },
+            ),
         }
     }
 
@@ -575,7 +745,10 @@ impl EventSchema for SessionIndexEvent {
             ("SessionsEnded", 1) => Ok(SessionIndexEvent::Ended {
                 kept: read::<Ended>(form)?.kept,
             }),
-            (event_type @ ("SessionListed" | "SessionsEnded"), version) => {
+            ("SessionsUnlisted", 1) => Ok(SessionIndexEvent::Unlisted(
+                read::<Unlisted>(form)?.sessions,
+            )),
+            (event_type @ ("SessionListed" | "SessionsEnded" | "SessionsUnlisted"), version) => {
                 Err(SchemaError::UnknownVersion {
                     event_type: event_type.into(),
                     version,
@@ -592,6 +765,27 @@ mod index_tests {
     use crate::aggregate::given;
 
     #[test]
+    fn a_full_index_unlists_ended_sessions_first_then_the_oldest() {
+        let sessions: Vec<Uuid> = (0..MAX_LISTED_SESSIONS).map(|_| Uuid::now_v7()).collect();
+        let index = SessionIndex(sessions.clone());
+        assert!(index.is_full());
+        // Enough are over: only they go.
+        let over: Vec<Uuid> = sessions.iter().step_by(3).copied().collect();
+        assert_eq!(index.to_prune(&over), (over.clone(), vec![]));
+        // None is over: the oldest live ones end, leaving room to spare.
+        let (ended, evicted) = index.to_prune(&[]);
+        assert!(ended.is_empty());
+        assert_eq!(
+            evicted,
+            sessions[..MAX_LISTED_SESSIONS + 1 - LISTED_AFTER_PRUNING]
+        );
+        // Unlisting what is not listed changes nothing.
+        given::<SessionIndex>(&[SessionIndexEvent::Listed(sessions[0])])
+            .when(&SessionIndexCommand::Unlist(vec![sessions[1]]))
+            .then(&[]);
+    }
+
+    #[test]
     fn ending_sessions_empties_the_index_but_the_kept_one() {
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let listed = [SessionIndexEvent::Listed(a), SessionIndexEvent::Listed(b)];
@@ -606,6 +800,7 @@ mod index_tests {
         for event in [
             SessionIndexEvent::Listed(a),
             SessionIndexEvent::Ended { kept: None },
+            SessionIndexEvent::Unlisted(vec![a, b]),
         ] {
             assert_eq!(
                 SessionIndexEvent::from_stored(&event.to_stored()),

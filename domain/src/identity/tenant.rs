@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm};
 use crate::InvalidValue;
 
 /// A tenant's display name: 1–200 characters, no control characters.
@@ -218,6 +218,9 @@ impl Tenant {
         }
     }
 }
+
+/// Not snapshotted: the stream stays short (ADR 0008).
+impl Snapshot for Tenant {}
 
 impl Aggregate for Tenant {
     type Command = TenantCommand;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, StoredForm};
+use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm};
 use crate::personal::{BlindIndex, SealedField};
 
 /// The sealed personal fields of a profile. `attributes` is one sealed JSON
@@ -103,6 +103,9 @@ impl User {
         }
     }
 }
+
+/// Not snapshotted: the stream stays short (ADR 0008).
+impl Snapshot for User {}
 
 impl Aggregate for User {
     type Command = UserCommand;

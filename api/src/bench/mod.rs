@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 use crate::sample;
 
+mod history;
+
 #[derive(clap::Subcommand)]
 pub enum Bench {
     /// Append synthetic events and report throughput and latency.
@@ -23,6 +25,9 @@ pub enum Bench {
     /// Commands per second through the full handler pipeline (authorize,
     /// load, decide, seal personal data, append).
     Commands(CommandArgs),
+    /// Refresh and login latency against the length of the session's or
+    /// account's history, and the time to fold a long stream.
+    History(history::HistoryArgs),
 }
 
 #[derive(clap::Args)]
@@ -80,6 +85,7 @@ pub async fn run(url: Option<&str>, bench: Bench) -> Result<ExitCode, String> {
         Bench::Verify => verify(url()?).await,
         Bench::Passwords(args) => passwords(args).await,
         Bench::Commands(args) => commands(url()?, args).await,
+        Bench::History(args) => history::run(url()?, args).await,
     }
 }
 
@@ -211,7 +217,7 @@ async fn verify_store(store: &dyn EventStore) -> Result<ExitCode, String> {
     })
 }
 
-fn percentiles(label: &str, mut samples: Vec<Duration>) {
+pub(crate) fn percentiles(label: &str, mut samples: Vec<Duration>) {
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     println!(
@@ -249,15 +255,14 @@ async fn passwords(args: PasswordArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
-    use custodia_application::commands::tenants::{create_tenant, CreateTenant};
-    use custodia_application::commands::users::{register_user, update_profile, NewUser, Profile};
-    use custodia_application::commands::{Caller, Ports};
-    use custodia_domain::identity::tenant::TenantSettings;
-    use custodia_domain::rbac::Principal;
-    use custodia_domain::{Actor, CommandId, Origin};
-
-    let store = open_event_store(url, OpenMode::Migrate, args.writers as u32 + 2)
+/// The handlers' ports on the database at `url`, with a fresh master key
+/// and signing key, hashing passwords at `cost`.
+pub(crate) async fn ports(
+    url: &str,
+    connections: u32,
+    cost: custodia_infrastructure::passwords::Argon2Cost,
+) -> Result<custodia_application::commands::Ports, String> {
+    let store = open_event_store(url, OpenMode::Migrate, connections)
         .await
         .map_err(|e| e.to_string())?;
     let vault = custodia_infrastructure::KeyVault::connect(
@@ -266,46 +271,70 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    let ports = Ports {
+    Ok(custodia_application::commands::Ports {
         store,
         vault: Arc::new(vault),
-        passwords: Arc::new(custodia_infrastructure::Argon2Passwords::new()),
+        passwords: Arc::new(custodia_infrastructure::Argon2Passwords::new().with_cost(cost)),
         codes: Arc::new(custodia_infrastructure::Totp),
         tokens: Arc::new(custodia_infrastructure::Ed25519Signer::generate(
             "custodia",
             "custodia-api",
         )),
         unknown_logins: Arc::default(),
-    };
-    let caller = || Caller {
-        principal: Principal::PlatformOperator,
-        actor: Actor::System,
-        command_id: CommandId::generate(),
+    })
+}
+
+/// The platform operator, as a benchmark acts.
+pub(crate) fn operator() -> custodia_application::commands::Caller {
+    custodia_application::commands::Caller {
+        principal: custodia_domain::rbac::Principal::PlatformOperator,
+        actor: custodia_domain::Actor::System,
+        command_id: custodia_domain::CommandId::generate(),
         correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("bench").expect("valid origin"),
+        origin: custodia_domain::Origin::parse("bench").expect("valid origin"),
         expected_version: None,
         session: None,
-    };
+    }
+}
+
+/// A new tenant whose owner has `email` and, if given, `password`.
+pub(crate) async fn tenant(
+    ports: &custodia_application::commands::Ports,
+    email: &str,
+    password: Option<&str>,
+) -> Result<TenantId, String> {
+    use custodia_application::commands::tenants::{create_tenant, CreateTenant};
+    use custodia_application::commands::users::{NewUser, Profile};
     let tenant = TenantId::generate();
     let owner = NewUser {
         user: Uuid::now_v7(),
-        email: "owner@bench.example".into(),
+        email: email.into(),
         profile: Profile::default(),
         invited: false,
-        password: None,
+        password: password.map(str::to_owned),
     };
     create_tenant(
-        &ports,
-        &caller(),
+        ports,
+        &operator(),
         CreateTenant {
             tenant,
             name: "Bench".into(),
-            settings: TenantSettings::default(),
+            settings: custodia_domain::identity::tenant::TenantSettings::default(),
             owner,
         },
     )
     .await
     .map_err(|e| e.to_string())?;
+    Ok(tenant)
+}
+
+async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
+    use custodia_application::commands::users::{register_user, update_profile, NewUser, Profile};
+    use custodia_infrastructure::passwords::Argon2Cost;
+
+    let ports = ports(url, args.writers as u32 + 2, Argon2Cost::PRODUCTION).await?;
+    let caller = operator;
+    let tenant = tenant(&ports, "owner@bench.example", None).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for writer in 0..args.writers {
