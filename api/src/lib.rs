@@ -5,6 +5,7 @@ pub mod audit_feed;
 pub mod auth_cache;
 pub mod browser;
 pub mod graphql;
+pub mod idempotency;
 pub mod metrics;
 pub mod projections;
 pub mod server;

@@ -18,12 +18,13 @@ use custodia_application::commands::{Caller, CommandError, Ports};
 use custodia_application::{EventStore, ReadModels};
 use custodia_domain::{Actor, CommandId, Origin, TenantId, Timestamp};
 use custodia_infrastructure::{
-    open_event_store, Argon2Passwords, Ed25519Signer, KeyVault, MasterKey, OpenMode, SqlReadModels,
-    Totp,
+    open_event_store, Argon2Passwords, Ed25519Signer, IdempotencyKeys, KeyVault, MasterKey,
+    OpenMode, SqlReadModels, Totp,
 };
 
 use crate::auth_cache::AuthCache;
 use crate::graphql::CustodiaSchema;
+use crate::idempotency;
 use crate::metrics::{MeteredStore, Metrics};
 use crate::projections::Projections;
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,8 @@ pub struct AppState {
     pub audit_feed: Arc<crate::audit_feed::AuditFeed>,
     /// Development conveniences (GraphiQL) are on unless `CUSTODIA_ENV=production`.
     pub development: bool,
+    /// Answers kept for retried requests (`Idempotency-Key`).
+    pub idempotency: Arc<IdempotencyKeys>,
 }
 
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
@@ -186,6 +189,11 @@ impl AppState {
                 .await
                 .map_err(|e| e.to_string())?,
         );
+        let idempotency = Arc::new(
+            IdempotencyKeys::connect(database_url, &master)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         let vault = KeyVault::connect(database_url, master)
             .await
             .map_err(|e| e.to_string())?;
@@ -240,6 +248,7 @@ impl AppState {
             auth_cache,
             audit_feed: Arc::default(),
             development,
+            idempotency,
         })
     }
 }
@@ -270,6 +279,12 @@ impl ApiError {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Tells the client when to try again (`Retry-After`, seconds).
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub(crate) fn internal(cause: &dyn std::fmt::Display) -> Self {
@@ -671,7 +686,7 @@ async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .json(state.signer.jwks())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     tenant_id: String,
@@ -746,10 +761,29 @@ async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
-    let now = Timestamp::now();
     let tenant = tenant(&body.tenant_id)?;
     state.limits.check_account(tenant, &body.email)?;
-    let client = client_info(&request);
+    let Some(key) = idempotency::key(&request)? else {
+        return login_once(&state, &request, &body).await;
+    };
+    // Only a client that sends the same credentials gets the answer again.
+    let scope = idempotency::digest(&[b"/auth/login", tenant.as_uuid().as_bytes(), key.as_bytes()]);
+    let sent = serde_json::to_vec(&*body).map_err(|e| ApiError::internal(&e))?;
+    let sent = idempotency::digest(&[&sent]);
+    idempotency::once(&state, &scope, &sent, |_| {
+        login_once(&state, &request, &body)
+    })
+    .await
+}
+
+async fn login_once(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &LoginRequest,
+) -> Result<HttpResponse, ApiError> {
+    let now = Timestamp::now();
+    let tenant = tenant(&body.tenant_id)?;
+    let client = client_info(request);
     let tokens = start_session(
         &state.ports,
         tenant,
@@ -760,7 +794,7 @@ async fn login(
         now,
     )
     .await?;
-    Ok(token_response(&state, tokens, now, body.cookies))
+    Ok(token_response(state, tokens, now, body.cookies))
 }
 
 /// The tokens as JSON, or, for a browser session, as cookies with only the
@@ -817,8 +851,21 @@ async fn refresh(
         }
     };
     let named = body.tenant_id.as_deref().map(tenant).transpose()?;
-    let tokens = refresh_session(&state.ports, named, &presented, now).await?;
-    Ok(token_response(&state, tokens, now, cookies))
+    let run = || async {
+        let tokens = refresh_session(&state.ports, named, &presented, now).await?;
+        Ok(token_response(&state, tokens, now, cookies))
+    };
+    let Some(key) = idempotency::key(&request)? else {
+        return run().await;
+    };
+    // The refresh token names the session: the scope is the token's.
+    let session = presented.split_once('.').map_or("", |(session, _)| session);
+    let scope = idempotency::digest(&[b"/auth/refresh", session.as_bytes(), key.as_bytes()]);
+    let sent = idempotency::digest(&[
+        named.map(|t| t.to_string()).unwrap_or_default().as_bytes(),
+        presented.as_bytes(),
+    ]);
+    idempotency::once(&state, &scope, &sent, |_| run()).await
 }
 
 /// The access token of a request (bearer header or browser cookie); a
@@ -847,24 +894,44 @@ async fn logout(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let now = Timestamp::now();
+    // The token's signature names the session; whether it is still live is
+    // the command's business (a retried logout finds it ended, and is
+    // answered as the first was).
     let (_, subject) = verify_access_token(&state.ports, &access_token(&request)?, now)?;
-    let principal = session_principal(&state.ports, &subject).await?;
     let TokenSubject {
         tenant,
         user,
         session,
     } = subject;
-    let caller = Caller {
-        principal,
-        actor: Actor::User(user),
-        command_id: CommandId::generate(),
-        correlation_id: Uuid::now_v7(),
-        origin: Origin::parse("http").expect("a valid origin"),
-        expected_version: None,
-        session: Some(session),
+    let ports = &state.ports;
+    let run = |command_id| async move {
+        let principal = session_principal(ports, &subject).await?;
+        let caller = Caller {
+            principal,
+            actor: Actor::User(user),
+            command_id,
+            correlation_id: Uuid::now_v7(),
+            origin: Origin::parse("http").expect("a valid origin"),
+            expected_version: None,
+            session: Some(session),
+        };
+        revoke_session(ports, &caller, tenant, session, now).await?;
+        let mut response = HttpResponse::NoContent();
+        crate::browser::clear(&mut response);
+        Ok(response.finish())
     };
-    revoke_session(&state.ports, &caller, tenant, session, now).await?;
-    let mut response = HttpResponse::NoContent();
-    crate::browser::clear(&mut response);
-    Ok(response.finish())
+    let Some(key) = idempotency::key(&request)? else {
+        return run(CommandId::generate()).await;
+    };
+    let scope = idempotency::digest(&[
+        b"/auth/logout",
+        tenant.as_uuid().as_bytes(),
+        user.as_bytes(),
+        key.as_bytes(),
+    ]);
+    let sent = idempotency::digest(&[session.as_bytes()]);
+    idempotency::once(&state, &scope, &sent, |first_seen| {
+        run(idempotency::command_id(&scope, first_seen, 0))
+    })
+    .await
 }

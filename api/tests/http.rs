@@ -1,6 +1,6 @@
 //! The HTTP edge, in process, on both backends: health, security headers,
 //! the login / refresh / logout cycle, JWKS (checked with PyJWT), and typed
-//! JSON errors for bad input.
+//! JSON errors for bad input, and retries under an `Idempotency-Key`.
 
 use actix_web::http::StatusCode;
 use actix_web::test;
@@ -19,6 +19,8 @@ backends!(
     auth_endpoints_are_rate_limited_per_ip_and_per_account,
     cors_allows_only_configured_origins,
     browser_sessions_use_httponly_cookies_and_csrf_double_submit,
+    a_retried_mutation_with_an_idempotency_key_appends_once,
+    retried_auth_requests_answer_as_the_first_did,
 );
 
 const EMAIL: &str = "ada@example.org";
@@ -477,4 +479,151 @@ async fn browser_sessions_use_httponly_cookies_and_csrf_double_submit(db: TestDa
     assert_eq!(cleared.len(), 3, "{cleared:?}");
     let response = test::call_service(&service, graphql(true, &fresh_access)).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Sends `request` with `Idempotency-Key: key` (if any); returns the
+/// status, whether the answer was replayed, and the JSON answer.
+macro_rules! keyed {
+    ($service:expr, $request:expr, $key:expr) => {{
+        let mut request = $request;
+        if let Some(key) = $key {
+            request = request.insert_header(("idempotency-key", key));
+        }
+        let response = test::call_service($service, request.to_request()).await;
+        let status = response.status();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let bytes = test::read_body(response).await;
+        (
+            status,
+            replayed,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    }};
+}
+
+async fn a_retried_mutation_with_an_idempotency_key_appends_once(db: TestDatabase) {
+    let (state, tenant) = world(&db).await;
+    let store = state.ports.store.clone();
+    let service = service!(state);
+    let (_, tokens) = post!(
+        &service,
+        "/auth/login",
+        json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": PASSWORD })
+    );
+    let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
+    let register = |email: &str| {
+        test::TestRequest::post()
+            .uri("/graphql")
+            .insert_header(("authorization", bearer.clone()))
+            .set_json(json!({
+                "query": "mutation($input: RegisterUserInput!) { registerUser(input: $input) { consistencyToken } }",
+                "variables": { "input": { "email": email } }
+            }))
+    };
+    let first = keyed!(&service, register("grace@example.org"), Some("\"retry-1\""));
+    assert_eq!(first.0, StatusCode::OK, "{}", first.2);
+    assert!(!first.1, "a first answer is not a replay");
+    // (No projection runs here: the token tells one write from another.)
+    let written = first.2["data"]["registerUser"]["consistencyToken"].clone();
+    assert!(
+        written.as_str().is_some_and(|t| !t.is_empty()),
+        "{}",
+        first.2
+    );
+    let head = store.head().await.unwrap();
+
+    // The client timed out and sends it again: the same answer, nothing appended.
+    let again = keyed!(&service, register("grace@example.org"), Some("\"retry-1\""));
+    assert_eq!(again.0, StatusCode::OK);
+    assert!(again.1, "marked as replayed");
+    assert_eq!(again.2, first.2);
+    assert_eq!(store.head().await.unwrap(), head, "nothing appended");
+
+    // The same key for another request is a client bug.
+    let other = keyed!(&service, register("alan@example.org"), Some("\"retry-1\""));
+    assert_eq!(other.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.2);
+    assert_eq!(other.2["error"]["code"], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(store.head().await.unwrap(), head);
+
+    // Without a key, or with another, a request runs as itself.
+    let fresh = keyed!(&service, register("alan@example.org"), Some("retry-2"));
+    assert_eq!(fresh.0, StatusCode::OK);
+    assert!(!fresh.1);
+    assert_ne!(fresh.2["data"]["registerUser"]["consistencyToken"], written);
+
+    // A key that is not a short visible string is refused before anything runs.
+    for bad in ["", "\"\"", &"k".repeat(256)] {
+        let (status, _, body) = keyed!(&service, register("eve@example.org"), Some(bad));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
+}
+
+async fn retried_auth_requests_answer_as_the_first_did(db: TestDatabase) {
+    let (state, tenant) = world(&db).await;
+    let store = state.ports.store.clone();
+    let service = service!(state);
+    let login = || {
+        test::TestRequest::post().uri("/auth/login").set_json(
+            json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": PASSWORD }),
+        )
+    };
+    let first = keyed!(&service, login(), Some("login-1"));
+    assert_eq!(first.0, StatusCode::OK, "{}", first.2);
+    let head = store.head().await.unwrap();
+    let again = keyed!(&service, login(), Some("login-1"));
+    assert!(again.1);
+    assert_eq!(again.2, first.2, "the same session and tokens");
+    assert_eq!(store.head().await.unwrap(), head, "no second session");
+    // Another password with the key is another request.
+    let wrong = keyed!(
+        &service,
+        test::TestRequest::post().uri("/auth/login").set_json(
+            json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": "not the password" }),
+        ),
+        Some("login-1")
+    );
+    assert_eq!(wrong.0, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A refresh retried after a lost answer is not a reused token: the
+    // retry gets the same new tokens, and the session lives on.
+    let refresh = |token: &Value| {
+        test::TestRequest::post()
+            .uri("/auth/refresh")
+            .set_json(json!({ "refresh_token": token }))
+    };
+    let rotated = keyed!(
+        &service,
+        refresh(&first.2["refresh_token"]),
+        Some("refresh-1")
+    );
+    assert_eq!(rotated.0, StatusCode::OK, "{}", rotated.2);
+    let retried = keyed!(
+        &service,
+        refresh(&first.2["refresh_token"]),
+        Some("refresh-1")
+    );
+    assert!(retried.1);
+    assert_eq!(retried.2, rotated.2);
+    let next = keyed!(&service, refresh(&rotated.2["refresh_token"]), None::<&str>);
+    assert_eq!(
+        next.0,
+        StatusCode::OK,
+        "the session was not revoked: {}",
+        next.2
+    );
+
+    // Logout, twice under one key: one revocation, the same answer.
+    let bearer = format!("Bearer {}", next.2["access_token"].as_str().unwrap());
+    let logout = || {
+        test::TestRequest::post()
+            .uri("/auth/logout")
+            .insert_header(("authorization", bearer.clone()))
+    };
+    let out = keyed!(&service, logout(), Some("logout-1"));
+    assert_eq!(out.0, StatusCode::NO_CONTENT);
+    let head = store.head().await.unwrap();
+    let out_again = keyed!(&service, logout(), Some("logout-1"));
+    assert_eq!(out_again.0, StatusCode::NO_CONTENT);
+    assert!(out_again.1);
+    assert_eq!(store.head().await.unwrap(), head);
 }

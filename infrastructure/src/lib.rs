@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod database;
+pub mod idempotency;
 pub mod migrations;
 pub mod passwords;
 mod pools;
@@ -16,6 +17,7 @@ pub mod totp;
 pub mod vault;
 
 pub use database::{open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
+pub use idempotency::IdempotencyKeys;
 pub use passwords::Argon2Passwords;
 pub use postgres::PostgresEventStore;
 pub use read_models::SqlReadModels;

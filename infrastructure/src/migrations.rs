@@ -47,6 +47,11 @@ pub const SQLITE: &[Migration] = &[
         name: "snapshots",
         sql: include_str!("../../migrations/sqlite/0005_snapshots.sql"),
     },
+    Migration {
+        version: 6,
+        name: "idempotency_keys",
+        sql: include_str!("../../migrations/sqlite/0006_idempotency_keys.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -74,6 +79,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 5,
         name: "snapshots",
         sql: include_str!("../../migrations/postgres/0005_snapshots.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "idempotency_keys",
+        sql: include_str!("../../migrations/postgres/0006_idempotency_keys.sql"),
     },
 ];
 
@@ -276,10 +286,10 @@ mod tests {
     #[test]
     fn pending_and_applied_are_reported() {
         let fresh = compare(SQLITE, &[]).unwrap();
-        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5]);
+        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5, 6]);
         assert!(require_current(fresh).is_err());
         let behind = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
-        assert_eq!(behind.pending, vec![2, 3, 4, 5]);
+        assert_eq!(behind.pending, vec![2, 3, 4, 5, 6]);
         assert!(require_current(behind).is_err());
         let current = compare(
             SQLITE,
@@ -289,6 +299,7 @@ mod tests {
                 (3, SQLITE[2].checksum()),
                 (4, SQLITE[3].checksum()),
                 (5, SQLITE[4].checksum()),
+                (6, SQLITE[5].checksum()),
             ],
         )
         .unwrap();

@@ -34,7 +34,7 @@ use zeroize::Zeroizing;
 use crate::pools::{on_pool, Pools};
 use crate::tokens::SigningKeyMaterial;
 
-const NONCE_LEN: usize = 12;
+pub(crate) const NONCE_LEN: usize = 12;
 
 /// 256 bits of key material, wiped from memory when dropped.
 type KeyBytes = Zeroizing<[u8; 32]>;
@@ -50,6 +50,16 @@ impl MasterKey {
     /// A fresh random key (for development and tests).
     pub fn generate() -> Self {
         Self(Zeroizing::new(Aes256Gcm::generate_key(&mut OsRng).into()))
+    }
+
+    /// A key for another purpose, derived from this one (HKDF-SHA256 with
+    /// `info` naming the purpose), so one configured secret serves them all.
+    pub(crate) fn derive(&self, info: &[u8]) -> KeyBytes {
+        let mut key = Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(None, self.0.as_slice())
+            .expand(info, key.as_mut_slice())
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        key
     }
 
     /// The key as standard base64, for writing a development key file.
@@ -80,7 +90,7 @@ fn cipher(key: &[u8; 32]) -> Aes256Gcm {
 }
 
 /// nonce ‖ AES-256-GCM(kek, nonce, plaintext, aad)
-fn seal_bytes(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn seal_bytes(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let ciphertext = cipher(key)
         .encrypt(
@@ -94,7 +104,7 @@ fn seal_bytes(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> (Vec<u8>, Vec<u8>
     (nonce.to_vec(), ciphertext)
 }
 
-fn open_bytes(
+pub(crate) fn open_bytes(
     key: &[u8; 32],
     nonce: &[u8],
     ciphertext: &[u8],

@@ -11,7 +11,7 @@ use custodia_application::commands::api_keys::identify_api_key;
 use custodia_application::commands::sessions::{session_principal, verify_access_token};
 use custodia_domain::{Actor, LogCursor, Timestamp};
 
-use super::{Auth, RequestData};
+use super::{Auth, CommandIds, RequestData};
 use crate::server::{ApiError, AppState};
 
 /// The largest GraphQL request body, in bytes.
@@ -200,21 +200,12 @@ async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpRes
             )
         })?;
     // GET never changes anything (spec §6.2.1).
-    if let Ok(document) = async_graphql::parser::parse_query(&graphql.query) {
-        let mutation = document.operations.iter().any(|(name, op)| {
-            op.node.ty == OperationType::Mutation
-                && match (&graphql.operation_name, name) {
-                    (Some(wanted), Some(name)) => wanted == name.as_str(),
-                    _ => true,
-                }
-        });
-        if mutation {
-            return Ok(HttpResponse::MethodNotAllowed()
-                .insert_header((header::ALLOW, "POST"))
-                .json(serde_json::json!({ "errors": [{
-                    "message": "mutations are sent with POST",
-                    "extensions": { "code": "VALIDATION" } }] })));
-        }
+    if is_mutation(&graphql) {
+        return Ok(HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "POST"))
+            .json(serde_json::json!({ "errors": [{
+                "message": "mutations are sent with POST",
+                "extensions": { "code": "VALIDATION" } }] })));
     }
     execute(&state, &request, graphql, media).await
 }
@@ -228,15 +219,61 @@ async fn execute(
     state.limits.check_graphql(request)?;
     let auth = caller(state, request).await?;
     let reached = consistency(state, request).await?;
-    let written = Arc::new(Mutex::new(None));
-    let data = RequestData {
-        state: state.clone(),
-        auth,
-        written: written.clone(),
+    let key = crate::idempotency::key(request)?;
+    // A key matters to a signed-in caller's mutations; queries change nothing.
+    let keyed = match (key, &auth) {
+        (Some(key), Some(auth)) if is_mutation(&graphql) => {
+            let scope = crate::idempotency::digest(&[
+                b"/graphql",
+                auth.tenant.as_uuid().as_bytes(),
+                auth.actor.to_string().as_bytes(),
+                key.as_bytes(),
+            ]);
+            let variables =
+                serde_json::to_vec(&graphql.variables).map_err(|e| ApiError::internal(&e))?;
+            let sent = crate::idempotency::digest(&[
+                graphql.query.as_bytes(),
+                graphql.operation_name.as_deref().unwrap_or("").as_bytes(),
+                &variables,
+            ]);
+            Some((scope, sent))
+        }
+        _ => None,
     };
-    let response = state.schema.execute(graphql.data(data)).await;
-    let written = *written.lock().expect("not poisoned");
-    respond(state, response, media, written, reached)
+    let run = |command_ids| async move {
+        let written = Arc::new(Mutex::new(None));
+        let data = RequestData {
+            state: state.clone(),
+            auth,
+            written: written.clone(),
+            command_ids,
+        };
+        let response = state.schema.execute(graphql.data(data)).await;
+        let written = *written.lock().expect("not poisoned");
+        respond(state, response, media, written, reached)
+    };
+    let Some((scope, sent)) = keyed else {
+        return run(CommandIds::default()).await;
+    };
+    crate::idempotency::once(state, &scope, &sent, |first_seen| {
+        run(CommandIds::derived(scope, first_seen))
+    })
+    .await
+}
+
+/// Does the document hold a mutation (the one `operationName` picks, if it
+/// names one)? A document that does not parse holds none.
+fn is_mutation(graphql: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&graphql.query) else {
+        return false;
+    };
+    document.operations.iter().any(|(name, op)| {
+        op.node.ty == OperationType::Mutation
+            && match (&graphql.operation_name, name) {
+                (Some(wanted), Some(name)) => wanted == name.as_str(),
+                _ => true,
+            }
+    })
 }
 
 /// The HTTP answer for a GraphQL response: codes on every error, at most

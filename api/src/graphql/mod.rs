@@ -95,6 +95,36 @@ pub struct RequestData {
     pub auth: Option<Auth>,
     /// The furthest log cursor this request's mutations reached.
     pub written: Arc<Mutex<Option<LogCursor>>>,
+    /// Where the command ids of this request's mutations come from.
+    pub command_ids: CommandIds,
+}
+
+/// The command ids of a request's mutations: fresh ones, or, under an
+/// `Idempotency-Key`, derived from the key, the same on every retry (the
+/// mutations of a document run one after the other, in order).
+#[derive(Debug, Default)]
+pub struct CommandIds(
+    Option<(
+        Box<[u8; 32]>,
+        custodia_domain::Timestamp,
+        std::sync::atomic::AtomicU32,
+    )>,
+);
+
+impl CommandIds {
+    pub fn derived(scope: [u8; 32], first_seen: custodia_domain::Timestamp) -> Self {
+        Self(Some((Box::new(scope), first_seen, Default::default())))
+    }
+
+    fn next(&self) -> CommandId {
+        match &self.0 {
+            None => CommandId::generate(),
+            Some((scope, first_seen, n)) => {
+                let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::idempotency::command_id(scope, *first_seen, n)
+            }
+        }
+    }
 }
 
 impl RequestData {
@@ -159,7 +189,7 @@ impl RequestData {
         Ok(Caller {
             principal: now.principal,
             actor: auth.actor,
-            command_id: CommandId::generate(),
+            command_id: self.command_ids.next(),
             correlation_id: Uuid::now_v7(),
             origin: Origin::parse("graphql").expect("a valid origin"),
             expected_version: None,

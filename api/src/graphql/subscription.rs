@@ -164,6 +164,7 @@ pub async fn websocket(
                 state: init_state,
                 auth,
                 written: Arc::new(Mutex::new(None)),
+                command_ids: Default::default(),
             });
             Ok(data)
         });

@@ -64,6 +64,7 @@ pub async fn create_api_key(
     }
     let name = ApiKeyName::parse(name)?;
     require_active_tenant(ports, tenant).await?;
+    super::refuse_repeat(ports, caller).await?;
     let key_id = Uuid::now_v7();
     let secret = ports.tokens.refresh_secret();
     let command = ApiKeyCommand::Create {

@@ -397,6 +397,7 @@ pub async fn enroll_totp(
         .await?
         .email
         .unwrap_or_else(|| user.to_string());
+    super::refuse_repeat(ports, caller).await?;
     let secret = zeroize::Zeroizing::new(ports.codes.new_secret());
     let event_id = EventId::generate();
     let stream = credential_stream(user);
@@ -481,6 +482,7 @@ pub async fn issue_recovery_codes(
         authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     require_active_tenant(ports, tenant).await?;
     require_user(ports, tenant, user).await?;
+    super::refuse_repeat(ports, caller).await?;
     let codes: Vec<String> = (0..RECOVERY_CODES)
         .map(|_| recovery_code(&ports.tokens.refresh_secret()))
         .collect();

@@ -576,6 +576,23 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// For commands whose answer is a secret shown once (an API key, a TOTP
+/// secret, recovery codes): a retry of one that was committed cannot answer
+/// the same again, and must not answer with a secret that was never kept.
+pub(crate) async fn refuse_repeat(ports: &Ports, caller: &Caller) -> Result<(), CommandError> {
+    if ports
+        .store
+        .committed_command(caller.command_id)
+        .await?
+        .is_some()
+    {
+        return Err(CommandError::Conflict(
+            "this request was carried out already, and its secret was shown once".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// How often a plan is made again after a version conflict.
 pub(crate) const PLAN_RETRIES: usize = CONFLICT_RETRIES;
 

@@ -1,0 +1,187 @@
+//! Client idempotency keys (the IETF httpapi `Idempotency-Key` header):
+//! the first request with a key in a scope is run and its answer kept; a
+//! retry with the same key and the same request gets that answer again and
+//! runs nothing; the same key with another request is refused. Kept in the
+//! database, so every instance answers alike, for [`KEY_LIFETIME_MICROS`].
+//!
+//! Answers can hold secrets (tokens, API keys) and personal data, so they
+//! are kept sealed (AES-256-GCM under a key derived from the master key,
+//! bound to their scope) and only for a day.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use custodia_application::StoreError;
+use custodia_domain::Timestamp;
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteSynchronous;
+use zeroize::Zeroizing;
+
+use crate::pools::{on_pool, Pools};
+use crate::vault::{open_bytes, seal_bytes, MasterKey, NONCE_LEN};
+
+/// How long a key is remembered: a retry later than this runs again.
+pub const KEY_LIFETIME_MICROS: i64 = 24 * 3_600_000_000;
+
+/// How long a first request may run before a retry may take its place
+/// (the instance that ran it may have stopped without answering).
+pub const IN_PROGRESS_MICROS: i64 = 60_000_000;
+
+/// What to do with a request that carries a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Run it. `first_seen` names this use of the key (the same for a
+    /// retry that takes over from a first request that never answered).
+    Run { first_seen: Timestamp },
+    /// Answered already: send this again.
+    Replay(StoredResponse),
+    /// The first request with this key is still running.
+    InProgress,
+    /// The key was used for another request.
+    Mismatch,
+}
+
+/// An answer as it is replayed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    /// The headers that are part of the answer (content type, cookies).
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "base64_body")]
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredResponse")
+            .field("status", &self.status)
+            .field("bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+mod base64_body {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        B64.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+pub struct IdempotencyKeys {
+    pools: Pools,
+    key: Zeroizing<[u8; 32]>,
+    claims: AtomicU64,
+}
+
+impl std::fmt::Debug for IdempotencyKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyKeys").finish_non_exhaustive()
+    }
+}
+
+/// Expired rows are deleted once per this many claims.
+const SWEEP_EVERY: u64 = 512;
+
+impl IdempotencyKeys {
+    pub async fn connect(url: &str, master: &MasterKey) -> Result<Self, StoreError> {
+        Ok(Self {
+            pools: Pools::connect(url, SqliteSynchronous::Full, 2, 4).await?,
+            key: master.derive(b"custodia.idempotency-responses.v1"),
+            claims: AtomicU64::new(0),
+        })
+    }
+
+    /// Claims `scope` for a request whose digest is `request`.
+    pub async fn claim(
+        &self,
+        scope: &[u8; 32],
+        request: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Claim, StoreError> {
+        if self.claims.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep(now).await?;
+        }
+        let insert = "INSERT INTO idempotency_keys (scope, request_sha256, first_seen) \
+                      VALUES ($1, $2, $3) ON CONFLICT (scope) DO NOTHING";
+        let inserted = on_pool!(exec &self.pools, pool => sqlx::query(insert)
+            .bind(&scope[..]).bind(&request[..]).bind(now.0).execute(pool))?;
+        if inserted == 1 {
+            return Ok(Claim::Run { first_seen: now });
+        }
+        let select =
+            "SELECT request_sha256, first_seen, response FROM idempotency_keys WHERE scope = $1";
+        let row: Option<(Vec<u8>, i64, Option<Vec<u8>>)> = on_pool!(&self.pools, pool =>
+            sqlx::query_as(select).bind(&scope[..]).fetch_optional(pool))?;
+        let Some((seen_request, first_seen, response)) = row else {
+            // Swept between the two statements: as good as in progress.
+            return Ok(Claim::InProgress);
+        };
+        if first_seen < now.0 - KEY_LIFETIME_MICROS {
+            // Expired: this is a first use again (if no other retry won).
+            let renew = "UPDATE idempotency_keys SET request_sha256 = $2, first_seen = $3, \
+                         response = NULL WHERE scope = $1 AND first_seen = $4";
+            let renewed = on_pool!(exec &self.pools, pool => sqlx::query(renew)
+                .bind(&scope[..]).bind(&request[..]).bind(now.0).bind(first_seen).execute(pool))?;
+            return Ok(if renewed == 1 {
+                Claim::Run { first_seen: now }
+            } else {
+                Claim::InProgress
+            });
+        }
+        if seen_request.as_slice() != request.as_slice() {
+            return Ok(Claim::Mismatch);
+        }
+        match response {
+            Some(sealed) => Ok(Claim::Replay(self.open(scope, &sealed)?)),
+            None if first_seen < now.0 - IN_PROGRESS_MICROS => Ok(Claim::Run {
+                first_seen: Timestamp(first_seen),
+            }),
+            None => Ok(Claim::InProgress),
+        }
+    }
+
+    /// Keeps the answer to the request that claimed `scope`.
+    pub async fn complete(
+        &self,
+        scope: &[u8; 32],
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let plain = Zeroizing::new(serde_json::to_vec(response).expect("responses serialise"));
+        let (mut sealed, ciphertext) = seal_bytes(&self.key, &plain, scope);
+        sealed.extend_from_slice(&ciphertext);
+        let sql = "UPDATE idempotency_keys SET response = $2 WHERE scope = $1";
+        on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(&scope[..]).bind(sealed).execute(pool))?;
+        Ok(())
+    }
+
+    /// Forgets a claim whose request failed in a way a retry may not (a
+    /// server error): the retry runs again.
+    pub async fn release(&self, scope: &[u8; 32]) -> Result<(), StoreError> {
+        let sql = "DELETE FROM idempotency_keys WHERE scope = $1 AND response IS NULL";
+        on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(&scope[..]).execute(pool))?;
+        Ok(())
+    }
+
+    async fn sweep(&self, now: Timestamp) -> Result<(), StoreError> {
+        let sql = "DELETE FROM idempotency_keys WHERE first_seen < $1";
+        on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(now.0 - KEY_LIFETIME_MICROS).execute(pool))?;
+        Ok(())
+    }
+
+    fn open(&self, scope: &[u8; 32], sealed: &[u8]) -> Result<StoredResponse, StoreError> {
+        let corrupt = || StoreError::Corrupt("a kept idempotent answer does not open".into());
+        if sealed.len() < NONCE_LEN {
+            return Err(corrupt());
+        }
+        let plain = open_bytes(&self.key, &sealed[..NONCE_LEN], &sealed[NONCE_LEN..], scope)
+            .map_err(|_| corrupt())?;
+        serde_json::from_slice(&plain).map_err(|_| corrupt())
+    }
+}
