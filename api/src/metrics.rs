@@ -48,6 +48,7 @@ pub struct Metrics {
     appends: Family<OutcomeLabels, Counter>,
     events: Counter,
     lag: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
+    skipped: Counter,
 }
 
 impl Default for Metrics {
@@ -61,6 +62,12 @@ impl Default for Metrics {
         let appends = Family::<OutcomeLabels, Counter>::default();
         let events = Counter::default();
         let lag = Family::<ProjectionLabels, Gauge<f64, AtomicU64>>::default();
+        let skipped = Counter::default();
+        registry.register(
+            "projection_skipped_events",
+            "Events a projection skipped because it handles no event of their type",
+            skipped.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -99,6 +106,7 @@ impl Default for Metrics {
             appends,
             events,
             lag,
+            skipped,
         }
     }
 }
@@ -131,6 +139,10 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
+        self.skipped.inner().store(
+            custodia_projections::skipped_events(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use custodia_application::{ModelRow, ReadModelTx};
-use custodia_domain::aggregate::{EventSchema, StoredForm};
+use custodia_domain::aggregate::{EventSchema, SchemaError, StoredForm};
 use custodia_domain::identity::consent::ConsentEvent;
 use custodia_domain::identity::membership::MembershipEvent;
 use custodia_domain::identity::session::SessionEvent;
@@ -54,12 +54,21 @@ fn decode<E: EventSchema>(
         position: event.position.0,
         source,
     };
-    let typed = E::from_stored(&StoredForm {
+    let typed = match E::from_stored(&StoredForm {
         event_type: event.event_type.clone(),
         schema_version: event.schema_version,
         payload: event.payload.clone(),
-    })
-    .map_err(unreadable)?;
+    }) {
+        Ok(typed) => typed,
+        // A type this projection does not handle (a newer version's, or
+        // another tool's): skipped and counted, never a halt. A type it
+        // handles in a version or shape it cannot read halts it.
+        Err(SchemaError::UnknownType(_)) => {
+            crate::count_skipped(event);
+            return Ok(None);
+        }
+        Err(other) => return Err(unreadable(other)),
+    };
     let payload = serde_json::from_slice(typed.to_stored().payload.as_bytes()).unwrap_or_default();
     Ok(Some((typed, payload)))
 }

@@ -36,6 +36,24 @@ pub trait Projection: Send + Sync {
     ) -> Result<(), ProjectionError>;
 }
 
+/// Events skipped by a projection because their type is none it handles
+/// (each projection that skipped one counts it).
+static SKIPPED_EVENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_skipped(event: &RecordedEvent) {
+    SKIPPED_EVENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(
+        position = event.position.0,
+        event_type = event.event_type.as_str(),
+        "event of an unknown type skipped"
+    );
+}
+
+/// How many events projections skipped for an unknown type, in this process.
+pub fn skipped_events() -> u64 {
+    SKIPPED_EVENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error(transparent)]

@@ -37,6 +37,7 @@ backends!(
     retried_commands_answer_as_the_first_time,
     the_last_owner_stays,
     personal_data_is_sealed_at_rest_and_readable_by_those_allowed,
+    personal_data_is_read_from_a_stream_of_any_length,
 );
 
 fn caller(principal: Principal) -> Caller {
@@ -666,4 +667,67 @@ async fn personal_data_is_sealed_at_rest_and_readable_by_those_allowed(db: TestD
         (None, None),
         "erased reads as absent, not as an error"
     );
+}
+
+async fn personal_data_is_read_from_a_stream_of_any_length(db: TestDatabase) {
+    use custodia_application::{AppendRequest, ExpectedVersion};
+    use custodia_domain::aggregate::EventSchema;
+    use custodia_domain::identity::user::UserEvent;
+    use custodia_domain::{ChainId, EventId, Metadata, NewEvent, StreamCategory, StreamId};
+    let ports = ports(&db).await;
+    let (tenant, _) =
+        custodia_tests::identity::tenant_with_owner(&ports, "owner@example.org", None).await;
+    let user = Uuid::now_v7();
+    let new = NewUser {
+        user,
+        email: "first@example.org".into(),
+        profile: Profile::default(),
+        invited: false,
+        password: None,
+    };
+    let operator = || caller(Principal::PlatformOperator);
+    register_user(&ports, &operator(), tenant, new).await.unwrap();
+    // Ten thousand changes of status, then a new address.
+    let stream = StreamId::new(StreamCategory::parse("user").unwrap(), user);
+    for batch in 0..10 {
+        let events = (0..1000)
+            .map(|i| {
+                let form = if (batch * 1000 + i) % 2 == 0 {
+                    UserEvent::Suspended
+                } else {
+                    UserEvent::Reactivated
+                }
+                .to_stored();
+                NewEvent {
+                    event_id: EventId::generate(),
+                    event_type: form.event_type,
+                    schema_version: form.schema_version,
+                    payload: form.payload,
+                }
+            })
+            .collect();
+        let metadata = Metadata {
+            actor: Actor::System,
+            command_id: CommandId::generate(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            origin: Origin::parse("test").unwrap(),
+        };
+        let request = AppendRequest::new(
+            ChainId::Tenant(tenant),
+            stream.clone(),
+            ExpectedVersion::Any,
+            events,
+            metadata,
+        )
+        .unwrap();
+        ports.store.append(request).await.unwrap();
+    }
+    change_email(&ports, &operator(), tenant, user, "latest@example.org")
+        .await
+        .unwrap();
+    let record = read_personal_data(&ports, &operator(), tenant, user)
+        .await
+        .unwrap();
+    assert_eq!(record.email.as_deref(), Some("latest@example.org"));
 }

@@ -1,7 +1,8 @@
 //! Projections on both backends: a rebuild ends exactly where the live
 //! projection did; one runner at a time holds a projection and another takes
 //! over when it stops or dies; a commit from a stale checkpoint or without
-//! the lease writes nothing.
+//! the lease writes nothing; an event of a type no projection handles is
+//! skipped, one of a handled type that cannot be read halts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ backends!(
     rebuild_ends_where_the_live_projection_did,
     one_runner_at_a_time_and_another_takes_over,
     a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing,
+    events_of_unknown_types_are_skipped_and_unreadable_ones_halt,
 );
 
 async fn models(db: &TestDatabase) -> Arc<dyn ReadModels> {
@@ -391,5 +393,79 @@ async fn a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing(db
             .await
             .unwrap(),
         Some(to)
+    );
+}
+
+async fn events_of_unknown_types_are_skipped_and_unreadable_ones_halt(db: TestDatabase) {
+    use custodia_domain::ChainId;
+    let ports = ports(&db).await;
+    let models = models(&db).await;
+    let (tenant, _) = tenant_with_owner(&ports, "owner@example.org", None).await;
+    // A type none of them handles (another tool's, or a newer version's),
+    // in a category the users projection reads, between real events.
+    ports
+        .store
+        .append(one_event(ChainId::Tenant(tenant)))
+        .await
+        .unwrap();
+    let new = NewUser {
+        user: Uuid::now_v7(),
+        email: "later@example.org".into(),
+        profile: Profile::default(),
+        invited: false,
+        password: None,
+    };
+    register_user(&ports, &operator(), tenant, new)
+        .await
+        .unwrap();
+    let skipped = custodia_projections::skipped_events();
+    for projection in identity::all() {
+        rebuild(
+            &*projection,
+            &ports.store,
+            &*models,
+            RunnerConfig::default(),
+            |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} halted: {e}", projection.name()));
+    }
+    assert!(custodia_projections::skipped_events() > skipped, "counted");
+    let users = models.dump("user").await.unwrap();
+    assert_eq!(
+        users.len(),
+        2,
+        "the event after the unknown one was applied"
+    );
+
+    // A type the users projection handles, in a shape it cannot read: it
+    // halts there, rather than skip a change it should have shown.
+    let mut broken = one_event(ChainId::Tenant(tenant));
+    let mut events = broken.events().to_vec();
+    events[0].event_type = custodia_domain::EventType::parse("UserRegistered").unwrap();
+    broken = custodia_application::AppendRequest::new(
+        broken.chain(),
+        broken.stream().clone(),
+        custodia_application::ExpectedVersion::Any,
+        events,
+        broken.metadata().clone(),
+    )
+    .unwrap();
+    ports.store.append(broken).await.unwrap();
+    let users = identity::all()
+        .into_iter()
+        .find(|p| p.name() == "users")
+        .unwrap();
+    let halted = rebuild(
+        &*users,
+        &ports.store,
+        &*models,
+        RunnerConfig::default(),
+        |_| {},
+    )
+    .await;
+    assert!(
+        matches!(halted, Err(ProjectionError::Unreadable { .. })),
+        "{halted:?}"
     );
 }

@@ -6,9 +6,7 @@ use custodia_domain::identity::consent::{
 };
 use custodia_domain::identity::tenant::Tenant;
 use custodia_domain::rbac::Permission;
-use custodia_domain::{
-    ChainId, EventId, InvalidValue, StreamId, StreamVersion, TenantId, Timestamp,
-};
+use custodia_domain::{ChainId, EventId, InvalidValue, StreamId, TenantId, Timestamp};
 use uuid::Uuid;
 
 use super::authorized::authorize;
@@ -106,10 +104,7 @@ pub async fn consent_history(
     caller
         .principal
         .authorize(tenant, Permission::ConsentRead, Some(user))?;
-    let events = ports
-        .store
-        .read_stream(&consent_stream(user), StreamVersion::EMPTY, 100_000)
-        .await?;
+    let events = super::whole_stream(&*ports.store, &consent_stream(user)).await?;
     if events
         .first()
         .is_some_and(|e| e.chain != ChainId::Tenant(tenant))

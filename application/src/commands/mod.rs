@@ -283,6 +283,26 @@ where
     Ok((state, version, chain))
 }
 
+/// Every event of `stream`, read page by page (for the answers that are a
+/// stream's whole history; commands load with [`load`]).
+pub(crate) async fn whole_stream(
+    store: &dyn EventStore,
+    stream: &StreamId,
+) -> Result<Vec<custodia_domain::RecordedEvent>, CommandError> {
+    let mut events = Vec::new();
+    loop {
+        let after = events.last().map_or(
+            StreamVersion::EMPTY,
+            |e: &custodia_domain::RecordedEvent| e.stream_version,
+        );
+        let page = store.read_stream(stream, after, 1000).await?;
+        if page.is_empty() {
+            return Ok(events);
+        }
+        events.extend(page);
+    }
+}
+
 /// How many events a load folds before it saves a new snapshot: a command
 /// folds at most this many (plus what was appended since), whatever the
 /// stream's length.

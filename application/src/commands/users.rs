@@ -10,7 +10,7 @@ use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::user::{SealedProfile, User, UserCommand, UserEvent};
 use custodia_domain::personal::{BlindIndex, Email, FieldContext, SealedField};
 use custodia_domain::rbac::Permission;
-use custodia_domain::{ChainId, EventId, StreamId, StreamVersion, TenantId, Timestamp};
+use custodia_domain::{ChainId, EventId, StreamId, TenantId, Timestamp};
 use uuid::Uuid;
 
 use super::authorized::{authorize, authorize_on_user};
@@ -523,14 +523,14 @@ pub(crate) async fn personal_record(
     user: Uuid,
 ) -> Result<PersonalRecord, CommandError> {
     let stream = user_stream(user);
-    let events = ports
-        .store
-        .read_stream(&stream, StreamVersion::EMPTY, 10_000)
-        .await?;
+    let events = super::whole_stream(&*ports.store, &stream).await?;
     if events.is_empty() || events[0].chain != ChainId::Tenant(tenant) {
         return Err(CommandError::NotFound("user"));
     }
-    let mut record = PersonalRecord::default();
+    // The latest sealed email and profile, and the events that sealed them
+    // (their associated data names them); only those are opened.
+    let mut email = None;
+    let mut profile = None;
     for recorded in &events {
         let event = <UserEvent as custodia_domain::aggregate::EventSchema>::from_stored(
             &custodia_domain::aggregate::StoredForm {
@@ -539,53 +539,80 @@ pub(crate) async fn personal_record(
                 payload: recorded.payload.clone(),
             },
         )?;
-        let open = |field: &'static str, sealed: SealedField| {
-            let stream = &stream;
-            let event_id = recorded.event_id;
-            async move {
-                let context = FieldContext {
-                    tenant,
-                    stream,
-                    event_id,
-                    field,
-                };
-                let plain = ports.vault.open(&context, &sealed).await?;
-                Ok::<_, CommandError>(
-                    plain.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
-                )
-            }
-        };
         match event {
-            UserEvent::Registered { email, profile, .. } => {
-                record.email = open("email", email).await?;
-                record.profile = open_profile(&open, profile).await?;
+            UserEvent::Registered {
+                email: sealed,
+                profile: sealed_profile,
+                ..
+            } => {
+                email = Some((recorded.event_id, sealed));
+                profile = Some((recorded.event_id, sealed_profile));
             }
-            UserEvent::EmailChanged { email, .. } => record.email = open("email", email).await?,
-            UserEvent::ProfileUpdated { profile } => {
-                record.profile = open_profile(&open, profile).await?
+            UserEvent::EmailChanged { email: sealed, .. } => {
+                email = Some((recorded.event_id, sealed))
             }
+            UserEvent::ProfileUpdated {
+                profile: sealed_profile,
+            } => profile = Some((recorded.event_id, sealed_profile)),
             _ => {}
         }
+    }
+    let mut record = PersonalRecord::default();
+    if let Some((event_id, sealed)) = email {
+        let at = Sealed {
+            ports,
+            tenant,
+            stream: &stream,
+            event_id,
+        };
+        record.email = at.open("email", sealed).await?;
+    }
+    if let Some((event_id, sealed)) = profile {
+        let at = Sealed {
+            ports,
+            tenant,
+            stream: &stream,
+            event_id,
+        };
+        record.profile = at.open_profile(sealed).await?;
     }
     Ok(record)
 }
 
-async fn open_profile<F, Fut>(open: &F, sealed: SealedProfile) -> Result<Profile, CommandError>
-where
-    F: Fn(&'static str, SealedField) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<String>, CommandError>>,
-{
-    let mut profile = Profile::default();
-    if let Some(name) = sealed.display_name {
-        profile.display_name = open("display_name", name).await?;
+/// Where sealed fields of one event are opened.
+struct Sealed<'a> {
+    ports: &'a Ports,
+    tenant: TenantId,
+    stream: &'a StreamId,
+    event_id: EventId,
+}
+
+impl Sealed<'_> {
+    /// The field, opened (`None` once its key is erased).
+    async fn open(&self, field: &str, sealed: SealedField) -> Result<Option<String>, CommandError> {
+        let context = FieldContext {
+            tenant: self.tenant,
+            stream: self.stream,
+            event_id: self.event_id,
+            field,
+        };
+        let plain = self.ports.vault.open(&context, &sealed).await?;
+        Ok(plain.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
-    if let Some(phone) = sealed.phone {
-        profile.phone = open("phone", phone).await?;
-    }
-    if let Some(attributes) = sealed.attributes {
-        if let Some(json) = open("attributes", attributes).await? {
-            profile.attributes = serde_json::from_str(&json).unwrap_or_default();
+
+    async fn open_profile(&self, sealed: SealedProfile) -> Result<Profile, CommandError> {
+        let mut profile = Profile::default();
+        if let Some(name) = sealed.display_name {
+            profile.display_name = self.open("display_name", name).await?;
         }
+        if let Some(phone) = sealed.phone {
+            profile.phone = self.open("phone", phone).await?;
+        }
+        if let Some(attributes) = sealed.attributes {
+            if let Some(json) = self.open("attributes", attributes).await? {
+                profile.attributes = serde_json::from_str(&json).unwrap_or_default();
+            }
+        }
+        Ok(profile)
     }
-    Ok(profile)
 }
