@@ -55,6 +55,8 @@ pub struct AppState {
     pub development: bool,
     /// Answers kept for retried requests (`Idempotency-Key`).
     pub idempotency: Arc<IdempotencyKeys>,
+    /// Proxies whose `X-Forwarded-Proto` is believed (for HSTS).
+    pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
 }
 
 type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
@@ -249,6 +251,7 @@ impl AppState {
             audit_feed: Arc::default(),
             development,
             idempotency,
+            trusted_proxies: Arc::new(trusted_proxies()?),
         })
     }
 }
@@ -279,6 +282,19 @@ impl ApiError {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The error as a GraphQL response (`{"errors": [...]}`, the code in
+    /// `extensions`), with the same status: what `/graphql` answers.
+    pub(crate) fn graphql_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(serde_json::json!({ "errors": [{
+            "message": self.message,
+            "extensions": { "code": self.code },
+        }] }))
     }
 
     /// Tells the client when to try again (`Retry-After`, seconds).
@@ -412,10 +428,6 @@ impl From<SessionFailure> for ApiError {
 pub fn security_headers() -> DefaultHeaders {
     DefaultHeaders::new()
         .add((
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains; preload",
-        ))
-        .add((
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
         ))
@@ -427,6 +439,57 @@ pub fn security_headers() -> DefaultHeaders {
             "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
         ))
         .add((header::CACHE_CONTROL, "no-store"))
+}
+
+/// HSTS, on answers that went over HTTPS only (RFC 6797 §7.2: a host
+/// sends it in secure transport only). The server itself speaks plain HTTP
+/// behind a TLS-terminating proxy, so HTTPS is what the proxy says in
+/// `X-Forwarded-Proto`, believed only from a trusted proxy
+/// (`CUSTODIA_TRUSTED_PROXIES`, loopback by default).
+async fn hsts(
+    request: ServiceRequest,
+    next: Next<impl actix_web::body::MessageBody>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let trusted = request
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| {
+            request
+                .peer_addr()
+                .is_some_and(|peer| state.trusted_proxies.contains(&peer.ip()))
+        });
+    let https = trusted
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    let mut response = next.call(request).await?;
+    if https {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains; preload"),
+        );
+    }
+    Ok(response)
+}
+
+/// The proxies whose `X-Forwarded-Proto` is believed: the addresses in
+/// `CUSTODIA_TRUSTED_PROXIES` (comma-separated), loopback by default.
+fn trusted_proxies() -> Result<Vec<std::net::IpAddr>, String> {
+    let Ok(list) = std::env::var("CUSTODIA_TRUSTED_PROXIES") else {
+        return Ok(vec![
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ]);
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse()
+                .map_err(|_| format!("CUSTODIA_TRUSTED_PROXIES: {item} is not an IP address"))
+        })
+        .collect()
 }
 
 /// Gives every request an id (the caller's `X-Request-Id` if it is a UUID,
@@ -495,13 +558,18 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .app_data(json)
         .route("/health", web::get().to(health))
+        .route("/health", web::head().to(health))
         .route("/health/live", web::get().to(health))
+        .route("/health/live", web::head().to(health))
         .route("/health/ready", web::get().to(ready))
+        .route("/health/ready", web::head().to(ready))
         .route("/.well-known/jwks.json", web::get().to(jwks))
+        .route("/.well-known/jwks.json", web::head().to(jwks))
         .route("/auth/login", web::post().to(login))
         .route("/auth/refresh", web::post().to(refresh))
         .route("/auth/logout", web::post().to(logout))
         .route("/metrics", web::get().to(metrics))
+        .route("/metrics", web::head().to(metrics))
         .configure(crate::graphql::configure)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(
@@ -580,6 +648,7 @@ pub fn app(
             header::HeaderName::from_static("x-request-id"),
             header::HeaderName::from_static("x-consistency-token"),
             header::HeaderName::from_static(crate::browser::CSRF_HEADER),
+            header::HeaderName::from_static(crate::idempotency::HEADER),
         ])
         // Browser sessions from an allowed origin send their cookies.
         .supports_credentials()
@@ -587,6 +656,7 @@ pub fn app(
             header::HeaderName::from_static("x-request-id"),
             header::HeaderName::from_static("x-consistency-token"),
             header::HeaderName::from_static("x-consistency"),
+            header::HeaderName::from_static("idempotent-replayed"),
             header::RETRY_AFTER,
         ])
         .max_age(600);
@@ -595,6 +665,7 @@ pub fn app(
         .wrap(typed_errors())
         .wrap(cors)
         .wrap(security_headers())
+        .wrap(from_fn(hsts))
         .wrap(from_fn(request_id))
         .configure(configure)
 }

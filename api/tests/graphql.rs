@@ -19,6 +19,8 @@ backends!(
     read_your_writes_with_the_consistency_token,
     tenant_isolation_on_every_query_and_mutation,
     errors_limits_and_graphql_over_http,
+    graphql_over_http_follows_the_specification,
+    the_graphql_http_audit_finds_nothing,
     api_keys_authenticate_service_accounts,
     python_gql_client_over_real_http,
     audit_events_stream_over_websocket,
@@ -643,5 +645,141 @@ asyncio.run(asyncio.wait_for(main(), 30))
     assert!(
         indexes.windows(2).all(|w| w[0] < w[1]),
         "in chain order: {indexes:?}"
+    );
+}
+
+async fn graphql_over_http_follows_the_specification(db: TestDatabase) {
+    let state = state(&db).await;
+    let service = service!(state);
+    let (_, _, token) = signed_in!(&service, state, "ada@example.org");
+
+    // A failing nullable root field is null, its key kept (§6.4.4), beside
+    // the fields that did not fail, and alone.
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        "{ serverTime someone: user(id: \"not-a-uuid\") { id } }"
+    );
+    assert!(body["data"]["serverTime"].is_string(), "{body}");
+    assert!(
+        body["data"].as_object().unwrap().contains_key("someone")
+            && body["data"]["someone"].is_null(),
+        "{body}"
+    );
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        "{ user(id: \"not-a-uuid\") { id } }"
+    );
+    assert_eq!(body["data"], json!({ "user": null }), "{body}");
+    assert_eq!(codes(&body), ["VALIDATION"]);
+
+    // A request error has no `data` entry at all (§7.1.1), in either media type.
+    for accept in ["application/json", "application/graphql-response+json"] {
+        let response = test::call_service(
+            &service,
+            test::TestRequest::post()
+                .uri("/graphql")
+                .insert_header(("accept", accept))
+                .set_json(json!({ "query": "{ me { nope } }" }))
+                .to_request(),
+        )
+        .await;
+        let body: Value = test::read_body_json(response).await;
+        assert!(body.get("data").is_none(), "{accept}: {body}");
+        assert_eq!(codes(&body), ["VALIDATION"]);
+    }
+
+    // Refusals before execution are GraphQL-shaped too.
+    let (status, _, body) = gql!(&service, Some("not a token"), "{ me { id } }");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(codes(&body), ["UNAUTHENTICATED"], "{body}");
+    let response = test::call_service(
+        &service,
+        test::TestRequest::post()
+            .uri("/graphql")
+            .set_json(json!({ "qeury": "{ me { id } }" }))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "a body without `query`"
+    );
+    let body: Value = test::read_body_json(response).await;
+    assert_eq!(codes(&body), ["VALIDATION"]);
+    let response = test::call_service(
+        &service,
+        test::TestRequest::get().uri("/graphql").to_request(),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "GET without a query"
+    );
+    let body: Value = test::read_body_json(response).await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("?query="),
+        "{body}"
+    );
+
+    // HEAD works where GET does.
+    let response = test::call_service(
+        &service,
+        test::TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/graphql?query=%7B__typename%7D")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// graphql-http's own audit of the GraphQL-over-HTTP specification, run
+/// with Node against a live server: no error and no warning. It needs
+/// `npm ci --prefix api/tests/graphql-http` (`.ci/run` does it).
+async fn the_graphql_http_audit_finds_nothing(db: TestDatabase) {
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/graphql-http");
+    if !std::path::Path::new(folder)
+        .join("node_modules/graphql-http")
+        .exists()
+    {
+        let message = format!("the graphql-http audit needs `npm ci --prefix {folder}`");
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true: {message}"
+        );
+        eprintln!("*** SKIPPED: {message} ***");
+        return;
+    }
+    let state = state(&db).await;
+    let served = serve_on_a_port(&state).await;
+    let url = format!("http://{}/graphql", served.address);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(format!("{folder}/audit.mjs"))
+            .arg(url)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    served.stop().await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let verdict: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(verdict["ok"].as_u64().unwrap() >= 50, "{verdict}");
+    assert_eq!(
+        (verdict["warn"].as_u64(), verdict["error"].as_u64()),
+        (Some(0), Some(0)),
+        "{verdict}"
     );
 }

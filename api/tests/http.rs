@@ -57,7 +57,8 @@ async fn health_and_security_headers(db: TestDatabase) {
         };
         assert_eq!(
             header("strict-transport-security"),
-            "max-age=31536000; includeSubDomains; preload"
+            "",
+            "plain HTTP: no HSTS"
         );
         let csp = header("content-security-policy");
         assert!(
@@ -70,6 +71,39 @@ async fn health_and_security_headers(db: TestDatabase) {
         assert_eq!(header("cache-control"), "no-store");
         assert!(Uuid::parse_str(&header("x-request-id")).is_ok());
     }
+    // HSTS over HTTPS only (RFC 6797 §7.2), as a trusted proxy reports it.
+    let hsts = |peer: &str, proto: &str| {
+        test::TestRequest::get()
+            .uri("/health")
+            .peer_addr(peer.parse().unwrap())
+            .insert_header(("x-forwarded-proto", proto))
+            .to_request()
+    };
+    for (peer, proto, expected) in [
+        ("127.0.0.1:50000", "https", true),
+        ("127.0.0.1:50000", "http", false),
+        ("203.0.113.7:50000", "https", false),
+    ] {
+        let response = test::call_service(&service, hsts(peer, proto)).await;
+        assert_eq!(
+            response
+                .headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            expected.then_some("max-age=31536000; includeSubDomains; preload"),
+            "{peer} {proto}"
+        );
+    }
+    // HEAD works where GET does.
+    let response = test::call_service(
+        &service,
+        test::TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/health")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
     // A caller's request id is echoed.
     let id = Uuid::now_v7().to_string();
     let request = test::TestRequest::get()

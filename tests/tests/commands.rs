@@ -686,7 +686,9 @@ async fn personal_data_is_read_from_a_stream_of_any_length(db: TestDatabase) {
         password: None,
     };
     let operator = || caller(Principal::PlatformOperator);
-    register_user(&ports, &operator(), tenant, new).await.unwrap();
+    register_user(&ports, &operator(), tenant, new)
+        .await
+        .unwrap();
     // Ten thousand changes of status, then a new address.
     let stream = StreamId::new(StreamCategory::parse("user").unwrap(), user);
     for batch in 0..10 {

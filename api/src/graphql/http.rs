@@ -30,7 +30,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .guard(actix_web::guard::Header("upgrade", "websocket"))
                     .to(super::subscription::websocket),
             )
-            .route(web::get().to(get)),
+            .route(web::get().to(get))
+            .route(web::head().to(get)),
     );
 }
 
@@ -153,12 +154,26 @@ async fn consistency(state: &AppState, request: &HttpRequest) -> Result<bool, Ap
     state.projections.wait_for(cursor).await.map_err(failure)
 }
 
-async fn post(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-    body: web::Bytes,
+/// Every refusal of `/graphql` is a GraphQL response (`{"errors": …}`),
+/// with the status the refusal calls for.
+fn graphql_shaped(answer: Result<HttpResponse, ApiError>) -> HttpResponse {
+    answer.unwrap_or_else(|error| error.graphql_response())
+}
+
+async fn post(state: web::Data<AppState>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
+    graphql_shaped(post_request(&state, &request, &body).await)
+}
+
+async fn get(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+    graphql_shaped(get_request(&state, &request).await)
+}
+
+async fn post_request(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &[u8],
 ) -> Result<HttpResponse, ApiError> {
-    let media = negotiate(&request)?;
+    let media = negotiate(request)?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -171,17 +186,24 @@ async fn post(
             "send the request as application/json",
         ));
     }
-    let graphql: async_graphql::Request = serde_json::from_slice(&body).map_err(|_| {
+    let not_a_request = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "VALIDATION",
             "the body must be a GraphQL request: {\"query\": …, \"variables\": …}",
         )
-    })?;
-    execute(&state, &request, graphql, media).await
+    };
+    // `query` is required (spec §5.1); a body without it is no request.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| not_a_request())?;
+    if !value.get("query").is_some_and(serde_json::Value::is_string) {
+        return Err(not_a_request());
+    }
+    let graphql: async_graphql::Request =
+        serde_json::from_value(value).map_err(|_| not_a_request())?;
+    execute(state, request, graphql, media).await
 }
 
-async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn get_request(state: &AppState, request: &HttpRequest) -> Result<HttpResponse, ApiError> {
     let wants_html = request
         .headers()
         .get(header::ACCEPT)
@@ -190,7 +212,16 @@ async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpRes
     if wants_html && request.query_string().is_empty() && state.development {
         return Ok(graphiql());
     }
-    let media = negotiate(&request)?;
+    let media = negotiate(request)?;
+    let parameters =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(request.query_string());
+    if !parameters.is_ok_and(|p| p.contains_key("query")) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+            "give the query as ?query=…&variables=…&operationName=… (or POST it as JSON)",
+        ));
+    }
     let graphql =
         async_graphql::http::parse_query_string(request.query_string()).map_err(|_| {
             ApiError::new(
@@ -207,7 +238,7 @@ async fn get(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpRes
                 "message": "mutations are sent with POST",
                 "extensions": { "code": "VALIDATION" } }] })));
     }
-    execute(&state, &request, graphql, media).await
+    execute(state, request, graphql, media).await
 }
 
 async fn execute(
@@ -248,7 +279,10 @@ async fn execute(
             written: written.clone(),
             command_ids,
         };
-        let response = state.schema.execute(graphql.data(data)).await;
+        let selected =
+            super::root_fields::selected(&graphql.query, graphql.operation_name.as_deref());
+        let mut response = state.schema.execute(graphql.data(data)).await;
+        super::root_fields::keep_failed(&mut response.data, &response.errors, &selected);
         let written = *written.lock().expect("not poisoned");
         respond(state, response, media, written, reached)
     };
@@ -333,7 +367,14 @@ fn respond(
     if !reached {
         http.insert_header(("x-consistency", "stale"));
     }
-    Ok(http.body(serde_json::to_vec(&response).map_err(|e| ApiError::internal(&e))?))
+    let mut body = serde_json::to_value(&response).map_err(|e| ApiError::internal(&e))?;
+    if request_error {
+        // Nothing ran: the result has no `data` entry at all (spec §7.1.1).
+        if let Some(object) = body.as_object_mut() {
+            object.remove("data");
+        }
+    }
+    Ok(http.body(serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e))?))
 }
 
 /// The GraphiQL IDE (development only), from its CDN; its own CSP allows that.

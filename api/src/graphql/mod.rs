@@ -11,6 +11,7 @@ mod http;
 pub mod limits;
 mod mutation;
 mod query;
+mod root_fields;
 mod subscription;
 mod types;
 
