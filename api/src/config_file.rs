@@ -19,6 +19,7 @@
 //! graphql_introspection = false
 //! metrics_token_file = "/run/secrets/custodia-metrics-token"
 //! metrics_public = false
+//! trusted_proxies = ["10.0.0.2"]
 //! log = "info"
 //! ```
 
@@ -43,6 +44,7 @@ struct ConfigFile {
     graphql_introspection: Option<bool>,
     metrics_token_file: Option<String>,
     metrics_public: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
     log: Option<String>,
 }
 
@@ -97,6 +99,10 @@ pub fn load() -> Result<Option<String>, String> {
         (
             "CUSTODIA_METRICS_PUBLIC",
             file.metrics_public.map(|b| b.to_string()),
+        ),
+        (
+            "CUSTODIA_TRUSTED_PROXIES",
+            file.trusted_proxies.map(|p| p.join(",")),
         ),
         ("RUST_LOG", file.log),
     ];

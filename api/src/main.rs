@@ -33,6 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (embedded SQLite by default; PostgreSQL through DATABASE_URL).
+    #[command(after_help = serve::CONFIGURATION)]
     Serve(serve::ServeArgs),
     /// Create the first tenant and its owner.
     Bootstrap(serve::BootstrapArgs),

@@ -30,13 +30,21 @@ pub async fn run(database_url: &str, command: Projections) -> Result<ExitCode, S
         .map_err(|e| e.to_string())?;
     match command {
         Projections::Status => {
+            let now = custodia_domain::Timestamp::now().0;
             for checkpoint in models.checkpoints().await.map_err(|e| e.to_string())? {
+                let holder = if checkpoint.lease_until > now {
+                    format!(
+                        "held by {} until {}",
+                        checkpoint.holder,
+                        custodia_domain::Timestamp(checkpoint.lease_until)
+                    )
+                } else {
+                    "free (no process holds it)".to_owned()
+                };
                 println!(
-                    "{:<12} at {:<20} holder {} lease until {}",
+                    "{:<12} at {:<20} {holder}",
                     checkpoint.name,
                     checkpoint.cursor.to_string(),
-                    checkpoint.holder,
-                    custodia_domain::Timestamp(checkpoint.lease_until)
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -182,3 +182,85 @@ fn the_operator_suspends_and_reactivates_a_tenant_from_the_command_line() {
         Some(2)
     );
 }
+
+#[test]
+fn serve_says_where_it_listens_and_how_it_is_configured() {
+    use std::io::{BufRead, BufReader};
+    let help = custodia(std::path::Path::new("."))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in [
+        "custodia.toml",
+        "CUSTODIA_CONFIG",
+        "DATABASE_URL",
+        "CUSTODIA_MASTER_KEY",
+        "CUSTODIA_TRUSTED_PROXIES",
+        "_FILE",
+    ] {
+        assert!(help.contains(name), "serve --help names {name}:\n{help}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = custodia(dir.path())
+        .arg("serve")
+        .env("CUSTODIA_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let (mut url, mut logged) = (None, None);
+    while url.is_none() || logged.is_none() {
+        let line = lines
+            .next()
+            .expect("the server says where it listens")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("Custodia is serving on ") {
+            url = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if line.contains("\"serving\"") {
+            logged = Some(line);
+        }
+    }
+    let url = url.unwrap();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
+        "{url}"
+    );
+    let logged = logged.unwrap();
+    assert!(
+        logged.contains("\"backend\":\"sqlite\"") && logged.contains(&format!("\"url\":\"{url}\"")),
+        "{logged}"
+    );
+    let address = url.trim_start_matches("http://").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Answering a request, it is running (and handles signals).
+    let healthy = || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).ok()?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer.starts_with("HTTP/1.1 200").then_some(())
+    };
+    while healthy().is_none() {
+        assert!(std::time::Instant::now() < deadline, "it does not answer");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Stopped gently, it gives its projections up: they show as free.
+    // SAFETY: kill only sends a signal to the child this test started.
+    unsafe { libc::kill(server.id() as i32, libc::SIGINT) };
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let status = custodia(dir.path())
+        .args(["projections", "status"])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("free"), "{status}");
+    assert!(!status.contains("1970"), "{status}");
+}
