@@ -3,12 +3,12 @@
 
 use std::process::ExitCode;
 
-use custodia_application::{verify_log, ExpectedVersion};
-use custodia_domain::{ChainId, StreamCategory, StreamId, StreamVersion, TenantId};
-use custodia_infrastructure::{open_event_store, OpenMode};
+use custodia_application::commands::tenants::{create_tenant, CreateTenant};
+use custodia_application::commands::users::{register_user, update_profile, NewUser, Profile};
+use custodia_application::verify_log;
+use custodia_domain::identity::tenant::TenantSettings;
+use custodia_domain::TenantId;
 use uuid::Uuid;
-
-use crate::sample;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,58 +20,64 @@ pub struct Args {
     users: usize,
 }
 
+/// Tenants, each with an owner and users who update their profiles, all
+/// through the command handlers (so the log holds what a server writes, and
+/// `serve` on this database shows them), under the master key `serve` uses.
 pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
-    let store = open_event_store(database_url, OpenMode::Migrate, 4)
-        .await
-        .map_err(|e| e.to_string())?;
-    let category = |name: &str| StreamCategory::parse(name).expect("sample categories are valid");
-    let platform = StreamId::new(category("platform"), Uuid::now_v7());
-    for _ in 0..args.tenants {
+    let state = crate::serve::state(database_url).await?;
+    let ports = &state.ports;
+    let store = &ports.store;
+    let fail = |e: custodia_application::commands::CommandError| e.to_string();
+    for t in 0..args.tenants {
         let tenant = TenantId::generate();
-        let chain = ChainId::Tenant(tenant);
-        let tenant_stream = StreamId::new(category("tenant"), tenant.as_uuid());
-        let created = sample::events("TenantCreated", 1);
-        store
-            .append(sample::request(
-                ChainId::Platform,
-                &platform,
-                ExpectedVersion::Any,
-                sample::events("TenantProvisioned", 1),
-                "demo",
-            ))
+        let owner = NewUser {
+            user: Uuid::now_v7(),
+            email: format!("owner@tenant{t}.demo.example"),
+            profile: Profile::default(),
+            invited: false,
+            password: None,
+        };
+        let command = CreateTenant {
+            tenant,
+            name: format!("Demo {t}"),
+            settings: TenantSettings::default(),
+            owner,
+        };
+        create_tenant(ports, &crate::serve::operator(), command)
             .await
-            .map_err(|e| e.to_string())?;
-        store
-            .append(sample::request(
-                chain,
-                &tenant_stream,
-                ExpectedVersion::Exactly(StreamVersion::EMPTY),
-                created,
-                "demo",
-            ))
-            .await
-            .map_err(|e| e.to_string())?;
-        for _ in 0..args.users {
-            let user = StreamId::new(category("user"), Uuid::now_v7());
-            let mut events = sample::events("UserRegistered", 1);
-            events.extend(sample::events("ProfileUpdated", 2));
-            let appended = store
-                .append(sample::request(
-                    chain,
-                    &user,
-                    ExpectedVersion::Exactly(StreamVersion::EMPTY),
-                    events,
-                    "demo",
-                ))
+            .map_err(fail)?;
+        for u in 0..args.users {
+            let user = Uuid::now_v7();
+            let new = NewUser {
+                user,
+                email: format!("user{u}@tenant{t}.demo.example"),
+                profile: Profile {
+                    display_name: Some(format!("User {u}")),
+                    ..Profile::default()
+                },
+                invited: false,
+                password: None,
+            };
+            register_user(ports, &crate::serve::operator(), tenant, new)
                 .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "tenant {tenant}  {user}  version {}  position {}",
-                appended.stream_version, appended.position
-            );
+                .map_err(fail)?;
+            let profile = Profile {
+                display_name: Some(format!("User {u} of tenant {t}")),
+                phone: Some("+1 555 0100".into()),
+                ..Profile::default()
+            };
+            let outcome = update_profile(ports, &crate::serve::operator(), tenant, user, profile)
+                .await
+                .map_err(fail)?;
+            if let Some(appended) = outcome.appended {
+                println!(
+                    "tenant {tenant}  user {user}  version {}  position {}",
+                    appended.stream_version, appended.position
+                );
+            }
         }
     }
-    let report = verify_log(&*store, None, &|_| {})
+    let report = verify_log(&**store, None, &|_| {})
         .await
         .map_err(|e| e.to_string())?;
     println!(

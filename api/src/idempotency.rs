@@ -30,18 +30,22 @@ const MAX_KEY_LEN: usize = 255;
 
 /// The key a request carries, if any: a structured-field string (`"…"`,
 /// as the draft has it) or the same text bare; 1 to 255 visible ASCII
-/// characters.
+/// characters, and one header only.
 pub fn key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = request.headers().get(HEADER) else {
-        return Ok(None);
-    };
     let invalid = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "VALIDATION",
-            "Idempotency-Key must be a quoted string of 1 to 255 visible ASCII characters",
+            "Idempotency-Key must be one quoted string of 1 to 255 visible ASCII characters",
         )
     };
+    let mut values = request.headers().get_all(HEADER);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(invalid());
+    }
     let text = value.to_str().map_err(|_| invalid())?.trim();
     let key = text
         .strip_prefix('"')
@@ -85,26 +89,61 @@ pub fn command_id(scope: &[u8; 32], first_seen: Timestamp, n: u32) -> CommandId 
 /// The headers that belong to an answer and are replayed with it.
 const KEPT_HEADERS: &[&str] = &["content-type", "set-cookie", "x-consistency-token"];
 
+/// Codes of failures that a retry may well not meet again: an answer with
+/// one is not kept (the retry runs).
+const TRANSIENT: &[&str] = &["INTERNAL", "RATE_LIMITED", "CONCURRENCY"];
+
+/// How an endpoint's keys behave.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// How long a key is remembered (microseconds).
+    pub lifetime: i64,
+    /// Keep only successful answers (the `/auth` endpoints: a failed login
+    /// is run again, and counted again, rather than remembered).
+    pub successes_only: bool,
+}
+
+impl Policy {
+    /// GraphQL mutations: a day, every answer but a transient failure.
+    pub const MUTATIONS: Policy = Policy {
+        lifetime: custodia_infrastructure::idempotency::KEY_LIFETIME_MICROS,
+        successes_only: false,
+    };
+    /// `/auth`: answers hold credentials, so five minutes (long enough for
+    /// a client's retries), successes only.
+    pub const AUTH: Policy = Policy {
+        lifetime: 5 * 60_000_000,
+        successes_only: true,
+    };
+}
+
 /// Runs `run` once for `key` in `scope` (a digest of the endpoint, tenant
 /// and actor) and this request (`request`, a digest of all it says): see
 /// the module's documentation. `run` gets the time the key was first seen.
-pub async fn once<F, Fut>(
+/// A kept answer is replayed only if `replayable` still agrees (an answer
+/// that holds credentials no longer current is not handed out again: the
+/// request runs as if it had no key).
+pub async fn once<F, Fut, R>(
     state: &AppState,
+    policy: Policy,
     scope: &[u8; 32],
     request: &[u8; 32],
+    replayable: R,
     run: F,
 ) -> Result<HttpResponse, ApiError>
 where
     F: FnOnce(Timestamp) -> Fut,
     Fut: Future<Output = Result<HttpResponse, ApiError>>,
+    R: AsyncFnOnce(&StoredResponse) -> bool,
 {
     let claim = state
         .idempotency
-        .claim(scope, request, Timestamp::now())
+        .claim(scope, request, Timestamp::now(), policy.lifetime)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let first_seen = match claim {
-        Claim::Replay(stored) => return Ok(replay(stored)),
+        Claim::Replay(stored) if replayable(&stored).await => return Ok(replay(stored)),
+        Claim::Replay(_) => Timestamp::now(),
         Claim::Mismatch => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -126,34 +165,54 @@ where
         .await
         .unwrap_or_else(|error| error.error_response());
     let status = response.status();
-    // A failure a retry may well not meet again (the server's, a rate
-    // limit) is not kept: the retry runs.
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        if let Err(error) = state.idempotency.release(scope).await {
-            tracing::warn!(%error, "could not release an idempotency key");
-        }
-        return Ok(response);
-    }
     let (head, body) = response.into_parts();
     let body = body
         .try_into_bytes()
         .map_err(|_| ApiError::internal(&"an answer that is not in memory"))?;
-    let stored = StoredResponse {
-        status: status.as_u16(),
-        headers: head
-            .headers()
-            .iter()
-            .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
-            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
-            .collect(),
-        body: body.to_vec(),
+    let keep = if policy.successes_only {
+        status.is_success()
+    } else {
+        !status.is_server_error()
+            && status != StatusCode::TOO_MANY_REQUESTS
+            && !has_transient_error(&body)
     };
-    state
-        .idempotency
-        .complete(scope, &stored)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    if keep {
+        let stored = StoredResponse {
+            status: status.as_u16(),
+            headers: head
+                .headers()
+                .iter()
+                .filter(|(name, _)| KEPT_HEADERS.contains(&name.as_str()))
+                .filter_map(|(name, value)| {
+                    Some((name.to_string(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+            body: body.to_vec(),
+        };
+        state
+            .idempotency
+            .complete(scope, &stored)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    } else if let Err(error) = state.idempotency.release(scope).await {
+        tracing::warn!(%error, "could not release an idempotency key");
+    }
     Ok(head.set_body(body).map_into_boxed_body())
+}
+
+/// Does a JSON answer (REST `{"error": …}` or GraphQL `{"errors": […]}`)
+/// report a transient failure?
+fn has_transient_error(body: &[u8]) -> bool {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let rest = answer["error"]["code"].as_str().into_iter();
+    let graphql = answer["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|error| error["extensions"]["code"].as_str());
+    rest.chain(graphql).any(|code| TRANSIENT.contains(&code))
 }
 
 fn replay(stored: StoredResponse) -> HttpResponse {
@@ -165,4 +224,37 @@ fn replay(stored: StoredResponse) -> HttpResponse {
     response.insert_header(("idempotent-replayed", "true"));
     response.insert_header((header::CACHE_CONTROL, "no-store"));
     response.body(stored.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_are_told_apart_from_answers() {
+        assert!(has_transient_error(
+            br#"{"error":{"code":"INTERNAL","message":"x"}}"#
+        ));
+        assert!(has_transient_error(
+            br#"{"data":{"a":1,"b":null},"errors":[{"message":"x","extensions":{"code":"CONCURRENCY"}}]}"#
+        ));
+        assert!(!has_transient_error(
+            br#"{"data":null,"errors":[{"message":"x","extensions":{"code":"FORBIDDEN"}}]}"#
+        ));
+        assert!(!has_transient_error(br#"{"data":{"a":1}}"#));
+        assert!(!has_transient_error(b"not json"));
+    }
+
+    #[test]
+    fn derived_command_ids_are_stable_per_key_use_and_position() {
+        let scope = digest(&[b"scope"]);
+        let at = Timestamp(5);
+        assert_eq!(command_id(&scope, at, 0), command_id(&scope, at, 0));
+        assert_ne!(command_id(&scope, at, 0), command_id(&scope, at, 1));
+        assert_ne!(
+            command_id(&scope, at, 0),
+            command_id(&scope, Timestamp(6), 0)
+        );
+        assert_ne!(digest(&[b"ab", b"c"]), digest(&[b"a", b"bc"]));
+    }
 }

@@ -70,7 +70,7 @@ fn production() -> bool {
     std::env::var("CUSTODIA_ENV").is_ok_and(|v| v == "production")
 }
 
-async fn state(database_url: &str) -> Result<AppState, String> {
+pub(crate) async fn state(database_url: &str) -> Result<AppState, String> {
     let (key, origin) =
         master_key(production(), Path::new(DEV_MASTER_KEY_FILE)).map_err(|e| e.to_string())?;
     if let MasterKeyOrigin::DevelopmentFile { path, created } = origin {
@@ -146,7 +146,7 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
 }
 
 /// The platform operator, acting from the command line.
-fn operator() -> Caller {
+pub(crate) fn operator() -> Caller {
     Caller {
         principal: Principal::PlatformOperator,
         actor: Actor::System,

@@ -11,8 +11,8 @@ use actix_web::middleware::{from_fn, DefaultHeaders, Next};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use custodia_application::commands::credentials::LoginError;
 use custodia_application::commands::sessions::{
-    refresh_session, revoke_session, session_principal, start_session, verify_access_token,
-    ClientInfo, SessionFailure, SessionTokens, TokenSubject,
+    refresh_session, refresh_token_is_current, revoke_session, session_principal, start_session,
+    verify_access_token, ClientInfo, SessionFailure, SessionTokens, TokenSubject,
 };
 use custodia_application::commands::{Caller, CommandError, Ports};
 use custodia_application::{EventStore, ReadModels};
@@ -24,9 +24,10 @@ use custodia_infrastructure::{
 
 use crate::auth_cache::AuthCache;
 use crate::graphql::CustodiaSchema;
-use crate::idempotency;
+use crate::idempotency::{self, Policy};
 use crate::metrics::{MeteredStore, Metrics};
 use crate::projections::Projections;
+use custodia_infrastructure::idempotency::StoredResponse;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -367,6 +368,9 @@ impl From<CommandError> for ApiError {
             | E::Credential(_)
             | E::Session(_)
             | E::ApiKey(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", error.to_string()),
+            E::Contended => {
+                ApiError::new(StatusCode::CONFLICT, "CONCURRENCY", error.to_string()).retry_after(1)
+            }
             E::Busy => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(
@@ -582,7 +586,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
 
 /// Every error answer is typed JSON: those that actix-web makes itself (a
 /// body too large, a method not allowed, an extractor's refusal) are given
-/// the same `{"error": {"code", "message"}}` body as the handlers' own.
+/// the same `{"error": {"code", "message"}}` body as the handlers' own
+/// (on `/graphql`, the GraphQL `{"errors": [...]}` form).
 pub fn typed_errors<B: 'static>() -> actix_web::middleware::ErrorHandlers<B> {
     use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
     let handler = |response: ServiceResponse<B>| {
@@ -608,7 +613,13 @@ pub fn typed_errors<B: 'static>() -> actix_web::middleware::ErrorHandlers<B> {
             _ => ("VALIDATION", "the request is not valid"),
         };
         let (request, old) = response.into_parts();
-        let mut typed = ApiError::new(status, code, message).error_response();
+        let error = ApiError::new(status, code, message);
+        // `/graphql` answers every refusal as a GraphQL response.
+        let mut typed = if request.path() == "/graphql" {
+            error.graphql_response()
+        } else {
+            error.error_response()
+        };
         for (name, value) in old.headers() {
             if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
                 typed.headers_mut().insert(name.clone(), value.clone());
@@ -837,14 +848,47 @@ async fn login(
     let Some(key) = idempotency::key(&request)? else {
         return login_once(&state, &request, &body).await;
     };
-    // Only a client that sends the same credentials gets the answer again.
-    let scope = idempotency::digest(&[b"/auth/login", tenant.as_uuid().as_bytes(), key.as_bytes()]);
+    // Keys are the account's: only a client that sends the same
+    // credentials gets the answer again, and only while the session it
+    // started is untouched.
+    let account = body.email.trim().to_lowercase();
+    let scope = idempotency::digest(&[
+        b"/auth/login",
+        tenant.as_uuid().as_bytes(),
+        account.as_bytes(),
+        key.as_bytes(),
+    ]);
     let sent = serde_json::to_vec(&*body).map_err(|e| ApiError::internal(&e))?;
     let sent = idempotency::digest(&[&sent]);
-    idempotency::once(&state, &scope, &sent, |_| {
+    let current = async |stored: &StoredResponse| still_current(&state, stored).await;
+    idempotency::once(&state, Policy::AUTH, &scope, &sent, current, |_| {
         login_once(&state, &request, &body)
     })
     .await
+}
+
+/// Do the tokens in a kept `/auth` answer still stand: the refresh token it
+/// holds (in the body, or in the browser's cookie) is its session's current
+/// one? Once rotated or revoked, the answer is not handed out again.
+async fn still_current(state: &AppState, stored: &StoredResponse) -> bool {
+    let from_body = serde_json::from_slice::<serde_json::Value>(&stored.body)
+        .ok()
+        .and_then(|body| body["refresh_token"].as_str().map(str::to_owned));
+    let from_cookie = || {
+        stored
+            .headers
+            .iter()
+            .filter(|(name, _)| name == "set-cookie")
+            .filter_map(|(_, value)| actix_web::cookie::Cookie::parse(value.as_str()).ok())
+            .find(|cookie| cookie.name() == crate::browser::REFRESH)
+            .map(|cookie| cookie.value().to_owned())
+    };
+    match from_body.or_else(from_cookie) {
+        Some(token) => refresh_token_is_current(&state.ports, &token, Timestamp::now())
+            .await
+            .unwrap_or(false),
+        None => false,
+    }
 }
 
 async fn login_once(
@@ -929,14 +973,12 @@ async fn refresh(
     let Some(key) = idempotency::key(&request)? else {
         return run().await;
     };
-    // The refresh token names the session: the scope is the token's.
-    let session = presented.split_once('.').map_or("", |(session, _)| session);
-    let scope = idempotency::digest(&[b"/auth/refresh", session.as_bytes(), key.as_bytes()]);
-    let sent = idempotency::digest(&[
-        named.map(|t| t.to_string()).unwrap_or_default().as_bytes(),
-        presented.as_bytes(),
-    ]);
-    idempotency::once(&state, &scope, &sent, |_| run()).await
+    // The scope is the presented token's: nobody without it shares it.
+    let scope = idempotency::digest(&[b"/auth/refresh", presented.as_bytes(), key.as_bytes()]);
+    let named_tenant = named.map(|t| t.to_string()).unwrap_or_default();
+    let sent = idempotency::digest(&[named_tenant.as_bytes()]);
+    let current = async |stored: &StoredResponse| still_current(&state, stored).await;
+    idempotency::once(&state, Policy::AUTH, &scope, &sent, current, |_| run()).await
 }
 
 /// The access token of a request (bearer header or browser cookie); a
@@ -1001,8 +1043,13 @@ async fn logout(
         key.as_bytes(),
     ]);
     let sent = idempotency::digest(&[session.as_bytes()]);
-    idempotency::once(&state, &scope, &sent, |first_seen| {
-        run(idempotency::command_id(&scope, first_seen, 0))
-    })
+    idempotency::once(
+        &state,
+        Policy::AUTH,
+        &scope,
+        &sent,
+        async |_: &StoredResponse| true,
+        |first_seen| run(idempotency::command_id(&scope, first_seen, 0)),
+    )
     .await
 }

@@ -51,6 +51,25 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let rate = report.events as f64 / seconds.max(1e-9);
+    // Each chain: its length and, when intact, its head, which an auditor
+    // can note and compare with a later run.
+    for line in &report.lines {
+        match &line.head {
+            Some(head) => println!(
+                "chain {}: {} events, head {}",
+                line.chain,
+                line.events,
+                hex::encode(head.last_hash.0)
+            ),
+            None => println!(
+                "chain {}: broken after {} events read",
+                line.chain, line.events
+            ),
+        }
+    }
+    for (chain, error) in &report.failures {
+        println!("UNREADABLE chain {chain}: {error}");
+    }
     if report.is_intact() {
         println!(
             "intact: verified {} events in {} chains in {seconds:.2}s ({rate:.0} events/s)",
@@ -62,8 +81,8 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
         println!("BROKEN {broken}");
     }
     println!(
-        "NOT INTACT: {} of {} chains broken ({} events read in {seconds:.2}s)",
-        report.breaks.len(),
+        "NOT INTACT: {} of {} chains broken or unreadable ({} events read in {seconds:.2}s)",
+        report.breaks.len() + report.failures.len(),
         report.chains,
         report.events
     );

@@ -192,7 +192,7 @@ async fn read_your_writes_with_the_consistency_token(db: TestDatabase) {
         Some("yesterday".to_owned())
     );
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["code"], "VALIDATION");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION");
     running.stop().await;
 }
 
@@ -340,7 +340,7 @@ async fn errors_limits_and_graphql_over_http(db: TestDatabase) {
     assert_eq!(codes(&body), ["UNAUTHENTICATED"]);
     let (status, _, body) = gql!(&service, Some("not-a-token"), "{ me { id } }");
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
     let (_, _, body) = gql!(&service, Some(&token), "{ user(id: \"nope\") { id } }");
     assert_eq!(codes(&body), ["VALIDATION"]);
     let (_, _, body) = gql!(

@@ -576,7 +576,10 @@ async fn a_retried_mutation_with_an_idempotency_key_appends_once(db: TestDatabas
     // The same key for another request is a client bug.
     let other = keyed!(&service, register("alan@example.org"), Some("\"retry-1\""));
     assert_eq!(other.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", other.2);
-    assert_eq!(other.2["error"]["code"], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(
+        other.2["errors"][0]["extensions"]["code"],
+        "IDEMPOTENCY_KEY_REUSED"
+    );
     assert_eq!(store.head().await.unwrap(), head);
 
     // Without a key, or with another, a request runs as itself.
@@ -601,8 +604,19 @@ async fn retried_auth_requests_answer_as_the_first_did(db: TestDatabase) {
             json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": PASSWORD }),
         )
     };
+    // A failed login is not remembered: the key stays free for the retry
+    // that gets the password right (and it is counted like any failure).
+    let typo = keyed!(
+        &service,
+        test::TestRequest::post().uri("/auth/login").set_json(
+            json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": "a typo" }),
+        ),
+        Some("login-1")
+    );
+    assert_eq!(typo.0, StatusCode::UNAUTHORIZED);
     let first = keyed!(&service, login(), Some("login-1"));
     assert_eq!(first.0, StatusCode::OK, "{}", first.2);
+    assert!(!first.1);
     let head = store.head().await.unwrap();
     let again = keyed!(&service, login(), Some("login-1"));
     assert!(again.1);
@@ -646,6 +660,30 @@ async fn retried_auth_requests_answer_as_the_first_did(db: TestDatabase) {
         next.2
     );
 
+    // The login's answer holds a refresh token rotated since: it is not
+    // handed out again; the retry runs as a new login.
+    let late = keyed!(&service, login(), Some("login-1"));
+    assert_eq!(late.0, StatusCode::OK);
+    assert!(!late.1, "tokens no longer current are not replayed");
+    assert_ne!(late.2["session_id"], first.2["session_id"]);
+    // Another account may use the same key: keys are each account's.
+    let other = keyed!(
+        &service,
+        test::TestRequest::post().uri("/auth/login").set_json(
+            json!({ "tenant_id": tenant.to_string(), "email": "nobody@example.org", "password": PASSWORD }),
+        ),
+        Some("login-1")
+    );
+    assert_eq!(other.0, StatusCode::UNAUTHORIZED, "{}", other.2);
+    // One key header only.
+    let twice = test::TestRequest::post()
+        .uri("/auth/login")
+        .insert_header(("idempotency-key", "a"))
+        .append_header(("idempotency-key", "b"))
+        .set_json(json!({ "tenant_id": tenant.to_string(), "email": EMAIL, "password": PASSWORD }));
+    let twice = keyed!(&service, twice, None::<&str>);
+    assert_eq!(twice.0, StatusCode::BAD_REQUEST, "{}", twice.2);
+
     // Logout, twice under one key: one revocation, the same answer.
     let bearer = format!("Bearer {}", next.2["access_token"].as_str().unwrap());
     let logout = || {
@@ -660,4 +698,14 @@ async fn retried_auth_requests_answer_as_the_first_did(db: TestDatabase) {
     assert_eq!(out_again.0, StatusCode::NO_CONTENT);
     assert!(out_again.1);
     assert_eq!(store.head().await.unwrap(), head);
+
+    // A captured keyed refresh, replayed after the token moved on, hands
+    // out nothing: it is the old token presented again (reuse detection).
+    let replayed = keyed!(
+        &service,
+        refresh(&first.2["refresh_token"]),
+        Some("refresh-1")
+    );
+    assert_eq!(replayed.0, StatusCode::UNAUTHORIZED, "{}", replayed.2);
+    assert!(!replayed.1);
 }

@@ -155,7 +155,7 @@ fn refused_within_a_second(server: &Server, token: &str) {
     loop {
         let (status, body) = graphql(server, token, "{ serverTime }");
         if status == 401 {
-            assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+            assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
             return;
         }
         assert!(

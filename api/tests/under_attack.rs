@@ -153,7 +153,7 @@ async fn access_removal_reaches_the_edge(db: TestDatabase) {
     );
     let (status, body) = call!(&service, graphql(Some(&token), me, json!({})));
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
     let refreshed = test::TestRequest::post()
         .uri("/auth/refresh")
         .set_json(json!({ "tenant_id": tenant.to_string(), "refresh_token": refresh }));
@@ -211,7 +211,8 @@ async fn costly_documents_are_refused_before_they_run(db: TestDatabase) {
         let stale = response.headers().contains_key("x-consistency");
         let status = response.status();
         let body: Value = test::read_body_json(response).await;
-        let refused = status == StatusCode::BAD_REQUEST && body["error"]["code"] == "VALIDATION";
+        let refused = status == StatusCode::BAD_REQUEST
+            && body["errors"][0]["extensions"]["code"] == "VALIDATION";
         assert!(
             refused || (status == StatusCode::OK && !stale),
             "{token}: {status} {body}"
@@ -285,7 +286,7 @@ async fn every_error_is_typed_json(db: TestDatabase) {
         .set_payload(format!("{{\"query\":\"{huge}\"}}"));
     let (status, body) = call!(&service, request);
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body["error"]["code"], "VALIDATION");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION");
     let (status, body) = call!(&service, test::TestRequest::delete().uri("/auth/login"));
     assert!(status.is_client_error(), "{status}");
     assert!(body["error"]["code"].is_string(), "{body}");
@@ -392,7 +393,7 @@ async fn graphql_is_rate_limited_per_client(db: TestDatabase) {
     }
     let (status, body) = call!(&service, from("127.0.0.2"));
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
     let (status, _) = call!(&service, from("127.0.0.3"));
     assert_eq!(status, StatusCode::OK, "another client is not limited");
 }

@@ -21,12 +21,20 @@ backends!(
     verify_can_be_limited_to_one_tenant,
     schema_newer_than_the_binary_is_refused,
     snapshots_drop_deletes_every_snapshot,
+    an_unreadable_value_is_a_broken_link_and_the_run_goes_on,
+    a_duplicate_chain_index_is_a_broken_link,
+    a_demo_log_is_what_a_server_writes_and_projects,
 );
+
+/// The master key the demo seals its sample people under (a fixed test
+/// key, so no development key file is written into the working directory).
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn custodia(db: &TestDatabase, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_custodia"))
         .args(args)
         .env("DATABASE_URL", db.url())
+        .env("CUSTODIA_MASTER_KEY", MASTER_KEY)
         .output()
         .expect("run custodia")
 }
@@ -130,7 +138,7 @@ fn assert_broken_at(db: &TestDatabase, event: &RecordedEvent, position: Position
         broken[0]
     );
     assert!(
-        stdout.contains("NOT INTACT: 1 of 4 chains broken"),
+        stdout.contains("NOT INTACT: 1 of 3 chains broken"),
         "{stdout}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -141,11 +149,103 @@ async fn intact_log_verifies_with_counts(db: TestDatabase) {
     let output = custodia(&db, &["verify"]);
     let (stdout, _) = text(&output);
     assert!(output.status.success(), "{stdout}");
-    // 3 tenants × (1 + 4 × 3) events + 3 platform events.
+    // 3 tenants × (4 + 4 × 3) events: each with its owner, and four users
+    // registered and renamed.
     assert!(
-        stdout.starts_with("intact: verified 42 events in 4 chains"),
+        stdout.contains("\nintact: verified 48 events in 3 chains"),
         "{stdout}"
     );
+    // Each chain's length and head, for an auditor to note and compare.
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("chain ")).collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in &lines {
+        let head = line
+            .rsplit_once(", head ")
+            .map(|(_, head)| head)
+            .unwrap_or("");
+        assert!(
+            head.len() == 64 && head.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains(": 16 events, head "))
+            .count(),
+        3,
+        "three tenants of 16 events: {stdout}"
+    );
+}
+
+async fn an_unreadable_value_is_a_broken_link_and_the_run_goes_on(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let target = &chain[6];
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    // A version no append can write (negative), on both backends.
+    raw.exec(&format!(
+        "UPDATE events SET stream_version = -5 WHERE position = {}",
+        target.position
+    ))
+    .await;
+    let output = custodia(&db, &["verify"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "broken, not failed: {stdout}{stderr}"
+    );
+    let broken: Vec<&str> = stdout.lines().filter(|l| l.starts_with("BROKEN")).collect();
+    assert_eq!(broken.len(), 1, "{stdout}");
+    assert!(
+        broken[0].contains(&format!(
+            "broken at position {} (chain index {}",
+            target.position, target.chain_index
+        )) && broken[0].contains("unreadable: its stream version"),
+        "{}",
+        broken[0]
+    );
+    // The other chains were verified and reported all the same.
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(" events, head "))
+            .count(),
+        2,
+        "{stdout}"
+    );
+}
+
+async fn a_duplicate_chain_index_is_a_broken_link(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    // SQLite's UNIQUE (chain_id, chain_index) cannot be dropped without
+    // rebuilding the table; on PostgreSQL it is one statement.
+    let unique = match &raw {
+        Raw::Postgres(_) => "ALTER TABLE events DROP CONSTRAINT events_chain_index_key;",
+        Raw::Sqlite(_) => "",
+    };
+    if unique.is_empty() {
+        raw.exec(
+            "CREATE TABLE events_copy AS SELECT * FROM events; DROP TABLE events; \
+             ALTER TABLE events_copy RENAME TO events;",
+        )
+        .await;
+    } else {
+        raw.exec(unique).await;
+    }
+    raw.exec(&format!(
+        "UPDATE events SET chain_index = {} WHERE position = {}",
+        chain[4].chain_index, chain[5].position
+    ))
+    .await;
+    // Reported where it stands now: at the index it claims, after the
+    // event that holds it rightly.
+    let mut duplicate = chain[5].clone();
+    duplicate.chain_index = chain[4].chain_index;
+    assert_broken_at(&db, &duplicate, chain[5].position, "forged");
 }
 
 async fn changed_payload_byte_is_located(db: TestDatabase) {
@@ -251,7 +351,8 @@ async fn verify_can_be_limited_to_one_tenant(db: TestDatabase) {
     let (stdout, _) = text(&output);
     assert!(output.status.success());
     assert!(
-        stdout.starts_with("intact: verified 13 events in 1 chains"),
+        stdout.starts_with(&format!("chain tenant {tenant}: 16 events, head "))
+            && stdout.contains("\nintact: verified 16 events in 1 chains"),
         "{stdout}"
     );
     let output = custodia(&db, &["verify", "--tenant", "not-a-uuid"]);
@@ -376,8 +477,8 @@ async fn independent_python_verifier_agrees() {
         stdout
     };
     let intact = python(true);
-    assert_eq!(intact.matches(": intact").count(), 4, "{intact}");
-    assert!(intact.contains("intact, 13 events"), "{intact}");
+    assert_eq!(intact.matches(": intact").count(), 3, "{intact}");
+    assert!(intact.contains("intact, 16 events"), "{intact}");
 
     let raw = Raw::connect(&db).await;
     raw.drop_guards().await;
@@ -420,4 +521,18 @@ async fn snapshots_drop_deletes_every_snapshot(db: TestDatabase) {
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("dropped 1 snapshots"), "{stdout}");
     assert_eq!(store.snapshot(&stream).await.unwrap(), None);
+}
+
+async fn a_demo_log_is_what_a_server_writes_and_projects(db: TestDatabase) {
+    sample_log(&db).await;
+    let output = custodia(&db, &["projections", "rebuild"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let models = custodia_infrastructure::SqlReadModels::connect(db.url())
+        .await
+        .unwrap();
+    use custodia_application::ReadModels;
+    let users = models.dump("user").await.unwrap();
+    assert_eq!(users.len(), 3 * 5, "three owners and twelve users");
+    assert_eq!(models.dump("tenant").await.unwrap().len(), 3);
 }

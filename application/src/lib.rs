@@ -24,4 +24,4 @@ pub use passwords::{PasswordCheck, PasswordError, PasswordHasher};
 pub use personal_data::{PersonalData, VaultError};
 pub use read_models::{Checkpoint, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery};
 pub use tokens::{AccessClaims, TokenError, TokenSigner};
-pub use verify::{verify_chain_in_batches, verify_log, ChainVerdict, VerifyReport};
+pub use verify::{verify_chain_in_batches, verify_log, ChainLine, ChainVerdict, VerifyReport};

@@ -3,8 +3,8 @@
 
 use std::sync::Mutex;
 
-use custodia_domain::{ChainBreak, ChainId, ChainIndex, ChainVerifier};
-use futures_util::future::try_join_all;
+use custodia_domain::{ChainBreak, ChainHead, ChainId, ChainIndex, ChainVerifier};
+use futures_util::future::join_all;
 
 use crate::event_store::{EventStore, StoreError};
 
@@ -18,11 +18,26 @@ pub struct VerifyReport {
     pub events: u64,
     /// The first broken link of each broken chain, in chain order.
     pub breaks: Vec<ChainBreak>,
+    /// Each chain verified, in chain order: its length and, when intact,
+    /// its head (the hash an auditor can note and compare later).
+    pub lines: Vec<ChainLine>,
+    /// Chains that could not be read to the end (the store failed), with why.
+    pub failures: Vec<(ChainId, String)>,
+}
+
+/// One chain's line in a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLine {
+    pub chain: ChainId,
+    /// Events read (up to and including a broken one).
+    pub events: u64,
+    /// The head of an intact chain.
+    pub head: Option<ChainHead>,
 }
 
 impl VerifyReport {
     pub fn is_intact(&self) -> bool {
-        self.breaks.is_empty()
+        self.breaks.is_empty() && self.failures.is_empty()
     }
 }
 
@@ -32,6 +47,30 @@ pub struct ChainVerdict {
     /// Events read (up to and including a broken one).
     pub events: u64,
     pub broken: Option<ChainBreak>,
+    /// The chain's head, when it is intact.
+    pub head: Option<ChainHead>,
+}
+
+impl ChainVerdict {
+    /// The verdict once every event was fed to `verifier`.
+    pub fn finished(events: u64, verifier: ChainVerifier) -> Self {
+        match verifier.finish() {
+            Ok((_, head)) => ChainVerdict {
+                events,
+                broken: None,
+                head: Some(head),
+            },
+            Err(broken) => ChainVerdict::broken(events, broken),
+        }
+    }
+
+    pub fn broken(events: u64, broken: ChainBreak) -> Self {
+        ChainVerdict {
+            events,
+            broken: Some(broken),
+            head: None,
+        }
+    }
 }
 
 /// Verifies every chain, or only `only`, one chain per available core at a
@@ -48,6 +87,7 @@ pub async fn verify_log(
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let queue = Mutex::new(chains.iter().copied().enumerate());
+    // A chain the store fails to read is reported, and the others go on.
     let worker = || async {
         let mut verdicts = Vec::new();
         loop {
@@ -56,24 +96,33 @@ pub async fn verify_log(
                 .expect("the queue lock is never poisoned")
                 .next();
             let Some((order, chain)) = next else { break };
-            verdicts.push((order, store.verify_chain(chain, progress).await?));
+            verdicts.push((order, chain, store.verify_chain(chain, progress).await));
         }
-        Ok::<_, StoreError>(verdicts)
+        verdicts
     };
-    let mut verdicts: Vec<(usize, ChainVerdict)> =
-        try_join_all((0..workers.min(chains.len())).map(|_| worker()))
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-    verdicts.sort_by_key(|(order, _)| *order);
+    let mut verdicts: Vec<_> = join_all((0..workers.min(chains.len())).map(|_| worker()))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    verdicts.sort_by_key(|(order, _, _)| *order);
     let mut report = VerifyReport {
         chains: chains.len() as u64,
         ..VerifyReport::default()
     };
-    for (_, verdict) in verdicts {
-        report.events += verdict.events;
-        report.breaks.extend(verdict.broken);
+    for (_, chain, verdict) in verdicts {
+        match verdict {
+            Ok(verdict) => {
+                report.events += verdict.events;
+                report.lines.push(ChainLine {
+                    chain,
+                    events: verdict.events,
+                    head: verdict.head,
+                });
+                report.breaks.extend(verdict.broken);
+            }
+            Err(error) => report.failures.push((chain, error.to_string())),
+        }
     }
     Ok(report)
 }
@@ -103,15 +152,9 @@ pub async fn verify_chain_in_batches<S: EventStore + ?Sized>(
         events += read;
         progress(read);
         if let Err(broken) = checked {
-            return Ok(ChainVerdict {
-                events,
-                broken: Some(broken),
-            });
+            return Ok(ChainVerdict::broken(events, broken));
         }
         batch = next?;
     }
-    Ok(ChainVerdict {
-        events,
-        broken: verifier.finish().err(),
-    })
+    Ok(ChainVerdict::finished(events, verifier))
 }

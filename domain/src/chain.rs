@@ -227,6 +227,58 @@ pub enum BreakKind {
     /// hash (or claims an index already taken): it was not appended through
     /// the chain.
     Forged,
+    /// A stored value cannot be read as what the format says it is (a
+    /// hash of the wrong length, a number out of range, an identifier
+    /// that is no UUID): the row was written around the log.
+    Unreadable { field: StoredField },
+}
+
+/// A stored column of an event, as a report names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredField {
+    Position,
+    ChainId,
+    ChainIndex,
+    PreviousHash,
+    EventId,
+    StreamCategory,
+    StreamId,
+    StreamVersion,
+    EventType,
+    SchemaVersion,
+    RecordedAt,
+    Actor,
+    CommandId,
+    CorrelationId,
+    CausationId,
+    Origin,
+    Payload,
+    Hash,
+}
+
+impl fmt::Display for StoredField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoredField::Position => "position",
+            StoredField::ChainId => "chain id",
+            StoredField::ChainIndex => "chain index",
+            StoredField::PreviousHash => "previous hash",
+            StoredField::EventId => "event id",
+            StoredField::StreamCategory => "stream category",
+            StoredField::StreamId => "stream id",
+            StoredField::StreamVersion => "stream version",
+            StoredField::EventType => "event type",
+            StoredField::SchemaVersion => "schema version",
+            StoredField::RecordedAt => "recorded-at time",
+            StoredField::Actor => "actor",
+            StoredField::CommandId => "command id",
+            StoredField::CorrelationId => "correlation id",
+            StoredField::CausationId => "causation id",
+            StoredField::Origin => "origin",
+            StoredField::Payload => "payload",
+            StoredField::Hash => "hash",
+        })
+    }
 }
 
 impl fmt::Display for BreakKind {
@@ -245,6 +297,12 @@ impl fmt::Display for BreakKind {
             BreakKind::Forged => f.write_str(
                 "forged: it hashes correctly but does not link to the previous event's hash",
             ),
+            BreakKind::Unreadable { field } => {
+                write!(
+                    f,
+                    "unreadable: its {field} is not a value the format allows"
+                )
+            }
         }
     }
 }
@@ -389,6 +447,34 @@ impl ChainVerifier {
             self.check_pending(None)?;
         }
         Ok((self.verified, self.head))
+    }
+
+    /// The break for a row at `position` whose `field` cannot be read (its
+    /// chain index, if that much could be read): the event before it is
+    /// checked first, so the first break is the one reported.
+    pub fn unreadable(
+        &mut self,
+        position: Position,
+        chain_index: Option<u64>,
+        field: StoredField,
+    ) -> ChainBreak {
+        if self.has_pending {
+            if let Err(earlier) = self.check_pending(Some(position)) {
+                return earlier;
+            }
+        }
+        ChainBreak {
+            chain: self.chain,
+            position,
+            chain_index: ChainIndex(chain_index.unwrap_or(self.head.next_index.0)),
+            stream: StreamId::new(
+                StreamCategory::parse("invalid").expect("valid"),
+                Uuid::max(),
+            ),
+            stream_version: StreamVersion(0),
+            event_id: EventId::from_uuid(Uuid::max()).expect("not nil"),
+            kind: BreakKind::Unreadable { field },
+        }
     }
 
     fn check_pending(&mut self, next_position: Option<Position>) -> Result<(), ChainBreak> {

@@ -6,7 +6,10 @@
 //!
 //! Answers can hold secrets (tokens, API keys) and personal data, so they
 //! are kept sealed (AES-256-GCM under a key derived from the master key,
-//! bound to their scope) and only for a day.
+//! bound to their scope), and only for a day at most. The digest of a
+//! request is kept only as an HMAC under another derived key: a request may
+//! hold a password, and a bare digest would let whoever reads the table
+//! test guesses at hash speed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,7 +24,8 @@ use zeroize::Zeroizing;
 use crate::pools::{on_pool, Pools};
 use crate::vault::{open_bytes, seal_bytes, MasterKey, NONCE_LEN};
 
-/// How long a key is remembered: a retry later than this runs again.
+/// How long a key is remembered at most: a retry later than this runs
+/// again. (Each caller of [`IdempotencyKeys::claim`] names its own, up to this.)
 pub const KEY_LIFETIME_MICROS: i64 = 24 * 3_600_000_000;
 
 /// How long a first request may run before a retry may take its place
@@ -77,6 +81,7 @@ mod base64_body {
 pub struct IdempotencyKeys {
     pools: Pools,
     key: Zeroizing<[u8; 32]>,
+    request_key: Zeroizing<[u8; 32]>,
     claims: AtomicU64,
 }
 
@@ -94,17 +99,23 @@ impl IdempotencyKeys {
         Ok(Self {
             pools: Pools::connect(url, SqliteSynchronous::Full, 2, 4).await?,
             key: master.derive(b"custodia.idempotency-responses.v1"),
+            request_key: master.derive(b"custodia.idempotency-requests.v1"),
             claims: AtomicU64::new(0),
         })
     }
 
-    /// Claims `scope` for a request whose digest is `request`.
+    /// Claims `scope` for a request whose digest is `request`; a claim older
+    /// than `lifetime` (microseconds, at most [`KEY_LIFETIME_MICROS`]) is
+    /// forgotten.
     pub async fn claim(
         &self,
         scope: &[u8; 32],
         request: &[u8; 32],
         now: Timestamp,
+        lifetime: i64,
     ) -> Result<Claim, StoreError> {
+        let lifetime = lifetime.min(KEY_LIFETIME_MICROS);
+        let request = &self.keyed(request);
         if self.claims.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep(now).await?;
         }
@@ -123,7 +134,7 @@ impl IdempotencyKeys {
             // Swept between the two statements: as good as in progress.
             return Ok(Claim::InProgress);
         };
-        if first_seen < now.0 - KEY_LIFETIME_MICROS {
+        if first_seen < now.0 - lifetime {
             // Expired: this is a first use again (if no other retry won).
             let renew = "UPDATE idempotency_keys SET request_sha256 = $2, first_seen = $3, \
                          response = NULL WHERE scope = $1 AND first_seen = $4";
@@ -167,6 +178,15 @@ impl IdempotencyKeys {
         let sql = "DELETE FROM idempotency_keys WHERE scope = $1 AND response IS NULL";
         on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(&scope[..]).execute(pool))?;
         Ok(())
+    }
+
+    /// The request digest as it is kept: an HMAC under a derived key.
+    fn keyed(&self, request: &[u8; 32]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.request_key.as_slice())
+            .expect("HMAC takes any key length");
+        mac.update(request);
+        mac.finalize().into_bytes().into()
     }
 
     async fn sweep(&self, now: Timestamp) -> Result<(), StoreError> {

@@ -13,11 +13,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use custodia_application::{
     check_atomic, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary,
-    CommittedCommand, EventStore, StoreError, StoredSnapshot,
+    ChainVerdict, CommittedCommand, EventStore, StoreError, StoredSnapshot,
 };
+use custodia_domain::chain::StoredField as F;
 use custodia_domain::{
-    ChainId, ChainIndex, CommandId, LogCursor, Position, RecordedEvent, StreamId, StreamVersion,
-    Timestamp,
+    ChainBreak, ChainId, ChainIndex, ChainVerifier, CommandId, EventFields, EventLocation,
+    LogCursor, Position, RecordedEvent, StreamId, StreamVersion, Timestamp,
 };
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
@@ -302,6 +303,71 @@ async fn listen_for_appends(pool: PgPool, appended: watch::Sender<u64>) {
     }
 }
 
+/// The columns [`verify_row`] reads, in its order.
+const VERIFY_SCAN: &str = "SELECT position, chain_id, chain_index, prev_hash, event_id, \
+    stream_category, stream_id, stream_version, event_type, schema_version, recorded_at, actor, \
+    command_id, correlation_id, causation_id, origin, payload, hash \
+    FROM events WHERE chain_id = $1 ORDER BY chain_index, position";
+
+/// Feeds one row of [`VERIFY_SCAN`] to the verifier; a value out of its
+/// column's range is a break at the row.
+fn verify_row(
+    verifier: &mut ChainVerifier,
+    chain: ChainId,
+    row: &sqlx::postgres::PgRow,
+) -> Result<(), ChainBreak> {
+    use sqlx::Row;
+    let position: i64 = row.try_get(0).unwrap_or(-1);
+    let Ok(position) = u64::try_from(position).map(Position) else {
+        return Err(verifier.unreadable(Position(0), None, F::Position));
+    };
+    let uint = |i: usize, field: F| -> Result<u64, F> {
+        let value: i64 = row.try_get(i).map_err(|_| field)?;
+        u64::try_from(value).map_err(|_| field)
+    };
+    let chain_index = uint(2, F::ChainIndex).ok();
+    let read = || -> Result<(EventFields<'_>, &[u8], bool), F> {
+        let fields = EventFields {
+            chain: chain.as_uuid(),
+            chain_index: uint(2, F::ChainIndex)?,
+            prev_hash: row.try_get(3).map_err(|_| F::PreviousHash)?,
+            event_id: row.try_get(4).map_err(|_| F::EventId)?,
+            stream_category: row.try_get(5).map_err(|_| F::StreamCategory)?,
+            stream_id: row.try_get(6).map_err(|_| F::StreamId)?,
+            stream_version: uint(7, F::StreamVersion)?,
+            event_type: row.try_get(8).map_err(|_| F::EventType)?,
+            schema_version: row
+                .try_get::<i32, _>(9)
+                .ok()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or(F::SchemaVersion)?,
+            recorded_at: row.try_get(10).map_err(|_| F::RecordedAt)?,
+            actor: row.try_get(11).map_err(|_| F::Actor)?,
+            command_id: row.try_get(12).map_err(|_| F::CommandId)?,
+            correlation_id: row.try_get(13).map_err(|_| F::CorrelationId)?,
+            causation_id: row.try_get(14).map_err(|_| F::CausationId)?,
+            origin: row.try_get(15).map_err(|_| F::Origin)?,
+            payload: row.try_get(16).map_err(|_| F::Payload)?,
+        };
+        let stored_chain: Uuid = row.try_get(1).map_err(|_| F::ChainId)?;
+        let hash: &[u8] = row.try_get(17).map_err(|_| F::Hash)?;
+        Ok((fields, hash, stored_chain == chain.as_uuid()))
+    };
+    let (fields, hash, same_chain) = match read() {
+        Ok(read) => read,
+        Err(field) => return Err(verifier.unreadable(position, chain_index, field)),
+    };
+    let location = EventLocation {
+        position,
+        chain_index: fields.chain_index,
+        event_id: fields.event_id,
+        stream_category: fields.stream_category,
+        stream_id: fields.stream_id,
+        stream_version: fields.stream_version,
+    };
+    verifier.push_fields(location, &fields, hash, same_chain)
+}
+
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
@@ -424,6 +490,34 @@ impl EventStore for PostgresEventStore {
 
     fn append_signal(&self) -> AppendSignal {
         AppendSignal::new(self.appended.subscribe())
+    }
+
+    /// Streams the chain's rows and feeds the verifier their raw columns
+    /// (nothing is parsed that the hash does not need), so that a value
+    /// written around the log is reported where it is, as a broken link.
+    async fn verify_chain(
+        &self,
+        chain: ChainId,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<ChainVerdict, StoreError> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query(VERIFY_SCAN)
+            .bind(chain.as_uuid())
+            .fetch(&self.pool);
+        let mut verifier = ChainVerifier::new(chain);
+        let mut events = 0u64;
+        while let Some(row) = rows.try_next().await.map_err(store_error)? {
+            events += 1;
+            if events % 4096 == 0 {
+                progress(4096);
+            }
+            if let Err(broken) = verify_row(&mut verifier, chain, &row) {
+                progress(events % 4096);
+                return Ok(ChainVerdict::broken(events, broken));
+            }
+        }
+        progress(events % 4096);
+        Ok(ChainVerdict::finished(events, verifier))
     }
 
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<StoredSnapshot>, StoreError> {

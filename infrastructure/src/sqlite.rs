@@ -19,6 +19,7 @@ use custodia_application::{
     check_atomic, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary,
     ChainVerdict, CommittedCommand, EventStore, StoreError, StoredSnapshot,
 };
+use custodia_domain::chain::StoredField as F;
 use custodia_domain::{
     ChainId, ChainIndex, ChainVerifier, CommandId, EventFields, EventLocation, LogCursor, Position,
     RecordedEvent, StreamId, StreamVersion, Timestamp,
@@ -528,7 +529,73 @@ impl EventStore for SqliteEventStore {
 const SCAN: &str = "SELECT position, chain_id, chain_index, prev_hash, event_id, stream_category, \
     stream_id, stream_version, event_type, schema_version, recorded_at, actor, command_id, \
     correlation_id, causation_id, origin, payload, hash \
-    FROM events WHERE chain_id = ?1 ORDER BY chain_index";
+    FROM events WHERE chain_id = ?1 ORDER BY chain_index, position";
+
+/// One row of the verification scan, as the verifier takes it.
+struct ScanRow<'r> {
+    fields: EventFields<'r>,
+    hash: &'r [u8],
+    same_chain: bool,
+}
+
+/// Reads a row of [`SCAN`] without interpreting more than the hash needs.
+/// A value that is not of its column's kind names the field (and the chain
+/// index, if that much was read).
+fn scan_row<'r>(row: &'r rusqlite::Row<'_>, chain: Uuid) -> Result<ScanRow<'r>, (F, Option<u64>)> {
+    let mut chain_index = None;
+    let blob = |i: usize, field: F| {
+        row.get_ref(i)
+            .ok()
+            .and_then(|v| v.as_blob().ok())
+            .ok_or(field)
+    };
+    let text = |i: usize, field: F| {
+        row.get_ref(i)
+            .ok()
+            .and_then(|v| v.as_str().ok())
+            .ok_or(field)
+    };
+    let int = |i: usize, field: F| {
+        row.get_ref(i)
+            .ok()
+            .and_then(|v| v.as_i64().ok())
+            .ok_or(field)
+    };
+    let uint = |i: usize, field: F| u64::try_from(int(i, field)?).map_err(|_| field);
+    let uuid = |i: usize, field: F| Uuid::from_slice(blob(i, field)?).map_err(|_| field);
+    let mut read = || -> Result<ScanRow<'r>, F> {
+        chain_index = Some(uint(2, F::ChainIndex)?);
+        let causation_id = match row.get_ref(14) {
+            Ok(rusqlite::types::ValueRef::Null) => None,
+            _ => Some(uuid(14, F::CausationId)?),
+        };
+        let fields = EventFields {
+            chain,
+            chain_index: uint(2, F::ChainIndex)?,
+            prev_hash: blob(3, F::PreviousHash)?,
+            event_id: uuid(4, F::EventId)?,
+            stream_category: text(5, F::StreamCategory)?,
+            stream_id: uuid(6, F::StreamId)?,
+            stream_version: uint(7, F::StreamVersion)?,
+            event_type: text(8, F::EventType)?,
+            schema_version: u32::try_from(uint(9, F::SchemaVersion)?)
+                .map_err(|_| F::SchemaVersion)?,
+            recorded_at: int(10, F::RecordedAt)?,
+            actor: text(11, F::Actor)?,
+            command_id: uuid(12, F::CommandId)?,
+            correlation_id: uuid(13, F::CorrelationId)?,
+            causation_id,
+            origin: text(15, F::Origin)?,
+            payload: blob(16, F::Payload)?,
+        };
+        Ok(ScanRow {
+            fields,
+            hash: blob(17, F::Hash)?,
+            same_chain: blob(1, F::ChainId)? == chain.as_bytes(),
+        })
+    };
+    read().map_err(|field| (field, chain_index))
+}
 
 fn scan_chain(
     path: &Path,
@@ -552,94 +619,44 @@ fn scan_chain(
     let mut verifier = ChainVerifier::new(chain);
     let mut events = 0u64;
     while let Some(row) = rows.next().map_err(db_error)? {
-        let position = row
-            .get_ref(0)
-            .and_then(|v| Ok(v.as_i64()?))
-            .map_err(db_error)?;
-        let bad = |field: &str| {
-            StoreError::Corrupt(format!(
-                "event at position {position} has an unreadable {field}"
-            ))
-        };
-        let blob = |i: usize, field: &str| -> Result<&[u8], StoreError> {
-            row.get_ref(i)
-                .ok()
-                .and_then(|v| v.as_blob().ok())
-                .ok_or_else(|| bad(field))
-        };
-        let text = |i: usize, field: &str| -> Result<&str, StoreError> {
-            row.get_ref(i)
-                .ok()
-                .and_then(|v| v.as_str().ok())
-                .ok_or_else(|| bad(field))
-        };
-        let uint = |i: usize, field: &str| -> Result<u64, StoreError> {
-            row.get_ref(i)
-                .ok()
-                .and_then(|v| v.as_i64().ok())
-                .and_then(|v| u64::try_from(v).ok())
-                .ok_or_else(|| bad(field))
-        };
-        let uuid = |i: usize, field: &str| -> Result<Uuid, StoreError> {
-            Uuid::from_slice(blob(i, field)?).map_err(|_| bad(field))
-        };
-        let causation = match row.get_ref(14).map_err(db_error)? {
-            rusqlite::types::ValueRef::Null => None,
-            _ => Some(uuid(14, "causation id")?),
-        };
-        let stored_chain = blob(1, "chain id")?;
-        let chain_index = uint(2, "chain index")?;
-        let event_id = uuid(4, "event id")?;
-        let stream_category = text(5, "stream category")?;
-        let stream_id = uuid(6, "stream id")?;
-        let stream_version = uint(7, "stream version")?;
-        let fields = EventFields {
-            chain: chain_bytes,
-            chain_index,
-            prev_hash: blob(3, "previous hash")?,
-            event_id,
-            stream_category,
-            stream_id,
-            stream_version,
-            event_type: text(8, "event type")?,
-            schema_version: u32::try_from(uint(9, "schema version")?)
-                .map_err(|_| bad("schema version"))?,
-            recorded_at: row
-                .get_ref(10)
-                .ok()
-                .and_then(|v| v.as_i64().ok())
-                .ok_or_else(|| bad("recorded-at time"))?,
-            actor: text(11, "actor")?,
-            command_id: uuid(12, "command id")?,
-            correlation_id: uuid(13, "correlation id")?,
-            causation_id: causation,
-            origin: text(15, "origin")?,
-            payload: blob(16, "payload")?,
-        };
-        let location = EventLocation {
-            position: Position(u64::try_from(position).map_err(|_| bad("position"))?),
-            chain_index,
-            event_id,
-            stream_category,
-            stream_id,
-            stream_version,
-        };
         events += 1;
         if events % 4096 == 0 {
             scanned.store(events, Ordering::Relaxed);
         }
-        let same_chain = stored_chain == chain_bytes.as_bytes();
-        if let Err(broken) = verifier.push_fields(location, &fields, blob(17, "hash")?, same_chain)
-        {
-            return Ok(ChainVerdict {
-                events,
-                broken: Some(broken),
-            });
+        let position = row
+            .get_ref(0)
+            .ok()
+            .and_then(|v| v.as_i64().ok())
+            .and_then(|v| u64::try_from(v).ok())
+            .map(Position);
+        let broken = match (position, scan_row(row, chain_bytes)) {
+            (Some(position), Ok(scanned_row)) => {
+                let location = EventLocation {
+                    position,
+                    chain_index: scanned_row.fields.chain_index,
+                    event_id: scanned_row.fields.event_id,
+                    stream_category: scanned_row.fields.stream_category,
+                    stream_id: scanned_row.fields.stream_id,
+                    stream_version: scanned_row.fields.stream_version,
+                };
+                verifier
+                    .push_fields(
+                        location,
+                        &scanned_row.fields,
+                        scanned_row.hash,
+                        scanned_row.same_chain,
+                    )
+                    .err()
+            }
+            (None, _) => Some(verifier.unreadable(Position(0), None, F::Position)),
+            (Some(position), Err((field, chain_index))) => {
+                Some(verifier.unreadable(position, chain_index, field))
+            }
+        };
+        if let Some(broken) = broken {
+            return Ok(ChainVerdict::broken(events, broken));
         }
     }
     scanned.store(events, Ordering::Relaxed);
-    Ok(ChainVerdict {
-        events,
-        broken: verifier.finish().err(),
-    })
+    Ok(ChainVerdict::finished(events, verifier))
 }

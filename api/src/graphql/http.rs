@@ -289,9 +289,16 @@ async fn execute(
     let Some((scope, sent)) = keyed else {
         return run(CommandIds::default()).await;
     };
-    crate::idempotency::once(state, &scope, &sent, |first_seen| {
-        run(CommandIds::derived(scope, first_seen))
-    })
+    use crate::idempotency::Policy;
+    use custodia_infrastructure::idempotency::StoredResponse;
+    crate::idempotency::once(
+        state,
+        Policy::MUTATIONS,
+        &scope,
+        &sent,
+        async |_: &StoredResponse| true,
+        |first_seen| run(CommandIds::derived(scope, first_seen)),
+    )
     .await
 }
 

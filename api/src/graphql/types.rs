@@ -228,7 +228,7 @@ impl Session {
     async fn revoked_at(&self) -> Option<String> {
         doc_time(&self.0.doc, "revoked_at")
     }
-    /// `logout`, `revoked` or `refresh_reuse`.
+    /// `logout`, `revoked`, `refresh_reuse`, `user_disabled`, `password_changed` or `session_limit`.
     async fn revocation_reason(&self) -> Option<String> {
         doc_str(&self.0.doc, "revocation_reason")
     }

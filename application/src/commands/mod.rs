@@ -139,6 +139,10 @@ pub enum CommandError {
     },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Others changed the same data at the same moment, again and again:
+    /// nothing was written, and the same request may well pass if sent again.
+    #[error("too many concurrent changes to the same data; try again")]
+    Contended,
     /// A bounded resource (password hashing) is saturated: try again shortly.
     #[error("the server is busy; try again shortly")]
     Busy,
@@ -166,6 +170,7 @@ impl From<AppendError> for CommandError {
                     _ => "target",
                 })
             }
+            AppendError::Conflict { .. } => CommandError::Contended,
             other => CommandError::Conflict(other.to_string()),
         }
     }
@@ -618,7 +623,7 @@ pub(crate) const PLAN_RETRIES: usize = CONFLICT_RETRIES;
 
 /// What a plan answers when it lost [`PLAN_RETRIES`] conflicts in a row.
 pub(crate) fn plan_gave_up() -> CommandError {
-    CommandError::Conflict("too many concurrent changes; try again".to_owned())
+    CommandError::Contended
 }
 
 /// [`execute`] for the common case: one domain command on one of the

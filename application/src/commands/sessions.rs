@@ -434,6 +434,27 @@ pub async fn refresh_session(
     }
 }
 
+/// Is `refresh_token` its session's current one, the session live and the
+/// token unexpired at `at`? (For answers kept under an idempotency key:
+/// tokens once handed out are handed out again only while they stand.)
+pub async fn refresh_token_is_current(
+    ports: &Ports,
+    refresh_token: &str,
+    at: Timestamp,
+) -> Result<bool, CommandError> {
+    let Some((session, secret)) = refresh_token.split_once('.') else {
+        return Ok(false);
+    };
+    let (Ok(session), Ok(secret)) = (Uuid::parse_str(session), B64URL.decode(secret)) else {
+        return Ok(false);
+    };
+    let (state, _) = load::<Session>(&*ports.store, &session_stream(session)).await?;
+    Ok(
+        matches!(state, Session::Live { current, refresh_expires_at, .. }
+        if current == hash(&secret) && at < refresh_expires_at),
+    )
+}
+
 /// Revokes one session: the user's own (logout) or, with `session.revoke`,
 /// anyone's in the tenant.
 pub async fn revoke_session(
