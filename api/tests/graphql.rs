@@ -20,6 +20,7 @@ backends!(
     tenant_isolation_on_every_query_and_mutation,
     errors_limits_and_graphql_over_http,
     graphql_over_http_follows_the_specification,
+    tenant_settings_change_in_part_and_read_back_in_one_convention,
     the_graphql_http_audit_finds_nothing,
     api_keys_authenticate_service_accounts,
     python_gql_client_over_real_http,
@@ -782,4 +783,46 @@ async fn the_graphql_http_audit_finds_nothing(db: TestDatabase) {
         (Some(0), Some(0)),
         "{verdict}"
     );
+}
+
+async fn tenant_settings_change_in_part_and_read_back_in_one_convention(db: TestDatabase) {
+    let state = state(&db).await;
+    let service = service!(state);
+    let (_, _, token) = signed_in!(&service, state, "ada@example.org");
+    let running = state.projections.start(state.ports.store.clone());
+    let change = |settings: &str| {
+        format!(
+            "mutation {{ updateTenantSettings(settings: {settings}) {{ tenant {{ settings {{ \
+             passwordMinLength mfaRequired consentPurposes {{ id version }} }} }} }} }}"
+        )
+    };
+    // One setting, and one purpose added: the rest stays as it was.
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        &change("{ mfaRequired: true, addConsentPurposes: [{ id: \"newsletter\", version: 1 }] }")
+    );
+    let settings = &body["data"]["updateTenantSettings"]["tenant"]["settings"];
+    assert_eq!(
+        settings,
+        &json!({ "passwordMinLength": 12, "mfaRequired": true,
+                 "consentPurposes": [{ "id": "newsletter", "version": 1 }] }),
+        "{body}"
+    );
+    // Another purpose, and a new version of the first, without resending.
+    let (_, _, body) = gql!(
+        &service,
+        Some(&token),
+        &change("{ addConsentPurposes: [{ id: \"research\", version: 1 }, { id: \"newsletter\", version: 2 }] }")
+    );
+    let settings = &body["data"]["updateTenantSettings"]["tenant"]["settings"];
+    assert_eq!(settings["mfaRequired"], true, "kept: {body}");
+    assert_eq!(
+        settings["consentPurposes"],
+        json!([{ "id": "newsletter", "version": 2 }, { "id": "research", "version": 1 }])
+    );
+    // Bounds hold for a part as for the whole.
+    let (_, _, body) = gql!(&service, Some(&token), &change("{ passwordMinLength: 4 }"));
+    assert_eq!(codes(&body), ["VALIDATION"], "{body}");
+    running.stop().await;
 }

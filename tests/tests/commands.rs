@@ -38,6 +38,7 @@ backends!(
     the_last_owner_stays,
     personal_data_is_sealed_at_rest_and_readable_by_those_allowed,
     personal_data_is_read_from_a_stream_of_any_length,
+    concurrent_changes_of_different_settings_both_hold,
 );
 
 fn caller(principal: Principal) -> Caller {
@@ -732,4 +733,52 @@ async fn personal_data_is_read_from_a_stream_of_any_length(db: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(record.email.as_deref(), Some("latest@example.org"));
+}
+
+async fn concurrent_changes_of_different_settings_both_hold(db: TestDatabase) {
+    use custodia_domain::identity::tenant::SettingsChange;
+    let ports = ports(&db).await;
+    let (tenant, _) =
+        custodia_tests::identity::tenant_with_owner(&ports, "owner@example.org", None).await;
+    let operator = || caller(Principal::PlatformOperator);
+    let mfa = SettingsChange {
+        mfa_required: Some(true),
+        ..SettingsChange::default()
+    };
+    let lockout = SettingsChange {
+        lockout_minutes: Some(60),
+        ..SettingsChange::default()
+    };
+    let (first, second) = (operator(), operator());
+    let (a, b) = tokio::join!(
+        update_tenant_settings(&ports, &first, tenant, mfa),
+        update_tenant_settings(&ports, &second, tenant, lockout),
+    );
+    a.unwrap();
+    b.unwrap();
+    use custodia_domain::aggregate::{Aggregate, EventSchema, StoredForm};
+    use custodia_domain::identity::tenant::{Tenant, TenantEvent};
+    let stream = custodia_domain::StreamId::new(
+        custodia_domain::StreamCategory::parse("tenant").unwrap(),
+        tenant.as_uuid(),
+    );
+    let events: Vec<TenantEvent> = ports
+        .store
+        .read_stream(&stream, StreamVersion::EMPTY, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            TenantEvent::from_stored(&StoredForm {
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                payload: e.payload,
+            })
+            .unwrap()
+        })
+        .collect();
+    let state = Tenant::fold(&events);
+    let settings = state.settings().unwrap();
+    assert!(settings.mfa_required, "neither change undid the other");
+    assert_eq!(settings.lockout_minutes, 60);
 }

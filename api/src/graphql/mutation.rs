@@ -21,7 +21,7 @@ use custodia_application::commands::users::{
 use custodia_application::commands::{api_keys, Caller, Outcome};
 use custodia_application::ModelRow;
 use custodia_domain::identity::membership::{MembershipCommand, RoleName, RoleRef};
-use custodia_domain::identity::tenant::{ConsentPurpose, TenantSettings};
+use custodia_domain::identity::tenant::{ConsentPurpose, SettingsChange, TenantSettings};
 use custodia_domain::rbac::{Permission, PermissionSet};
 use custodia_domain::{LogCursor, TenantId, Timestamp};
 use uuid::Uuid;
@@ -212,40 +212,51 @@ pub struct ConsentPurposeInput {
     pub version: u32,
 }
 
-#[derive(InputObject)]
+/// A change to some of a tenant's settings: a field left out keeps its
+/// value. Bounds as in `TenantSettings`.
+#[derive(InputObject, Default)]
 pub struct TenantSettingsInput {
-    pub password_min_length: u8,
-    pub mfa_required: bool,
-    pub access_token_minutes: u16,
-    pub refresh_token_days: u16,
-    pub lockout_threshold: u8,
-    pub lockout_minutes: u16,
-    pub consent_purposes: Vec<ConsentPurposeInput>,
-    pub deleted_user_retention_days: u16,
-    pub access_data_retention_days: u16,
+    pub password_min_length: Option<u8>,
+    pub mfa_required: Option<bool>,
+    pub access_token_minutes: Option<u16>,
+    pub refresh_token_days: Option<u16>,
+    pub lockout_threshold: Option<u8>,
+    pub lockout_minutes: Option<u16>,
+    /// The whole list of consent purposes, replacing the current one.
+    pub consent_purposes: Option<Vec<ConsentPurposeInput>>,
+    /// Purposes to add, or to give a new policy version (by id).
+    pub add_consent_purposes: Option<Vec<ConsentPurposeInput>>,
+    /// Ids of purposes to remove.
+    pub remove_consent_purposes: Option<Vec<String>>,
+    pub deleted_user_retention_days: Option<u16>,
+    pub access_data_retention_days: Option<u16>,
 }
 
-impl TryFrom<TenantSettingsInput> for TenantSettings {
-    type Error = async_graphql::Error;
-    fn try_from(s: TenantSettingsInput) -> Result<Self> {
-        TenantSettings::new(
-            s.password_min_length,
-            s.mfa_required,
-            s.access_token_minutes,
-            s.refresh_token_days,
-            s.lockout_threshold,
-            s.lockout_minutes,
-            s.consent_purposes
-                .into_iter()
-                .map(|p| ConsentPurpose {
-                    id: p.id,
-                    version: p.version,
-                })
-                .collect(),
-            s.deleted_user_retention_days,
-            s.access_data_retention_days,
-        )
-        .map_err(|e| error("VALIDATION", e.to_string()))
+fn purposes(inputs: Vec<ConsentPurposeInput>) -> Vec<ConsentPurpose> {
+    inputs
+        .into_iter()
+        .map(|p| ConsentPurpose {
+            id: p.id,
+            version: p.version,
+        })
+        .collect()
+}
+
+impl From<TenantSettingsInput> for SettingsChange {
+    fn from(s: TenantSettingsInput) -> Self {
+        SettingsChange {
+            password_min_length: s.password_min_length,
+            mfa_required: s.mfa_required,
+            access_token_minutes: s.access_token_minutes,
+            refresh_token_days: s.refresh_token_days,
+            lockout_threshold: s.lockout_threshold,
+            lockout_minutes: s.lockout_minutes,
+            consent_purposes: s.consent_purposes.map(purposes),
+            add_consent_purposes: purposes(s.add_consent_purposes.unwrap_or_default()),
+            remove_consent_purposes: s.remove_consent_purposes.unwrap_or_default(),
+            deleted_user_retention_days: s.deleted_user_retention_days,
+            access_data_retention_days: s.access_data_retention_days,
+        }
     }
 }
 
@@ -304,7 +315,8 @@ impl Mutation {
         tenant_payload(ctx, tenant, cursor(&outcome)).await
     }
 
-    /// Replaces the tenant's settings. Needs `tenant.update`.
+    /// Changes the tenant's settings: those given, the others stay. Needs
+    /// `tenant.update`.
     async fn update_tenant_settings(
         &self,
         ctx: &Context<'_>,
@@ -317,7 +329,7 @@ impl Mutation {
             &data(ctx).state.ports,
             &caller,
             tenant,
-            settings.try_into()?,
+            SettingsChange::from(settings),
         )
         .await
         .map_err(fail)?;

@@ -87,8 +87,8 @@ impl Tenant {
         self.0.kind.as_deref()
     }
     /// Password policy, MFA, token lifetimes, lockout, consent purposes, retention.
-    async fn settings(&self) -> Json<Value> {
-        Json(self.0.doc["settings"].clone())
+    async fn settings(&self) -> Option<TenantSettings> {
+        serde_json::from_value(self.0.doc["settings"].clone()).ok()
     }
     async fn created_at(&self) -> Option<String> {
         doc_time(&self.0.doc, "created_at")
@@ -343,4 +343,36 @@ impl AuditEvent {
     async fn recorded_at(&self) -> String {
         time(self.0.at)
     }
+}
+
+/// A tenant's settings, as its read model keeps them.
+#[derive(SimpleObject, serde::Deserialize)]
+pub struct TenantSettings {
+    /// The shortest password accepted (8 to 128).
+    pub password_min_length: u8,
+    /// Whether every user must sign in with a second factor.
+    pub mfa_required: bool,
+    /// Access token lifetime (1 to 15 minutes).
+    pub access_token_minutes: u16,
+    /// Refresh token lifetime (1 to 30 days), renewed at each refresh.
+    pub refresh_token_days: u16,
+    /// Failed checks before an account locks (1 to 20).
+    pub lockout_threshold: u8,
+    /// How long a lock lasts (1 to 1440 minutes).
+    pub lockout_minutes: u16,
+    /// The purposes users may consent to, each at its policy version.
+    pub consent_purposes: Vec<ConsentPurpose>,
+    /// Days before a deleted user's personal data is erased (1 to 3650).
+    pub deleted_user_retention_days: u16,
+    /// Days before IP addresses and user agents are erased (1 to 3650).
+    pub access_data_retention_days: u16,
+}
+
+/// A purpose users may consent to.
+#[derive(SimpleObject, serde::Deserialize)]
+pub struct ConsentPurpose {
+    /// `[a-z0-9_]`, 1 to 64.
+    pub id: String,
+    /// The current policy version (a grant must name it).
+    pub version: u32,
 }

@@ -2,7 +2,9 @@
 
 use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::membership::{MembershipCommand, Memberships, RoleRef};
-use custodia_domain::identity::tenant::{Tenant, TenantCommand, TenantName, TenantSettings};
+use custodia_domain::identity::tenant::{
+    SettingsChange, Tenant, TenantCommand, TenantName, TenantSettings,
+};
 use custodia_domain::rbac::{BuiltInRole, Denied, Permission};
 use custodia_domain::{CommandId, EventId, TenantId};
 use uuid::Uuid;
@@ -103,15 +105,30 @@ pub async fn create_tenant(
     Err(super::plan_gave_up())
 }
 
+/// Changes some of the tenant's settings (a full `TenantSettings` changes
+/// them all). The change is applied to the settings as they are when the
+/// command is decided, so concurrent changes of different settings both
+/// hold. Needs `tenant.update`.
 pub async fn update_tenant_settings(
     ports: &Ports,
     caller: &Caller,
     tenant: TenantId,
-    settings: TenantSettings,
+    change: impl Into<SettingsChange>,
 ) -> Result<Outcome, CommandError> {
     let authorized = authorize(caller, tenant, Permission::TenantUpdate, None)?;
-    let command = TenantCommand::UpdateSettings { settings };
-    decide_and_append::<Tenant>(ports, &authorized, &tenant_stream(tenant), &command).await
+    let change = change.into();
+    execute::<Tenant>(
+        ports,
+        &authorized,
+        &tenant_stream(tenant),
+        EventId::generate(),
+        |state| {
+            let current = state.settings().ok_or(CommandError::NotFound("tenant"))?;
+            let settings = change.applied_to(current)?;
+            Ok(state.decide(&TenantCommand::UpdateSettings { settings })?)
+        },
+    )
+    .await
 }
 
 /// Suspends (`suspend = true`) or reactivates the tenant.

@@ -210,6 +210,79 @@ pub enum Tenant {
     },
 }
 
+/// A change to some of a tenant's settings: what it leaves out stays as it
+/// is (so a client that changes one setting does not resend the others, nor
+/// undo a change made meanwhile).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettingsChange {
+    pub password_min_length: Option<u8>,
+    pub mfa_required: Option<bool>,
+    pub access_token_minutes: Option<u16>,
+    pub refresh_token_days: Option<u16>,
+    pub lockout_threshold: Option<u8>,
+    pub lockout_minutes: Option<u16>,
+    /// The whole list, replacing the current one.
+    pub consent_purposes: Option<Vec<ConsentPurpose>>,
+    /// Purposes added, or given a new policy version (by id), after that.
+    pub add_consent_purposes: Vec<ConsentPurpose>,
+    /// Purposes removed (by id), last.
+    pub remove_consent_purposes: Vec<String>,
+    pub deleted_user_retention_days: Option<u16>,
+    pub access_data_retention_days: Option<u16>,
+}
+
+impl SettingsChange {
+    /// `current` with this change, checked like any settings.
+    pub fn applied_to(&self, current: &TenantSettings) -> Result<TenantSettings, InvalidValue> {
+        let mut purposes = self
+            .consent_purposes
+            .clone()
+            .unwrap_or_else(|| current.consent_purposes.clone());
+        for added in &self.add_consent_purposes {
+            match purposes.iter_mut().find(|p| p.id == added.id) {
+                Some(existing) => existing.version = added.version,
+                None => purposes.push(added.clone()),
+            }
+        }
+        purposes.retain(|p| !self.remove_consent_purposes.contains(&p.id));
+        TenantSettings::new(
+            self.password_min_length
+                .unwrap_or(current.password_min_length),
+            self.mfa_required.unwrap_or(current.mfa_required),
+            self.access_token_minutes
+                .unwrap_or(current.access_token_minutes),
+            self.refresh_token_days
+                .unwrap_or(current.refresh_token_days),
+            self.lockout_threshold.unwrap_or(current.lockout_threshold),
+            self.lockout_minutes.unwrap_or(current.lockout_minutes),
+            purposes,
+            self.deleted_user_retention_days
+                .unwrap_or(current.deleted_user_retention_days),
+            self.access_data_retention_days
+                .unwrap_or(current.access_data_retention_days),
+        )
+    }
+}
+
+/// Every setting, as a change: a full replacement.
+impl From<TenantSettings> for SettingsChange {
+    fn from(settings: TenantSettings) -> Self {
+        SettingsChange {
+            password_min_length: Some(settings.password_min_length),
+            mfa_required: Some(settings.mfa_required),
+            access_token_minutes: Some(settings.access_token_minutes),
+            refresh_token_days: Some(settings.refresh_token_days),
+            lockout_threshold: Some(settings.lockout_threshold),
+            lockout_minutes: Some(settings.lockout_minutes),
+            consent_purposes: Some(settings.consent_purposes),
+            add_consent_purposes: Vec::new(),
+            remove_consent_purposes: Vec::new(),
+            deleted_user_retention_days: Some(settings.deleted_user_retention_days),
+            access_data_retention_days: Some(settings.access_data_retention_days),
+        }
+    }
+}
+
 impl Tenant {
     pub fn settings(&self) -> Option<&TenantSettings> {
         match self {
@@ -553,6 +626,43 @@ mod tests {
             .then(&[TenantEvent::Reactivated]);
         let state = Tenant::fold(&[created(), TenantEvent::Suspended, TenantEvent::Reactivated]);
         assert!(matches!(state, Tenant::Active { .. }));
+    }
+
+    #[test]
+    fn a_settings_change_keeps_what_it_leaves_out() {
+        let purpose = |id: &str, version| ConsentPurpose {
+            id: id.into(),
+            version,
+        };
+        let current = TenantSettings {
+            consent_purposes: vec![purpose("newsletter", 1), purpose("analytics", 2)],
+            ..TenantSettings::default()
+        };
+        let change = SettingsChange {
+            mfa_required: Some(true),
+            add_consent_purposes: vec![purpose("analytics", 3), purpose("research", 1)],
+            remove_consent_purposes: vec!["newsletter".into()],
+            ..SettingsChange::default()
+        };
+        let changed = change.applied_to(&current).unwrap();
+        assert!(changed.mfa_required);
+        assert_eq!(changed.password_min_length, current.password_min_length);
+        assert_eq!(
+            changed.consent_purposes,
+            vec![purpose("analytics", 3), purpose("research", 1)]
+        );
+        let too_short = SettingsChange {
+            password_min_length: Some(4),
+            ..SettingsChange::default()
+        };
+        assert!(
+            too_short.applied_to(&current).is_err(),
+            "checked like any settings"
+        );
+        assert_eq!(
+            SettingsChange::from(current.clone()).applied_to(&TenantSettings::default()),
+            Ok(current)
+        );
     }
 
     #[test]
