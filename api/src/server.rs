@@ -314,6 +314,21 @@ impl ApiError {
     }
 }
 
+/// An error and every error it came from, `: `-separated, for the log.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
@@ -379,7 +394,7 @@ impl From<CommandError> for ApiError {
                     error.to_string(),
                 )
             },
-            E::Vault(_) | E::Schema(_) | E::Store(_) => ApiError::internal(&error),
+            E::Vault(_) | E::Schema(_) | E::Store(_) => ApiError::internal(&Chain(&error)),
         }
     }
 }

@@ -243,17 +243,97 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
-/// A storage failure. Messages name what failed, never personal data.
+/// A storage failure. Messages name what failed, never personal data; the
+/// driver's error, when there is one, is kept as the source, so a logged
+/// cause keeps its chain.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database: {0}")]
-    Unavailable(String),
-    #[error("the database is not usable: {0}")]
-    Corrupt(String),
-    #[error("database schema: {0}")]
-    Schema(String),
-    #[error("database error: {0}")]
-    Database(String),
+    #[error("cannot open the database: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    #[error("the database is not usable: {message}")]
+    Corrupt {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    #[error("database schema: {message}")]
+    Schema {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    #[error("database error: {message}")]
+    Database {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    pub fn schema(message: impl Into<String>) -> Self {
+        StoreError::Schema {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    pub fn database(message: impl Into<String>) -> Self {
+        StoreError::Database {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The same failure, with the error that caused it as its source.
+    pub fn caused_by(mut self, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let (StoreError::Unavailable { cause, .. }
+        | StoreError::Corrupt { cause, .. }
+        | StoreError::Schema { cause, .. }
+        | StoreError::Database { cause, .. }) = &mut self;
+        *cause = Some(Cause(std::sync::Arc::new(error)));
+        self
+    }
+}
+
+/// The error a storage failure came from (a driver's), shareable.
+#[derive(Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// How many events a chain holds.

@@ -22,7 +22,7 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
-            Err(StoreError::Unavailable(
+            Err(StoreError::unavailable(
                 "the database URL must start with sqlite:, postgres:// or postgresql://".to_owned(),
             ))
         }

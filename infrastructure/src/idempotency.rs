@@ -196,7 +196,7 @@ impl IdempotencyKeys {
     }
 
     fn open(&self, scope: &[u8; 32], sealed: &[u8]) -> Result<StoredResponse, StoreError> {
-        let corrupt = || StoreError::Corrupt("a kept idempotent answer does not open".into());
+        let corrupt = || StoreError::corrupt("a kept idempotent answer does not open");
         if sealed.len() < NONCE_LEN {
             return Err(corrupt());
         }

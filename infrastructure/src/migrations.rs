@@ -104,13 +104,13 @@ fn compare(known: &[Migration], recorded: &[(i64, Vec<u8>)]) -> Result<SchemaSta
     for (version, checksum) in recorded {
         match known.iter().find(|m| m.version == *version) {
             None => {
-                return Err(StoreError::Schema(format!(
+                return Err(StoreError::schema(format!(
                     "the database has migration {version}, newer than this binary knows \
                      (up to {newest_known}); upgrade custodia"
                 )))
             }
             Some(m) if m.checksum() != *checksum => {
-                return Err(StoreError::Schema(format!(
+                return Err(StoreError::schema(format!(
                     "migration {version} ({}) differs from the one applied to this database",
                     m.name
                 )))
@@ -130,12 +130,12 @@ fn compare(known: &[Migration], recorded: &[(i64, Vec<u8>)]) -> Result<SchemaSta
 /// Requires an up-to-date schema without changing anything.
 pub fn require_current(status: SchemaStatus) -> Result<(), StoreError> {
     if status.applied.is_empty() {
-        return Err(StoreError::Schema(
+        return Err(StoreError::schema(
             "this database has no Custodia schema; run `custodia migrate`".to_owned(),
         ));
     }
     if !status.pending.is_empty() {
-        return Err(StoreError::Schema(format!(
+        return Err(StoreError::schema(format!(
             "migrations {:?} are not applied; run `custodia migrate`",
             status.pending
         )));

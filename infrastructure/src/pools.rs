@@ -33,7 +33,7 @@ impl Pools {
         Ok(match Backend::of(url)? {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
-                    .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
+                    .map_err(|e| StoreError::unavailable(format!("bad SQLite URL: {e}")))?
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(10));

@@ -120,7 +120,7 @@ impl PostgresEventStore {
             Attempt::Raced => match self.try_append(requests).await? {
                 Attempt::Appended(appended) => appended,
                 Attempt::Raced => {
-                    return Err(StoreError::Database(
+                    return Err(StoreError::database(
                         "a concurrent append raced this one twice".to_owned(),
                     )
                     .into())

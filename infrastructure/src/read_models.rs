@@ -70,7 +70,7 @@ impl SqlReadModels {
 
 fn decode(model: &'static str, raw: RawRow) -> Result<ModelRow, StoreError> {
     let (id, tenant, parent, kind, actor, lookup, at, seq, doc) = raw;
-    let corrupt = || StoreError::Corrupt(format!("read model {model} row {id} is unreadable"));
+    let corrupt = || StoreError::corrupt(format!("read model {model} row {id} is unreadable"));
     let uuid = |value: Option<String>| -> Result<Option<Uuid>, StoreError> {
         value
             .map(|text| Uuid::parse_str(&text).map_err(|_| corrupt()))
@@ -225,7 +225,7 @@ impl ReadModels for SqlReadModels {
                 Ok(Checkpoint {
                     cursor: cursor(transaction, position),
                     holder: Uuid::parse_str(&holder).map_err(|_| {
-                        StoreError::Corrupt(format!("projection {name} has an unreadable holder"))
+                        StoreError::corrupt(format!("projection {name} has an unreadable holder"))
                     })?,
                     name,
                     lease_until,

@@ -72,7 +72,7 @@ impl SqliteEventStore {
     /// (`sqlite://path`). Does not migrate.
     pub async fn connect(url: &str, create: bool) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
+            .map_err(|e| StoreError::unavailable(format!("bad SQLite URL: {e}")))?
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: an acknowledged append survives power loss (ADR 0003).
@@ -115,7 +115,7 @@ impl SqliteEventStore {
 
     /// Hands a job to the writer task and waits for its outcome.
     async fn write(&self, requests: Vec<AppendRequest>) -> Outcome {
-        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".to_owned());
+        let stopped = || StoreError::unavailable("the SQLite writer has stopped".to_owned());
         let (reply, outcome) = oneshot::channel();
         self.jobs
             .send(Job { requests, reply })
@@ -511,7 +511,7 @@ impl EventStore for SqliteEventStore {
         let verdict = loop {
             tokio::select! {
                 joined = &mut scan => {
-                    break joined.map_err(|e| StoreError::Database(format!("verification stopped: {e}")))??;
+                    break joined.map_err(|e| StoreError::database(format!("verification stopped: {e}")))??;
                 }
                 _ = tick.tick() => {
                     let now = scanned.load(Ordering::Relaxed);
@@ -603,12 +603,12 @@ fn scan_chain(
     scanned: &AtomicU64,
 ) -> Result<ChainVerdict, StoreError> {
     use rusqlite::OpenFlags;
-    let db_error = |e: rusqlite::Error| StoreError::Database(e.to_string());
+    let db_error = |e: rusqlite::Error| StoreError::database(e.to_string());
     let conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    .map_err(|e| StoreError::unavailable(e.to_string()))?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(db_error)?;
     let mut statement = conn.prepare(SCAN).map_err(db_error)?;

@@ -31,7 +31,7 @@ where
 {
     let position: i64 = row.try_get(0).map_err(decode_error)?;
     let bad = |field: &str| {
-        StoreError::Corrupt(format!(
+        StoreError::corrupt(format!(
             "event at position {position} has an unreadable {field}"
         ))
     };
@@ -88,18 +88,18 @@ where
 }
 
 fn decode_error(error: sqlx::Error) -> StoreError {
-    StoreError::Corrupt(format!("unreadable event row: {error}"))
+    StoreError::corrupt(format!("unreadable event row: {error}"))
 }
 
 /// Maps a sqlx error to the port's error. Database messages name constraints
 /// and objects, not values, so they are safe to pass on.
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
-    match &error {
+    let classified = match &error {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // SQLite: 11 = SQLITE_CORRUPT, 26 = SQLITE_NOTADB.
             if matches!(code.as_ref(), "11" | "26") {
-                StoreError::Corrupt(db.message().to_owned())
+                StoreError::corrupt(db.message().to_owned())
             } else if code.starts_with("08")
                 || code.starts_with("28")
                 || code == "3D000"
@@ -107,22 +107,23 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
             {
                 // Connection failures, bad credentials, unknown database;
                 // SQLite 14 = SQLITE_CANTOPEN.
-                StoreError::Unavailable(db.message().to_owned())
+                StoreError::unavailable(db.message().to_owned())
             } else if code == "42P01" || db.message().contains("no such table") {
-                StoreError::Schema(
+                StoreError::schema(
                     "the Custodia tables are missing; run `custodia migrate`".to_owned(),
                 )
             } else {
-                StoreError::Database(db.message().to_owned())
+                StoreError::database(db.message().to_owned())
             }
         }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Configuration(_)
         | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => StoreError::Unavailable(error.to_string()),
-        _ => StoreError::Database(error.to_string()),
-    }
+        | sqlx::Error::PoolClosed => StoreError::unavailable(error.to_string()),
+        _ => StoreError::database(error.to_string()),
+    };
+    classified.caused_by(error)
 }
 
 /// Converts a count or coordinate for binding; every one fits in i64.
@@ -132,7 +133,7 @@ pub(crate) fn snapshot_row(
     stream: &StreamId,
     (chain, version, form, state): (Uuid, i64, i64, Vec<u8>),
 ) -> Result<StoredSnapshot, StoreError> {
-    let corrupt = || StoreError::Corrupt(format!("the snapshot of {stream} is malformed"));
+    let corrupt = || StoreError::corrupt(format!("the snapshot of {stream} is malformed"));
     Ok(StoredSnapshot {
         stream: stream.clone(),
         chain: ChainId::from_uuid(chain),
@@ -189,7 +190,7 @@ where
     Uuid: Decode<'r, R::Database> + Type<R::Database>,
     Option<Uuid>: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let bad = |what: &str| StoreError::Corrupt(format!("unreadable {what} while appending"));
+    let bad = |what: &str| StoreError::corrupt(format!("unreadable {what} while appending"));
     let committed = match row
         .try_get::<Option<String>, _>(0)
         .map_err(|_| bad("idempotency record"))?
@@ -238,7 +239,7 @@ where
     String: Decode<'r, R::Database> + Type<R::Database>,
     Uuid: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let bad = || StoreError::Corrupt("unreadable idempotency record".to_owned());
+    let bad = || StoreError::corrupt("unreadable idempotency record".to_owned());
     let category: String = row.try_get(0).map_err(|_| bad())?;
     committed_command(row, category).ok_or_else(bad)
 }
@@ -269,4 +270,17 @@ where
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_driver_error_stays_the_source_of_the_store_error() {
+        let error = store_error(sqlx::Error::PoolTimedOut);
+        assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
+        let source = std::error::Error::source(&error).expect("the driver's error is kept");
+        assert_eq!(source.to_string(), sqlx::Error::PoolTimedOut.to_string());
+    }
 }

@@ -90,7 +90,7 @@ fn unverifiable_hash() -> crate::passwords::PasswordCheck {
 fn password_failure(error: PasswordError) -> CommandError {
     match error {
         PasswordError::Busy => CommandError::Busy,
-        other => CommandError::Store(crate::event_store::StoreError::Database(other.to_string())),
+        other => CommandError::Store(crate::event_store::StoreError::database(other.to_string())),
     }
 }
 

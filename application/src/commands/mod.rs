@@ -383,7 +383,12 @@ where
                 attempt += 1;
                 tracing::debug!(stream = %stream, attempt, "version conflict; deciding again");
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                if matches!(error, AppendError::Conflict { .. }) {
+                    tracing::warn!(stream = %stream, attempts = attempt + 1, "gave up after version conflicts");
+                }
+                return Err(error.into());
+            }
         }
     }
 }
@@ -623,6 +628,10 @@ pub(crate) const PLAN_RETRIES: usize = CONFLICT_RETRIES;
 
 /// What a plan answers when it lost [`PLAN_RETRIES`] conflicts in a row.
 pub(crate) fn plan_gave_up() -> CommandError {
+    tracing::warn!(
+        plans = PLAN_RETRIES + 1,
+        "a command gave up after conflicting plans"
+    );
     CommandError::Contended
 }
 
