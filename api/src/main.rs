@@ -2,12 +2,7 @@
 //! verification, projection rebuilds, the GraphQL schema, and benchmarks.
 
 mod bench;
-mod config_file;
-mod demo;
-mod rebuild;
-mod sample;
-mod serve;
-mod verify;
+mod cli;
 
 use std::process::ExitCode;
 
@@ -33,22 +28,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (embedded SQLite by default; PostgreSQL through DATABASE_URL).
-    #[command(after_help = serve::CONFIGURATION)]
-    Serve(serve::ServeArgs),
+    #[command(after_help = cli::serve::CONFIGURATION)]
+    Serve(cli::serve::ServeArgs),
     /// Create the first tenant and its owner.
-    Bootstrap(serve::BootstrapArgs),
+    Bootstrap(cli::bootstrap::BootstrapArgs),
     /// Suspend or reactivate a tenant, or give it an owner (platform operator).
     #[command(subcommand)]
-    Tenant(serve::TenantCommand),
+    Tenant(cli::tenant::TenantCommand),
     /// Apply pending schema migrations for the configured backend.
     Migrate,
     /// Recompute every hash chain and name the first broken link of each.
-    Verify(verify::Args),
+    Verify(cli::verify::Args),
     /// Fill the database with a small sample log, then verify it.
-    Demo(demo::Args),
+    Demo(cli::demo::Args),
     /// Rebuild read models, or show where each projection is.
     #[command(subcommand)]
-    Projections(rebuild::Projections),
+    Projections(cli::projections::Projections),
     /// Manage aggregate snapshots (derived data, ADR 0008).
     #[command(subcommand)]
     Snapshots(Snapshots),
@@ -92,7 +87,7 @@ fn main() -> ExitCode {
     return_large_allocations();
     // Before the command line is parsed (it reads the environment) and
     // before any thread starts (this sets environment variables).
-    if let Err(message) = config_file::load() {
+    if let Err(message) = cli::config_file::load() {
         eprintln!("error: {message}");
         return ExitCode::from(EXIT_FAILED);
     }
@@ -100,7 +95,7 @@ fn main() -> ExitCode {
     let database_url = cli.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL);
     let outcome = match cli.command {
         // The server runs on actix's own runtime.
-        Command::Serve(args) => serve::serve(database_url, args),
+        Command::Serve(args) => cli::serve::serve(database_url, args),
         Command::Schema => {
             print!("{}", custodia::graphql::sdl());
             Ok(ExitCode::SUCCESS)
@@ -111,13 +106,21 @@ fn main() -> ExitCode {
                 runtime.block_on(async {
                     match command {
                         Command::Serve(_) | Command::Schema => unreachable!("handled above"),
-                        Command::Projections(command) => rebuild::run(database_url, command).await,
-                        Command::Bootstrap(args) => serve::bootstrap(database_url, args).await,
-                        Command::Tenant(command) => serve::tenant(database_url, command).await,
-                        Command::Migrate => migrate(database_url).await,
-                        Command::Snapshots(Snapshots::Drop) => drop_snapshots(database_url).await,
-                        Command::Verify(args) => verify::run(database_url, args).await,
-                        Command::Demo(args) => demo::run(database_url, args).await,
+                        Command::Projections(command) => {
+                            cli::projections::run(database_url, command).await
+                        }
+                        Command::Bootstrap(args) => {
+                            cli::bootstrap::bootstrap(database_url, args).await
+                        }
+                        Command::Tenant(command) => {
+                            cli::tenant::tenant(database_url, command).await
+                        }
+                        Command::Migrate => cli::database::migrate(database_url).await,
+                        Command::Snapshots(Snapshots::Drop) => {
+                            cli::database::drop_snapshots(database_url).await
+                        }
+                        Command::Verify(args) => cli::verify::run(database_url, args).await,
+                        Command::Demo(args) => cli::demo::run(database_url, args).await,
                         Command::Bench(bench) => {
                             bench::run(cli.database_url.as_deref(), bench).await
                         }
@@ -129,39 +132,4 @@ fn main() -> ExitCode {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_FAILED)
     })
-}
-
-async fn drop_snapshots(database_url: &str) -> Result<ExitCode, String> {
-    use custodia_infrastructure::{open_event_store, OpenMode};
-    let store = open_event_store(database_url, OpenMode::Existing, 1)
-        .await
-        .map_err(|e| e.to_string())?;
-    let dropped = store.drop_snapshots().await.map_err(|e| e.to_string())?;
-    println!("dropped {dropped} snapshots; commands rebuild them as they run");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn migrate(database_url: &str) -> Result<ExitCode, String> {
-    use custodia_infrastructure::{Backend, PostgresEventStore, SqliteEventStore};
-    let applied = match Backend::of(database_url).map_err(|e| e.to_string())? {
-        Backend::Sqlite => {
-            let store = SqliteEventStore::connect(database_url, true)
-                .await
-                .map_err(|e| e.to_string())?;
-            store.migrate().await
-        }
-        Backend::Postgres => {
-            let store = PostgresEventStore::connect(database_url, 1)
-                .await
-                .map_err(|e| e.to_string())?;
-            store.migrate().await
-        }
-    }
-    .map_err(|e| e.to_string())?;
-    if applied.is_empty() {
-        println!("schema is up to date");
-    } else {
-        println!("applied migrations {applied:?}");
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::test;
-use custodia::server::{app, AppState};
+use custodia::http::{app, AppState};
 use custodia_domain::TenantId;
 use custodia_infrastructure::MasterKey;
 use custodia_tests::identity::tenant_with_owner;

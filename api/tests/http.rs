@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::test;
-use custodia::server::{app, AppState, MAX_BODY_BYTES};
+use custodia::http::{app, AppState, MAX_BODY_BYTES};
 use custodia_domain::TenantId;
 use custodia_infrastructure::MasterKey;
 use custodia_tests::identity::tenant_with_owner;
@@ -306,7 +306,7 @@ async fn bad_input_gets_typed_json_errors(db: TestDatabase) {
 }
 
 async fn auth_endpoints_are_rate_limited_per_ip_and_per_account(db: TestDatabase) {
-    use custodia::server::AuthLimits;
+    use custodia::http::AuthLimits;
     let (state, tenant) = world(&db).await;
     let state = AppState {
         limits: std::sync::Arc::new(AuthLimits::per_minute(5, 2)),

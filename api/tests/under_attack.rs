@@ -6,7 +6,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::test;
-use custodia::server::{app, AppState, MetricsAccess};
+use custodia::http::{app, AppState, MetricsAccess};
 use custodia_domain::TenantId;
 use custodia_infrastructure::MasterKey;
 use custodia_tests::identity::tenant_with_owner;
@@ -380,7 +380,7 @@ asyncio.run(asyncio.wait_for(main(), 40))
 async fn graphql_is_rate_limited_per_client(db: TestDatabase) {
     let (state, _, _running) = world(&db).await;
     let limited = AppState {
-        limits: std::sync::Arc::new(custodia::server::AuthLimits::with_graphql(60, 10, 3)),
+        limits: std::sync::Arc::new(custodia::http::AuthLimits::with_graphql(60, 10, 3)),
         ..state
     };
     let service = service!(limited);

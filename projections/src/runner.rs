@@ -157,6 +157,10 @@ impl Batch<'_> {
     }
 }
 
+/// How long a rebuild waits for transactions that hold back the end of
+/// the log it must reach.
+const REBUILD_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Rebuilds `projection` from the start of the log and returns the number
 /// of events applied. Takes the lease (refused while another process runs
 /// the projection), clears its models, replays, and gives the lease back.
@@ -181,11 +185,22 @@ pub async fn rebuild(
     }
     let result = async {
         models.reset(name, projection.models(), holder).await?;
+        // Everything committed before the rebuild began is replayed. (On
+        // PostgreSQL the log is read only below the oldest transaction still
+        // running anywhere on the server: the rebuild waits for it.)
+        let head = store.head().await?;
+        let patience = tokio::time::Instant::now() + REBUILD_PATIENCE;
         let mut cursor = LogCursor::START;
         let mut applied = 0u64;
         loop {
             let events = store.read_all(cursor, config.batch_size).await?;
-            let Some(last) = events.last() else { break };
+            let Some(last) = events.last() else {
+                if cursor >= head || tokio::time::Instant::now() >= patience {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
             let to = last.cursor();
             let batch = Batch {
                 projection,

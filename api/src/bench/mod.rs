@@ -10,9 +10,8 @@ use custodia_domain::{ChainId, StreamCategory, StreamId, StreamVersion, TenantId
 use custodia_infrastructure::{open_event_store, OpenMode};
 use uuid::Uuid;
 
-use crate::sample;
-
 mod history;
+mod sample;
 
 #[derive(clap::Subcommand)]
 pub enum Bench {

@@ -12,7 +12,7 @@ use custodia_application::commands::sessions::{session_principal, verify_access_
 use custodia_domain::{Actor, LogCursor, Timestamp};
 
 use super::{Auth, CommandIds, RequestData};
-use crate::server::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 
 /// The largest GraphQL request body, in bytes.
 pub const MAX_GRAPHQL_BODY: usize = 64 * 1024;
@@ -70,11 +70,11 @@ fn negotiate(request: &HttpRequest) -> Result<&'static str, ApiError> {
 /// No header: anonymous (resolvers refuse what needs a caller). A header
 /// that does not authenticate is refused outright.
 async fn caller(state: &AppState, request: &HttpRequest) -> Result<Option<Auth>, ApiError> {
-    let Some((value, from_cookie)) = crate::browser::access_token(request) else {
+    let Some((value, from_cookie)) = crate::http::browser::access_token(request) else {
         return Ok(None);
     };
     if from_cookie && request.method() == actix_web::http::Method::POST {
-        crate::browser::check_csrf(request)?;
+        crate::http::browser::check_csrf(request)?;
     }
     authenticate_token(state, &value).await.map(Some)
 }
@@ -250,11 +250,11 @@ async fn execute(
     state.limits.check_graphql(request)?;
     let auth = caller(state, request).await?;
     let reached = consistency(state, request).await?;
-    let key = crate::idempotency::key(request)?;
+    let key = crate::http::idempotency::key(request)?;
     // A key matters to a signed-in caller's mutations; queries change nothing.
     let keyed = match (key, &auth) {
         (Some(key), Some(auth)) if is_mutation(&graphql) => {
-            let scope = crate::idempotency::digest(&[
+            let scope = crate::http::idempotency::digest(&[
                 b"/graphql",
                 auth.tenant.as_uuid().as_bytes(),
                 auth.actor.to_string().as_bytes(),
@@ -262,7 +262,7 @@ async fn execute(
             ]);
             let variables =
                 serde_json::to_vec(&graphql.variables).map_err(|e| ApiError::internal(&e))?;
-            let sent = crate::idempotency::digest(&[
+            let sent = crate::http::idempotency::digest(&[
                 graphql.query.as_bytes(),
                 graphql.operation_name.as_deref().unwrap_or("").as_bytes(),
                 &variables,
@@ -289,9 +289,9 @@ async fn execute(
     let Some((scope, sent)) = keyed else {
         return run(CommandIds::default()).await;
     };
-    use crate::idempotency::Policy;
+    use crate::http::idempotency::Policy;
     use custodia_infrastructure::idempotency::StoredResponse;
-    crate::idempotency::once(
+    crate::http::idempotency::once(
         state,
         Policy::MUTATIONS,
         &scope,

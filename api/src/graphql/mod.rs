@@ -30,7 +30,7 @@ pub use mutation::Mutation;
 pub use query::Query;
 pub use subscription::Subscription;
 
-use crate::server::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 
 pub type CustodiaSchema = Schema<Query, Mutation, Subscription>;
 
@@ -122,7 +122,7 @@ impl CommandIds {
             None => CommandId::generate(),
             Some((scope, first_seen, n)) => {
                 let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                crate::idempotency::command_id(scope, *first_seen, n)
+                crate::http::idempotency::command_id(scope, *first_seen, n)
             }
         }
     }

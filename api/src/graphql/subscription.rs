@@ -20,8 +20,8 @@ use futures_util::{Stream, StreamExt};
 
 use super::types::AuditEvent;
 use super::RequestData;
-use crate::auth_cache::FRESH_FOR;
-use crate::server::AppState;
+use crate::http::auth_cache::FRESH_FOR;
+use crate::http::AppState;
 
 pub struct Subscription;
 
@@ -103,7 +103,7 @@ pub async fn websocket(
         .ok_or_else(|| actix_web::error::ErrorBadRequest("unsupported WebSocket subprotocol"))?;
     let (response, mut session, messages) =
         actix_ws::handle_with_protocols(&request, body, &[protocol.sec_websocket_protocol()])?;
-    let cookie_token = crate::browser::access_token(&request)
+    let cookie_token = crate::http::browser::access_token(&request)
         .filter(|(_, from_cookie)| *from_cookie && same_origin(&state, &request))
         .map(|(token, _)| token);
     let state = state.get_ref().clone();

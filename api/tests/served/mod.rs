@@ -1,7 +1,7 @@
 //! A real server on a free local port, and Python scripts run against it
 //! (shared by the test files that need a socket, not just a service).
 
-use custodia::server::{app, AppState};
+use custodia::http::{app, AppState};
 
 /// A server on a free local port.
 pub struct Served {

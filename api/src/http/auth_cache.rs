@@ -12,7 +12,7 @@
 //! milliseconds by other processes on PostgreSQL, and within [`FRESH_FOR`]
 //! on shared SQLite. The token itself is verified on every request.
 //!
-//! [`MeteredStore`]: crate::metrics::MeteredStore
+//! [`MeteredStore`]: crate::http::metrics::MeteredStore
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -20,7 +20,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponseBuilder};
 use subtle::ConstantTimeEq;
 
-use crate::server::ApiError;
+use crate::http::ApiError;
 
 pub const ACCESS: &str = "__Host-custodia-access";
 pub const REFRESH: &str = "__Secure-custodia-refresh";

@@ -21,7 +21,7 @@ use custodia_infrastructure::idempotency::{Claim, StoredResponse};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::server::{ApiError, AppState};
+use crate::http::{ApiError, AppState};
 
 pub const HEADER: &str = "idempotency-key";
 

@@ -24,7 +24,7 @@ pub struct Args {
 /// through the command handlers (so the log holds what a server writes, and
 /// `serve` on this database shows them), under the master key `serve` uses.
 pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
-    let state = crate::serve::state(database_url).await?;
+    let state = super::state(database_url).await?;
     let ports = &state.ports;
     let store = &ports.store;
     let fail = |e: custodia_application::commands::CommandError| e.to_string();
@@ -43,7 +43,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
             settings: TenantSettings::default(),
             owner,
         };
-        create_tenant(ports, &crate::serve::operator(), command)
+        create_tenant(ports, &super::operator(), command)
             .await
             .map_err(fail)?;
         for u in 0..args.users {
@@ -58,7 +58,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
                 invited: false,
                 password: None,
             };
-            register_user(ports, &crate::serve::operator(), tenant, new)
+            register_user(ports, &super::operator(), tenant, new)
                 .await
                 .map_err(fail)?;
             let profile = Profile {
@@ -66,7 +66,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
                 phone: Some("+1 555 0100".into()),
                 ..Profile::default()
             };
-            let outcome = update_profile(ports, &crate::serve::operator(), tenant, user, profile)
+            let outcome = update_profile(ports, &super::operator(), tenant, user, profile)
                 .await
                 .map_err(fail)?;
             if let Some(appended) = outcome.appended {

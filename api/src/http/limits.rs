@@ -1,0 +1,102 @@
+//! Rate limits on the endpoints anyone can reach.
+
+use super::ApiError;
+use actix_web::http::StatusCode;
+use actix_web::HttpRequest;
+use custodia_domain::TenantId;
+
+type KeyedLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// Rate limits (`governor`, GCRA): on the authentication endpoints per
+/// client IP, and per account (tenant and email) for logins; on `/graphql`
+/// per client IP. In memory, per instance: behind a load balancer each
+/// instance applies them on its own. The account lockout (ADR 0005) is what
+/// holds across instances.
+pub struct AuthLimits {
+    per_ip: KeyedLimiter,
+    per_account: KeyedLimiter,
+    graphql_per_ip: KeyedLimiter,
+}
+
+/// `/graphql` requests a minute per client IP by default.
+pub const GRAPHQL_PER_IP: u32 = 6_000;
+
+impl AuthLimits {
+    /// `per_ip` and `per_account` requests a minute, each with that burst;
+    /// `/graphql` at [`GRAPHQL_PER_IP`].
+    pub fn per_minute(per_ip: u32, per_account: u32) -> AuthLimits {
+        AuthLimits::with_graphql(per_ip, per_account, GRAPHQL_PER_IP)
+    }
+
+    /// Every limit in requests a minute, each with that burst.
+    pub fn with_graphql(per_ip: u32, per_account: u32, graphql_per_ip: u32) -> AuthLimits {
+        let quota = |n: u32| {
+            governor::Quota::per_minute(std::num::NonZeroU32::new(n.max(1)).expect("at least 1"))
+        };
+        AuthLimits {
+            per_ip: KeyedLimiter::keyed(quota(per_ip)),
+            per_account: KeyedLimiter::keyed(quota(per_account)),
+            graphql_per_ip: KeyedLimiter::keyed(quota(graphql_per_ip)),
+        }
+    }
+
+    /// Defaults: 60 auth requests a minute per IP, 10 logins a minute per account.
+    pub fn standard() -> AuthLimits {
+        AuthLimits::per_minute(60, 10)
+    }
+
+    /// The defaults, or `CUSTODIA_AUTH_LIMIT_PER_IP`,
+    /// `CUSTODIA_AUTH_LIMIT_PER_ACCOUNT` and `CUSTODIA_GRAPHQL_LIMIT_PER_IP`
+    /// (requests a minute).
+    pub fn from_env() -> AuthLimits {
+        let limit = |name: &str, default: u32| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        AuthLimits::with_graphql(
+            limit("CUSTODIA_AUTH_LIMIT_PER_IP", 60),
+            limit("CUSTODIA_AUTH_LIMIT_PER_ACCOUNT", 10),
+            limit("CUSTODIA_GRAPHQL_LIMIT_PER_IP", GRAPHQL_PER_IP),
+        )
+    }
+
+    /// Refuses a `/graphql` request over its client's rate.
+    pub(crate) fn check_graphql(&self, request: &HttpRequest) -> Result<(), ApiError> {
+        Self::check(&self.graphql_per_ip, client_ip(request))
+    }
+
+    fn check(limiter: &KeyedLimiter, key: String) -> Result<(), ApiError> {
+        use governor::clock::{Clock, DefaultClock};
+        if limiter.len() > 100_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "too many requests; try later",
+            )
+            .retry_after(wait.as_secs() + 1)
+        })
+    }
+
+    pub(crate) fn check_ip(&self, request: &HttpRequest) -> Result<(), ApiError> {
+        Self::check(&self.per_ip, client_ip(request))
+    }
+
+    pub(crate) fn check_account(&self, tenant: TenantId, email: &str) -> Result<(), ApiError> {
+        Self::check(
+            &self.per_account,
+            format!("{tenant}/{}", email.trim().to_lowercase()),
+        )
+    }
+}
+
+fn client_ip(request: &HttpRequest) -> String {
+    request
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
+}

@@ -1,0 +1,160 @@
+//! What every request handler can reach: the adapters, wired once at
+//! start-up, and the edge's own services.
+
+use std::sync::Arc;
+
+use custodia_application::commands::Ports;
+use custodia_application::{EventStore, ReadModels};
+use custodia_infrastructure::{
+    open_event_store, Argon2Passwords, Ed25519Signer, IdempotencyKeys, KeyVault, MasterKey,
+    OpenMode, SqlReadModels, Totp,
+};
+
+use super::AuthLimits;
+use crate::graphql::CustodiaSchema;
+use crate::http::auth_cache::AuthCache;
+use crate::http::metrics::{MeteredStore, Metrics};
+use crate::projections::Projections;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub ports: Ports,
+    pub signer: Arc<Ed25519Signer>,
+    pub limits: Arc<AuthLimits>,
+    /// Origins allowed to call the API from a browser (CORS); none by default.
+    pub cors_origins: Arc<Vec<String>>,
+    pub models: Arc<dyn ReadModels>,
+    pub projections: Projections,
+    pub schema: CustodiaSchema,
+    pub metrics: Arc<Metrics>,
+    /// Who may read `/metrics`.
+    pub metrics_access: MetricsAccess,
+    pub auth_cache: Arc<AuthCache>,
+    /// The one follower of the log behind every audit subscription.
+    pub audit_feed: Arc<crate::audit_feed::AuditFeed>,
+    /// Development conveniences (GraphiQL) are on unless `CUSTODIA_ENV=production`.
+    pub development: bool,
+    /// Answers kept for retried requests (`Idempotency-Key`).
+    pub idempotency: Arc<IdempotencyKeys>,
+    /// Proxies whose `X-Forwarded-Proto` is believed (for HSTS).
+    pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
+}
+
+/// Who may read `/metrics`: anyone (development, or
+/// `CUSTODIA_METRICS_PUBLIC=true`), the holders of `CUSTODIA_METRICS_TOKEN`
+/// (as a bearer token), or nobody (production's default).
+#[derive(Clone)]
+pub enum MetricsAccess {
+    Open,
+    Token(Arc<zeroize::Zeroizing<String>>),
+    Closed,
+}
+
+impl AppState {
+    /// Opens (and migrates) the database, the key vault and the signing keys,
+    /// and wires the adapters.
+    pub async fn connect(
+        database_url: &str,
+        master: MasterKey,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AppState, String> {
+        let metrics = Arc::new(Metrics::default());
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let store: Arc<dyn EventStore> = Arc::new(MeteredStore {
+            inner: open_event_store(database_url, OpenMode::Migrate, 16)
+                .await
+                .map_err(|e| e.to_string())?,
+            metrics: metrics.clone(),
+            appended: appended.clone(),
+        });
+        let auth_cache = Arc::new(AuthCache::new(appended, store.append_signal()));
+        let models: Arc<dyn ReadModels> = Arc::new(
+            SqlReadModels::connect(database_url)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let idempotency = Arc::new(
+            IdempotencyKeys::connect(database_url, &master)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let vault = KeyVault::connect(database_url, master)
+            .await
+            .map_err(|e| e.to_string())?;
+        let keys = vault.signing_keys().await.map_err(|e| match e {
+            custodia_application::VaultError::Tampered => {
+                "the master key does not open this database's keys: is it the key this database was created with?".to_owned()
+            }
+            other => format!("signing keys: {other}"),
+        })?;
+        let signer =
+            Arc::new(Ed25519Signer::from_keys(&keys, issuer, audience).map_err(|e| e.to_string())?);
+        let ports = Ports {
+            store,
+            vault: Arc::new(vault),
+            passwords: Arc::new(Argon2Passwords::new()),
+            codes: Arc::new(Totp),
+            tokens: signer.clone(),
+            unknown_logins: Arc::default(),
+        };
+        let cors_origins = std::env::var("CUSTODIA_CORS_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let development = std::env::var("CUSTODIA_ENV").map_or(true, |v| v != "production");
+        let flag = |name: &str| match std::env::var(name).as_deref() {
+            Ok("true" | "1") => Ok(Some(true)),
+            Ok("false" | "0") => Ok(Some(false)),
+            Ok(_) => Err(format!("{name} must be true or false")),
+            Err(_) => Ok(None),
+        };
+        let introspection = flag("CUSTODIA_GRAPHQL_INTROSPECTION")?.unwrap_or(development);
+        let metrics_token = custodia_infrastructure::config::secret("CUSTODIA_METRICS_TOKEN")
+            .map_err(|e| e.to_string())?;
+        let metrics_access = match metrics_token {
+            Some(token) => MetricsAccess::Token(Arc::new(token)),
+            None if flag("CUSTODIA_METRICS_PUBLIC")?.unwrap_or(development) => MetricsAccess::Open,
+            None => MetricsAccess::Closed,
+        };
+        Ok(AppState {
+            ports,
+            signer,
+            limits: Arc::new(AuthLimits::from_env()),
+            cors_origins: Arc::new(cors_origins),
+            projections: Projections::new(models.clone()),
+            models,
+            schema: crate::graphql::schema(introspection),
+            metrics,
+            metrics_access,
+            auth_cache,
+            audit_feed: Arc::default(),
+            development,
+            idempotency,
+            trusted_proxies: Arc::new(trusted_proxies()?),
+        })
+    }
+}
+
+/// The proxies whose `X-Forwarded-Proto` is believed: the addresses in
+/// `CUSTODIA_TRUSTED_PROXIES` (comma-separated), loopback by default.
+fn trusted_proxies() -> Result<Vec<std::net::IpAddr>, String> {
+    let Ok(list) = std::env::var("CUSTODIA_TRUSTED_PROXIES") else {
+        return Ok(vec![
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ]);
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse()
+                .map_err(|_| format!("CUSTODIA_TRUSTED_PROXIES: {item} is not an IP address"))
+        })
+        .collect()
+}
