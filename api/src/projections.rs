@@ -3,7 +3,6 @@
 //! (read-your-writes), and their lag (readiness, metrics).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use custodia_application::{EventStore, ReadModels, StoreError};
 use custodia_domain::{LogCursor, Timestamp};
@@ -117,12 +116,4 @@ impl Projections {
         }
         Ok(lags)
     }
-}
-
-/// The lag above which the server reports itself not ready.
-pub fn max_lag() -> Duration {
-    std::env::var("CUSTODIA_MAX_PROJECTION_LAG_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(30), Duration::from_secs)
 }

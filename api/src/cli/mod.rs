@@ -12,7 +12,7 @@ pub mod verify;
 
 use std::path::Path;
 
-use custodia::http::AppState;
+use custodia::http::{AppState, Config};
 use custodia_application::commands::Caller;
 use custodia_domain::rbac::Principal;
 use custodia_domain::{Actor, CommandId, Origin};
@@ -22,13 +22,12 @@ use uuid::Uuid;
 /// Where a development master key is kept when none is configured.
 const DEV_MASTER_KEY_FILE: &str = "custodia-dev-master.key";
 
-fn production() -> bool {
-    std::env::var("CUSTODIA_ENV").is_ok_and(|v| v == "production")
-}
-
+/// The server's state as `serve` builds it: the configuration, read once,
+/// and the master key it names (or the development key file).
 pub(crate) async fn state(database_url: &str) -> Result<AppState, String> {
+    let config = Config::from_env()?;
     let (key, origin) =
-        master_key(production(), Path::new(DEV_MASTER_KEY_FILE)).map_err(|e| e.to_string())?;
+        master_key(config.production, Path::new(DEV_MASTER_KEY_FILE)).map_err(|e| e.to_string())?;
     if let MasterKeyOrigin::DevelopmentFile { path, created } = origin {
         eprintln!(
             "\n!!! WARNING: no CUSTODIA_MASTER_KEY configured. Using a DEVELOPMENT master key {} {}.\n\
@@ -38,9 +37,7 @@ pub(crate) async fn state(database_url: &str) -> Result<AppState, String> {
             path.display()
         );
     }
-    let issuer = std::env::var("CUSTODIA_ISSUER").unwrap_or_else(|_| "custodia".to_owned());
-    let audience = std::env::var("CUSTODIA_AUDIENCE").unwrap_or_else(|_| "custodia-api".to_owned());
-    AppState::connect(database_url, key, &issuer, &audience).await
+    AppState::connect_with(database_url, key, config).await
 }
 
 /// The platform operator, acting from the command line.

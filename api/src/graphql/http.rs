@@ -70,19 +70,15 @@ fn negotiate(request: &HttpRequest) -> Result<&'static str, ApiError> {
 /// No header: anonymous (resolvers refuse what needs a caller). A header
 /// that does not authenticate is refused outright.
 async fn caller(state: &AppState, request: &HttpRequest) -> Result<Option<Auth>, ApiError> {
-    let Some((value, from_cookie)) = crate::http::browser::access_token(request) else {
-        return Ok(None);
-    };
-    if from_cookie && request.method() == actix_web::http::Method::POST {
-        crate::http::browser::check_csrf(request)?;
+    match crate::http::browser::credentials(request)? {
+        Some(value) => authenticate_token(state, &value).await.map(Some),
+        None => Ok(None),
     }
-    authenticate_token(state, &value).await.map(Some)
 }
 
 /// The caller behind `Bearer <access token | API key>`.
 pub(super) async fn authenticate_token(state: &AppState, value: &str) -> Result<Auth, ApiError> {
-    let token = value
-        .strip_prefix("Bearer ")
+    let token = crate::http::browser::bearer_token(value)
         .ok_or_else(|| unauthenticated("use Authorization: Bearer <token>"))?;
     let now = Timestamp::now();
     if token.starts_with("cst_") {

@@ -11,7 +11,7 @@ use custodia_application::commands::sessions::{
 use custodia_application::commands::Caller;
 use custodia_domain::{Actor, CommandId, Origin, TenantId, Timestamp};
 
-use super::{ApiError, AppState};
+use super::{browser, ApiError, AppState};
 use crate::http::idempotency::{self, Policy};
 use custodia_infrastructure::idempotency::StoredResponse;
 use serde::{Deserialize, Serialize};
@@ -232,8 +232,8 @@ pub(super) async fn refresh(
     idempotency::once(&state, Policy::AUTH, &scope, &sent, current, |_| run()).await
 }
 
-/// The access token of a request (bearer header or browser cookie); a
-/// cookie-authenticated request must also pass the CSRF check.
+/// The access token a request presents (bearer header, or browser cookie
+/// with the CSRF check).
 fn access_token(request: &HttpRequest) -> Result<String, ApiError> {
     let unauthenticated = || {
         ApiError::new(
@@ -242,13 +242,8 @@ fn access_token(request: &HttpRequest) -> Result<String, ApiError> {
             "a bearer token is required",
         )
     };
-    let (value, from_cookie) =
-        crate::http::browser::access_token(request).ok_or_else(unauthenticated)?;
-    if from_cookie {
-        crate::http::browser::check_csrf(request)?;
-    }
-    value
-        .strip_prefix("Bearer ")
+    let value = browser::credentials(request)?.ok_or_else(unauthenticated)?;
+    browser::bearer_token(&value)
         .map(str::to_owned)
         .ok_or_else(unauthenticated)
 }

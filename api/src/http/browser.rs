@@ -93,9 +93,33 @@ pub fn check_csrf(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// The credentials a request presents, as an `Authorization` value: the
+/// header, else the access cookie as `Bearer <token>`. A cookie on a request
+/// that may change state must pass [`check_csrf`]. `None`: none presented.
+/// (The one place an HTTP request's credentials are taken; a WebSocket
+/// upgrade reads the cookie through [`access_token`], for same-origin pages.)
+pub fn credentials(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some((value, from_cookie)) = access_token(request) else {
+        return Ok(None);
+    };
+    let safe = matches!(
+        *request.method(),
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+    );
+    if from_cookie && !safe {
+        check_csrf(request)?;
+    }
+    Ok(Some(value))
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    value.strip_prefix("Bearer ")
+}
+
 /// The access token of a request: the bearer header, else the access cookie
 /// (then `true`: the caller must pass [`check_csrf`] to change state).
-pub fn access_token(request: &HttpRequest) -> Option<(String, bool)> {
+pub(crate) fn access_token(request: &HttpRequest) -> Option<(String, bool)> {
     use actix_web::http::header;
     if let Some(value) = request.headers().get(header::AUTHORIZATION) {
         return Some((value.to_str().unwrap_or("").to_owned(), false));

@@ -14,7 +14,7 @@ pub(super) async fn health() -> HttpResponse {
 pub(super) async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match state.projections.lag(&*state.ports.store).await {
         Ok(lags) => {
-            let bound = crate::projections::max_lag().as_secs_f64();
+            let bound = state.max_projection_lag.as_secs_f64();
             let behind: Vec<_> = lags
                 .iter()
                 .filter(|lag| lag.seconds > bound)
@@ -52,7 +52,7 @@ pub(super) async fn prometheus(
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(super::browser::bearer_token)
                 .unwrap_or("");
             if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
                 return Err(ApiError::new(

@@ -45,23 +45,6 @@ impl AuthLimits {
         AuthLimits::per_minute(60, 10)
     }
 
-    /// The defaults, or `CUSTODIA_AUTH_LIMIT_PER_IP`,
-    /// `CUSTODIA_AUTH_LIMIT_PER_ACCOUNT` and `CUSTODIA_GRAPHQL_LIMIT_PER_IP`
-    /// (requests a minute).
-    pub fn from_env() -> AuthLimits {
-        let limit = |name: &str, default: u32| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
-        AuthLimits::with_graphql(
-            limit("CUSTODIA_AUTH_LIMIT_PER_IP", 60),
-            limit("CUSTODIA_AUTH_LIMIT_PER_ACCOUNT", 10),
-            limit("CUSTODIA_GRAPHQL_LIMIT_PER_IP", GRAPHQL_PER_IP),
-        )
-    }
-
     /// Refuses a `/graphql` request over its client's rate.
     pub(crate) fn check_graphql(&self, request: &HttpRequest) -> Result<(), ApiError> {
         Self::check(&self.graphql_per_ip, client_ip(request))

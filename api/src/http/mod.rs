@@ -5,6 +5,7 @@
 mod auth;
 pub mod auth_cache;
 pub mod browser;
+mod config;
 mod errors;
 mod health;
 pub mod idempotency;
@@ -13,6 +14,7 @@ pub mod metrics;
 mod middleware;
 mod state;
 
+pub use config::Config;
 pub use errors::{typed_errors, ApiError};
 pub use limits::{AuthLimits, GRAPHQL_PER_IP};
 pub use middleware::security_headers;

@@ -10,7 +10,7 @@ use custodia_infrastructure::{
     OpenMode, SqlReadModels, Totp,
 };
 
-use super::AuthLimits;
+use super::{AuthLimits, Config};
 use crate::graphql::CustodiaSchema;
 use crate::http::auth_cache::AuthCache;
 use crate::http::metrics::{MeteredStore, Metrics};
@@ -39,6 +39,8 @@ pub struct AppState {
     pub idempotency: Arc<IdempotencyKeys>,
     /// Proxies whose `X-Forwarded-Proto` is believed (for HSTS).
     pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
+    /// The projection lag above which the server is not ready.
+    pub max_projection_lag: std::time::Duration,
 }
 
 /// Who may read `/metrics`: anyone (development, or
@@ -60,6 +62,22 @@ impl AppState {
         issuer: &str,
         audience: &str,
     ) -> Result<AppState, String> {
+        let config = Config {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ..Config::from_env()?
+        };
+        AppState::connect_with(database_url, master, config).await
+    }
+
+    /// Opens (and migrates) the database, the key vault and the signing keys,
+    /// and wires the adapters, as `config` says.
+    pub async fn connect_with(
+        database_url: &str,
+        master: MasterKey,
+        config: Config,
+    ) -> Result<AppState, String> {
+        let (issuer, audience) = (config.issuer.as_str(), config.audience.as_str());
         let metrics = Arc::new(Metrics::default());
         let appended = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let store: Arc<dyn EventStore> = Arc::new(MeteredStore {
@@ -99,62 +117,26 @@ impl AppState {
             tokens: signer.clone(),
             unknown_logins: Arc::default(),
         };
-        let cors_origins = std::env::var("CUSTODIA_CORS_ORIGINS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|origin| !origin.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let development = std::env::var("CUSTODIA_ENV").map_or(true, |v| v != "production");
-        let flag = |name: &str| match std::env::var(name).as_deref() {
-            Ok("true" | "1") => Ok(Some(true)),
-            Ok("false" | "0") => Ok(Some(false)),
-            Ok(_) => Err(format!("{name} must be true or false")),
-            Err(_) => Ok(None),
-        };
-        let introspection = flag("CUSTODIA_GRAPHQL_INTROSPECTION")?.unwrap_or(development);
-        let metrics_token = custodia_infrastructure::config::secret("CUSTODIA_METRICS_TOKEN")
-            .map_err(|e| e.to_string())?;
-        let metrics_access = match metrics_token {
-            Some(token) => MetricsAccess::Token(Arc::new(token)),
-            None if flag("CUSTODIA_METRICS_PUBLIC")?.unwrap_or(development) => MetricsAccess::Open,
-            None => MetricsAccess::Closed,
-        };
         Ok(AppState {
             ports,
             signer,
-            limits: Arc::new(AuthLimits::from_env()),
-            cors_origins: Arc::new(cors_origins),
+            limits: Arc::new(AuthLimits::with_graphql(
+                config.auth_limit_per_ip,
+                config.auth_limit_per_account,
+                config.graphql_limit_per_ip,
+            )),
+            cors_origins: Arc::new(config.cors_origins),
             projections: Projections::new(models.clone()),
             models,
-            schema: crate::graphql::schema(introspection),
+            schema: crate::graphql::schema(config.graphql_introspection),
             metrics,
-            metrics_access,
+            metrics_access: config.metrics,
             auth_cache,
             audit_feed: Arc::default(),
-            development,
+            development: !config.production,
             idempotency,
-            trusted_proxies: Arc::new(trusted_proxies()?),
+            trusted_proxies: Arc::new(config.trusted_proxies),
+            max_projection_lag: config.max_projection_lag,
         })
     }
-}
-
-/// The proxies whose `X-Forwarded-Proto` is believed: the addresses in
-/// `CUSTODIA_TRUSTED_PROXIES` (comma-separated), loopback by default.
-fn trusted_proxies() -> Result<Vec<std::net::IpAddr>, String> {
-    let Ok(list) = std::env::var("CUSTODIA_TRUSTED_PROXIES") else {
-        return Ok(vec![
-            std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::Ipv6Addr::LOCALHOST.into(),
-        ]);
-    };
-    list.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(|item| {
-            item.parse()
-                .map_err(|_| format!("CUSTODIA_TRUSTED_PROXIES: {item} is not an IP address"))
-        })
-        .collect()
 }

@@ -1,0 +1,156 @@
+//! The server's configuration, read once at start-up from the environment
+//! (which `custodia.toml` fills in first; `cli::config_file`) and checked:
+//! a value that does not parse stops the start, naming the variable.
+//! `custodia serve --help` lists every setting.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{MetricsAccess, GRAPHQL_PER_IP};
+
+#[derive(Clone)]
+pub struct Config {
+    /// `CUSTODIA_ENV=production`: no development conveniences.
+    pub production: bool,
+    /// JWT `iss` and `aud`.
+    pub issuer: String,
+    pub audience: String,
+    /// Browser origins allowed (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-Proto` is believed (for HSTS).
+    pub trusted_proxies: Vec<IpAddr>,
+    pub graphql_introspection: bool,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
+    /// Requests a minute.
+    pub auth_limit_per_ip: u32,
+    pub auth_limit_per_account: u32,
+    pub graphql_limit_per_ip: u32,
+    /// The projection lag above which `/health/ready` says not ready.
+    pub max_projection_lag: Duration,
+}
+
+impl Config {
+    /// The configuration the environment gives (defaults for what it
+    /// leaves out: development, loopback proxies, introspection and metrics
+    /// open in development and closed in production).
+    pub fn from_env() -> Result<Config, String> {
+        Config::from(|name| std::env::var(name).ok())
+    }
+
+    /// The configuration `get` gives, by variable name.
+    pub fn from(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let production = get("CUSTODIA_ENV").is_some_and(|v| v == "production");
+        let flag = |name: &str, default: bool| match get(name).as_deref() {
+            None => Ok(default),
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(_) => Err(format!("{name} must be true or false")),
+        };
+        let number = |name: &str, default: u32| match get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name} must be a whole number")),
+        };
+        let list = |name: &str| -> Vec<String> {
+            get(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let trusted_proxies = match get("CUSTODIA_TRUSTED_PROXIES") {
+            None => vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ],
+            Some(_) => list("CUSTODIA_TRUSTED_PROXIES")
+                .iter()
+                .map(|item| {
+                    item.parse().map_err(|_| {
+                        format!("CUSTODIA_TRUSTED_PROXIES: {item} is not an IP address")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let metrics_token = custodia_infrastructure::config::secret("CUSTODIA_METRICS_TOKEN")
+            .map_err(|e| e.to_string())?;
+        let metrics = match metrics_token {
+            Some(token) => MetricsAccess::Token(Arc::new(token)),
+            None if flag("CUSTODIA_METRICS_PUBLIC", !production)? => MetricsAccess::Open,
+            None => MetricsAccess::Closed,
+        };
+        Ok(Config {
+            production,
+            issuer: get("CUSTODIA_ISSUER").unwrap_or_else(|| "custodia".to_owned()),
+            audience: get("CUSTODIA_AUDIENCE").unwrap_or_else(|| "custodia-api".to_owned()),
+            cors_origins: list("CUSTODIA_CORS_ORIGINS"),
+            trusted_proxies,
+            graphql_introspection: flag("CUSTODIA_GRAPHQL_INTROSPECTION", !production)?,
+            metrics,
+            auth_limit_per_ip: number("CUSTODIA_AUTH_LIMIT_PER_IP", 60)?,
+            auth_limit_per_account: number("CUSTODIA_AUTH_LIMIT_PER_ACCOUNT", 10)?,
+            graphql_limit_per_ip: number("CUSTODIA_GRAPHQL_LIMIT_PER_IP", GRAPHQL_PER_IP)?,
+            max_projection_lag: Duration::from_secs(u64::from(number(
+                "CUSTODIA_MAX_PROJECTION_LAG_SECONDS",
+                30,
+            )?)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_are_development_and_production_closes_what_it_should() {
+        let development = config(&[]).unwrap();
+        assert!(!development.production && development.graphql_introspection);
+        assert!(matches!(development.metrics, MetricsAccess::Open));
+        assert_eq!(development.max_projection_lag, Duration::from_secs(30));
+        let production = config(&[("CUSTODIA_ENV", "production")]).unwrap();
+        assert!(production.production && !production.graphql_introspection);
+        assert!(matches!(production.metrics, MetricsAccess::Closed));
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_by_name() {
+        for (name, value) in [
+            ("CUSTODIA_AUTH_LIMIT_PER_IP", "sixty"),
+            ("CUSTODIA_GRAPHQL_INTROSPECTION", "maybe"),
+            ("CUSTODIA_TRUSTED_PROXIES", "10.0.0.1, proxy.example"),
+            ("CUSTODIA_MAX_PROJECTION_LAG_SECONDS", "-1"),
+        ] {
+            let error = config(&[(name, value)]).err().unwrap_or_default();
+            assert!(error.contains(name), "{name}: {error}");
+        }
+        let parsed = config(&[(
+            "CUSTODIA_CORS_ORIGINS",
+            " https://a.example ,, https://b.example",
+        )])
+        .unwrap();
+        assert_eq!(
+            parsed.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+    }
+}
