@@ -50,7 +50,7 @@ pub const CONSISTENCY_WAIT: Duration = Duration::from_secs(2);
 /// The schema, with introspection on or off (off by default in production:
 /// `CUSTODIA_GRAPHQL_INTROSPECTION`).
 pub fn schema(introspection: bool) -> CustodiaSchema {
-    let builder = Schema::build(Query, Mutation, Subscription)
+    let builder = Schema::build(Query, Mutation::default(), Subscription)
         .extension(limits::DocumentLimits)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY);

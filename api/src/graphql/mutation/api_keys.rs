@@ -1,0 +1,65 @@
+//! API keys for service accounts.
+
+use async_graphql::{Context, Object, Result, ID};
+use custodia_domain::Timestamp;
+
+use crate::graphql::{data, fail, uuid};
+
+use super::*;
+
+#[derive(Default)]
+pub struct ApiKeyMutations;
+
+#[Object]
+impl ApiKeyMutations {
+    /// Creates an API key for a service account. Needs `api_key.manage`
+    /// and every permission given to the key.
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        name: String,
+        permissions: Vec<String>,
+    ) -> Result<CreatedApiKey> {
+        let tenant = tenant(ctx, tenant_id.as_ref())?;
+        let caller = data(ctx).caller().await?;
+        let created = custodia_application::commands::api_keys::create_api_key(
+            &data(ctx).state.ports,
+            &caller,
+            tenant,
+            &name,
+            self::permissions(&permissions)?,
+            Timestamp::now(),
+        )
+        .await
+        .map_err(fail)?;
+        let written = written_by(ctx, &caller).await?;
+        Ok(CreatedApiKey {
+            key_id: ID(created.key_id.to_string()),
+            key: created.key,
+            consistency_token: settle(ctx, written).await?,
+        })
+    }
+
+    /// Revokes an API key at once. Needs `api_key.manage`.
+    async fn revoke_api_key(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        key_id: ID,
+    ) -> Result<Done> {
+        let tenant = tenant(ctx, tenant_id.as_ref())?;
+        let key = uuid(&key_id, "keyId")?;
+        let caller = data(ctx).caller().await?;
+        let outcome = custodia_application::commands::api_keys::revoke_api_key(
+            &data(ctx).state.ports,
+            &caller,
+            tenant,
+            key,
+            Timestamp::now(),
+        )
+        .await
+        .map_err(fail)?;
+        done(ctx, &outcome).await
+    }
+}

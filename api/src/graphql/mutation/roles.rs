@@ -1,0 +1,74 @@
+//! Roles and memberships.
+
+use async_graphql::{Context, Object, Result, ID};
+use custodia_domain::identity::membership::{MembershipCommand, RoleName};
+
+use crate::graphql::{error, uuid};
+
+use super::*;
+
+#[derive(Default)]
+pub struct RoleMutations;
+
+#[Object]
+impl RoleMutations {
+    /// Defines (or redefines) a custom role. Needs `role.define`.
+    async fn define_role(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        name: String,
+        permissions: Vec<String>,
+    ) -> Result<Done> {
+        let name = RoleName::parse(&name).map_err(|e| error("VALIDATION", e.to_string()))?;
+        let command = MembershipCommand::DefineRole {
+            name,
+            permissions: self::permissions(&permissions)?,
+        };
+        memberships(ctx, tenant_id, command).await
+    }
+
+    /// Grants a role (`owner`, …, `custom:<name>`). Needs `role.grant` and
+    /// every permission of the role.
+    async fn grant_role(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        user_id: ID,
+        role: String,
+    ) -> Result<Done> {
+        let command = MembershipCommand::Grant {
+            user: uuid(&user_id, "userId")?,
+            role: self::role(&role)?,
+        };
+        memberships(ctx, tenant_id, command).await
+    }
+
+    /// Revokes a role. Needs `role.grant`; the last owner stays.
+    async fn revoke_role(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        user_id: ID,
+        role: String,
+    ) -> Result<Done> {
+        let command = MembershipCommand::Revoke {
+            user: uuid(&user_id, "userId")?,
+            role: self::role(&role)?,
+        };
+        memberships(ctx, tenant_id, command).await
+    }
+
+    /// Revokes every role of a user. Needs `role.grant`.
+    async fn remove_member(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: Option<ID>,
+        user_id: ID,
+    ) -> Result<Done> {
+        let command = MembershipCommand::RemoveMember {
+            user: uuid(&user_id, "userId")?,
+        };
+        memberships(ctx, tenant_id, command).await
+    }
+}
