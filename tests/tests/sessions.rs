@@ -29,6 +29,19 @@ backends!(
 const EMAIL: &str = "ada@example.org";
 const PASSWORD: &str = "correct horse battery staple";
 
+/// A user acting on their own account (self-service permissions only).
+fn user_itself(tenant: custodia_domain::TenantId, user: Uuid) -> Caller {
+    Caller {
+        principal: Principal::Member {
+            tenant,
+            user,
+            permissions: Default::default(),
+        },
+        actor: Actor::User(user),
+        ..operator()
+    }
+}
+
 fn minutes(n: i64) -> i64 {
     n * 60_000_000
 }
@@ -180,15 +193,7 @@ async fn logout_and_sign_out_everywhere_take_effect_at_once(db: TestDatabase) {
     let ports = ports(&db).await;
     let (tenant_id, user) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
     let now = Timestamp::now();
-    let me = Caller {
-        principal: Principal::Member {
-            tenant: tenant_id,
-            user,
-            permissions: Default::default(),
-        },
-        actor: Actor::User(user),
-        ..operator()
-    };
+    let me = user_itself(tenant_id, user);
     let laptop = start_session(&ports, tenant_id, EMAIL, PASSWORD, None, None, now)
         .await
         .unwrap();
@@ -333,15 +338,7 @@ async fn client_info_is_sealed_and_password_changes_need_the_current_one(db: Tes
             .is_err()
     );
 
-    let me = Caller {
-        principal: Principal::Member {
-            tenant: tenant_id,
-            user,
-            permissions: Default::default(),
-        },
-        actor: Actor::User(user),
-        ..operator()
-    };
+    let me = user_itself(tenant_id, user);
     let wrong = change_password(
         &ports,
         &me,
@@ -425,15 +422,7 @@ async fn a_user_holds_a_bounded_number_of_sessions_and_the_oldest_end_first(db: 
     let ports = cheap_ports(&db).await;
     let (tenant_id, user) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
     let now = Timestamp::now();
-    let me = Caller {
-        principal: Principal::Member {
-            tenant: tenant_id,
-            user,
-            permissions: Default::default(),
-        },
-        actor: Actor::User(user),
-        ..operator()
-    };
+    let me = user_itself(tenant_id, user);
     let mut sessions = Vec::new();
     for _ in 0..MAX_LISTED_SESSIONS {
         sessions.push(
