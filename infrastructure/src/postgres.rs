@@ -27,8 +27,8 @@ use uuid::Uuid;
 
 use crate::migrations;
 use crate::stored::{
-    append_context, committed_row, decode_event, lookup_sql, snapshot_row, store_error, to_i64,
-    COMMITTED_COMMAND, EVENT_COLUMNS, SAVE_SNAPSHOT,
+    append_context, committed_row, decode_event, lookup_sql, snapshots, store_error, to_i64,
+    COMMITTED_COMMAND, EVENT_COLUMNS,
 };
 
 /// The LISTEN/NOTIFY channel on which appends are announced.
@@ -521,17 +521,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<StoredSnapshot>, StoreError> {
-        let row: Option<(Uuid, i64, i32, Vec<u8>)> = sqlx::query_as(
-            "SELECT chain_id, stream_version, form_version, state FROM snapshots \
-             WHERE stream_category = $1 AND stream_id = $2",
-        )
-        .bind(stream.category.as_str())
-        .bind(stream.id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
-        row.map(|row| snapshot_row(stream, (row.0, row.1, i64::from(row.2), row.3)))
-            .transpose()
+        snapshots::load(&self.pool, stream).await
     }
 
     async fn save_snapshot(
@@ -539,25 +529,10 @@ impl EventStore for PostgresEventStore {
         snapshot: StoredSnapshot,
         replacing: Option<StreamVersion>,
     ) -> Result<(), StoreError> {
-        sqlx::query(SAVE_SNAPSHOT)
-            .bind(snapshot.stream.category.as_str())
-            .bind(snapshot.stream.id)
-            .bind(snapshot.chain.as_uuid())
-            .bind(to_i64(snapshot.stream_version.0))
-            .bind(snapshot.form_version as i32)
-            .bind(snapshot.state)
-            .bind(replacing.map_or(-1, |version| to_i64(version.0)))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        snapshots::save(&self.pool, snapshot, replacing).await
     }
 
     async fn drop_snapshots(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM snapshots")
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
+        snapshots::drop_all(&self.pool).await
     }
 }

@@ -33,8 +33,8 @@ use uuid::Uuid;
 
 use crate::migrations;
 use crate::stored::{
-    append_context, committed_row, decode_event, lookup_sql, snapshot_row, store_error, to_i64,
-    COMMITTED_COMMAND, EVENT_COLUMNS, SAVE_SNAPSHOT,
+    append_context, committed_row, decode_event, lookup_sql, snapshots, store_error, to_i64,
+    COMMITTED_COMMAND, EVENT_COLUMNS,
 };
 
 /// The most appends one group commit carries.
@@ -456,16 +456,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<StoredSnapshot>, StoreError> {
-        let row: Option<(Uuid, i64, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT chain_id, stream_version, form_version, state FROM snapshots \
-             WHERE stream_category = $1 AND stream_id = $2",
-        )
-        .bind(stream.category.as_str())
-        .bind(stream.id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(store_error)?;
-        row.map(|row| snapshot_row(stream, row)).transpose()
+        snapshots::load(&self.reader, stream).await
     }
 
     async fn save_snapshot(
@@ -473,26 +464,11 @@ impl EventStore for SqliteEventStore {
         snapshot: StoredSnapshot,
         replacing: Option<StreamVersion>,
     ) -> Result<(), StoreError> {
-        sqlx::query(SAVE_SNAPSHOT)
-            .bind(snapshot.stream.category.as_str())
-            .bind(snapshot.stream.id)
-            .bind(snapshot.chain.as_uuid())
-            .bind(to_i64(snapshot.stream_version.0))
-            .bind(snapshot.form_version as i64)
-            .bind(snapshot.state)
-            .bind(replacing.map_or(-1, |version| to_i64(version.0)))
-            .execute(&self.writer)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        snapshots::save(&self.writer, snapshot, replacing).await
     }
 
     async fn drop_snapshots(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM snapshots")
-            .execute(&self.writer)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
+        snapshots::drop_all(&self.writer).await
     }
 
     /// Scans the chain on a blocking thread with borrowed rows (sqlx copies

@@ -1,7 +1,7 @@
 //! What both adapters share: the stored column list, decoding a row into a
 //! [`RecordedEvent`], and mapping sqlx errors to the port's errors.
 
-use custodia_application::{AppendContext, Appended, CommittedCommand, StoreError, StoredSnapshot};
+use custodia_application::{AppendContext, Appended, CommittedCommand, StoreError};
 use custodia_domain::{
     Actor, ChainHead, ChainId, ChainIndex, CommandId, EventHash, EventId, EventType, LogCursor,
     Metadata, Origin, Payload, Position, RecordedEvent, SchemaVersion, StreamCategory, StreamId,
@@ -127,32 +127,108 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
 }
 
 /// Converts a count or coordinate for binding; every one fits in i64.
-/// A snapshot row (`chain_id, stream_version, form_version, state`) of
-/// `stream`. A row that does not decode is reported, never guessed at.
-pub(crate) fn snapshot_row(
-    stream: &StreamId,
-    (chain, version, form, state): (Uuid, i64, i64, Vec<u8>),
-) -> Result<StoredSnapshot, StoreError> {
-    let corrupt = || StoreError::corrupt(format!("the snapshot of {stream} is malformed"));
-    Ok(StoredSnapshot {
-        stream: stream.clone(),
-        chain: ChainId::from_uuid(chain),
-        stream_version: StreamVersion(u64::try_from(version).map_err(|_| corrupt())?),
-        form_version: u32::try_from(form).map_err(|_| corrupt())?,
-        state,
-    })
-}
+/// The snapshots table, the same on both backends: one generic reader and
+/// writer, given each backend's pool.
+pub(crate) mod snapshots {
+    use custodia_application::{StoreError, StoredSnapshot};
+    use custodia_domain::{ChainId, StreamId, StreamVersion};
+    use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+    use uuid::Uuid;
 
-/// Upserts a snapshot unless a later one is kept; the same on both
-/// backends. Parameters: $1 category, $2 stream id, $3 chain, $4 version,
-/// $5 form version, $6 state, $7 the version of an unreadable snapshot to
-/// replace (or -1).
-pub(crate) const SAVE_SNAPSHOT: &str = "INSERT INTO snapshots (stream_category, stream_id, \
-     chain_id, stream_version, form_version, state) VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (stream_category, stream_id) DO UPDATE SET chain_id = excluded.chain_id, \
-     stream_version = excluded.stream_version, form_version = excluded.form_version, \
-     state = excluded.state \
-     WHERE excluded.stream_version > snapshots.stream_version OR snapshots.stream_version = $7";
+    use super::{store_error, to_i64};
+
+    type Row = (Uuid, i64, i64, Vec<u8>);
+
+    /// The latest snapshot of `stream`. A row that does not decode is
+    /// reported, never guessed at.
+    pub(crate) async fn load<'c, DB, E>(
+        executor: E,
+        stream: &StreamId,
+    ) -> Result<Option<StoredSnapshot>, StoreError>
+    where
+        DB: Database,
+        E: Executor<'c, Database = DB>,
+        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+        for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+        for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+        for<'r> Row: FromRow<'r, DB::Row>,
+    {
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT chain_id, stream_version, CAST(form_version AS BIGINT), state \
+             FROM snapshots WHERE stream_category = $1 AND stream_id = $2",
+        )
+        .bind(stream.category.as_str())
+        .bind(stream.id)
+        .fetch_optional(executor)
+        .await
+        .map_err(store_error)?;
+        let Some((chain, version, form, state)) = row else {
+            return Ok(None);
+        };
+        let corrupt = || StoreError::corrupt(format!("the snapshot of {stream} is malformed"));
+        Ok(Some(StoredSnapshot {
+            stream: stream.clone(),
+            chain: ChainId::from_uuid(chain),
+            stream_version: StreamVersion(u64::try_from(version).map_err(|_| corrupt())?),
+            form_version: u32::try_from(form).map_err(|_| corrupt())?,
+            state,
+        }))
+    }
+
+    /// Keeps `snapshot` unless a later one is kept, or in place of the
+    /// unreadable one at `replacing`.
+    pub(crate) async fn save<'c, DB, E>(
+        executor: E,
+        snapshot: StoredSnapshot,
+        replacing: Option<StreamVersion>,
+    ) -> Result<(), StoreError>
+    where
+        DB: Database,
+        E: Executor<'c, Database = DB>,
+        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+        for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+        for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'q> i32: Encode<'q, DB> + Type<DB>,
+        for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+    {
+        sqlx::query(
+            "INSERT INTO snapshots (stream_category, stream_id, chain_id, stream_version, \
+             form_version, state) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (stream_category, stream_id) DO UPDATE SET chain_id = excluded.chain_id, \
+             stream_version = excluded.stream_version, form_version = excluded.form_version, \
+             state = excluded.state \
+             WHERE excluded.stream_version > snapshots.stream_version \
+             OR snapshots.stream_version = $7",
+        )
+        .bind(snapshot.stream.category.as_str())
+        .bind(snapshot.stream.id)
+        .bind(snapshot.chain.as_uuid())
+        .bind(to_i64(snapshot.stream_version.0))
+        .bind(i32::try_from(snapshot.form_version).unwrap_or(i32::MAX))
+        .bind(snapshot.state)
+        .bind(replacing.map_or(-1, |version| to_i64(version.0)))
+        .execute(executor)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Deletes every snapshot; returns how many there were.
+    pub(crate) async fn drop_all<'c, DB, E>(executor: E) -> Result<u64, StoreError>
+    where
+        DB: Database,
+        E: Executor<'c, Database = DB>,
+        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+        for<'r> (i64,): FromRow<'r, DB::Row>,
+    {
+        let deleted: Vec<(i64,)> = sqlx::query_as("DELETE FROM snapshots RETURNING stream_version")
+            .fetch_all(executor)
+            .await
+            .map_err(store_error)?;
+        Ok(deleted.len() as u64)
+    }
+}
 
 pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
