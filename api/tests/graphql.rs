@@ -674,6 +674,23 @@ async fn graphql_over_http_follows_the_specification(db: TestDatabase) {
     );
     assert_eq!(body["data"], json!({ "user": null }), "{body}");
     assert_eq!(codes(&body), ["VALIDATION"]);
+    // Also when the field is selected through fragments.
+    for query in [
+        "{ ... on Query { t: tenant(id: \"nope\") { id } } }",
+        "{ ...F } fragment F on Query { t: tenant(id: \"nope\") { id } serverTime }",
+    ] {
+        let (_, _, body) = gql!(&service, Some(&token), query);
+        assert!(
+            body["data"]
+                .as_object()
+                .is_some_and(|d| d.contains_key("t") && d["t"].is_null()),
+            "{query}: {body}"
+        );
+    }
+    // A failing non-null root field makes `data` null, whatever else passed.
+    let (_, _, body) = gql!(&service, None, "{ serverTime users { edges { cursor } } }");
+    assert!(body["data"].is_null(), "{body}");
+    assert_eq!(codes(&body), ["UNAUTHENTICATED"]);
 
     // A request error has no `data` entry at all (§7.1.1), in either media type.
     for accept in ["application/json", "application/graphql-response+json"] {

@@ -24,6 +24,7 @@ backends!(
     an_unreadable_value_is_a_broken_link_and_the_run_goes_on,
     a_duplicate_chain_index_is_a_broken_link,
     a_demo_log_is_what_a_server_writes_and_projects,
+    an_unreadable_chain_id_is_a_broken_link_not_a_failed_run,
 );
 
 /// The master key the demo seals its sample people under (a fixed test
@@ -355,6 +356,13 @@ async fn verify_can_be_limited_to_one_tenant(db: TestDatabase) {
             && stdout.contains("\nintact: verified 16 events in 1 chains"),
         "{stdout}"
     );
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let output = custodia(&db, &["verify", "--tenant", &unknown]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "no such chain is no intact chain"
+    );
     let output = custodia(&db, &["verify", "--tenant", "not-a-uuid"]);
     assert_eq!(output.status.code(), Some(2), "clap refuses it");
 }
@@ -535,4 +543,31 @@ async fn a_demo_log_is_what_a_server_writes_and_projects(db: TestDatabase) {
     let users = models.dump("user").await.unwrap();
     assert_eq!(users.len(), 3 * 5, "three owners and twelve users");
     assert_eq!(models.dump("tenant").await.unwrap().len(), 3);
+}
+
+async fn an_unreadable_chain_id_is_a_broken_link_not_a_failed_run(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    // SQLite keeps whatever bytes it is given; PostgreSQL's uuid column only
+    // a uuid (then the event moves to a chain of its own).
+    let moved = match &raw {
+        Raw::Sqlite(_) => "X'010203'".to_owned(),
+        Raw::Postgres(_) => format!("'{}'::uuid", uuid::Uuid::now_v7()),
+    };
+    raw.exec(&format!(
+        "UPDATE events SET chain_id = {moved} WHERE position = {}",
+        chain[5].position
+    ))
+    .await;
+    let output = custodia(&db, &["verify"]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let at = format!("broken at position {}", chain[6].position);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("BROKEN") && l.contains(&at)),
+        "the chain misses the event: {stdout}"
+    );
 }

@@ -409,7 +409,10 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn chains(&self) -> Result<Vec<ChainSummary>, StoreError> {
-        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        // Read as bytes: a row whose chain id was made unreadable belongs to
+        // no chain (its own chain then misses it, and verification says so
+        // there) rather than failing the whole listing.
+        let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
             "SELECT chain_id, count(*) FROM events GROUP BY chain_id ORDER BY chain_id",
         )
         .fetch_all(&self.reader)
@@ -417,9 +420,12 @@ impl EventStore for SqliteEventStore {
         .map_err(store_error)?;
         Ok(rows
             .into_iter()
-            .map(|(chain, events)| ChainSummary {
-                chain: ChainId::from_uuid(chain),
-                events: events as u64,
+            .filter_map(|(chain, events)| {
+                let chain = Uuid::from_slice(&chain).ok()?;
+                Some(ChainSummary {
+                    chain: ChainId::from_uuid(chain),
+                    events: events as u64,
+                })
             })
             .collect())
     }

@@ -66,7 +66,8 @@ async fn rebuild_named(
     if chosen.is_empty() {
         let names: Vec<_> = all.iter().map(|p| p.name()).collect();
         return Err(format!(
-            "no projection {name:?}; there are {}",
+            "no projection {}; there are {}",
+            name.unwrap_or_default(),
             names.join(", ")
         ));
     }

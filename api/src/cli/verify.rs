@@ -28,10 +28,11 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
         (None, true) => Some(ChainId::Platform),
         (None, false) => None,
     };
-    let total: u64 = store
-        .chains()
-        .await
-        .map_err(|e| e.to_string())?
+    let chains = store.chains().await.map_err(|e| e.to_string())?;
+    if let Some(chain) = only.filter(|chain| !chains.iter().any(|c| c.chain == *chain)) {
+        return Err(format!("the log holds no chain of {chain}"));
+    }
+    let total: u64 = chains
         .iter()
         .filter(|c| only.is_none_or(|chain| chain == c.chain))
         .map(|c| c.events)

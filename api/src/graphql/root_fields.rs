@@ -1,11 +1,14 @@
-//! A failing nullable root field answers `null` with its key kept (spec
-//! §6.4.4, "Handling Field Errors"). async-graphql leaves the key out, and
-//! answers `data: null` when every root field failed; this puts them back.
+//! Field errors at the root, as the spec handles them (§6.4.4): a failing
+//! nullable root field answers `null` with its key kept, and a failing
+//! non-null one makes `data` `null`. async-graphql leaves the key out, and
+//! keeps the other fields when a non-null one failed; this puts it right.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use async_graphql::parser::types::{DocumentOperations, Selection, TypeKind, TypeSystemDefinition};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, Selection, SelectionSet, TypeKind, TypeSystemDefinition,
+};
 use async_graphql::{Name, Value};
 
 /// The nullable fields of `Query` and `Mutation`.
@@ -33,7 +36,8 @@ static NULLABLE: LazyLock<HashSet<String>> = LazyLock::new(|| {
 });
 
 /// The root fields `query` selects in the operation it runs
-/// (`operation_name`): each field's response key and name.
+/// (`operation_name`), also through fragments: each field's response key
+/// and name.
 pub fn selected(query: &str, operation_name: Option<&str>) -> Vec<(String, String)> {
     let Ok(document) = async_graphql::parser::parse_query(query) else {
         return Vec::new();
@@ -46,16 +50,33 @@ pub fn selected(query: &str, operation_name: Option<&str>) -> Vec<(String, Strin
         }
         _ => None,
     };
-    let Some(operation) = operation else {
-        return Vec::new();
-    };
-    operation
-        .node
-        .selection_set
-        .node
-        .items
-        .iter()
-        .filter_map(|item| match &item.node {
+    let mut fields = Vec::new();
+    if let Some(operation) = operation {
+        collect(
+            &document,
+            &operation.node.selection_set.node,
+            &mut fields,
+            0,
+        );
+    }
+    fields
+}
+
+/// How deep fragments may nest here (the limits refuse cycles before any
+/// of this runs; this only bounds the walk).
+const MAX_FRAGMENT_DEPTH: usize = 16;
+
+fn collect(
+    document: &ExecutableDocument,
+    selection: &SelectionSet,
+    fields: &mut Vec<(String, String)>,
+    depth: usize,
+) {
+    if depth > MAX_FRAGMENT_DEPTH {
+        return;
+    }
+    for item in &selection.items {
+        match &item.node {
             Selection::Field(field) => {
                 let name = field.node.name.node.to_string();
                 let key = field
@@ -63,16 +84,29 @@ pub fn selected(query: &str, operation_name: Option<&str>) -> Vec<(String, Strin
                     .alias
                     .as_ref()
                     .map_or_else(|| name.clone(), |alias| alias.node.to_string());
-                Some((key, name))
+                if !fields.iter().any(|(k, _)| *k == key) {
+                    fields.push((key, name));
+                }
             }
-            _ => None,
-        })
-        .collect()
+            Selection::FragmentSpread(spread) => {
+                if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
+                    collect(
+                        document,
+                        &fragment.node.selection_set.node,
+                        fields,
+                        depth + 1,
+                    );
+                }
+            }
+            Selection::InlineFragment(inline) => {
+                collect(document, &inline.node.selection_set.node, fields, depth + 1);
+            }
+        }
+    }
 }
 
-/// Puts `null` back for every failed nullable root field (one an error's
-/// path starts at). A failed non-null root field nulls `data` (spec
-/// §6.4.4), and that is left as it is.
+/// Applies §6.4.4 to the root: a failed nullable root field is `null`, its
+/// key kept; a failed non-null one makes `data` itself `null`.
 pub fn keep_failed(
     data: &mut Value,
     errors: &[async_graphql::ServerError],
@@ -87,7 +121,11 @@ pub fn keep_failed(
             })
         })
         .collect();
-    if failed.is_empty() || failed.iter().any(|(_, name)| !NULLABLE.contains(name)) {
+    if failed.is_empty() {
+        return;
+    }
+    if failed.iter().any(|(_, name)| !NULLABLE.contains(name)) {
+        *data = Value::Null;
         return;
     }
     if *data == Value::Null {

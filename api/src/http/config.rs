@@ -41,7 +41,13 @@ impl Config {
 
     /// The configuration `get` gives, by variable name.
     pub fn from(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
-        let production = get("CUSTODIA_ENV").is_some_and(|v| v == "production");
+        let production = match get("CUSTODIA_ENV").map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(env) if env == "production" => true,
+            Some(env) if env == "development" => false,
+            // A typo must not start production in development mode.
+            Some(_) => return Err("CUSTODIA_ENV must be production or development".to_owned()),
+        };
         let flag = |name: &str, default: bool| match get(name).as_deref() {
             None => Ok(default),
             Some("true" | "1") => Ok(true),
@@ -127,7 +133,7 @@ mod tests {
         assert!(!development.production && development.graphql_introspection);
         assert!(matches!(development.metrics, MetricsAccess::Open));
         assert_eq!(development.max_projection_lag, Duration::from_secs(30));
-        let production = config(&[("CUSTODIA_ENV", "production")]).unwrap();
+        let production = config(&[("CUSTODIA_ENV", " Production ")]).unwrap();
         assert!(production.production && !production.graphql_introspection);
         assert!(matches!(production.metrics, MetricsAccess::Closed));
     }
@@ -139,6 +145,7 @@ mod tests {
             ("CUSTODIA_GRAPHQL_INTROSPECTION", "maybe"),
             ("CUSTODIA_TRUSTED_PROXIES", "10.0.0.1, proxy.example"),
             ("CUSTODIA_MAX_PROJECTION_LAG_SECONDS", "-1"),
+            ("CUSTODIA_ENV", "prod"),
         ] {
             let error = config(&[(name, value)]).err().unwrap_or_default();
             assert!(error.contains(name), "{name}: {error}");

@@ -67,6 +67,13 @@ impl Default for TenantSettings {
     }
 }
 
+/// The most consent purposes a tenant declares (every settings event
+/// carries them all, and every login reads them).
+pub const MAX_CONSENT_PURPOSES: usize = 100;
+
+/// The highest policy version: GraphQL's `Int` is 32 bits, signed.
+pub const MAX_POLICY_VERSION: u32 = i32::MAX as u32;
+
 impl TenantSettings {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -131,11 +138,16 @@ impl TenantSettings {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             check(slug, "consent purpose", "must be 1-64 of [a-z0-9_]")?;
             check(
-                purpose.version >= 1,
+                (1..=MAX_POLICY_VERSION).contains(&purpose.version),
                 "consent purpose version",
-                "must be at least 1",
+                "must be 1 to 2147483647",
             )?;
         }
+        check(
+            consent_purposes.len() <= MAX_CONSENT_PURPOSES,
+            "consent purposes",
+            "must be at most 100",
+        )?;
         let mut ids: Vec<&str> = consent_purposes.iter().map(|p| p.id.as_str()).collect();
         ids.sort_unstable();
         check(
@@ -238,10 +250,33 @@ impl SettingsChange {
             .consent_purposes
             .clone()
             .unwrap_or_else(|| current.consent_purposes.clone());
+        let invalid = |rule| Err(InvalidValue::new("consent purposes", rule));
         for added in &self.add_consent_purposes {
+            if self.remove_consent_purposes.contains(&added.id) {
+                return invalid("must not be added and removed at once");
+            }
+            if self
+                .add_consent_purposes
+                .iter()
+                .filter(|other| other.id == added.id)
+                .count()
+                > 1
+            {
+                return invalid("must be distinct");
+            }
             match purposes.iter_mut().find(|p| p.id == added.id) {
+                // A policy version only goes up: an older grant must not
+                // become current again.
+                Some(existing) if added.version < existing.version => {
+                    return invalid("must not lower a purpose's policy version");
+                }
                 Some(existing) => existing.version = added.version,
                 None => purposes.push(added.clone()),
+            }
+        }
+        for removed in &self.remove_consent_purposes {
+            if !purposes.iter().any(|p| &p.id == removed) {
+                return invalid("must name declared purposes to remove");
             }
         }
         purposes.retain(|p| !self.remove_consent_purposes.contains(&p.id));
