@@ -84,7 +84,11 @@ impl Query {
     }
 
     /// A tenant (default: the caller's). Needs `tenant.read`.
-    async fn tenant(&self, ctx: &Context<'_>, id: Option<ID>) -> Result<Option<Tenant>> {
+    async fn tenant(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] id: Option<ID>,
+    ) -> Result<Option<Tenant>> {
         let tenant = data(ctx).tenant(id.as_ref(), "id")?;
         data(ctx).authorize(tenant, Permission::TenantRead, None)?;
         Ok(data(ctx)
@@ -100,11 +104,19 @@ impl Query {
     async fn users(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "Only users in this status: invited, active, suspended or deleted.")]
         status: Option<String>,
+        #[graphql(desc = "Only the user with exactly this address (matched by blind index).")]
         email: Option<String>,
-        #[graphql(validator(maximum = 100))] first: Option<i32>,
-        after: Option<String>,
+        #[graphql(
+            validator(maximum = 100),
+            desc = "How many users, at most 100 (default 20)."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "The cursor of the last user of the previous page.")] after: Option<
+            String,
+        >,
     ) -> Result<Connection<String, User, EmptyFields, EmptyFields>> {
         let data = data(ctx);
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
@@ -137,7 +149,12 @@ impl Query {
     }
 
     /// One user of a tenant. Needs `user.read` (or being that user).
-    async fn user(&self, ctx: &Context<'_>, tenant_id: Option<ID>, id: ID) -> Result<Option<User>> {
+    async fn user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user.")] id: ID,
+    ) -> Result<Option<User>> {
         let data = data(ctx);
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         let user = uuid(&id, "id")?;
@@ -149,7 +166,11 @@ impl Query {
     }
 
     /// The built-in roles and the tenant's custom roles. Needs `role.read`.
-    async fn roles(&self, ctx: &Context<'_>, tenant_id: Option<ID>) -> Result<Vec<Role>> {
+    async fn roles(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+    ) -> Result<Vec<Role>> {
         let data = data(ctx);
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         data.authorize(tenant, Permission::RoleRead, None)?;
@@ -199,11 +220,18 @@ impl Query {
     async fn sessions(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "Only this user's sessions.")] user_id: Option<ID>,
+        #[graphql(desc = "Only sessions not revoked (one past its refresh expiry still counts).")]
         active_only: Option<bool>,
-        #[graphql(validator(maximum = 100))] first: Option<i32>,
-        after: Option<String>,
+        #[graphql(
+            validator(maximum = 100),
+            desc = "How many sessions, at most 100 (default 20)."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "The cursor of the last session of the previous page.")] after: Option<
+            String,
+        >,
     ) -> Result<Connection<String, Session, EmptyFields, EmptyFields>> {
         let data = data(ctx);
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
@@ -224,8 +252,8 @@ impl Query {
     async fn consents(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The data subject.")] user_id: ID,
     ) -> Result<Vec<Consent>> {
         let data = data(ctx);
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
@@ -254,14 +282,24 @@ impl Query {
     async fn audit_events(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "Only events of this stream (a user, a session, the tenant).")]
         subject: Option<ID>,
-        actor: Option<ID>,
-        #[graphql(name = "type")] event_type: Option<String>,
-        from: Option<String>,
-        to: Option<String>,
-        #[graphql(validator(maximum = 100))] first: Option<i32>,
-        after: Option<String>,
+        #[graphql(desc = "Only events by this user or API key.")] actor: Option<ID>,
+        #[graphql(name = "type", desc = "Only events of this type (`UserSuspended`, …).")]
+        event_type: Option<String>,
+        #[graphql(desc = "Only events recorded at or after this time (RFC 3339).")] from: Option<
+            String,
+        >,
+        #[graphql(desc = "Only events recorded before this time (RFC 3339).")] to: Option<String>,
+        #[graphql(
+            validator(maximum = 100),
+            desc = "How many events, at most 100 (default 20)."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "The cursor of the last event of the previous page.")] after: Option<
+            String,
+        >,
     ) -> Result<Connection<String, AuditEvent, EmptyFields, EmptyFields>> {
         let data = data(ctx);
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
