@@ -17,7 +17,7 @@ impl ApiKeyMutations {
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         name: String,
         permissions: Vec<String>,
     ) -> Result<CreatedApiKey> {
@@ -45,7 +45,7 @@ impl ApiKeyMutations {
     async fn revoke_api_key(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         key_id: ID,
     ) -> Result<Done> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;

@@ -18,8 +18,8 @@ impl ConsentMutations {
     async fn record_consent(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
         input: RecordConsentInput,
     ) -> Result<Done> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;

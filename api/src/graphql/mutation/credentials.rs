@@ -20,8 +20,8 @@ impl CredentialMutations {
     async fn set_password(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
         password: String,
     ) -> Result<Done> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
@@ -62,8 +62,8 @@ impl CredentialMutations {
     async fn import_password_hash(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
         hash: String,
     ) -> Result<Done> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
@@ -77,8 +77,8 @@ impl CredentialMutations {
     async fn unlock_user(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<Done> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = unlock(
@@ -97,8 +97,8 @@ impl CredentialMutations {
     async fn enroll_totp(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<TotpEnrollment> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let provisioning_uri = enroll_totp(&data(ctx).state.ports, &caller, tenant, user)
@@ -115,8 +115,8 @@ impl CredentialMutations {
     async fn confirm_totp(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
         code: String,
     ) -> Result<Done> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
@@ -137,8 +137,8 @@ impl CredentialMutations {
     async fn disable_totp(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<Done> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = disable_totp(&data(ctx).state.ports, &caller, tenant, user)
@@ -151,8 +151,8 @@ impl CredentialMutations {
     async fn issue_recovery_codes(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<RecoveryCodes> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let codes = issue_recovery_codes(&data(ctx).state.ports, &caller, tenant, user)

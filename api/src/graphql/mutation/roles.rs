@@ -16,7 +16,7 @@ impl RoleMutations {
     async fn define_role(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         name: String,
         permissions: Vec<String>,
     ) -> Result<Done> {
@@ -33,8 +33,8 @@ impl RoleMutations {
     async fn grant_role(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
         role: String,
     ) -> Result<Done> {
         let command = MembershipCommand::Grant {
@@ -48,8 +48,8 @@ impl RoleMutations {
     async fn revoke_role(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
         role: String,
     ) -> Result<Done> {
         let command = MembershipCommand::Revoke {
@@ -63,8 +63,8 @@ impl RoleMutations {
     async fn remove_member(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<Done> {
         let command = MembershipCommand::RemoveMember {
             user: uuid(&user_id, "userId")?,

@@ -19,7 +19,7 @@ impl SessionMutations {
     async fn revoke_session(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         session_id: ID,
     ) -> Result<SessionPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
@@ -46,8 +46,8 @@ impl SessionMutations {
     async fn revoke_all_sessions(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<RevokedSessions> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let (revoked, written) = revoke_all_sessions(

@@ -53,7 +53,7 @@ impl TenantMutations {
     async fn update_tenant_settings(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         settings: TenantSettingsInput,
     ) -> Result<TenantPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
@@ -73,7 +73,7 @@ impl TenantMutations {
     async fn set_tenant_suspended(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         suspended: bool,
     ) -> Result<TenantPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;

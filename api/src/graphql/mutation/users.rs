@@ -20,7 +20,7 @@ impl UserMutations {
     async fn register_user(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         input: RegisterUserInput,
     ) -> Result<UserPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
@@ -43,8 +43,8 @@ impl UserMutations {
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
         profile: ProfileInput,
     ) -> Result<UserPayload> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
@@ -64,8 +64,8 @@ impl UserMutations {
     async fn change_email(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
         email: String,
     ) -> Result<UserPayload> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
@@ -79,8 +79,8 @@ impl UserMutations {
     async fn activate_user(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<UserPayload> {
         status(ctx, tenant_id, user_id, StatusChange::Activate).await
     }
@@ -89,8 +89,8 @@ impl UserMutations {
     async fn suspend_user(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<UserPayload> {
         status(ctx, tenant_id, user_id, StatusChange::Suspend).await
     }
@@ -99,8 +99,8 @@ impl UserMutations {
     async fn reactivate_user(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<UserPayload> {
         status(ctx, tenant_id, user_id, StatusChange::Reactivate).await
     }
@@ -109,8 +109,8 @@ impl UserMutations {
     async fn delete_user(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
-        user_id: ID,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user acted on.")] user_id: ID,
     ) -> Result<UserPayload> {
         status(ctx, tenant_id, user_id, StatusChange::Delete).await
     }
