@@ -802,6 +802,44 @@ async fn the_graphql_http_audit_finds_nothing(db: TestDatabase) {
     );
 }
 
+/// graphql-schema-linter over the schema (rules and the few exceptions in
+/// `api/tests/graphql-http/package.json`): every type, field, argument and
+/// enum value described, names in the GraphQL conventions, Relay
+/// connections as the Relay specification has them.
+#[test]
+async fn the_schema_linter_finds_nothing() {
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/graphql-http");
+    let linter = format!("{folder}/node_modules/.bin/graphql-schema-linter");
+    if !std::path::Path::new(&linter).exists() {
+        let message = format!("the schema linter needs `npm ci --prefix {folder}`");
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true: {message}"
+        );
+        eprintln!("*** SKIPPED: {message} ***");
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("custodia-schema-{}.graphql", std::process::id()));
+    std::fs::write(&file, custodia::graphql::sdl()).unwrap();
+    // The linter reads its configuration from the package.json of its
+    // working directory.
+    let output = std::process::Command::new(&linter)
+        .args(["--format", "json"])
+        .arg(&file)
+        .current_dir(folder)
+        .output()
+        .expect("the linter runs");
+    std::fs::remove_file(&file).ok();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "the linter answered no report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(report["errors"], json!([]), "{report:#}");
+    assert!(output.status.success());
+}
+
 async fn tenant_settings_change_in_part_and_read_back_in_one_convention(db: TestDatabase) {
     let state = state(&db).await;
     let service = service!(state);

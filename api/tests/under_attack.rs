@@ -148,7 +148,7 @@ async fn access_removal_reaches_the_edge(db: TestDatabase) {
         graphql(Some(&owner), suspend, json!({ "u": admin }))
     );
     assert_eq!(
-        body["data"]["suspendUser"]["user"]["status"], "suspended",
+        body["data"]["suspendUser"]["user"]["status"], "SUSPENDED",
         "{body}"
     );
     let (status, body) = call!(&service, graphql(Some(&token), me, json!({})));

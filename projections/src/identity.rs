@@ -9,9 +9,9 @@
 //! | `consents`    | `consent`               | user and purpose            |
 //! | `audit`       | `audit_event`           | event (no payload)          |
 //!
-//! Documents hold what the events hold, in the events' canonical JSON;
-//! personal fields stay sealed, with the id of the event that sealed them
-//! (needed, with the field name, to open them).
+//! Each model's document is a type in [`crate::documents`]; personal
+//! fields stay sealed, with the id of the event that sealed them (needed,
+//! with the field name, to open them).
 
 use std::sync::Arc;
 
@@ -24,9 +24,12 @@ use custodia_domain::identity::session::SessionEvent;
 use custodia_domain::identity::tenant::TenantEvent;
 use custodia_domain::identity::user::UserEvent;
 use custodia_domain::{Actor, ChainId, RecordedEvent};
-use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::documents::{
+    self, AuditDoc, ConsentDoc, ConsentState, MembershipDoc, ProfileDoc, RoleDoc, Sealed,
+    SessionDoc, SessionStatus, Stamp, TenantDoc, TenantStatus, UserDoc, UserStatus,
+};
 use crate::{Projection, ProjectionError};
 
 /// Every projection of the identity domain.
@@ -41,12 +44,12 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
-/// The typed event and its canonical JSON payload (after upcasting), if
-/// `event` is in stream category `category`.
+/// The typed event (after upcasting), if `event` is in stream category
+/// `category`.
 fn decode<E: EventSchema>(
     event: &RecordedEvent,
     category: &str,
-) -> Result<Option<(E, Value)>, ProjectionError> {
+) -> Result<Option<E>, ProjectionError> {
     if event.stream.category.as_str() != category {
         return Ok(None);
     }
@@ -54,23 +57,21 @@ fn decode<E: EventSchema>(
         position: event.position.0,
         source,
     };
-    let typed = match E::from_stored(&StoredForm {
+    match E::from_stored(&StoredForm {
         event_type: event.event_type.clone(),
         schema_version: event.schema_version,
         payload: event.payload.clone(),
     }) {
-        Ok(typed) => typed,
+        Ok(typed) => Ok(Some(typed)),
         // A type this projection does not handle (a newer version's, or
         // another tool's): skipped and counted, never a halt. A type it
         // handles in a version or shape it cannot read halts it.
         Err(SchemaError::UnknownType(_)) => {
             crate::count_skipped(event);
-            return Ok(None);
+            Ok(None)
         }
-        Err(other) => return Err(unreadable(other)),
-    };
-    let payload = serde_json::from_slice(typed.to_stored().payload.as_bytes()).unwrap_or_default();
-    Ok(Some((typed, payload)))
+        Err(other) => Err(unreadable(other)),
+    }
 }
 
 fn tenant_of(event: &RecordedEvent) -> Option<Uuid> {
@@ -85,7 +86,12 @@ fn seq(event: &RecordedEvent) -> i64 {
 }
 
 /// A new row for `event`'s stream entity.
-fn row(model: &'static str, id: String, event: &RecordedEvent, doc: Value) -> ModelRow {
+fn row(
+    model: &'static str,
+    id: String,
+    event: &RecordedEvent,
+    doc: &impl serde::Serialize,
+) -> ModelRow {
     ModelRow {
         model,
         id,
@@ -96,17 +102,7 @@ fn row(model: &'static str, id: String, event: &RecordedEvent, doc: Value) -> Mo
         lookup: None,
         at: event.recorded_at.0,
         seq: seq(event),
-        doc,
-    }
-}
-
-/// A sealed field as a document keeps it: the sealed value and the event
-/// whose id is part of its associated data.
-fn sealed(value: &Value, event: &RecordedEvent) -> Value {
-    if value.is_null() {
-        Value::Null
-    } else {
-        json!({ "sealed": value, "event_id": event.event_id.to_string() })
+        doc: documents::write(doc),
     }
 }
 
@@ -124,10 +120,46 @@ async fn first_seq(
         .map_or_else(|| seq(event), |old| old.seq))
 }
 
-fn touch(row: &mut ModelRow, event: &RecordedEvent) {
-    row.doc["updated_at"] = json!(event.recorded_at.0);
-    row.doc["version"] = json!(event.stream_version.0);
+/// Reads the document of an existing row, changes it, stamps it with
+/// `event` and writes it back (`None`: the row does not exist, which a
+/// valid log never leads to: the event is ignored).
+async fn update<D>(
+    tx: &mut dyn ReadModelTx,
+    model: &'static str,
+    id: &str,
+    event: &RecordedEvent,
+    change: impl FnOnce(&mut ModelRow, &mut D),
+) -> Result<(), ProjectionError>
+where
+    D: serde::Serialize + serde::de::DeserializeOwned + Stamped,
+{
+    let Some(mut row) = tx.get(model, id).await? else {
+        return Ok(());
+    };
+    let mut doc: D = documents::read(&row)?;
+    change(&mut row, &mut doc);
+    *doc.stamp() = Stamp::of(event);
+    row.doc = documents::write(&doc);
+    tx.put(&row).await?;
+    Ok(())
 }
+
+/// A document that records when its row last changed.
+trait Stamped {
+    fn stamp(&mut self) -> &mut Stamp;
+}
+
+macro_rules! stamped {
+    ($($doc:ty),+) => {
+        $(impl Stamped for $doc {
+            fn stamp(&mut self) -> &mut Stamp {
+                &mut self.stamp
+            }
+        })+
+    };
+}
+
+stamped!(TenantDoc, UserDoc, SessionDoc);
 
 pub struct Tenants;
 
@@ -144,46 +176,40 @@ impl Projection for Tenants {
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
-        let Some((typed, payload)) = decode::<TenantEvent>(event, "tenant")? else {
+        let Some(typed) = decode::<TenantEvent>(event, "tenant")? else {
             return Ok(());
         };
         let id = event.stream.id.to_string();
-        let mut row = match typed {
-            TenantEvent::Created { .. } => {
-                let mut row = row(
-                    "tenant",
-                    id,
-                    event,
-                    json!({
-                        "name": payload["name"],
-                        "settings": payload["settings"],
-                        "created_at": event.recorded_at.0,
-                    }),
-                );
+        match typed {
+            TenantEvent::Created { name, settings } => {
+                let doc = TenantDoc {
+                    name: name.as_str().to_owned(),
+                    settings,
+                    created_at: event.recorded_at.0,
+                    stamp: Stamp::of(event),
+                };
+                let mut row = row("tenant", id, event, &doc);
                 row.tenant = Some(event.stream.id);
-                row.kind = Some("active".into());
-                row
+                row.kind = Some(TenantStatus::Active.as_str().into());
+                tx.put(&row).await?;
+                Ok(())
             }
             other => {
-                // An event for an entity never created cannot occur in a
-                // valid log; it is ignored.
-                let Some(mut row) = tx.get("tenant", &id).await? else {
-                    return Ok(());
-                };
-                match other {
-                    TenantEvent::SettingsChanged { .. } => {
-                        row.doc["settings"] = payload["settings"].clone()
-                    }
-                    TenantEvent::Suspended => row.kind = Some("suspended".into()),
-                    TenantEvent::Reactivated => row.kind = Some("active".into()),
-                    TenantEvent::Created { .. } => unreachable!("handled above"),
-                }
-                row
+                update(tx, "tenant", &id, event, |row, doc: &mut TenantDoc| {
+                    let status = match other {
+                        TenantEvent::SettingsChanged { settings } => {
+                            doc.settings = settings;
+                            return;
+                        }
+                        TenantEvent::Suspended => TenantStatus::Suspended,
+                        TenantEvent::Reactivated => TenantStatus::Active,
+                        TenantEvent::Created { .. } => unreachable!("handled above"),
+                    };
+                    row.kind = Some(status.as_str().into());
+                })
+                .await
             }
-        };
-        touch(&mut row, event);
-        tx.put(&row).await?;
-        Ok(())
+        }
     }
 }
 
@@ -202,63 +228,62 @@ impl Projection for Users {
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
-        let Some((typed, payload)) = decode::<UserEvent>(event, "user")? else {
+        let Some(typed) = decode::<UserEvent>(event, "user")? else {
             return Ok(());
         };
         let id = event.stream.id.to_string();
-        let profile = |payload: &Value| {
-            let p = &payload["profile"];
-            json!({
-                "display_name": sealed(&p["display_name"], event),
-                "phone": sealed(&p["phone"], event),
-                "attributes": sealed(&p["attributes"], event),
-            })
+        let sealed = |field: &Option<_>| field.as_ref().map(|f| Sealed::from_event(f, event));
+        let profile = |p: &custodia_domain::identity::user::SealedProfile| ProfileDoc {
+            display_name: sealed(&p.display_name),
+            phone: sealed(&p.phone),
+            attributes: sealed(&p.attributes),
         };
-        let mut row = match typed {
+        match typed {
             UserEvent::Registered {
+                email,
                 email_index,
+                profile: registered,
                 invited,
-                ..
             } => {
-                let mut row = row(
-                    "user",
-                    id,
-                    event,
-                    json!({
-                        "email": sealed(&payload["email"], event),
-                        "profile": profile(&payload),
-                        "created_at": event.recorded_at.0,
-                    }),
-                );
-                row.kind = Some(if invited { "invited" } else { "active" }.into());
+                let doc = UserDoc {
+                    email: Sealed::from_event(&email, event),
+                    profile: profile(&registered),
+                    created_at: event.recorded_at.0,
+                    stamp: Stamp::of(event),
+                };
+                let mut row = row("user", id, event, &doc);
+                let status = if invited {
+                    UserStatus::Invited
+                } else {
+                    UserStatus::Active
+                };
+                row.kind = Some(status.as_str().into());
                 row.lookup = Some(hex::encode(email_index.0));
-                row
+                tx.put(&row).await?;
+                Ok(())
             }
             other => {
-                // An event for an entity never created cannot occur in a
-                // valid log; it is ignored.
-                let Some(mut row) = tx.get("user", &id).await? else {
-                    return Ok(());
-                };
-                match other {
-                    UserEvent::Activated | UserEvent::Reactivated => {
-                        row.kind = Some("active".into())
-                    }
-                    UserEvent::Suspended => row.kind = Some("suspended".into()),
-                    UserEvent::Deleted => row.kind = Some("deleted".into()),
-                    UserEvent::ProfileUpdated { .. } => row.doc["profile"] = profile(&payload),
-                    UserEvent::EmailChanged { email_index, .. } => {
-                        row.doc["email"] = sealed(&payload["email"], event);
-                        row.lookup = Some(hex::encode(email_index.0));
-                    }
-                    UserEvent::Registered { .. } => unreachable!("handled above"),
-                }
-                row
+                update(tx, "user", &id, event, |row, doc: &mut UserDoc| {
+                    let status = match other {
+                        UserEvent::Activated | UserEvent::Reactivated => UserStatus::Active,
+                        UserEvent::Suspended => UserStatus::Suspended,
+                        UserEvent::Deleted => UserStatus::Deleted,
+                        UserEvent::ProfileUpdated { profile: updated } => {
+                            doc.profile = profile(&updated);
+                            return;
+                        }
+                        UserEvent::EmailChanged { email, email_index } => {
+                            doc.email = Sealed::from_event(&email, event);
+                            row.lookup = Some(hex::encode(email_index.0));
+                            return;
+                        }
+                        UserEvent::Registered { .. } => unreachable!("handled above"),
+                    };
+                    row.kind = Some(status.as_str().into());
+                })
+                .await
             }
-        };
-        touch(&mut row, event);
-        tx.put(&row).await?;
-        Ok(())
+        }
     }
 }
 
@@ -278,23 +303,19 @@ impl Projection for MembershipsView {
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
-        let Some((typed, payload)) = decode::<MembershipEvent>(event, "memberships")? else {
+        let Some(typed) = decode::<MembershipEvent>(event, "memberships")? else {
             return Ok(());
         };
         let tenant = event.stream.id;
         match typed {
-            MembershipEvent::RoleDefined { name, .. } => {
+            MembershipEvent::RoleDefined { name, permissions } => {
                 let id = format!("{tenant}/{}", name.as_str());
                 let seq = first_seq(tx, "role", &id, event).await?;
-                let mut row = row(
-                    "role",
-                    id,
-                    event,
-                    json!({
-                        "name": name.as_str(),
-                        "permissions": payload["permissions"],
-                    }),
-                );
+                let doc = RoleDoc {
+                    name: name.as_str().to_owned(),
+                    permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
+                };
+                let mut row = row("role", id, event, &doc);
                 row.seq = seq;
                 tx.put(&row).await?;
             }
@@ -323,29 +344,21 @@ async fn assign(
     let mut row = match tx.get("membership", &id).await? {
         Some(row) => row,
         None => {
-            let mut row = row("membership", id.clone(), event, json!({ "roles": [] }));
+            let mut row = row("membership", id.clone(), event, &MembershipDoc::default());
             row.parent = Some(user);
             row
         }
     };
-    let mut roles: Vec<String> = row.doc["roles"]
-        .as_array()
-        .map(|roles| {
-            roles
-                .iter()
-                .filter_map(|r| r.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    roles.retain(|r| r != role);
+    let mut doc: MembershipDoc = documents::read(&row)?;
+    doc.roles.retain(|r| r != role);
     if granted {
-        roles.push(role.to_owned());
-        roles.sort();
+        doc.roles.push(role.to_owned());
+        doc.roles.sort();
     }
-    if roles.is_empty() {
+    if doc.roles.is_empty() {
         tx.delete("membership", &id).await?;
     } else {
-        row.doc["roles"] = json!(roles);
+        row.doc = documents::write(&doc);
         row.at = event.recorded_at.0;
         tx.put(&row).await?;
     }
@@ -367,67 +380,63 @@ impl Projection for Sessions {
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
-        let Some((typed, payload)) = decode::<SessionEvent>(event, "session")? else {
+        let Some(typed) = decode::<SessionEvent>(event, "session")? else {
             return Ok(());
         };
         let id = event.stream.id.to_string();
-        let mut row = match typed {
+        match typed {
             SessionEvent::Started {
                 user,
                 at,
                 refresh_expires_at,
                 ..
             } => {
-                let mut row = row(
-                    "session",
-                    id,
-                    event,
-                    json!({
-                        "user": user.to_string(),
-                        "started_at": at.0,
-                        "last_refreshed_at": null,
-                        "refresh_expires_at": refresh_expires_at.0,
-                        "revoked_at": null,
-                        "revocation_reason": null,
-                        "client": null,
-                    }),
-                );
+                let doc = SessionDoc {
+                    user,
+                    started_at: at.0,
+                    last_refreshed_at: None,
+                    refresh_expires_at: refresh_expires_at.0,
+                    revoked_at: None,
+                    revocation_reason: None,
+                    client: None,
+                    stamp: Stamp::of(event),
+                };
+                let mut row = row("session", id, event, &doc);
                 row.parent = Some(user);
-                row.kind = Some("active".into());
+                row.kind = Some(SessionStatus::Active.as_str().into());
                 row.at = at.0;
-                row
+                tx.put(&row).await?;
+                Ok(())
             }
             other => {
-                // An event for an entity never created cannot occur in a
-                // valid log; it is ignored.
-                let Some(mut row) = tx.get("session", &id).await? else {
-                    return Ok(());
-                };
-                match other {
-                    SessionEvent::Refreshed {
-                        at,
-                        refresh_expires_at,
-                        ..
-                    } => {
-                        row.doc["last_refreshed_at"] = json!(at.0);
-                        row.doc["refresh_expires_at"] = json!(refresh_expires_at.0);
-                    }
-                    SessionEvent::Revoked { at, .. } => {
-                        row.kind = Some("revoked".into());
-                        row.doc["revoked_at"] = json!(at.0);
-                        row.doc["revocation_reason"] = payload["reason"].clone();
-                    }
-                    SessionEvent::ClientRecorded { .. } => {
-                        row.doc["client"] = sealed(&payload["client"], event)
-                    }
-                    SessionEvent::Started { .. } => unreachable!("handled above"),
-                }
-                row
+                update(
+                    tx,
+                    "session",
+                    &id,
+                    event,
+                    |row, doc: &mut SessionDoc| match other {
+                        SessionEvent::Refreshed {
+                            at,
+                            refresh_expires_at,
+                            ..
+                        } => {
+                            doc.last_refreshed_at = Some(at.0);
+                            doc.refresh_expires_at = refresh_expires_at.0;
+                        }
+                        SessionEvent::Revoked { at, reason } => {
+                            row.kind = Some(SessionStatus::Revoked.as_str().into());
+                            doc.revoked_at = Some(at.0);
+                            doc.revocation_reason = Some(reason);
+                        }
+                        SessionEvent::ClientRecorded { client } => {
+                            doc.client = Some(Sealed::from_event(&client, event))
+                        }
+                        SessionEvent::Started { .. } => unreachable!("handled above"),
+                    },
+                )
+                .await
             }
-        };
-        touch(&mut row, event);
-        tx.put(&row).await?;
-        Ok(())
+        }
     }
 }
 
@@ -448,22 +457,25 @@ impl Projection for Consents {
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
-        let Some((typed, payload)) = decode::<ConsentEvent>(event, "consent")? else {
+        let Some(typed) = decode::<ConsentEvent>(event, "consent")? else {
             return Ok(());
         };
         let (decision, state) = match &typed {
-            ConsentEvent::Granted(decision) => (decision, "granted"),
-            ConsentEvent::Withdrawn(decision) => (decision, "withdrawn"),
+            ConsentEvent::Granted(decision) => (decision, ConsentState::Granted),
+            ConsentEvent::Withdrawn(decision) => (decision, ConsentState::Withdrawn),
         };
         let user = event.stream.id;
         let id = format!("{user}/{}", decision.purpose);
         let seq = first_seq(tx, "consent", &id, event).await?;
-        let mut doc = payload;
-        doc["state"] = json!(state);
-        doc["user"] = json!(user.to_string());
-        let mut row = row("consent", id, event, doc);
+        let doc = ConsentDoc {
+            purpose: decision.purpose.clone(),
+            policy_version: decision.policy_version,
+            channel: decision.channel,
+            evidence_sha256: decision.evidence_sha256.map(hex::encode),
+        };
+        let mut row = row("consent", id, event, &doc);
         row.parent = Some(user);
-        row.kind = Some(state.into());
+        row.kind = Some(state.as_str().into());
         row.at = decision.at.0;
         row.seq = seq;
         tx.put(&row).await?;
@@ -497,26 +509,23 @@ impl Projection for Audit {
 pub fn audit_row(event: &RecordedEvent) -> ModelRow {
     {
         let metadata = &event.metadata;
-        let mut row = row(
-            "audit_event",
-            event.event_id.to_string(),
-            event,
-            json!({
-                "event_type": event.event_type.as_str(),
-                "schema_version": event.schema_version.get(),
-                "stream_category": event.stream.category.as_str(),
-                "stream_id": event.stream.id.to_string(),
-                "stream_version": event.stream_version.0,
-                "chain": event.chain.to_string(),
-                "chain_index": event.chain_index.0,
-                "position": event.position.0,
-                "hash": hex::encode(event.hash.0),
-                "actor": metadata.actor.to_string(),
-                "command_id": metadata.command_id.to_string(),
-                "correlation_id": metadata.correlation_id.to_string(),
-                "origin": metadata.origin.as_str(),
-            }),
-        );
+        let doc = AuditDoc {
+            event_type: event.event_type.as_str().to_owned(),
+            schema_version: event.schema_version.get(),
+            stream_category: event.stream.category.as_str().to_owned(),
+            stream_id: event.stream.id,
+            stream_version: event.stream_version.0,
+            chain: event.chain.to_string(),
+            chain_index: event.chain_index.0,
+            position: event.position.0,
+            hash: hex::encode(event.hash.0),
+            actor: metadata.actor.to_string(),
+            command_id: metadata.command_id.as_uuid(),
+            correlation_id: metadata.correlation_id,
+            causation_id: metadata.causation_id,
+            origin: metadata.origin.as_str().to_owned(),
+        };
+        let mut row = row("audit_event", event.event_id.to_string(), event, &doc);
         row.parent = Some(event.stream.id);
         row.kind = Some(event.event_type.as_str().to_owned());
         row.actor = match metadata.actor {

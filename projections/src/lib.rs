@@ -5,8 +5,10 @@
 //! - [`Runner`] keeps one projection current: it holds the projection's lease
 //!   (one process at a time), applies batches, and commits each batch with
 //!   the checkpoint in one transaction, so nothing is skipped or applied twice.
-//! - [`identity`] holds the read models of the identity domain.
+//! - [`identity`] holds the read models of the identity domain, and
+//!   [`documents`] their typed documents (shared with the resolvers).
 
+pub mod documents;
 mod follower;
 pub mod identity;
 mod runner;
@@ -62,4 +64,6 @@ pub enum ProjectionError {
     Commit(#[from] CommitError),
     #[error("event at position {position} cannot be read: {source}")]
     Unreadable { position: u64, source: SchemaError },
+    #[error(transparent)]
+    Document(#[from] documents::MalformedDocument),
 }

@@ -7,20 +7,12 @@ use custodia_application::{ModelRow, RowQuery};
 use custodia_domain::identity::membership::RoleRef;
 use custodia_domain::rbac::{BuiltInRole, Permission};
 use custodia_domain::Timestamp;
+use custodia_projections::documents::{RoleDoc, SessionStatus};
 
-use super::types::{AuditEvent, Consent, Role, Session, Tenant, User};
+use super::types::{AuditEvent, Consent, DateTime, Role, Session, Tenant, User, UserStatus};
 use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
 
 pub struct Query;
-
-fn time(text: Option<&str>, what: &str) -> Result<Option<i64>> {
-    text.map(|t| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .map(|at| at.timestamp_micros())
-            .map_err(|_| error("VALIDATION", format!("{what} must be an RFC 3339 time")))
-    })
-    .transpose()
-}
 
 /// What a page costs in the complexity limit: its selection once per row
 /// it may return.
@@ -35,7 +27,7 @@ async fn page<T: OutputType>(
     mut query: RowQuery,
     first: Option<i32>,
     after: Option<String>,
-    view: fn(ModelRow) -> T,
+    view: fn(ModelRow) -> Result<T>,
 ) -> Result<Connection<String, T, EmptyFields, EmptyFields>> {
     let first = usize::try_from(first.unwrap_or(20))
         .map_err(|_| error("VALIDATION", "first must not be negative"))?;
@@ -62,13 +54,16 @@ async fn page<T: OutputType>(
     let has_next = rows.len() > first;
     rows.truncate(first);
     let mut connection = Connection::new(query.after_seq.is_some(), has_next);
-    connection.edges.extend(
-        rows.into_iter()
-            .map(|row| Edge::new(row.seq.to_string(), view(row))),
-    );
+    for row in rows {
+        connection
+            .edges
+            .push(Edge::new(row.seq.to_string(), view(row)?));
+    }
     Ok(connection)
 }
 
+/// What a caller may read: every field authorizes against the caller's
+/// rights in the tenant it reads.
 #[Object]
 impl Query {
     /// The signed-in user (null for API keys).
@@ -77,10 +72,11 @@ impl Query {
         let Some(user) = auth.user else {
             return Ok(None);
         };
-        Ok(data(ctx)
+        data(ctx)
             .row_in("user", &user.to_string(), auth.tenant)
             .await?
-            .map(User))
+            .map(User::from_row)
+            .transpose()
     }
 
     /// A tenant (default: the caller's). Needs `tenant.read`.
@@ -91,10 +87,11 @@ impl Query {
     ) -> Result<Option<Tenant>> {
         let tenant = data(ctx).tenant(id.as_ref(), "id")?;
         data(ctx).authorize(tenant, Permission::TenantRead, None)?;
-        Ok(data(ctx)
+        data(ctx)
             .row_in("tenant", &tenant.to_string(), tenant)
             .await?
-            .map(Tenant))
+            .map(Tenant::from_row)
+            .transpose()
     }
 
     /// The users of a tenant, oldest first. Needs `user.read`. `email`
@@ -105,8 +102,7 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
-        #[graphql(desc = "Only users in this status: invited, active, suspended or deleted.")]
-        status: Option<String>,
+        #[graphql(desc = "Only users in this status.")] status: Option<UserStatus>,
         #[graphql(desc = "Only the user with exactly this address (matched by blind index).")]
         email: Option<String>,
         #[graphql(
@@ -141,11 +137,15 @@ impl Query {
         let query = RowQuery {
             model: "user",
             tenant: Some(tenant.as_uuid()),
-            kind: status,
+            kind: status.map(|s| {
+                custodia_projections::documents::UserStatus::from(s)
+                    .as_str()
+                    .to_owned()
+            }),
             lookup,
             ..RowQuery::default()
         };
-        page(ctx, query, first, after, User).await
+        page(ctx, query, first, after, User::from_row).await
     }
 
     /// One user of a tenant. Needs `user.read` (or being that user).
@@ -159,10 +159,11 @@ impl Query {
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         let user = uuid(&id, "id")?;
         data.authorize(tenant, Permission::UserRead, Some(user))?;
-        Ok(data
+        data
             .row_in("user", &user.to_string(), tenant)
             .await?
-            .map(User))
+            .map(User::from_row)
+            .transpose()
     }
 
     /// The built-in roles and the tenant's custom roles. Needs `role.read`.
@@ -197,20 +198,17 @@ impl Query {
             })
             .await
             .map_err(store_failure)?;
-        roles.extend(custom.into_iter().map(|row| {
-            Role {
-                name: format!("custom:{}", row.doc["name"].as_str().unwrap_or_default()),
+        for row in custom {
+            let role: RoleDoc = custodia_projections::documents::read(&row).map_err(|e| {
+                tracing::error!(error = %e, "read-model document unreadable");
+                error("INTERNAL", "a read-model document is unreadable")
+            })?;
+            roles.push(Role {
+                name: format!("custom:{}", role.name),
                 built_in: false,
-                permissions: row.doc["permissions"]
-                    .as_array()
-                    .map(|p| {
-                        p.iter()
-                            .filter_map(|p| p.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }
-        }));
+                permissions: role.permissions,
+            });
+        }
         Ok(roles)
     }
 
@@ -241,10 +239,12 @@ impl Query {
             model: "session",
             tenant: Some(tenant.as_uuid()),
             parent: user,
-            kind: active_only.unwrap_or(false).then(|| "active".to_owned()),
+            kind: active_only
+                .unwrap_or(false)
+                .then(|| SessionStatus::Active.as_str().to_owned()),
             ..RowQuery::default()
         };
-        page(ctx, query, first, after, Session).await
+        page(ctx, query, first, after, Session::from_row).await
     }
 
     /// A user's current consent per purpose. Needs `consent.read` (a user
@@ -271,12 +271,10 @@ impl Query {
             })
             .await
             .map_err(store_failure)?;
-        Ok(rows.into_iter().map(Consent).collect())
+        rows.into_iter().map(Consent::from_row).collect()
     }
 
     /// The tenant's audit history, in log order. Needs `audit.read`.
-    /// `subject`: a stream id (a user, a session, the tenant); `actor`: a
-    /// user or service id; `type`: an event type; `from`/`to`: RFC 3339.
     #[allow(clippy::too_many_arguments)]
     #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn audit_events(
@@ -288,10 +286,8 @@ impl Query {
         #[graphql(desc = "Only events by this user or API key.")] actor: Option<ID>,
         #[graphql(name = "type", desc = "Only events of this type (`UserSuspended`, …).")]
         event_type: Option<String>,
-        #[graphql(desc = "Only events recorded at or after this time (RFC 3339).")] from: Option<
-            String,
-        >,
-        #[graphql(desc = "Only events recorded before this time (RFC 3339).")] to: Option<String>,
+        #[graphql(desc = "Only events recorded at or after this time.")] from: Option<DateTime>,
+        #[graphql(desc = "Only events recorded before this time.")] to: Option<DateTime>,
         #[graphql(
             validator(maximum = 100),
             desc = "How many events, at most 100 (default 20)."
@@ -310,15 +306,15 @@ impl Query {
             parent: optional_uuid(subject.as_ref(), "subject")?,
             actor: optional_uuid(actor.as_ref(), "actor")?,
             kind: event_type,
-            at_from: time(from.as_deref(), "from")?,
-            at_to: time(to.as_deref(), "to")?,
+            at_from: from.map(|at| at.0 .0),
+            at_to: to.map(|at| at.0 .0),
             ..RowQuery::default()
         };
-        page(ctx, query, first, after, AuditEvent).await
+        page(ctx, query, first, after, AuditEvent::from_row).await
     }
 
     /// The server's clock, for clients that sign requests or show times.
-    async fn server_time(&self) -> String {
-        Timestamp::now().to_string()
+    async fn server_time(&self) -> DateTime {
+        DateTime(Timestamp::now())
     }
 }

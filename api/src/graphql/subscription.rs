@@ -25,13 +25,14 @@ use crate::http::AppState;
 
 pub struct Subscription;
 
+/// Live feeds over WebSocket (`graphql-transport-ws`).
 #[Subscription]
 impl Subscription {
     /// The tenant's audit events from now on, in log order. Needs `audit.read`.
     async fn audit_events(
         &self,
         ctx: &Context<'_>,
-        tenant_id: Option<ID>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
     ) -> Result<impl Stream<Item = AuditEvent>> {
         let data = ctx.data_unchecked::<RequestData>();
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
@@ -49,7 +50,9 @@ impl Subscription {
                 loop {
                     match feed.recv().await {
                         Ok(item) if item.0 == chain => {
-                            return Some((AuditEvent(item.1.clone()), feed));
+                            // Rows made by `audit_row` always read back.
+                            let event = AuditEvent::from_row(item.1.clone()).ok()?;
+                            return Some((event, feed));
                         }
                         Ok(_) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {

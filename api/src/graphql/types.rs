@@ -2,27 +2,69 @@
 //! opened on demand, only for callers holding `user.read_personal` (or the
 //! user themself); an erased subject's fields read as null.
 
-use async_graphql::{Context, Enum, Json, Object, Result, SimpleObject, ID};
+use async_graphql::{
+    Context, Enum, InputValueError, InputValueResult, Json, Object, Result, Scalar, ScalarType,
+    SimpleObject, Value as GqlValue, ID,
+};
 use custodia_application::ModelRow;
 use custodia_domain::identity::consent::Channel;
-use custodia_domain::personal::{FieldContext, SealedField};
+use custodia_domain::identity::session::RevocationReason as DomainRevocationReason;
+use custodia_domain::personal::FieldContext;
 use custodia_domain::rbac::Permission;
 use custodia_domain::{EventId, StreamCategory, StreamId, TenantId, Timestamp};
+use custodia_projections::documents::{
+    self, AuditDoc, ConsentDoc, MembershipDoc, Sealed, SessionDoc, TenantDoc, UserDoc,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{error, fail, RequestData};
 
-fn time(micros: i64) -> String {
-    Timestamp(micros).to_string()
+/// An instant: an RFC 3339 string in UTC with microseconds
+/// (`2026-11-29T23:03:13.123456Z`). Any RFC 3339 offset is accepted as input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTime(pub Timestamp);
+
+/// An instant: an RFC 3339 string in UTC with microseconds
+/// (`2026-11-29T23:03:13.123456Z`). Any RFC 3339 offset is accepted as input.
+#[Scalar(
+    name = "DateTime",
+    specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339"
+)]
+impl ScalarType for DateTime {
+    fn parse(value: GqlValue) -> InputValueResult<Self> {
+        let GqlValue::String(text) = &value else {
+            return Err(InputValueError::expected_type(value));
+        };
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|at| DateTime(Timestamp(at.timestamp_micros())))
+            .map_err(|_| InputValueError::custom("expected an RFC 3339 time"))
+    }
+
+    fn to_value(&self) -> GqlValue {
+        GqlValue::String(self.0.to_string())
+    }
 }
 
-fn doc_time(doc: &Value, field: &str) -> Option<String> {
-    doc[field].as_i64().map(time)
+fn time(micros: i64) -> DateTime {
+    DateTime(Timestamp(micros))
 }
 
-fn doc_str(doc: &Value, field: &str) -> Option<String> {
-    doc[field].as_str().map(str::to_owned)
+/// The row's document as its model's type, or an internal error (a row
+/// written by an incompatible build; rebuilding the projection mends it).
+fn document<D: serde::de::DeserializeOwned>(row: &ModelRow) -> Result<D> {
+    documents::read(row).map_err(|e| {
+        tracing::error!(error = %e, "read-model document unreadable");
+        error("INTERNAL", "a read-model document is unreadable")
+    })
+}
+
+/// The row's `kind` as one of a model's statuses.
+fn kind<K>(row: &ModelRow, parse: fn(&str) -> Option<K>) -> Result<K> {
+    row.kind
+        .as_deref()
+        .and_then(parse)
+        .ok_or_else(|| error("INTERNAL", "a read-model row has no known status"))
 }
 
 fn tenant_of(row: &ModelRow) -> Result<TenantId> {
@@ -31,27 +73,22 @@ fn tenant_of(row: &ModelRow) -> Result<TenantId> {
         .ok_or_else(|| error("INTERNAL", "a read-model row has no tenant"))
 }
 
-/// Opens the sealed field `doc[field]` of a row of stream `category`/`id`.
+/// Opens the sealed field `sealed` (named `field`) of a row of stream
+/// `category`/`id`.
 async fn open(
     ctx: &Context<'_>,
     tenant: TenantId,
     category: &str,
     id: Uuid,
-    sealed: &Value,
+    sealed: Option<&Sealed>,
     field: &str,
 ) -> Result<Option<String>> {
-    if sealed.is_null() {
+    let Some(sealed) = sealed else {
         return Ok(None);
-    }
+    };
     let data = ctx.data_unchecked::<RequestData>();
-    let unreadable = || error("INTERNAL", "a sealed field in a read model is unreadable");
-    let value: SealedField =
-        serde_json::from_value(sealed["sealed"].clone()).map_err(|_| unreadable())?;
-    let event_id = sealed["event_id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .and_then(|u| EventId::from_uuid(u).ok())
-        .ok_or_else(unreadable)?;
+    let event_id = EventId::from_uuid(sealed.event_id)
+        .map_err(|_| error("INTERNAL", "a sealed field in a read model is unreadable"))?;
     let stream = StreamId::new(
         StreamCategory::parse(category).expect("resolver categories are valid"),
         id,
@@ -66,187 +103,315 @@ async fn open(
         .state
         .ports
         .vault
-        .open(&context, &value)
+        .open(&context, &sealed.sealed)
         .await
         .map_err(|e| fail(custodia_application::commands::CommandError::from(e)))?;
     Ok(plain.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-pub struct Tenant(pub ModelRow);
+/// A tenant's status.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "documents::TenantStatus")]
+pub enum TenantStatus {
+    /// Its users may sign in and act.
+    Active,
+    /// Every session and API key of the tenant is refused until a platform
+    /// operator reactivates it.
+    Suspended,
+}
 
-#[Object]
+/// A user's status.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "documents::UserStatus")]
+pub enum UserStatus {
+    /// Registered by invitation; has not signed in yet.
+    Invited,
+    /// May sign in.
+    Active,
+    /// May not sign in; sessions ended. Reactivation restores access.
+    Suspended,
+    /// Soft-deleted: kept sealed until retention erases the personal data.
+    Deleted,
+}
+
+/// A session's status.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "documents::SessionStatus")]
+pub enum SessionStatus {
+    /// Not revoked (one past its refresh expiry is still listed as active).
+    Active,
+    /// Ended; see `revocationReason`.
+    Revoked,
+}
+
+/// Why a session ended.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "DomainRevocationReason")]
+pub enum RevocationReason {
+    /// The user signed out.
+    Logout,
+    /// An administrator revoked it, or the user signed out everywhere.
+    Revoked,
+    /// A refresh token already used was presented again (possible theft).
+    RefreshReuse,
+    /// The user was suspended or deleted.
+    UserDisabled,
+    /// The user's password was set or changed.
+    PasswordChanged,
+    /// The user held more sessions than allowed; the oldest ended.
+    SessionLimit,
+}
+
+/// A user's current decision on a consent purpose.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "documents::ConsentState")]
+pub enum ConsentState {
+    /// Consent given at `policyVersion`.
+    Granted,
+    /// Consent withdrawn.
+    Withdrawn,
+}
+
+/// A tenant: an isolated organisation with its own users, roles and chain.
+pub struct Tenant {
+    row: ModelRow,
+    doc: TenantDoc,
+    status: TenantStatus,
+}
+
 impl Tenant {
-    async fn id(&self) -> ID {
-        ID(self.0.id.clone())
-    }
-    async fn name(&self) -> Option<String> {
-        doc_str(&self.0.doc, "name")
-    }
-    /// `active` or `suspended`.
-    async fn status(&self) -> Option<&str> {
-        self.0.kind.as_deref()
-    }
-    /// Password policy, MFA, token lifetimes, lockout, consent purposes, retention.
-    async fn settings(&self) -> Option<TenantSettings> {
-        serde_json::from_value(self.0.doc["settings"].clone()).ok()
-    }
-    async fn created_at(&self) -> Option<String> {
-        doc_time(&self.0.doc, "created_at")
-    }
-    async fn updated_at(&self) -> Option<String> {
-        doc_time(&self.0.doc, "updated_at")
-    }
-    /// The tenant stream's version (for optimistic concurrency).
-    async fn version(&self) -> Option<u64> {
-        self.0.doc["version"].as_u64()
+    pub fn from_row(row: ModelRow) -> Result<Self> {
+        Ok(Self {
+            doc: document(&row)?,
+            status: kind(&row, documents::TenantStatus::parse)?.into(),
+            row,
+        })
     }
 }
 
-pub struct User(pub ModelRow);
+/// A tenant: an isolated organisation with its own users, roles and chain.
+#[Object]
+impl Tenant {
+    /// The tenant's id.
+    async fn id(&self) -> ID {
+        ID(self.row.id.clone())
+    }
+    /// Its display name (not personal data).
+    async fn name(&self) -> &str {
+        &self.doc.name
+    }
+    /// Whether its users may act.
+    async fn status(&self) -> TenantStatus {
+        self.status
+    }
+    /// Password policy, MFA, token lifetimes, lockout, consent purposes, retention.
+    async fn settings(&self) -> TenantSettings {
+        TenantSettings::from(&self.doc.settings)
+    }
+    /// When it was created.
+    async fn created_at(&self) -> DateTime {
+        time(self.doc.created_at)
+    }
+    /// When it last changed.
+    async fn updated_at(&self) -> DateTime {
+        time(self.doc.stamp.updated_at)
+    }
+    /// The tenant stream's version (for optimistic concurrency).
+    async fn version(&self) -> u64 {
+        self.doc.stamp.version
+    }
+}
+
+/// A user of a tenant. Personal fields are sealed and opened on demand.
+pub struct User {
+    row: ModelRow,
+    doc: UserDoc,
+    status: UserStatus,
+}
 
 impl User {
+    pub fn from_row(row: ModelRow) -> Result<Self> {
+        Ok(Self {
+            doc: document(&row)?,
+            status: kind(&row, documents::UserStatus::parse)?.into(),
+            row,
+        })
+    }
+
     fn uuid(&self) -> Uuid {
-        Uuid::parse_str(&self.0.id).unwrap_or_default()
+        Uuid::parse_str(&self.row.id).unwrap_or_default()
     }
 
     async fn personal(
         &self,
         ctx: &Context<'_>,
-        path: &[&str],
+        sealed: Option<&Sealed>,
         field: &str,
     ) -> Result<Option<String>> {
         let data = ctx.data_unchecked::<RequestData>();
-        let tenant = tenant_of(&self.0)?;
+        let tenant = tenant_of(&self.row)?;
         data.authorize(tenant, Permission::UserReadPersonal, Some(self.uuid()))?;
-        let sealed = path.iter().fold(&self.0.doc, |doc, key| &doc[*key]);
         open(ctx, tenant, "user", self.uuid(), sealed, field).await
     }
 }
 
+/// A user of a tenant. Personal fields are sealed and opened on demand.
 #[Object]
 impl User {
+    /// The user's id.
     async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.row.id.clone())
     }
-    async fn tenant_id(&self) -> Option<ID> {
-        self.0.tenant.map(|t| ID(t.to_string()))
+    /// The tenant the user belongs to.
+    async fn tenant_id(&self) -> Result<ID> {
+        Ok(ID(tenant_of(&self.row)?.to_string()))
     }
-    /// `invited`, `active`, `suspended` or `deleted`.
-    async fn status(&self) -> Option<&str> {
-        self.0.kind.as_deref()
+    /// Whether the user may sign in.
+    async fn status(&self) -> UserStatus {
+        self.status
     }
-    async fn created_at(&self) -> Option<String> {
-        doc_time(&self.0.doc, "created_at")
+    /// When the user was registered.
+    async fn created_at(&self) -> DateTime {
+        time(self.doc.created_at)
     }
-    async fn updated_at(&self) -> Option<String> {
-        doc_time(&self.0.doc, "updated_at")
+    /// When the user last changed.
+    async fn updated_at(&self) -> DateTime {
+        time(self.doc.stamp.updated_at)
     }
-    async fn version(&self) -> Option<u64> {
-        self.0.doc["version"].as_u64()
+    /// The user stream's version (for optimistic concurrency).
+    async fn version(&self) -> u64 {
+        self.doc.stamp.version
     }
     /// Personal: needs `user.read_personal` (or being this user).
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn email(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        self.personal(ctx, &["email"], "email").await
+        self.personal(ctx, Some(&self.doc.email), "email").await
     }
     /// Personal.
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn display_name(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        self.personal(ctx, &["profile", "display_name"], "display_name")
-            .await
+        let sealed = self.doc.profile.display_name.as_ref();
+        self.personal(ctx, sealed, "display_name").await
     }
     /// Personal.
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn phone(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        self.personal(ctx, &["profile", "phone"], "phone").await
+        self.personal(ctx, self.doc.profile.phone.as_ref(), "phone")
+            .await
     }
     /// Personal: the custom attributes, a JSON object of strings.
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn attributes(&self, ctx: &Context<'_>) -> Result<Option<Json<Value>>> {
-        let json = self
-            .personal(ctx, &["profile", "attributes"], "attributes")
-            .await?;
+        let sealed = self.doc.profile.attributes.as_ref();
+        let json = self.personal(ctx, sealed, "attributes").await?;
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()).map(Json))
     }
     /// The roles the user holds in the tenant (needs `role.read`).
     async fn roles(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
         let data = ctx.data_unchecked::<RequestData>();
-        let tenant = tenant_of(&self.0)?;
+        let tenant = tenant_of(&self.row)?;
         data.authorize(tenant, Permission::RoleRead, Some(self.uuid()))?;
         let row = data
             .state
             .models
-            .get("membership", &format!("{tenant}/{}", self.0.id))
+            .get("membership", &format!("{tenant}/{}", self.row.id))
             .await
             .map_err(super::store_failure)?;
-        Ok(row
-            .and_then(|r| r.doc["roles"].as_array().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|r| r.as_str().map(str::to_owned))
-            .collect())
+        match row {
+            Some(row) => Ok(document::<MembershipDoc>(&row)?.roles),
+            None => Ok(Vec::new()),
+        }
     }
 }
 
+/// A role: a named set of permissions.
 #[derive(SimpleObject)]
 pub struct Role {
     /// `owner`, `admin`, … or `custom:<name>`.
     pub name: String,
+    /// Whether it is one of Custodia's roles (not editable).
     pub built_in: bool,
+    /// The permissions it grants (`user.read`, …).
     pub permissions: Vec<String>,
 }
 
-pub struct Session(pub ModelRow);
+/// A user's sign-in, kept alive by refresh tokens.
+pub struct Session {
+    row: ModelRow,
+    doc: SessionDoc,
+    status: SessionStatus,
+}
 
+impl Session {
+    pub fn from_row(row: ModelRow) -> Result<Self> {
+        Ok(Self {
+            doc: document(&row)?,
+            status: kind(&row, documents::SessionStatus::parse)?.into(),
+            row,
+        })
+    }
+}
+
+/// Where a session was started from (personal data).
 #[derive(SimpleObject)]
 pub struct ClientInfo {
+    /// The IP address at sign-in.
     pub ip: Option<String>,
+    /// The user agent at sign-in.
     pub user_agent: Option<String>,
 }
 
+/// A user's sign-in, kept alive by refresh tokens.
 #[Object]
 impl Session {
+    /// The session's id.
     async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.row.id.clone())
     }
-    async fn user_id(&self) -> Option<ID> {
-        self.0.parent.map(|u| ID(u.to_string()))
+    /// The user signed in.
+    async fn user_id(&self) -> ID {
+        ID(self.doc.user.to_string())
     }
-    /// `active` or `revoked`.
-    async fn status(&self) -> Option<&str> {
-        self.0.kind.as_deref()
+    /// Whether it is still in use.
+    async fn status(&self) -> SessionStatus {
+        self.status
     }
-    async fn started_at(&self) -> Option<String> {
-        doc_time(&self.0.doc, "started_at")
+    /// When the user signed in.
+    async fn started_at(&self) -> DateTime {
+        time(self.doc.started_at)
     }
-    async fn last_refreshed_at(&self) -> Option<String> {
-        doc_time(&self.0.doc, "last_refreshed_at")
+    /// When its refresh token was last used (null: never).
+    async fn last_refreshed_at(&self) -> Option<DateTime> {
+        self.doc.last_refreshed_at.map(time)
     }
-    async fn refresh_expires_at(&self) -> Option<String> {
-        doc_time(&self.0.doc, "refresh_expires_at")
+    /// When its current refresh token expires.
+    async fn refresh_expires_at(&self) -> DateTime {
+        time(self.doc.refresh_expires_at)
     }
-    async fn revoked_at(&self) -> Option<String> {
-        doc_time(&self.0.doc, "revoked_at")
+    /// When it ended (null: not revoked).
+    async fn revoked_at(&self) -> Option<DateTime> {
+        self.doc.revoked_at.map(time)
     }
-    /// `logout`, `revoked`, `refresh_reuse`, `user_disabled`, `password_changed` or `session_limit`.
-    async fn revocation_reason(&self) -> Option<String> {
-        doc_str(&self.0.doc, "revocation_reason")
+    /// Why it ended (null: not revoked).
+    async fn revocation_reason(&self) -> Option<RevocationReason> {
+        self.doc.revocation_reason.map(Into::into)
     }
     /// Personal (IP address and user agent at sign-in).
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn client(&self, ctx: &Context<'_>) -> Result<Option<ClientInfo>> {
         let data = ctx.data_unchecked::<RequestData>();
-        let tenant = tenant_of(&self.0)?;
-        data.authorize(tenant, Permission::UserReadPersonal, self.0.parent)?;
-        let id = Uuid::parse_str(&self.0.id).unwrap_or_default();
-        let Some(json) = open(ctx, tenant, "session", id, &self.0.doc["client"], "client").await?
-        else {
+        let tenant = tenant_of(&self.row)?;
+        data.authorize(tenant, Permission::UserReadPersonal, Some(self.doc.user))?;
+        let id = Uuid::parse_str(&self.row.id).unwrap_or_default();
+        let sealed = self.doc.client.as_ref();
+        let Some(json) = open(ctx, tenant, "session", id, sealed, "client").await? else {
             return Ok(None);
         };
         let value: Value = serde_json::from_str(&json).unwrap_or_default();
+        let text = |field: &str| value[field].as_str().map(str::to_owned);
         Ok(Some(ClientInfo {
-            ip: doc_str(&value, "ip"),
-            user_agent: doc_str(&value, "user_agent"),
+            ip: text("ip"),
+            user_agent: text("user_agent"),
         }))
     }
 }
@@ -255,98 +420,162 @@ impl Session {
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 #[graphql(remote = "Channel")]
 pub enum ConsentChannel {
+    /// A web page.
     Web,
+    /// A mobile app.
     MobileApp,
+    /// By email.
     Email,
+    /// By phone.
     Phone,
+    /// On paper.
     Paper,
+    /// Through an API.
     Api,
 }
 
-pub struct Consent(pub ModelRow);
+/// A user's current decision on one purpose (the full history stays in
+/// the log).
+pub struct Consent {
+    row: ModelRow,
+    doc: ConsentDoc,
+    state: ConsentState,
+}
 
-#[Object]
 impl Consent {
-    async fn user_id(&self) -> Option<ID> {
-        self.0.parent.map(|u| ID(u.to_string()))
-    }
-    async fn purpose(&self) -> Option<String> {
-        doc_str(&self.0.doc, "purpose")
-    }
-    /// `granted` or `withdrawn`.
-    async fn state(&self) -> Option<&str> {
-        self.0.kind.as_deref()
-    }
-    async fn policy_version(&self) -> Option<u64> {
-        self.0.doc["policy_version"].as_u64()
-    }
-    /// `web`, `mobile_app`, `email`, `phone`, `paper` or `api`.
-    async fn channel(&self) -> Option<String> {
-        doc_str(&self.0.doc, "channel")
-    }
-    async fn at(&self) -> String {
-        time(self.0.at)
+    pub fn from_row(row: ModelRow) -> Result<Self> {
+        Ok(Self {
+            doc: document(&row)?,
+            state: kind(&row, documents::ConsentState::parse)?.into(),
+            row,
+        })
     }
 }
 
-pub struct AuditEvent(pub ModelRow);
+/// A user's current decision on one purpose (the full history stays in
+/// the log).
+#[Object]
+impl Consent {
+    /// The data subject.
+    async fn user_id(&self) -> Option<ID> {
+        self.row.parent.map(|u| ID(u.to_string()))
+    }
+    /// The purpose, as the tenant's settings declare it.
+    async fn purpose(&self) -> &str {
+        &self.doc.purpose
+    }
+    /// Given or withdrawn.
+    async fn state(&self) -> ConsentState {
+        self.state
+    }
+    /// The policy version the decision was made on.
+    async fn policy_version(&self) -> u32 {
+        self.doc.policy_version
+    }
+    /// Where the decision was made.
+    async fn channel(&self) -> ConsentChannel {
+        self.doc.channel.into()
+    }
+    /// SHA-256 (hex) of the text the subject was shown, if recorded.
+    async fn evidence_sha256(&self) -> Option<&str> {
+        self.doc.evidence_sha256.as_deref()
+    }
+    /// When the decision was made.
+    async fn at(&self) -> DateTime {
+        time(self.row.at)
+    }
+}
 
+/// One event of the log, as the audit timeline keeps it: coordinates and
+/// metadata, never the payload.
+pub struct AuditEvent {
+    row: ModelRow,
+    doc: AuditDoc,
+}
+
+impl AuditEvent {
+    pub fn from_row(row: ModelRow) -> Result<Self> {
+        Ok(Self {
+            doc: document(&row)?,
+            row,
+        })
+    }
+}
+
+/// One event of the log, as the audit timeline keeps it: coordinates and
+/// metadata, never the payload.
 #[Object]
 impl AuditEvent {
+    /// The event's id.
     async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.row.id.clone())
     }
     /// The tenant whose chain holds the event.
     async fn tenant_id(&self) -> Option<ID> {
-        self.0.tenant.map(|t| ID(t.to_string()))
+        self.row.tenant.map(|t| ID(t.to_string()))
     }
+    /// The event type (`UserSuspended`, …).
     #[graphql(name = "type")]
-    async fn event_type(&self) -> Option<&str> {
-        self.0.kind.as_deref()
+    async fn event_type(&self) -> &str {
+        &self.doc.event_type
     }
-    async fn schema_version(&self) -> Option<u64> {
-        self.0.doc["schema_version"].as_u64()
+    /// The version of its payload's schema.
+    async fn schema_version(&self) -> u32 {
+        self.doc.schema_version
     }
-    async fn stream_category(&self) -> Option<String> {
-        doc_str(&self.0.doc, "stream_category")
+    /// The kind of stream (`user`, `session`, `tenant`, …).
+    async fn stream_category(&self) -> &str {
+        &self.doc.stream_category
     }
     /// The subject: the id of the stream the event belongs to.
-    async fn stream_id(&self) -> Option<String> {
-        doc_str(&self.0.doc, "stream_id")
+    async fn stream_id(&self) -> ID {
+        ID(self.doc.stream_id.to_string())
     }
-    async fn stream_version(&self) -> Option<u64> {
-        self.0.doc["stream_version"].as_u64()
+    /// The stream's version after this event (1 for the first).
+    async fn stream_version(&self) -> u64 {
+        self.doc.stream_version
     }
-    async fn chain_index(&self) -> Option<u64> {
-        self.0.doc["chain_index"].as_u64()
+    /// The event's index in its tenant's hash chain (0 for the first).
+    async fn chain_index(&self) -> u64 {
+        self.doc.chain_index
     }
-    async fn position(&self) -> Option<u64> {
-        self.0.doc["position"].as_u64()
+    /// The event's position in the whole log.
+    async fn position(&self) -> u64 {
+        self.doc.position
     }
     /// The event's hash (hex), as `custodia verify` recomputes it.
-    async fn hash(&self) -> Option<String> {
-        doc_str(&self.0.doc, "hash")
+    async fn hash(&self) -> &str {
+        &self.doc.hash
     }
     /// `system`, `user:<id>` or `service:<id>`.
-    async fn actor(&self) -> Option<String> {
-        doc_str(&self.0.doc, "actor")
+    async fn actor(&self) -> &str {
+        &self.doc.actor
     }
-    async fn command_id(&self) -> Option<String> {
-        doc_str(&self.0.doc, "command_id")
+    /// The command that wrote it (one command may write several events).
+    async fn command_id(&self) -> ID {
+        ID(self.doc.command_id.to_string())
     }
-    async fn correlation_id(&self) -> Option<String> {
-        doc_str(&self.0.doc, "correlation_id")
+    /// Shared by every event of one request or flow.
+    async fn correlation_id(&self) -> ID {
+        ID(self.doc.correlation_id.to_string())
     }
-    async fn origin(&self) -> Option<String> {
-        doc_str(&self.0.doc, "origin")
+    /// The event that caused this one, if any (a session revoked because
+    /// its user was suspended names the suspension).
+    async fn causation_id(&self) -> Option<ID> {
+        self.doc.causation_id.map(|id| ID(id.to_string()))
     }
-    async fn recorded_at(&self) -> String {
-        time(self.0.at)
+    /// Where the command came from (`graphql`, `http`, `cli`, …).
+    async fn origin(&self) -> &str {
+        &self.doc.origin
+    }
+    /// When it was recorded.
+    async fn recorded_at(&self) -> DateTime {
+        time(self.row.at)
     }
 }
 
-/// A tenant's settings, as its read model keeps them.
-#[derive(SimpleObject, serde::Deserialize)]
+/// A tenant's settings.
+#[derive(SimpleObject)]
 pub struct TenantSettings {
     /// The shortest password accepted (8 to 128).
     pub password_min_length: u8,
@@ -368,8 +597,31 @@ pub struct TenantSettings {
     pub access_data_retention_days: u16,
 }
 
+impl From<&custodia_domain::identity::tenant::TenantSettings> for TenantSettings {
+    fn from(s: &custodia_domain::identity::tenant::TenantSettings) -> Self {
+        Self {
+            password_min_length: s.password_min_length,
+            mfa_required: s.mfa_required,
+            access_token_minutes: s.access_token_minutes,
+            refresh_token_days: s.refresh_token_days,
+            lockout_threshold: s.lockout_threshold,
+            lockout_minutes: s.lockout_minutes,
+            consent_purposes: s
+                .consent_purposes
+                .iter()
+                .map(|p| ConsentPurpose {
+                    id: p.id.clone(),
+                    version: p.version,
+                })
+                .collect(),
+            deleted_user_retention_days: s.deleted_user_retention_days,
+            access_data_retention_days: s.access_data_retention_days,
+        }
+    }
+}
+
 /// A purpose users may consent to.
-#[derive(SimpleObject, serde::Deserialize)]
+#[derive(SimpleObject)]
 pub struct ConsentPurpose {
     /// `[a-z0-9_]`, 1 to 64.
     pub id: String,

@@ -35,8 +35,10 @@ pub struct ConsentPurpose {
 }
 
 /// Everything a tenant configures. Built only through [`TenantSettings::new`],
-/// so every instance respects the bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// so every instance respects the bounds (also when read back: serde goes
+/// through the stored form and [`TenantSettings::new`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "dto::Settings", try_from = "dto::Settings")]
 pub struct TenantSettings {
     pub password_min_length: u8,
     pub mfa_required: bool,
@@ -478,6 +480,19 @@ mod dto {
                 deleted_user_retention_days: v1.deleted_user_retention_days,
                 access_data_retention_days: v1.access_data_retention_days,
             }
+        }
+    }
+
+    impl From<TenantSettings> for Settings {
+        fn from(s: TenantSettings) -> Self {
+            Settings::from(&s)
+        }
+    }
+
+    impl TryFrom<Settings> for TenantSettings {
+        type Error = InvalidValue;
+        fn try_from(s: Settings) -> Result<Self, InvalidValue> {
+            s.into_domain()
         }
     }
 

@@ -18,7 +18,8 @@ impl ApiKeyMutations {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
-        name: String,
+        #[graphql(desc = "The key's name, for people (1 to 100 characters).")] name: String,
+        #[graphql(desc = "What the key may do (`user.read`, …); each one the caller holds.")]
         permissions: Vec<String>,
     ) -> Result<CreatedApiKey> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
@@ -46,7 +47,7 @@ impl ApiKeyMutations {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
-        key_id: ID,
+        #[graphql(desc = "The key to revoke.")] key_id: ID,
     ) -> Result<Done> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
         let key = uuid(&key_id, "keyId")?;

@@ -20,7 +20,7 @@ impl ConsentMutations {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         #[graphql(desc = "The user acted on.")] user_id: ID,
-        input: RecordConsentInput,
+        #[graphql(desc = "The decision.")] input: RecordConsentInput,
     ) -> Result<Done> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
         let user = uuid(&user_id, "userId")?;

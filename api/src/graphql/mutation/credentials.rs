@@ -22,7 +22,7 @@ impl CredentialMutations {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         #[graphql(desc = "The user acted on.")] user_id: ID,
-        password: String,
+        #[graphql(desc = "The new password (the tenant's policy applies).")] password: String,
     ) -> Result<Done> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = set_password(&data(ctx).state.ports, &caller, tenant, user, &password)
@@ -35,8 +35,8 @@ impl CredentialMutations {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        current: String,
-        new: String,
+        #[graphql(desc = "The current password.")] current: String,
+        #[graphql(desc = "The new password (the tenant's policy applies).")] new: String,
     ) -> Result<Done> {
         let auth = data(ctx).auth()?;
         let user = auth
@@ -64,7 +64,7 @@ impl CredentialMutations {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         #[graphql(desc = "The user acted on.")] user_id: ID,
-        hash: String,
+        #[graphql(desc = "The hash, as the other system stored it.")] hash: String,
     ) -> Result<Done> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = import_password_hash(&data(ctx).state.ports, &caller, tenant, user, &hash)
@@ -117,7 +117,7 @@ impl CredentialMutations {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         #[graphql(desc = "The user acted on.")] user_id: ID,
-        code: String,
+        #[graphql(desc = "A current code from the authenticator app (6 digits).")] code: String,
     ) -> Result<Done> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = confirm_totp(

@@ -115,7 +115,7 @@ async fn user_payload(
 ) -> Result<UserPayload> {
     let (row, consistency_token) = settled_row(ctx, "user", user, tenant, cursor).await?;
     Ok(UserPayload {
-        user: row.map(User),
+        user: row.map(User::from_row).transpose()?,
         consistency_token,
     })
 }
@@ -128,68 +128,95 @@ async fn tenant_payload(
     let (row, consistency_token) =
         settled_row(ctx, "tenant", tenant.as_uuid(), tenant, cursor).await?;
     Ok(TenantPayload {
-        tenant: row.map(Tenant),
+        tenant: row.map(Tenant::from_row).transpose()?,
         consistency_token,
     })
 }
 
+/// A user after a command on them.
 #[derive(SimpleObject)]
 pub struct UserPayload {
+    /// The user as the read model shows them once the command applied
+    /// (null if it was not applied within the consistency wait).
     pub user: Option<User>,
     /// Send as `X-Consistency-Token` to read this write's effects.
     pub consistency_token: String,
 }
 
+/// A tenant after a command on it.
 #[derive(SimpleObject)]
 pub struct TenantPayload {
+    /// The tenant once the command applied (null if it was not applied
+    /// within the consistency wait).
     pub tenant: Option<Tenant>,
+    /// Send as `X-Consistency-Token` to read this write's effects.
     pub consistency_token: String,
 }
 
+/// A session after a command on it.
 #[derive(SimpleObject)]
 pub struct SessionPayload {
+    /// The session once the command applied (null if it was not applied
+    /// within the consistency wait).
     pub session: Option<Session>,
+    /// Send as `X-Consistency-Token` to read this write's effects.
     pub consistency_token: String,
 }
 
+/// The outcome of a command that answers nothing else.
 #[derive(SimpleObject)]
 pub struct Done {
     /// Whether the command changed anything (false: it was already so).
     pub changed: bool,
+    /// Send as `X-Consistency-Token` to read this write's effects.
     pub consistency_token: String,
 }
 
+/// The outcome of ending several sessions.
 #[derive(SimpleObject)]
 pub struct RevokedSessions {
+    /// How many sessions ended (0 or more).
     pub revoked: i32,
+    /// Send as `X-Consistency-Token` to read this write's effects.
     pub consistency_token: String,
 }
 
+/// A TOTP enrollment to confirm with a first code.
 #[derive(SimpleObject)]
 pub struct TotpEnrollment {
     /// `otpauth://` URI for an authenticator app; shown once.
     pub provisioning_uri: String,
+    /// Send as `X-Consistency-Token` to read this write's effects.
     pub consistency_token: String,
 }
 
+/// Fresh recovery codes.
 #[derive(SimpleObject)]
 pub struct RecoveryCodes {
     /// Shown once; each works once.
     pub codes: Vec<String>,
+    /// Send as `X-Consistency-Token` to read this write's effects.
     pub consistency_token: String,
 }
 
+/// A new API key.
 #[derive(SimpleObject)]
 pub struct CreatedApiKey {
+    /// The key's id (to list and revoke it).
     pub key_id: ID,
     /// The key (`cst_…`): shown once, never stored in plaintext.
     pub key: String,
+    /// Send as `X-Consistency-Token` to read this write's effects.
     pub consistency_token: String,
 }
 
+/// A user's profile; every field is personal data, sealed. A field left
+/// out is cleared.
 #[derive(InputObject)]
 pub struct ProfileInput {
+    /// The name to show (at most 200 characters).
     pub display_name: Option<String>,
+    /// A phone number (at most 32 characters).
     pub phone: Option<String>,
     /// A JSON object of string values.
     pub attributes: Option<Json<BTreeMap<String, String>>>,
@@ -205,9 +232,12 @@ impl From<ProfileInput> for Profile {
     }
 }
 
+/// A new user of a tenant.
 #[derive(InputObject)]
 pub struct RegisterUserInput {
+    /// The address (unique in the tenant; personal data, sealed).
     pub email: String,
+    /// The profile (default: empty).
     pub profile: Option<ProfileInput>,
     /// Invited users start as `invited` until activated.
     #[graphql(default)]
@@ -216,9 +246,12 @@ pub struct RegisterUserInput {
     pub password: Option<String>,
 }
 
+/// A purpose users may consent to.
 #[derive(InputObject)]
 pub struct ConsentPurposeInput {
+    /// `[a-z0-9_]`, 1 to 64 characters.
     pub id: String,
+    /// The current policy version (1 or more; never lowered).
     pub version: u32,
 }
 
@@ -226,11 +259,17 @@ pub struct ConsentPurposeInput {
 /// value. Bounds as in `TenantSettings`.
 #[derive(InputObject, Default)]
 pub struct TenantSettingsInput {
+    /// The shortest password accepted (8 to 128).
     pub password_min_length: Option<u8>,
+    /// Whether every user must sign in with a second factor.
     pub mfa_required: Option<bool>,
+    /// Access token lifetime (1 to 15 minutes).
     pub access_token_minutes: Option<u16>,
+    /// Refresh token lifetime (1 to 30 days).
     pub refresh_token_days: Option<u16>,
+    /// Failed checks before an account locks (1 to 20).
     pub lockout_threshold: Option<u8>,
+    /// How long a lock lasts (1 to 1440 minutes).
     pub lockout_minutes: Option<u16>,
     /// The whole list of consent purposes, replacing the current one.
     pub consent_purposes: Option<Vec<ConsentPurposeInput>>,
@@ -238,7 +277,9 @@ pub struct TenantSettingsInput {
     pub add_consent_purposes: Option<Vec<ConsentPurposeInput>>,
     /// Ids of purposes to remove.
     pub remove_consent_purposes: Option<Vec<String>>,
+    /// Days before a deleted user's personal data is erased (1 to 3650).
     pub deleted_user_retention_days: Option<u16>,
+    /// Days before IP addresses and user agents are erased (1 to 3650).
     pub access_data_retention_days: Option<u16>,
 }
 
@@ -270,14 +311,18 @@ impl From<TenantSettingsInput> for SettingsChange {
     }
 }
 
+/// A consent decision of a data subject.
 #[derive(InputObject)]
 pub struct RecordConsentInput {
+    /// One of the tenant's declared purposes.
     pub purpose: String,
     /// For a grant: the purpose's current policy version.
     pub policy_version: u32,
+    /// Where the decision was made.
     pub channel: ConsentChannel,
     /// SHA-256 (hex) of the text shown to the subject.
     pub evidence_sha256: Option<String>,
+    /// True to grant, false to withdraw.
     pub granted: bool,
 }
 

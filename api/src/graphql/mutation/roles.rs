@@ -17,8 +17,11 @@ impl RoleMutations {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The role's name, without `custom:` (`[a-z0-9_]`, 1 to 64).")]
         name: String,
-        permissions: Vec<String>,
+        #[graphql(desc = "The permissions it grants; the caller must hold each.")] permissions: Vec<
+            String,
+        >,
     ) -> Result<Done> {
         let name = RoleName::parse(&name).map_err(|e| error("VALIDATION", e.to_string()))?;
         let command = MembershipCommand::DefineRole {
@@ -35,7 +38,7 @@ impl RoleMutations {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         #[graphql(desc = "The user acted on.")] user_id: ID,
-        role: String,
+        #[graphql(desc = "`admin`, … or `custom:<name>`.")] role: String,
     ) -> Result<Done> {
         let command = MembershipCommand::Grant {
             user: uuid(&user_id, "userId")?,
@@ -50,7 +53,7 @@ impl RoleMutations {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         #[graphql(desc = "The user acted on.")] user_id: ID,
-        role: String,
+        #[graphql(desc = "`admin`, … or `custom:<name>`.")] role: String,
     ) -> Result<Done> {
         let command = MembershipCommand::Revoke {
             user: uuid(&user_id, "userId")?,

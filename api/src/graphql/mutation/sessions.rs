@@ -20,7 +20,7 @@ impl SessionMutations {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
-        session_id: ID,
+        #[graphql(desc = "The session to end.")] session_id: ID,
     ) -> Result<SessionPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
         let session = uuid(&session_id, "sessionId")?;
@@ -37,7 +37,7 @@ impl SessionMutations {
         let (row, consistency_token) =
             settled_row(ctx, "session", session, tenant, cursor(&outcome)).await?;
         Ok(SessionPayload {
-            session: row.map(Session),
+            session: row.map(Session::from_row).transpose()?,
             consistency_token,
         })
     }

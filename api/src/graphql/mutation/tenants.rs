@@ -22,7 +22,10 @@ impl TenantMutations {
     async fn create_tenant(
         &self,
         ctx: &Context<'_>,
-        name: String,
+        #[graphql(desc = "The tenant's display name (1 to 200 characters).")] name: String,
+        #[graphql(
+            desc = "The first owner's address (active, without a password until one is set)."
+        )]
         owner_email: String,
     ) -> Result<TenantPayload> {
         let caller = data(ctx).caller().await?;
@@ -54,6 +57,7 @@ impl TenantMutations {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The settings to change; the rest keep their values.")]
         settings: TenantSettingsInput,
     ) -> Result<TenantPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
@@ -74,7 +78,7 @@ impl TenantMutations {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
-        suspended: bool,
+        #[graphql(desc = "True to suspend, false to reactivate.")] suspended: bool,
     ) -> Result<TenantPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
         let caller = data(ctx).caller().await?;

@@ -21,7 +21,7 @@ impl UserMutations {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
-        input: RegisterUserInput,
+        #[graphql(desc = "The new user.")] input: RegisterUserInput,
     ) -> Result<UserPayload> {
         let tenant = tenant(ctx, tenant_id.as_ref())?;
         let ports = &data(ctx).state.ports;
@@ -45,6 +45,7 @@ impl UserMutations {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         #[graphql(desc = "The user acted on.")] user_id: ID,
+        #[graphql(desc = "The whole new profile (a field left out is cleared).")]
         profile: ProfileInput,
     ) -> Result<UserPayload> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
@@ -66,7 +67,7 @@ impl UserMutations {
         ctx: &Context<'_>,
         #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
         #[graphql(desc = "The user acted on.")] user_id: ID,
-        email: String,
+        #[graphql(desc = "The new address (unique in the tenant).")] email: String,
     ) -> Result<UserPayload> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
         let outcome = change_email(&data(ctx).state.ports, &caller, tenant, user, &email)
