@@ -35,6 +35,9 @@ enum Command {
     /// Suspend or reactivate a tenant, or give it an owner (platform operator).
     #[command(subcommand)]
     Tenant(cli::tenant::TenantCommand),
+    /// Erase a data subject (platform operator).
+    #[command(subcommand)]
+    Privacy(cli::privacy::PrivacyCommand),
     /// Apply pending schema migrations for the configured backend.
     Migrate,
     /// Recompute every hash chain and name the first broken link of each.
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
                         Command::Tenant(command) => {
                             cli::tenant::tenant(database_url, command).await
                         }
+                        Command::Privacy(command) => cli::privacy::run(database_url, command).await,
                         Command::Migrate => cli::database::migrate(database_url).await,
                         Command::Snapshots(Snapshots::Drop) => {
                             cli::database::drop_snapshots(database_url).await

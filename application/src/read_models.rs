@@ -120,6 +120,9 @@ pub trait ReadModelTx: Send {
     async fn get(&mut self, model: &'static str, id: &str) -> Result<Option<ModelRow>, StoreError>;
     async fn put(&mut self, row: &ModelRow) -> Result<(), StoreError>;
     async fn delete(&mut self, model: &'static str, id: &str) -> Result<(), StoreError>;
+    /// A page of rows, as [`ReadModels::list`] reads them, inside the
+    /// transaction.
+    async fn list(&mut self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError>;
     /// Moves `name`'s checkpoint from `from` to `to` and renews the lease
     /// until `lease_until`, then commits; refused (and rolled back) unless
     /// `holder` holds the lease and the checkpoint is still at `from`.

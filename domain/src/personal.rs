@@ -140,6 +140,100 @@ impl fmt::Debug for Email {
     }
 }
 
+/// The guard on plaintext fields of commands (tenant names, role names,
+/// consent purposes, references, attribute keys, API key names): the log
+/// keeps them for good, so a value that holds an email address, a phone
+/// number in international form (`+` and 8 to 15 digits, or an area code in
+/// parentheses) or a payment card number (13 to 19 digits passing the Luhn
+/// check, spaces and dashes allowed) is refused, naming the field, never
+/// the value. It catches slips, not intent: a number written in words or a
+/// local phone number without `+` passes (docs/privacy.md).
+pub fn refuse_personal_data(field: &'static str, value: &str) -> Result<(), InvalidValue> {
+    if holds_email(value) || holds_phone(value) || holds_card_number(value) {
+        return Err(InvalidValue::new(
+            field,
+            "must not contain an email address, phone number or card number (it is never erased)",
+        ));
+    }
+    Ok(())
+}
+
+fn holds_email(value: &str) -> bool {
+    let separators = |c: char| c.is_whitespace() || "<>()[]{},;:\"'`".contains(c);
+    value
+        .split(separators)
+        .map(|token| token.trim_matches(|c: char| !c.is_alphanumeric()))
+        .filter(|token| token.contains('@'))
+        .any(|token| Email::parse(token).is_ok())
+}
+
+/// Runs of digits joined by the separators people write numbers with (at
+/// most two in a row, as in `) `); each run with where it starts.
+fn digit_runs(value: &str, separators: &str) -> Vec<(usize, String)> {
+    let mut runs = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    let mut separators_in_a_row = 0;
+    for (at, c) in value.char_indices() {
+        if c.is_ascii_digit() {
+            current.get_or_insert_with(|| (at, String::new())).1.push(c);
+            separators_in_a_row = 0;
+        } else if separators.contains(c) && current.is_some() && separators_in_a_row < 2 {
+            separators_in_a_row += 1;
+        } else {
+            runs.extend(current.take());
+            separators_in_a_row = 0;
+        }
+    }
+    runs.extend(current);
+    runs
+}
+
+fn holds_phone(value: &str) -> bool {
+    let international = digit_runs(value, " -.()").into_iter().any(|(at, digits)| {
+        value[..at].trim_end_matches([' ', '(']).ends_with('+') && (8..=15).contains(&digits.len())
+    });
+    let area_code = value.char_indices().any(|(at, c)| {
+        c == '('
+            && value[at + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .count()
+                == 3
+            && value[at + 1..].chars().nth(3) == Some(')')
+            && digit_runs(&value[at..], " -.()")
+                .first()
+                .is_some_and(|(_, d)| d.len() >= 10)
+    });
+    international || area_code
+}
+
+fn holds_card_number(value: &str) -> bool {
+    digit_runs(value, " -")
+        .into_iter()
+        .any(|(_, digits)| (13..=19).contains(&digits.len()) && luhn_valid(&digits))
+}
+
+fn luhn_valid(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            let d = u32::from(d - b'0');
+            if i % 2 == 1 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
 mod base64_bytes {
     use super::*;
 
@@ -191,6 +285,38 @@ mod tests {
             ciphertext: b"secret".to_vec(),
         };
         assert!(!format!("{sealed:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_plaintext_guard_refuses_contact_and_card_data_only() {
+        for personal in [
+            "ticket for ada@example.org",
+            "<Ada.Lovelace@Example.ORG>",
+            "call +44 20 7946 0958",
+            "+1 (555) 010-9999",
+            "(555) 010-9999",
+            "card 4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "5500005555555559",
+        ] {
+            let refused = refuse_personal_data("reference", personal).unwrap_err();
+            assert_eq!(refused.field, "reference");
+            assert!(!refused.to_string().contains(personal));
+        }
+        for fine in [
+            "DSR-2026-000123",
+            "case 2026-11-29 #42",
+            "Acme Corp (EMEA)",
+            "user@",
+            "support_agents",
+            "order 1234 5678 9012 3456",
+            "1+1 = 2",
+        ] {
+            assert!(
+                refuse_personal_data("reference", fine).is_ok(),
+                "{fine} was refused"
+            );
+        }
     }
 
     #[test]

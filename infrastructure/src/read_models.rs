@@ -321,6 +321,12 @@ impl ReadModelTx for Tx {
         Ok(())
     }
 
+    async fn list(&mut self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
+        let (sql, params) = list_sql(query);
+        let rows = on_tx!(self, conn => bind_params!(&sql, params).fetch_all(&mut **conn))?;
+        decode_all(query.model, rows)
+    }
+
     async fn commit(
         mut self: Box<Self>,
         name: &str,

@@ -83,6 +83,8 @@ row_kind!(
         Suspended = "suspended",
         /// Soft-deleted: kept (sealed) until retention erases it.
         Deleted = "deleted",
+        /// Erased: their key is destroyed, their fields blank.
+        Erased = "erased",
     }
 );
 
@@ -148,10 +150,11 @@ pub struct TenantDoc {
 }
 
 /// Model `user`, one row per user; `kind` is a [`UserStatus`], `lookup`
-/// the email's blind index.
+/// the email's blind index. An erased user's personal fields are blank
+/// (and their `lookup` gone).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserDoc {
-    pub email: Sealed,
+    pub email: Option<Sealed>,
     pub profile: ProfileDoc,
     /// µs since the epoch.
     pub created_at: i64,
@@ -277,7 +280,7 @@ mod tests {
             }),
         ))
         .unwrap();
-        assert_eq!(user.email.event_id.to_string(), event);
+        assert_eq!(user.email.unwrap().event_id.to_string(), event);
         assert!(user.profile.display_name.is_none() && user.profile.phone.is_some());
         assert_eq!((user.stamp.updated_at, user.stamp.version), (2, 3));
 

@@ -246,7 +246,7 @@ impl Projection for Users {
                 invited,
             } => {
                 let doc = UserDoc {
-                    email: Sealed::from_event(&email, event),
+                    email: Some(Sealed::from_event(&email, event)),
                     profile: profile(&registered),
                     created_at: event.recorded_at.0,
                     stamp: Stamp::of(event),
@@ -273,9 +273,15 @@ impl Projection for Users {
                             return;
                         }
                         UserEvent::EmailChanged { email, email_index } => {
-                            doc.email = Sealed::from_event(&email, event);
+                            doc.email = Some(Sealed::from_event(&email, event));
                             row.lookup = Some(hex::encode(email_index.0));
                             return;
+                        }
+                        UserEvent::Erased { .. } => {
+                            doc.email = None;
+                            doc.profile = ProfileDoc::default();
+                            row.lookup = None;
+                            UserStatus::Erased
                         }
                         UserEvent::Registered { .. } => unreachable!("handled above"),
                     };
@@ -380,6 +386,9 @@ impl Projection for Sessions {
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
+        if let Some(UserEvent::Erased { .. }) = decode::<UserEvent>(event, "user")? {
+            return blank_clients(tx, event).await;
+        }
         let Some(typed) = decode::<SessionEvent>(event, "session")? else {
             return Ok(());
         };
@@ -435,6 +444,35 @@ impl Projection for Sessions {
                     },
                 )
                 .await
+            }
+        }
+    }
+}
+
+/// Blanks where an erased user's sessions were started from, in every
+/// session of theirs the model holds.
+async fn blank_clients(
+    tx: &mut dyn ReadModelTx,
+    event: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    let mut query = custodia_application::RowQuery {
+        model: "session",
+        tenant: tenant_of(event),
+        parent: Some(event.stream.id),
+        limit: 500,
+        ..Default::default()
+    };
+    loop {
+        let page = tx.list(&query).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        query.after_seq = Some(last.seq);
+        for mut row in page {
+            let mut doc: SessionDoc = documents::read(&row)?;
+            if doc.client.take().is_some() {
+                row.doc = documents::write(&doc);
+                tx.put(&row).await?;
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod config_file;
 pub mod database;
 pub mod demo;
+pub mod privacy;
 pub mod projections;
 pub mod serve;
 pub mod tenant;

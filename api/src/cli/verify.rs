@@ -17,17 +17,29 @@ pub struct Args {
     /// Verify only the platform chain.
     #[arg(long)]
     platform: bool,
+    /// Check an erasure receipt (JSON, as `eraseSubject` or `custodia
+    /// privacy erase-subject` gave it) against the log, then verify the
+    /// chain that holds its event.
+    #[arg(long, conflicts_with_all = ["tenant", "platform"])]
+    receipt: Option<std::path::PathBuf>,
 }
 
 pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
     let store = open_event_store(database_url, OpenMode::Existing, 2)
         .await
         .map_err(|e| e.to_string())?;
-    let only = match (args.tenant, args.platform) {
+    let mut only = match (args.tenant, args.platform) {
         (Some(tenant), _) => Some(ChainId::Tenant(tenant)),
         (None, true) => Some(ChainId::Platform),
         (None, false) => None,
     };
+    if let Some(path) = &args.receipt {
+        let (chain, matches) = check_receipt(&*store, path).await?;
+        if !matches {
+            return Ok(ExitCode::from(crate::EXIT_BROKEN));
+        }
+        only = Some(chain);
+    }
     let chains = store.chains().await.map_err(|e| e.to_string())?;
     if let Some(chain) = only.filter(|chain| !chains.iter().any(|c| c.chain == *chain)) {
         return Err(format!("the log holds no chain of {chain}"));
@@ -88,4 +100,107 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
         report.events
     );
     Ok(ExitCode::from(crate::EXIT_BROKEN))
+}
+
+/// Compares a receipt with the event the log holds at its place; prints
+/// each difference. Returns the event's chain and whether all matched.
+async fn check_receipt(
+    store: &dyn custodia_application::EventStore,
+    path: &std::path::Path,
+) -> Result<(ChainId, bool), String> {
+    use custodia_application::commands::privacy::{ErasureReceipt, ReceiptEvent};
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let receipt: ErasureReceipt = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not an erasure receipt: {e}", path.display()))?;
+    let chain = match TenantId::from_uuid(receipt.tenant) {
+        Ok(tenant) if receipt.event.chain != "platform" => ChainId::Tenant(tenant),
+        _ => ChainId::Platform,
+    };
+    let found = store
+        .read_chain(
+            chain,
+            custodia_domain::ChainIndex(receipt.event.chain_index),
+            1,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(event) = found.first() else {
+        println!(
+            "RECEIPT MISMATCH: {chain} holds no event at chain index {}",
+            receipt.event.chain_index
+        );
+        return Ok((chain, false));
+    };
+    let logged = ReceiptEvent {
+        id: event.event_id.as_uuid(),
+        event_type: event.event_type.as_str().to_owned(),
+        chain: event.chain.to_string(),
+        chain_index: event.chain_index.0,
+        position: event.position.0,
+        stream: event.stream.to_string(),
+        stream_version: event.stream_version.0,
+        hash: event.hash.to_hex(),
+    };
+    let subject_stream = receipt.subject.map(|s| format!("user:{s}"));
+    let mut differences = Vec::new();
+    let mut differ = |field: &str, receipt: String, log: String| {
+        if receipt != log {
+            differences.push(format!("{field}: receipt {receipt}, log {log}"));
+        }
+    };
+    differ(
+        "event id",
+        receipt.event.id.to_string(),
+        logged.id.to_string(),
+    );
+    differ(
+        "event type",
+        receipt.event.event_type.clone(),
+        logged.event_type,
+    );
+    differ("chain", receipt.event.chain.clone(), logged.chain);
+    differ(
+        "position",
+        receipt.event.position.to_string(),
+        logged.position.to_string(),
+    );
+    differ(
+        "stream",
+        receipt.event.stream.clone(),
+        logged.stream.clone(),
+    );
+    differ(
+        "stream version",
+        receipt.event.stream_version.to_string(),
+        logged.stream_version.to_string(),
+    );
+    differ("hash", receipt.event.hash.clone(), logged.hash.clone());
+    if let Some(stream) = subject_stream {
+        differ("subject", stream, logged.stream);
+    }
+    // The keys and the reference the receipt names are the event's.
+    let payload: serde_json::Value =
+        serde_json::from_slice(event.payload.as_bytes()).unwrap_or_default();
+    differ(
+        "keys destroyed",
+        serde_json::json!(receipt.keys_destroyed).to_string(),
+        payload["keys"].to_string(),
+    );
+    differ(
+        "reference",
+        serde_json::json!(receipt.reference).to_string(),
+        payload["reference"].to_string(),
+    );
+    if differences.is_empty() {
+        println!(
+            "receipt: matches the log (event {} at position {}, hash {})",
+            receipt.event.event_type, receipt.event.position, receipt.event.hash
+        );
+        return Ok((chain, true));
+    }
+    for difference in differences {
+        println!("RECEIPT MISMATCH: {difference}");
+    }
+    Ok((chain, false))
 }

@@ -159,8 +159,7 @@ impl Query {
         let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
         let user = uuid(&id, "id")?;
         data.authorize(tenant, Permission::UserRead, Some(user))?;
-        data
-            .row_in("user", &user.to_string(), tenant)
+        data.row_in("user", &user.to_string(), tenant)
             .await?
             .map(User::from_row)
             .transpose()

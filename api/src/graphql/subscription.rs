@@ -72,7 +72,7 @@ impl Subscription {
 
 /// May the handshake's browser session cookie be used? Only for a page of
 /// this host or of an allowed origin.
-fn same_origin(state: &AppState, request: &HttpRequest) -> bool {
+fn same_origin(cors_origins: &[String], request: &HttpRequest) -> bool {
     let Some(origin) = request
         .headers()
         .get(header::ORIGIN)
@@ -80,11 +80,18 @@ fn same_origin(state: &AppState, request: &HttpRequest) -> bool {
     else {
         return true; // not a browser
     };
-    let host = request.connection_info().host().to_owned();
+    // The host the browser connected to: `Host` itself, since the
+    // forwarded headers that actix's connection info also reads could be
+    // sent by anyone (a trusted proxy passes `Host` on).
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     origin
         .split_once("://")
         .is_some_and(|(_, rest)| rest == host)
-        || state.cors_origins.iter().any(|allowed| allowed == origin)
+        || cors_origins.iter().any(|allowed| allowed == origin)
 }
 
 /// `GET /graphql` with `Upgrade: websocket`.
@@ -107,7 +114,7 @@ pub async fn websocket(
     let (response, mut session, messages) =
         actix_ws::handle_with_protocols(&request, body, &[protocol.sec_websocket_protocol()])?;
     let cookie_token = crate::http::browser::access_token(&request)
-        .filter(|(_, from_cookie)| *from_cookie && same_origin(&state, &request))
+        .filter(|(_, from_cookie)| *from_cookie && same_origin(&state.cors_origins, &request))
         .map(|(token, _)| token);
     let state = state.get_ref().clone();
     // A connection runs at most MAX_OPERATIONS operations at once; one more
@@ -311,5 +318,41 @@ async fn still_allowed(state: &AppState, opened: &Mutex<Option<(String, Principa
         Ok(auth) => auth.principal == principal,
         // A storage hiccup is not a reason to drop a client.
         Err(error) => error.code() == "INTERNAL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn same_origin_believes_the_host_header_only() {
+        let request = |origin: &str, extra: Option<(&str, &str)>| {
+            let mut request = TestRequest::get()
+                .insert_header((header::HOST, "id.example"))
+                .insert_header((header::ORIGIN, origin));
+            if let Some(header) = extra {
+                request = request.insert_header(header);
+            }
+            request.to_http_request()
+        };
+        assert!(same_origin(&[], &request("https://id.example", None)));
+        assert!(!same_origin(&[], &request("https://evil.example", None)));
+        // Forwarded headers do not make another origin the same.
+        for forwarded in [
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "host=evil.example"),
+        ] {
+            assert!(!same_origin(
+                &[],
+                &request("https://evil.example", Some(forwarded))
+            ));
+        }
+        let allowed = ["https://app.example".to_owned()];
+        assert!(same_origin(&allowed, &request("https://app.example", None)));
+        // No Origin: not a browser, so no ambient cookie to protect.
+        assert!(same_origin(&[], &TestRequest::get().to_http_request()));
     }
 }

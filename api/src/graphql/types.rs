@@ -132,6 +132,8 @@ pub enum UserStatus {
     Suspended,
     /// Soft-deleted: kept sealed until retention erases the personal data.
     Deleted,
+    /// Erased: every personal field is gone for good.
+    Erased,
 }
 
 /// A session's status.
@@ -160,6 +162,8 @@ pub enum RevocationReason {
     PasswordChanged,
     /// The user held more sessions than allowed; the oldest ended.
     SessionLimit,
+    /// The user was erased.
+    SubjectErased,
 }
 
 /// A user's current decision on a consent purpose.
@@ -270,6 +274,11 @@ impl User {
     async fn status(&self) -> UserStatus {
         self.status
     }
+    /// Whether the user was erased: their personal fields are null for
+    /// good (not an error).
+    async fn erased(&self) -> bool {
+        self.status == UserStatus::Erased
+    }
     /// When the user was registered.
     async fn created_at(&self) -> DateTime {
         time(self.doc.created_at)
@@ -285,7 +294,7 @@ impl User {
     /// Personal: needs `user.read_personal` (or being this user).
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn email(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        self.personal(ctx, Some(&self.doc.email), "email").await
+        self.personal(ctx, self.doc.email.as_ref(), "email").await
     }
     /// Personal.
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
@@ -595,6 +604,8 @@ pub struct TenantSettings {
     pub deleted_user_retention_days: u16,
     /// Days before IP addresses and user agents are erased (1 to 3650).
     pub access_data_retention_days: u16,
+    /// Whether users may erase themselves (`eraseSubject` on their own id).
+    pub self_service_erasure: bool,
 }
 
 impl From<&custodia_domain::identity::tenant::TenantSettings> for TenantSettings {
@@ -616,6 +627,7 @@ impl From<&custodia_domain::identity::tenant::TenantSettings> for TenantSettings
                 .collect(),
             deleted_user_retention_days: s.deleted_user_retention_days,
             access_data_retention_days: s.access_data_retention_days,
+            self_service_erasure: s.self_service_erasure,
         }
     }
 }

@@ -54,12 +54,16 @@ impl Config {
             Some("false" | "0") => Ok(false),
             Some(_) => Err(format!("{name} must be true or false")),
         };
+        // Every number is a rate or a duration: zero would disable what it
+        // configures, so it is refused rather than read as something else.
         let number = |name: &str, default: u32| match get(name) {
             None => Ok(default),
             Some(text) => text
                 .trim()
                 .parse()
-                .map_err(|_| format!("{name} must be a whole number")),
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{name} must be a whole number of at least 1")),
         };
         let list = |name: &str| -> Vec<String> {
             get(name)
@@ -142,6 +146,7 @@ mod tests {
     fn a_bad_value_is_refused_by_name() {
         for (name, value) in [
             ("CUSTODIA_AUTH_LIMIT_PER_IP", "sixty"),
+            ("CUSTODIA_AUTH_LIMIT_PER_IP", "0"),
             ("CUSTODIA_GRAPHQL_INTROSPECTION", "maybe"),
             ("CUSTODIA_TRUSTED_PROXIES", "10.0.0.1, proxy.example"),
             ("CUSTODIA_MAX_PROJECTION_LAG_SECONDS", "-1"),

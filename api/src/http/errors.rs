@@ -148,6 +148,11 @@ impl From<CommandError> for ApiError {
                     error.to_string(),
                 )
             },
+            // Sealing for an erased subject (a command on them, or one that
+            // raced their erasure) is refused, not a failure.
+            E::Vault(custodia_application::VaultError::Erased) => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", error.to_string())
+            }
             E::Vault(_) | E::Schema(_) | E::Store(_) => ApiError::internal(&Chain(&error)),
         }
     }

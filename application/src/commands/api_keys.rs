@@ -63,6 +63,8 @@ pub async fn create_api_key(
         }
     }
     let name = ApiKeyName::parse(name)?;
+    // Plaintext kept in the log for good (docs/privacy.md).
+    custodia_domain::personal::refuse_personal_data("API key name", name.as_str())?;
     require_active_tenant(ports, tenant).await?;
     super::refuse_repeat(ports, caller).await?;
     let key_id = Uuid::now_v7();

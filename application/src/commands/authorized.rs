@@ -37,6 +37,9 @@ pub(crate) enum Basis {
     /// being checked, a refresh token, an API key) and acts on its own
     /// account's streams.
     OwnSecret,
+    /// A signed-in user acts on themselves with a permission the tenant's
+    /// settings open to self-service.
+    SelfService(Permission),
 }
 
 impl<'a> Authorized<'a> {
@@ -90,6 +93,31 @@ pub(crate) async fn authorize_on_user<'a>(
         caller,
         tenant,
         basis: Basis::OnUser(permission),
+    })
+}
+
+/// A signed-in user (not an API key) acting on themselves with
+/// `permission`, which the caller's handler found the tenant's settings
+/// open to self-service (self-service erasure, for one).
+pub(crate) async fn self_service<'a>(
+    ports: &Ports,
+    caller: &'a Caller,
+    tenant: TenantId,
+    permission: Permission,
+    user: Uuid,
+) -> Result<Authorized<'a>, CommandError> {
+    let themselves = matches!(
+        caller.principal,
+        Principal::Member { tenant: own, user: me, .. } if own == tenant && me == user
+    ) && caller.actor == custodia_domain::Actor::User(user);
+    if !themselves {
+        return Err(Denied::Missing(permission).into());
+    }
+    user_status_in(ports, tenant, user).await?;
+    Ok(Authorized {
+        caller,
+        tenant,
+        basis: Basis::SelfService(permission),
     })
 }
 

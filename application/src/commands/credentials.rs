@@ -43,6 +43,9 @@ pub(crate) async fn require_user(
         UserStatus::Deleted => Err(CommandError::User(
             custodia_domain::identity::user::UserError::Deleted,
         )),
+        UserStatus::Erased => Err(CommandError::User(
+            custodia_domain::identity::user::UserError::Erased,
+        )),
         _ => Ok(()),
     }
 }

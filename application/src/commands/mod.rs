@@ -11,6 +11,7 @@ pub mod api_keys;
 mod authorized;
 pub mod consent;
 pub mod credentials;
+pub mod privacy;
 pub mod sessions;
 pub mod tenants;
 pub mod users;

@@ -66,6 +66,8 @@ pub async fn create_tenant(
     let tenant = command.tenant;
     let authorized = as_platform_operator(caller, tenant)?;
     let name = TenantName::parse(&command.name)?;
+    // Plaintext kept in the log for good (docs/privacy.md).
+    custodia_domain::personal::refuse_personal_data("tenant name", name.as_str())?;
     if let Some(outcome) = Plan::committed(ports, caller, "owner-role").await? {
         return Ok(outcome);
     }
@@ -117,6 +119,11 @@ pub async fn update_tenant_settings(
 ) -> Result<Outcome, CommandError> {
     let authorized = authorize(caller, tenant, Permission::TenantUpdate, None)?;
     let change = change.into();
+    // Purpose ids are plaintext kept in the log for good (docs/privacy.md).
+    let new_purposes = change.consent_purposes.iter().flatten();
+    for purpose in new_purposes.chain(&change.add_consent_purposes) {
+        custodia_domain::personal::refuse_personal_data("consent purpose", &purpose.id)?;
+    }
     execute::<Tenant>(
         ports,
         &authorized,
@@ -171,7 +178,10 @@ pub async fn change_memberships(
         MembershipCommand::Revoke { user, .. } | MembershipCommand::RemoveMember { user } => {
             super::credentials::user_status_in(ports, tenant, *user).await?;
         }
-        MembershipCommand::DefineRole { .. } => {}
+        // Role names are plaintext kept in the log for good.
+        MembershipCommand::DefineRole { name, .. } => {
+            custodia_domain::personal::refuse_personal_data("role name", name.as_str())?
+        }
         // Pausing and resuming belong to a user's suspension and reactivation.
         MembershipCommand::Pause { .. } | MembershipCommand::Resume { .. } => {
             return Err(Denied::Missing(Permission::UserSuspend).into())

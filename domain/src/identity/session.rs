@@ -41,6 +41,8 @@ pub enum RevocationReason {
     /// The user started more sessions than one user may hold
     /// ([`MAX_LISTED_SESSIONS`]); the oldest ended.
     SessionLimit,
+    /// The user was erased.
+    SubjectErased,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,6 +49,9 @@ pub struct TenantSettings {
     pub consent_purposes: Vec<ConsentPurpose>,
     pub deleted_user_retention_days: u16,
     pub access_data_retention_days: u16,
+    /// Whether users may erase themselves (off by default: erasure cannot
+    /// be undone).
+    pub self_service_erasure: bool,
 }
 
 impl Default for TenantSettings {
@@ -65,6 +68,7 @@ impl Default for TenantSettings {
             consent_purposes: Vec::new(),
             deleted_user_retention_days: 30,
             access_data_retention_days: 90,
+            self_service_erasure: false,
         }
     }
 }
@@ -167,6 +171,7 @@ impl TenantSettings {
             consent_purposes,
             deleted_user_retention_days,
             access_data_retention_days,
+            self_service_erasure: false,
         })
     }
 }
@@ -243,6 +248,7 @@ pub struct SettingsChange {
     pub remove_consent_purposes: Vec<String>,
     pub deleted_user_retention_days: Option<u16>,
     pub access_data_retention_days: Option<u16>,
+    pub self_service_erasure: Option<bool>,
 }
 
 impl SettingsChange {
@@ -282,7 +288,7 @@ impl SettingsChange {
             }
         }
         purposes.retain(|p| !self.remove_consent_purposes.contains(&p.id));
-        TenantSettings::new(
+        let mut settings = TenantSettings::new(
             self.password_min_length
                 .unwrap_or(current.password_min_length),
             self.mfa_required.unwrap_or(current.mfa_required),
@@ -297,7 +303,11 @@ impl SettingsChange {
                 .unwrap_or(current.deleted_user_retention_days),
             self.access_data_retention_days
                 .unwrap_or(current.access_data_retention_days),
-        )
+        )?;
+        settings.self_service_erasure = self
+            .self_service_erasure
+            .unwrap_or(current.self_service_erasure);
+        Ok(settings)
     }
 }
 
@@ -316,6 +326,7 @@ impl From<TenantSettings> for SettingsChange {
             remove_consent_purposes: Vec::new(),
             deleted_user_retention_days: Some(settings.deleted_user_retention_days),
             access_data_retention_days: Some(settings.access_data_retention_days),
+            self_service_erasure: Some(settings.self_service_erasure),
         }
     }
 }
@@ -403,7 +414,8 @@ mod dto {
         pub version: u32,
     }
 
-    /// Settings, schema version 2 (version 1 had no lockout fields).
+    /// Settings, schema version 2 (version 1 had no lockout fields;
+    /// `self_service_erasure` came later, absent meaning off).
     #[derive(Serialize, Deserialize)]
     pub struct Settings {
         pub password_min_length: u8,
@@ -415,6 +427,8 @@ mod dto {
         pub consent_purposes: Vec<Purpose>,
         pub deleted_user_retention_days: u16,
         pub access_data_retention_days: u16,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub self_service_erasure: bool,
     }
 
     #[derive(Deserialize)]
@@ -461,6 +475,7 @@ mod dto {
                     .collect(),
                 deleted_user_retention_days: s.deleted_user_retention_days,
                 access_data_retention_days: s.access_data_retention_days,
+                self_service_erasure: s.self_service_erasure,
             }
         }
     }
@@ -479,6 +494,7 @@ mod dto {
                 consent_purposes: v1.consent_purposes,
                 deleted_user_retention_days: v1.deleted_user_retention_days,
                 access_data_retention_days: v1.access_data_retention_days,
+                self_service_erasure: false,
             }
         }
     }
@@ -498,7 +514,8 @@ mod dto {
 
     impl Settings {
         pub fn into_domain(self) -> Result<TenantSettings, InvalidValue> {
-            TenantSettings::new(
+            let self_service_erasure = self.self_service_erasure;
+            let mut settings = TenantSettings::new(
                 self.password_min_length,
                 self.mfa_required,
                 self.access_token_minutes,
@@ -514,7 +531,9 @@ mod dto {
                     .collect(),
                 self.deleted_user_retention_days,
                 self.access_data_retention_days,
-            )
+            )?;
+            settings.self_service_erasure = self_service_erasure;
+            Ok(settings)
         }
     }
 }

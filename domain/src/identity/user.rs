@@ -28,6 +28,39 @@ pub enum UserStatus {
     Suspended,
     /// Soft-deleted: kept (sealed) until retention erases the key.
     Deleted,
+    /// Erased: the key of their personal data is destroyed; nothing more
+    /// can happen to them.
+    Erased,
+}
+
+/// Why a subject was erased, as the requester names it (a ticket or case
+/// number): plaintext in the log for good, so it is refused when it looks
+/// like personal data ([`crate::personal::refuse_personal_data`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureReference(String);
+
+impl ErasureReference {
+    pub fn parse(value: &str) -> Result<Self, crate::InvalidValue> {
+        let value = value.trim();
+        if value.is_empty() || value.chars().count() > 200 || value.chars().any(char::is_control) {
+            return Err(crate::InvalidValue::new(
+                "erasure reference",
+                "must be 1-200 characters without control characters",
+            ));
+        }
+        crate::personal::refuse_personal_data("erasure reference", value)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The id of a destroyed key, as an erasure event names it: what it
+/// belonged to and its version (`subject:<tenant>/<subject>:v1`).
+pub fn subject_key_id(tenant: uuid::Uuid, subject: uuid::Uuid) -> String {
+    format!("subject:{tenant}/{subject}:v1")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +83,12 @@ pub enum UserCommand {
     Suspend,
     Reactivate,
     Delete,
+    /// Records the destruction of the user's keys (the handler destroys
+    /// them once this is in the log). Erasing an erased user changes nothing.
+    Erase {
+        keys: Vec<String>,
+        reference: ErasureReference,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +110,12 @@ pub enum UserEvent {
     Suspended,
     Reactivated,
     Deleted,
+    /// `SubjectErased`: no personal data, only the ids of the keys destroyed
+    /// and the request's reference (the actor and time are in the metadata).
+    Erased {
+        keys: Vec<String>,
+        reference: ErasureReference,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +126,8 @@ pub enum UserError {
     NotFound,
     #[error("the user is deleted")]
     Deleted,
+    #[error("the user is erased")]
+    Erased,
     #[error("the user is not in a state that allows this")]
     WrongStatus,
 }
@@ -137,6 +184,26 @@ impl Aggregate for User {
             (User::Present { .. }, C::Register { .. }) => return Err(UserError::AlreadyExists),
             (
                 User::Present {
+                    status: S::Erased, ..
+                },
+                C::Erase { .. },
+            ) => return Ok(vec![]),
+            (
+                User::Present {
+                    status: S::Erased, ..
+                },
+                _,
+            ) => return Err(UserError::Erased),
+            // Any other user may be erased, deleted ones included (that is
+            // what retention does).
+            (User::Present { .. }, C::Erase { keys, reference }) => {
+                return Ok(vec![E::Erased {
+                    keys: keys.clone(),
+                    reference: reference.clone(),
+                }])
+            }
+            (
+                User::Present {
                     status: S::Deleted, ..
                 },
                 _,
@@ -166,6 +233,7 @@ impl Aggregate for User {
             (_, C::Reactivate) => Err(UserError::WrongStatus),
             (_, C::Delete) => Ok(vec![E::Deleted]),
             (_, C::Register { .. }) => Err(UserError::AlreadyExists),
+            (_, C::Erase { .. }) => unreachable!("decided above"),
         }
     }
 
@@ -203,6 +271,10 @@ impl Aggregate for User {
                 status: S::Deleted,
                 email_index,
             },
+            (User::Present { email_index, .. }, UserEvent::Erased { .. }) => User::Present {
+                status: S::Erased,
+                email_index,
+            },
             (state, _) => state,
         }
     }
@@ -232,6 +304,12 @@ mod dto {
 
     #[derive(Serialize, Deserialize)]
     pub struct Empty {}
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Erased {
+        pub keys: Vec<String>,
+        pub reference: String,
+    }
 }
 
 impl EventSchema for UserEvent {
@@ -271,6 +349,14 @@ impl EventSchema for UserEvent {
             UserEvent::Suspended => stored("UserSuspended", 1, &dto::Empty {}),
             UserEvent::Reactivated => stored("UserReactivated", 1, &dto::Empty {}),
             UserEvent::Deleted => stored("UserDeleted", 1, &dto::Empty {}),
+            UserEvent::Erased { keys, reference } => stored(
+                "SubjectErased",
+                1,
+                &dto::Erased {
+                    keys: keys.clone(),
+                    reference: reference.as_str().to_owned(),
+                },
+            ),
         }
     }
 
@@ -280,7 +366,7 @@ impl EventSchema for UserEvent {
         if version != 1 {
             return match name {
                 "UserRegistered" | "UserActivated" | "UserProfileUpdated" | "UserEmailChanged"
-                | "UserSuspended" | "UserReactivated" | "UserDeleted" => {
+                | "UserSuspended" | "UserReactivated" | "UserDeleted" | "SubjectErased" => {
                     Err(SchemaError::UnknownVersion {
                         event_type: name.to_owned(),
                         version,
@@ -313,6 +399,15 @@ impl EventSchema for UserEvent {
             "UserSuspended" => UserEvent::Suspended,
             "UserReactivated" => UserEvent::Reactivated,
             "UserDeleted" => UserEvent::Deleted,
+            "SubjectErased" => {
+                let d: dto::Erased = read(form)?;
+                // Read back without the personal-data guard: what the log
+                // holds is history, whatever a later guard would say.
+                UserEvent::Erased {
+                    keys: d.keys,
+                    reference: ErasureReference(d.reference),
+                }
+            }
             other => return Err(SchemaError::UnknownType(other.to_owned())),
         })
     }
@@ -377,6 +472,44 @@ mod tests {
             User::fold(&[registered(true)]).status(),
             Some(UserStatus::Invited)
         );
+    }
+
+    fn erase() -> UserCommand {
+        UserCommand::Erase {
+            keys: vec!["subject:k".into()],
+            reference: ErasureReference::parse("DSR-17").unwrap(),
+        }
+    }
+
+    #[test]
+    fn any_user_may_be_erased_once_and_then_nothing_else_happens() {
+        let erased = UserEvent::Erased {
+            keys: vec!["subject:k".into()],
+            reference: ErasureReference::parse("DSR-17").unwrap(),
+        };
+        for history in [
+            vec![registered(true)],
+            vec![registered(false), UserEvent::Suspended],
+            vec![registered(false), UserEvent::Deleted],
+        ] {
+            given::<User>(&history)
+                .when(&erase())
+                .then(std::slice::from_ref(&erased));
+        }
+        let after = [registered(false), erased.clone()];
+        given::<User>(&after).when(&erase()).then(&[]);
+        given::<User>(&after)
+            .when(&UserCommand::Reactivate)
+            .then_error(UserError::Erased);
+        given::<User>(&after)
+            .when(&UserCommand::UpdateProfile {
+                profile: SealedProfile::default(),
+            })
+            .then_error(UserError::Erased);
+        given::<User>(&[])
+            .when(&erase())
+            .then_error(UserError::NotFound);
+        assert_eq!(User::fold(&after).status(), Some(UserStatus::Erased));
     }
 
     #[test]

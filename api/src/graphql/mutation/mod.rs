@@ -8,6 +8,7 @@
 mod api_keys;
 mod consent;
 mod credentials;
+mod privacy;
 mod roles;
 mod sessions;
 mod tenants;
@@ -39,6 +40,7 @@ pub struct Mutation(
     sessions::SessionMutations,
     consent::ConsentMutations,
     api_keys::ApiKeyMutations,
+    privacy::PrivacyMutations,
 );
 
 fn tenant(ctx: &Context<'_>, id: Option<&ID>) -> Result<TenantId> {
@@ -281,6 +283,8 @@ pub struct TenantSettingsInput {
     pub deleted_user_retention_days: Option<u16>,
     /// Days before IP addresses and user agents are erased (1 to 3650).
     pub access_data_retention_days: Option<u16>,
+    /// Whether users may erase themselves.
+    pub self_service_erasure: Option<bool>,
 }
 
 fn purposes(inputs: Vec<ConsentPurposeInput>) -> Vec<ConsentPurpose> {
@@ -307,6 +311,7 @@ impl From<TenantSettingsInput> for SettingsChange {
             remove_consent_purposes: s.remove_consent_purposes.unwrap_or_default(),
             deleted_user_retention_days: s.deleted_user_retention_days,
             access_data_retention_days: s.access_data_retention_days,
+            self_service_erasure: s.self_service_erasure,
         }
     }
 }

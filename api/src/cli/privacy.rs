@@ -1,0 +1,51 @@
+//! `custodia privacy`: erasure from the command line (the platform
+//! operator's hand; inside a tenant, owners and privacy officers use the
+//! `eraseSubject` mutation).
+
+use std::process::ExitCode;
+
+use custodia_domain::TenantId;
+use uuid::Uuid;
+
+use super::{operator, state};
+
+#[derive(clap::Subcommand)]
+pub enum PrivacyCommand {
+    /// Erase a data subject for good: destroy their key, end their
+    /// sessions, record a `SubjectErased` event. Prints the erasure
+    /// receipt (JSON) to keep.
+    EraseSubject {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        /// The request's reference (a ticket or case number; no personal data).
+        #[arg(long)]
+        reference: String,
+    },
+}
+
+pub async fn run(database_url: &str, command: PrivacyCommand) -> Result<ExitCode, String> {
+    use custodia_application::commands::privacy::erase_subject;
+    match command {
+        PrivacyCommand::EraseSubject {
+            tenant,
+            user,
+            reference,
+        } => {
+            let tenant = Uuid::parse_str(&tenant)
+                .ok()
+                .and_then(|id| TenantId::from_uuid(id).ok())
+                .ok_or("--tenant must be a tenant id (a UUID)")?;
+            let user = Uuid::parse_str(&user).map_err(|_| "--user must be a user id (a UUID)")?;
+            let state = state(database_url).await?;
+            let erasure = erase_subject(&state.ports, &operator(), tenant, user, &reference)
+                .await
+                .map_err(|e| e.to_string())?;
+            let receipt = serde_json::to_string_pretty(&erasure.receipt)
+                .map_err(|e| format!("cannot write the receipt: {e}"))?;
+            println!("{receipt}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

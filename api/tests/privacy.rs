@@ -1,0 +1,348 @@
+//! Erasure of a data subject, over HTTP and GraphQL, on both backends: what
+//! is forgotten, what stays provable, and who may do it to whom.
+
+use actix_web::http::StatusCode;
+use actix_web::test;
+use custodia::http::{app, AppState};
+use custodia_application::verify_log;
+use custodia_domain::TenantId;
+use custodia_infrastructure::MasterKey;
+use custodia_tests::identity::tenant_with_owner;
+use custodia_tests::{backends, TestDatabase};
+use serde_json::{json, Value};
+
+backends!(
+    erasure_forgets_the_subject_and_keeps_the_history,
+    who_may_erase_whom,
+    plaintext_fields_refuse_personal_data,
+);
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn state(db: &TestDatabase) -> AppState {
+    AppState::connect(db.url(), MasterKey::generate(), "custodia", "custodia-api")
+        .await
+        .unwrap()
+}
+
+/// Sends a request; returns the status and the JSON body (Null if none).
+macro_rules! call {
+    ($service:expr, $request:expr) => {{
+        let response = test::call_service($service, $request.to_request()).await;
+        let status = response.status();
+        let bytes = test::read_body(response).await;
+        (
+            status,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    }};
+}
+
+fn graphql(token: &str, query: &str, variables: Value) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/graphql")
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .insert_header(("user-agent", "MarkerAgent/7.7"))
+        .set_json(json!({ "query": query, "variables": variables }))
+}
+
+fn login(tenant: TenantId, email: &str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/auth/login")
+        .insert_header(("user-agent", "MarkerAgent/7.7"))
+        .set_json(json!({ "tenant_id": tenant.to_string(), "email": email, "password": PASSWORD }))
+}
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<none>")
+}
+
+const REGISTER: &str = "mutation($email: String!) { registerUser(input: { email: $email, password: \"correct horse battery staple\", profile: { displayName: \"Grace Marker\", phone: \"+44 20 7946 0958\", attributes: { note: \"marker-attribute\" } } }) { user { id } } }";
+const GRANT: &str =
+    "mutation($u: ID!, $role: String!) { grantRole(userId: $u, role: $role) { changed } }";
+const ERASE: &str = "mutation($u: ID!, $ref: String!) { eraseSubject(userId: $u, reference: $ref) { receipt { reference subject keysDestroyed position hash document } consistencyToken } }";
+
+/// Registers a user with a password and the given role (if any); returns
+/// their id and an access token.
+macro_rules! member {
+    ($service:expr, $owner:expr, $tenant:expr, $email:expr, $role:expr) => {{
+        let (_, body) = call!(
+            $service,
+            graphql($owner, REGISTER, json!({ "email": $email }))
+        );
+        let id = body["data"]["registerUser"]["user"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}"))
+            .to_owned();
+        let role: Option<&str> = $role;
+        if let Some(role) = role {
+            let (_, body) = call!(
+                $service,
+                graphql($owner, GRANT, json!({ "u": id, "role": role }))
+            );
+            assert_eq!(body["data"]["grantRole"]["changed"], true, "{body}");
+        }
+        let (status, tokens) = call!($service, login($tenant, $email));
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        (id, tokens)
+    }};
+}
+
+async fn erasure_forgets_the_subject_and_keeps_the_history(db: TestDatabase) {
+    let state = state(&db).await;
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = test::init_service(app(state.clone())).await;
+    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
+    let owner = owner["access_token"].as_str().unwrap().to_owned();
+    let (grace, tokens) = member!(&service, &owner, tenant, "grace@example.org", None);
+    let grace_token = tokens["access_token"].as_str().unwrap();
+
+    let (status, body) = call!(
+        &service,
+        graphql(&owner, ERASE, json!({ "u": grace, "ref": "DSR-2026-0017" }))
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let receipt = &body["data"]["eraseSubject"]["receipt"];
+    assert_eq!(receipt["subject"], grace.as_str(), "{body}");
+    assert_eq!(receipt["reference"], "DSR-2026-0017");
+    assert_eq!(
+        receipt["keysDestroyed"],
+        json!([format!("subject:{tenant}/{grace}:v1")])
+    );
+    let document = receipt["document"].clone();
+    assert_eq!(document["event"]["event_type"], "SubjectErased");
+    assert_eq!(document["event"]["stream"], format!("user:{grace}"));
+    assert_eq!(document["inclusion_proof"], Value::Null);
+    let token = body["data"]["eraseSubject"]["consistencyToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The subject's access ends at once: the access token and the refresh
+    // token are refused.
+    let (status, _) = call!(&service, graphql(grace_token, "{ me { id } }", json!({})));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call!(
+        &service,
+        test::TestRequest::post()
+            .uri("/auth/refresh")
+            .set_json(json!({ "refresh_token": tokens["refresh_token"] }))
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Every personal field reads as null, not as an error; the user stays,
+    // marked erased; their sessions show why they ended.
+    let read = "query($u: ID!) { user(id: $u) { status erased email displayName phone attributes } \
+                sessions(userId: $u) { edges { node { status revocationReason client { ip userAgent } } } } }";
+    let read_user = || {
+        graphql(&owner, read, json!({ "u": grace }))
+            .insert_header(("x-consistency-token", token.clone()))
+    };
+    let (_, body) = call!(&service, read_user());
+    assert_eq!(body["errors"], Value::Null, "{body}");
+    assert_eq!(
+        body["data"]["user"],
+        json!({ "status": "ERASED", "erased": true, "email": null, "displayName": null,
+                "phone": null, "attributes": null }),
+        "{body}"
+    );
+    let sessions = body["data"]["sessions"]["edges"].as_array().unwrap();
+    assert!(!sessions.is_empty());
+    for session in sessions {
+        assert_eq!(
+            session["node"],
+            json!({ "status": "REVOKED", "revocationReason": "SUBJECT_ERASED", "client": null })
+        );
+    }
+
+    // Erasing again writes nothing and answers the same receipt; nothing
+    // else can happen to the subject.
+    let (_, again) = call!(
+        &service,
+        graphql(&owner, ERASE, json!({ "u": grace, "ref": "DSR-2026-0017" }))
+    );
+    assert_eq!(
+        again["data"]["eraseSubject"]["receipt"]["document"], document,
+        "{again}"
+    );
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "mutation($u: ID!) { updateProfile(userId: $u, profile: { displayName: \"Back\" }) { user { id } } }",
+            json!({ "u": grace })
+        )
+    );
+    assert_eq!(code(&body), "CONFLICT", "{body}");
+
+    // The history stays: the chain verifies, the audit timeline keeps the
+    // subject's events, and the erasure is in it.
+    let report = verify_log(&*state.ports.store, None, &|_| {})
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "query($u: ID!) { auditEvents(subject: $u) { edges { node { type causationId } } } }",
+            json!({ "u": grace })
+        )
+    );
+    let types: Vec<&str> = body["data"]["auditEvents"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"UserRegistered"), "{body}");
+    assert_eq!(types.last(), Some(&"SubjectErased"), "{body}");
+
+    // A rebuild from zero never fails on the destroyed key, and ends with
+    // the subject erased.
+    running.stop().await;
+    for projection in custodia_projections::identity::all() {
+        custodia_projections::rebuild(
+            &*projection,
+            &state.ports.store,
+            &*state.models,
+            Default::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+    let (_, body) = call!(&service, read_user());
+    assert_eq!(body["data"]["user"]["erased"], true, "{body}");
+    assert_eq!(body["data"]["user"]["displayName"], Value::Null);
+    assert_eq!(
+        body["data"]["sessions"]["edges"][0]["node"]["client"],
+        Value::Null
+    );
+}
+
+async fn who_may_erase_whom(db: TestDatabase) {
+    let state = state(&db).await;
+    let (tenant, ada) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let (other, _) = tenant_with_owner(&state.ports, "eve@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = test::init_service(app(state.clone())).await;
+    let access = |tokens: &Value| tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
+    let owner = access(&owner);
+    let (_, eve) = call!(&service, login(other, "eve@example.org"));
+    let eve = access(&eve);
+    let (_, admin) = member!(&service, &owner, tenant, "bob@example.org", Some("admin"));
+    let (_, officer) = member!(
+        &service,
+        &owner,
+        tenant,
+        "pat@example.org",
+        Some("privacy_officer")
+    );
+    let (mel, member) = member!(&service, &owner, tenant, "mel@example.org", None);
+    let (admin, officer, member) = (access(&admin), access(&officer), access(&member));
+    let erase = |token: &str, user: &str, reference: &str| {
+        graphql(token, ERASE, json!({ "u": user, "ref": reference }))
+    };
+
+    // Admins do not erase; a privacy officer does not erase an owner (who
+    // holds more); another tenant's owner finds nobody.
+    let (_, body) = call!(&service, erase(&admin, &mel, "DSR-1"));
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = call!(&service, erase(&officer, &ada.to_string(), "DSR-1"));
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = call!(&service, erase(&eve, &mel, "DSR-1"));
+    assert!(["NOT_FOUND", "FORBIDDEN"].contains(&code(&body)), "{body}");
+
+    // Users erase themselves only where the tenant allows it.
+    let (_, body) = call!(&service, erase(&member, &mel, "self"));
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "mutation { updateTenantSettings(settings: { selfServiceErasure: true }) { tenant { settings { selfServiceErasure } } } }",
+            json!({})
+        )
+    );
+    assert_eq!(
+        body["data"]["updateTenantSettings"]["tenant"]["settings"]["selfServiceErasure"], true,
+        "{body}"
+    );
+    let (_, body) = call!(&service, erase(&member, &mel, "self"));
+    assert_eq!(body["errors"], Value::Null, "{body}");
+
+    // A reference is kept in the log for good: one that holds personal
+    // data is refused, naming the field and not the value.
+    let (_, body) = call!(
+        &service,
+        erase(&owner, &mel, "request from mel@example.org")
+    );
+    assert_eq!(code(&body), "VALIDATION", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("erasure reference") && !message.contains("mel@"),
+        "{message}"
+    );
+
+    // The last active owner cannot be erased (by themselves or anyone),
+    // and their data stays.
+    let (_, body) = call!(&service, erase(&owner, &ada.to_string(), "DSR-2"));
+    assert_eq!(code(&body), "CONFLICT", "{body}");
+    let (_, body) = call!(
+        &service,
+        graphql(&owner, "{ me { email erased } }", json!({}))
+    );
+    assert_eq!(
+        body["data"]["me"],
+        json!({ "email": "ada@example.org", "erased": false }),
+        "{body}"
+    );
+    running.stop().await;
+}
+
+/// Plaintext fields are kept in the log for good: a value holding an email
+/// address, a phone number or a card number is refused, naming the field
+/// and not the value, and nothing is written.
+async fn plaintext_fields_refuse_personal_data(db: TestDatabase) {
+    let state = state(&db).await;
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let service = test::init_service(app(state.clone())).await;
+    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
+    let owner = owner["access_token"].as_str().unwrap().to_owned();
+    let head = state.ports.store.head().await.unwrap();
+    for (field, mutation) in [
+        ("API key name", "mutation { createApiKey(name: \"for ada@example.org\", permissions: [\"user.read\"]) { key } }"),
+        ("API key name", "mutation { createApiKey(name: \"card 4111 1111 1111 1111\", permissions: [\"user.read\"]) { key } }"),
+        ("role name", "mutation { defineRole(name: \"r4111111111111111\", permissions: [\"user.read\"]) { changed } }"),
+        ("consent purpose", "mutation { updateTenantSettings(settings: { addConsentPurposes: [{ id: \"p5500005555555559\", version: 1 }] }) { consistencyToken } }"),
+    ] {
+        let (_, body) = call!(&service, graphql(&owner, mutation, json!({})));
+        assert_eq!(code(&body), "VALIDATION", "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{message}");
+        assert!(
+            !message.contains("ada@") && !message.contains("4111") && !message.contains("5500"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        state.ports.store.head().await.unwrap(),
+        head,
+        "nothing written"
+    );
+    // The same kinds of field without personal data pass.
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "mutation { defineRole(name: \"support_2026\", permissions: [\"user.read\"]) { changed } }",
+            json!({})
+        )
+    );
+    assert_eq!(body["data"]["defineRole"]["changed"], true, "{body}");
+}
