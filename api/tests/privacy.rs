@@ -11,6 +11,9 @@ use custodia_tests::identity::tenant_with_owner;
 use custodia_tests::{backends, TestDatabase};
 use serde_json::{json, Value};
 
+#[allow(dead_code)] // the socket helpers; this file uses `call!`
+mod served;
+
 backends!(
     erasure_forgets_the_subject_and_keeps_the_history,
     who_may_erase_whom,
@@ -23,19 +26,6 @@ async fn state(db: &TestDatabase) -> AppState {
     AppState::connect(db.url(), MasterKey::generate(), "custodia", "custodia-api")
         .await
         .unwrap()
-}
-
-/// Sends a request; returns the status and the JSON body (Null if none).
-macro_rules! call {
-    ($service:expr, $request:expr) => {{
-        let response = test::call_service($service, $request.to_request()).await;
-        let status = response.status();
-        let bytes = test::read_body(response).await;
-        (
-            status,
-            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-        )
-    }};
 }
 
 fn graphql(token: &str, query: &str, variables: Value) -> test::TestRequest {

@@ -49,19 +49,6 @@ macro_rules! service {
     };
 }
 
-/// Sends a request; returns the status and the JSON body (Null if none).
-macro_rules! call {
-    ($service:expr, $request:expr) => {{
-        let response = test::call_service($service, $request.to_request()).await;
-        let status = response.status();
-        let bytes = test::read_body(response).await;
-        (
-            status,
-            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-        )
-    }};
-}
-
 fn login(tenant: TenantId, email: &str, password: &str) -> test::TestRequest {
     test::TestRequest::post()
         .uri("/auth/login")

@@ -132,16 +132,7 @@ async fn check_receipt(
         );
         return Ok((chain, false));
     };
-    let logged = ReceiptEvent {
-        id: event.event_id.as_uuid(),
-        event_type: event.event_type.as_str().to_owned(),
-        chain: event.chain.to_string(),
-        chain_index: event.chain_index.0,
-        position: event.position.0,
-        stream: event.stream.to_string(),
-        stream_version: event.stream_version.0,
-        hash: event.hash.to_hex(),
-    };
+    let logged = ReceiptEvent::of(event);
     let subject_stream = receipt.subject.map(|s| format!("user:{s}"));
     let mut differences = Vec::new();
     let mut differ = |field: &str, receipt: String, log: String| {

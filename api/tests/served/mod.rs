@@ -3,6 +3,21 @@
 
 use custodia::http::{app, AppState};
 
+/// Sends a request to a test service; returns the status and the JSON
+/// body (Null if none).
+#[macro_export]
+macro_rules! call {
+    ($service:expr, $request:expr) => {{
+        let response = actix_web::test::call_service($service, $request.to_request()).await;
+        let status = response.status();
+        let bytes = actix_web::test::read_body(response).await;
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }};
+}
+
 /// A server on a free local port.
 pub struct Served {
     pub address: std::net::SocketAddr,

@@ -64,7 +64,8 @@ pub struct ReceiptEvent {
 }
 
 impl ReceiptEvent {
-    fn of(event: &RecordedEvent) -> Self {
+    /// The coordinates of `event`, as a receipt names them.
+    pub fn of(event: &RecordedEvent) -> Self {
         Self {
             id: event.event_id.as_uuid(),
             event_type: event.event_type.as_str().to_owned(),
