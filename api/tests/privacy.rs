@@ -7,7 +7,7 @@ use custodia::http::{app, AppState};
 use custodia_application::verify_log;
 use custodia_domain::TenantId;
 use custodia_infrastructure::MasterKey;
-use custodia_tests::identity::tenant_with_owner;
+use custodia_tests::identity::{operator, tenant_with_owner};
 use custodia_tests::{backends, TestDatabase};
 use serde_json::{json, Value};
 
@@ -18,6 +18,7 @@ backends!(
     erasure_forgets_the_subject_and_keeps_the_history,
     who_may_erase_whom,
     plaintext_fields_refuse_personal_data,
+    erasing_a_tenant_stops_it_at_once_and_keeps_its_chain,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -90,6 +91,20 @@ async fn erasure_forgets_the_subject_and_keeps_the_history(db: TestDatabase) {
     let (grace, tokens) = member!(&service, &owner, tenant, "grace@example.org", None);
     let grace_token = tokens["access_token"].as_str().unwrap();
 
+    // An answer kept for a client's retries holds the subject's data.
+    let keyed = || {
+        graphql(
+            &owner,
+            "mutation($u: ID!) { updateProfile(userId: $u, profile: { displayName: \"Grace Keyed\" }) { user { displayName } } }",
+            json!({ "u": grace }),
+        )
+        .insert_header(("idempotency-key", "\"retry-me\""))
+    };
+    let (_, first) = call!(&service, keyed());
+    let (_, replayed) = call!(&service, keyed());
+    assert_eq!(first, replayed);
+    assert!(first.to_string().contains("Grace Keyed"), "{first}");
+
     let (status, body) = call!(
         &service,
         graphql(&owner, ERASE, json!({ "u": grace, "ref": "DSR-2026-0017" }))
@@ -110,6 +125,15 @@ async fn erasure_forgets_the_subject_and_keeps_the_history(db: TestDatabase) {
         .as_str()
         .unwrap()
         .to_owned();
+
+    // The kept answer is withdrawn: the retry learns its request was
+    // carried out, not what it said, and nothing runs again.
+    let head = state.ports.store.head().await.unwrap();
+    let (status, withdrawn) = call!(&service, keyed());
+    assert_eq!(status, StatusCode::CONFLICT, "{withdrawn}");
+    assert_eq!(code(&withdrawn), "ANSWER_WITHDRAWN");
+    assert!(!withdrawn.to_string().contains("Grace"), "{withdrawn}");
+    assert_eq!(state.ports.store.head().await.unwrap(), head);
 
     // The subject's access ends at once: the access token and the refresh
     // token are refused.
@@ -167,6 +191,14 @@ async fn erasure_forgets_the_subject_and_keeps_the_history(db: TestDatabase) {
         )
     );
     assert_eq!(code(&body), "CONFLICT", "{body}");
+
+    // The address is free again: the person may come back as someone new.
+    let (_, body) = call!(
+        &service,
+        graphql(&owner, REGISTER, json!({ "email": "grace@example.org" }))
+    );
+    let again_id = body["data"]["registerUser"]["user"]["id"].as_str();
+    assert!(again_id.is_some_and(|id| id != grace), "{body}");
 
     // The history stays: the chain verifies, the audit timeline keeps the
     // subject's events, and the erasure is in it.
@@ -335,4 +367,95 @@ async fn plaintext_fields_refuse_personal_data(db: TestDatabase) {
         )
     );
     assert_eq!(body["data"]["defineRole"]["changed"], true, "{body}");
+}
+
+async fn erasing_a_tenant_stops_it_at_once_and_keeps_its_chain(db: TestDatabase) {
+    use custodia_application::commands::privacy::erase_tenant;
+    let state = state(&db).await;
+    let (tenant, ada) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let (other, _) = tenant_with_owner(&state.ports, "eve@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = test::init_service(app(state.clone())).await;
+    let (_, tokens) = call!(&service, login(tenant, "ada@example.org"));
+    let owner = tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, key) = call!(
+        &service,
+        graphql(
+            &owner,
+            "mutation { createApiKey(name: \"sync\", permissions: [\"user.read\"]) { key } }",
+            json!({})
+        )
+    );
+    let key = key["data"]["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, eve) = call!(&service, login(other, "eve@example.org"));
+    let eve = eve["access_token"].as_str().unwrap().to_owned();
+
+    // Nobody inside a tenant erases it, not even its owner.
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "mutation($t: ID!) { eraseTenant(tenantId: $t, reference: \"offboarding\") { receipt { hash } } }",
+            json!({ "t": tenant.to_string() })
+        )
+    );
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+
+    let erasure = erase_tenant(&state.ports, &operator(), tenant, "offboarding 2026-11")
+        .await
+        .unwrap();
+    let receipt = &erasure.receipt;
+    assert_eq!(receipt.erased, "tenant");
+    assert_eq!(receipt.event.event_type, "TenantErased");
+    assert_eq!(receipt.event.chain, "platform");
+    assert_eq!(receipt.keys_destroyed, [format!("tenant:{tenant}:v1")]);
+
+    // Every credential of the tenant stops at once; logins are refused.
+    let me = "{ me { id } }";
+    let (status, _) = call!(&service, graphql(&owner, me, json!({})));
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call!(
+        &service,
+        graphql(&key, "{ users { edges { cursor } } }", json!({}))
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call!(
+        &service,
+        test::TestRequest::post()
+            .uri("/auth/refresh")
+            .set_json(json!({ "refresh_token": tokens["refresh_token"] }))
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call!(&service, login(tenant, "ada@example.org"));
+    assert!(status.is_client_error(), "{status}");
+
+    // Every personal field of the tenant is unreadable; another tenant
+    // works as before.
+    let record = custodia_application::commands::users::read_personal_data(
+        &state.ports,
+        &operator(),
+        tenant,
+        ada,
+    )
+    .await
+    .unwrap();
+    assert_eq!(record.email, None);
+    let (_, body) = call!(&service, graphql(&eve, "{ me { email } }", json!({})));
+    assert_eq!(body["data"]["me"]["email"], "eve@example.org", "{body}");
+
+    // Both chains verify; erasing again writes nothing, answers the same.
+    let report = verify_log(&*state.ports.store, None, &|_| {})
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    let head = state.ports.store.head().await.unwrap();
+    let again = erase_tenant(&state.ports, &operator(), tenant, "offboarding 2026-11")
+        .await
+        .unwrap();
+    assert_eq!(&again.receipt, receipt);
+    assert_eq!(state.ports.store.head().await.unwrap(), head);
+    running.stop().await;
 }

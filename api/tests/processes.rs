@@ -15,6 +15,7 @@ backends!(
     logout_on_one_instance_stops_the_token_on_the_other,
     suspension_on_one_instance_stops_the_user_on_the_other,
     another_instance_takes_over_the_projections,
+    nothing_of_an_erased_subject_or_tenant_is_left_readable,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -22,6 +23,18 @@ const PASSWORD: &str = "correct horse battery staple";
 /// One plain HTTP/1.1 exchange; returns the status and the JSON body.
 fn http(
     address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    http_as(address, "custodia-tests", method, path, token, body)
+}
+
+/// [`http`] from a client naming itself `user_agent`.
+fn http_as(
+    address: SocketAddr,
+    user_agent: &str,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -37,7 +50,7 @@ fn http(
         .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nuser-agent: {user_agent}\r\nconnection: close\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -80,12 +93,31 @@ fn custodia(db: &TestDatabase, key: &str) -> Command {
 }
 
 fn serve(db: &TestDatabase, key: &str) -> Server {
+    serve_logging(db, key, None)
+}
+
+/// [`serve`], its log output (at `debug`) written to `log` if given.
+fn serve_logging(db: &TestDatabase, key: &str, log: Option<&std::path::Path>) -> Server {
     let address = free_address();
-    let child = custodia(db, key)
+    let output = || match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap(),
+        ),
+        None => Stdio::null(),
+    };
+    let mut command = custodia(db, key);
+    if log.is_some() {
+        command.env("RUST_LOG", "debug");
+    }
+    let child = command
         .arg("serve")
         .env("CUSTODIA_LISTEN", address.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(output())
+        .stderr(output())
         .spawn()
         .expect("custodia serve starts");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -98,14 +130,14 @@ fn serve(db: &TestDatabase, key: &str) -> Server {
 
 /// Bootstraps a tenant; returns its id.
 fn bootstrap(db: &TestDatabase, key: &str) -> String {
+    bootstrap_tenant(db, key, "ada@example.org", &[])
+}
+
+/// Bootstraps a tenant whose owner is `owner` (`extra`: more arguments).
+fn bootstrap_tenant(db: &TestDatabase, key: &str, owner: &str, extra: &[&str]) -> String {
     let output = custodia(db, key)
-        .args([
-            "bootstrap",
-            "--tenant-name",
-            "Acme",
-            "--owner-email",
-            "ada@example.org",
-        ])
+        .args(["bootstrap", "--tenant-name", "Acme", "--owner-email", owner])
+        .args(extra)
         .env("CUSTODIA_BOOTSTRAP_PASSWORD", PASSWORD)
         .output()
         .unwrap();
@@ -126,8 +158,14 @@ fn login(server: &Server, tenant: &str) -> String {
 
 /// Logs `email` in; returns the access and refresh tokens.
 fn login_as(server: &Server, tenant: &str, email: &str) -> (String, String) {
-    let (status, tokens) = http(
+    login_from(server, "custodia-tests", tenant, email)
+}
+
+/// [`login_as`] from a client naming itself `user_agent`.
+fn login_from(server: &Server, user_agent: &str, tenant: &str, email: &str) -> (String, String) {
+    let (status, tokens) = http_as(
         server.address,
+        user_agent,
         "POST",
         "/auth/login",
         None,
@@ -254,6 +292,151 @@ async fn another_instance_takes_over_the_projections(db: TestDatabase) {
             std::thread::sleep(Duration::from_millis(100));
         }
         eprintln!("takeover after a crash: {:?}", registered.elapsed());
+    })
+    .await
+    .unwrap();
+}
+
+/// Every way a marker could sit in a file: as it is, in hex, and in base64
+/// at each of the three alignments (the characters that do not depend on
+/// the bytes around it).
+fn encodings(marker: &str) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut forms = vec![
+        marker.as_bytes().to_vec(),
+        hex::encode(marker).into_bytes(),
+        hex::encode_upper(marker).into_bytes(),
+    ];
+    for shift in 0..3 {
+        let mut shifted = vec![0u8; shift];
+        shifted.extend_from_slice(marker.as_bytes());
+        let encoded = b64.encode(&shifted);
+        let skip = (shift * 4).div_ceil(3);
+        forms.push(encoded.as_bytes()[skip..encoded.len() - 4].to_vec());
+    }
+    forms
+}
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The residue test: users with a unique marker in every personal field
+/// (email, display name, phone, custom attributes) and in the user agent
+/// of their logins; one subject erased over GraphQL and a whole tenant
+/// erased with the CLI, through real processes; then the whole database
+/// (the SQLite file with its WAL and shared memory, byte by byte, or a
+/// `pg_dump`), which holds the key store too, and the server's log output
+/// (at `debug`) hold no marker of the erased ones, as text, hex or base64.
+/// A subject not erased is still readable.
+async fn nothing_of_an_erased_subject_or_tenant_is_left_readable(db: TestDatabase) {
+    let key = MasterKey::generate().to_base64();
+    let tenant = bootstrap(&db, &key);
+    let other = bootstrap_tenant(&db, &key, "mkr5owner@example.org", &["--another-tenant"]);
+    tokio::task::spawn_blocking(move || {
+        let logs = tempfile::NamedTempFile::new().unwrap();
+        let server = serve_logging(&db, &key, Some(logs.path()));
+        let person = |token: &str, marker: &str, phone: &str| {
+            let register = format!(
+                "mutation {{ registerUser(input: {{ email: \"{marker}@example.org\", password: \"{PASSWORD}\", \
+                 profile: {{ displayName: \"{marker}Name\", phone: \"{phone}\", attributes: {{ note: \"{marker}Attr\" }} }} }}) \
+                 {{ user {{ id }} consistencyToken }} }}"
+            );
+            let (status, body) = graphql(&server, token, &register);
+            assert_eq!(status, 200, "{body}");
+            body["data"]["registerUser"]["user"]["id"].as_str().unwrap().to_owned()
+        };
+        let owner = login(&server, &tenant);
+        let grace = person(&owner, "mkr1grace", "+44 7700 900111");
+        let henry = person(&owner, "mkr2henry", "+44 7700 900222");
+        login_from(&server, "mkr1agent/1.0", &tenant, "mkr1grace@example.org");
+        login_from(&server, "mkr2agent/1.0", &tenant, "mkr2henry@example.org");
+        let other_owner = login_as(&server, &other, "mkr5owner@example.org").0;
+        person(&other_owner, "mkr5tina", "+44 7700 900555");
+        login_from(&server, "mkr5agent/1.0", &other, "mkr5tina@example.org");
+
+        let erase = format!(
+            "mutation {{ eraseSubject(userId: \"{grace}\", reference: \"DSR-77\") {{ receipt {{ hash }} }} }}"
+        );
+        let (status, body) = graphql(&server, &owner, &erase);
+        assert!(status == 200 && body["errors"].is_null(), "{body}");
+        let erased = custodia(&db, &key)
+            .args(["privacy", "erase-tenant", "--tenant", &other, "--reference", "offboarding"])
+            .output()
+            .unwrap();
+        assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stderr));
+
+        // The receipt the CLI printed checks out against the log, and a
+        // receipt with one field changed does not.
+        let receipt: Value = serde_json::from_slice(&erased.stdout).unwrap();
+        let check = |receipt: &Value| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), receipt.to_string()).unwrap();
+            let output = custodia(&db, &key)
+                .arg("verify")
+                .arg("--receipt")
+                .arg(file.path())
+                .output()
+                .unwrap();
+            (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+        };
+        let (code, out) = check(&receipt);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("receipt: matches the log"), "{out}");
+        let mut forged = receipt.clone();
+        forged["event"]["hash"] = json!("00".repeat(32));
+        let (code, out) = check(&forged);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("RECEIPT MISMATCH: hash"), "{out}");
+
+        // The one not erased is still readable.
+        let read = format!("{{ user(id: \"{henry}\") {{ displayName phone }} }}");
+        let (_, body) = graphql(&server, &owner, &read);
+        assert_eq!(
+            body["data"]["user"],
+            json!({ "displayName": "mkr2henryName", "phone": "+44 7700 900222" }),
+            "{body}"
+        );
+        drop(server);
+
+        let mut contents = vec![("log output".to_owned(), std::fs::read(logs.path()).unwrap())];
+        if let Some(path) = db.url().strip_prefix("sqlite://") {
+            for suffix in ["", "-wal", "-shm"] {
+                let file = format!("{path}{suffix}");
+                if let Ok(bytes) = std::fs::read(&file) {
+                    contents.push((file, bytes));
+                }
+            }
+        } else {
+            let dump = Command::new("pg_dump").arg(db.url()).output().unwrap();
+            assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+            contents.push(("pg_dump".to_owned(), dump.stdout));
+        }
+        // Erased: grace (one subject) and all of the other tenant.
+        let erased_markers = [
+            "mkr1grace", "mkr1agent", "447700900111", "7700 900111",
+            "mkr5tina", "mkr5agent", "mkr5owner", "447700900555", "7700 900555",
+        ];
+        for (name, bytes) in &contents {
+            for marker in erased_markers {
+                for form in encodings(marker) {
+                    assert!(
+                        !holds(bytes, &form),
+                        "{name} holds {marker} (as {})",
+                        String::from_utf8_lossy(&form)
+                    );
+                }
+            }
+        }
+        // The search finds what is there: the erasure's reference, which is
+        // not personal, is in the database in one of these forms.
+        assert!(
+            contents[1..]
+                .iter()
+                .any(|(_, bytes)| encodings("DSR-77").iter().any(|f| holds(bytes, f))),
+            "the scan does not see the log's contents"
+        );
     })
     .await
     .unwrap();

@@ -19,6 +19,7 @@ use custodia_application::StoreError;
 use custodia_domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteSynchronous;
+use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::pools::{on_pool, Pools};
@@ -44,6 +45,20 @@ pub enum Claim {
     InProgress,
     /// The key was used for another request.
     Mismatch,
+}
+
+/// What a retry gets once its answer was withdrawn
+/// ([`IdempotencyKeys::withdraw_tenant`]): a GraphQL-shaped 409.
+pub fn withdrawn() -> StoredResponse {
+    let body = serde_json::json!({ "errors": [{
+        "message": "this request was carried out; its answer was withdrawn when a data subject of the tenant was erased",
+        "extensions": { "code": "ANSWER_WITHDRAWN" },
+    }]});
+    StoredResponse {
+        status: 409,
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        body: body.to_string().into_bytes(),
+    }
 }
 
 /// An answer as it is replayed.
@@ -104,12 +119,13 @@ impl IdempotencyKeys {
         })
     }
 
-    /// Claims `scope` for a request whose digest is `request`; a claim older
-    /// than `lifetime` (microseconds, at most [`KEY_LIFETIME_MICROS`]) is
-    /// forgotten.
+    /// Claims `scope` (in `tenant`, if the request names one) for a request
+    /// whose digest is `request`; a claim older than `lifetime`
+    /// (microseconds, at most [`KEY_LIFETIME_MICROS`]) is forgotten.
     pub async fn claim(
         &self,
         scope: &[u8; 32],
+        tenant: Option<Uuid>,
         request: &[u8; 32],
         now: Timestamp,
         lifetime: i64,
@@ -119,10 +135,10 @@ impl IdempotencyKeys {
         if self.claims.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep(now).await?;
         }
-        let insert = "INSERT INTO idempotency_keys (scope, request_sha256, first_seen) \
-                      VALUES ($1, $2, $3) ON CONFLICT (scope) DO NOTHING";
+        let insert = "INSERT INTO idempotency_keys (scope, request_sha256, first_seen, tenant_id) \
+                      VALUES ($1, $2, $3, $4) ON CONFLICT (scope) DO NOTHING";
         let inserted = on_pool!(exec &self.pools, pool => sqlx::query(insert)
-            .bind(&scope[..]).bind(&request[..]).bind(now.0).execute(pool))?;
+            .bind(&scope[..]).bind(&request[..]).bind(now.0).bind(tenant).execute(pool))?;
         if inserted == 1 {
             return Ok(Claim::Run { first_seen: now });
         }
@@ -170,6 +186,27 @@ impl IdempotencyKeys {
         let sql = "UPDATE idempotency_keys SET response = $2 WHERE scope = $1";
         on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(&scope[..]).bind(sealed).execute(pool))?;
         Ok(())
+    }
+
+    /// Replaces every kept answer of `tenant` with [`withdrawn`]: erasing a
+    /// data subject calls it, since a kept answer may hold their personal
+    /// data. A retry then learns that its request was carried out, not
+    /// what it answered; it does not run again. Returns how many answers
+    /// were withdrawn.
+    pub async fn withdraw_tenant(&self, tenant: Uuid) -> Result<u64, StoreError> {
+        let sql =
+            "SELECT scope FROM idempotency_keys WHERE tenant_id = $1 AND response IS NOT NULL";
+        let scopes: Vec<Vec<u8>> =
+            on_pool!(&self.pools, pool => sqlx::query_scalar(sql).bind(tenant).fetch_all(pool))?;
+        let answer = withdrawn();
+        for scope in &scopes {
+            let scope: [u8; 32] = scope
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::corrupt("an idempotency scope is not 32 bytes"))?;
+            self.complete(&scope, &answer).await?;
+        }
+        Ok(scopes.len() as u64)
     }
 
     /// Forgets a claim whose request failed in a way a retry may not (a

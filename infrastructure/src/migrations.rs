@@ -52,6 +52,11 @@ pub const SQLITE: &[Migration] = &[
         name: "idempotency_keys",
         sql: include_str!("../../migrations/sqlite/0006_idempotency_keys.sql"),
     },
+    Migration {
+        version: 7,
+        name: "idempotency_tenants",
+        sql: include_str!("../../migrations/sqlite/0007_idempotency_tenants.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -84,6 +89,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "idempotency_keys",
         sql: include_str!("../../migrations/postgres/0006_idempotency_keys.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "idempotency_tenants",
+        sql: include_str!("../../migrations/postgres/0007_idempotency_tenants.sql"),
     },
 ];
 

@@ -71,6 +71,8 @@ row_kind!(
     TenantStatus {
         Active = "active",
         Suspended = "suspended",
+        /// Erased: its chain is closed, its key destroyed.
+        Erased = "erased",
     }
 );
 

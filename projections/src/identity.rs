@@ -203,6 +203,7 @@ impl Projection for Tenants {
                         }
                         TenantEvent::Suspended => TenantStatus::Suspended,
                         TenantEvent::Reactivated => TenantStatus::Active,
+                        TenantEvent::Closed => TenantStatus::Erased,
                         TenantEvent::Created { .. } => unreachable!("handled above"),
                     };
                     row.kind = Some(status.as_str().into());

@@ -10,6 +10,7 @@ use custodia_domain::{ChainId, StreamCategory, StreamId, StreamVersion, TenantId
 use custodia_infrastructure::{open_event_store, OpenMode};
 use uuid::Uuid;
 
+mod erasure;
 mod history;
 mod sample;
 
@@ -27,6 +28,8 @@ pub enum Bench {
     /// Refresh and login latency against the length of the session's or
     /// account's history, and the time to fold a long stream.
     History(history::HistoryArgs),
+    /// Time to erase a data subject against the length of their history.
+    Erasure(erasure::ErasureArgs),
 }
 
 #[derive(clap::Args)]
@@ -85,6 +88,7 @@ pub async fn run(url: Option<&str>, bench: Bench) -> Result<ExitCode, String> {
         Bench::Passwords(args) => passwords(args).await,
         Bench::Commands(args) => commands(url()?, args).await,
         Bench::History(args) => history::run(url()?, args).await,
+        Bench::Erasure(args) => erasure::run(url()?, args).await,
     }
 }
 

@@ -23,29 +23,54 @@ pub enum PrivacyCommand {
         #[arg(long)]
         reference: String,
     },
+    /// Erase a whole tenant: close its chain (all its sessions and API
+    /// keys stop), record `TenantErased` in the platform chain, destroy
+    /// the tenant key. Prints the erasure receipt (JSON).
+    EraseTenant {
+        #[arg(long)]
+        tenant: String,
+        /// The request's reference (no personal data).
+        #[arg(long)]
+        reference: String,
+    },
 }
 
 pub async fn run(database_url: &str, command: PrivacyCommand) -> Result<ExitCode, String> {
-    use custodia_application::commands::privacy::erase_subject;
-    match command {
+    use custodia_application::commands::privacy::{erase_subject, erase_tenant};
+    let parse_tenant = |id: &str| {
+        Uuid::parse_str(id)
+            .ok()
+            .and_then(|id| TenantId::from_uuid(id).ok())
+            .ok_or("--tenant must be a tenant id (a UUID)")
+    };
+    let (tenant, erasure) = match command {
         PrivacyCommand::EraseSubject {
             tenant,
             user,
             reference,
         } => {
-            let tenant = Uuid::parse_str(&tenant)
-                .ok()
-                .and_then(|id| TenantId::from_uuid(id).ok())
-                .ok_or("--tenant must be a tenant id (a UUID)")?;
+            let tenant = parse_tenant(&tenant)?;
             let user = Uuid::parse_str(&user).map_err(|_| "--user must be a user id (a UUID)")?;
             let state = state(database_url).await?;
-            let erasure = erase_subject(&state.ports, &operator(), tenant, user, &reference)
-                .await
-                .map_err(|e| e.to_string())?;
-            let receipt = serde_json::to_string_pretty(&erasure.receipt)
-                .map_err(|e| format!("cannot write the receipt: {e}"))?;
-            println!("{receipt}");
-            Ok(ExitCode::SUCCESS)
+            let erasure = erase_subject(&state.ports, &operator(), tenant, user, &reference).await;
+            (tenant, erasure.map(|e| (state, e)))
         }
-    }
+        PrivacyCommand::EraseTenant { tenant, reference } => {
+            let tenant = parse_tenant(&tenant)?;
+            let state = state(database_url).await?;
+            let erasure = erase_tenant(&state.ports, &operator(), tenant, &reference).await;
+            (tenant, erasure.map(|e| (state, e)))
+        }
+    };
+    let (state, erasure) = erasure.map_err(|e| e.to_string())?;
+    // Kept answers of the tenant's requests may hold personal data.
+    state
+        .idempotency
+        .withdraw_tenant(tenant.as_uuid())
+        .await
+        .map_err(|e| e.to_string())?;
+    let receipt = serde_json::to_string_pretty(&erasure.receipt)
+        .map_err(|e| format!("cannot write the receipt: {e}"))?;
+    println!("{receipt}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -133,6 +133,7 @@ async fn check_receipt(
         return Ok((chain, false));
     };
     let logged = ReceiptEvent::of(event);
+    // What was erased: the user's stream, or the tenant's erasure record.
     let subject_stream = receipt.subject.map(|s| format!("user:{s}"));
     let mut differences = Vec::new();
     let mut differ = |field: &str, receipt: String, log: String| {
@@ -167,9 +168,9 @@ async fn check_receipt(
         logged.stream_version.to_string(),
     );
     differ("hash", receipt.event.hash.clone(), logged.hash.clone());
-    if let Some(stream) = subject_stream {
-        differ("subject", stream, logged.stream);
-    }
+    let erased_stream =
+        subject_stream.unwrap_or_else(|| format!("tenant_erasure:{}", receipt.tenant));
+    differ("erased", erased_stream, logged.stream);
     // The keys and the reference the receipt names are the event's.
     let payload: serde_json::Value =
         serde_json::from_slice(event.payload.as_bytes()).unwrap_or_default();

@@ -263,7 +263,7 @@ async fn execute(
                 graphql.operation_name.as_deref().unwrap_or("").as_bytes(),
                 &variables,
             ]);
-            Some((scope, sent))
+            Some((scope, auth.tenant, sent))
         }
         _ => None,
     };
@@ -282,7 +282,7 @@ async fn execute(
         let written = *written.lock().expect("not poisoned");
         respond(state, response, media, written, reached)
     };
-    let Some((scope, sent)) = keyed else {
+    let Some((scope, tenant, sent)) = keyed else {
         return run(CommandIds::default()).await;
     };
     use crate::http::idempotency::Policy;
@@ -291,6 +291,7 @@ async fn execute(
         state,
         Policy::MUTATIONS,
         &scope,
+        Some(tenant),
         &sent,
         async |_: &StoredResponse| true,
         |first_seen| run(CommandIds::derived(scope, first_seen)),

@@ -9,7 +9,9 @@ use custodia_domain::rbac::{BuiltInRole, Permission};
 use custodia_domain::Timestamp;
 use custodia_projections::documents::{RoleDoc, SessionStatus};
 
-use super::types::{AuditEvent, Consent, DateTime, Role, Session, Tenant, User, UserStatus};
+use super::types::{
+    AuditEvent, Consent, DateTime, ErasureReceipt, Role, Session, Tenant, User, UserStatus,
+};
 use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
 
 pub struct Query;
@@ -310,6 +312,26 @@ impl Query {
             ..RowQuery::default()
         };
         page(ctx, query, first, after, AuditEvent::from_row).await
+    }
+
+    /// The receipt of a user's erasure (`null` unless they were erased).
+    /// Needs `audit.read` or `subject.erase`.
+    async fn erasure_receipt(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user erased.")] user_id: ID,
+    ) -> Result<Option<ErasureReceipt>> {
+        use custodia_application::commands::{privacy, CommandError};
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        let user = uuid(&user_id, "userId")?;
+        let caller = data.caller().await?;
+        match privacy::erasure_receipt(&data.state.ports, &caller, tenant, user).await {
+            Ok(receipt) => Ok(Some(receipt.into())),
+            Err(CommandError::NotFound(_)) => Ok(None),
+            Err(other) => Err(fail(other)),
+        }
     }
 
     /// The server's clock, for clients that sign requests or show times.

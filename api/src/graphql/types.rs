@@ -118,6 +118,8 @@ pub enum TenantStatus {
     /// Every session and API key of the tenant is refused until a platform
     /// operator reactivates it.
     Suspended,
+    /// Erased for good: its key is destroyed, nothing more happens in it.
+    Erased,
 }
 
 /// A user's status.
@@ -639,4 +641,35 @@ pub struct ConsentPurpose {
     pub id: String,
     /// The current policy version (a grant must name it).
     pub version: u32,
+}
+
+/// The proof of an erasure an auditor keeps: the erasure event's place in
+/// the log, checkable with `custodia verify --receipt FILE`.
+#[derive(SimpleObject)]
+pub struct ErasureReceipt {
+    /// The request's reference, as given.
+    pub reference: String,
+    /// The user erased.
+    pub subject: Option<ID>,
+    /// The ids of the keys destroyed.
+    pub keys_destroyed: Vec<String>,
+    /// The erasure event's position in the log.
+    pub position: u64,
+    /// The erasure event's hash (hex).
+    pub hash: String,
+    /// The whole receipt as a JSON document, to keep.
+    pub document: Json<custodia_application::commands::privacy::ErasureReceipt>,
+}
+
+impl From<custodia_application::commands::privacy::ErasureReceipt> for ErasureReceipt {
+    fn from(receipt: custodia_application::commands::privacy::ErasureReceipt) -> Self {
+        Self {
+            reference: receipt.reference.clone(),
+            subject: receipt.subject.map(|s| ID(s.to_string())),
+            keys_destroyed: receipt.keys_destroyed.clone(),
+            position: receipt.event.position,
+            hash: receipt.event.hash.clone(),
+            document: Json(receipt),
+        }
+    }
 }

@@ -110,9 +110,15 @@ pub(super) async fn login(
     let sent = serde_json::to_vec(&*body).map_err(|e| ApiError::internal(&e))?;
     let sent = idempotency::digest(&[&sent]);
     let current = async |stored: &StoredResponse| still_current(&state, stored).await;
-    idempotency::once(&state, Policy::AUTH, &scope, &sent, current, |_| {
-        login_once(&state, &request, &body)
-    })
+    idempotency::once(
+        &state,
+        Policy::AUTH,
+        &scope,
+        Some(tenant),
+        &sent,
+        current,
+        |_| login_once(&state, &request, &body),
+    )
     .await
 }
 
@@ -229,7 +235,10 @@ pub(super) async fn refresh(
     let named_tenant = named.map(|t| t.to_string()).unwrap_or_default();
     let sent = idempotency::digest(&[named_tenant.as_bytes()]);
     let current = async |stored: &StoredResponse| still_current(&state, stored).await;
-    idempotency::once(&state, Policy::AUTH, &scope, &sent, current, |_| run()).await
+    idempotency::once(&state, Policy::AUTH, &scope, named, &sent, current, |_| {
+        run()
+    })
+    .await
 }
 
 /// The access token a request presents (bearer header, or browser cookie
@@ -294,6 +303,7 @@ pub(super) async fn logout(
         &state,
         Policy::AUTH,
         &scope,
+        Some(tenant),
         &sent,
         async |_: &StoredResponse| true,
         |first_seen| run(idempotency::command_id(&scope, first_seen, 0)),

@@ -118,7 +118,8 @@ impl Policy {
 }
 
 /// Runs `run` once for `key` in `scope` (a digest of the endpoint, tenant
-/// and actor) and this request (`request`, a digest of all it says): see
+/// and actor; the answer is kept as `tenant`'s, withdrawn when a subject of
+/// that tenant is erased) and this request (`request`, a digest of all it says): see
 /// the module's documentation. `run` gets the time the key was first seen.
 /// A kept answer is replayed only if `replayable` still agrees (an answer
 /// that holds credentials no longer current is not handed out again: the
@@ -127,6 +128,7 @@ pub async fn once<F, Fut, R>(
     state: &AppState,
     policy: Policy,
     scope: &[u8; 32],
+    tenant: Option<custodia_domain::TenantId>,
     request: &[u8; 32],
     replayable: R,
     run: F,
@@ -138,7 +140,13 @@ where
 {
     let claim = state
         .idempotency
-        .claim(scope, request, Timestamp::now(), policy.lifetime)
+        .claim(
+            scope,
+            tenant.map(|t| t.as_uuid()),
+            request,
+            Timestamp::now(),
+            policy.lifetime,
+        )
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let first_seen = match claim {

@@ -163,12 +163,14 @@ async fn check_key(
     if <[u8; 32]>::from(Sha256::digest(&secret)) != secret_sha256 {
         return Err(SessionFailure::InvalidToken);
     }
-    // A suspended tenant's keys open nothing.
+    // A suspended or erased tenant's keys open nothing.
     match require_active_tenant(ports, tenant).await {
         Ok(_) => {}
-        Err(CommandError::TenantSuspended | CommandError::NotFound(_)) => {
-            return Err(SessionFailure::Revoked)
-        }
+        Err(
+            CommandError::TenantSuspended
+            | CommandError::NotFound(_)
+            | CommandError::Tenant(custodia_domain::identity::tenant::TenantError::Closed),
+        ) => return Err(SessionFailure::Revoked),
         Err(other) => return Err(other.into()),
     }
     let permissions = within_creator(ports, tenant, key_id, permissions).await?;

@@ -16,11 +16,12 @@ use uuid::Uuid;
 use super::credentials::user_status_in;
 use super::{load, memberships_stream, Caller, CommandError, Ports};
 
-/// Proof that `caller` may write to `tenant`'s streams in this command.
+/// Proof that `caller` may write to the streams of one chain (a tenant's,
+/// or the platform's) in this command.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Authorized<'a> {
     caller: &'a Caller,
-    tenant: TenantId,
+    chain: ChainId,
     /// What was checked, for the trace.
     basis: Basis,
 }
@@ -48,7 +49,7 @@ impl<'a> Authorized<'a> {
     }
 
     pub(crate) fn chain(&self) -> ChainId {
-        ChainId::Tenant(self.tenant)
+        self.chain
     }
 
     pub(crate) fn basis(&self) -> Basis {
@@ -67,7 +68,7 @@ pub(crate) fn authorize(
     caller.principal.authorize(tenant, permission, target)?;
     Ok(Authorized {
         caller,
-        tenant,
+        chain: ChainId::Tenant(tenant),
         basis: Basis::Permission(permission),
     })
 }
@@ -91,7 +92,7 @@ pub(crate) async fn authorize_on_user<'a>(
         .authorize_on(tenant, permission, user, &memberships.permissions_of(user))?;
     Ok(Authorized {
         caller,
-        tenant,
+        chain: ChainId::Tenant(tenant),
         basis: Basis::OnUser(permission),
     })
 }
@@ -116,7 +117,7 @@ pub(crate) async fn self_service<'a>(
     user_status_in(ports, tenant, user).await?;
     Ok(Authorized {
         caller,
-        tenant,
+        chain: ChainId::Tenant(tenant),
         basis: Basis::SelfService(permission),
     })
 }
@@ -131,7 +132,20 @@ pub(crate) fn as_platform_operator(
     }
     Ok(Authorized {
         caller,
-        tenant,
+        chain: ChainId::Tenant(tenant),
+        basis: Basis::Platform,
+    })
+}
+
+/// Only the platform operator, writing the platform's own chain (the
+/// record of a tenant's erasure, for one).
+pub(crate) fn on_platform_chain(caller: &Caller) -> Result<Authorized<'_>, CommandError> {
+    if caller.principal != Principal::PlatformOperator {
+        return Err(Denied::PlatformOnly.into());
+    }
+    Ok(Authorized {
+        caller,
+        chain: ChainId::Platform,
         basis: Basis::Platform,
     })
 }
@@ -143,7 +157,7 @@ pub(crate) fn as_platform_operator(
 pub(crate) fn by_own_secret(caller: &Caller, tenant: TenantId) -> Authorized<'_> {
     Authorized {
         caller,
-        tenant,
+        chain: ChainId::Tenant(tenant),
         basis: Basis::OwnSecret,
     }
 }

@@ -590,7 +590,8 @@ pub(crate) async fn verified_login(
     {
         Tenant::Active { settings, .. } => settings,
         Tenant::Suspended { .. } => return Err(LoginError::TenantSuspended),
-        Tenant::Absent => {
+        // An erased tenant is answered as one that never was.
+        Tenant::Absent | Tenant::Closed => {
             ports
                 .passwords
                 .verify_nothing(password)

@@ -12,21 +12,29 @@
 //! event names can always be destroyed again.
 
 use custodia_domain::aggregate::Aggregate;
+use custodia_domain::identity::email_claim::{EmailClaim, EmailClaimCommand};
 use custodia_domain::identity::membership::{MembershipCommand, Memberships};
 use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::tenant::Tenant;
+use custodia_domain::identity::tenant::TenantCommand;
+use custodia_domain::identity::tenant_erasure::{
+    tenant_key_id, TenantErasure, TenantErasureCommand,
+};
 use custodia_domain::identity::user::{
-    subject_key_id, ErasureReference, User, UserCommand, UserEvent, UserStatus,
+    subject_key_id, ErasureReference, User, UserCommand, UserStatus,
 };
 use custodia_domain::rbac::{Denied, Permission, Principal};
 use custodia_domain::{Actor, EventId, RecordedEvent, TenantId, Timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::authorized::{authorize_on_user, require_tenant, self_service, Authorized};
+use super::authorized::{
+    as_platform_operator, authorize_on_user, on_platform_chain, require_tenant, self_service,
+    Authorized,
+};
 use super::tenants::tenant_stream;
-use super::users::user_stream;
-use super::{load, memberships_stream, whole_stream, Caller, CommandError, Plan, Ports};
+use super::users::{claim_stream, user_stream};
+use super::{execute, load, memberships_stream, stream, Caller, CommandError, Plan, Ports};
 
 /// What an auditor keeps of an erasure: enough to find the erasure event
 /// in the log and check it (`custodia verify --receipt FILE`).
@@ -110,6 +118,9 @@ pub async fn erase_subject(
         if state.status() == Some(UserStatus::Erased) {
             break;
         }
+        let User::Present { email_index, .. } = state else {
+            return Err(CommandError::NotFound("user"));
+        };
         let at = Timestamp::now();
         // The erasure event causes the rest, and each names it.
         let erasure_event = EventId::generate();
@@ -122,6 +133,15 @@ pub async fn erase_subject(
             &memberships_stream(tenant),
             EventId::generate(),
             |m| Ok(m.decide(&MembershipCommand::Pause { user })?),
+        )
+        .await?;
+        // The address is free again: the person may come back as someone new.
+        let release = EmailClaimCommand::Release { user };
+        plan.part::<EmailClaim>(
+            "address",
+            &claim_stream(tenant, &email_index),
+            EventId::generate(),
+            |claim| Ok(claim.decide(&release).unwrap_or_default()),
         )
         .await?;
         let command = UserCommand::Erase {
@@ -137,19 +157,18 @@ pub async fn erase_subject(
             break;
         }
     }
-    if erasure.is_none() {
-        // Either erased before (by this request's earlier try or by
-        // another), or the plans kept conflicting.
-        let (state, _) = load::<User>(&*ports.store, &user_stream(user)).await?;
-        if state.status() != Some(UserStatus::Erased) {
-            return Err(super::plan_gave_up());
-        }
+    // Nothing follows an erasure in the user's stream: the erasure event
+    // is its last, found without reading the rest.
+    let (state, version) = load::<User>(&*ports.store, &user_stream(user)).await?;
+    if state.status() != Some(UserStatus::Erased) {
+        // The plans kept conflicting.
+        return Err(super::plan_gave_up());
     }
     // The event is in the log: now the key goes (again, harmlessly, for a
     // repeated request, which also completes an erasure whose destruction
     // failed).
     ports.vault.erase_subject(tenant, user).await?;
-    let event = erasure_event_of(ports, user).await?;
+    let event = last_event(ports, &user_stream(user), version).await?;
     tracing::info!(
         tenant = %tenant,
         subject = %user,
@@ -189,31 +208,35 @@ async fn authorize_erasure<'a>(
     authorize_on_user(ports, caller, tenant, Permission::SubjectErase, user).await
 }
 
-/// The user's `SubjectErased` event.
-async fn erasure_event_of(ports: &Ports, user: Uuid) -> Result<RecordedEvent, CommandError> {
-    let events = whole_stream(&*ports.store, &user_stream(user)).await?;
-    events
-        .into_iter()
-        .rev()
-        .find(|e| e.event_type.as_str() == "SubjectErased")
+/// The event at `version` of `stream`, its last.
+async fn last_event(
+    ports: &Ports,
+    stream: &custodia_domain::StreamId,
+    version: custodia_domain::StreamVersion,
+) -> Result<RecordedEvent, CommandError> {
+    let before = custodia_domain::StreamVersion(version.0.saturating_sub(1));
+    ports
+        .store
+        .read_stream(stream, before, 1)
+        .await?
+        .pop()
         .ok_or(CommandError::NotFound("erasure event"))
 }
 
+/// The receipt of an erasure event (`SubjectErased` or `TenantErased`:
+/// both name the keys destroyed and the reference).
 fn receipt(
     tenant: TenantId,
     subject: Option<Uuid>,
     event: &RecordedEvent,
 ) -> Result<ErasureReceipt, CommandError> {
-    let typed = <UserEvent as custodia_domain::aggregate::EventSchema>::from_stored(
-        &custodia_domain::aggregate::StoredForm {
-            event_type: event.event_type.clone(),
-            schema_version: event.schema_version,
-            payload: event.payload.clone(),
-        },
-    )?;
-    let UserEvent::Erased { keys, reference } = typed else {
-        return Err(CommandError::NotFound("erasure event"));
-    };
+    #[derive(Deserialize)]
+    struct Named {
+        keys: Vec<String>,
+        reference: String,
+    }
+    let named: Named = serde_json::from_slice(event.payload.as_bytes())
+        .map_err(|_| CommandError::NotFound("erasure event"))?;
     Ok(ErasureReceipt {
         erased: if subject.is_some() {
             "subject"
@@ -221,10 +244,10 @@ fn receipt(
             "tenant"
         }
         .to_owned(),
-        reference: reference.as_str().to_owned(),
+        reference: named.reference,
         tenant: tenant.as_uuid(),
         subject,
-        keys_destroyed: keys,
+        keys_destroyed: named.keys,
         erased_at: event.recorded_at.to_string(),
         event: ReceiptEvent::of(event),
         inclusion_proof: None,
@@ -253,5 +276,69 @@ pub async fn erasure_receipt(
     if status != UserStatus::Erased {
         return Err(CommandError::NotFound("erasure"));
     }
-    receipt(tenant, Some(user), &erasure_event_of(ports, user).await?)
+    let (_, version) = load::<User>(&*ports.store, &user_stream(user)).await?;
+    receipt(
+        tenant,
+        Some(user),
+        &last_event(ports, &user_stream(user), version).await?,
+    )
+}
+
+/// The platform stream that records `tenant`'s erasure.
+fn tenant_erasure_stream(tenant: TenantId) -> custodia_domain::StreamId {
+    stream("tenant_erasure", tenant.as_uuid())
+}
+
+/// Erases a whole tenant (platform operator only): its chain is closed
+/// with `TenantClosed`, which stops every session, refresh token and API
+/// key of the tenant at their next use; `TenantErased` goes into the
+/// platform chain; then the tenant key is destroyed, and with it every
+/// subject key of the tenant. The tenant's chain still verifies. Erasing
+/// an erased tenant writes nothing and answers the same receipt.
+pub async fn erase_tenant(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    reference: &str,
+) -> Result<Erasure, CommandError> {
+    // Two commands (one per chain), each its own step of the request.
+    let (closing, recording) = (caller.step("close"), caller.step("record"));
+    let in_tenant = as_platform_operator(&closing, tenant)?;
+    let on_platform = on_platform_chain(&recording)?;
+    let reference = ErasureReference::parse(reference)?;
+    let (state, _) = load::<Tenant>(&*ports.store, &tenant_stream(tenant)).await?;
+    if state == Tenant::Absent {
+        return Err(CommandError::NotFound("tenant"));
+    }
+    // First the tenant's access ends, then the record, then the key: a
+    // failure part-way is completed by the same request again.
+    execute::<Tenant>(
+        ports,
+        &in_tenant,
+        &tenant_stream(tenant),
+        EventId::generate(),
+        |state| Ok(state.decide(&TenantCommand::Close)?),
+    )
+    .await?;
+    let record = TenantErasureCommand::Record {
+        keys: vec![tenant_key_id(tenant.as_uuid())],
+        reference,
+    };
+    let recorded = execute::<TenantErasure>(
+        ports,
+        &on_platform,
+        &tenant_erasure_stream(tenant),
+        EventId::generate(),
+        |state| Ok(state.decide(&record).unwrap_or_else(|never| match never {})),
+    )
+    .await?;
+    ports.vault.erase_tenant(tenant).await?;
+    let record_stream = tenant_erasure_stream(tenant);
+    let (_, version) = load::<TenantErasure>(&*ports.store, &record_stream).await?;
+    let event = &last_event(ports, &record_stream, version).await?;
+    tracing::info!(tenant = %tenant, position = event.position.0, "tenant erased");
+    Ok(Erasure {
+        receipt: receipt(tenant, None, event)?,
+        appended: recorded.appended,
+    })
 }

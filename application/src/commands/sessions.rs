@@ -123,7 +123,7 @@ async fn settings(ports: &Ports, tenant: TenantId) -> Result<TenantSettings, Com
     {
         Tenant::Active { settings, .. } => Ok(settings),
         Tenant::Suspended { .. } => Err(CommandError::TenantSuspended),
-        Tenant::Absent => Err(CommandError::NotFound("tenant")),
+        Tenant::Absent | Tenant::Closed => Err(CommandError::NotFound("tenant")),
     }
 }
 

@@ -45,6 +45,7 @@ pub(crate) async fn require_active_tenant(
     match state {
         Tenant::Absent => Err(CommandError::NotFound("tenant")),
         Tenant::Suspended { .. } => Err(CommandError::TenantSuspended),
+        Tenant::Closed => Err(custodia_domain::identity::tenant::TenantError::Closed.into()),
         active => Ok(active),
     }
 }

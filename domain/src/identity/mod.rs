@@ -7,6 +7,7 @@ pub mod email_claim;
 pub mod membership;
 pub mod session;
 pub mod tenant;
+pub mod tenant_erasure;
 pub mod user;
 
 #[cfg(test)]

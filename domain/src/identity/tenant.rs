@@ -187,6 +187,9 @@ pub enum TenantCommand {
     },
     Suspend,
     Reactivate,
+    /// Ends the tenant for good (its erasure): nothing more happens in its
+    /// chain. Closing a closed tenant changes nothing.
+    Close,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +203,8 @@ pub enum TenantEvent {
     },
     Suspended,
     Reactivated,
+    /// `TenantClosed`: the tenant was erased; its chain ends here.
+    Closed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -212,6 +217,8 @@ pub enum TenantError {
     Suspended,
     #[error("the tenant is not suspended")]
     NotSuspended,
+    #[error("the tenant is erased")]
+    Closed,
 }
 
 /// A tenant's state: a fold over its events.
@@ -227,6 +234,8 @@ pub enum Tenant {
         name: TenantName,
         settings: TenantSettings,
     },
+    /// Erased: nothing more happens in it.
+    Closed,
 }
 
 /// A change to some of a tenant's settings: what it leaves out stays as it
@@ -334,7 +343,7 @@ impl From<TenantSettings> for SettingsChange {
 impl Tenant {
     pub fn settings(&self) -> Option<&TenantSettings> {
         match self {
-            Tenant::Absent => None,
+            Tenant::Absent | Tenant::Closed => None,
             Tenant::Active { settings, .. } | Tenant::Suspended { settings, .. } => Some(settings),
         }
     }
@@ -358,6 +367,9 @@ impl Aggregate for Tenant {
             }]),
             (_, C::Create { .. }) => Err(TenantError::AlreadyExists),
             (Tenant::Absent, _) => Err(TenantError::NotFound),
+            (Tenant::Closed, C::Close) => Ok(vec![]),
+            (Tenant::Closed, _) => Err(TenantError::Closed),
+            (_, C::Close) => Ok(vec![E::Closed]),
             (
                 Tenant::Active {
                     settings: current, ..
@@ -398,6 +410,7 @@ impl Aggregate for Tenant {
             (Tenant::Suspended { name, settings }, TenantEvent::Reactivated) => {
                 Tenant::Active { name, settings }
             }
+            (_, TenantEvent::Closed) => Tenant::Closed,
             // Events were decided against this state; anything else is ignored.
             (state, _) => state,
         }
@@ -558,6 +571,7 @@ impl EventSchema for TenantEvent {
             ),
             TenantEvent::Suspended => stored("TenantSuspended", 1, &dto::Empty {}),
             TenantEvent::Reactivated => stored("TenantReactivated", 1, &dto::Empty {}),
+            TenantEvent::Closed => stored("TenantClosed", 1, &dto::Empty {}),
         }
     }
 
@@ -597,8 +611,13 @@ impl EventSchema for TenantEvent {
             }
             ("TenantSuspended", 1) => Ok(TenantEvent::Suspended),
             ("TenantReactivated", 1) => Ok(TenantEvent::Reactivated),
+            ("TenantClosed", 1) => Ok(TenantEvent::Closed),
             (
-                "TenantCreated" | "TenantSettingsChanged" | "TenantSuspended" | "TenantReactivated",
+                "TenantCreated"
+                | "TenantSettingsChanged"
+                | "TenantSuspended"
+                | "TenantReactivated"
+                | "TenantClosed",
                 version,
             ) => Err(SchemaError::UnknownVersion {
                 event_type: form.event_type.as_str().to_owned(),

@@ -52,6 +52,12 @@ impl ErasureReference {
         Ok(Self(value.to_owned()))
     }
 
+    /// A reference as the log holds it: history is read back whatever a
+    /// later guard would say of it.
+    pub(crate) fn from_log(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -405,7 +411,7 @@ impl EventSchema for UserEvent {
                 // holds is history, whatever a later guard would say.
                 UserEvent::Erased {
                     keys: d.keys,
-                    reference: ErasureReference(d.reference),
+                    reference: ErasureReference::from_log(d.reference),
                 }
             }
             other => return Err(SchemaError::UnknownType(other.to_owned())),

@@ -1,7 +1,9 @@
 //! Privacy: erasure of a data subject.
 
-use async_graphql::{Context, Json, Object, Result, SimpleObject, ID};
-use custodia_application::commands::privacy::{erase_subject, ErasureReceipt as Receipt};
+use async_graphql::{Context, Object, Result, SimpleObject, ID};
+use custodia_application::commands::privacy::{erase_subject, erase_tenant};
+
+use crate::graphql::types::ErasureReceipt;
 
 use crate::graphql::{data, fail};
 
@@ -9,37 +11,6 @@ use super::*;
 
 #[derive(Default)]
 pub struct PrivacyMutations;
-
-/// The proof of an erasure an auditor keeps: the erasure event's place in
-/// the log, checkable with `custodia verify --receipt FILE`.
-#[derive(SimpleObject)]
-pub struct ErasureReceipt {
-    /// The request's reference, as given.
-    pub reference: String,
-    /// The user erased.
-    pub subject: Option<ID>,
-    /// The ids of the keys destroyed.
-    pub keys_destroyed: Vec<String>,
-    /// The erasure event's position in the log.
-    pub position: u64,
-    /// The erasure event's hash (hex).
-    pub hash: String,
-    /// The whole receipt as a JSON document, to keep.
-    pub document: Json<Receipt>,
-}
-
-impl From<Receipt> for ErasureReceipt {
-    fn from(receipt: Receipt) -> Self {
-        Self {
-            reference: receipt.reference.clone(),
-            subject: receipt.subject.map(|s| ID(s.to_string())),
-            keys_destroyed: receipt.keys_destroyed.clone(),
-            position: receipt.event.position,
-            hash: receipt.event.hash.clone(),
-            document: Json(receipt),
-        }
-    }
-}
 
 /// An erasure, and its consistency token.
 #[derive(SimpleObject)]
@@ -69,9 +40,48 @@ impl PrivacyMutations {
         reference: String,
     ) -> Result<ErasurePayload> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
-        let erasure = erase_subject(&data(ctx).state.ports, &caller, tenant, user, &reference)
+        let state = &data(ctx).state;
+        let erasure = erase_subject(&state.ports, &caller, tenant, user, &reference)
             .await
             .map_err(fail)?;
+        // Kept answers of the tenant's requests may hold the subject's
+        // personal data: they go too (a retry learns its request was done).
+        state
+            .idempotency
+            .withdraw_tenant(tenant.as_uuid())
+            .await
+            .map_err(store_failure)?;
+        Ok(ErasurePayload {
+            consistency_token: settle(ctx, erasure.appended.map(|a| a.cursor)).await?,
+            receipt: erasure.receipt.into(),
+        })
+    }
+
+    /// Erases a whole tenant: its chain is closed (every session, refresh
+    /// token and API key of it stops at once), `TenantErased` is recorded
+    /// in the platform chain, and the tenant key is destroyed, and with it
+    /// every personal field of the tenant. Platform operator only. Cannot
+    /// be undone.
+    async fn erase_tenant(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant to erase.")] tenant_id: ID,
+        #[graphql(
+            desc = "The request's reference (a ticket or case number; 1 to 200 characters, no personal data)."
+        )]
+        reference: String,
+    ) -> Result<ErasurePayload> {
+        let tenant = tenant(ctx, Some(&tenant_id))?;
+        let state = &data(ctx).state;
+        let caller = data(ctx).caller().await?;
+        let erasure = erase_tenant(&state.ports, &caller, tenant, &reference)
+            .await
+            .map_err(fail)?;
+        state
+            .idempotency
+            .withdraw_tenant(tenant.as_uuid())
+            .await
+            .map_err(store_failure)?;
         Ok(ErasurePayload {
             consistency_token: settle(ctx, erasure.appended.map(|a| a.cursor)).await?,
             receipt: erasure.receipt.into(),
