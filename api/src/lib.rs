@@ -5,3 +5,4 @@ pub mod audit_feed;
 pub mod graphql;
 pub mod http;
 pub mod projections;
+pub mod retention;

@@ -19,6 +19,7 @@ backends!(
     who_may_erase_whom,
     plaintext_fields_refuse_personal_data,
     erasing_a_tenant_stops_it_at_once_and_keeps_its_chain,
+    retention_erases_deleted_users_once_their_period_is_over,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -457,5 +458,112 @@ async fn erasing_a_tenant_stops_it_at_once_and_keeps_its_chain(db: TestDatabase)
         .unwrap();
     assert_eq!(&again.receipt, receipt);
     assert_eq!(state.ports.store.head().await.unwrap(), head);
+    running.stop().await;
+}
+
+/// The retention job, with the clock moved: a user deleted 30 days ago (the
+/// default period) is not due, one past it is erased, once, with the system
+/// as its actor; a dry run writes nothing; two instances running the job at
+/// once erase each user once.
+async fn retention_erases_deleted_users_once_their_period_is_over(db: TestDatabase) {
+    use custodia::retention;
+    use custodia_domain::Timestamp;
+    let key = MasterKey::generate().to_base64();
+    let connect = || async {
+        AppState::connect(db.url(), key.parse().unwrap(), "custodia", "custodia-api")
+            .await
+            .unwrap()
+    };
+    let (state, other_instance) = (connect().await, connect().await);
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = test::init_service(app(state.clone())).await;
+    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
+    let owner = owner["access_token"].as_str().unwrap().to_owned();
+    let (grace, _) = member!(&service, &owner, tenant, "grace@example.org", None);
+    let (henry, _) = member!(&service, &owner, tenant, "henry@example.org", None);
+    let delete =
+        "mutation($u: ID!) { deleteUser(userId: $u) { user { status } consistencyToken } }";
+    let (_, body) = call!(&service, graphql(&owner, delete, json!({ "u": grace })));
+    assert_eq!(
+        body["data"]["deleteUser"]["user"]["status"], "DELETED",
+        "{body}"
+    );
+    let day = 86_400_000_000;
+    let now = Timestamp::now().0;
+
+    // Within the period: nobody is due.
+    let report = retention::run(
+        &state.ports,
+        &*state.models,
+        Timestamp(now + 29 * day),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.due.is_empty(), "{report:?}");
+    // Past it, a dry run finds grace (not henry, who is not deleted) and
+    // writes nothing.
+    let head = state.ports.store.head().await.unwrap();
+    let later = Timestamp(now + 31 * day);
+    let report = retention::run(&state.ports, &*state.models, later, true)
+        .await
+        .unwrap();
+    let due: Vec<String> = report.due.iter().map(|d| d.user.to_string()).collect();
+    assert_eq!(due, std::slice::from_ref(&grace));
+    assert_eq!(report.erased, 0);
+    assert_eq!(state.ports.store.head().await.unwrap(), head);
+
+    // Two instances run the job at once: grace is erased once.
+    let (a, b) = tokio::join!(
+        retention::run_alone(&state.ports, &*state.models, later),
+        retention::run_alone(&other_instance.ports, &*other_instance.models, later),
+    );
+    assert!(a.is_ok() && b.is_ok());
+    let events = state
+        .ports
+        .store
+        .read_chain(
+            custodia_domain::ChainId::Tenant(tenant),
+            custodia_domain::ChainIndex(0),
+            10_000,
+        )
+        .await
+        .unwrap();
+    let erasures: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type.as_str() == "SubjectErased")
+        .collect();
+    assert_eq!(erasures.len(), 1);
+    assert_eq!(erasures[0].stream.id.to_string(), grace);
+    assert_eq!(erasures[0].metadata.actor, custodia_domain::Actor::System);
+    assert_eq!(erasures[0].metadata.origin.as_str(), "retention");
+
+    // Once the read models have it, nobody is due any more; henry is
+    // untouched.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let report = retention::run(&state.ports, &*state.models, later, true)
+            .await
+            .unwrap();
+        if report.due.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "query($g: ID!, $h: ID!) { g: user(id: $g) { erased } h: user(id: $h) { erased email } }",
+            json!({ "g": grace, "h": henry })
+        )
+    );
+    assert_eq!(
+        body["data"],
+        json!({ "g": { "erased": true }, "h": { "erased": false, "email": "henry@example.org" } }),
+        "{body}"
+    );
     running.stop().await;
 }

@@ -296,10 +296,10 @@ mod tests {
     #[test]
     fn pending_and_applied_are_reported() {
         let fresh = compare(SQLITE, &[]).unwrap();
-        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5, 6, 7]);
         assert!(require_current(fresh).is_err());
         let behind = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
-        assert_eq!(behind.pending, vec![2, 3, 4, 5, 6]);
+        assert_eq!(behind.pending, vec![2, 3, 4, 5, 6, 7]);
         assert!(require_current(behind).is_err());
         let current = compare(
             SQLITE,
@@ -310,6 +310,7 @@ mod tests {
                 (4, SQLITE[3].checksum()),
                 (5, SQLITE[4].checksum()),
                 (6, SQLITE[5].checksum()),
+                (7, SQLITE[6].checksum()),
             ],
         )
         .unwrap();

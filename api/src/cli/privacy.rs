@@ -23,6 +23,16 @@ pub enum PrivacyCommand {
         #[arg(long)]
         reference: String,
     },
+    /// Erase every user deleted longer ago than their tenant's
+    /// `deletedUserRetentionDays` (the server does it every hour).
+    Retention {
+        /// List who would be erased, erase nobody.
+        #[arg(long)]
+        dry_run: bool,
+        /// Judge as of this time (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Erase a whole tenant: close its chain (all its sessions and API
     /// keys stop), record `TenantErased` in the platform chain, destroy
     /// the tenant key. Prints the erasure receipt (JSON).
@@ -44,6 +54,9 @@ pub async fn run(database_url: &str, command: PrivacyCommand) -> Result<ExitCode
             .ok_or("--tenant must be a tenant id (a UUID)")
     };
     let (tenant, erasure) = match command {
+        PrivacyCommand::Retention { dry_run, at } => {
+            return retention(database_url, dry_run, at).await
+        }
         PrivacyCommand::EraseSubject {
             tenant,
             user,
@@ -73,4 +86,52 @@ pub async fn run(database_url: &str, command: PrivacyCommand) -> Result<ExitCode
         .map_err(|e| format!("cannot write the receipt: {e}"))?;
     println!("{receipt}");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn retention(
+    database_url: &str,
+    dry_run: bool,
+    at: Option<String>,
+) -> Result<ExitCode, String> {
+    use custodia_domain::Timestamp;
+    let now = match at {
+        None => Timestamp::now(),
+        Some(text) => chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|at| Timestamp(at.timestamp_micros()))
+            .map_err(|_| "--at must be an RFC 3339 time")?,
+    };
+    let state = state(database_url).await?;
+    let report = custodia::retention::run(&state.ports, &*state.models, now, dry_run)
+        .await
+        .map_err(|e| e.to_string())?;
+    let verb = if dry_run { "would erase" } else { "erased" };
+    for due in &report.due {
+        if report.failed.iter().any(|(failed, _)| failed == due) {
+            continue;
+        }
+        println!(
+            "{verb} user {} of tenant {} (deleted {}, retention {} days)",
+            due.user,
+            due.tenant,
+            Timestamp(due.deleted_at),
+            due.days
+        );
+    }
+    for (due, reason) in &report.failed {
+        println!(
+            "FAILED user {} of tenant {}: {reason}",
+            due.user, due.tenant
+        );
+    }
+    println!(
+        "{} due, {} erased, {} failed",
+        report.due.len(),
+        report.erased,
+        report.failed.len()
+    );
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::EXIT_FAILED)
+    })
 }

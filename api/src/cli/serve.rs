@@ -78,6 +78,7 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
             );
         }
         let projections = state.projections.start(state.ports.store.clone());
+        let retention = custodia::retention::schedule(state.ports.clone(), state.models.clone());
         let server = actix_web::HttpServer::new(move || app(state.clone()))
             .bind(&args.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -91,6 +92,7 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
         let server = running.await;
         // Give the projections' leases up, so another instance takes over at once.
         projections.stop().await;
+        retention.abort();
         server.map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)
     })
