@@ -86,6 +86,21 @@ fn return_large_allocations() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_large_allocations() {}
 
+/// A command whose output goes to a pipe that closes (`custodia verify |
+/// head -1`) ends as other command-line tools do, not with a panic. (The
+/// server keeps ignoring SIGPIPE: a client that hangs up is not an exit.)
+#[cfg(unix)]
+fn stop_quietly_on_a_closed_pipe() {
+    // SAFETY: resets one signal's disposition to the default before any
+    // other thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_quietly_on_a_closed_pipe() {}
+
 fn main() -> ExitCode {
     return_large_allocations();
     // Before the command line is parsed (it reads the environment) and
@@ -95,6 +110,9 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_FAILED);
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        stop_quietly_on_a_closed_pipe();
+    }
     let database_url = cli.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL);
     let outcome = match cli.command {
         // The server runs on actix's own runtime.

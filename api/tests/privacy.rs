@@ -20,6 +20,7 @@ backends!(
     plaintext_fields_refuse_personal_data,
     erasing_a_tenant_stops_it_at_once_and_keeps_its_chain,
     retention_erases_deleted_users_once_their_period_is_over,
+    the_consent_history_is_served_page_by_page_with_its_proof,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -447,6 +448,19 @@ async fn erasing_a_tenant_stops_it_at_once_and_keeps_its_chain(db: TestDatabase)
     let (_, body) = call!(&service, graphql(&eve, "{ me { email } }", json!({})));
     assert_eq!(body["data"]["me"]["email"], "eve@example.org", "{body}");
 
+    // Nothing more is written to the closed chain, an erasure included.
+    let head = state.ports.store.head().await.unwrap();
+    let refused = custodia_application::commands::privacy::erase_subject(
+        &state.ports,
+        &operator(),
+        tenant,
+        ada,
+        "DSR-after",
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(state.ports.store.head().await.unwrap(), head);
+
     // Both chains verify; erasing again writes nothing, answers the same.
     let report = verify_log(&*state.ports.store, None, &|_| {})
         .await
@@ -565,5 +579,89 @@ async fn retention_erases_deleted_users_once_their_period_is_over(db: TestDataba
         json!({ "g": { "erased": true }, "h": { "erased": false, "email": "henry@example.org" } }),
         "{body}"
     );
+    running.stop().await;
+}
+
+/// GDPR Art. 7(1): the controller shows every grant and withdrawal, when,
+/// on which policy version, where, by whom, and where the log proves it.
+async fn the_consent_history_is_served_page_by_page_with_its_proof(db: TestDatabase) {
+    let state = state(&db).await;
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = test::init_service(app(state.clone())).await;
+    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
+    let owner = owner["access_token"].as_str().unwrap().to_owned();
+    let (grace, tokens) = member!(&service, &owner, tenant, "grace@example.org", None);
+    let grace_token = tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, mel) = member!(&service, &owner, tenant, "mel@example.org", None);
+    let mel = mel["access_token"].as_str().unwrap().to_owned();
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "mutation { updateTenantSettings(settings: { addConsentPurposes: [{ id: \"newsletter\", version: 2 }] }) { consistencyToken } }",
+            json!({})
+        )
+    );
+    assert_eq!(body["errors"], Value::Null, "{body}");
+    let record = "mutation($granted: Boolean!) { recordConsent(userId: \"me\", input: { purpose: \"newsletter\", policyVersion: 2, channel: WEB, granted: $granted }) { changed } }"
+        .replace("\"me\"", &format!("\"{grace}\""));
+    for granted in [true, false] {
+        let (_, body) = call!(
+            &service,
+            graphql(&grace_token, &record, json!({ "granted": granted }))
+        );
+        assert_eq!(body["data"]["recordConsent"]["changed"], true, "{body}");
+    }
+    let page = |after: Option<String>| {
+        graphql(
+            &grace_token,
+            "query($u: ID!, $after: String) { consentHistory(userId: $u, first: 1, after: $after) { \
+             pageInfo { hasNextPage } edges { cursor node { purpose state policyVersion channel actor eventId hash position } } } }",
+            json!({ "u": grace, "after": after }),
+        )
+    };
+    let (_, first) = call!(&service, page(None));
+    let first = &first["data"]["consentHistory"];
+    assert_eq!(first["pageInfo"]["hasNextPage"], true, "{first}");
+    let granted = &first["edges"][0]["node"];
+    assert_eq!(
+        (
+            &granted["state"],
+            &granted["policyVersion"],
+            &granted["channel"]
+        ),
+        (&json!("GRANTED"), &json!(2), &json!("WEB"))
+    );
+    assert_eq!(granted["actor"], format!("user:{grace}"));
+    let cursor = first["edges"][0]["cursor"].as_str().unwrap().to_owned();
+    let (_, second) = call!(&service, page(Some(cursor)));
+    let second = &second["data"]["consentHistory"];
+    assert_eq!(second["pageInfo"]["hasNextPage"], false, "{second}");
+    assert_eq!(second["edges"][0]["node"]["state"], "WITHDRAWN");
+
+    // The hash is the log's: the audit timeline has the same event.
+    let (_, audit) = call!(
+        &service,
+        graphql(
+            &owner,
+            "query($u: ID!) { auditEvents(subject: $u, type: \"ConsentGranted\") { edges { node { id hash } } } }",
+            json!({ "u": grace })
+        )
+    );
+    let logged = &audit["data"]["auditEvents"]["edges"][0]["node"];
+    assert_eq!(logged["id"], granted["eventId"], "{audit}");
+    assert_eq!(logged["hash"], granted["hash"]);
+
+    // Another member does not read it.
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &mel,
+            "query($u: ID!) { consentHistory(userId: $u) { edges { cursor } } }",
+            json!({ "u": grace })
+        )
+    );
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
     running.stop().await;
 }

@@ -384,11 +384,21 @@ async fn nothing_of_an_erased_subject_or_tenant_is_left_readable(db: TestDatabas
         let (code, out) = check(&receipt);
         assert_eq!(code, Some(0), "{out}");
         assert!(out.contains("receipt: matches the log"), "{out}");
-        let mut forged = receipt.clone();
-        forged["event"]["hash"] = json!("00".repeat(32));
-        let (code, out) = check(&forged);
-        assert_eq!(code, Some(1), "{out}");
-        assert!(out.contains("RECEIPT MISMATCH: hash"), "{out}");
+        for (field, value, named) in [
+            ("hash", json!("00".repeat(32)), "hash"),
+            ("erased_at", json!("2020-01-01T00:00:00.000000Z"), "erased at"),
+            ("erased", json!("subject"), "erased"),
+        ] {
+            let mut forged = receipt.clone();
+            if field == "hash" {
+                forged["event"][field] = value;
+            } else {
+                forged[field] = value;
+            }
+            let (code, out) = check(&forged);
+            assert_eq!(code, Some(1), "{out}");
+            assert!(out.contains(&format!("RECEIPT MISMATCH: {named}:")), "{out}");
+        }
 
         // The one not erased is still readable.
         let read = format!("{{ user(id: \"{henry}\") {{ displayName phone }} }}");

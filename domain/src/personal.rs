@@ -149,6 +149,7 @@ impl fmt::Debug for Email {
 /// the value. It catches slips, not intent: a number written in words or a
 /// local phone number without `+` passes (docs/privacy.md).
 pub fn refuse_personal_data(field: &'static str, value: &str) -> Result<(), InvalidValue> {
+    let value = &normalised(value);
     if holds_email(value) || holds_phone(value) || holds_card_number(value) {
         return Err(InvalidValue::new(
             field,
@@ -158,13 +159,36 @@ pub fn refuse_personal_data(field: &'static str, value: &str) -> Result<(), Inva
     Ok(())
 }
 
-fn holds_email(value: &str) -> bool {
-    let separators = |c: char| c.is_whitespace() || "<>()[]{},;:\"'`".contains(c);
+/// `value` as the detectors read it: full-width forms as their ASCII
+/// twins (`＠`, `＋`, `４`), every kind of space and invisible character as
+/// a space, and a URL-encoded `@` as `@`.
+fn normalised(value: &str) -> String {
     value
-        .split(separators)
-        .map(|token| token.trim_matches(|c: char| !c.is_alphanumeric()))
-        .filter(|token| token.contains('@'))
-        .any(|token| Email::parse(token).is_ok())
+        .replace("%40", "@")
+        .chars()
+        .map(|c| match u32::from(c) {
+            0xFF01..=0xFF5E => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(' '),
+            _ if c.is_whitespace() || is_invisible(c) => ' ',
+            _ => c,
+        })
+        .collect()
+}
+
+/// Characters that change how text shows without showing themselves:
+/// zero-width ones, bidirectional controls, separators, the byte order mark.
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(u32::from(c), 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2069 | 0xFEFF | 0x2028 | 0x2029 | 0x00AD)
+}
+
+/// Any token with something on both sides of an `@` (an address, also one
+/// without a dot in its domain).
+fn holds_email(value: &str) -> bool {
+    let separators = |c: char| c.is_whitespace() || "<>()[]{},;:\"'`/".contains(c);
+    value.split(separators).any(|token| {
+        token.split_once('@').is_some_and(|(local, domain)| {
+            local.chars().any(char::is_alphanumeric) && domain.chars().any(char::is_alphanumeric)
+        })
+    })
 }
 
 /// Runs of digits joined by the separators people write numbers with (at
@@ -189,7 +213,7 @@ fn digit_runs(value: &str, separators: &str) -> Vec<(usize, String)> {
 }
 
 fn holds_phone(value: &str) -> bool {
-    let international = digit_runs(value, " -.()").into_iter().any(|(at, digits)| {
+    let international = digit_runs(value, " -.()/").into_iter().any(|(at, digits)| {
         value[..at].trim_end_matches([' ', '(']).ends_with('+') && (8..=15).contains(&digits.len())
     });
     let area_code = value.char_indices().any(|(at, c)| {
@@ -208,7 +232,7 @@ fn holds_phone(value: &str) -> bool {
 }
 
 fn holds_card_number(value: &str) -> bool {
-    digit_runs(value, " -")
+    digit_runs(value, " -./")
         .into_iter()
         .any(|(_, digits)| (13..=19).contains(&digits.len()) && luhn_valid(&digits))
 }
@@ -298,6 +322,16 @@ mod tests {
             "card 4111 1111 1111 1111",
             "4111-1111-1111-1111",
             "5500005555555559",
+            "+44\u{a0}7911\u{a0}123456",
+            "4111\u{a0}1111\u{a0}1111\u{a0}1111",
+            "4111.1111.1111.1111",
+            "4111/1111/1111/1111",
+            "+44/7911/123456",
+            "jane%40example.com",
+            "jane\u{ff20}example.com",
+            "\u{ff0b}447911123456",
+            "\u{ff14}\u{ff11}\u{ff11}\u{ff11}111111111111",
+            "jane@localhost",
         ] {
             let refused = refuse_personal_data("reference", personal).unwrap_err();
             assert_eq!(refused.field, "reference");

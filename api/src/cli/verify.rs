@@ -170,7 +170,28 @@ async fn check_receipt(
     differ("hash", receipt.event.hash.clone(), logged.hash.clone());
     let erased_stream =
         subject_stream.unwrap_or_else(|| format!("tenant_erasure:{}", receipt.tenant));
-    differ("erased", erased_stream, logged.stream);
+    differ("subject", erased_stream, logged.stream);
+    let kind = match event.event_type.as_str() {
+        "SubjectErased" => "subject",
+        "TenantErased" => "tenant",
+        _ => "neither",
+    };
+    differ("erased", receipt.erased.clone(), kind.to_owned());
+    differ(
+        "erased at",
+        receipt.erased_at.clone(),
+        event.recorded_at.to_string(),
+    );
+    // No proof is issued yet: one in a receipt was not made by Custodia.
+    differ(
+        "inclusion proof",
+        receipt
+            .inclusion_proof
+            .as_ref()
+            .map_or("none", |_| "one")
+            .to_owned(),
+        "none".to_owned(),
+    );
     // The keys and the reference the receipt names are the event's.
     let payload: serde_json::Value =
         serde_json::from_slice(event.payload.as_bytes()).unwrap_or_default();

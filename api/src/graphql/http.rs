@@ -123,7 +123,13 @@ fn unauthenticated(message: &str) -> ApiError {
 /// Waits for the projections to reach the request's `X-Consistency-Token`.
 /// Returns whether they did (no token: nothing to wait for).
 async fn consistency(state: &AppState, request: &HttpRequest) -> Result<bool, ApiError> {
-    let Some(token) = request.headers().get("x-consistency-token") else {
+    // An empty token is what a mutation that wrote nothing answers: there
+    // is nothing to wait for.
+    let Some(token) = request
+        .headers()
+        .get("x-consistency-token")
+        .filter(|t| !t.is_empty())
+    else {
         return Ok(true);
     };
     let cursor: LogCursor = token

@@ -10,7 +10,8 @@ use custodia_domain::Timestamp;
 use custodia_projections::documents::{RoleDoc, SessionStatus};
 
 use super::types::{
-    AuditEvent, Consent, DateTime, ErasureReceipt, Role, Session, Tenant, User, UserStatus,
+    AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Role, Session, Tenant, User,
+    UserStatus,
 };
 use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
 
@@ -273,6 +274,54 @@ impl Query {
             .await
             .map_err(store_failure)?;
         rows.into_iter().map(Consent::from_row).collect()
+    }
+
+    /// A subject's whole consent history, oldest first: every grant and
+    /// withdrawal with where the log holds it (what GDPR Art. 7(1) asks a
+    /// controller to demonstrate). Needs `consent.read` (a user may read
+    /// their own).
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn consent_history(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The data subject.")] user_id: ID,
+        #[graphql(
+            validator(maximum = 100),
+            desc = "How many decisions, at most 100 (default 20)."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "The cursor of the last decision of the previous page.")] after: Option<
+            String,
+        >,
+    ) -> Result<Connection<String, ConsentDecision, EmptyFields, EmptyFields>> {
+        use custodia_application::commands::consent::consent_history_page;
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        let user = uuid(&user_id, "userId")?;
+        let first = usize::try_from(first.unwrap_or(20))
+            .map_err(|_| error("VALIDATION", "first must not be negative"))?;
+        let after = after
+            .map(|cursor| {
+                cursor
+                    .parse::<u64>()
+                    .map_err(|_| error("VALIDATION", "after is not a cursor of this connection"))
+            })
+            .transpose()?;
+        let caller = data.caller().await?;
+        let from = custodia_domain::StreamVersion(after.unwrap_or(0));
+        let mut page =
+            consent_history_page(&data.state.ports, &caller, tenant, user, from, first + 1)
+                .await
+                .map_err(fail)?;
+        let has_next = page.len() > first;
+        page.truncate(first);
+        let mut connection = Connection::new(after.is_some(), has_next);
+        for record in page {
+            let cursor = record.version.0.to_string();
+            connection.edges.push(Edge::new(cursor, record.into()));
+        }
+        Ok(connection)
     }
 
     /// The tenant's audit history, in log order. Needs `audit.read`.

@@ -673,3 +673,54 @@ impl From<custodia_application::commands::privacy::ErasureReceipt> for ErasureRe
         }
     }
 }
+
+/// One decision in a subject's consent history, as the log holds it.
+#[derive(SimpleObject)]
+pub struct ConsentDecision {
+    /// The purpose decided on.
+    pub purpose: String,
+    /// Given or withdrawn.
+    pub state: ConsentState,
+    /// The policy version it was made on.
+    pub policy_version: u32,
+    /// Where it was made.
+    pub channel: ConsentChannel,
+    /// SHA-256 (hex) of the text the subject was shown, if recorded.
+    pub evidence_sha256: Option<String>,
+    /// When it was made.
+    pub at: DateTime,
+    /// When it was recorded.
+    pub recorded_at: DateTime,
+    /// Who recorded it: `user:<id>` (the subject or someone on their
+    /// behalf) or `service:<id>`.
+    pub actor: String,
+    /// The event that records it.
+    pub event_id: ID,
+    /// The event's position in the log.
+    pub position: u64,
+    /// The event's hash (hex), as `custodia verify` recomputes it.
+    pub hash: String,
+}
+
+impl From<custodia_application::commands::consent::ConsentRecord> for ConsentDecision {
+    fn from(record: custodia_application::commands::consent::ConsentRecord) -> Self {
+        let decision = record.decision;
+        Self {
+            purpose: decision.purpose,
+            state: if record.granted {
+                ConsentState::Granted
+            } else {
+                ConsentState::Withdrawn
+            },
+            policy_version: decision.policy_version,
+            channel: decision.channel.into(),
+            evidence_sha256: decision.evidence_sha256.map(hex::encode),
+            at: DateTime(decision.at),
+            recorded_at: DateTime(record.recorded_at),
+            actor: record.actor.to_string(),
+            event_id: ID(record.event_id.to_string()),
+            position: record.position,
+            hash: record.hash,
+        }
+    }
+}

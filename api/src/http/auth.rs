@@ -110,15 +110,11 @@ pub(super) async fn login(
     let sent = serde_json::to_vec(&*body).map_err(|e| ApiError::internal(&e))?;
     let sent = idempotency::digest(&[&sent]);
     let current = async |stored: &StoredResponse| still_current(&state, stored).await;
-    idempotency::once(
-        &state,
-        Policy::AUTH,
-        &scope,
-        Some(tenant),
-        &sent,
-        current,
-        |_| login_once(&state, &request, &body),
-    )
+    // `/auth` answers hold tokens, no personal data: they are not withdrawn
+    // with a subject's erasure (they last 5 minutes), so no tenant is named.
+    idempotency::once(&state, Policy::AUTH, &scope, None, &sent, current, |_| {
+        login_once(&state, &request, &body)
+    })
     .await
 }
 
@@ -235,7 +231,7 @@ pub(super) async fn refresh(
     let named_tenant = named.map(|t| t.to_string()).unwrap_or_default();
     let sent = idempotency::digest(&[named_tenant.as_bytes()]);
     let current = async |stored: &StoredResponse| still_current(&state, stored).await;
-    idempotency::once(&state, Policy::AUTH, &scope, named, &sent, current, |_| {
+    idempotency::once(&state, Policy::AUTH, &scope, None, &sent, current, |_| {
         run()
     })
     .await
@@ -303,7 +299,7 @@ pub(super) async fn logout(
         &state,
         Policy::AUTH,
         &scope,
-        Some(tenant),
+        None,
         &sent,
         async |_: &StoredResponse| true,
         |first_seen| run(idempotency::command_id(&scope, first_seen, 0)),

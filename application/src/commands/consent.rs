@@ -6,7 +6,9 @@ use custodia_domain::identity::consent::{
 };
 use custodia_domain::identity::tenant::Tenant;
 use custodia_domain::rbac::Permission;
-use custodia_domain::{ChainId, EventId, InvalidValue, StreamId, TenantId, Timestamp};
+use custodia_domain::{
+    ChainId, EventId, InvalidValue, StreamId, StreamVersion, TenantId, Timestamp,
+};
 use uuid::Uuid;
 
 use super::authorized::authorize;
@@ -86,11 +88,21 @@ pub async fn record_consent(
     .await
 }
 
-/// One entry of a subject's consent history.
+/// One entry of a subject's consent history, with where the log holds it
+/// (what a controller shows to demonstrate consent, GDPR Art. 7(1)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentRecord {
     pub granted: bool,
     pub decision: ConsentDecision,
+    /// Who recorded it (the subject, or someone on their behalf).
+    pub actor: custodia_domain::Actor,
+    pub recorded_at: custodia_domain::Timestamp,
+    pub event_id: custodia_domain::EventId,
+    pub position: u64,
+    /// The event's hash (hex), as `custodia verify` recomputes it.
+    pub hash: String,
+    /// Its place in the subject's consent stream (a page's cursor).
+    pub version: StreamVersion,
 }
 
 /// The subject's whole consent history, oldest first. Needs `consent.read`
@@ -101,10 +113,37 @@ pub async fn consent_history(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Vec<ConsentRecord>, CommandError> {
+    let mut history = Vec::new();
+    loop {
+        let after = history
+            .last()
+            .map_or(StreamVersion::EMPTY, |r: &ConsentRecord| r.version);
+        let page = consent_history_page(ports, caller, tenant, user, after, 1000).await?;
+        if page.is_empty() {
+            return Ok(history);
+        }
+        history.extend(page);
+    }
+}
+
+/// Up to `limit` entries of the subject's consent history after `after`
+/// (a version, [`StreamVersion::EMPTY`] for the first page), oldest first.
+/// Needs `consent.read` (or being that user).
+pub async fn consent_history_page(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    after: StreamVersion,
+    limit: usize,
+) -> Result<Vec<ConsentRecord>, CommandError> {
     caller
         .principal
         .authorize(tenant, Permission::ConsentRead, Some(user))?;
-    let events = super::whole_stream(&*ports.store, &consent_stream(user)).await?;
+    let events = ports
+        .store
+        .read_stream(&consent_stream(user), after, limit)
+        .await?;
     if events
         .first()
         .is_some_and(|e| e.chain != ChainId::Tenant(tenant))
@@ -119,15 +158,19 @@ pub async fn consent_history(
                 schema_version: recorded.schema_version,
                 payload: recorded.payload.clone(),
             };
-            Ok(match ConsentEvent::from_stored(&form)? {
-                ConsentEvent::Granted(decision) => ConsentRecord {
-                    granted: true,
-                    decision,
-                },
-                ConsentEvent::Withdrawn(decision) => ConsentRecord {
-                    granted: false,
-                    decision,
-                },
+            let (granted, decision) = match ConsentEvent::from_stored(&form)? {
+                ConsentEvent::Granted(decision) => (true, decision),
+                ConsentEvent::Withdrawn(decision) => (false, decision),
+            };
+            Ok(ConsentRecord {
+                granted,
+                decision,
+                actor: recorded.metadata.actor,
+                recorded_at: recorded.recorded_at,
+                event_id: recorded.event_id,
+                position: recorded.position.0,
+                hash: recorded.hash.to_hex(),
+                version: recorded.stream_version,
             })
         })
         .collect()

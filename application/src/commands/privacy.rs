@@ -39,6 +39,7 @@ use super::{execute, load, memberships_stream, stream, Caller, CommandError, Pla
 /// What an auditor keeps of an erasure: enough to find the erasure event
 /// in the log and check it (`custodia verify --receipt FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErasureReceipt {
     /// `subject` (a user) or `tenant`.
     pub erased: String,
@@ -58,6 +59,7 @@ pub struct ErasureReceipt {
 
 /// The erasure event's coordinates in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReceiptEvent {
     pub id: Uuid,
     pub event_type: String,
@@ -121,6 +123,12 @@ pub async fn erase_subject(
         let User::Present { email_index, .. } = state else {
             return Err(CommandError::NotFound("user"));
         };
+        // An erased tenant's chain is closed: nothing more is written to it
+        // (its subjects' keys went with the tenant key).
+        let (tenant_state, _) = load::<Tenant>(&*ports.store, &tenant_stream(tenant)).await?;
+        if tenant_state == Tenant::Closed {
+            return Err(custodia_domain::identity::tenant::TenantError::Closed.into());
+        }
         let at = Timestamp::now();
         // The erasure event causes the rest, and each names it.
         let erasure_event = EventId::generate();
@@ -169,12 +177,14 @@ pub async fn erase_subject(
     // failed).
     ports.vault.erase_subject(tenant, user).await?;
     let event = last_event(ports, &user_stream(user), version).await?;
-    tracing::info!(
-        tenant = %tenant,
-        subject = %user,
-        position = event.position.0,
-        "data subject erased"
-    );
+    if erasure.is_some() {
+        tracing::info!(
+            tenant = %tenant,
+            subject = %user,
+            position = event.position.0,
+            "data subject erased"
+        );
+    }
     Ok(Erasure {
         receipt: receipt(tenant, Some(user), &event)?,
         appended: erasure,
@@ -336,9 +346,83 @@ pub async fn erase_tenant(
     let record_stream = tenant_erasure_stream(tenant);
     let (_, version) = load::<TenantErasure>(&*ports.store, &record_stream).await?;
     let event = &last_event(ports, &record_stream, version).await?;
-    tracing::info!(tenant = %tenant, position = event.position.0, "tenant erased");
+    if recorded.appended.is_some() {
+        tracing::info!(tenant = %tenant, position = event.position.0, "tenant erased");
+    }
     Ok(Erasure {
         receipt: receipt(tenant, None, event)?,
         appended: recorded.appended,
     })
+}
+
+/// Exporting everything held about `user` (access and portability, GDPR
+/// Art. 15 and 20): the user themselves, and holders of `subject.export`
+/// (owners, privacy officers). Each part of the export is read through its
+/// own handler, which checks its own permission too.
+pub fn authorize_export(caller: &Caller, tenant: TenantId, user: Uuid) -> Result<(), CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::SubjectExport, Some(user))?;
+    Ok(())
+}
+
+/// One change of a member's roles or access, as the log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleChange {
+    /// `granted`, `revoked`, `paused` (suspended, deleted or erased) or
+    /// `resumed`.
+    pub change: &'static str,
+    /// The role granted or revoked.
+    pub role: Option<String>,
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub event_id: EventId,
+}
+
+/// `user`'s roles now and every change of them, oldest first. Needs
+/// `role.read` (or being that user). Reads the tenant's memberships stream
+/// whole: its length is the tenant's number of role changes.
+pub async fn role_history(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<(Vec<String>, Vec<RoleChange>), CommandError> {
+    use custodia_domain::aggregate::{EventSchema, StoredForm};
+    use custodia_domain::identity::membership::MembershipEvent;
+    caller
+        .principal
+        .authorize(tenant, Permission::RoleRead, Some(user))?;
+    let (memberships, _) = load::<Memberships>(&*ports.store, &memberships_stream(tenant)).await?;
+    let current = memberships
+        .roles_of(user)
+        .map(ToString::to_string)
+        .collect();
+    let mut changes = Vec::new();
+    for recorded in super::whole_stream(&*ports.store, &memberships_stream(tenant)).await? {
+        let event = MembershipEvent::from_stored(&StoredForm {
+            event_type: recorded.event_type.clone(),
+            schema_version: recorded.schema_version,
+            payload: recorded.payload.clone(),
+        })?;
+        let (change, role) = match event {
+            MembershipEvent::RoleGranted { user: u, role } if u == user => {
+                ("granted", Some(role.to_string()))
+            }
+            MembershipEvent::RoleRevoked { user: u, role } if u == user => {
+                ("revoked", Some(role.to_string()))
+            }
+            MembershipEvent::MemberPaused { user: u } if u == user => ("paused", None),
+            MembershipEvent::MemberResumed { user: u } if u == user => ("resumed", None),
+            _ => continue,
+        };
+        changes.push(RoleChange {
+            change,
+            role,
+            at: recorded.recorded_at,
+            actor: recorded.metadata.actor,
+            event_id: recorded.event_id,
+        });
+    }
+    Ok((current, changes))
 }

@@ -42,10 +42,11 @@ pub struct ErasureReference(String);
 impl ErasureReference {
     pub fn parse(value: &str) -> Result<Self, crate::InvalidValue> {
         let value = value.trim();
-        if value.is_empty() || value.chars().count() > 200 || value.chars().any(char::is_control) {
+        let hidden = |c: char| c.is_control() || crate::personal::is_invisible(c);
+        if value.is_empty() || value.chars().count() > 200 || value.chars().any(hidden) {
             return Err(crate::InvalidValue::new(
                 "erasure reference",
-                "must be 1-200 characters without control characters",
+                "must be 1-200 characters without control or invisible characters",
             ));
         }
         crate::personal::refuse_personal_data("erasure reference", value)?;
@@ -516,6 +517,10 @@ mod tests {
             .when(&erase())
             .then_error(UserError::NotFound);
         assert_eq!(User::fold(&after).status(), Some(UserStatus::Erased));
+        // A reference shows as it is: no invisible or reordering characters.
+        for hidden in ["DSR\u{202e}71", "DSR\u{200b}71", "DSR\u{2028}71", "DSR\n71"] {
+            assert!(ErasureReference::parse(hidden).is_err(), "{hidden:?}");
+        }
     }
 
     #[test]
