@@ -21,6 +21,7 @@ backends!(
     erasing_a_tenant_stops_it_at_once_and_keeps_its_chain,
     retention_erases_deleted_users_once_their_period_is_over,
     the_consent_history_is_served_page_by_page_with_its_proof,
+    a_subject_export_holds_everything_about_them_and_nothing_else,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -663,5 +664,148 @@ async fn the_consent_history_is_served_page_by_page_with_its_proof(db: TestDatab
         )
     );
     assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    running.stop().await;
+}
+
+/// `exportSubject`: the subject's profile and attributes, roles and their
+/// history, sessions with where they were started from, consents with
+/// their history, and every event about or by them (over 500, more than a
+/// page of the read models), valid against the published JSON Schema, and
+/// nothing about anyone else.
+async fn a_subject_export_holds_everything_about_them_and_nothing_else(db: TestDatabase) {
+    let state = state(&db).await;
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = test::init_service(app(state.clone())).await;
+    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
+    let owner = owner["access_token"].as_str().unwrap().to_owned();
+    let (grace, tokens) = member!(
+        &service,
+        &owner,
+        tenant,
+        "grace@example.org",
+        Some("auditor")
+    );
+    let (henry, henry_tokens) = member!(&service, &owner, tenant, "henry@example.org", None);
+    let henry_token = henry_tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "mutation { updateTenantSettings(settings: { addConsentPurposes: [{ id: \"newsletter\", version: 1 }] }) { consistencyToken } }",
+            json!({})
+        )
+    );
+    assert_eq!(body["errors"], Value::Null, "{body}");
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let record = format!(
+        "mutation {{ recordConsent(userId: \"{grace}\", input: {{ purpose: \"newsletter\", policyVersion: 1, channel: EMAIL, granted: true }}) {{ changed }} }}"
+    );
+    let (_, body) = call!(&service, graphql(&token, &record, json!({})));
+    assert_eq!(body["data"]["recordConsent"]["changed"], true, "{body}");
+    // A long history: more events about her than a page holds.
+    // (Through the handler: the HTTP edge limits refreshes per client.)
+    let mut refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..510 {
+        let next = custodia_application::commands::sessions::refresh_session(
+            &state.ports,
+            Some(tenant),
+            &refresh,
+            custodia_domain::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+        refresh = next.refresh_token;
+    }
+    let (_, latest) = call!(&service, login(tenant, "grace@example.org"));
+    let grace_token = latest["access_token"].as_str().unwrap().to_owned();
+    // Wait until the read models hold the whole history.
+    let head = state.ports.store.head().await.unwrap();
+    state.projections.wait_for(head).await.unwrap();
+
+    let export = "query($u: ID!) { exportSubject(userId: $u) }";
+    let (_, body) = call!(
+        &service,
+        graphql(&grace_token, export, json!({ "u": grace }))
+    );
+    let document = body["data"]["exportSubject"].clone();
+    assert_eq!(document["format"], "custodia.subject-export.v1", "{body}");
+    assert_eq!(document["status"], "active");
+    assert_eq!(
+        document["profile"],
+        json!({ "email": "grace@example.org", "display_name": "Grace Marker",
+                "phone": "+44 20 7946 0958", "attributes": { "note": "marker-attribute" } })
+    );
+    assert_eq!(document["roles"], json!(["auditor"]));
+    assert_eq!(document["role_history"][0]["change"], "granted");
+    assert_eq!(document["role_history"][0]["role"], "auditor");
+    let sessions = document["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["user_agent"] == "MarkerAgent/7.7"),
+        "{sessions:?}"
+    );
+    assert_eq!(document["consents"][0]["state"], "granted");
+    assert_eq!(document["consents"][0]["channel"], "email");
+    let events = document["events"].as_array().unwrap();
+    assert!(events.len() > 510, "{}", events.len());
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "ConsentGranted" && e["by_subject"] == true));
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "UserRegistered" && e["about_subject"] == true));
+    let positions: Vec<u64> = events
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "in log order, each once"
+    );
+    // Nothing about anyone else.
+    let text = document.to_string();
+    assert!(
+        !text.contains("henry") && !text.contains(&henry),
+        "someone else is in it"
+    );
+
+    // Valid against the published schema.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), document.to_string()).unwrap();
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/subject-export.schema.json"
+    );
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
+        ])
+        .arg(file.path())
+        .arg(schema)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Another member does not export her; the owner (who holds
+    // `subject.export`) does.
+    let (_, body) = call!(
+        &service,
+        graphql(&henry_token, export, json!({ "u": grace }))
+    );
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let (_, body) = call!(&service, graphql(&owner, export, json!({ "u": grace })));
+    assert_eq!(
+        body["data"]["exportSubject"]["subject"],
+        grace.as_str(),
+        "{body}"
+    );
     running.stop().await;
 }

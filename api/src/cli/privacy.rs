@@ -33,6 +33,14 @@ pub enum PrivacyCommand {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Print everything held about a user as one JSON document (access and
+    /// portability; docs/subject-export.schema.json).
+    Export {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+    },
     /// Erase a whole tenant: close its chain (all its sessions and API
     /// keys stop), record `TenantErased` in the platform chain, destroy
     /// the tenant key. Prints the erasure receipt (JSON).
@@ -56,6 +64,22 @@ pub async fn run(database_url: &str, command: PrivacyCommand) -> Result<ExitCode
     let (tenant, erasure) = match command {
         PrivacyCommand::Retention { dry_run, at } => {
             return retention(database_url, dry_run, at).await
+        }
+        PrivacyCommand::Export { tenant, user } => {
+            let tenant = parse_tenant(&tenant)?;
+            let user = Uuid::parse_str(&user).map_err(|_| "--user must be a user id (a UUID)")?;
+            let state = state(database_url).await?;
+            let document = custodia::export::export_subject(
+                &state.ports,
+                &*state.models,
+                &operator(),
+                tenant,
+                user,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            println!("{document:#}");
+            return Ok(ExitCode::SUCCESS);
         }
         PrivacyCommand::EraseSubject {
             tenant,

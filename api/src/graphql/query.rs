@@ -363,6 +363,28 @@ impl Query {
         page(ctx, query, first, after, AuditEvent::from_row).await
     }
 
+    /// Everything held about a user, as one JSON document (access and
+    /// portability, GDPR Art. 15 and 20; its shape:
+    /// `docs/subject-export.schema.json`). The user themselves, or holders
+    /// of `subject.export` (owners, privacy officers).
+    #[graphql(complexity = 100)]
+    async fn export_subject(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The data subject.")] user_id: ID,
+    ) -> Result<async_graphql::Json<serde_json::Value>> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        let user = uuid(&user_id, "userId")?;
+        let caller = data.caller().await?;
+        let state = &data.state;
+        crate::export::export_subject(&state.ports, &*state.models, &caller, tenant, user)
+            .await
+            .map(async_graphql::Json)
+            .map_err(fail)
+    }
+
     /// The receipt of a user's erasure (`null` unless they were erased).
     /// Needs `audit.read` or `subject.erase`.
     async fn erasure_receipt(

@@ -426,3 +426,21 @@ pub async fn role_history(
     }
     Ok((current, changes))
 }
+
+/// `user`'s status as a word (`invited`, `active`, `suspended`, `deleted`,
+/// `erased`); a user of another tenant is "not found".
+pub async fn subject_status(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<&'static str, CommandError> {
+    Ok(
+        match super::credentials::user_status_in(ports, tenant, user).await? {
+            UserStatus::Invited => "invited",
+            UserStatus::Active => "active",
+            UserStatus::Suspended => "suspended",
+            UserStatus::Deleted => "deleted",
+            UserStatus::Erased => "erased",
+        },
+    )
+}
