@@ -13,7 +13,7 @@ use custodia_application::commands::consent::consent_history;
 use custodia_application::commands::privacy::{authorize_export, role_history};
 use custodia_application::commands::users::read_personal_data;
 use custodia_application::commands::{Caller, CommandError, Ports};
-use custodia_application::{ModelRow, ReadModels, RowQuery};
+use custodia_application::{list_all, ModelRow, ReadModels, RowQuery};
 use custodia_domain::personal::FieldContext;
 use custodia_domain::{EventId, StreamCategory, StreamId, TenantId, Timestamp};
 use custodia_projections::documents::{self, AuditDoc, SessionDoc};
@@ -23,8 +23,6 @@ use uuid::Uuid;
 
 /// The export's format name; a new shape gets a new name.
 pub const FORMAT: &str = "custodia.subject-export.v1";
-/// Rows read per page.
-const PAGE: usize = 500;
 
 /// Everything held about `user` of `tenant`. The user themselves, or a
 /// holder of `subject.export` who may also read personal data.
@@ -110,7 +108,7 @@ async fn sessions(
         ..RowQuery::default()
     };
     let mut sessions = Vec::new();
-    for row in all(models, query).await? {
+    for row in list_all(models, query).await? {
         let doc: SessionDoc = documents::read(&row).map_err(unreadable)?;
         let id = Uuid::parse_str(&row.id).map_err(|_| unreadable(&row.id))?;
         let client = match &doc.client {
@@ -182,11 +180,11 @@ async fn events(
         }
         Ok(())
     };
-    add(all(models, audit(Some(user), None)).await?, true)?;
+    add(list_all(models, audit(Some(user), None)).await?, true)?;
     for session in sessions {
-        add(all(models, audit(Some(*session), None)).await?, true)?;
+        add(list_all(models, audit(Some(*session), None)).await?, true)?;
     }
-    add(all(models, audit(None, Some(user))).await?, false)?;
+    add(list_all(models, audit(None, Some(user))).await?, false)?;
     Ok(found
         .into_values()
         .map(|(doc, about, by, id, at)| {
@@ -206,21 +204,6 @@ async fn events(
             })
         })
         .collect())
-}
-
-/// Every row of `query`, page by page.
-async fn all(models: &dyn ReadModels, mut query: RowQuery) -> Result<Vec<ModelRow>, CommandError> {
-    query.limit = PAGE;
-    let mut rows = Vec::new();
-    loop {
-        let page = models.list(&query).await?;
-        let full = page.len() == PAGE;
-        query.after_seq = page.last().map(|row| row.seq);
-        rows.extend(page);
-        if !full {
-            return Ok(rows);
-        }
-    }
 }
 
 fn unreadable(_: impl std::fmt::Debug) -> CommandError {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use custodia_application::commands::privacy::erase_subject;
 use custodia_application::commands::{Caller, CommandError, Ports};
-use custodia_application::{ReadModels, RowQuery, StoreError};
+use custodia_application::{list_all, ReadModels, RowQuery, StoreError};
 use custodia_domain::rbac::Principal;
 use custodia_domain::{Actor, CommandId, Origin, TenantId, Timestamp};
 use custodia_projections::documents::{self, TenantDoc, TenantStatus, UserDoc, UserStatus};
@@ -25,8 +25,6 @@ pub const LEASE: &str = "job:retention";
 /// How often the server runs the job.
 pub const EVERY: Duration = Duration::from_secs(3600);
 const DAY_MICROS: i64 = 86_400_000_000;
-/// Rows read per page.
-const PAGE: usize = 500;
 
 /// A user the rule says to erase.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +56,7 @@ pub async fn due(models: &dyn ReadModels, now: Timestamp) -> Result<Vec<Due>, St
         model: "tenant",
         ..RowQuery::default()
     };
-    for tenant_row in all(models, tenants).await? {
+    for tenant_row in list_all(models, tenants).await? {
         if tenant_row.kind.as_deref() != Some(TenantStatus::Active.as_str())
             && tenant_row.kind.as_deref() != Some(TenantStatus::Suspended.as_str())
         {
@@ -80,7 +78,7 @@ pub async fn due(models: &dyn ReadModels, now: Timestamp) -> Result<Vec<Due>, St
             kind: Some(UserStatus::Deleted.as_str().to_owned()),
             ..RowQuery::default()
         };
-        for row in all(models, users).await? {
+        for row in list_all(models, users).await? {
             let (Ok(user), Ok(doc)) = (Uuid::parse_str(&row.id), documents::read::<UserDoc>(&row))
             else {
                 continue;
@@ -98,24 +96,6 @@ pub async fn due(models: &dyn ReadModels, now: Timestamp) -> Result<Vec<Due>, St
         }
     }
     Ok(due)
-}
-
-/// Every row of `query`, page by page.
-async fn all(
-    models: &dyn ReadModels,
-    mut query: RowQuery,
-) -> Result<Vec<custodia_application::ModelRow>, StoreError> {
-    query.limit = PAGE;
-    let mut rows = Vec::new();
-    loop {
-        let page = models.list(&query).await?;
-        let full = page.len() == PAGE;
-        query.after_seq = page.last().map(|row| row.seq);
-        rows.extend(page);
-        if !full {
-            return Ok(rows);
-        }
-    }
 }
 
 /// Erases every user due at `now` (or, with `dry_run`, only finds them).

@@ -47,6 +47,39 @@ fn login(tenant: TenantId, email: &str) -> test::TestRequest {
         .set_json(json!({ "tenant_id": tenant.to_string(), "email": email, "password": PASSWORD }))
 }
 
+/// A tenant whose owner, ada, has a password, and its projections running.
+async fn owner_and_projections(
+    db: &TestDatabase,
+) -> (
+    AppState,
+    TenantId,
+    uuid::Uuid,
+    custodia::projections::Running,
+) {
+    let state = state(db).await;
+    let (tenant, ada) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    (state, tenant, ada, running)
+}
+
+/// An access token of `email` (signed in through the handler: the HTTP
+/// edge's per-client limits are not what these tests are about).
+async fn access(state: &AppState, tenant: TenantId, email: &str) -> String {
+    let now = custodia_domain::Timestamp::now();
+    custodia_application::commands::sessions::start_session(
+        &state.ports,
+        tenant,
+        email,
+        PASSWORD,
+        None,
+        None,
+        now,
+    )
+    .await
+    .unwrap()
+    .access_token
+}
+
 fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
@@ -85,12 +118,9 @@ macro_rules! member {
 }
 
 async fn erasure_forgets_the_subject_and_keeps_the_history(db: TestDatabase) {
-    let state = state(&db).await;
-    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
-    let running = state.projections.start(state.ports.store.clone());
+    let (state, tenant, _, running) = owner_and_projections(&db).await;
     let service = test::init_service(app(state.clone())).await;
-    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
-    let owner = owner["access_token"].as_str().unwrap().to_owned();
+    let owner = access(&state, tenant, "ada@example.org").await;
     let (grace, tokens) = member!(&service, &owner, tenant, "grace@example.org", None);
     let grace_token = tokens["access_token"].as_str().unwrap();
 
@@ -374,10 +404,8 @@ async fn plaintext_fields_refuse_personal_data(db: TestDatabase) {
 
 async fn erasing_a_tenant_stops_it_at_once_and_keeps_its_chain(db: TestDatabase) {
     use custodia_application::commands::privacy::erase_tenant;
-    let state = state(&db).await;
-    let (tenant, ada) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let (state, tenant, ada, running) = owner_and_projections(&db).await;
     let (other, _) = tenant_with_owner(&state.ports, "eve@example.org", Some(PASSWORD)).await;
-    let running = state.projections.start(state.ports.store.clone());
     let service = test::init_service(app(state.clone())).await;
     let (_, tokens) = call!(&service, login(tenant, "ada@example.org"));
     let owner = tokens["access_token"].as_str().unwrap().to_owned();
@@ -586,12 +614,9 @@ async fn retention_erases_deleted_users_once_their_period_is_over(db: TestDataba
 /// GDPR Art. 7(1): the controller shows every grant and withdrawal, when,
 /// on which policy version, where, by whom, and where the log proves it.
 async fn the_consent_history_is_served_page_by_page_with_its_proof(db: TestDatabase) {
-    let state = state(&db).await;
-    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
-    let running = state.projections.start(state.ports.store.clone());
+    let (state, tenant, _, running) = owner_and_projections(&db).await;
     let service = test::init_service(app(state.clone())).await;
-    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
-    let owner = owner["access_token"].as_str().unwrap().to_owned();
+    let owner = access(&state, tenant, "ada@example.org").await;
     let (grace, tokens) = member!(&service, &owner, tenant, "grace@example.org", None);
     let grace_token = tokens["access_token"].as_str().unwrap().to_owned();
     let (_, mel) = member!(&service, &owner, tenant, "mel@example.org", None);
@@ -673,12 +698,9 @@ async fn the_consent_history_is_served_page_by_page_with_its_proof(db: TestDatab
 /// page of the read models), valid against the published JSON Schema, and
 /// nothing about anyone else.
 async fn a_subject_export_holds_everything_about_them_and_nothing_else(db: TestDatabase) {
-    let state = state(&db).await;
-    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
-    let running = state.projections.start(state.ports.store.clone());
+    let (state, tenant, _, running) = owner_and_projections(&db).await;
     let service = test::init_service(app(state.clone())).await;
-    let (_, owner) = call!(&service, login(tenant, "ada@example.org"));
-    let owner = owner["access_token"].as_str().unwrap().to_owned();
+    let owner = access(&state, tenant, "ada@example.org").await;
     let (grace, tokens) = member!(
         &service,
         &owner,

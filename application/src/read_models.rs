@@ -74,6 +74,27 @@ pub struct Checkpoint {
     pub lease_until: i64,
 }
 
+/// Every row `query` selects, read page by page (`query.limit` rows a
+/// page; 500 if it names none), in its order.
+pub async fn list_all(
+    models: &dyn ReadModels,
+    mut query: RowQuery,
+) -> Result<Vec<ModelRow>, StoreError> {
+    if query.limit == 0 {
+        query.limit = 500;
+    }
+    let mut rows = Vec::new();
+    loop {
+        let page = models.list(&query).await?;
+        let full = page.len() == query.limit;
+        query.after_seq = page.last().map(|row| row.seq);
+        rows.extend(page);
+        if !full {
+            return Ok(rows);
+        }
+    }
+}
+
 /// The read-model tables.
 #[async_trait]
 pub trait ReadModels: Send + Sync {

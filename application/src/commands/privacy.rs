@@ -63,7 +63,7 @@ pub struct ErasureReceipt {
 pub struct ReceiptEvent {
     pub id: Uuid,
     pub event_type: String,
-    /// `tenant:<id>` or `platform`.
+    /// `tenant <id>` or `platform`, as `custodia verify` names chains.
     pub chain: String,
     pub chain_index: u64,
     pub position: u64,

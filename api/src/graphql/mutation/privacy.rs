@@ -40,21 +40,10 @@ impl PrivacyMutations {
         reference: String,
     ) -> Result<ErasurePayload> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
-        let state = &data(ctx).state;
-        let erasure = erase_subject(&state.ports, &caller, tenant, user, &reference)
+        let erasure = erase_subject(&data(ctx).state.ports, &caller, tenant, user, &reference)
             .await
             .map_err(fail)?;
-        // Kept answers of the tenant's requests may hold the subject's
-        // personal data: they go too (a retry learns its request was done).
-        state
-            .idempotency
-            .withdraw_tenant(tenant.as_uuid())
-            .await
-            .map_err(store_failure)?;
-        Ok(ErasurePayload {
-            consistency_token: settle(ctx, erasure.appended.map(|a| a.cursor)).await?,
-            receipt: erasure.receipt.into(),
-        })
+        answer(ctx, tenant, erasure).await
     }
 
     /// Erases a whole tenant: its chain is closed (every session, refresh
@@ -72,19 +61,30 @@ impl PrivacyMutations {
         reference: String,
     ) -> Result<ErasurePayload> {
         let tenant = tenant(ctx, Some(&tenant_id))?;
-        let state = &data(ctx).state;
         let caller = data(ctx).caller().await?;
-        let erasure = erase_tenant(&state.ports, &caller, tenant, &reference)
+        let erasure = erase_tenant(&data(ctx).state.ports, &caller, tenant, &reference)
             .await
             .map_err(fail)?;
-        state
-            .idempotency
-            .withdraw_tenant(tenant.as_uuid())
-            .await
-            .map_err(store_failure)?;
-        Ok(ErasurePayload {
-            consistency_token: settle(ctx, erasure.appended.map(|a| a.cursor)).await?,
-            receipt: erasure.receipt.into(),
-        })
+        answer(ctx, tenant, erasure).await
     }
+}
+
+/// After an erasure in `tenant`: its kept answers are withdrawn (one may
+/// hold the erased data; a retry learns its request was done), then the
+/// receipt and the token.
+async fn answer(
+    ctx: &Context<'_>,
+    tenant: custodia_domain::TenantId,
+    erasure: custodia_application::commands::privacy::Erasure,
+) -> Result<ErasurePayload> {
+    data(ctx)
+        .state
+        .idempotency
+        .withdraw_tenant(tenant.as_uuid())
+        .await
+        .map_err(store_failure)?;
+    Ok(ErasurePayload {
+        consistency_token: settle(ctx, erasure.appended.map(|a| a.cursor)).await?,
+        receipt: erasure.receipt.into(),
+    })
 }
