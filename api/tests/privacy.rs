@@ -22,6 +22,7 @@ backends!(
     retention_erases_deleted_users_once_their_period_is_over,
     the_consent_history_is_served_page_by_page_with_its_proof,
     a_subject_export_holds_everything_about_them_and_nothing_else,
+    a_restored_key_is_destroyed_again_from_the_erasure_events,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -829,5 +830,85 @@ async fn a_subject_export_holds_everything_about_them_and_nothing_else(db: TestD
         grace.as_str(),
         "{body}"
     );
+    running.stop().await;
+}
+
+/// Restoring the key store from a backup taken before an erasure brings
+/// the key back (the danger is real); the erasure events name it, and
+/// re-applying them (at start-up, or `custodia privacy reapply-erasures`)
+/// destroys it again.
+async fn a_restored_key_is_destroyed_again_from_the_erasure_events(db: TestDatabase) {
+    use custodia_application::commands::users::read_personal_data;
+    let (state, tenant, _, running) = owner_and_projections(&db).await;
+    let service = test::init_service(app(state.clone())).await;
+    let owner = access(&state, tenant, "ada@example.org").await;
+    let (grace, _) = member!(&service, &owner, tenant, "grace@example.org", None);
+    let user = grace.parse::<uuid::Uuid>().unwrap();
+    // The backup: grace's wrapped key as the key store holds it now.
+    let select = "SELECT wrapped FROM subject_keys WHERE subject_id = $1";
+    let restore = "UPDATE subject_keys SET wrapped = $1, erased_at = NULL WHERE subject_id = $2";
+    let backup: Vec<u8> = if db.url().starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
+        sqlx::query_scalar(select)
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        sqlx::query_scalar(select)
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let (_, body) = call!(
+        &service,
+        graphql(&owner, ERASE, json!({ "u": grace, "ref": "DSR-5" }))
+    );
+    let token = body["data"]["eraseSubject"]["consistencyToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .parse()
+        .unwrap();
+    state.projections.wait_for(token).await.unwrap();
+    let email = || async {
+        read_personal_data(&state.ports, &operator(), tenant, user)
+            .await
+            .unwrap()
+            .email
+    };
+    assert_eq!(email().await, None);
+
+    // The key store is restored from the backup: grace is readable again.
+    if db.url().starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
+        sqlx::query(restore)
+            .bind(&backup)
+            .bind(user)
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        sqlx::query(restore)
+            .bind(&backup)
+            .bind(user)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(email().await.as_deref(), Some("grace@example.org"));
+
+    // The erasure events are re-applied: the key is gone again, once.
+    let reapplied = custodia::erasures::destroy_again(&state.ports, &*state.models)
+        .await
+        .unwrap();
+    assert_eq!((reapplied.erasures, reapplied.destroyed), (1, 1));
+    assert_eq!(email().await, None);
+    let again = custodia::erasures::destroy_again(&state.ports, &*state.models)
+        .await
+        .unwrap();
+    assert_eq!(again.destroyed, 0);
     running.stop().await;
 }

@@ -57,6 +57,11 @@ pub const SQLITE: &[Migration] = &[
         name: "idempotency_tenants",
         sql: include_str!("../../migrations/sqlite/0007_idempotency_tenants.sql"),
     },
+    Migration {
+        version: 8,
+        name: "read_models_by_kind",
+        sql: include_str!("../../migrations/sqlite/0008_read_models_by_kind.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -94,6 +99,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "idempotency_tenants",
         sql: include_str!("../../migrations/postgres/0007_idempotency_tenants.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "read_models_by_kind",
+        sql: include_str!("../../migrations/postgres/0008_read_models_by_kind.sql"),
     },
 ];
 
@@ -296,10 +306,10 @@ mod tests {
     #[test]
     fn pending_and_applied_are_reported() {
         let fresh = compare(SQLITE, &[]).unwrap();
-        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert!(require_current(fresh).is_err());
         let behind = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
-        assert_eq!(behind.pending, vec![2, 3, 4, 5, 6, 7]);
+        assert_eq!(behind.pending, vec![2, 3, 4, 5, 6, 7, 8]);
         assert!(require_current(behind).is_err());
         let current = compare(
             SQLITE,
@@ -311,6 +321,7 @@ mod tests {
                 (5, SQLITE[4].checksum()),
                 (6, SQLITE[5].checksum()),
                 (7, SQLITE[6].checksum()),
+                (8, SQLITE[7].checksum()),
             ],
         )
         .unwrap();

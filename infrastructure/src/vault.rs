@@ -217,7 +217,11 @@ impl KeyTables {
     /// Replaces the tenant key, and every subject key of the tenant, with
     /// tombstones. Returns whether a tenant key was destroyed.
     async fn erase_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
-        let had_key = matches!(self.tenant(tenant).await?, Slot::Wrapped(_));
+        let had_key = match self.tenant(tenant).await? {
+            Slot::Erased if !self.holds_subject_keys(tenant).await? => return Ok(false),
+            Slot::Wrapped(_) => true,
+            Slot::Erased | Slot::Missing => false,
+        };
         let now = Timestamp::now().0;
         let tombstone = "INSERT INTO tenant_keys (tenant_id, wrapped, created_at, erased_at) VALUES ($1, NULL, $2, $2) \
                          ON CONFLICT (tenant_id) DO UPDATE SET wrapped = NULL, \
@@ -229,8 +233,23 @@ impl KeyTables {
         Ok(had_key)
     }
 
+    /// Whether any subject key of `tenant` is still wrapped (a restore may
+    /// bring some back beside a tenant tombstone).
+    async fn holds_subject_keys(&self, tenant: TenantId) -> Result<bool, StoreError> {
+        let sql = "SELECT count(*) FROM subject_keys WHERE tenant_id = $1 AND wrapped IS NOT NULL";
+        let count: i64 = on_pool!(&self.0, pool => sqlx::query_scalar(sql).bind(tenant.as_uuid()).fetch_one(pool))?;
+        Ok(count > 0)
+    }
+
     async fn erase_subject(&self, tenant: TenantId, subject: Uuid) -> Result<bool, StoreError> {
-        let had_key = matches!(self.subject(tenant, subject).await?, Slot::Wrapped(_));
+        let had_key = match self.subject(tenant, subject).await? {
+            // A tombstone already: nothing to write (re-erasing every key
+            // the log names at start-up reads, and writes only what a
+            // restore brought back).
+            Slot::Erased => return Ok(false),
+            Slot::Wrapped(_) => true,
+            Slot::Missing => false,
+        };
         let sql = "INSERT INTO subject_keys (tenant_id, subject_id, wrapped, created_at, erased_at) \
                    VALUES ($1, $2, NULL, $3, $3) ON CONFLICT (tenant_id, subject_id) DO UPDATE \
                    SET wrapped = NULL, erased_at = coalesce(subject_keys.erased_at, excluded.erased_at)";

@@ -33,6 +33,9 @@ pub enum PrivacyCommand {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Destroy again every key an erasure event names (after restoring a
+    /// key-store backup; `serve` does it at start-up too).
+    ReapplyErasures,
     /// Print everything held about a user as one JSON document (access and
     /// portability; docs/subject-export.schema.json).
     Export {
@@ -64,6 +67,17 @@ pub async fn run(database_url: &str, command: PrivacyCommand) -> Result<ExitCode
     let (tenant, erasure) = match command {
         PrivacyCommand::Retention { dry_run, at } => {
             return retention(database_url, dry_run, at).await
+        }
+        PrivacyCommand::ReapplyErasures => {
+            let state = state(database_url).await?;
+            let reapplied = custodia::erasures::destroy_again(&state.ports, &*state.models)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{} erasures in the log; {} keys were back and are destroyed again",
+                reapplied.erasures, reapplied.destroyed
+            );
+            return Ok(ExitCode::SUCCESS);
         }
         PrivacyCommand::Export { tenant, user } => {
             let tenant = parse_tenant(&tenant)?;

@@ -77,6 +77,11 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
                  echo 'a long passphrase here' | cargo run -q -p custodia -- bootstrap --tenant-name Acme --owner-email you@example.org --password-stdin"
             );
         }
+        // Keys a restored key store brought back, though the log says they
+        // were erased, go again before anything is served.
+        custodia::erasures::destroy_again(&state.ports, &*state.models)
+            .await
+            .map_err(|e| format!("cannot re-apply erasures: {e}"))?;
         let projections = state.projections.start(state.ports.store.clone());
         let retention = custodia::retention::schedule(state.ports.clone(), state.models.clone());
         let server = actix_web::HttpServer::new(move || app(state.clone()))
