@@ -329,7 +329,19 @@ async fn who_may_erase_whom(db: TestDatabase) {
         body["data"]["updateTenantSettings"]["tenant"]["settings"]["selfServiceErasure"], true,
         "{body}"
     );
+    // ... and with their password: a token alone does not erase an account.
     let (_, body) = call!(&service, erase(&member, &mel, "self"));
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let with_password = |password: &str| {
+        graphql(
+            &member,
+            "mutation($u: ID!, $p: String!) { eraseSubject(userId: $u, reference: \"self\", password: $p) { receipt { hash } } }",
+            json!({ "u": mel, "p": password }),
+        )
+    };
+    let (_, body) = call!(&service, with_password("not my password at all"));
+    assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    let (_, body) = call!(&service, with_password(PASSWORD));
     assert_eq!(body["errors"], Value::Null, "{body}");
 
     // A reference is kept in the log for good: one that holds personal

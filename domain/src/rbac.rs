@@ -238,9 +238,10 @@ pub enum Denied {
     /// on someone more powerful than themselves.
     #[error("the target user holds {0}, which the caller does not")]
     Outranked(Permission),
-    /// Replacing one's own password needs the current one (changePassword):
-    /// a stolen access token alone must not take an account over.
-    #[error("changing your own password needs the current one")]
+    /// Replacing one's own password (changePassword) or erasing oneself
+    /// needs the current password: a stolen access token alone must not
+    /// take an account over, nor end it.
+    #[error("this needs your current password")]
     CurrentPasswordRequired,
 }
 

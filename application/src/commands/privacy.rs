@@ -98,10 +98,9 @@ pub struct Erasure {
 }
 
 /// Erases `user` of `tenant`: allowed to holders of `subject.erase` who
-/// outrank the user (owners, privacy officers), and to users themselves
-/// (signed in, not through an API key) when the tenant's settings allow
-/// self-service erasure. The tenant's last active owner cannot be erased
-/// (as they cannot be suspended). Erasing an erased user answers the same
+/// outrank the user (owners, privacy officers). Users erase themselves with
+/// [`erase_self`]. The tenant's last active owner cannot be erased (as
+/// they cannot be suspended). Erasing an erased user answers the same
 /// receipt again and writes nothing.
 pub async fn erase_subject(
     ports: &Ports,
@@ -110,8 +109,52 @@ pub async fn erase_subject(
     user: Uuid,
     reference: &str,
 ) -> Result<Erasure, CommandError> {
+    erase(ports, caller, tenant, user, reference, false).await
+}
+
+/// A signed-in user (not an API key) erases themselves, where the tenant's
+/// settings allow self-service erasure, proving their password first: an
+/// access token alone (a stolen one, or a device left signed in) cannot
+/// erase an account. A wrong password counts towards the lockout as a
+/// failed login does.
+pub async fn erase_self(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    password: &str,
+    reference: &str,
+    at: Timestamp,
+) -> Result<Erasure, super::credentials::LoginError> {
+    use super::credentials::{login, LoginError};
+    if caller.actor != Actor::User(user) {
+        return Err(CommandError::from(Denied::Missing(Permission::SubjectErase)).into());
+    }
     require_tenant(caller, tenant)?;
-    let authorized = authorize_erasure(ports, caller, tenant, user).await?;
+    ErasureReference::parse(reference).map_err(CommandError::from)?;
+    let email = super::users::personal_record(ports, tenant, user)
+        .await?
+        .email
+        .ok_or(LoginError::InvalidCredentials)?;
+    // Second factors are not asked for here: the caller is signed in.
+    match login(ports, tenant, &email, password, None, at).await {
+        Ok(_)
+        | Err(LoginError::SecondFactorRequired | LoginError::SecondFactorEnrollmentRequired) => {}
+        Err(other) => return Err(other),
+    }
+    Ok(erase(ports, caller, tenant, user, reference, true).await?)
+}
+
+async fn erase(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    reference: &str,
+    password_proven: bool,
+) -> Result<Erasure, CommandError> {
+    require_tenant(caller, tenant)?;
+    let authorized = authorize_erasure(ports, caller, tenant, user, password_proven).await?;
     let reference = ErasureReference::parse(reference)?;
     let keys = vec![subject_key_id(tenant.as_uuid(), user)];
     let mut erasure = None;
@@ -192,12 +235,13 @@ pub async fn erase_subject(
 }
 
 /// Who may erase `user`: `subject.erase` on them, or the user themselves
-/// where the tenant allows it.
+/// where the tenant allows it and they proved their password.
 async fn authorize_erasure<'a>(
     ports: &Ports,
     caller: &'a Caller,
     tenant: TenantId,
     user: Uuid,
+    password_proven: bool,
 ) -> Result<Authorized<'a>, CommandError> {
     let themselves = matches!(
         caller.principal,
@@ -212,6 +256,9 @@ async fn authorize_erasure<'a>(
         let allowed = state.settings().is_some_and(|s| s.self_service_erasure);
         if !allowed {
             return Err(Denied::Missing(Permission::SubjectErase).into());
+        }
+        if !password_proven {
+            return Err(Denied::CurrentPasswordRequired.into());
         }
         return self_service(ports, caller, tenant, Permission::SubjectErase, user).await;
     }

@@ -1,7 +1,7 @@
 //! Privacy: erasure of a data subject.
 
 use async_graphql::{Context, Object, Result, SimpleObject, ID};
-use custodia_application::commands::privacy::{erase_subject, erase_tenant};
+use custodia_application::commands::privacy::{erase_self, erase_subject, erase_tenant};
 
 use crate::graphql::types::ErasureReceipt;
 
@@ -28,7 +28,7 @@ impl PrivacyMutations {
     /// unreadable), their sessions end, their API keys stop, and a
     /// `SubjectErased` event records it. Needs `subject.erase` (owners and
     /// privacy officers), or being that user where the tenant allows
-    /// self-service erasure. Cannot be undone.
+    /// self-service erasure, with their password. Cannot be undone.
     async fn erase_subject(
         &self,
         ctx: &Context<'_>,
@@ -38,11 +38,24 @@ impl PrivacyMutations {
             desc = "The request's reference (a ticket or case number; 1 to 200 characters, no personal data)."
         )]
         reference: String,
+        #[graphql(
+            desc = "Your own password, when you erase yourself (self-service erasure needs it)."
+        )]
+        password: Option<String>,
     ) -> Result<ErasurePayload> {
         let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
-        let erasure = erase_subject(&data(ctx).state.ports, &caller, tenant, user, &reference)
-            .await
-            .map_err(fail)?;
+        let ports = &data(ctx).state.ports;
+        let erasure = match password {
+            Some(password) => {
+                let now = custodia_domain::Timestamp::now();
+                erase_self(ports, &caller, tenant, user, &password, &reference, now)
+                    .await
+                    .map_err(fail)?
+            }
+            None => erase_subject(ports, &caller, tenant, user, &reference)
+                .await
+                .map_err(fail)?,
+        };
         answer(ctx, tenant, erasure).await
     }
 
