@@ -97,6 +97,15 @@ pub(crate) async fn authorize_on_user<'a>(
     })
 }
 
+/// Is the caller `user` of `tenant` themselves, signed in (not an API key
+/// acting for them)?
+pub(crate) fn is_themselves(caller: &Caller, tenant: TenantId, user: Uuid) -> bool {
+    matches!(
+        caller.principal,
+        Principal::Member { tenant: own, user: me, .. } if own == tenant && me == user
+    ) && caller.actor == custodia_domain::Actor::User(user)
+}
+
 /// A signed-in user (not an API key) acting on themselves with
 /// `permission`, which the caller's handler found the tenant's settings
 /// open to self-service (self-service erasure, for one).
@@ -107,11 +116,7 @@ pub(crate) async fn self_service<'a>(
     permission: Permission,
     user: Uuid,
 ) -> Result<Authorized<'a>, CommandError> {
-    let themselves = matches!(
-        caller.principal,
-        Principal::Member { tenant: own, user: me, .. } if own == tenant && me == user
-    ) && caller.actor == custodia_domain::Actor::User(user);
-    if !themselves {
+    if !is_themselves(caller, tenant, user) {
         return Err(Denied::Missing(permission).into());
     }
     user_status_in(ports, tenant, user).await?;

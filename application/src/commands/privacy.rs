@@ -23,14 +23,14 @@ use custodia_domain::identity::tenant_erasure::{
 use custodia_domain::identity::user::{
     subject_key_id, ErasureReference, User, UserCommand, UserStatus,
 };
-use custodia_domain::rbac::{Denied, Permission, Principal};
+use custodia_domain::rbac::{Denied, Permission};
 use custodia_domain::{Actor, EventId, RecordedEvent, TenantId, Timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::authorized::{
-    as_platform_operator, authorize_on_user, on_platform_chain, require_tenant, self_service,
-    Authorized,
+    as_platform_operator, authorize_on_user, is_themselves, on_platform_chain, require_tenant,
+    self_service, Authorized,
 };
 use super::tenants::tenant_stream;
 use super::users::{claim_stream, user_stream};
@@ -127,7 +127,7 @@ pub async fn erase_self(
     at: Timestamp,
 ) -> Result<Erasure, super::credentials::LoginError> {
     use super::credentials::{login, LoginError};
-    if caller.actor != Actor::User(user) {
+    if !is_themselves(caller, tenant, user) {
         return Err(CommandError::from(Denied::Missing(Permission::SubjectErase)).into());
     }
     require_tenant(caller, tenant)?;
@@ -243,10 +243,7 @@ async fn authorize_erasure<'a>(
     user: Uuid,
     password_proven: bool,
 ) -> Result<Authorized<'a>, CommandError> {
-    let themselves = matches!(
-        caller.principal,
-        Principal::Member { user: own, .. } if own == user
-    ) && caller.actor == Actor::User(user);
+    let themselves = is_themselves(caller, tenant, user);
     let permitted = caller
         .principal
         .authorize(tenant, Permission::SubjectErase, None)
