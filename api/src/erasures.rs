@@ -1,4 +1,4 @@
-//! Keys named by erasure events are destroyed again. The events are the
+//! Keys named by erasure and expiry events are destroyed again. The events are the
 //! source of truth (ADR 0010): a key store restored from a backup taken
 //! before an erasure holds the erased key again, and this takes it back
 //! out. `serve` does it at start-up, `custodia privacy reapply-erasures` on
@@ -8,7 +8,7 @@
 //! filtered by type), so the cost is one key read per erasure ever made,
 //! and a write only for a key that came back.
 
-use custodia_application::commands::Ports;
+use custodia_application::commands::{access_data, Ports};
 use custodia_application::{list_all, ReadModels, RowQuery, StoreError};
 use custodia_domain::TenantId;
 use custodia_projections::documents::{self, AuditDoc};
@@ -16,7 +16,8 @@ use custodia_projections::documents::{self, AuditDoc};
 /// How many keys one pass found restored and destroyed again.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reapplied {
-    /// Erasures the log holds (subjects and tenants).
+    /// Erasures and expiries the log holds (subjects, tenants, days of
+    /// access data).
     pub erasures: usize,
     /// Keys that were back and are destroyed again.
     pub destroyed: usize,
@@ -67,6 +68,30 @@ pub async fn destroy_again(
         {
             reapplied.destroyed += 1;
         }
+    }
+    // Access data expired by retention: the days each tenant's log names
+    // (every record of a tenant read at once).
+    let mut tenants = std::collections::BTreeSet::new();
+    for row in list_all(models, of_type("AccessDataExpired")).await? {
+        let doc: AuditDoc = documents::read(&row).map_err(unreadable)?;
+        if let Ok(tenant) = TenantId::from_uuid(doc.stream_id) {
+            reapplied.erasures += 1;
+            tenants.insert(tenant);
+        }
+    }
+    for tenant in tenants {
+        let days = access_data::expired_days(ports, tenant)
+            .await
+            .map_err(|e| match e {
+                custodia_application::commands::CommandError::Store(store) => store,
+                other => StoreError::corrupt(other.to_string()),
+            })?;
+        let destroyed = ports
+            .vault
+            .erase_access_days(tenant, &days)
+            .await
+            .map_err(vault_failure)?;
+        reapplied.destroyed += usize::try_from(destroyed).unwrap_or(usize::MAX);
     }
     if reapplied.destroyed > 0 {
         tracing::warn!(

@@ -38,6 +38,9 @@ enum Command {
     /// Erase a data subject (platform operator).
     #[command(subcommand)]
     Privacy(cli::privacy::PrivacyCommand),
+    /// Back up or restore the key store, or rotate the master key.
+    #[command(subcommand)]
+    Keys(cli::keys::KeysCommand),
     /// Apply pending schema migrations for the configured backend.
     Migrate,
     /// Recompute every hash chain and name the first broken link of each.
@@ -137,6 +140,7 @@ fn main() -> ExitCode {
                             cli::tenant::tenant(database_url, command).await
                         }
                         Command::Privacy(command) => cli::privacy::run(database_url, command).await,
+                        Command::Keys(command) => cli::keys::run(database_url, command).await,
                         Command::Migrate => cli::database::migrate(database_url).await,
                         Command::Snapshots(Snapshots::Drop) => {
                             cli::database::drop_snapshots(database_url).await

@@ -1,7 +1,12 @@
-//! The retention job: a user deleted longer ago than their tenant's
-//! `deletedUserRetentionDays` is erased (`SubjectErased`, their key
-//! destroyed), as a privacy officer would erase them, with the system as
-//! the actor and a reference naming the rule.
+//! The retention job, for both rules a tenant sets:
+//!
+//! - a user deleted longer ago than `deletedUserRetentionDays` is erased
+//!   (`SubjectErased`, their key destroyed), as a privacy officer would
+//!   erase them, with the system as the actor and a reference naming the
+//!   rule;
+//! - the access data (IP addresses, user agents) of every UTC day that
+//!   ended at least `accessDataRetentionDays` ago expires
+//!   (`AccessDataExpired`, the days' keys destroyed).
 //!
 //! It runs inside the server on a schedule, in one instance at a time (a
 //! lease in the database, as projections hold theirs), and on demand with
@@ -12,9 +17,11 @@
 
 use std::time::Duration;
 
+use custodia_application::commands::access_data;
 use custodia_application::commands::privacy::erase_subject;
 use custodia_application::commands::{Caller, CommandError, Ports};
 use custodia_application::{list_all, ReadModels, RowQuery, StoreError};
+use custodia_domain::personal::AccessDay;
 use custodia_domain::rbac::Principal;
 use custodia_domain::{Actor, CommandId, Origin, TenantId, Timestamp};
 use custodia_projections::documents::{self, TenantDoc, TenantStatus, UserDoc, UserStatus};
@@ -37,6 +44,16 @@ pub struct Due {
     pub days: u16,
 }
 
+/// A tenant's access data the rule says to expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessDue {
+    pub tenant: TenantId,
+    /// The days whose keys still exist.
+    pub days: Vec<AccessDay>,
+    /// The tenant's access-data retention period, in days.
+    pub retention_days: u16,
+}
+
 /// What one run did.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -47,29 +64,71 @@ pub struct Report {
     /// The users whose erasure failed, with the (typed, data-free) reason;
     /// the next run tries again.
     pub failed: Vec<(Due, String)>,
+    /// The access data due, expired unless the run was a dry run.
+    pub access_due: Vec<AccessDue>,
+    /// How many day keys this run destroyed.
+    pub access_keys_destroyed: u64,
+}
+
+/// The tenants that are not closed, with their settings' document.
+async fn open_tenants(models: &dyn ReadModels) -> Result<Vec<(TenantId, TenantDoc)>, StoreError> {
+    let tenants = RowQuery {
+        model: "tenant",
+        ..RowQuery::default()
+    };
+    let mut open = Vec::new();
+    for row in list_all(models, tenants).await? {
+        let status = row.kind.as_deref().and_then(TenantStatus::parse);
+        if !matches!(status, Some(TenantStatus::Active | TenantStatus::Suspended)) {
+            continue;
+        }
+        let (Some(id), Ok(doc)) = (row.tenant, documents::read::<TenantDoc>(&row)) else {
+            continue;
+        };
+        if let Ok(tenant) = TenantId::from_uuid(id) {
+            open.push((tenant, doc));
+        }
+    }
+    Ok(open)
+}
+
+/// Every tenant's access data due at `now`.
+pub async fn access_due(
+    ports: &Ports,
+    models: &dyn ReadModels,
+    now: Timestamp,
+) -> Result<Vec<AccessDue>, StoreError> {
+    let mut due = Vec::new();
+    for (tenant, doc) in open_tenants(models).await? {
+        let retention_days = doc.settings.access_data_retention_days;
+        let days = access_data::due_days(ports, tenant, retention_days, now)
+            .await
+            .map_err(store_failure)?;
+        if !days.is_empty() {
+            due.push(AccessDue {
+                tenant,
+                days,
+                retention_days,
+            });
+        }
+    }
+    Ok(due)
+}
+
+/// A command error on the job's path, as the store error it stops on.
+fn store_failure(error: CommandError) -> StoreError {
+    match error {
+        CommandError::Store(error) => error,
+        CommandError::Vault(custodia_application::VaultError::Store(error)) => error,
+        other => StoreError::corrupt(other.to_string()),
+    }
 }
 
 /// Every deleted user whose tenant's retention period has passed at `now`.
 pub async fn due(models: &dyn ReadModels, now: Timestamp) -> Result<Vec<Due>, StoreError> {
     let mut due = Vec::new();
-    let tenants = RowQuery {
-        model: "tenant",
-        ..RowQuery::default()
-    };
-    for tenant_row in list_all(models, tenants).await? {
-        if tenant_row.kind.as_deref() != Some(TenantStatus::Active.as_str())
-            && tenant_row.kind.as_deref() != Some(TenantStatus::Suspended.as_str())
-        {
-            continue;
-        }
-        let (Some(id), Ok(tenant_doc)) =
-            (tenant_row.tenant, documents::read::<TenantDoc>(&tenant_row))
-        else {
-            continue;
-        };
-        let Ok(tenant) = TenantId::from_uuid(id) else {
-            continue;
-        };
+    for (tenant, tenant_doc) in open_tenants(models).await? {
+        let id = tenant.as_uuid();
         let days = tenant_doc.settings.deleted_user_retention_days;
         let cutoff = now.0 - i64::from(days) * DAY_MICROS;
         let users = RowQuery {
@@ -107,10 +166,17 @@ pub async fn run(
 ) -> Result<Report, StoreError> {
     let mut report = Report {
         due: due(models, now).await?,
+        access_due: access_due(ports, models, now).await?,
         ..Report::default()
     };
     if dry_run {
         return Ok(report);
+    }
+    for due in &report.access_due {
+        report.access_keys_destroyed +=
+            access_data::expire(ports, &caller(), due.tenant, &due.days, due.retention_days)
+                .await
+                .map_err(store_failure)?;
     }
     for due in &report.due {
         let reference = format!("retention: deleted more than {} days ago", due.days);
@@ -173,12 +239,15 @@ pub fn schedule(
         loop {
             ticks.tick().await;
             match run_alone(&ports, &*models, Timestamp::now()).await {
-                Ok(Some(report)) if !report.due.is_empty() => tracing::info!(
-                    due = report.due.len(),
-                    erased = report.erased,
-                    failed = report.failed.len(),
-                    "retention ran"
-                ),
+                Ok(Some(report)) if !report.due.is_empty() || !report.access_due.is_empty() => {
+                    tracing::info!(
+                        due = report.due.len(),
+                        erased = report.erased,
+                        failed = report.failed.len(),
+                        access_keys_destroyed = report.access_keys_destroyed,
+                        "retention ran"
+                    )
+                }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "retention could not run; next time"),
             }

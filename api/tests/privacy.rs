@@ -23,6 +23,7 @@ backends!(
     the_consent_history_is_served_page_by_page_with_its_proof,
     a_subject_export_holds_everything_about_them_and_nothing_else,
     a_restored_key_is_destroyed_again_from_the_erasure_events,
+    access_data_expires_day_by_day_and_the_rest_stays,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -859,8 +860,10 @@ async fn a_restored_key_is_destroyed_again_from_the_erasure_events(db: TestDatab
     // The backup: grace's wrapped key as the key store holds it now.
     let select = "SELECT wrapped FROM subject_keys WHERE subject_id = $1";
     let restore = "UPDATE subject_keys SET wrapped = $1, erased_at = NULL WHERE subject_id = $2";
+    // On SQLite the key store is a file of its own beside the log.
+    let keys_url = custodia_infrastructure::default_keys_url(db.url());
     let backup: Vec<u8> = if db.url().starts_with("sqlite") {
-        let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
+        let pool = sqlx::SqlitePool::connect(&keys_url).await.unwrap();
         sqlx::query_scalar(select)
             .bind(user)
             .fetch_one(&pool)
@@ -894,7 +897,7 @@ async fn a_restored_key_is_destroyed_again_from_the_erasure_events(db: TestDatab
 
     // The key store is restored from the backup: grace is readable again.
     if db.url().starts_with("sqlite") {
-        let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
+        let pool = sqlx::SqlitePool::connect(&keys_url).await.unwrap();
         sqlx::query(restore)
             .bind(&backup)
             .bind(user)
@@ -922,5 +925,172 @@ async fn a_restored_key_is_destroyed_again_from_the_erasure_events(db: TestDatab
         .await
         .unwrap();
     assert_eq!(again.destroyed, 0);
+    running.stop().await;
+}
+
+/// Access-data retention: the IP address and user agent of every session
+/// started on a day that ended `accessDataRetentionDays` ago become
+/// unreadable (the day's key destroyed, `AccessDataExpired` recorded once
+/// even with two instances running the job); the rest of those sessions,
+/// and the access data of later days, stay; the chain still verifies.
+async fn access_data_expires_day_by_day_and_the_rest_stays(db: TestDatabase) {
+    use custodia::retention;
+    use custodia_application::commands::sessions::{start_session, ClientInfo};
+    use custodia_domain::Timestamp;
+    let key = MasterKey::generate().to_base64();
+    let connect = || async {
+        AppState::connect(db.url(), key.parse().unwrap(), "custodia", "custodia-api")
+            .await
+            .unwrap()
+    };
+    let (state, other_instance) = (connect().await, connect().await);
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = test::init_service(app(state.clone())).await;
+    let owner = access(&state, tenant, "ada@example.org").await;
+    let (grace, _) = member!(&service, &owner, tenant, "grace@example.org", None);
+    let (_, body) = call!(
+        &service,
+        graphql(
+            &owner,
+            "mutation { updateTenantSettings(settings: { accessDataRetentionDays: 30 }) { consistencyToken } }",
+            json!({})
+        )
+    );
+    assert_eq!(body["errors"], Value::Null, "{body}");
+    let day = 86_400_000_000;
+    let now = Timestamp::now().0;
+    let from = |agent: &str| ClientInfo {
+        ip: Some("203.0.113.7".to_owned()),
+        user_agent: Some(agent.to_owned()),
+    };
+    let sign_in = |agent: &'static str, at: i64| {
+        let ports = state.ports.clone();
+        async move {
+            start_session(
+                &ports,
+                tenant,
+                "grace@example.org",
+                PASSWORD,
+                None,
+                Some(&from(agent)),
+                Timestamp(at),
+            )
+            .await
+            .unwrap()
+            .session
+            .to_string()
+        }
+    };
+    let old = sign_in("OldAgent/1.0", now - 40 * day).await;
+    let recent = sign_in("RecentAgent/1.0", now - 2 * day).await;
+    let sessions = |token: String| {
+        graphql(
+            &owner,
+            "query($u: ID!) { sessions(userId: $u) { edges { node { id status client { ip userAgent } } } } }",
+            json!({ "u": grace }),
+        )
+        .insert_header(("x-consistency-token", token))
+    };
+    let head = state.ports.store.head().await.unwrap();
+    state.projections.wait_for(head).await.unwrap();
+    let clients = |body: &Value| -> std::collections::BTreeMap<String, Value> {
+        body["data"]["sessions"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|edge| {
+                let node = &edge["node"];
+                (
+                    node["id"].as_str().unwrap().to_owned(),
+                    node["client"].clone(),
+                )
+            })
+            .collect()
+    };
+    let (_, body) = call!(&service, sessions(head.to_string()));
+    let before = clients(&body);
+    assert_eq!(before[&old]["userAgent"], "OldAgent/1.0", "{body}");
+    assert_eq!(before[&recent]["userAgent"], "RecentAgent/1.0");
+
+    // A dry run names the old day only, and changes nothing.
+    let report = retention::run(&state.ports, &*state.models, Timestamp(now), true)
+        .await
+        .unwrap();
+    let old_day = custodia_domain::personal::AccessDay::of(Timestamp(now - 40 * day));
+    assert_eq!(report.access_due.len(), 1, "{report:?}");
+    assert_eq!(report.access_due[0].days, vec![old_day]);
+    assert_eq!(report.access_keys_destroyed, 0);
+    assert_eq!(state.ports.store.head().await.unwrap(), head);
+
+    // Two instances run the job at once: the day expires once.
+    let (a, b) = tokio::join!(
+        retention::run_alone(&state.ports, &*state.models, Timestamp(now)),
+        retention::run_alone(
+            &other_instance.ports,
+            &*other_instance.models,
+            Timestamp(now)
+        ),
+    );
+    let destroyed: u64 = [a.unwrap(), b.unwrap()]
+        .iter()
+        .flatten()
+        .map(|report| report.access_keys_destroyed)
+        .sum();
+    assert_eq!(destroyed, 1);
+    let events = state
+        .ports
+        .store
+        .read_chain(
+            custodia_domain::ChainId::Tenant(tenant),
+            custodia_domain::ChainIndex(0),
+            10_000,
+        )
+        .await
+        .unwrap();
+    let expired: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type.as_str() == "AccessDataExpired")
+        .collect();
+    assert_eq!(expired.len(), 1);
+    let payload: Value = serde_json::from_slice(expired[0].payload.as_bytes()).unwrap();
+    assert_eq!(payload["days"], json!([old_day.to_string()]));
+    assert_eq!(payload["retention_days"], 30);
+    assert_eq!(expired[0].metadata.actor, custodia_domain::Actor::System);
+
+    // The old session keeps everything but where it came from.
+    let head = state.ports.store.head().await.unwrap();
+    let (_, body) = call!(&service, sessions(head.to_string()));
+    let after = clients(&body);
+    assert_eq!(after[&old], Value::Null, "{body}");
+    assert_eq!(after[&recent]["userAgent"], "RecentAgent/1.0", "{body}");
+    assert_eq!(after.len(), before.len());
+    // Nothing is due any more; a session dated on the expired day keeps
+    // no access data (none is sealed behind the job).
+    let report = retention::run(&state.ports, &*state.models, Timestamp(now), false)
+        .await
+        .unwrap();
+    assert!(report.access_due.is_empty(), "{report:?}");
+    let late = sign_in("LateAgent/1.0", now - 40 * day).await;
+    let head = state.ports.store.head().await.unwrap();
+    state.projections.wait_for(head).await.unwrap();
+    let (_, body) = call!(&service, sessions(head.to_string()));
+    assert_eq!(clients(&body)[&late], Value::Null, "{body}");
+    let report = verify_log(&*state.ports.store, None, &|_| {})
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+
+    // Erasing the subject makes the recent access data unreadable too.
+    let (_, body) = call!(
+        &service,
+        graphql(&owner, ERASE, json!({ "u": grace, "ref": "DSR-9" }))
+    );
+    let token = body["data"]["eraseSubject"]["consistencyToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    let (_, body) = call!(&service, sessions(token));
+    assert!(clients(&body).values().all(Value::is_null), "{body}");
     running.stop().await;
 }

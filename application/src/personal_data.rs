@@ -2,7 +2,7 @@
 //! them, blind indexes, and erasure by key destruction (crypto-shredding).
 
 use async_trait::async_trait;
-use custodia_domain::personal::{BlindIndex, FieldContext, SealedField};
+use custodia_domain::personal::{AccessDay, BlindIndex, FieldContext, SealedField};
 use custodia_domain::TenantId;
 use uuid::Uuid;
 
@@ -35,6 +35,17 @@ pub trait PersonalData: Send + Sync {
         plaintext: &[u8],
     ) -> Result<SealedField, VaultError>;
 
+    /// Seals access data (an IP address, a user agent) recorded on `day`
+    /// under a key derived from `subject`'s key and the day's key of the
+    /// tenant: erasing the subject or expiring the day makes it unreadable.
+    async fn seal_access_data(
+        &self,
+        subject: Uuid,
+        day: AccessDay,
+        context: &FieldContext<'_>,
+        plaintext: &[u8],
+    ) -> Result<SealedField, VaultError>;
+
     /// Opens a sealed field. `Ok(None)` means its key was erased: a normal
     /// state, not an error.
     async fn open(
@@ -57,4 +68,19 @@ pub trait PersonalData: Send + Sync {
 
     /// Destroys the tenant key (and with it every subject key of the tenant).
     async fn erase_tenant(&self, tenant: TenantId) -> Result<bool, VaultError>;
+
+    /// The days before `before` whose access-data keys still exist.
+    async fn access_days(
+        &self,
+        tenant: TenantId,
+        before: AccessDay,
+    ) -> Result<Vec<AccessDay>, VaultError>;
+
+    /// Destroys the access-data keys of `days`; no key is made for them
+    /// again, nor for any earlier day. Returns how many keys it destroyed.
+    async fn erase_access_days(
+        &self,
+        tenant: TenantId,
+        days: &[AccessDay],
+    ) -> Result<u64, VaultError>;
 }

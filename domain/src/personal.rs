@@ -29,6 +29,12 @@ pub struct SealedField {
     /// Ciphertext followed by the 128-bit tag.
     #[serde(with = "base64_bytes")]
     pub ciphertext: Vec<u8>,
+    /// Access data (IP addresses, user agents) is sealed under a key
+    /// derived from the subject's key *and* the key of the UTC day it was
+    /// recorded on, so retention can destroy a day's access data of every
+    /// subject at once. `None`: the subject's key alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_day: Option<AccessDay>,
 }
 
 impl fmt::Debug for SealedField {
@@ -258,6 +264,67 @@ fn luhn_valid(digits: &str) -> bool {
     sum % 10 == 0
 }
 
+/// A UTC calendar day, the unit in which access data is kept and destroyed
+/// (one key per tenant per day). Written `YYYY-MM-DD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccessDay(chrono::NaiveDate);
+
+impl AccessDay {
+    /// The day `at` (µs since the epoch, UTC) falls on.
+    pub fn of(at: crate::Timestamp) -> AccessDay {
+        let date = chrono::DateTime::from_timestamp_micros(at.0)
+            .map_or(chrono::NaiveDate::MIN, |t| t.date_naive());
+        AccessDay(date)
+    }
+
+    /// The first day whose access data is still kept at `now` under a
+    /// retention of `days`: every day before it has been entirely older
+    /// than `days` days. So access data lives at least `days` days and less
+    /// than `days + 1`.
+    pub fn first_kept(now: crate::Timestamp, days: u16) -> AccessDay {
+        AccessDay::of(crate::Timestamp(
+            now.0.saturating_sub(i64::from(days) * 86_400_000_000),
+        ))
+    }
+
+    pub fn parse(value: &str) -> Result<AccessDay, InvalidValue> {
+        chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .ok()
+            .filter(|date| date.format("%Y-%m-%d").to_string() == value)
+            .map(AccessDay)
+            .ok_or(InvalidValue::new(
+                "access day",
+                "must be a date like 2026-11-30",
+            ))
+    }
+}
+
+impl fmt::Display for AccessDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
+impl From<AccessDay> for String {
+    fn from(day: AccessDay) -> String {
+        day.to_string()
+    }
+}
+
+impl TryFrom<String> for AccessDay {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        AccessDay::parse(&value)
+    }
+}
+
+/// The id of a tenant's access-data key for one day, as the event that
+/// records its destruction names it.
+pub fn access_key_id(tenant: Uuid, day: AccessDay) -> String {
+    format!("access:{tenant}/{day}:v1")
+}
+
 mod base64_bytes {
     use super::*;
 
@@ -275,6 +342,38 @@ mod base64_bytes {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn access_days_are_utc_days_and_retention_keeps_whole_days() {
+        use super::AccessDay;
+        use crate::Timestamp;
+        let at = |text: &str| {
+            Timestamp(
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .unwrap()
+                    .timestamp_micros(),
+            )
+        };
+        assert_eq!(
+            AccessDay::of(at("2026-11-30T23:59:59.999999Z")).to_string(),
+            "2026-11-30"
+        );
+        assert_eq!(
+            AccessDay::of(at("2026-12-01T00:30:00+01:00")).to_string(),
+            "2026-11-30"
+        );
+        // 30 days, at noon on 31 December: 30 November ended 30.5 days ago
+        // (gone); 1 December ended 29.5 days ago (kept).
+        let first = AccessDay::first_kept(at("2026-12-31T12:00:00Z"), 30);
+        assert_eq!(first.to_string(), "2026-12-01");
+        assert!(AccessDay::parse("2026-11-30").unwrap() < first);
+        assert!(AccessDay::parse("2026-02-30").is_err());
+        assert!(AccessDay::parse("2026-1-05").is_err());
+        assert!(AccessDay::parse("").is_err());
+        let json = serde_json::to_string(&first).unwrap();
+        assert_eq!(json, "\"2026-12-01\"");
+        assert_eq!(serde_json::from_str::<AccessDay>(&json).unwrap(), first);
+    }
+
     use super::*;
     use crate::ids::StreamCategory;
 
@@ -307,6 +406,7 @@ mod tests {
             subject: Uuid::nil(),
             nonce: vec![1; 12],
             ciphertext: b"secret".to_vec(),
+            access_day: None,
         };
         assert!(!format!("{sealed:?}").contains("secret"));
     }
@@ -359,6 +459,7 @@ mod tests {
             subject: Uuid::nil(),
             nonce: vec![0; 12],
             ciphertext: vec![0xff; 3],
+            access_day: None,
         };
         let json = serde_json::to_string(&sealed).unwrap();
         assert_eq!(

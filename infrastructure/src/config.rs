@@ -99,6 +99,24 @@ pub fn master_key(
     }
 }
 
+/// The master key being rotated away from, during a rotation:
+/// `CUSTODIA_PREVIOUS_MASTER_KEY` (or `_FILE`). Keys it wrapped still open
+/// until `custodia keys rotate-master` has rewrapped them.
+pub fn previous_master_key(production: bool) -> Result<Option<MasterKey>, ConfigError> {
+    if production {
+        if let Ok(path) = std::env::var("CUSTODIA_PREVIOUS_MASTER_KEY_FILE") {
+            require_private(Path::new(&path))?;
+        }
+    }
+    secret("CUSTODIA_PREVIOUS_MASTER_KEY")?
+        .map(|text| {
+            text.parse().map_err(|e: &str| {
+                ConfigError::Invalid(format!("CUSTODIA_PREVIOUS_MASTER_KEY: {e}"))
+            })
+        })
+        .transpose()
+}
+
 /// Refuses a secret file that anyone but its owner may read or write.
 pub fn require_private(path: &Path) -> Result<(), ConfigError> {
     #[cfg(unix)]

@@ -29,6 +29,28 @@ impl Backend {
     }
 }
 
+/// Where the key store lives unless `CUSTODIA_KEYS_DATABASE_URL` says:
+/// for a SQLite log `X.db` a second file `X.keys.db` beside it (so that a
+/// copy of the log never holds a key); for PostgreSQL the log's database
+/// (production names a database of its own, docs/privacy.md).
+pub fn default_keys_url(log_url: &str) -> String {
+    if !matches!(Backend::of(log_url), Ok(Backend::Sqlite)) || log_url.contains(":memory:") {
+        return log_url.to_owned();
+    }
+    let (path, query) = match log_url.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (log_url, None),
+    };
+    let keys = match path.strip_suffix(".db") {
+        Some(stem) => format!("{stem}.keys.db"),
+        None => format!("{path}.keys"),
+    };
+    match query {
+        Some(query) => format!("{keys}?{query}"),
+        None => keys,
+    }
+}
+
 /// What opening does to the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
@@ -63,5 +85,31 @@ pub async fn open_event_store(
             store.require_current_schema().await?;
             Ok(Arc::new(store))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_keys_url;
+
+    #[test]
+    fn the_key_store_is_a_second_file_beside_a_sqlite_log() {
+        assert_eq!(
+            default_keys_url("sqlite://custodia.db"),
+            "sqlite://custodia.keys.db"
+        );
+        assert_eq!(
+            default_keys_url("sqlite:///var/lib/c/log.db?mode=rwc"),
+            "sqlite:///var/lib/c/log.keys.db?mode=rwc"
+        );
+        assert_eq!(
+            default_keys_url("sqlite://data/log"),
+            "sqlite://data/log.keys"
+        );
+        assert_eq!(default_keys_url("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(
+            default_keys_url("postgres://c@db/custodia"),
+            "postgres://c@db/custodia"
+        );
     }
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::pools::{on_pool, Pools};
-use crate::vault::{open_bytes, seal_bytes, MasterKey, NONCE_LEN};
+use crate::vault::{open_bytes, seal_bytes, MasterKey, MasterKeys, NONCE_LEN};
 
 /// How long a key is remembered at most: a retry later than this runs
 /// again. (Each caller of [`IdempotencyKeys::claim`] names its own, up to this.)
@@ -95,8 +95,10 @@ mod base64_body {
 
 pub struct IdempotencyKeys {
     pools: Pools,
-    key: Zeroizing<[u8; 32]>,
-    request_key: Zeroizing<[u8; 32]>,
+    /// (answer key, request key) per master key, the current one first:
+    /// during a master-key rotation answers kept under the previous key
+    /// still open.
+    keys: Vec<(Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>)>,
     claims: AtomicU64,
 }
 
@@ -110,11 +112,19 @@ impl std::fmt::Debug for IdempotencyKeys {
 const SWEEP_EVERY: u64 = 512;
 
 impl IdempotencyKeys {
-    pub async fn connect(url: &str, master: &MasterKey) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, masters: &MasterKeys) -> Result<Self, StoreError> {
+        let derived = |master: &MasterKey| {
+            (
+                master.derive(b"custodia.idempotency-responses.v1"),
+                master.derive(b"custodia.idempotency-requests.v1"),
+            )
+        };
         Ok(Self {
             pools: Pools::connect(url, SqliteSynchronous::Full, 2, 4).await?,
-            key: master.derive(b"custodia.idempotency-responses.v1"),
-            request_key: master.derive(b"custodia.idempotency-requests.v1"),
+            keys: std::iter::once(masters.current())
+                .chain(masters.previous())
+                .map(derived)
+                .collect(),
             claims: AtomicU64::new(0),
         })
     }
@@ -131,7 +141,12 @@ impl IdempotencyKeys {
         lifetime: i64,
     ) -> Result<Claim, StoreError> {
         let lifetime = lifetime.min(KEY_LIFETIME_MICROS);
-        let request = &self.keyed(request);
+        let digests: Vec<[u8; 32]> = self
+            .keys
+            .iter()
+            .map(|(_, request_key)| keyed(request_key, request))
+            .collect();
+        let request = &digests[0];
         if self.claims.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep(now).await?;
         }
@@ -162,7 +177,10 @@ impl IdempotencyKeys {
                 Claim::InProgress
             });
         }
-        if seen_request.as_slice() != request.as_slice() {
+        if !digests
+            .iter()
+            .any(|d| seen_request.as_slice() == d.as_slice())
+        {
             return Ok(Claim::Mismatch);
         }
         match response {
@@ -181,7 +199,7 @@ impl IdempotencyKeys {
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
         let plain = Zeroizing::new(serde_json::to_vec(response).expect("responses serialise"));
-        let (mut sealed, ciphertext) = seal_bytes(&self.key, &plain, scope);
+        let (mut sealed, ciphertext) = seal_bytes(&self.keys[0].0, &plain, scope);
         sealed.extend_from_slice(&ciphertext);
         let sql = "UPDATE idempotency_keys SET response = $2 WHERE scope = $1";
         on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(&scope[..]).bind(sealed).execute(pool))?;
@@ -217,15 +235,6 @@ impl IdempotencyKeys {
         Ok(())
     }
 
-    /// The request digest as it is kept: an HMAC under a derived key.
-    fn keyed(&self, request: &[u8; 32]) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.request_key.as_slice())
-            .expect("HMAC takes any key length");
-        mac.update(request);
-        mac.finalize().into_bytes().into()
-    }
-
     async fn sweep(&self, now: Timestamp) -> Result<(), StoreError> {
         let sql = "DELETE FROM idempotency_keys WHERE first_seen < $1";
         on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(now.0 - KEY_LIFETIME_MICROS).execute(pool))?;
@@ -237,8 +246,22 @@ impl IdempotencyKeys {
         if sealed.len() < NONCE_LEN {
             return Err(corrupt());
         }
-        let plain = open_bytes(&self.key, &sealed[..NONCE_LEN], &sealed[NONCE_LEN..], scope)
-            .map_err(|_| corrupt())?;
+        let plain = self
+            .keys
+            .iter()
+            .find_map(|(key, _)| {
+                open_bytes(key, &sealed[..NONCE_LEN], &sealed[NONCE_LEN..], scope).ok()
+            })
+            .ok_or_else(corrupt)?;
         serde_json::from_slice(&plain).map_err(|_| corrupt())
     }
+}
+
+/// The request digest as it is kept: an HMAC under a derived key.
+fn keyed(request_key: &[u8; 32], request: &[u8; 32]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(request_key.as_slice())
+        .expect("HMAC takes any key length");
+    mac.update(request);
+    mac.finalize().into_bytes().into()
 }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod database;
 pub mod idempotency;
+pub mod key_store;
 pub mod migrations;
 pub mod passwords;
 mod pools;
@@ -16,7 +17,7 @@ pub mod tokens;
 pub mod totp;
 pub mod vault;
 
-pub use database::{open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
+pub use database::{default_keys_url, open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
 pub use idempotency::IdempotencyKeys;
 pub use passwords::Argon2Passwords;
 pub use postgres::PostgresEventStore;
@@ -24,4 +25,4 @@ pub use read_models::SqlReadModels;
 pub use sqlite::SqliteEventStore;
 pub use tokens::Ed25519Signer;
 pub use totp::Totp;
-pub use vault::{KeyVault, MasterKey};
+pub use vault::{KeyVault, MasterKey, MasterKeys, Rotation};

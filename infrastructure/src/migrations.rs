@@ -107,8 +107,68 @@ pub const POSTGRES: &[Migration] = &[
     },
 ];
 
-const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS custodia_migrations (
-    version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum BLOB NOT NULL)";
+/// The key store's schema (its own ledger, so that it can live in the
+/// log's database or in one of its own; ADR 0011).
+pub const KEYS_SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "key_store",
+    sql: include_str!("../../migrations/keys/sqlite/0001_key_store.sql"),
+}];
+
+pub const KEYS_POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "key_store",
+    sql: include_str!("../../migrations/keys/postgres/0001_key_store.sql"),
+}];
+
+/// One schema with its ledger table: the log's, or the key store's.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationSet {
+    ledger: &'static str,
+    sqlite: &'static [Migration],
+    postgres: &'static [Migration],
+    /// The PostgreSQL advisory lock that serialises concurrent migrators.
+    lock: i64,
+}
+
+/// The event log, read models and everything else beside the keys.
+pub const LOG: MigrationSet = MigrationSet {
+    ledger: "custodia_migrations",
+    sqlite: SQLITE,
+    postgres: POSTGRES,
+    lock: 0x6375_7374_6f64_6961, // "custodia"
+};
+
+/// The key store.
+pub const KEYS: MigrationSet = MigrationSet {
+    ledger: "custodia_key_migrations",
+    sqlite: KEYS_SQLITE,
+    postgres: KEYS_POSTGRES,
+    lock: 0x6375_7374_6b65_7973, // "custkeys"
+};
+
+impl MigrationSet {
+    fn create_ledger(&self, binary: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum {binary} NOT NULL)",
+            self.ledger
+        )
+    }
+
+    fn select_recorded(&self) -> String {
+        format!(
+            "SELECT version, checksum FROM {} ORDER BY version",
+            self.ledger
+        )
+    }
+
+    fn insert(&self, placeholders: &str) -> String {
+        format!(
+            "INSERT INTO {} (version, name, checksum) VALUES ({placeholders})",
+            self.ledger
+        )
+    }
+}
 
 /// The state of a database's schema relative to this binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,43 +223,43 @@ pub fn require_current(status: SchemaStatus) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub async fn sqlite_status(pool: &SqlitePool) -> Result<SchemaStatus, StoreError> {
-    let exists: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'custodia_migrations'",
-    )
-    .fetch_optional(pool)
-    .await
-    .map_err(store_error)?;
+pub async fn sqlite_status(
+    set: &MigrationSet,
+    pool: &SqlitePool,
+) -> Result<SchemaStatus, StoreError> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = $1")
+            .bind(set.ledger)
+            .fetch_optional(pool)
+            .await
+            .map_err(store_error)?;
     let recorded = match exists {
-        Some(_) => {
-            sqlx::query_as("SELECT version, checksum FROM custodia_migrations ORDER BY version")
-                .fetch_all(pool)
-                .await
-                .map_err(store_error)?
-        }
+        Some(_) => sqlx::query_as(&set.select_recorded())
+            .fetch_all(pool)
+            .await
+            .map_err(store_error)?,
         None => Vec::new(),
     };
-    compare(SQLITE, &recorded)
+    compare(set.sqlite, &recorded)
 }
 
 /// Applies pending SQLite migrations, each in its own write transaction.
-pub async fn migrate_sqlite(pool: &SqlitePool) -> Result<Vec<i64>, StoreError> {
-    sqlx::query(CREATE_LEDGER)
+pub async fn migrate_sqlite(set: &MigrationSet, pool: &SqlitePool) -> Result<Vec<i64>, StoreError> {
+    sqlx::query(&set.create_ledger("BLOB"))
         .execute(pool)
         .await
         .map_err(store_error)?;
     let mut applied = Vec::new();
-    for migration in SQLITE {
+    for migration in set.sqlite {
         let mut tx = pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(store_error)?;
-        let recorded: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT version, checksum FROM custodia_migrations ORDER BY version")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        if !compare(SQLITE, &recorded)?
+        let recorded: Vec<(i64, Vec<u8>)> = sqlx::query_as(&set.select_recorded())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if !compare(set.sqlite, &recorded)?
             .pending
             .contains(&migration.version)
         {
@@ -209,7 +269,7 @@ pub async fn migrate_sqlite(pool: &SqlitePool) -> Result<Vec<i64>, StoreError> {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        sqlx::query("INSERT INTO custodia_migrations (version, name, checksum) VALUES (?, ?, ?)")
+        sqlx::query(&set.insert("?, ?, ?"))
             .bind(migration.version)
             .bind(migration.name)
             .bind(migration.checksum())
@@ -222,46 +282,46 @@ pub async fn migrate_sqlite(pool: &SqlitePool) -> Result<Vec<i64>, StoreError> {
     Ok(applied)
 }
 
-pub async fn postgres_status(pool: &PgPool) -> Result<SchemaStatus, StoreError> {
-    let exists: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('custodia_migrations')::text")
-            .fetch_one(pool)
-            .await
-            .map_err(store_error)?;
+pub async fn postgres_status(
+    set: &MigrationSet,
+    pool: &PgPool,
+) -> Result<SchemaStatus, StoreError> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(set.ledger)
+        .fetch_one(pool)
+        .await
+        .map_err(store_error)?;
     let recorded = match exists {
-        Some(_) => {
-            sqlx::query_as("SELECT version, checksum FROM custodia_migrations ORDER BY version")
-                .fetch_all(pool)
-                .await
-                .map_err(store_error)?
-        }
+        Some(_) => sqlx::query_as(&set.select_recorded())
+            .fetch_all(pool)
+            .await
+            .map_err(store_error)?,
         None => Vec::new(),
     };
-    compare(POSTGRES, &recorded)
+    compare(set.postgres, &recorded)
 }
 
 /// Applies pending PostgreSQL migrations in one transaction, serialised
 /// across processes by an advisory lock (several instances may start at once).
-pub async fn migrate_postgres(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
-    const LOCK: i64 = 0x6375_7374_6f64_6961; // "custodia"
+pub async fn migrate_postgres(set: &MigrationSet, pool: &PgPool) -> Result<Vec<i64>, StoreError> {
     let mut tx = pool.begin().await.map_err(store_error)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(LOCK)
+        .bind(set.lock)
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-    sqlx::raw_sql(&CREATE_LEDGER.replace("BLOB", "BYTEA"))
+    sqlx::raw_sql(&set.create_ledger("BYTEA"))
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-    let recorded: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT version, checksum FROM custodia_migrations ORDER BY version")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(store_error)?;
-    let status = compare(POSTGRES, &recorded)?;
+    let recorded: Vec<(i64, Vec<u8>)> = sqlx::query_as(&set.select_recorded())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+    let status = compare(set.postgres, &recorded)?;
     let mut applied = Vec::new();
-    for migration in POSTGRES
+    for migration in set
+        .postgres
         .iter()
         .filter(|m| status.pending.contains(&m.version))
     {
@@ -269,15 +329,13 @@ pub async fn migrate_postgres(pool: &PgPool) -> Result<Vec<i64>, StoreError> {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        sqlx::query(
-            "INSERT INTO custodia_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-        )
-        .bind(migration.version)
-        .bind(migration.name)
-        .bind(migration.checksum())
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
+        sqlx::query(&set.insert("$1, $2, $3"))
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(migration.checksum())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
         applied.push(migration.version);
     }
     tx.commit().await.map_err(store_error)?;

@@ -34,6 +34,7 @@ impl Pools {
             Backend::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(|e| StoreError::unavailable(format!("bad SQLite URL: {e}")))?
+                    .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(10));

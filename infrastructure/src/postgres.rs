@@ -105,11 +105,13 @@ impl PostgresEventStore {
     }
 
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
-        migrations::migrate_postgres(&self.pool).await
+        migrations::migrate_postgres(&migrations::LOG, &self.pool).await
     }
 
     pub async fn require_current_schema(&self) -> Result<(), StoreError> {
-        migrations::require_current(migrations::postgres_status(&self.pool).await?)
+        migrations::require_current(
+            migrations::postgres_status(&migrations::LOG, &self.pool).await?,
+        )
     }
 
     /// [`Self::try_append`], looking again once after a cross-chain race.

@@ -106,11 +106,13 @@ impl SqliteEventStore {
     }
 
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
-        migrations::migrate_sqlite(&self.writer).await
+        migrations::migrate_sqlite(&migrations::LOG, &self.writer).await
     }
 
     pub async fn require_current_schema(&self) -> Result<(), StoreError> {
-        migrations::require_current(migrations::sqlite_status(&self.writer).await?)
+        migrations::require_current(
+            migrations::sqlite_status(&migrations::LOG, &self.writer).await?,
+        )
     }
 
     /// Hands a job to the writer task and waits for its outcome.

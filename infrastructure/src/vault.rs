@@ -22,16 +22,15 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use custodia_application::{PersonalData, StoreError, VaultError};
-use custodia_domain::personal::{field_aad, BlindIndex, FieldContext, SealedField};
+use custodia_domain::personal::{field_aad, AccessDay, BlindIndex, FieldContext, SealedField};
 use custodia_domain::{TenantId, Timestamp};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sqlx::sqlite::SqliteSynchronous;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::pools::{on_pool, Pools};
+use crate::key_store::{KeyRows, KeyTables, Slot};
 use crate::tokens::SigningKeyMaterial;
 
 pub(crate) const NONCE_LEN: usize = 12;
@@ -62,6 +61,12 @@ impl MasterKey {
         key
     }
 
+    /// The key's public name: 8 bytes derived from it, in hex. Stored beside
+    /// what it wraps, so that a rotation knows what is left to rewrap.
+    pub fn id(&self) -> String {
+        hex_prefix(&self.derive(b"custodia.master-key-id.v1"))
+    }
+
     /// The key as standard base64, for writing a development key file.
     pub fn to_base64(&self) -> String {
         B64.encode(*self.0)
@@ -83,6 +88,10 @@ impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MasterKey(<redacted>)")
     }
+}
+
+fn hex_prefix(bytes: &[u8; 32]) -> String {
+    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn cipher(key: &[u8; 32]) -> Aes256Gcm {
@@ -156,168 +165,216 @@ fn subject_key_aad(tenant: TenantId, subject: Uuid) -> Vec<u8> {
     .concat()
 }
 
-/// A key as stored.
-#[derive(Debug)]
-enum Slot {
-    Missing,
-    Wrapped(Vec<u8>),
-    Erased,
-}
-
-fn slot(row: Option<(Option<Vec<u8>>, Option<i64>)>) -> Slot {
-    match row {
-        None => Slot::Missing,
-        Some((Some(wrapped), None)) => Slot::Wrapped(wrapped),
-        Some(_) => Slot::Erased,
-    }
-}
-
-/// Where wrapped keys live: tables `tenant_keys` and `subject_keys` in the
-/// configured database, apart from the event log. The SQL is the same on
-/// both backends.
-#[derive(Debug, Clone)]
-struct KeyTables(Pools);
-
-impl KeyTables {
-    async fn tenant(&self, tenant: TenantId) -> Result<Slot, StoreError> {
-        let sql = "SELECT wrapped, erased_at FROM tenant_keys WHERE tenant_id = $1";
-        let row = on_pool!(&self.0, pool => sqlx::query_as(sql).bind(tenant.as_uuid()).fetch_optional(pool))?;
-        Ok(slot(row))
-    }
-
-    async fn subject(&self, tenant: TenantId, subject: Uuid) -> Result<Slot, StoreError> {
-        let sql =
-            "SELECT wrapped, erased_at FROM subject_keys WHERE tenant_id = $1 AND subject_id = $2";
-        let row = on_pool!(&self.0, pool => sqlx::query_as(sql).bind(tenant.as_uuid()).bind(subject).fetch_optional(pool))?;
-        Ok(slot(row))
-    }
-
-    /// Stores a wrapped tenant key unless one (or a tombstone) exists.
-    async fn insert_tenant(&self, tenant: TenantId, wrapped: &[u8]) -> Result<(), StoreError> {
-        let sql = "INSERT INTO tenant_keys (tenant_id, wrapped, created_at) VALUES ($1, $2, $3) \
-                   ON CONFLICT (tenant_id) DO NOTHING";
-        let now = Timestamp::now().0;
-        on_pool!(exec &self.0, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(wrapped).bind(now).execute(pool))?;
-        Ok(())
-    }
-
-    async fn insert_subject(
-        &self,
-        tenant: TenantId,
-        subject: Uuid,
-        wrapped: &[u8],
-    ) -> Result<(), StoreError> {
-        let sql = "INSERT INTO subject_keys (tenant_id, subject_id, wrapped, created_at) VALUES ($1, $2, $3, $4) \
-                   ON CONFLICT (tenant_id, subject_id) DO NOTHING";
-        let now = Timestamp::now().0;
-        on_pool!(exec &self.0, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(subject).bind(wrapped).bind(now).execute(pool))?;
-        Ok(())
-    }
-
-    /// Replaces the tenant key, and every subject key of the tenant, with
-    /// tombstones. Returns whether a tenant key was destroyed.
-    async fn erase_tenant(&self, tenant: TenantId) -> Result<bool, StoreError> {
-        let had_key = match self.tenant(tenant).await? {
-            Slot::Erased if !self.holds_subject_keys(tenant).await? => return Ok(false),
-            Slot::Wrapped(_) => true,
-            Slot::Erased | Slot::Missing => false,
-        };
-        let now = Timestamp::now().0;
-        let tombstone = "INSERT INTO tenant_keys (tenant_id, wrapped, created_at, erased_at) VALUES ($1, NULL, $2, $2) \
-                         ON CONFLICT (tenant_id) DO UPDATE SET wrapped = NULL, \
-                         erased_at = coalesce(tenant_keys.erased_at, excluded.erased_at)";
-        on_pool!(exec &self.0, pool => sqlx::query(tombstone).bind(tenant.as_uuid()).bind(now).execute(pool))?;
-        let subjects = "UPDATE subject_keys SET wrapped = NULL, erased_at = $2 \
-                        WHERE tenant_id = $1 AND wrapped IS NOT NULL";
-        on_pool!(exec &self.0, pool => sqlx::query(subjects).bind(tenant.as_uuid()).bind(now).execute(pool))?;
-        Ok(had_key)
-    }
-
-    /// Whether any subject key of `tenant` is still wrapped (a restore may
-    /// bring some back beside a tenant tombstone).
-    async fn holds_subject_keys(&self, tenant: TenantId) -> Result<bool, StoreError> {
-        let sql = "SELECT count(*) FROM subject_keys WHERE tenant_id = $1 AND wrapped IS NOT NULL";
-        let count: i64 = on_pool!(&self.0, pool => sqlx::query_scalar(sql).bind(tenant.as_uuid()).fetch_one(pool))?;
-        Ok(count > 0)
-    }
-
-    async fn erase_subject(&self, tenant: TenantId, subject: Uuid) -> Result<bool, StoreError> {
-        let had_key = match self.subject(tenant, subject).await? {
-            // A tombstone already: nothing to write (re-erasing every key
-            // the log names at start-up reads, and writes only what a
-            // restore brought back).
-            Slot::Erased => return Ok(false),
-            Slot::Wrapped(_) => true,
-            Slot::Missing => false,
-        };
-        let sql = "INSERT INTO subject_keys (tenant_id, subject_id, wrapped, created_at, erased_at) \
-                   VALUES ($1, $2, NULL, $3, $3) ON CONFLICT (tenant_id, subject_id) DO UPDATE \
-                   SET wrapped = NULL, erased_at = coalesce(subject_keys.erased_at, excluded.erased_at)";
-        let now = Timestamp::now().0;
-        on_pool!(exec &self.0, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(subject).bind(now).execute(pool))?;
-        Ok(had_key)
-    }
-}
-
-/// A stored signing key: (kid, sealed private key, public x, created at).
-type SigningRow = (String, Vec<u8>, String, i64);
-
 /// How long a retired signing key stays published (longer than any access
 /// token lives).
 const RETIRED_KEY_PUBLISHED_MICROS: i64 = 86_400_000_000;
-
-impl KeyTables {
-    async fn signing_keys(&self, published_since: i64) -> Result<Vec<SigningRow>, StoreError> {
-        let sql = "SELECT kid, private_key, public_x, created_at FROM signing_keys \
-                   WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC";
-        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(published_since).fetch_all(pool))
-    }
-
-    async fn active_signing_keys(&self) -> Result<i64, StoreError> {
-        let sql = "SELECT count(*) FROM signing_keys WHERE retired_at IS NULL";
-        on_pool!(&self.0, pool => sqlx::query_scalar(sql).fetch_one(pool))
-    }
-
-    /// Adds a key; with `retire_others`, the others stop signing (they stay
-    /// published for a while).
-    async fn add_signing_key(
-        &self,
-        kid: &str,
-        sealed: &[u8],
-        public_x: &str,
-        retire_others: bool,
-    ) -> Result<(), StoreError> {
-        let now = Timestamp::now().0;
-        if retire_others {
-            let retire = "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL";
-            on_pool!(exec &self.0, pool => sqlx::query(retire).bind(now).execute(pool))?;
-        }
-        let insert =
-            "INSERT INTO signing_keys (kid, algorithm, private_key, public_x, created_at) \
-                      VALUES ($1, 'EdDSA', $2, $3, $4) ON CONFLICT (kid) DO NOTHING";
-        on_pool!(exec &self.0, pool => sqlx::query(insert).bind(kid).bind(sealed).bind(public_x).bind(now).execute(pool))?;
-        Ok(())
-    }
-}
 
 fn signing_key_aad(kid: &str) -> Vec<u8> {
     [&b"custodia.signing-key.v1"[..], kid.as_bytes()].concat()
 }
 
+fn access_key_aad(tenant: TenantId, day: AccessDay) -> Vec<u8> {
+    [
+        &b"custodia.access-key.v1"[..],
+        tenant.as_uuid().as_bytes(),
+        day.to_string().as_bytes(),
+    ]
+    .concat()
+}
+
+/// The key of one access-data field: HKDF-SHA-256 over the subject's key,
+/// salted with the day's key. Destroying either (erasure, retention)
+/// leaves it unrecoverable.
+fn access_data_key(subject_key: &[u8; 32], day_key: &[u8; 32]) -> KeyBytes {
+    let mut key = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(day_key.as_slice()), subject_key.as_slice())
+        .expand(b"custodia.access-data.v1", key.as_mut_slice())
+        .expect("32 bytes is a valid HKDF-SHA-256 output length");
+    key
+}
+
+/// The master keys a vault opens with: the current one, which wraps every
+/// new key, and during a rotation the previous one, which still opens what
+/// it wrapped (`custodia keys rotate-master`).
+pub struct MasterKeys {
+    /// (public id, key); the current key first.
+    keys: Vec<(String, MasterKey)>,
+}
+
+impl MasterKeys {
+    pub fn new(current: MasterKey) -> Self {
+        Self {
+            keys: vec![(current.id(), current)],
+        }
+    }
+
+    /// `current`, and `previous` for what it still wraps.
+    pub fn rotating(current: MasterKey, previous: MasterKey) -> Self {
+        let mut keys = Self::new(current);
+        if previous.id() != keys.current_id() {
+            keys.keys.push((previous.id(), previous));
+        }
+        keys
+    }
+
+    pub fn current(&self) -> &MasterKey {
+        &self.keys[0].1
+    }
+
+    pub fn current_id(&self) -> &str {
+        &self.keys[0].0
+    }
+
+    pub fn previous(&self) -> Option<&MasterKey> {
+        self.keys.get(1).map(|(_, key)| key)
+    }
+
+    /// Opens `wrapped` with the master key named by `id` (or, for a row
+    /// made before keys had ids, with whichever opens it).
+    fn unwrap(&self, id: Option<&str>, wrapped: &[u8], aad: &[u8]) -> Result<KeyBytes, VaultError> {
+        self.keys
+            .iter()
+            .filter(|(key_id, _)| id.is_none_or(|id| id == key_id))
+            .find_map(|(_, key)| unwrap_key(&key.0, wrapped, aad).ok())
+            .ok_or(VaultError::Tampered)
+    }
+
+    fn open(
+        &self,
+        id: Option<&str>,
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(VaultError::Tampered);
+        }
+        self.keys
+            .iter()
+            .filter(|(key_id, _)| id.is_none_or(|id| id == key_id))
+            .find_map(|(_, key)| {
+                open_bytes(&key.0, &sealed[..NONCE_LEN], &sealed[NONCE_LEN..], aad).ok()
+            })
+            .ok_or(VaultError::Tampered)
+    }
+}
+
+impl fmt::Debug for MasterKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
+        write!(f, "MasterKeys({ids:?})")
+    }
+}
+
+/// What one run of [`KeyVault::rotate_master`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Keys rewrapped under the current master key by this run.
+    pub rewrapped: u64,
+    /// Keys still wrapped under another master key (0: the previous key
+    /// may be retired).
+    pub remaining: u64,
+}
+
 /// The [`PersonalData`] adapter.
 #[derive(Debug)]
 pub struct KeyVault {
-    master: MasterKey,
+    masters: MasterKeys,
     tables: KeyTables,
 }
 
 impl KeyVault {
-    /// Opens the key tables of the database named by `url` (migrated with
-    /// the event log). Keys are not cached: an erasure is seen by every
+    /// Opens the key store at `url` (the log's own database; tests and
+    /// benchmarks). Keys are not cached: an erasure is seen by every
     /// instance at its next use.
     pub async fn connect(url: &str, master: MasterKey) -> Result<Self, StoreError> {
-        let tables = KeyTables(Pools::connect(url, SqliteSynchronous::Full, 2, 4).await?);
-        Ok(Self { master, tables })
+        Self::open(url, url, MasterKeys::new(master))
+            .await
+            .map(|(vault, _)| vault)
+    }
+
+    /// Opens (and migrates) the key store at `keys_url`. When it is not the
+    /// log's database (`log_url`), keys that an earlier version kept in the
+    /// log's database are moved into it first and deleted from the log's;
+    /// the answer says how many rows moved.
+    pub async fn open(
+        keys_url: &str,
+        log_url: &str,
+        masters: MasterKeys,
+    ) -> Result<(Self, usize), StoreError> {
+        let tables = KeyTables::open(keys_url).await?;
+        let mut moved = 0;
+        if keys_url != log_url {
+            let old = KeyTables::in_log_database(log_url).await?;
+            let rows = old.dump(true).await?;
+            if !rows.is_empty() {
+                tables.load(&rows).await?;
+                old.delete_all().await?;
+                moved = rows.len();
+            }
+        }
+        Ok((Self { masters, tables }, moved))
+    }
+
+    /// Every key row (wrapped), for `custodia keys backup`.
+    pub async fn backup(&self) -> Result<KeyRows, StoreError> {
+        self.tables.dump(false).await
+    }
+
+    /// Writes a backup's rows into the store (`custodia keys restore`). A
+    /// key destroyed here stays destroyed; then the caller destroys again
+    /// every key the log's erasure events name.
+    pub async fn restore(&self, rows: &KeyRows) -> Result<(), StoreError> {
+        self.tables.load(rows).await
+    }
+
+    /// Rewraps up to `limit` keys still wrapped under another master key
+    /// (the previous one) under the current one. Each key is replaced only
+    /// if no one changed it meanwhile, so it runs beside serving instances
+    /// and erasures, and stopping it at any point loses nothing: the next
+    /// run goes on where it stopped.
+    pub async fn rotate_master(&self, limit: u64) -> Result<Rotation, VaultError> {
+        let current = self.masters.current_id().to_owned();
+        let mut rotation = Rotation::default();
+        while rotation.rewrapped < limit {
+            let batch = i64::try_from((limit - rotation.rewrapped).min(100)).unwrap_or(100);
+            let tenants = self.tables.tenant_keys_not_under(&current, batch).await?;
+            let signing = if tenants.is_empty() {
+                self.tables.signing_keys_not_under(&current, batch).await?
+            } else {
+                Vec::new()
+            };
+            if tenants.is_empty() && signing.is_empty() {
+                break;
+            }
+            for (tenant, wrapped, id) in tenants {
+                let tenant_id = TenantId::from_uuid(tenant).map_err(|_| VaultError::Tampered)?;
+                let aad = tenant_key_aad(tenant_id);
+                let key = self.masters.unwrap(id.as_deref(), &wrapped, &aad)?;
+                let rewrapped = wrap(&self.masters.current().0, &key, &aad);
+                if self
+                    .tables
+                    .rewrap_tenant(tenant, &wrapped, &rewrapped, &current)
+                    .await?
+                {
+                    rotation.rewrapped += 1;
+                }
+            }
+            for (kid, sealed, id) in signing {
+                let aad = signing_key_aad(&kid);
+                let der = self.masters.open(id.as_deref(), &sealed, &aad)?;
+                let (mut resealed, ciphertext) = seal_bytes(&self.masters.current().0, &der, &aad);
+                resealed.extend_from_slice(&ciphertext);
+                if self
+                    .tables
+                    .reseal_signing_key(&kid, &sealed, &resealed, &current)
+                    .await?
+                {
+                    rotation.rewrapped += 1;
+                }
+            }
+        }
+        rotation.remaining = u64::try_from(self.tables.not_under(&current).await?).unwrap_or(0);
+        Ok(rotation)
     }
 
     /// The published signing keys, newest (the one that signs) first. Makes
@@ -331,16 +388,10 @@ impl KeyVault {
             .signing_keys(since)
             .await?
             .into_iter()
-            .map(|(kid, sealed, public_x, _)| {
-                if sealed.len() < NONCE_LEN {
-                    return Err(VaultError::Tampered);
-                }
-                let der = open_bytes(
-                    &self.master.0,
-                    &sealed[..NONCE_LEN],
-                    &sealed[NONCE_LEN..],
-                    &signing_key_aad(&kid),
-                )?;
+            .map(|(kid, sealed, public_x, master)| {
+                let der = self
+                    .masters
+                    .open(master.as_deref(), &sealed, &signing_key_aad(&kid))?;
                 Ok(SigningKeyMaterial {
                     kid,
                     private_der: Zeroizing::new(der.to_vec()),
@@ -357,12 +408,21 @@ impl KeyVault {
 
     async fn add_signing_key(&self, retire_others: bool) -> Result<(), VaultError> {
         let key = SigningKeyMaterial::generate();
-        let (mut sealed, ciphertext) =
-            seal_bytes(&self.master.0, &key.private_der, &signing_key_aad(&key.kid));
+        let (mut sealed, ciphertext) = seal_bytes(
+            &self.masters.current().0,
+            &key.private_der,
+            &signing_key_aad(&key.kid),
+        );
         sealed.extend_from_slice(&ciphertext);
         Ok(self
             .tables
-            .add_signing_key(&key.kid, &sealed, &key.public_x, retire_others)
+            .add_signing_key(
+                &key.kid,
+                &sealed,
+                &key.public_x,
+                self.masters.current_id(),
+                retire_others,
+            )
             .await?)
     }
 
@@ -376,8 +436,11 @@ impl KeyVault {
         let aad = tenant_key_aad(tenant);
         loop {
             match self.tables.tenant(tenant).await? {
-                Slot::Wrapped(wrapped) => {
-                    return unwrap_key(&self.master.0, &wrapped, &aad).map(Some)
+                Slot::Wrapped { wrapped, master } => {
+                    return self
+                        .masters
+                        .unwrap(master.as_deref(), &wrapped, &aad)
+                        .map(Some)
                 }
                 Slot::Erased => return Ok(None),
                 Slot::Missing if !create => return Ok(None),
@@ -385,7 +448,11 @@ impl KeyVault {
                     let key = Zeroizing::new(Aes256Gcm::generate_key(&mut OsRng).into());
                     // Another instance may win the race; the loop reads the winner.
                     self.tables
-                        .insert_tenant(tenant, &wrap(&self.master.0, &key, &aad))
+                        .insert_tenant(
+                            tenant,
+                            &wrap(&self.masters.current().0, &key, &aad),
+                            self.masters.current_id(),
+                        )
                         .await?;
                 }
             }
@@ -402,7 +469,9 @@ impl KeyVault {
         let aad = subject_key_aad(tenant, subject);
         loop {
             match self.tables.subject(tenant, subject).await? {
-                Slot::Wrapped(wrapped) => return unwrap_key(tenant_key, &wrapped, &aad).map(Some),
+                Slot::Wrapped { wrapped, .. } => {
+                    return unwrap_key(tenant_key, &wrapped, &aad).map(Some)
+                }
                 Slot::Erased => return Ok(None),
                 Slot::Missing if !create => return Ok(None),
                 Slot::Missing => {
@@ -414,6 +483,85 @@ impl KeyVault {
             }
         }
     }
+
+    /// The key of a day's access data, made on first use unless `create` is
+    /// false. `Ok(None)`: destroyed by retention (or never made).
+    async fn day_key(
+        &self,
+        tenant_key: &[u8; 32],
+        tenant: TenantId,
+        day: AccessDay,
+        create: bool,
+    ) -> Result<Option<KeyBytes>, VaultError> {
+        let aad = access_key_aad(tenant, day);
+        let name = day.to_string();
+        let mut made = false;
+        loop {
+            match self.tables.access(tenant, &name).await? {
+                Slot::Wrapped { wrapped, .. } => {
+                    return unwrap_key(tenant_key, &wrapped, &aad).map(Some)
+                }
+                Slot::Erased => return Ok(None),
+                // Made once and still missing: a later day was destroyed
+                // already, so this one may not be made.
+                Slot::Missing if !create || made => return Ok(None),
+                Slot::Missing => {
+                    let key = Zeroizing::new(Aes256Gcm::generate_key(&mut OsRng).into());
+                    self.tables
+                        .insert_access(tenant, &name, &wrap(tenant_key, &key, &aad))
+                        .await?;
+                    made = true;
+                }
+            }
+        }
+    }
+
+    /// The key a field is sealed under: the subject's, or for access data
+    /// the one derived from the subject's and its day's.
+    async fn field_key(
+        &self,
+        tenant: TenantId,
+        subject: Uuid,
+        day: Option<AccessDay>,
+        create: bool,
+    ) -> Result<Option<KeyBytes>, VaultError> {
+        let Some(tenant_key) = self.tenant_key(tenant, create).await? else {
+            return Ok(None);
+        };
+        let Some(subject_key) = self
+            .subject_key(&tenant_key, tenant, subject, create)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(day) = day else {
+            return Ok(Some(subject_key));
+        };
+        Ok(self
+            .day_key(&tenant_key, tenant, day, create)
+            .await?
+            .map(|day_key| access_data_key(&subject_key, &day_key)))
+    }
+
+    async fn seal_under(
+        &self,
+        subject: Uuid,
+        day: Option<AccessDay>,
+        context: &FieldContext<'_>,
+        plaintext: &[u8],
+    ) -> Result<SealedField, VaultError> {
+        let key = self
+            .field_key(context.tenant, subject, day, true)
+            .await?
+            .ok_or(VaultError::Erased)?;
+        let (nonce, ciphertext) = seal_bytes(&key, plaintext, &field_aad(context));
+        Ok(SealedField {
+            subject,
+            nonce,
+            ciphertext,
+            access_day: day,
+        })
+    }
 }
 
 #[async_trait]
@@ -424,20 +572,18 @@ impl PersonalData for KeyVault {
         context: &FieldContext<'_>,
         plaintext: &[u8],
     ) -> Result<SealedField, VaultError> {
-        let tenant_key = self
-            .tenant_key(context.tenant, true)
-            .await?
-            .ok_or(VaultError::Erased)?;
-        let subject_key = self
-            .subject_key(&tenant_key, context.tenant, subject, true)
-            .await?
-            .ok_or(VaultError::Erased)?;
-        let (nonce, ciphertext) = seal_bytes(&subject_key, plaintext, &field_aad(context));
-        Ok(SealedField {
-            subject,
-            nonce,
-            ciphertext,
-        })
+        self.seal_under(subject, None, context, plaintext).await
+    }
+
+    async fn seal_access_data(
+        &self,
+        subject: Uuid,
+        day: AccessDay,
+        context: &FieldContext<'_>,
+        plaintext: &[u8],
+    ) -> Result<SealedField, VaultError> {
+        self.seal_under(subject, Some(day), context, plaintext)
+            .await
     }
 
     async fn open(
@@ -445,21 +591,13 @@ impl PersonalData for KeyVault {
         context: &FieldContext<'_>,
         sealed: &SealedField,
     ) -> Result<Option<Vec<u8>>, VaultError> {
-        let Some(tenant_key) = self.tenant_key(context.tenant, false).await? else {
-            return Ok(None);
-        };
-        let Some(subject_key) = self
-            .subject_key(&tenant_key, context.tenant, sealed.subject, false)
+        let Some(key) = self
+            .field_key(context.tenant, sealed.subject, sealed.access_day, false)
             .await?
         else {
             return Ok(None);
         };
-        let plain = open_bytes(
-            &subject_key,
-            &sealed.nonce,
-            &sealed.ciphertext,
-            &field_aad(context),
-        )?;
+        let plain = open_bytes(&key, &sealed.nonce, &sealed.ciphertext, &field_aad(context))?;
         Ok(Some(plain.to_vec()))
     }
 
@@ -492,6 +630,28 @@ impl PersonalData for KeyVault {
 
     async fn erase_tenant(&self, tenant: TenantId) -> Result<bool, VaultError> {
         Ok(self.tables.erase_tenant(tenant).await?)
+    }
+
+    async fn access_days(
+        &self,
+        tenant: TenantId,
+        before: AccessDay,
+    ) -> Result<Vec<AccessDay>, VaultError> {
+        self.tables
+            .live_access_days(tenant, &before.to_string())
+            .await?
+            .iter()
+            .map(|day| AccessDay::parse(day).map_err(|_| VaultError::Tampered))
+            .collect()
+    }
+
+    async fn erase_access_days(
+        &self,
+        tenant: TenantId,
+        days: &[AccessDay],
+    ) -> Result<u64, VaultError> {
+        let days: Vec<String> = days.iter().map(ToString::to_string).collect();
+        Ok(self.tables.erase_access_days(tenant, &days).await?)
     }
 }
 

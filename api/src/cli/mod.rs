@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod config_file;
 pub mod database;
 pub mod demo;
+pub mod keys;
 pub mod privacy;
 pub mod projections;
 pub mod serve;
@@ -17,7 +18,8 @@ use custodia::http::{AppState, Config};
 use custodia_application::commands::Caller;
 use custodia_domain::rbac::Principal;
 use custodia_domain::{Actor, CommandId, Origin};
-use custodia_infrastructure::config::{master_key, MasterKeyOrigin};
+use custodia_infrastructure::config::{master_key, previous_master_key, MasterKeyOrigin};
+use custodia_infrastructure::MasterKeys;
 use uuid::Uuid;
 
 /// Where a development master key is kept when none is configured.
@@ -38,7 +40,11 @@ pub(crate) async fn state(database_url: &str) -> Result<AppState, String> {
             path.display()
         );
     }
-    AppState::connect_with(database_url, key, config).await
+    let masters = match previous_master_key(config.production).map_err(|e| e.to_string())? {
+        Some(previous) => MasterKeys::rotating(key, previous),
+        None => MasterKeys::new(key),
+    };
+    AppState::connect_with(database_url, masters, config).await
 }
 
 /// The platform operator, acting from the command line.

@@ -23,18 +23,20 @@ pub enum PrivacyCommand {
         #[arg(long)]
         reference: String,
     },
-    /// Erase every user deleted longer ago than their tenant's
-    /// `deletedUserRetentionDays` (the server does it every hour).
+    /// Apply every tenant's retention rules (the server does it every
+    /// hour): erase the users deleted longer ago than
+    /// `deletedUserRetentionDays`, and expire the access data (IP addresses,
+    /// user agents) of the days that ended `accessDataRetentionDays` ago.
     Retention {
-        /// List who would be erased, erase nobody.
+        /// List what would be erased and expired; change nothing.
         #[arg(long)]
         dry_run: bool,
         /// Judge as of this time (RFC 3339) instead of now.
         #[arg(long)]
         at: Option<String>,
     },
-    /// Destroy again every key an erasure event names (after restoring a
-    /// key-store backup; `serve` does it at start-up too).
+    /// Destroy again every key an erasure or expiry event names (after
+    /// restoring a key-store backup; `serve` and `keys restore` do it too).
     ReapplyErasures,
     /// Print everything held about a user as one JSON document (access and
     /// portability; docs/subject-export.schema.json).
@@ -161,11 +163,27 @@ async fn retention(
             due.user, due.tenant
         );
     }
+    let verb = if dry_run { "would expire" } else { "expired" };
+    for due in &report.access_due {
+        let days: Vec<String> = due.days.iter().map(ToString::to_string).collect();
+        println!(
+            "{verb} the access data of tenant {} for {} (retention {} days)",
+            due.tenant,
+            days.join(", "),
+            due.retention_days
+        );
+    }
     println!(
-        "{} due, {} erased, {} failed",
+        "{} due, {} erased, {} failed; access data of {} days due, {} day keys destroyed",
         report.due.len(),
         report.erased,
-        report.failed.len()
+        report.failed.len(),
+        report
+            .access_due
+            .iter()
+            .map(|due| due.days.len())
+            .sum::<usize>(),
+        report.access_keys_destroyed
     );
     Ok(if report.failed.is_empty() {
         ExitCode::SUCCESS

@@ -407,7 +407,8 @@ impl Session {
     async fn revocation_reason(&self) -> Option<RevocationReason> {
         self.doc.revocation_reason.map(Into::into)
     }
-    /// Personal (IP address and user agent at sign-in).
+    /// Personal (IP address and user agent at sign-in); null once the
+    /// subject is erased or access-data retention expired its day.
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn client(&self, ctx: &Context<'_>) -> Result<Option<ClientInfo>> {
         let data = ctx.data_unchecked::<RequestData>();

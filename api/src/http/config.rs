@@ -29,6 +29,9 @@ pub struct Config {
     pub graphql_limit_per_ip: u32,
     /// The projection lag above which `/health/ready` says not ready.
     pub max_projection_lag: Duration,
+    /// `CUSTODIA_KEYS_DATABASE_URL`: where the key store lives (default:
+    /// beside a SQLite log, in a PostgreSQL log's database).
+    pub keys_database_url: Option<String>,
 }
 
 impl Config {
@@ -110,6 +113,8 @@ impl Config {
                 "CUSTODIA_MAX_PROJECTION_LAG_SECONDS",
                 30,
             )?)),
+            keys_database_url: get("CUSTODIA_KEYS_DATABASE_URL")
+                .filter(|url| !url.trim().is_empty()),
         })
     }
 }

@@ -136,7 +136,10 @@ impl From<CommandError> for ApiError {
             | E::Membership(_)
             | E::Credential(_)
             | E::Session(_)
-            | E::ApiKey(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", error.to_string()),
+            | E::ApiKey(_)
+            | E::AccessData(_) => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", error.to_string())
+            }
             E::Contended => {
                 ApiError::new(StatusCode::CONFLICT, "CONCURRENCY", error.to_string()).retry_after(1)
             }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use custodia_application::commands::Ports;
 use custodia_application::{EventStore, ReadModels};
 use custodia_infrastructure::{
-    open_event_store, Argon2Passwords, Ed25519Signer, IdempotencyKeys, KeyVault, MasterKey,
-    OpenMode, SqlReadModels, Totp,
+    default_keys_url, open_event_store, Argon2Passwords, Ed25519Signer, IdempotencyKeys, KeyVault,
+    MasterKey, MasterKeys, OpenMode, SqlReadModels, Totp,
 };
 
 use super::{AuthLimits, Config};
@@ -20,6 +20,9 @@ use crate::projections::Projections;
 #[derive(Clone)]
 pub struct AppState {
     pub ports: Ports,
+    /// The key store behind `ports.vault`, for what only operators do with
+    /// it (backups, restores, master-key rotation).
+    pub keys: Arc<KeyVault>,
     pub signer: Arc<Ed25519Signer>,
     pub limits: Arc<AuthLimits>,
     /// Origins allowed to call the API from a browser (CORS); none by default.
@@ -67,14 +70,14 @@ impl AppState {
             audience: audience.to_owned(),
             ..Config::from_env()?
         };
-        AppState::connect_with(database_url, master, config).await
+        AppState::connect_with(database_url, MasterKeys::new(master), config).await
     }
 
     /// Opens (and migrates) the database, the key vault and the signing keys,
     /// and wires the adapters, as `config` says.
     pub async fn connect_with(
         database_url: &str,
-        master: MasterKey,
+        masters: MasterKeys,
         config: Config,
     ) -> Result<AppState, String> {
         let (issuer, audience) = (config.issuer.as_str(), config.audience.as_str());
@@ -94,13 +97,23 @@ impl AppState {
                 .map_err(|e| e.to_string())?,
         );
         let idempotency = Arc::new(
-            IdempotencyKeys::connect(database_url, &master)
+            IdempotencyKeys::connect(database_url, &masters)
                 .await
                 .map_err(|e| e.to_string())?,
         );
-        let vault = KeyVault::connect(database_url, master)
+        let keys_url = config
+            .keys_database_url
+            .clone()
+            .unwrap_or_else(|| default_keys_url(database_url));
+        let (vault, moved) = KeyVault::open(&keys_url, database_url, masters)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("the key store: {e}"))?;
+        if moved > 0 {
+            tracing::warn!(
+                keys = moved,
+                "keys kept in the log's database were moved into the key store and deleted there"
+            );
+        }
         let keys = vault.signing_keys().await.map_err(|e| match e {
             custodia_application::VaultError::Tampered => {
                 "the master key does not open this database's keys: is it the key this database was created with?".to_owned()
@@ -109,9 +122,10 @@ impl AppState {
         })?;
         let signer =
             Arc::new(Ed25519Signer::from_keys(&keys, issuer, audience).map_err(|e| e.to_string())?);
+        let keys = Arc::new(vault);
         let ports = Ports {
             store,
-            vault: Arc::new(vault),
+            vault: keys.clone(),
             passwords: Arc::new(Argon2Passwords::new()),
             codes: Arc::new(Totp),
             tokens: signer.clone(),
@@ -119,6 +133,7 @@ impl AppState {
         };
         Ok(AppState {
             ports,
+            keys,
             signer,
             limits: Arc::new(AuthLimits::with_graphql(
                 config.auth_limit_per_ip,

@@ -7,6 +7,7 @@
 //! by deciding again on the fresh state (safe: nothing was written); a
 //! retried command id returns the original result.
 
+pub mod access_data;
 pub mod api_keys;
 mod authorized;
 pub mod consent;
@@ -133,6 +134,8 @@ pub enum CommandError {
     Session(#[from] SessionError),
     #[error(transparent)]
     ApiKey(#[from] ApiKeyError),
+    #[error(transparent)]
+    AccessData(#[from] custodia_domain::identity::access_data::AccessDataError),
     #[error("the stream is at version {actual}, not the expected {expected}")]
     StaleVersion {
         expected: StreamVersion,

@@ -12,7 +12,7 @@ use custodia_domain::identity::session::{
     SessionIndexCommand,
 };
 use custodia_domain::identity::tenant::{Tenant, TenantSettings};
-use custodia_domain::personal::FieldContext;
+use custodia_domain::personal::{AccessDay, FieldContext};
 use custodia_domain::rbac::{Permission, Principal};
 use custodia_domain::{Actor, ChainId, EventId, LogCursor, StreamId, TenantId, Timestamp};
 use sha2::{Digest, Sha256};
@@ -231,12 +231,19 @@ pub async fn start_session(
                 field: "client",
             };
             let json = serde_json::to_vec(client).expect("client info serialises");
-            let sealed = ports
+            // Access data: under the subject's key and the day's, so that
+            // retention can expire it (docs/privacy.md).
+            match ports
                 .vault
-                .seal(user, &context, &json)
+                .seal_access_data(user, AccessDay::of(at), &context, &json)
                 .await
-                .map_err(CommandError::from)?;
-            Some((event_id, SessionCommand::RecordClient { client: sealed }))
+            {
+                Ok(sealed) => Some((event_id, SessionCommand::RecordClient { client: sealed })),
+                // The day's access data has expired already (a clock behind
+                // the retention job's): nothing of it may be kept.
+                Err(crate::VaultError::Erased) => None,
+                Err(other) => return Err(CommandError::from(other).into()),
+            }
         }
         None => None,
     };

@@ -616,6 +616,7 @@ mod tests {
             subject: Uuid::nil(),
             nonce: vec![0; 12],
             ciphertext: vec![1; 40],
+            access_day: None,
         }
     }
 
@@ -699,6 +700,7 @@ mod tests {
             subject: Uuid::nil(),
             nonce: vec![2; 12],
             ciphertext: vec![3; 40],
+            access_day: None,
         };
         given::<Credential>(&[
             CredentialEvent::PasswordSet {
@@ -729,6 +731,7 @@ mod tests {
             subject: Uuid::nil(),
             nonce: vec![byte; 12],
             ciphertext: vec![byte; 40],
+            access_day: None,
         };
         let (old, new) = (sealed(1), sealed(2));
         let set = |hash: &SealedField| CredentialEvent::PasswordSet {

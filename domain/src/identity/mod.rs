@@ -1,5 +1,6 @@
 //! The identity domain's aggregates: tenants, users, memberships.
 
+pub mod access_data;
 pub mod api_key;
 pub mod consent;
 pub mod credential;

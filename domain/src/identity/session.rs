@@ -613,6 +613,7 @@ mod tests {
                     subject: Uuid::nil(),
                     nonce: vec![1; 12],
                     ciphertext: vec![2; 30],
+                    access_day: None,
                 },
             },
         ] {

@@ -23,6 +23,7 @@ fn sealed(n: u8) -> SealedField {
         subject: uuid(n),
         nonce: vec![n; 12],
         ciphertext: vec![n; 20],
+        access_day: None,
     }
 }
 

@@ -432,6 +432,7 @@ mod tests {
             subject: Uuid::nil(),
             nonce: vec![tag; 12],
             ciphertext: vec![tag; 20],
+            access_day: None,
         }
     }
 

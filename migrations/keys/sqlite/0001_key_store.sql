@@ -1,0 +1,47 @@
+-- The key store (ADR 0011): every key Custodia holds, apart from the event
+-- log. By default on SQLite it is a file of its own beside the log, so that
+-- a backup of the log never holds a key. The first three tables keep the
+-- shape the log's migrations 0002 and 0003 gave them (a store that shares
+-- the log's database already has them).
+CREATE TABLE IF NOT EXISTS tenant_keys (
+    tenant_id   BLOB    PRIMARY KEY,
+    wrapped     BLOB,
+    created_at  INTEGER NOT NULL,
+    erased_at   INTEGER
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS subject_keys (
+    tenant_id   BLOB    NOT NULL,
+    subject_id  BLOB    NOT NULL,
+    wrapped     BLOB,
+    created_at  INTEGER NOT NULL,
+    erased_at   INTEGER,
+    PRIMARY KEY (tenant_id, subject_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid          TEXT    PRIMARY KEY,
+    algorithm    TEXT    NOT NULL,
+    private_key  BLOB    NOT NULL,
+    public_x     TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    retired_at   INTEGER
+) STRICT, WITHOUT ROWID;
+
+-- Which master key wraps a row (its public id; NULL: made before master
+-- keys had ids). `custodia keys rotate-master` rewraps the rows of any
+-- other key.
+ALTER TABLE tenant_keys ADD COLUMN master_key_id TEXT;
+ALTER TABLE signing_keys ADD COLUMN master_key_id TEXT;
+
+-- Access data (IP addresses, user agents) is sealed under a key derived
+-- from the subject's key and the key of its day: one per tenant per UTC
+-- day, wrapped under the tenant key, destroyed by retention.
+CREATE TABLE access_keys (
+    tenant_id   BLOB    NOT NULL,
+    day         TEXT    NOT NULL,
+    wrapped     BLOB,
+    created_at  INTEGER NOT NULL,
+    erased_at   INTEGER,
+    PRIMARY KEY (tenant_id, day)
+) STRICT, WITHOUT ROWID;
