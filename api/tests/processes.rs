@@ -16,6 +16,9 @@ backends!(
     suspension_on_one_instance_stops_the_user_on_the_other,
     another_instance_takes_over_the_projections,
     nothing_of_an_erased_subject_or_tenant_is_left_readable,
+    a_restored_key_store_never_brings_an_erased_subject_back,
+    keys_kept_in_the_log_database_move_to_a_store_of_their_own,
+    the_master_key_rotates_while_serving_and_resumes_where_it_stopped,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -98,6 +101,12 @@ fn serve(db: &TestDatabase, key: &str) -> Server {
 
 /// [`serve`], its log output (at `debug`) written to `log` if given.
 fn serve_logging(db: &TestDatabase, key: &str, log: Option<&std::path::Path>) -> Server {
+    start(custodia(db, key), log)
+}
+
+/// Starts `command` as `custodia serve`, its log output (at `debug`)
+/// written to `log` if given.
+fn start(mut command: Command, log: Option<&std::path::Path>) -> Server {
     let address = free_address();
     let output = || match log {
         Some(path) => Stdio::from(
@@ -109,7 +118,6 @@ fn serve_logging(db: &TestDatabase, key: &str, log: Option<&std::path::Path>) ->
         ),
         None => Stdio::null(),
     };
-    let mut command = custodia(db, key);
     if log.is_some() {
         command.env("RUST_LOG", "debug");
     }
@@ -135,7 +143,12 @@ fn bootstrap(db: &TestDatabase, key: &str) -> String {
 
 /// Bootstraps a tenant whose owner is `owner` (`extra`: more arguments).
 fn bootstrap_tenant(db: &TestDatabase, key: &str, owner: &str, extra: &[&str]) -> String {
-    let output = custodia(db, key)
+    bootstrap_with(custodia(db, key), owner, extra)
+}
+
+/// Bootstraps a tenant with `command` (`custodia` and its environment).
+fn bootstrap_with(mut command: Command, owner: &str, extra: &[&str]) -> String {
+    let output = command
         .args(["bootstrap", "--tenant-name", "Acme", "--owner-email", owner])
         .args(extra)
         .env("CUSTODIA_BOOTSTRAP_PASSWORD", PASSWORD)
@@ -412,10 +425,14 @@ async fn nothing_of_an_erased_subject_or_tenant_is_left_readable(db: TestDatabas
 
         let mut contents = vec![("log output".to_owned(), std::fs::read(logs.path()).unwrap())];
         if let Some(path) = db.url().strip_prefix("sqlite://") {
-            for suffix in ["", "-wal", "-shm"] {
-                let file = format!("{path}{suffix}");
-                if let Ok(bytes) = std::fs::read(&file) {
-                    contents.push((file, bytes));
+            // The log and the key store beside it.
+            let keys = path.replace(".db", ".keys.db");
+            for file in [path, keys.as_str()] {
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = format!("{file}{suffix}");
+                    if let Ok(bytes) = std::fs::read(&file) {
+                        contents.push((file, bytes));
+                    }
                 }
             }
         } else {
@@ -446,6 +463,327 @@ async fn nothing_of_an_erased_subject_or_tenant_is_left_readable(db: TestDatabas
                 .iter()
                 .any(|(_, bytes)| encodings("DSR-77").iter().any(|f| holds(bytes, f))),
             "the scan does not see the log's contents"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// Runs `future` to its end on a runtime of its own (from a test's
+/// blocking thread).
+fn block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// How many rows `sql` (a `SELECT count(*)`) counts in the database at `url`.
+fn count(url: &str, sql: &str) -> i64 {
+    block(async {
+        if url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+        } else {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+        }
+    })
+}
+
+/// Where a test's key store lives: on SQLite the default file beside the
+/// log; on PostgreSQL a database of its own, as production would have it.
+async fn key_store_of(db: &TestDatabase) -> (Option<TestDatabase>, String) {
+    if db.is_postgres() {
+        let keys = TestDatabase::postgres().await.expect("a second database");
+        let url = keys.url().to_owned();
+        (Some(keys), url)
+    } else {
+        (None, custodia_infrastructure::default_keys_url(db.url()))
+    }
+}
+
+const KEY_TABLES: [&str; 4] = ["tenant_keys", "subject_keys", "access_keys", "signing_keys"];
+
+/// The key store is lost: its file is gone (SQLite) or its tables are
+/// empty (PostgreSQL).
+fn lose_key_store(keys_url: &str) {
+    match keys_url.strip_prefix("sqlite://") {
+        Some(path) => {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+        None => {
+            let sql: String = KEY_TABLES
+                .iter()
+                .map(|t| format!("DELETE FROM {t};"))
+                .collect();
+            let output = Command::new("psql")
+                .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", &sql, keys_url])
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
+/// A backup of the key store with the database's own tools, into `dir`.
+fn native_backup(keys_url: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    match keys_url.strip_prefix("sqlite://") {
+        Some(_) => {
+            let copy = dir.join("keys-copy.db");
+            block(async {
+                let pool = sqlx::SqlitePool::connect(keys_url).await.unwrap();
+                sqlx::query(&format!("VACUUM INTO '{}'", copy.display()))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            });
+            copy
+        }
+        None => {
+            let dump = dir.join("keys.sql");
+            let mut command = Command::new("pg_dump");
+            command.args(["--data-only", "-f"]).arg(&dump);
+            for table in KEY_TABLES {
+                command.args(["-t", table]);
+            }
+            let output = command.arg(keys_url).output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            dump
+        }
+    }
+}
+
+fn native_restore(keys_url: &str, backup: &std::path::Path) {
+    match keys_url.strip_prefix("sqlite://") {
+        Some(path) => {
+            std::fs::copy(backup, path).unwrap();
+        }
+        None => {
+            let output = Command::new("psql")
+                .args(["-q", "-v", "ON_ERROR_STOP=1", "-f"])
+                .arg(backup)
+                .arg(keys_url)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
+/// Backups of the key store taken before an erasure, restored after it
+/// (with `custodia keys restore`, and with the database's own tools before
+/// a start): the subject stays erased, since the erasure events in the log
+/// name their keys and both paths destroy them again.
+async fn a_restored_key_store_never_brings_an_erased_subject_back(db: TestDatabase) {
+    let key = MasterKey::generate().to_base64();
+    let (_keys_db, keys_url) = key_store_of(&db).await;
+    tokio::task::spawn_blocking(move || {
+        let cli = || {
+            let mut command = custodia(&db, &key);
+            command.env("CUSTODIA_KEYS_DATABASE_URL", &keys_url);
+            command
+        };
+        let tenant = bootstrap_with(cli(), "ada@example.org", &[]);
+        let server = start(cli(), None);
+        let owner = login(&server, &tenant);
+        let register = format!(
+            "mutation {{ registerUser(input: {{ email: \"grace@example.org\", password: \"{PASSWORD}\", \
+             profile: {{ displayName: \"Grace Hopper\" }} }}) {{ user {{ id }} }} }}"
+        );
+        let (_, body) = graphql(&server, &owner, &register);
+        let grace = body["data"]["registerUser"]["user"]["id"].as_str().unwrap().to_owned();
+        let read = format!("{{ user(id: \"{grace}\") {{ erased displayName }} }}");
+        let (_, body) = graphql(&server, &owner, &read);
+        assert_eq!(body["data"]["user"]["displayName"], "Grace Hopper", "{body}");
+
+        // Two backups, taken while the server runs.
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("keys.json");
+        let output = cli().args(["keys", "backup", "--to"]).arg(&backup).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the backup is readable by others");
+        }
+        let written = std::fs::read_to_string(&backup).unwrap();
+        assert!(!written.contains("Grace") && !written.contains("grace@"));
+        let native = native_backup(&keys_url, dir.path());
+
+        let erase = format!(
+            "mutation {{ eraseSubject(userId: \"{grace}\", reference: \"DSR-3\") {{ receipt {{ hash }} }} }}"
+        );
+        let (_, body) = graphql(&server, &owner, &erase);
+        assert!(body["errors"].is_null(), "{body}");
+        let erased = json!({ "erased": true, "displayName": null });
+        let (_, body) = graphql(&server, &owner, &read);
+        assert_eq!(body["data"]["user"], erased, "{body}");
+        drop(server);
+
+        // 1. Lost, and restored with `custodia keys restore`.
+        lose_key_store(&keys_url);
+        let output = cli().args(["keys", "restore", "--from"]).arg(&backup).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains("1 erasures and expiries in the log, 1 keys destroyed again"), "{stdout}");
+        let server = start(cli(), None);
+        let owner = login(&server, &tenant);
+        let (_, body) = graphql(&server, &owner, &read);
+        assert_eq!(body["data"]["user"], erased, "{body}");
+        drop(server);
+
+        // 2. Lost, and restored with the database's tools: the server's
+        // start destroys the key again before it serves.
+        lose_key_store(&keys_url);
+        native_restore(&keys_url, &native);
+        let server = start(cli(), None);
+        let owner = login(&server, &tenant);
+        let (_, body) = graphql(&server, &owner, &read);
+        assert_eq!(body["data"]["user"], erased, "{body}");
+    })
+    .await
+    .unwrap();
+}
+
+/// A database from before the key store had one of its own: its keys are
+/// moved out of the log's database at the next start, and everything
+/// sealed under them still opens.
+async fn keys_kept_in_the_log_database_move_to_a_store_of_their_own(db: TestDatabase) {
+    let key = MasterKey::generate().to_base64();
+    let (_keys_db, keys_url) = key_store_of(&db).await;
+    tokio::task::spawn_blocking(move || {
+        // The earlier layout: keys beside the events.
+        let before = || {
+            let mut command = custodia(&db, &key);
+            command.env("CUSTODIA_KEYS_DATABASE_URL", db.url());
+            command
+        };
+        let tenant = bootstrap_with(before(), "ada@example.org", &[]);
+        let server = start(before(), None);
+        let owner = login(&server, &tenant);
+        let register = "mutation { registerUser(input: { email: \"grace@example.org\", \
+                        profile: { displayName: \"Grace Moved\" } }) { user { id } } }";
+        let (_, body) = graphql(&server, &owner, register);
+        let grace = body["data"]["registerUser"]["user"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        drop(server);
+        let keys_in = |url: &str| -> i64 {
+            KEY_TABLES
+                .iter()
+                .filter(|table| **table != "access_keys" || url == keys_url)
+                .map(|table| count(url, &format!("SELECT count(*) FROM {table}")))
+                .sum()
+        };
+        let held = keys_in(db.url());
+        assert!(held >= 3, "tenant, subject and signing keys: {held}");
+
+        let after = || {
+            let mut command = custodia(&db, &key);
+            command.env("CUSTODIA_KEYS_DATABASE_URL", &keys_url);
+            command
+        };
+        let server = start(after(), None);
+        let owner = login(&server, &tenant);
+        let read = format!("{{ user(id: \"{grace}\") {{ displayName }} }}");
+        let (_, body) = graphql(&server, &owner, &read);
+        assert_eq!(body["data"]["user"]["displayName"], "Grace Moved", "{body}");
+        assert_eq!(keys_in(db.url()), 0, "keys left in the log's database");
+        assert!(keys_in(&keys_url) >= held);
+    })
+    .await
+    .unwrap();
+}
+
+/// `custodia keys rotate-master`: stopped after two keys and run again,
+/// while a server with both keys serves personal data throughout; then
+/// the new key alone opens everything and the old one alone nothing.
+async fn the_master_key_rotates_while_serving_and_resumes_where_it_stopped(db: TestDatabase) {
+    let (old, new) = (
+        MasterKey::generate().to_base64(),
+        MasterKey::generate().to_base64(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let with = |current: &str, previous: Option<&str>| {
+            let mut command = custodia(&db, current);
+            if let Some(previous) = previous {
+                command.env("CUSTODIA_PREVIOUS_MASTER_KEY", previous);
+            }
+            command
+        };
+        let tenant = bootstrap_with(with(&old, None), "ada@example.org", &[]);
+        let second = bootstrap_with(with(&old, None), "bo@example.org", &["--another-tenant"]);
+        bootstrap_with(with(&old, None), "cy@example.org", &["--another-tenant"]);
+        let server = start(with(&new, Some(&old)), None);
+        let owner = login(&server, &tenant);
+        let reads_personal_data = || {
+            let (_, body) = graphql(&server, &owner, "{ me { email } }");
+            assert_eq!(body["data"]["me"]["email"], "ada@example.org", "{body}");
+        };
+        reads_personal_data();
+        let rotate = |extra: &[&str]| {
+            let output = with(&new, Some(&old))
+                .args(["keys", "rotate-master"])
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        // Interrupted after two keys; the server serves on.
+        let first = rotate(&["--max", "2"]);
+        assert!(first.starts_with("2 keys rewrapped"), "{first}");
+        assert!(!first.contains("; 0 left"), "{first}");
+        reads_personal_data();
+        // Resumed: the rest.
+        let rest = rotate(&[]);
+        assert!(rest.contains("; 0 left"), "{rest}");
+        assert!(rest.contains("may be retired"), "{rest}");
+        reads_personal_data();
+        assert!(rotate(&[]).starts_with("0 keys rewrapped"));
+        drop(server);
+
+        // The old key is retired.
+        let server = start(with(&new, None), None);
+        let owner = login(&server, &tenant);
+        let (_, body) = graphql(&server, &owner, "{ me { email } }");
+        assert_eq!(body["data"]["me"]["email"], "ada@example.org", "{body}");
+        let other = login_as(&server, &second, "bo@example.org").0;
+        let (_, body) = graphql(&server, &other, "{ me { email } }");
+        assert_eq!(body["data"]["me"]["email"], "bo@example.org", "{body}");
+        drop(server);
+        let output = with(&old, None)
+            .arg("serve")
+            .env("CUSTODIA_LISTEN", free_address().to_string())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("master key"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
         );
     })
     .await
