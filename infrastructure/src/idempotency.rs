@@ -93,12 +93,15 @@ mod base64_body {
     }
 }
 
+/// (answer key, request key), derived from one master key.
+type DerivedKeys = (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>);
+
 pub struct IdempotencyKeys {
     pools: Pools,
     /// (answer key, request key) per master key, the current one first:
     /// during a master-key rotation answers kept under the previous key
     /// still open.
-    keys: Vec<(Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>)>,
+    keys: Vec<DerivedKeys>,
     claims: AtomicU64,
 }
 

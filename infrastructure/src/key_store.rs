@@ -29,7 +29,10 @@ pub(crate) enum Slot {
     Erased,
 }
 
-fn slot(row: Option<(Option<Vec<u8>>, Option<i64>, Option<String>)>) -> Slot {
+/// (wrapped, erased at, master key id)
+type SlotRow = (Option<Vec<u8>>, Option<i64>, Option<String>);
+
+fn slot(row: Option<SlotRow>) -> Slot {
     match row {
         None => Slot::Missing,
         Some((Some(wrapped), None, master)) => Slot::Wrapped { wrapped, master },
@@ -409,6 +412,20 @@ impl KeyTables {
     }
 }
 
+/// The rows of each table as they are read.
+type TenantTuple = (Uuid, Option<Vec<u8>>, i64, Option<i64>, Option<String>);
+type SubjectTuple = (Uuid, Uuid, Option<Vec<u8>>, i64, Option<i64>);
+type AccessTuple = (Uuid, String, Option<Vec<u8>>, i64, Option<i64>);
+type SigningTuple = (
+    String,
+    String,
+    Vec<u8>,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+);
+
 /// Backups, restores, and the move out of the log's database.
 impl KeyTables {
     /// Every row. `legacy`: the tables as the log's migrations made them
@@ -422,14 +439,14 @@ impl KeyTables {
         let tenants = format!(
             "SELECT tenant_id, wrapped, created_at, erased_at, {master} FROM tenant_keys ORDER BY tenant_id"
         );
-        let tenant_rows: Vec<(Uuid, Option<Vec<u8>>, i64, Option<i64>, Option<String>)> =
+        let tenant_rows: Vec<TenantTuple> =
             on_pool!(&self.0, pool => sqlx::query_as(&tenants).fetch_all(pool))?;
         let subjects =
             "SELECT tenant_id, subject_id, wrapped, created_at, erased_at FROM subject_keys \
                         ORDER BY tenant_id, subject_id";
-        let subject_rows: Vec<(Uuid, Uuid, Option<Vec<u8>>, i64, Option<i64>)> =
+        let subject_rows: Vec<SubjectTuple> =
             on_pool!(&self.0, pool => sqlx::query_as(subjects).fetch_all(pool))?;
-        let access_rows: Vec<(Uuid, String, Option<Vec<u8>>, i64, Option<i64>)> = if legacy {
+        let access_rows: Vec<AccessTuple> = if legacy {
             Vec::new()
         } else {
             let access = "SELECT tenant_id, day, wrapped, created_at, erased_at FROM access_keys \
@@ -440,15 +457,8 @@ impl KeyTables {
             "SELECT kid, algorithm, private_key, public_x, created_at, retired_at, {master} \
              FROM signing_keys ORDER BY kid"
         );
-        let signing_rows: Vec<(
-            String,
-            String,
-            Vec<u8>,
-            String,
-            i64,
-            Option<i64>,
-            Option<String>,
-        )> = on_pool!(&self.0, pool => sqlx::query_as(&signing).fetch_all(pool))?;
+        let signing_rows: Vec<SigningTuple> =
+            on_pool!(&self.0, pool => sqlx::query_as(&signing).fetch_all(pool))?;
         Ok(KeyRows {
             tenant_keys: tenant_rows
                 .into_iter()

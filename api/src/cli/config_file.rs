@@ -31,9 +31,11 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     database_url: Option<String>,
+    keys_database_url: Option<String>,
     listen: Option<String>,
     env: Option<String>,
     master_key_file: Option<String>,
+    previous_master_key_file: Option<String>,
     cors_origins: Option<Vec<String>>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -66,9 +68,14 @@ pub fn load() -> Result<Option<String>, String> {
     let number = |n: Option<u64>| n.map(|n| n.to_string());
     let settings = [
         ("DATABASE_URL", file.database_url),
+        ("CUSTODIA_KEYS_DATABASE_URL", file.keys_database_url),
         ("CUSTODIA_LISTEN", file.listen),
         ("CUSTODIA_ENV", file.env),
         ("CUSTODIA_MASTER_KEY_FILE", file.master_key_file),
+        (
+            "CUSTODIA_PREVIOUS_MASTER_KEY_FILE",
+            file.previous_master_key_file,
+        ),
         (
             "CUSTODIA_CORS_ORIGINS",
             file.cors_origins.map(|o| o.join(",")),

@@ -14,10 +14,15 @@ working directory (or the file CUSTODIA_CONFIG names); the environment wins.
 A secret may be given in NAME_FILE instead of NAME (a file holding it).
 
   DATABASE_URL                         database_url       sqlite://custodia.db (default) or postgres://…
+  CUSTODIA_KEYS_DATABASE_URL           keys_database_url  the key store: by default a second SQLite file
+                                                          beside the log (custodia.keys.db), or the
+                                                          PostgreSQL log's database (name one of its own)
   CUSTODIA_LISTEN                      listen             address to listen on (127.0.0.1:8080)
   CUSTODIA_ENV                         env                production: refuse a missing master key,
                                                           close introspection, metrics and GraphiQL
   CUSTODIA_MASTER_KEY[_FILE]           master_key_file    32 bytes, base64: wraps every tenant key
+  CUSTODIA_PREVIOUS_MASTER_KEY[_FILE]  previous_master_key_file  during a rotation: still opens what
+                                                          it wrapped (custodia keys rotate-master)
   CUSTODIA_ISSUER, CUSTODIA_AUDIENCE   issuer, audience   JWT iss and aud (custodia, custodia-api)
   CUSTODIA_CORS_ORIGINS                cors_origins       browser origins allowed (comma-separated)
   CUSTODIA_TRUSTED_PROXIES             trusted_proxies    proxies whose X-Forwarded-Proto is believed

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use custodia_application::commands::Ports;
 use custodia_application::{EventStore, ReadModels};
 use custodia_infrastructure::{
-    default_keys_url, open_event_store, Argon2Passwords, Ed25519Signer, IdempotencyKeys, KeyVault,
+    default_keys_url, open_event_store, Backend, Argon2Passwords, Ed25519Signer, IdempotencyKeys, KeyVault,
     MasterKey, MasterKeys, OpenMode, SqlReadModels, Totp,
 };
 
@@ -108,6 +108,15 @@ impl AppState {
         let (vault, moved) = KeyVault::open(&keys_url, database_url, masters)
             .await
             .map_err(|e| format!("the key store: {e}"))?;
+        if config.production
+            && keys_url == database_url
+            && matches!(Backend::of(database_url), Ok(Backend::Postgres))
+        {
+            tracing::warn!(
+                "the key store shares the event log's database, so a backup of the log holds the (wrapped) keys; \
+                 set CUSTODIA_KEYS_DATABASE_URL to a database of its own (docs/privacy.md)"
+            );
+        }
         if moved > 0 {
             tracing::warn!(
                 keys = moved,
