@@ -68,6 +68,8 @@ pub struct Report {
     pub access_due: Vec<AccessDue>,
     /// How many day keys this run destroyed.
     pub access_keys_destroyed: u64,
+    /// The tenants whose access data could not be expired, with the reason.
+    pub access_failed: Vec<(AccessDue, String)>,
 }
 
 /// The tenants that are not closed, with their settings' document.
@@ -173,10 +175,18 @@ pub async fn run(
         return Ok(report);
     }
     for due in &report.access_due {
-        report.access_keys_destroyed +=
-            access_data::expire(ports, &caller(), due.tenant, &due.days, due.retention_days)
-                .await
-                .map_err(store_failure)?;
+        let expired =
+            access_data::expire(ports, &caller(), due.tenant, &due.days, due.retention_days).await;
+        match expired {
+            Ok(destroyed) => report.access_keys_destroyed += destroyed,
+            Err(CommandError::Store(error)) => return Err(error),
+            // One tenant's refusal does not stop the others; the next run
+            // tries again.
+            Err(other) => {
+                tracing::warn!(tenant = %due.tenant, error = %other, "retention could not expire access data");
+                report.access_failed.push((due.clone(), other.to_string()));
+            }
+        }
     }
     for due in &report.due {
         let reference = format!("retention: deleted more than {} days ago", due.days);
@@ -243,7 +253,7 @@ pub fn schedule(
                     tracing::info!(
                         due = report.due.len(),
                         erased = report.erased,
-                        failed = report.failed.len(),
+                        failed = report.failed.len() + report.access_failed.len(),
                         access_keys_destroyed = report.access_keys_destroyed,
                         "retention ran"
                     )

@@ -1072,10 +1072,12 @@ async fn access_data_expires_day_by_day_and_the_rest_stays(db: TestDatabase) {
         .unwrap();
     assert!(report.access_due.is_empty(), "{report:?}");
     let late = sign_in("LateAgent/1.0", now - 40 * day).await;
+    let earlier = sign_in("EarlierAgent/1.0", now - 41 * day).await;
     let head = state.ports.store.head().await.unwrap();
     state.projections.wait_for(head).await.unwrap();
     let (_, body) = call!(&service, sessions(head.to_string()));
     assert_eq!(clients(&body)[&late], Value::Null, "{body}");
+    assert_eq!(clients(&body)[&earlier], Value::Null, "{body}");
     let report = verify_log(&*state.ports.store, None, &|_| {})
         .await
         .unwrap();

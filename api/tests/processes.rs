@@ -649,6 +649,15 @@ async fn a_restored_key_store_never_brings_an_erased_subject_back(db: TestDataba
         assert_eq!(body["data"]["user"], erased, "{body}");
         drop(server);
 
+        // Restored again onto the store as it is: the erased key stays
+        // destroyed.
+        let output = cli()
+            .args(["keys", "restore", "--from"])
+            .arg(&backup)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
         // 2. Lost, and restored with the database's tools: the server's
         // start destroys the key again before it serves.
         lose_key_store(&keys_url);
@@ -657,6 +666,19 @@ async fn a_restored_key_store_never_brings_an_erased_subject_back(db: TestDataba
         let owner = login(&server, &tenant);
         let (_, body) = graphql(&server, &owner, &read);
         assert_eq!(body["data"]["user"], erased, "{body}");
+        drop(server);
+
+        // 3. Lost, or a wrong key store named: the server refuses to start
+        // (it would make new keys, and nothing sealed so far would open).
+        lose_key_store(&keys_url);
+        let output = cli()
+            .arg("serve")
+            .env("CUSTODIA_LISTEN", free_address().to_string())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("the key store holds no tenant key"), "{stderr}");
     })
     .await
     .unwrap();
@@ -677,7 +699,7 @@ async fn keys_kept_in_the_log_database_move_to_a_store_of_their_own(db: TestData
         };
         let tenant = bootstrap_with(before(), "ada@example.org", &[]);
         let server = start(before(), None);
-        let owner = login(&server, &tenant);
+        let owner = login_from(&server, "MovedAgent/1.0", &tenant, "ada@example.org").0;
         let register = "mutation { registerUser(input: { email: \"grace@example.org\", \
                         profile: { displayName: \"Grace Moved\" } }) { user { id } } }";
         let (_, body) = graphql(&server, &owner, register);
@@ -689,12 +711,39 @@ async fn keys_kept_in_the_log_database_move_to_a_store_of_their_own(db: TestData
         let keys_in = |url: &str| -> i64 {
             KEY_TABLES
                 .iter()
-                .filter(|table| **table != "access_keys" || url == keys_url)
                 .map(|table| count(url, &format!("SELECT count(*) FROM {table}")))
                 .sum()
         };
         let held = keys_in(db.url());
-        assert!(held >= 3, "tenant, subject and signing keys: {held}");
+        assert!(
+            held >= 4,
+            "tenant, subject, access and signing keys: {held}"
+        );
+        let read = format!(
+            "{{ user(id: \"{grace}\") {{ displayName }} \
+             sessions(activeOnly: true) {{ edges {{ node {{ client {{ userAgent }} }} }} }} }}"
+        );
+        let reads_everything = |server: &Server| {
+            let owner = login(server, &tenant);
+            let (_, body) = graphql(server, &owner, &read);
+            assert_eq!(body["data"]["user"]["displayName"], "Grace Moved", "{body}");
+            let agents = body["data"]["sessions"]["edges"].to_string();
+            assert!(agents.contains("MovedAgent/1.0"), "{body}");
+        };
+
+        // The log's database named another way is the same store: nothing
+        // moves, nothing is deleted.
+        let spelled_otherwise = if db.is_postgres() {
+            db.url().replacen("postgres://", "postgresql://", 1)
+        } else {
+            format!("{}?mode=rwc", db.url())
+        };
+        let mut same = custodia(&db, &key);
+        same.env("CUSTODIA_KEYS_DATABASE_URL", &spelled_otherwise);
+        let server = start(same, None);
+        reads_everything(&server);
+        drop(server);
+        assert!(keys_in(db.url()) >= held, "keys were deleted");
 
         let after = || {
             let mut command = custodia(&db, &key);
@@ -702,10 +751,7 @@ async fn keys_kept_in_the_log_database_move_to_a_store_of_their_own(db: TestData
             command
         };
         let server = start(after(), None);
-        let owner = login(&server, &tenant);
-        let read = format!("{{ user(id: \"{grace}\") {{ displayName }} }}");
-        let (_, body) = graphql(&server, &owner, &read);
-        assert_eq!(body["data"]["user"]["displayName"], "Grace Moved", "{body}");
+        reads_everything(&server);
         assert_eq!(keys_in(db.url()), 0, "keys left in the log's database");
         assert!(keys_in(&keys_url) >= held);
     })

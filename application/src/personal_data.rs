@@ -76,11 +76,11 @@ pub trait PersonalData: Send + Sync {
         before: AccessDay,
     ) -> Result<Vec<AccessDay>, VaultError>;
 
-    /// Destroys the access-data keys of `days`; no key is made for them
-    /// again, nor for any earlier day. Returns how many keys it destroyed.
-    async fn erase_access_days(
+    /// Destroys the access-data keys of every day up to `through`; no key
+    /// is made for those days again. Returns how many keys it destroyed.
+    async fn erase_access_days_through(
         &self,
         tenant: TenantId,
-        days: &[AccessDay],
+        through: AccessDay,
     ) -> Result<u64, VaultError>;
 }

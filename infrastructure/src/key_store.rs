@@ -63,6 +63,81 @@ impl KeyRows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Turns into tombstones (erased at `at`) the keys the three tests
+    /// name: a subject key by (tenant, subject), every key of a tenant, an
+    /// access key by (tenant, day). Returns how many rows changed. A
+    /// restore applies it before it writes anything, so that a key the log
+    /// says is destroyed is never readable, not even for a moment.
+    pub fn tombstone(
+        &mut self,
+        subject: impl Fn(Uuid, Uuid) -> bool,
+        tenant: impl Fn(Uuid) -> bool,
+        access: impl Fn(Uuid, &str) -> bool,
+        at: i64,
+    ) -> usize {
+        let mut changed = 0;
+        let mut bury = |wrapped: &mut Option<Vec<u8>>, erased_at: &mut Option<i64>| {
+            if wrapped.take().is_some() {
+                *erased_at = Some(at);
+                changed += 1;
+            }
+        };
+        for row in &mut self.tenant_keys {
+            if tenant(row.tenant_id) {
+                bury(&mut row.wrapped, &mut row.erased_at);
+                row.master_key_id = None;
+            }
+        }
+        for row in &mut self.subject_keys {
+            if tenant(row.tenant_id) || subject(row.tenant_id, row.subject_id) {
+                bury(&mut row.wrapped, &mut row.erased_at);
+            }
+        }
+        for row in &mut self.access_keys {
+            if tenant(row.tenant_id) || access(row.tenant_id, &row.day) {
+                bury(&mut row.wrapped, &mut row.erased_at);
+            }
+        }
+        changed
+    }
+
+    /// How many keys of these rows `store` holds wrapped differently (made
+    /// anew after the store was lost: the data sealed under these rows'
+    /// keys does not open with them).
+    pub fn differing(&self, store: &KeyRows) -> usize {
+        use std::collections::HashMap;
+        let tenants: HashMap<Uuid, &Option<Vec<u8>>> = store
+            .tenant_keys
+            .iter()
+            .map(|row| (row.tenant_id, &row.wrapped))
+            .collect();
+        let subjects: HashMap<(Uuid, Uuid), &Option<Vec<u8>>> = store
+            .subject_keys
+            .iter()
+            .map(|row| ((row.tenant_id, row.subject_id), &row.wrapped))
+            .collect();
+        let days: HashMap<(Uuid, &str), &Option<Vec<u8>>> = store
+            .access_keys
+            .iter()
+            .map(|row| ((row.tenant_id, row.day.as_str()), &row.wrapped))
+            .collect();
+        let differs = |mine: &Option<Vec<u8>>, theirs: Option<&&Option<Vec<u8>>>| matches!((mine, theirs), (Some(mine), Some(Some(theirs))) if mine != theirs);
+        self.tenant_keys
+            .iter()
+            .filter(|row| differs(&row.wrapped, tenants.get(&row.tenant_id)))
+            .count()
+            + self
+                .subject_keys
+                .iter()
+                .filter(|row| differs(&row.wrapped, subjects.get(&(row.tenant_id, row.subject_id))))
+                .count()
+            + self
+                .access_keys
+                .iter()
+                .filter(|row| differs(&row.wrapped, days.get(&(row.tenant_id, row.day.as_str()))))
+                .count()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -286,26 +361,62 @@ impl KeyTables {
         on_pool!(&self.0, pool => sqlx::query_scalar(sql).bind(tenant.as_uuid()).bind(before).fetch_all(pool))
     }
 
-    /// Destroys the access keys of `days` (a tombstone for each, also for a
-    /// day that never had a key, so that none is made for it later).
-    /// Returns how many keys were destroyed.
-    pub(crate) async fn erase_access_days(
+    /// Destroys the access keys of every day up to `through`, and leaves a
+    /// tombstone for `through` itself (so that no key is made for it or an
+    /// earlier day later). Returns how many keys were destroyed: one
+    /// statement, however many days the tenant has.
+    pub(crate) async fn erase_access_days_through(
         &self,
         tenant: TenantId,
-        days: &[String],
+        through: &str,
     ) -> Result<u64, StoreError> {
         let now = Timestamp::now().0;
-        let mut destroyed = 0;
-        for day in days {
-            let sql = "INSERT INTO access_keys (tenant_id, day, wrapped, created_at, erased_at) \
-                       VALUES ($1, $2, NULL, $3, $3) ON CONFLICT (tenant_id, day) DO UPDATE \
-                       SET wrapped = NULL, erased_at = excluded.erased_at \
-                       WHERE access_keys.wrapped IS NOT NULL";
-            let before = matches!(self.access(tenant, day).await?, Slot::Wrapped { .. });
-            on_pool!(exec &self.0, pool => sqlx::query(sql).bind(tenant.as_uuid()).bind(day).bind(now).execute(pool))?;
-            destroyed += u64::from(before);
-        }
+        let destroy = "UPDATE access_keys SET wrapped = NULL, erased_at = $3 \
+                       WHERE tenant_id = $1 AND day <= $2 AND wrapped IS NOT NULL";
+        let destroyed = on_pool!(exec &self.0, pool => sqlx::query(destroy).bind(tenant.as_uuid()).bind(through).bind(now).execute(pool))?;
+        let fence = "INSERT INTO access_keys (tenant_id, day, wrapped, created_at, erased_at) \
+                     VALUES ($1, $2, NULL, $3, $3) ON CONFLICT (tenant_id, day) DO NOTHING";
+        on_pool!(exec &self.0, pool => sqlx::query(fence).bind(tenant.as_uuid()).bind(through).bind(now).execute(pool))?;
         Ok(destroyed)
+    }
+
+    pub(crate) async fn holds_tenant_keys(&self) -> Result<bool, StoreError> {
+        let sql = "SELECT count(*) FROM tenant_keys";
+        let count: i64 = on_pool!(&self.0, pool => sqlx::query_scalar(sql).fetch_one(pool))?;
+        Ok(count > 0)
+    }
+
+    /// The id this store was given when it was made: two URLs name the
+    /// same database exactly when they read the same id.
+    pub(crate) async fn identity(&self) -> Result<Option<String>, StoreError> {
+        if !self.has_table("key_store_identity").await? {
+            return Ok(None);
+        }
+        let sql = "SELECT id FROM key_store_identity";
+        on_pool!(&self.0, pool => sqlx::query_scalar(sql).fetch_optional(pool))
+    }
+
+    async fn has_table(&self, table: &str) -> Result<bool, StoreError> {
+        Ok(match &self.0 {
+            Pools::Sqlite(pool) => {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+                )
+                .bind(table)
+                .fetch_one(pool)
+                .await
+                .map_err(crate::stored::store_error)?
+                    > 0
+            }
+            Pools::Postgres(pool) => {
+                sqlx::query_scalar::<_, Option<String>>("SELECT to_regclass($1)::text")
+                    .bind(table)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(crate::stored::store_error)?
+                    .is_some()
+            }
+        })
     }
 }
 
@@ -352,16 +463,19 @@ impl KeyTables {
 /// What master-key rotation reads and writes: the rows sealed directly
 /// under a master key.
 impl KeyTables {
-    /// Up to `limit` tenant keys not (known to be) wrapped under `current`.
+    /// Up to `limit` tenant keys after `after` (in id order) not (known to
+    /// be) wrapped under `current`.
     pub(crate) async fn tenant_keys_not_under(
         &self,
         current: &str,
+        after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<(Uuid, Vec<u8>, Option<String>)>, StoreError> {
         let sql = "SELECT tenant_id, wrapped, master_key_id FROM tenant_keys \
                    WHERE wrapped IS NOT NULL AND (master_key_id IS NULL OR master_key_id <> $1) \
-                   ORDER BY tenant_id LIMIT $2";
-        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(current).bind(limit).fetch_all(pool))
+                   AND tenant_id > $2 ORDER BY tenant_id LIMIT $3";
+        let after = after.unwrap_or(Uuid::nil());
+        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(current).bind(after).bind(limit).fetch_all(pool))
     }
 
     /// Replaces a tenant key's wrapping if it is still `old` (a concurrent
@@ -382,11 +496,13 @@ impl KeyTables {
     pub(crate) async fn signing_keys_not_under(
         &self,
         current: &str,
+        after: &str,
         limit: i64,
     ) -> Result<Vec<(String, Vec<u8>, Option<String>)>, StoreError> {
         let sql = "SELECT kid, private_key, master_key_id FROM signing_keys \
-                   WHERE master_key_id IS NULL OR master_key_id <> $1 ORDER BY kid LIMIT $2";
-        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(current).bind(limit).fetch_all(pool))
+                   WHERE (master_key_id IS NULL OR master_key_id <> $1) AND kid > $2 \
+                   ORDER BY kid LIMIT $3";
+        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(current).bind(after).bind(limit).fetch_all(pool))
     }
 
     pub(crate) async fn reseal_signing_key(
@@ -428,31 +544,35 @@ type SigningTuple = (
 
 /// Backups, restores, and the move out of the log's database.
 impl KeyTables {
-    /// Every row. `legacy`: the tables as the log's migrations made them
-    /// (no master-key ids, no access keys).
-    pub(crate) async fn dump(&self, legacy: bool) -> Result<KeyRows, StoreError> {
-        let master = if legacy {
-            "CAST(NULL AS TEXT)"
-        } else {
+    /// Every row. Tables as the log's own migrations made them (before the
+    /// key store had a schema of its own: no master-key ids, no access
+    /// keys) are read as they are. Subject and access keys are read before
+    /// tenant keys: a key is made after its tenant's, so a backup taken
+    /// while serving never holds a key without the key that wraps it.
+    pub(crate) async fn dump(&self) -> Result<KeyRows, StoreError> {
+        let current = self.has_table("access_keys").await?;
+        let master = if current {
             "master_key_id"
+        } else {
+            "CAST(NULL AS TEXT)"
+        };
+        let subjects =
+            "SELECT tenant_id, subject_id, wrapped, created_at, erased_at FROM subject_keys \
+                        ORDER BY tenant_id, subject_id";
+        let subject_rows: Vec<SubjectTuple> =
+            on_pool!(&self.0, pool => sqlx::query_as(subjects).fetch_all(pool))?;
+        let access_rows: Vec<AccessTuple> = if current {
+            let access = "SELECT tenant_id, day, wrapped, created_at, erased_at FROM access_keys \
+                          ORDER BY tenant_id, day";
+            on_pool!(&self.0, pool => sqlx::query_as(access).fetch_all(pool))?
+        } else {
+            Vec::new()
         };
         let tenants = format!(
             "SELECT tenant_id, wrapped, created_at, erased_at, {master} FROM tenant_keys ORDER BY tenant_id"
         );
         let tenant_rows: Vec<TenantTuple> =
             on_pool!(&self.0, pool => sqlx::query_as(&tenants).fetch_all(pool))?;
-        let subjects =
-            "SELECT tenant_id, subject_id, wrapped, created_at, erased_at FROM subject_keys \
-                        ORDER BY tenant_id, subject_id";
-        let subject_rows: Vec<SubjectTuple> =
-            on_pool!(&self.0, pool => sqlx::query_as(subjects).fetch_all(pool))?;
-        let access_rows: Vec<AccessTuple> = if legacy {
-            Vec::new()
-        } else {
-            let access = "SELECT tenant_id, day, wrapped, created_at, erased_at FROM access_keys \
-                          ORDER BY tenant_id, day";
-            on_pool!(&self.0, pool => sqlx::query_as(access).fetch_all(pool))?
-        };
         let signing = format!(
             "SELECT kid, algorithm, private_key, public_x, created_at, retired_at, {master} \
              FROM signing_keys ORDER BY kid"
@@ -603,20 +723,40 @@ impl KeyTables {
     /// checkpointed and truncated), so that no copy of the log's database
     /// holds a key any more.
     pub(crate) async fn delete_all(&self) -> Result<(), StoreError> {
-        let tables = "DELETE FROM subject_keys; DELETE FROM tenant_keys; DELETE FROM signing_keys;";
+        let mut tables =
+            "DELETE FROM subject_keys; DELETE FROM tenant_keys; DELETE FROM signing_keys;"
+                .to_owned();
+        if self.has_table("access_keys").await? {
+            tables.push_str(" DELETE FROM access_keys;");
+        }
         match &self.0 {
             Pools::Sqlite(pool) => {
-                let sql = format!(
-                    "PRAGMA secure_delete = ON; {tables} PRAGMA secure_delete = OFF; \
-                     PRAGMA wal_checkpoint(TRUNCATE);"
-                );
+                let sql =
+                    format!("PRAGMA secure_delete = ON; {tables} PRAGMA secure_delete = OFF;");
                 sqlx::raw_sql(&sql)
                     .execute(pool)
                     .await
                     .map_err(crate::stored::store_error)?;
+                // Until the WAL is checkpointed and truncated, it still holds
+                // the pages as they were; a reader in the way makes it busy.
+                for _ in 0..50 {
+                    let (busy, _, _): (i64, i64, i64) =
+                        sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .fetch_one(pool)
+                            .await
+                            .map_err(crate::stored::store_error)?;
+                    if busy == 0 {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                tracing::warn!(
+                    "the log's WAL could not be truncated after moving the keys out; \
+                     it is at the next checkpoint"
+                );
             }
             Pools::Postgres(pool) => {
-                sqlx::raw_sql(tables)
+                sqlx::raw_sql(&tables)
                     .execute(pool)
                     .await
                     .map_err(crate::stored::store_error)?;
@@ -642,8 +782,73 @@ fn placeholders(rows: usize, width: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn rows(key: u8) -> KeyRows {
+        let (tenant, subject) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        KeyRows {
+            tenant_keys: vec![TenantKeyRow {
+                tenant_id: tenant,
+                wrapped: Some(vec![key; 4]),
+                created_at: 1,
+                erased_at: None,
+                master_key_id: Some("m".into()),
+            }],
+            subject_keys: vec![SubjectKeyRow {
+                tenant_id: tenant,
+                subject_id: subject,
+                wrapped: Some(vec![key; 4]),
+                created_at: 1,
+                erased_at: None,
+            }],
+            access_keys: ["2026-10-01", "2026-10-02"]
+                .map(|day| AccessKeyRow {
+                    tenant_id: tenant,
+                    day: day.into(),
+                    wrapped: Some(vec![key; 4]),
+                    created_at: 1,
+                    erased_at: None,
+                })
+                .into(),
+            signing_keys: vec![],
+        }
+    }
+
+    #[test]
+    fn a_restore_holds_back_what_the_log_destroyed() {
+        let mut backup = rows(1);
+        let held_back = backup.tombstone(
+            |_, subject| subject == Uuid::from_u128(2),
+            |_| false,
+            |_, day| day <= "2026-10-01",
+            7,
+        );
+        assert_eq!(held_back, 2);
+        assert_eq!(backup.subject_keys[0].wrapped, None);
+        assert_eq!(backup.subject_keys[0].erased_at, Some(7));
+        assert_eq!(backup.access_keys[0].wrapped, None);
+        assert!(backup.access_keys[1].wrapped.is_some());
+        assert!(backup.tenant_keys[0].wrapped.is_some());
+        // A destroyed tenant takes everything under it.
+        let mut backup = rows(1);
+        assert_eq!(backup.tombstone(|_, _| false, |_| true, |_, _| false, 7), 4);
+        assert!(backup.tenant_keys[0].master_key_id.is_none());
+    }
+
+    #[test]
+    fn keys_made_anew_in_the_store_are_told_apart() {
+        let backup = rows(1);
+        assert_eq!(backup.differing(&rows(1)), 0);
+        assert_eq!(backup.differing(&rows(2)), 4);
+        assert_eq!(backup.differing(&KeyRows::default()), 0);
+        // A tombstone in the store is not a different key.
+        let mut erased = rows(2);
+        erased.tombstone(|_, _| false, |_| true, |_, _| false, 7);
+        assert_eq!(backup.differing(&erased), 0);
+    }
+
     #[test]
     fn placeholders_number_every_parameter_once() {
-        assert_eq!(super::placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
     }
 }

@@ -273,6 +273,10 @@ pub struct Rotation {
     /// Keys still wrapped under another master key (0: the previous key
     /// may be retired).
     pub remaining: u64,
+    /// Keys this run found that neither configured master key opens (part
+    /// of `remaining`): restored from a store of another master key, or
+    /// altered.
+    pub unreadable: u64,
 }
 
 /// The [`PersonalData`] adapter.
@@ -305,19 +309,32 @@ impl KeyVault {
         let mut moved = 0;
         if keys_url != log_url {
             let old = KeyTables::in_log_database(log_url).await?;
-            let rows = old.dump(true).await?;
-            if !rows.is_empty() {
-                tables.load(&rows).await?;
-                old.delete_all().await?;
-                moved = rows.len();
+            // Two spellings of one database's URL: nothing to move (and
+            // deleting the "old" keys would delete the store).
+            let same = match (old.identity().await?, tables.identity().await?) {
+                (Some(old), Some(new)) => old == new,
+                _ => false,
+            };
+            if !same {
+                let rows = old.dump().await?;
+                if !rows.is_empty() {
+                    tables.load(&rows).await?;
+                    old.delete_all().await?;
+                    moved = rows.len();
+                }
             }
         }
         Ok((Self { masters, tables }, moved))
     }
 
+    /// Whether the store holds any tenant key (erased ones included).
+    pub async fn holds_tenant_keys(&self) -> Result<bool, StoreError> {
+        self.tables.holds_tenant_keys().await
+    }
+
     /// Every key row (wrapped), for `custodia keys backup`.
     pub async fn backup(&self) -> Result<KeyRows, StoreError> {
-        self.tables.dump(false).await
+        self.tables.dump().await
     }
 
     /// Writes a backup's rows into the store (`custodia keys restore`). A
@@ -335,21 +352,24 @@ impl KeyVault {
     pub async fn rotate_master(&self, limit: u64) -> Result<Rotation, VaultError> {
         let current = self.masters.current_id().to_owned();
         let mut rotation = Rotation::default();
+        let batch = |done: u64| i64::try_from((limit - done).min(100)).unwrap_or(100);
+        let mut after = None;
         while rotation.rewrapped < limit {
-            let batch = i64::try_from((limit - rotation.rewrapped).min(100)).unwrap_or(100);
-            let tenants = self.tables.tenant_keys_not_under(&current, batch).await?;
-            let signing = if tenants.is_empty() {
-                self.tables.signing_keys_not_under(&current, batch).await?
-            } else {
-                Vec::new()
-            };
-            if tenants.is_empty() && signing.is_empty() {
-                break;
-            }
+            let tenants = self
+                .tables
+                .tenant_keys_not_under(&current, after, batch(rotation.rewrapped))
+                .await?;
+            let Some(last) = tenants.last() else { break };
+            after = Some(last.0);
             for (tenant, wrapped, id) in tenants {
                 let tenant_id = TenantId::from_uuid(tenant).map_err(|_| VaultError::Tampered)?;
                 let aad = tenant_key_aad(tenant_id);
-                let key = self.masters.unwrap(id.as_deref(), &wrapped, &aad)?;
+                // A key neither master key opens is counted and left as it
+                // is: the rotation goes on with the others.
+                let Ok(key) = self.masters.unwrap(id.as_deref(), &wrapped, &aad) else {
+                    rotation.unreadable += 1;
+                    continue;
+                };
                 let rewrapped = wrap(&self.masters.current().0, &key, &aad);
                 if self
                     .tables
@@ -359,9 +379,21 @@ impl KeyVault {
                     rotation.rewrapped += 1;
                 }
             }
+        }
+        let mut after = String::new();
+        while rotation.rewrapped < limit {
+            let signing = self
+                .tables
+                .signing_keys_not_under(&current, &after, batch(rotation.rewrapped))
+                .await?;
+            let Some(last) = signing.last() else { break };
+            after = last.0.clone();
             for (kid, sealed, id) in signing {
                 let aad = signing_key_aad(&kid);
-                let der = self.masters.open(id.as_deref(), &sealed, &aad)?;
+                let Ok(der) = self.masters.open(id.as_deref(), &sealed, &aad) else {
+                    rotation.unreadable += 1;
+                    continue;
+                };
                 let (mut resealed, ciphertext) = seal_bytes(&self.masters.current().0, &der, &aad);
                 resealed.extend_from_slice(&ciphertext);
                 if self
@@ -645,13 +677,15 @@ impl PersonalData for KeyVault {
             .collect()
     }
 
-    async fn erase_access_days(
+    async fn erase_access_days_through(
         &self,
         tenant: TenantId,
-        days: &[AccessDay],
+        through: AccessDay,
     ) -> Result<u64, VaultError> {
-        let days: Vec<String> = days.iter().map(ToString::to_string).collect();
-        Ok(self.tables.erase_access_days(tenant, &days).await?)
+        Ok(self
+            .tables
+            .erase_access_days_through(tenant, &through.to_string())
+            .await?)
     }
 }
 

@@ -10,7 +10,7 @@ use custodia_application::ModelRow;
 use custodia_domain::identity::consent::Channel;
 use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::tenant::TenantSettings;
-use custodia_domain::personal::SealedField;
+use custodia_domain::personal::{AccessDay, SealedField};
 use custodia_domain::RecordedEvent;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -147,6 +147,11 @@ pub struct TenantDoc {
     pub settings: TenantSettings,
     /// µs since the epoch.
     pub created_at: i64,
+    /// The last day whose access data has expired (`AccessDataExpired`):
+    /// every day key up to it is destroyed, and destroyed again after a
+    /// key-store restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_data_expired_through: Option<AccessDay>,
     #[serde(flatten)]
     pub stamp: Stamp,
 }

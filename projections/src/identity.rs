@@ -18,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use custodia_application::{ModelRow, ReadModelTx};
 use custodia_domain::aggregate::{EventSchema, SchemaError, StoredForm};
+use custodia_domain::identity::access_data::AccessDataEvent;
 use custodia_domain::identity::consent::ConsentEvent;
 use custodia_domain::identity::membership::MembershipEvent;
 use custodia_domain::identity::session::SessionEvent;
@@ -176,6 +177,21 @@ impl Projection for Tenants {
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
+        if let Some(AccessDataEvent::Expired { days, .. }) =
+            decode::<AccessDataEvent>(event, "access_data")?
+        {
+            // Not a change of the tenant itself: its stamp stays.
+            let id = event.stream.id.to_string();
+            let Some(mut row) = tx.get("tenant", &id).await? else {
+                return Ok(());
+            };
+            let mut doc: TenantDoc = documents::read(&row)?;
+            doc.access_data_expired_through =
+                doc.access_data_expired_through.max(days.into_iter().max());
+            row.doc = documents::write(&doc);
+            tx.put(&row).await?;
+            return Ok(());
+        }
         let Some(typed) = decode::<TenantEvent>(event, "tenant")? else {
             return Ok(());
         };
@@ -186,6 +202,7 @@ impl Projection for Tenants {
                     name: name.as_str().to_owned(),
                     settings,
                     created_at: event.recorded_at.0,
+                    access_data_expired_through: None,
                     stamp: Stamp::of(event),
                 };
                 let mut row = row("tenant", id, event, &doc);

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 mod erasure;
 mod history;
+mod keys;
 mod sample;
 
 #[derive(clap::Subcommand)]
@@ -30,6 +31,10 @@ pub enum Bench {
     History(history::HistoryArgs),
     /// Time to erase a data subject against the length of their history.
     Erasure(erasure::ErasureArgs),
+    /// The key store: sealing, opening, backup, restore and master-key
+    /// rotation against the number of keys (SQLite files made beside
+    /// --database-url).
+    Keys(keys::KeysArgs),
 }
 
 #[derive(clap::Args)]
@@ -89,6 +94,7 @@ pub async fn run(url: Option<&str>, bench: Bench) -> Result<ExitCode, String> {
         Bench::Commands(args) => commands(url()?, args).await,
         Bench::History(args) => history::run(url()?, args).await,
         Bench::Erasure(args) => erasure::run(url()?, args).await,
+        Bench::Keys(args) => keys::run(url()?, args).await,
     }
 }
 

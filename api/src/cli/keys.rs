@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use custodia_domain::TenantId;
 use custodia_infrastructure::key_store::KeyRows;
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +20,10 @@ pub enum KeysCommand {
         #[arg(long)]
         to: PathBuf,
     },
-    /// Write a backup's keys into the key store, then destroy again every
-    /// key an erasure or expiry event in the log names: a restore never
-    /// brings erased data back. A key destroyed in the store stays
-    /// destroyed.
+    /// Write a backup's keys into the key store, except those an erasure or
+    /// expiry event in the log names, then destroy those again in the
+    /// store: a restore never brings erased data back. A key destroyed in
+    /// the store stays destroyed. Stop every instance first.
     Restore {
         #[arg(long)]
         from: PathBuf,
@@ -79,21 +80,47 @@ pub async fn run(database_url: &str, command: KeysCommand) -> Result<ExitCode, S
                     backup.format
                 ));
             }
-            state
-                .keys
-                .restore(&backup.keys)
+            let mut keys = backup.keys;
+            // What the log says is destroyed never goes back in, not even
+            // until the re-destruction below.
+            let destroyed = custodia::erasures::destroyed(&*state.models)
                 .await
                 .map_err(|e| e.to_string())?;
+            let held_back = keys.tombstone(
+                |tenant, subject| {
+                    TenantId::from_uuid(tenant)
+                        .is_ok_and(|t| destroyed.subjects.contains(&(t, subject)))
+                },
+                |tenant| TenantId::from_uuid(tenant).is_ok_and(|t| destroyed.tenants.contains(&t)),
+                |tenant, day| {
+                    let through = TenantId::from_uuid(tenant)
+                        .ok()
+                        .and_then(|t| destroyed.access_through.get(&t));
+                    through.is_some_and(|through| day <= through.to_string().as_str())
+                },
+                chrono::Utc::now().timestamp_micros(),
+            );
+            state.keys.restore(&keys).await.map_err(|e| e.to_string())?;
             let reapplied = custodia::erasures::destroy_again(&state.ports, &*state.models)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
                 "{} keys restored from a backup taken {}; {} erasures and expiries in the log, {} keys destroyed again",
-                backup.keys.len(),
+                keys.len() - held_back,
                 backup.taken_at,
                 reapplied.erasures,
-                reapplied.destroyed
+                held_back + reapplied.destroyed
             );
+            let store = state.keys.backup().await.map_err(|e| e.to_string())?;
+            let differing = keys.differing(&store);
+            if differing > 0 {
+                eprintln!(
+                    "error: {differing} keys of the backup were not restored: the store holds other keys for them, \
+                     made since it was lost (was a server running?). What the backup's keys sealed does not open \
+                     with those. Stop every instance, empty the key store and restore again."
+                );
+                return Ok(ExitCode::from(crate::EXIT_FAILED));
+            }
         }
         KeysCommand::RotateMaster { max } => {
             let rotation = state
@@ -105,6 +132,14 @@ pub async fn run(database_url: &str, command: KeysCommand) -> Result<ExitCode, S
                 "{} keys rewrapped under the current master key; {} left",
                 rotation.rewrapped, rotation.remaining
             );
+            if rotation.unreadable > 0 {
+                eprintln!(
+                    "error: {} keys open under neither the current nor the previous master key \
+                     (restored from a store of another master key, or altered); they were left as they are",
+                    rotation.unreadable
+                );
+                return Ok(ExitCode::from(crate::EXIT_FAILED));
+            }
             if rotation.remaining == 0 {
                 println!("the previous master key opens nothing any more and may be retired");
             }

@@ -185,9 +185,14 @@ async fn retention(
             .sum::<usize>(),
         report.access_keys_destroyed
     );
-    Ok(if report.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::EXIT_FAILED)
-    })
+    for (due, reason) in &report.access_failed {
+        println!("FAILED the access data of tenant {}: {reason}", due.tenant);
+    }
+    Ok(
+        if report.failed.is_empty() && report.access_failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(crate::EXIT_FAILED)
+        },
+    )
 }

@@ -82,6 +82,24 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
                  echo 'a long passphrase here' | cargo run -q -p custodia -- bootstrap --tenant-name Acme --owner-email you@example.org --password-stdin"
             );
         }
+        // A key store that lost its keys (or a wrong
+        // CUSTODIA_KEYS_DATABASE_URL) would make new ones at the first
+        // request, and everything sealed before would stay unreadable.
+        let users = state
+            .models
+            .list(&custodia_application::RowQuery {
+                model: "user",
+                limit: 1,
+                ..custodia_application::RowQuery::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if !users.is_empty() && !state.keys.holds_tenant_keys().await.map_err(|e| e.to_string())? {
+            return Err("the key store holds no tenant key, but the log has users: everything personal \
+                        would be unreadable. Check CUSTODIA_KEYS_DATABASE_URL, or restore the key store \
+                        (custodia keys restore --from BACKUP)"
+                .to_owned());
+        }
         // Keys a restored key store brought back, though the log says they
         // were erased, go again before anything is served.
         custodia::erasures::destroy_again(&state.ports, &*state.models)

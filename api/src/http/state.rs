@@ -6,8 +6,8 @@ use std::sync::Arc;
 use custodia_application::commands::Ports;
 use custodia_application::{EventStore, ReadModels};
 use custodia_infrastructure::{
-    default_keys_url, open_event_store, Backend, Argon2Passwords, Ed25519Signer, IdempotencyKeys, KeyVault,
-    MasterKey, MasterKeys, OpenMode, SqlReadModels, Totp,
+    default_keys_url, open_event_store, Argon2Passwords, Backend, Ed25519Signer, IdempotencyKeys,
+    KeyVault, MasterKey, MasterKeys, OpenMode, SqlReadModels, Totp,
 };
 
 use super::{AuthLimits, Config};

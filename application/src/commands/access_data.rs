@@ -9,13 +9,12 @@
 //! As with erasure, the event comes first and is the source of truth: the
 //! keys it names are destroyed again after a key-store restore.
 
-use custodia_domain::aggregate::{EventSchema, StoredForm};
-use custodia_domain::identity::access_data::{AccessData, AccessDataCommand, AccessDataEvent};
+use custodia_domain::identity::access_data::{AccessData, AccessDataCommand};
 use custodia_domain::personal::{access_key_id, AccessDay};
 use custodia_domain::{StreamId, TenantId, Timestamp};
 
 use super::authorized::as_platform_operator;
-use super::{decide_and_append, stream, whole_stream, Caller, CommandError, Ports};
+use super::{decide_and_append, stream, Caller, CommandError, Ports};
 
 /// The tenant's stream of `AccessDataExpired` records.
 pub fn access_data_stream(tenant: TenantId) -> StreamId {
@@ -38,8 +37,8 @@ pub async fn due_days(
 }
 
 /// Records that the access data of `days` expired (platform operator: the
-/// retention job), then destroys the days' keys. Returns how many keys it
-/// destroyed.
+/// retention job), then destroys the keys of every day up to the last of
+/// them. Returns how many keys it destroyed.
 pub async fn expire(
     ports: &Ports,
     caller: &Caller,
@@ -58,20 +57,11 @@ pub async fn expire(
     };
     decide_and_append::<AccessData>(ports, &authorized, &access_data_stream(tenant), &expire)
         .await?;
-    Ok(ports.vault.erase_access_days(tenant, days).await?)
-}
-
-/// Every day `tenant`'s log records as expired.
-pub async fn expired_days(ports: &Ports, tenant: TenantId) -> Result<Vec<AccessDay>, CommandError> {
-    let mut days = Vec::new();
-    for recorded in whole_stream(&*ports.store, &access_data_stream(tenant)).await? {
-        let AccessDataEvent::Expired { days: expired, .. } =
-            AccessDataEvent::from_stored(&StoredForm {
-                event_type: recorded.event_type,
-                schema_version: recorded.schema_version,
-                payload: recorded.payload,
-            })?;
-        days.extend(expired);
-    }
-    Ok(days)
+    let Some(through) = days.iter().max() else {
+        return Ok(0);
+    };
+    Ok(ports
+        .vault
+        .erase_access_days_through(tenant, *through)
+        .await?)
 }

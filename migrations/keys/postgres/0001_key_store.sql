@@ -45,3 +45,8 @@ CREATE TABLE access_keys (
     erased_at   BIGINT,
     PRIMARY KEY (tenant_id, day)
 );
+
+-- A random id given to the store when it is made: two database URLs name
+-- the same key store exactly when they read the same id.
+CREATE TABLE key_store_identity (id TEXT NOT NULL);
+INSERT INTO key_store_identity (id) VALUES (gen_random_uuid()::text);

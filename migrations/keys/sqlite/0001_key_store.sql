@@ -45,3 +45,8 @@ CREATE TABLE access_keys (
     erased_at   INTEGER,
     PRIMARY KEY (tenant_id, day)
 ) STRICT, WITHOUT ROWID;
+
+-- A random id given to the store when it is made: two database URLs name
+-- the same key store exactly when they read the same id.
+CREATE TABLE key_store_identity (id TEXT NOT NULL) STRICT;
+INSERT INTO key_store_identity (id) VALUES (lower(hex(randomblob(16))));
