@@ -38,7 +38,7 @@ pub async fn run(url: &str, args: KeysArgs) -> Result<ExitCode, String> {
         let (vault, _) = KeyVault::open(&store, &store, MasterKeys::new(old))
             .await
             .map_err(|e| failed(&e))?;
-        let stream: StreamId = "session-0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+        let stream: StreamId = "session:0192a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
             .parse()
             .map_err(|e| failed(&e))?;
         let day = AccessDay::of(Timestamp::now());
