@@ -10,6 +10,7 @@ pub mod chain;
 pub mod event;
 pub mod identity;
 pub mod ids;
+pub mod merkle;
 pub mod personal;
 pub mod rbac;
 
