@@ -11,6 +11,7 @@ pub mod passwords;
 mod pools;
 pub mod postgres;
 pub mod read_models;
+pub mod signed_note;
 pub mod sqlite;
 mod stored;
 pub mod tokens;
