@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """An independent verifier of Custodia's hash chains, written from
-docs/event-format.md alone (standard library only; SQLite databases).
+docs/event-format.md alone (standard library only; SQLite databases), with
+each chain's RFC 9162 Merkle root (docs/audit-format.md).
 
     python3 docs/verify_chain.py custodia.db
 
@@ -62,6 +63,20 @@ def first_break(events):
     return None
 
 
+def merkle_root(leaves):
+    """RFC 9162 §2.1.1: the root of a list of leaf inputs (here each
+    event's hash), with leaf = SHA-256(0x00 || d), node = SHA-256(0x01 ||
+    left || right), the empty tree SHA-256("")."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + merkle_root(leaves[:k]) + merkle_root(leaves[k:])).digest()
+
+
 def main(path):
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
@@ -76,7 +91,8 @@ def main(path):
             intact = False
             print(f"{name}: BROKEN at position {broken[0]} (chain index {broken[1]}): {broken[2]}")
         else:
-            print(f"{name}: intact, {len(events)} events")
+            root = merkle_root([e["hash"] for e in events]).hex()
+            print(f"{name}: intact, {len(events)} events, merkle root {root}")
     return 0 if intact else 1
 
 

@@ -159,15 +159,13 @@ async fn intact_log_verifies_with_counts(db: TestDatabase) {
     // Each chain's length and head, for an auditor to note and compare.
     let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("chain ")).collect();
     assert_eq!(lines.len(), 3, "{stdout}");
+    let hex64 = |text: &str| text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
     for line in &lines {
-        let head = line
-            .rsplit_once(", head ")
-            .map(|(_, head)| head)
-            .unwrap_or("");
-        assert!(
-            head.len() == 64 && head.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{line}"
-        );
+        let (_, head_and_root) = line.rsplit_once(", head ").unwrap_or_default();
+        let (head, root) = head_and_root
+            .split_once(", merkle root ")
+            .unwrap_or_default();
+        assert!(hex64(head) && hex64(root), "{line}");
     }
     assert_eq!(
         lines
@@ -487,6 +485,21 @@ async fn independent_python_verifier_agrees() {
     let intact = python(true);
     assert_eq!(intact.matches(": intact").count(), 3, "{intact}");
     assert!(intact.contains("intact, 16 events"), "{intact}");
+    // The same Merkle root for every chain, computed from RFC 9162's
+    // definition there and from a frontier here.
+    let output = custodia(&db, &["verify"]);
+    let (ours, _) = text(&output);
+    let roots: Vec<&str> = ours
+        .lines()
+        .filter_map(|line| line.split_once("merkle root ").map(|(_, root)| root.trim()))
+        .collect();
+    assert_eq!(roots.len(), 3, "{ours}");
+    for root in roots {
+        assert!(
+            intact.contains(&format!("merkle root {root}")),
+            "{root} not in {intact}"
+        );
+    }
 
     let raw = Raw::connect(&db).await;
     raw.drop_guards().await;

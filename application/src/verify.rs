@@ -33,6 +33,8 @@ pub struct ChainLine {
     pub events: u64,
     /// The head of an intact chain.
     pub head: Option<ChainHead>,
+    /// The Merkle root of an intact chain (its leaves the event hashes).
+    pub root: Option<[u8; 32]>,
 }
 
 impl VerifyReport {
@@ -49,16 +51,19 @@ pub struct ChainVerdict {
     pub broken: Option<ChainBreak>,
     /// The chain's head, when it is intact.
     pub head: Option<ChainHead>,
+    /// The chain's Merkle root, when it is intact.
+    pub root: Option<[u8; 32]>,
 }
 
 impl ChainVerdict {
     /// The verdict once every event was fed to `verifier`.
     pub fn finished(events: u64, verifier: ChainVerifier) -> Self {
         match verifier.finish() {
-            Ok((_, head)) => ChainVerdict {
+            Ok(verified) => ChainVerdict {
                 events,
                 broken: None,
-                head: Some(head),
+                head: Some(verified.head),
+                root: Some(verified.root),
             },
             Err(broken) => ChainVerdict::broken(events, broken),
         }
@@ -69,6 +74,7 @@ impl ChainVerdict {
             events,
             broken: Some(broken),
             head: None,
+            root: None,
         }
     }
 }
@@ -118,6 +124,7 @@ pub async fn verify_log(
                     chain,
                     events: verdict.events,
                     head: verdict.head,
+                    root: verdict.root,
                 });
                 report.breaks.extend(verdict.broken);
             }

@@ -377,6 +377,17 @@ pub struct ChainVerifier {
     pending: Pending,
     has_pending: bool,
     verified: u64,
+    /// The chain as a Merkle log (its leaves the event hashes).
+    merkle: crate::merkle::Frontier,
+}
+
+/// What a verifier says of an intact chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedChain {
+    pub events: u64,
+    pub head: ChainHead,
+    /// The chain's Merkle root (docs/audit-format.md).
+    pub root: crate::merkle::Hash,
 }
 
 impl ChainVerifier {
@@ -388,6 +399,7 @@ impl ChainVerifier {
             pending: Pending::default(),
             has_pending: false,
             verified: 0,
+            merkle: crate::merkle::Frontier::default(),
         }
     }
 
@@ -440,13 +452,17 @@ impl ChainVerifier {
         Ok(())
     }
 
-    /// Checks the last event and returns the number of events verified and
-    /// the chain's head.
-    pub fn finish(mut self) -> Result<(u64, ChainHead), ChainBreak> {
+    /// Checks the last event and returns the number of events verified,
+    /// the chain's head and its Merkle root.
+    pub fn finish(mut self) -> Result<VerifiedChain, ChainBreak> {
         if self.has_pending {
             self.check_pending(None)?;
         }
-        Ok((self.verified, self.head))
+        Ok(VerifiedChain {
+            events: self.verified,
+            head: self.head,
+            root: self.merkle.root(),
+        })
     }
 
     /// The break for a row at `position` whose `field` cannot be read (its
@@ -521,6 +537,7 @@ impl ChainVerifier {
         };
         self.last_position = Some(event.position);
         self.verified += 1;
+        self.merkle.push(crate::merkle::leaf_hash(&event.hash));
         Ok(())
     }
 }
@@ -627,7 +644,23 @@ mod tests {
         for event in &events {
             verifier.push(event)?;
         }
-        verifier.finish()
+        verifier.finish().map(|chain| (chain.events, chain.head))
+    }
+
+    #[test]
+    fn a_verified_chain_reports_its_merkle_root() {
+        let chain = sample_chain(5);
+        let mut tree = crate::merkle::MemoryTree::default();
+        for event in &chain {
+            tree.push(crate::merkle::leaf_hash(&event.hash.0));
+        }
+        let mut verifier = ChainVerifier::new(chain[0].chain);
+        for event in &chain {
+            verifier.push(event).unwrap();
+        }
+        let verified = verifier.finish().unwrap();
+        assert_eq!(verified.root, crate::merkle::root(&tree, 5));
+        assert_ne!(verified.root, crate::merkle::root(&tree, 4));
     }
 
     #[test]

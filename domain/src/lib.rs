@@ -16,7 +16,7 @@ pub mod rbac;
 
 pub use chain::{
     BreakKind, ChainBreak, ChainHead, ChainVerifier, EventFields, EventHash, EventLocation,
-    GENESIS_HASH,
+    VerifiedChain, GENESIS_HASH,
 };
 pub use event::{
     Actor, EventType, Metadata, NewEvent, Origin, Payload, RecordedEvent, SchemaVersion, Timestamp,

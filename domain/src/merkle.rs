@@ -308,6 +308,44 @@ fn consistency_length(first: u64, second: u64) -> usize {
     length
 }
 
+/// The right edge of a growing tree: the roots of its perfect subtrees,
+/// largest first (one per set bit of its size). O(log n) memory; each leaf
+/// costs one hash amortised; the root at any size in O(log n). What a
+/// verifier keeps while it walks a chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    hashes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// Appends a leaf (its hash).
+    pub fn push(&mut self, leaf: Hash) {
+        let mut hash = leaf;
+        let mut size = self.size;
+        while size & 1 == 1 {
+            let left = self.hashes.pop().expect("a set bit has its subtree");
+            hash = node_hash(&left, &hash);
+            size >>= 1;
+        }
+        self.hashes.push(hash);
+        self.size += 1;
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The tree's root.
+    pub fn root(&self) -> Hash {
+        let mut pieces = self.hashes.iter().rev();
+        let Some(last) = pieces.next() else {
+            return empty_root();
+        };
+        pieces.fold(*last, |hash, left| node_hash(left, &hash))
+    }
+}
+
 /// Every perfect subtree hash of a tree, in memory: level 0 holds the leaf
 /// hashes, level k the hashes of complete pairs of level k − 1.
 #[derive(Debug, Clone, Default)]
@@ -405,6 +443,8 @@ mod tests {
     fn stored_subtrees_give_the_proofs_of_the_definitions() {
         let leaves: Vec<Hash> = (0u32..70).map(|i| leaf_hash(&i.to_be_bytes())).collect();
         let mut tree = MemoryTree::default();
+        let mut frontier = Frontier::default();
+        assert_eq!(frontier.root(), empty_root());
         for (n, leaf) in leaves.iter().enumerate() {
             tree.push(*leaf);
             let size = n as u64 + 1;
@@ -416,6 +456,9 @@ mod tests {
                 assert_eq!(proof, naive_path(index as usize, prefix));
                 verify_inclusion(index, size, &leaves[index as usize], &proof, &root_now).unwrap();
             }
+            frontier.push(*leaf);
+            assert_eq!(frontier.root(), root_now);
+            assert_eq!(frontier.size(), size);
             for first in 1..=size {
                 let proof = consistency_proof(&tree, first, size).unwrap();
                 assert_eq!(proof, naive_subproof(first as usize, prefix, true));

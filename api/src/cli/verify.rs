@@ -64,17 +64,18 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let rate = report.events as f64 / seconds.max(1e-9);
-    // Each chain: its length and, when intact, its head, which an auditor
-    // can note and compare with a later run.
+    // Each chain: its length and, when intact, its head and Merkle root,
+    // which an auditor can note and compare with a later run.
     for line in &report.lines {
-        match &line.head {
-            Some(head) => println!(
-                "chain {}: {} events, head {}",
+        match (&line.head, &line.root) {
+            (Some(head), Some(root)) => println!(
+                "chain {}: {} events, head {}, merkle root {}",
                 line.chain,
                 line.events,
-                hex::encode(head.last_hash.0)
+                hex::encode(head.last_hash.0),
+                hex::encode(root)
             ),
-            None => println!(
+            _ => println!(
                 "chain {}: broken after {} events read",
                 line.chain, line.events
             ),
