@@ -38,6 +38,10 @@ enum Command {
     /// Erase a data subject (platform operator).
     #[command(subcommand)]
     Privacy(cli::privacy::PrivacyCommand),
+    /// Merkle proofs over a chain: an event's inclusion, two sizes'
+    /// consistency.
+    #[command(subcommand)]
+    Audit(cli::audit::AuditCommand),
     /// Back up or restore the key store, or rotate the master key.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
                         }
                         Command::Privacy(command) => cli::privacy::run(database_url, command).await,
                         Command::Keys(command) => cli::keys::run(database_url, command).await,
+                        Command::Audit(command) => cli::audit::run(database_url, command).await,
                         Command::Migrate => cli::database::migrate(database_url).await,
                         Command::Snapshots(Snapshots::Drop) => {
                             cli::database::drop_snapshots(database_url).await

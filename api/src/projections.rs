@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use custodia_application::{EventStore, ReadModels, StoreError};
 use custodia_domain::{LogCursor, Timestamp};
-use custodia_projections::{identity, wait_for, Projection, Runner, RunnerConfig};
+use custodia_projections::{wait_for, Projection, Runner, RunnerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -51,7 +51,7 @@ impl Projections {
     pub fn new(models: Arc<dyn ReadModels>) -> Self {
         Self {
             models,
-            all: Arc::new(identity::all()),
+            all: Arc::new(custodia_projections::all()),
             config: RunnerConfig::default(),
             commits: Arc::new(watch::Sender::new(0)),
             holder: Uuid::now_v7(),

@@ -25,6 +25,7 @@ backends!(
     a_duplicate_chain_index_is_a_broken_link,
     a_demo_log_is_what_a_server_writes_and_projects,
     an_unreadable_chain_id_is_a_broken_link_not_a_failed_run,
+    merkle_proofs_lead_to_the_root_verify_prints,
 );
 
 /// The master key the demo seals its sample people under (a fixed test
@@ -582,5 +583,55 @@ async fn an_unreadable_chain_id_is_a_broken_link_not_a_failed_run(db: TestDataba
             .lines()
             .any(|l| l.starts_with("BROKEN") && l.contains(&at)),
         "the chain misses the event: {stdout}"
+    );
+}
+
+/// `custodia audit prove` and `consistency`, from the `merkle` projection's
+/// rows, lead to the Merkle root `custodia verify` computes from the log;
+/// a size the rows do not cover is refused.
+async fn merkle_proofs_lead_to_the_root_verify_prints(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let ChainId::Tenant(tenant) = chain[6].chain else {
+        panic!("a tenant chain")
+    };
+    let output = custodia(&db, &["projections", "rebuild", "merkle"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let (verified, _) = text(&custodia(&db, &["verify", "--tenant", &tenant.to_string()]));
+    let root = verified
+        .lines()
+        .find_map(|line| {
+            line.split_once("merkle root ")
+                .map(|(_, root)| root.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("{verified}"));
+    let tenant = tenant.to_string();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = custodia(&db, args);
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let proof = json(&["audit", "prove", "--tenant", &tenant, "--index", "6"]);
+    assert_eq!(proof["root"], root.as_str(), "{proof}");
+    assert_eq!(proof["tree_size"], 16);
+    assert_eq!(proof["proof"].as_array().unwrap().len(), 4);
+    let consistency = json(&["audit", "consistency", "--tenant", &tenant, "--from", "5"]);
+    assert_eq!(consistency["second_root"], root.as_str(), "{consistency}");
+    assert_eq!(consistency["second_size"], 16);
+    let earlier = json(&[
+        "audit", "prove", "--tenant", &tenant, "--index", "2", "--size", "5",
+    ]);
+    assert_eq!(earlier["root"], consistency["first_root"]);
+    let output = custodia(
+        &db,
+        &[
+            "audit", "prove", "--tenant", &tenant, "--index", "2", "--size", "17",
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output).1.contains("cover 16 events"),
+        "{:?}",
+        text(&output)
     );
 }

@@ -67,7 +67,7 @@ fn split(n: u64) -> u64 {
 /// The root of the leaves [start, start + size) (`start` a multiple of the
 /// largest power of two not above `size`, as every range a proof asks is):
 /// the perfect subtrees it is made of, joined right to left.
-pub fn range_root(tree: &impl Subtrees, start: u64, size: u64) -> Hash {
+pub fn range_root(tree: &(impl Subtrees + ?Sized), start: u64, size: u64) -> Hash {
     if size == 0 {
         return empty_root();
     }
@@ -88,14 +88,14 @@ pub fn range_root(tree: &impl Subtrees, start: u64, size: u64) -> Hash {
 }
 
 /// The root of a tree of `size` leaves.
-pub fn root(tree: &impl Subtrees, size: u64) -> Hash {
+pub fn root(tree: &(impl Subtrees + ?Sized), size: u64) -> Hash {
     range_root(tree, 0, size)
 }
 
 /// The inclusion proof of leaf `index` in the tree of its first `size`
 /// leaves (RFC 9162 §2.1.3.1), leaf-side first.
 pub fn inclusion_proof(
-    tree: &impl Subtrees,
+    tree: &(impl Subtrees + ?Sized),
     index: u64,
     size: u64,
 ) -> Result<Vec<Hash>, ProofError> {
@@ -124,7 +124,7 @@ pub fn inclusion_proof(
 /// The consistency proof between the trees of the first `first` and
 /// `second` leaves (RFC 9162 §2.1.4.1).
 pub fn consistency_proof(
-    tree: &impl Subtrees,
+    tree: &(impl Subtrees + ?Sized),
     first: u64,
     second: u64,
 ) -> Result<Vec<Hash>, ProofError> {

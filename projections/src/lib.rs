@@ -11,15 +11,26 @@
 pub mod documents;
 mod follower;
 pub mod identity;
+pub mod merkle;
 mod runner;
 
 pub use follower::Follower;
 pub use runner::{rebuild, wait_for, Runner, RunnerConfig};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use custodia_application::{CommitError, ReadModelTx, StoreError};
 use custodia_domain::aggregate::SchemaError;
 use custodia_domain::RecordedEvent;
+
+/// Every projection: the identity domain's read models and each chain's
+/// Merkle log.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    let mut all = identity::all();
+    all.push(Arc::new(merkle::MerkleLog));
+    all
+}
 
 /// A fold of the log into read-model rows.
 #[async_trait]

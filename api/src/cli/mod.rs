@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, and what several share
 //! (the server's state as `serve` builds it, the operator's caller).
 
+pub mod audit;
 pub mod bootstrap;
 pub mod config_file;
 pub mod database;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use custodia_application::{CommitError, EventStore, ReadModels};
 use custodia_infrastructure::{open_event_store, OpenMode, SqlReadModels};
-use custodia_projections::{identity, rebuild, ProjectionError, RunnerConfig};
+use custodia_projections::{rebuild, ProjectionError, RunnerConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Subcommand)]
@@ -14,7 +14,7 @@ pub enum Projections {
     /// Rebuild a projection (all when no name is given) from the whole log.
     /// Refused while a running server holds the projection.
     Rebuild {
-        /// tenants, users, memberships, sessions, consents or audit.
+        /// tenants, users, memberships, sessions, consents, audit or merkle.
         name: Option<String>,
     },
     /// Each projection's checkpoint and which process holds it.
@@ -58,7 +58,7 @@ async fn rebuild_named(
     models: &SqlReadModels,
     name: Option<&str>,
 ) -> Result<ExitCode, String> {
-    let all = identity::all();
+    let all = custodia_projections::all();
     let chosen: Vec<_> = all
         .iter()
         .filter(|p| name.is_none_or(|n| n == p.name()))
