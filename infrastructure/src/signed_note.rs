@@ -356,13 +356,18 @@ mod tests {
         assert_eq!(note, format!("{GO_TEXT}\n{GO_SIGNATURE}"));
         let peter = NoteVerifier::parse(GO_VERIFIER).unwrap();
         let enoch = NoteVerifier::parse(ENOCH).unwrap();
-        assert_eq!(open(&note, &[peter.clone()]).unwrap().text, GO_TEXT);
+        assert_eq!(
+            open(&note, std::slice::from_ref(&peter)).unwrap().text,
+            GO_TEXT
+        );
         // Signed twice: each known key is checked; an unknown one is ignored.
         let twice = format!("{note}{ENOCH_SIGNATURE}");
         let both = open(&twice, &[peter.clone(), enoch.clone()]).unwrap();
         assert_eq!(both.signed_by, vec!["PeterNeumann", "EnochRoot"]);
         assert_eq!(
-            open(&twice, &[enoch.clone()]).unwrap().signed_by,
+            open(&twice, std::slice::from_ref(&enoch))
+                .unwrap()
+                .signed_by,
             vec!["EnochRoot"]
         );
         // Only an unknown key signed: not verified.
