@@ -26,6 +26,8 @@ backends!(
     a_demo_log_is_what_a_server_writes_and_projects,
     an_unreadable_chain_id_is_a_broken_link_not_a_failed_run,
     merkle_proofs_lead_to_the_root_verify_prints,
+    checkpoints_kept_elsewhere_name_a_cut_chain,
+    checkpoints_kept_elsewhere_name_a_rehashed_suffix,
 );
 
 /// The master key the demo seals its sample people under (a fixed test
@@ -633,5 +635,162 @@ async fn merkle_proofs_lead_to_the_root_verify_prints(db: TestDatabase) {
         text(&output).1.contains("cover 16 events"),
         "{:?}",
         text(&output)
+    );
+}
+
+/// Signs checkpoints of every chain into a file kept elsewhere; returns
+/// the file and the verifier key.
+fn checkpoints(db: &TestDatabase) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let output = custodia(db, &["projections", "rebuild", "merkle"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checkpoints.jsonl");
+    let path = file.to_str().unwrap();
+    let output = custodia(db, &["audit", "checkpoint", "--out", path]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.matches("signed a checkpoint of 16 events").count(),
+        3,
+        "{stdout}"
+    );
+    let output = custodia(db, &["audit", "key"]);
+    let key = text(&output)
+        .0
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(key.starts_with("custodia+"), "{key}");
+    (dir, file, key)
+}
+
+fn against(db: &TestDatabase, file: &std::path::Path, key: &str) -> (Option<i32>, String) {
+    let output = custodia(
+        db,
+        &[
+            "verify",
+            "--against",
+            file.to_str().unwrap(),
+            "--checkpoint-key",
+            key,
+        ],
+    );
+    let (stdout, stderr) = text(&output);
+    (output.status.code(), format!("{stdout}{stderr}"))
+}
+
+/// A deleted tail: the bare chain still verifies; the checkpoint kept
+/// elsewhere names the cut; and no new checkpoint is signed over it.
+async fn checkpoints_kept_elsewhere_name_a_cut_chain(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let (_dir, file, key) = checkpoints(&db);
+    let (code, out) = against(&db, &file, &key);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.matches("consistent with 1 checkpoints (up to size 16)")
+            .count(),
+        3,
+        "{out}"
+    );
+    // Nothing new: nothing signed again.
+    let output = custodia(
+        &db,
+        &["audit", "checkpoint", "--out", file.to_str().unwrap()],
+    );
+    assert!(text(&output)
+        .0
+        .contains("unchanged since the last checkpoint"));
+    // A key the auditor does not trust opens nothing.
+    let other = custodia_infrastructure::signed_note::NoteSigner::generate("custodia").unwrap();
+    let (code, out) = against(&db, &file, &other.verifier().to_string());
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("no signature by a known key"), "{out}");
+
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    raw.exec(&format!(
+        "DELETE FROM events WHERE position IN ({}, {})",
+        chain[14].position, chain[15].position
+    ))
+    .await;
+    let output = custodia(&db, &["verify"]);
+    assert!(
+        output.status.success(),
+        "a bare chain cannot see a cut tail"
+    );
+    let ChainId::Tenant(tenant) = chain[0].chain else {
+        panic!("a tenant chain")
+    };
+    let (code, out) = against(&db, &file, &key);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "CHECKPOINT MISMATCH tenant {tenant}: the log holds 14 events, a checkpoint was signed at size 16: the chain was cut after chain index 13"
+        )),
+        "{out}"
+    );
+    let output = custodia(&db, &["projections", "rebuild", "merkle"]);
+    assert!(output.status.success());
+    let output = custodia(
+        &db,
+        &["audit", "checkpoint", "--out", file.to_str().unwrap()],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output)
+            .1
+            .contains("not consistent with its last checkpoint"),
+        "{:?}",
+        text(&output)
+    );
+}
+
+/// An event changed and every event after it re-hashed: the bare chain
+/// verifies; the checkpoint kept elsewhere does not.
+async fn checkpoints_kept_elsewhere_name_a_rehashed_suffix(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let (_dir, file, key) = checkpoints(&db);
+    let raw = Raw::connect(&db).await;
+    raw.drop_guards().await;
+    let mut prev = chain[9].hash;
+    for (i, original) in chain.iter().enumerate().skip(10) {
+        let mut event = original.clone();
+        if i == 10 {
+            event.metadata.origin = custodia_domain::Origin::parse("dEmo").unwrap();
+        }
+        event.prev_hash = prev;
+        event.hash = compute_hash(&event);
+        prev = event.hash;
+        raw.exec(&format!(
+            "UPDATE events SET origin = '{}', prev_hash = {}, hash = {} WHERE position = {}",
+            event.metadata.origin.as_str(),
+            raw.blob(&event.prev_hash.0),
+            raw.blob(&event.hash.0),
+            event.position
+        ))
+        .await;
+    }
+    let output = custodia(&db, &["verify"]);
+    assert!(
+        output.status.success(),
+        "a re-hashed suffix passes a bare chain: {:?}",
+        text(&output)
+    );
+    let ChainId::Tenant(tenant) = chain[0].chain else {
+        panic!("a tenant chain")
+    };
+    let (code, out) = against(&db, &file, &key);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "CHECKPOINT MISMATCH tenant {tenant}: its first 16 events do not have the root signed at size 16"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("consistent with 1 checkpoints").count(),
+        2,
+        "{out}"
     );
 }

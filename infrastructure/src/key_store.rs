@@ -460,6 +460,47 @@ impl KeyTables {
     }
 }
 
+/// The keys that sign checkpoints.
+impl KeyTables {
+    /// The active checkpoint key: (verifier key, sealed seed, master key id).
+    pub(crate) async fn checkpoint_key(
+        &self,
+    ) -> Result<Option<(String, Vec<u8>, Option<String>)>, StoreError> {
+        let sql = "SELECT verifier, sealed_seed, master_key_id FROM checkpoint_keys \
+                   WHERE retired_at IS NULL ORDER BY created_at DESC, verifier DESC LIMIT 1";
+        on_pool!(&self.0, pool => sqlx::query_as(sql).fetch_optional(pool))
+    }
+
+    /// Every checkpoint verifier key, the active one first.
+    pub(crate) async fn checkpoint_verifiers(&self) -> Result<Vec<String>, StoreError> {
+        let sql = "SELECT verifier FROM checkpoint_keys \
+                   ORDER BY retired_at IS NOT NULL, created_at DESC, verifier DESC";
+        on_pool!(&self.0, pool => sqlx::query_scalar(sql).fetch_all(pool))
+    }
+
+    /// Adds a key unless one is active (two instances making the first key
+    /// at once: one wins); with `retire_others`, it replaces the active one.
+    pub(crate) async fn add_checkpoint_key(
+        &self,
+        verifier: &str,
+        sealed: &[u8],
+        master: &str,
+        retire_others: bool,
+    ) -> Result<(), StoreError> {
+        let now = Timestamp::now().0;
+        if retire_others {
+            let retire = "UPDATE checkpoint_keys SET retired_at = $1 WHERE retired_at IS NULL";
+            on_pool!(exec &self.0, pool => sqlx::query(retire).bind(now).execute(pool))?;
+        }
+        let insert =
+            "INSERT INTO checkpoint_keys (verifier, sealed_seed, created_at, master_key_id) \
+                      SELECT $1, $2, $3, $4 WHERE NOT EXISTS \
+                      (SELECT 1 FROM checkpoint_keys WHERE retired_at IS NULL)";
+        on_pool!(exec &self.0, pool => sqlx::query(insert).bind(verifier).bind(sealed).bind(now).bind(master).execute(pool))?;
+        Ok(())
+    }
+}
+
 /// What master-key rotation reads and writes: the rows sealed directly
 /// under a master key.
 impl KeyTables {

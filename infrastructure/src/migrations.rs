@@ -109,17 +109,31 @@ pub const POSTGRES: &[Migration] = &[
 
 /// The key store's schema (its own ledger, so that it can live in the
 /// log's database or in one of its own; ADR 0011).
-pub const KEYS_SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "key_store",
-    sql: include_str!("../../migrations/keys/sqlite/0001_key_store.sql"),
-}];
+pub const KEYS_SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "key_store",
+        sql: include_str!("../../migrations/keys/sqlite/0001_key_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "checkpoint_keys",
+        sql: include_str!("../../migrations/keys/sqlite/0002_checkpoint_keys.sql"),
+    },
+];
 
-pub const KEYS_POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "key_store",
-    sql: include_str!("../../migrations/keys/postgres/0001_key_store.sql"),
-}];
+pub const KEYS_POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "key_store",
+        sql: include_str!("../../migrations/keys/postgres/0001_key_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "checkpoint_keys",
+        sql: include_str!("../../migrations/keys/postgres/0002_checkpoint_keys.sql"),
+    },
+];
 
 /// One schema with its ledger table: the log's, or the key store's.
 #[derive(Debug, Clone, Copy)]

@@ -122,6 +122,19 @@ impl NoteSigner {
         Ok(Self::with_key(name, key))
     }
 
+    /// The signer named `name` with the Ed25519 seed `seed`.
+    pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Self, NoteError> {
+        if !valid_name(name) {
+            return Err(NoteError::MalformedKey);
+        }
+        Ok(Self::with_key(name, SigningKey::from_bytes(seed)))
+    }
+
+    /// The Ed25519 seed (a secret).
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.key.to_bytes())
+    }
+
     fn with_key(name: &str, key: SigningKey) -> Self {
         Self {
             name: name.to_owned(),

@@ -31,6 +31,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::key_store::{KeyRows, KeyTables, Slot};
+use crate::signed_note::NoteSigner;
 use crate::tokens::SigningKeyMaterial;
 
 pub(crate) const NONCE_LEN: usize = 12;
@@ -168,6 +169,10 @@ fn subject_key_aad(tenant: TenantId, subject: Uuid) -> Vec<u8> {
 /// How long a retired signing key stays published (longer than any access
 /// token lives).
 const RETIRED_KEY_PUBLISHED_MICROS: i64 = 86_400_000_000;
+
+fn checkpoint_key_aad(verifier: &str) -> Vec<u8> {
+    [&b"custodia.checkpoint-key.v1"[..], verifier.as_bytes()].concat()
+}
 
 fn signing_key_aad(kid: &str) -> Vec<u8> {
     [&b"custodia.signing-key.v1"[..], kid.as_bytes()].concat()
@@ -407,6 +412,56 @@ impl KeyVault {
         }
         rotation.remaining = u64::try_from(self.tables.not_under(&current).await?).unwrap_or(0);
         Ok(rotation)
+    }
+
+    /// The key that signs checkpoints, named `name` (the log's name); made
+    /// on first use. Sealed under the master key in the key store, apart
+    /// from the JWT keys.
+    pub async fn checkpoint_signer(&self, name: &str) -> Result<NoteSigner, VaultError> {
+        loop {
+            if let Some((verifier, sealed, master)) = self.tables.checkpoint_key().await? {
+                let seed = self.masters.open(
+                    master.as_deref(),
+                    &sealed,
+                    &checkpoint_key_aad(&verifier),
+                )?;
+                let seed: &[u8; 32] = seed
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| VaultError::Tampered)?;
+                let verifier_name = verifier.split('+').next().unwrap_or_default();
+                return NoteSigner::from_seed(verifier_name, seed)
+                    .map_err(|_| VaultError::Tampered);
+            }
+            self.add_checkpoint_key(name, false).await?;
+        }
+    }
+
+    /// Starts signing checkpoints with a new key named `name`; the old ones
+    /// stay listed, so their checkpoints still verify.
+    pub async fn rotate_checkpoint_key(&self, name: &str) -> Result<NoteSigner, VaultError> {
+        self.add_checkpoint_key(name, true).await?;
+        self.checkpoint_signer(name).await
+    }
+
+    /// Every checkpoint verifier key, the active one first.
+    pub async fn checkpoint_verifiers(&self) -> Result<Vec<String>, VaultError> {
+        Ok(self.tables.checkpoint_verifiers().await?)
+    }
+
+    async fn add_checkpoint_key(&self, name: &str, retire_others: bool) -> Result<(), VaultError> {
+        let signer = NoteSigner::generate(name).map_err(|_| VaultError::Tampered)?;
+        let verifier = signer.verifier().to_string();
+        let (mut sealed, ciphertext) = seal_bytes(
+            &self.masters.current().0,
+            &*signer.seed(),
+            &checkpoint_key_aad(&verifier),
+        );
+        sealed.extend_from_slice(&ciphertext);
+        Ok(self
+            .tables
+            .add_checkpoint_key(&verifier, &sealed, self.masters.current_id(), retire_others)
+            .await?)
     }
 
     /// The published signing keys, newest (the one that signs) first. Makes

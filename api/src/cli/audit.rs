@@ -16,6 +16,22 @@ use uuid::Uuid;
 
 #[derive(clap::Subcommand)]
 pub enum AuditCommand {
+    /// Sign a checkpoint (C2SP tlog-checkpoint) of every chain, each
+    /// consistent with the last one FILE holds, and append them to FILE
+    /// (ship it off the machine; check with `custodia verify --against`).
+    Checkpoint {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The log's name: the checkpoint key's name and the origins'
+        /// prefix (`<name>/<tenant id>`).
+        #[arg(long, env = "CUSTODIA_LOG_NAME", default_value = "custodia")]
+        log_name: String,
+    },
+    /// Print the checkpoint verifier keys, the signing one first.
+    Key {
+        #[arg(long, env = "CUSTODIA_LOG_NAME", default_value = "custodia")]
+        log_name: String,
+    },
     /// Print (JSON) the inclusion proof of the event at a chain index.
     Prove {
         /// The tenant whose chain (default: the platform chain).
@@ -60,6 +76,41 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
     let failed = |e: &dyn std::fmt::Display| e.to_string();
     let hexes = |hashes: &[[u8; 32]]| hashes.iter().map(hex::encode).collect::<Vec<_>>();
     match command {
+        AuditCommand::Checkpoint { out, log_name } => {
+            let state = super::state(database_url).await?;
+            let signer = state
+                .keys
+                .checkpoint_signer(&log_name)
+                .await
+                .map_err(|e| failed(&e))?;
+            let lines = super::checkpoints::sign_all(
+                &*state.ports.store,
+                &*state.models,
+                &signer,
+                &log_name,
+                &out,
+            )
+            .await?;
+            for line in lines {
+                println!("{line}");
+            }
+        }
+        AuditCommand::Key { log_name } => {
+            let state = super::state(database_url).await?;
+            state
+                .keys
+                .checkpoint_signer(&log_name)
+                .await
+                .map_err(|e| failed(&e))?;
+            for key in state
+                .keys
+                .checkpoint_verifiers()
+                .await
+                .map_err(|e| failed(&e))?
+            {
+                println!("{key}");
+            }
+        }
         AuditCommand::Prove {
             tenant,
             index,

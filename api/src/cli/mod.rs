@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bootstrap;
+pub mod checkpoints;
 pub mod config_file;
 pub mod database;
 pub mod demo;

@@ -22,6 +22,15 @@ pub struct Args {
     /// chain that holds its event.
     #[arg(long, conflicts_with_all = ["tenant", "platform"])]
     receipt: Option<std::path::PathBuf>,
+    /// Check the log against signed checkpoints kept elsewhere (a file
+    /// `custodia audit checkpoint` wrote): names a deleted tail, a
+    /// truncated chain, or a changed and re-hashed prefix.
+    #[arg(long, conflicts_with_all = ["receipt"])]
+    against: Option<std::path::PathBuf>,
+    /// A checkpoint verifier key (`custodia audit key`) to trust; more than
+    /// one may be given.
+    #[arg(long, requires = "against")]
+    checkpoint_key: Vec<String>,
 }
 
 pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
@@ -39,6 +48,24 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
             return Ok(ExitCode::from(crate::EXIT_BROKEN));
         }
         only = Some(chain);
+    }
+    if let Some(path) = &args.against {
+        if args.checkpoint_key.is_empty() {
+            return Err("--against needs the checkpoint key to trust (--checkpoint-key; custodia audit key prints it)".into());
+        }
+        let keys = args
+            .checkpoint_key
+            .iter()
+            .map(|key| custodia_infrastructure::signed_note::NoteVerifier::parse(key.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--checkpoint-key: {e}"))?;
+        let (lines, intact) = super::checkpoints::check(&*store, path, &keys).await?;
+        for line in lines {
+            println!("{line}");
+        }
+        if !intact {
+            return Ok(ExitCode::from(crate::EXIT_BROKEN));
+        }
     }
     let chains = store.chains().await.map_err(|e| e.to_string())?;
     if let Some(chain) = only.filter(|chain| !chains.iter().any(|c| c.chain == *chain)) {
