@@ -778,6 +778,21 @@ async fn the_master_key_rotates_while_serving_and_resumes_where_it_stopped(db: T
         let tenant = bootstrap_with(with(&old, None), "ada@example.org", &[]);
         let second = bootstrap_with(with(&old, None), "bo@example.org", &["--another-tenant"]);
         bootstrap_with(with(&old, None), "cy@example.org", &["--another-tenant"]);
+        // The checkpoint key is sealed under the master key too.
+        let checkpoint_key = |current: &str| {
+            let output = with(current, None).args(["audit", "key"]).output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let before = checkpoint_key(&old);
         let server = start(with(&new, Some(&old)), None);
         let owner = login(&server, &tenant);
         let reads_personal_data = || {
@@ -820,6 +835,11 @@ async fn the_master_key_rotates_while_serving_and_resumes_where_it_stopped(db: T
         let (_, body) = graphql(&server, &other, "{ me { email } }");
         assert_eq!(body["data"]["me"]["email"], "bo@example.org", "{body}");
         drop(server);
+        assert_eq!(
+            checkpoint_key(&new),
+            before,
+            "the same checkpoint key, resealed"
+        );
         let output = with(&old, None)
             .arg("serve")
             .env("CUSTODIA_LISTEN", free_address().to_string())

@@ -50,6 +50,8 @@ pub struct KeyRows {
     pub subject_keys: Vec<SubjectKeyRow>,
     pub access_keys: Vec<AccessKeyRow>,
     pub signing_keys: Vec<SigningKeyRow>,
+    #[serde(default)]
+    pub checkpoint_keys: Vec<CheckpointKeyRow>,
 }
 
 impl KeyRows {
@@ -58,6 +60,7 @@ impl KeyRows {
             + self.subject_keys.len()
             + self.access_keys.len()
             + self.signing_keys.len()
+            + self.checkpoint_keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -181,6 +184,17 @@ pub struct SigningKeyRow {
     #[serde(with = "optional_base64")]
     pub private_key: Option<Vec<u8>>,
     pub public_x: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+    pub master_key_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointKeyRow {
+    pub verifier: String,
+    #[serde(with = "optional_base64")]
+    pub sealed_seed: Option<Vec<u8>>,
     pub created_at: i64,
     pub retired_at: Option<i64>,
     pub master_key_id: Option<String>,
@@ -559,11 +573,38 @@ impl KeyTables {
         Ok(changed == 1)
     }
 
+    pub(crate) async fn checkpoint_keys_not_under(
+        &self,
+        current: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>, Option<String>)>, StoreError> {
+        let sql = "SELECT verifier, sealed_seed, master_key_id FROM checkpoint_keys \
+                   WHERE (master_key_id IS NULL OR master_key_id <> $1) AND verifier > $2 \
+                   ORDER BY verifier LIMIT $3";
+        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(current).bind(after).bind(limit).fetch_all(pool))
+    }
+
+    pub(crate) async fn reseal_checkpoint_key(
+        &self,
+        verifier: &str,
+        old: &[u8],
+        new: &[u8],
+        master: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = "UPDATE checkpoint_keys SET sealed_seed = $3, master_key_id = $4 \
+                   WHERE verifier = $1 AND sealed_seed = $2";
+        let changed = on_pool!(exec &self.0, pool => sqlx::query(sql).bind(verifier).bind(old).bind(new).bind(master).execute(pool))?;
+        Ok(changed == 1)
+    }
+
     /// How many rows are left to rotate away from any key but `current`.
     pub(crate) async fn not_under(&self, current: &str) -> Result<i64, StoreError> {
         let sql = "SELECT (SELECT count(*) FROM tenant_keys WHERE wrapped IS NOT NULL \
                           AND (master_key_id IS NULL OR master_key_id <> $1)) \
                         + (SELECT count(*) FROM signing_keys \
+                          WHERE master_key_id IS NULL OR master_key_id <> $1) \
+                        + (SELECT count(*) FROM checkpoint_keys \
                           WHERE master_key_id IS NULL OR master_key_id <> $1)";
         on_pool!(&self.0, pool => sqlx::query_scalar(sql).bind(current).fetch_one(pool))
     }
@@ -582,6 +623,8 @@ type SigningTuple = (
     Option<i64>,
     Option<String>,
 );
+
+type CheckpointTuple = (String, Vec<u8>, i64, Option<i64>, Option<String>);
 
 /// Backups, restores, and the move out of the log's database.
 impl KeyTables {
@@ -620,7 +663,28 @@ impl KeyTables {
         );
         let signing_rows: Vec<SigningTuple> =
             on_pool!(&self.0, pool => sqlx::query_as(&signing).fetch_all(pool))?;
+        let checkpoint_rows: Vec<CheckpointTuple> = if self.has_table("checkpoint_keys").await? {
+            let sql = "SELECT verifier, sealed_seed, created_at, retired_at, master_key_id \
+                       FROM checkpoint_keys ORDER BY verifier";
+            on_pool!(&self.0, pool => sqlx::query_as(sql).fetch_all(pool))?
+        } else {
+            Vec::new()
+        };
         Ok(KeyRows {
+            checkpoint_keys: checkpoint_rows
+                .into_iter()
+                .map(
+                    |(verifier, sealed_seed, created_at, retired_at, master_key_id)| {
+                        CheckpointKeyRow {
+                            verifier,
+                            sealed_seed: Some(sealed_seed),
+                            created_at,
+                            retired_at,
+                            master_key_id,
+                        }
+                    },
+                )
+                .collect(),
             tenant_keys: tenant_rows
                 .into_iter()
                 .map(
@@ -757,6 +821,23 @@ impl KeyTables {
                 query.execute(pool)
             })?;
         }
+        for chunk in rows.checkpoint_keys.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO checkpoint_keys (verifier, sealed_seed, created_at, retired_at, master_key_id) \
+                 VALUES {} ON CONFLICT (verifier) DO NOTHING",
+                placeholders(chunk.len(), 5)
+            );
+            on_pool!(exec &self.0, pool => {
+                let mut query = sqlx::query(&sql);
+                for row in chunk {
+                    query = query.bind(&row.verifier)
+                        .bind(row.sealed_seed.as_deref().unwrap_or_default())
+                        .bind(row.created_at).bind(row.retired_at)
+                        .bind(row.master_key_id.as_deref());
+                }
+                query.execute(pool)
+            })?;
+        }
         Ok(())
     }
 
@@ -769,6 +850,9 @@ impl KeyTables {
                 .to_owned();
         if self.has_table("access_keys").await? {
             tables.push_str(" DELETE FROM access_keys;");
+        }
+        if self.has_table("checkpoint_keys").await? {
+            tables.push_str(" DELETE FROM checkpoint_keys;");
         }
         match &self.0 {
             Pools::Sqlite(pool) => {
@@ -852,6 +936,7 @@ mod tests {
                 })
                 .into(),
             signing_keys: vec![],
+            checkpoint_keys: vec![],
         }
     }
 

@@ -410,6 +410,31 @@ impl KeyVault {
                 }
             }
         }
+        let mut after = String::new();
+        while rotation.rewrapped < limit {
+            let keys = self
+                .tables
+                .checkpoint_keys_not_under(&current, &after, batch(rotation.rewrapped))
+                .await?;
+            let Some(last) = keys.last() else { break };
+            after = last.0.clone();
+            for (verifier, sealed, id) in keys {
+                let aad = checkpoint_key_aad(&verifier);
+                let Ok(seed) = self.masters.open(id.as_deref(), &sealed, &aad) else {
+                    rotation.unreadable += 1;
+                    continue;
+                };
+                let (mut resealed, ciphertext) = seal_bytes(&self.masters.current().0, &seed, &aad);
+                resealed.extend_from_slice(&ciphertext);
+                if self
+                    .tables
+                    .reseal_checkpoint_key(&verifier, &sealed, &resealed, &current)
+                    .await?
+                {
+                    rotation.rewrapped += 1;
+                }
+            }
+        }
         rotation.remaining = u64::try_from(self.tables.not_under(&current).await?).unwrap_or(0);
         Ok(rotation)
     }
