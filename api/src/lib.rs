@@ -2,6 +2,7 @@
 //! The binary's CLI lives in `main.rs`.
 
 pub mod audit_feed;
+pub mod checkpoints;
 pub mod erasures;
 pub mod export;
 pub mod graphql;

@@ -19,6 +19,7 @@ backends!(
     a_restored_key_store_never_brings_an_erased_subject_back,
     keys_kept_in_the_log_database_move_to_a_store_of_their_own,
     the_master_key_rotates_while_serving_and_resumes_where_it_stopped,
+    the_server_signs_checkpoints_an_auditor_checks,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -851,6 +852,82 @@ async fn the_master_key_rotates_while_serving_and_resumes_where_it_stopped(db: T
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
+    })
+    .await
+    .unwrap();
+}
+
+/// GET `path` as text.
+fn get_text(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("the server accepts");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The server signs a checkpoint of each chain with activity into the
+/// file it is given; the key it publishes over HTTP checks them against
+/// the log with `custodia verify --against`.
+async fn the_server_signs_checkpoints_an_auditor_checks(db: TestDatabase) {
+    let key = MasterKey::generate().to_base64();
+    let tenant = bootstrap(&db, &key);
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("checkpoints.jsonl");
+        let mut command = custodia(&db, &key);
+        command
+            .env("CUSTODIA_CHECKPOINT_SECONDS", "1")
+            .env("CUSTODIA_CHECKPOINT_FILE", &file)
+            .env("CUSTODIA_LOG_NAME", "audit.example/custodia");
+        let server = start(command, None);
+        let owner = login(&server, &tenant);
+        let (_, body) = graphql(
+            &server,
+            &owner,
+            "mutation { registerUser(input: { email: \"grace@example.org\" }) { user { id } } }",
+        );
+        assert!(body["errors"].is_null(), "{body}");
+        let (status, keys) = get_text(server.address, "/checkpoints/keys");
+        assert_eq!(status, 200);
+        let trusted = keys.lines().next().unwrap_or_default().to_owned();
+        assert!(trusted.starts_with("audit.example/custodia+"), "{keys}");
+        let check = || {
+            custodia(&db, &key)
+                .args(["verify", "--against"])
+                .arg(&file)
+                .args(["--checkpoint-key", &trusted])
+                .output()
+                .unwrap()
+        };
+        // Signed within a few seconds of the activity, covering it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let written = std::fs::read_to_string(&file).unwrap_or_default();
+            if written.contains(&format!("audit.example/custodia/{tenant}")) {
+                let output = check();
+                let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+                if output.status.success()
+                    && stdout.contains(&format!("tenant {tenant}: consistent with"))
+                {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint of the tenant: {written}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     })
     .await
     .unwrap();

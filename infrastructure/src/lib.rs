@@ -2,6 +2,7 @@
 //! PostgreSQL (production), their migrations, and how a database URL picks
 //! one. The only crate that knows SQL.
 
+pub mod checkpoints;
 pub mod config;
 pub mod database;
 pub mod idempotency;

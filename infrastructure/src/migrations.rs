@@ -62,6 +62,11 @@ pub const SQLITE: &[Migration] = &[
         name: "read_models_by_kind",
         sql: include_str!("../../migrations/sqlite/0008_read_models_by_kind.sql"),
     },
+    Migration {
+        version: 9,
+        name: "checkpoints",
+        sql: include_str!("../../migrations/sqlite/0009_checkpoints.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -104,6 +109,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "read_models_by_kind",
         sql: include_str!("../../migrations/postgres/0008_read_models_by_kind.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "checkpoints",
+        sql: include_str!("../../migrations/postgres/0009_checkpoints.sql"),
     },
 ];
 
@@ -378,10 +388,10 @@ mod tests {
     #[test]
     fn pending_and_applied_are_reported() {
         let fresh = compare(SQLITE, &[]).unwrap();
-        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(fresh.pending, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert!(require_current(fresh).is_err());
         let behind = compare(SQLITE, &[(1, SQLITE[0].checksum())]).unwrap();
-        assert_eq!(behind.pending, vec![2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(behind.pending, vec![2, 3, 4, 5, 6, 7, 8, 9]);
         assert!(require_current(behind).is_err());
         let current = compare(
             SQLITE,
@@ -394,6 +404,7 @@ mod tests {
                 (6, SQLITE[5].checksum()),
                 (7, SQLITE[6].checksum()),
                 (8, SQLITE[7].checksum()),
+                (9, SQLITE[8].checksum()),
             ],
         )
         .unwrap();

@@ -9,26 +9,21 @@
 //! last one the file holds for its chain.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
+use custodia::checkpoints::{append, origin, sign_chain};
 use custodia_application::EventStore;
-use custodia_domain::merkle::{consistency_proof, root, verify_consistency, Frontier};
+use custodia_domain::merkle::Frontier;
 use custodia_domain::{ChainId, ChainIndex, TenantId};
 use custodia_infrastructure::signed_note::{open, Checkpoint, NoteSigner, NoteVerifier};
-use custodia_projections::merkle::{chain_key, size, with_subtrees};
 use serde::{Deserialize, Serialize};
 
-/// One line of a checkpoint file.
+/// One line of a checkpoint file (as `custodia::checkpoints::append`
+/// writes it).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line {
     checkpoint: String,
-}
-
-/// A chain's origin: `<log name>/<platform or tenant id>`.
-pub fn origin(log_name: &str, chain: ChainId) -> String {
-    format!("{log_name}/{}", chain_key(chain))
 }
 
 fn chain_of(origin: &str) -> Option<ChainId> {
@@ -77,70 +72,26 @@ pub async fn sign_all(
         last.insert(checkpoint.origin.clone(), checkpoint);
     }
     let mut lines = Vec::new();
-    let mut notes = String::new();
+    let mut notes = Vec::new();
     for summary in store.chains().await.map_err(|e| failed(&e))? {
         let chain = summary.chain;
-        let tree_size = size(models, chain).await.map_err(|e| failed(&e))?;
-        if tree_size == 0 {
-            continue;
-        }
-        let origin = origin(log_name, chain);
-        let previous = last.get(&origin);
-        let (tree_root, proof) = with_subtrees(models, chain, |tree| {
-            let proof = previous
-                .filter(|p| p.size > 0 && p.size < tree_size)
-                .map(|p| consistency_proof(tree, p.size, tree_size));
-            (root(tree, tree_size), proof)
-        })
-        .await
-        .map_err(|e| failed(&e))?;
-        if let Some(previous) = previous {
-            let consistent = match proof {
-                Some(Ok(proof)) => {
-                    verify_consistency(previous.size, tree_size, &previous.root, &tree_root, &proof)
-                        .is_ok()
-                }
-                Some(Err(_)) => false,
-                None => previous.size == tree_size && previous.root == tree_root,
-            };
-            if !consistent || previous.size > tree_size {
-                return Err(format!(
-                    "{chain}: the log ({tree_size} events) is not consistent with its last checkpoint \
-                     (size {}): not signed. The log was changed; run custodia verify --against {}",
-                    previous.size,
-                    path.display()
-                ));
-            }
-            if previous.size == tree_size {
+        let previous = last
+            .get(&origin(log_name, chain))
+            .map(|checkpoint| (checkpoint.size, checkpoint.root));
+        match sign_chain(models, signer, log_name, chain, previous).await {
+            Ok(Some((checkpoint, note))) => {
+                notes.push(note);
                 lines.push(format!(
-                    "{chain}: {tree_size} events, unchanged since the last checkpoint"
+                    "{chain}: signed a checkpoint of {} events, root {}",
+                    checkpoint.size,
+                    hex::encode(checkpoint.root)
                 ));
-                continue;
             }
+            Ok(None) => lines.push(format!("{chain}: unchanged since the last checkpoint")),
+            Err(error) => return Err(error.to_string()),
         }
-        let checkpoint = Checkpoint {
-            origin,
-            size: tree_size,
-            root: tree_root,
-            extensions: Vec::new(),
-        };
-        let note = signer.sign(&checkpoint.text()).map_err(|e| failed(&e))?;
-        let line = serde_json::to_string(&Line { checkpoint: note }).map_err(|e| failed(&e))?;
-        notes.push_str(&line);
-        notes.push('\n');
-        lines.push(format!(
-            "{chain}: signed a checkpoint of {tree_size} events, root {}",
-            hex::encode(tree_root)
-        ));
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    file.write_all(notes.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    append(path, &notes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(lines)
 }
 

@@ -34,6 +34,10 @@ A secret may be given in NAME_FILE instead of NAME (a file holding it).
   CUSTODIA_METRICS_TOKEN[_FILE]        metrics_token_file       bearer token for /metrics
   CUSTODIA_METRICS_PUBLIC              metrics_public           /metrics without a token
   CUSTODIA_MAX_PROJECTION_LAG_SECONDS  max_projection_lag_seconds  /health/ready's limit
+  CUSTODIA_LOG_NAME                    (environment only) the checkpoints' key name and origin prefix (custodia)
+  CUSTODIA_CHECKPOINT_EVENTS           (environment only) sign a chain's checkpoint every N events (1000)
+  CUSTODIA_CHECKPOINT_SECONDS          (environment only) or after N seconds of activity (60)
+  CUSTODIA_CHECKPOINT_FILE             (environment only) append signed checkpoints to this file
   RUST_LOG                             log                log filter (info)";
 
 #[derive(clap::Args)]
@@ -107,6 +111,13 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot re-apply erasures: {e}"))?;
         let projections = state.projections.start(state.ports.store.clone());
         let retention = custodia::retention::schedule(state.ports.clone(), state.models.clone());
+        let checkpoints = custodia::checkpoints::schedule(
+            state.ports.store.clone(),
+            state.models.clone(),
+            state.keys.clone(),
+            state.checkpoints.clone(),
+            state.checkpoint_settings.clone(),
+        );
         let server = actix_web::HttpServer::new(move || app(state.clone()))
             .bind(&args.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -121,6 +132,7 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
         // Give the projections' leases up, so another instance takes over at once.
         projections.stop().await;
         retention.abort();
+        checkpoints.abort();
         server.map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)
     })

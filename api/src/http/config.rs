@@ -32,6 +32,10 @@ pub struct Config {
     /// `CUSTODIA_KEYS_DATABASE_URL`: where the key store lives (default:
     /// beside a SQLite log, in a PostgreSQL log's database).
     pub keys_database_url: Option<String>,
+    /// Signed checkpoints: the log's name, how often, and the file they are
+    /// appended to (`CUSTODIA_LOG_NAME`, `CUSTODIA_CHECKPOINT_EVENTS`,
+    /// `CUSTODIA_CHECKPOINT_SECONDS`, `CUSTODIA_CHECKPOINT_FILE`).
+    pub checkpoints: crate::checkpoints::Settings,
 }
 
 impl Config {
@@ -115,6 +119,26 @@ impl Config {
             )?)),
             keys_database_url: get("CUSTODIA_KEYS_DATABASE_URL")
                 .filter(|url| !url.trim().is_empty()),
+            checkpoints: crate::checkpoints::Settings {
+                log_name: match get("CUSTODIA_LOG_NAME") {
+                    Some(name)
+                        if name.is_empty()
+                            || name.contains('+')
+                            || name.chars().any(char::is_whitespace) =>
+                    {
+                        return Err(
+                            "CUSTODIA_LOG_NAME must not be empty nor hold spaces or '+'".to_owned()
+                        )
+                    }
+                    Some(name) => name,
+                    None => "custodia".to_owned(),
+                },
+                every_events: u64::from(number("CUSTODIA_CHECKPOINT_EVENTS", 1000)?),
+                every: Duration::from_secs(u64::from(number("CUSTODIA_CHECKPOINT_SECONDS", 60)?)),
+                sink: get("CUSTODIA_CHECKPOINT_FILE")
+                    .filter(|path| !path.trim().is_empty())
+                    .map(Into::into),
+            },
         })
     }
 }

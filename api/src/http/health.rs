@@ -86,6 +86,26 @@ pub(super) async fn prometheus(
         .body(state.metrics.encode()))
 }
 
+/// The checkpoint verifier keys (C2SP signed-note form), the signing one
+/// first, one per line: what an auditor trusts `custodia verify
+/// --against` with.
+pub(super) async fn checkpoint_keys(state: web::Data<AppState>) -> HttpResponse {
+    match state.keys.checkpoint_verifiers().await {
+        Ok(keys) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+            .content_type("text/plain; charset=utf-8")
+            .body(
+                keys.iter()
+                    .map(|key| format!("{key}\n"))
+                    .collect::<String>(),
+            ),
+        Err(error) => {
+            tracing::error!(%error, "the checkpoint keys cannot be read");
+            HttpResponse::ServiceUnavailable().finish()
+        }
+    }
+}
+
 pub(super) async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))

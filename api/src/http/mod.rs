@@ -27,7 +27,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
 use auth::{login, logout, refresh};
-use health::{health, jwks, prometheus, ready};
+use health::{checkpoint_keys, health, jwks, prometheus, ready};
 use middleware::{hsts, request_id};
 
 /// The largest JSON body accepted, in bytes.
@@ -62,6 +62,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/health/ready", web::head().to(ready))
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .route("/.well-known/jwks.json", web::head().to(jwks))
+        .route("/checkpoints/keys", web::get().to(checkpoint_keys))
         .route("/auth/login", web::post().to(login))
         .route("/auth/refresh", web::post().to(refresh))
         .route("/auth/logout", web::post().to(logout))

@@ -44,6 +44,9 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
     /// The projection lag above which the server is not ready.
     pub max_projection_lag: std::time::Duration,
+    /// Signed checkpoints kept, and when and where the server signs them.
+    pub checkpoints: Arc<custodia_infrastructure::checkpoints::CheckpointStore>,
+    pub checkpoint_settings: crate::checkpoints::Settings,
 }
 
 /// Who may read `/metrics`: anyone (development, or
@@ -140,9 +143,16 @@ impl AppState {
             tokens: signer.clone(),
             unknown_logins: Arc::default(),
         };
+        let checkpoints = Arc::new(
+            custodia_infrastructure::checkpoints::CheckpointStore::connect(database_url)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         Ok(AppState {
             ports,
             keys,
+            checkpoints,
+            checkpoint_settings: config.checkpoints.clone(),
             signer,
             limits: Arc::new(AuthLimits::with_graphql(
                 config.auth_limit_per_ip,

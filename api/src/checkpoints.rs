@@ -1,0 +1,223 @@
+//! Signing checkpoints (docs/audit-format.md): a C2SP `tlog-checkpoint`
+//! of a chain's Merkle root, signed with the key store's checkpoint key,
+//! only when consistent with the chain's last checkpoint.
+//!
+//! The server signs one for each chain with activity every
+//! `CUSTODIA_CHECKPOINT_EVENTS` events or `CUSTODIA_CHECKPOINT_SECONDS`
+//! seconds, whichever comes first, in one instance at a time (lease
+//! `job:checkpoints`); each is kept in the log's database and, when
+//! `CUSTODIA_CHECKPOINT_FILE` names a file, appended to it as a JSON line
+//! (`{"checkpoint": "<note>"}`) to ship off the machine. `custodia audit
+//! checkpoint` signs on demand into a file of the operator's.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use custodia_application::{EventStore, ReadModels};
+use custodia_domain::merkle::{consistency_proof, root, verify_consistency};
+use custodia_domain::{ChainId, Timestamp};
+use custodia_infrastructure::checkpoints::{CheckpointStore, Kept};
+use custodia_infrastructure::signed_note::{Checkpoint, NoteSigner};
+use custodia_infrastructure::KeyVault;
+use custodia_projections::merkle::{chain_key, size, with_subtrees};
+use uuid::Uuid;
+
+/// The lease's name in the table projections use for theirs.
+pub const LEASE: &str = "job:checkpoints";
+
+/// When and where the server signs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The log's name: the key's name and the origins' prefix.
+    pub log_name: String,
+    pub every_events: u64,
+    pub every: Duration,
+    pub sink: Option<PathBuf>,
+}
+
+/// A chain's origin: `<log name>/<platform or tenant id>`.
+pub fn origin(log_name: &str, chain: ChainId) -> String {
+    format!("{log_name}/{}", chain_key(chain))
+}
+
+/// Why a checkpoint was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(
+        "{chain}: the log ({size} events) is not consistent with its last checkpoint (size {last}): \
+         not signed; the log was changed (custodia verify --against names where)"
+    )]
+    Inconsistent {
+        chain: ChainId,
+        size: u64,
+        last: u64,
+    },
+    #[error(transparent)]
+    Store(#[from] custodia_application::StoreError),
+    #[error("{0}")]
+    Note(String),
+}
+
+/// The checkpoint of `chain` as far as the Merkle rows cover it, signed,
+/// if it grew since `previous` (size, root) and is consistent with it.
+/// `Ok(None)`: nothing new since `previous`.
+pub async fn sign_chain(
+    models: &dyn ReadModels,
+    signer: &NoteSigner,
+    log_name: &str,
+    chain: ChainId,
+    previous: Option<(u64, [u8; 32])>,
+) -> Result<Option<(Checkpoint, String)>, SignError> {
+    let tree_size = size(models, chain).await?;
+    if tree_size == 0 {
+        return Ok(None);
+    }
+    let (tree_root, proof) = with_subtrees(models, chain, |tree| {
+        let proof = previous
+            .filter(|(last, _)| *last > 0 && *last < tree_size)
+            .map(|(last, _)| consistency_proof(tree, last, tree_size));
+        (root(tree, tree_size), proof)
+    })
+    .await?;
+    if let Some((last, last_root)) = previous {
+        let consistent = match proof {
+            Some(Ok(proof)) => {
+                verify_consistency(last, tree_size, &last_root, &tree_root, &proof).is_ok()
+            }
+            Some(Err(_)) => false,
+            None => last == tree_size && last_root == tree_root,
+        };
+        if !consistent {
+            return Err(SignError::Inconsistent {
+                chain,
+                size: tree_size,
+                last,
+            });
+        }
+        if last == tree_size {
+            return Ok(None);
+        }
+    }
+    let checkpoint = Checkpoint {
+        origin: origin(log_name, chain),
+        size: tree_size,
+        root: tree_root,
+        extensions: Vec::new(),
+    };
+    let note = signer
+        .sign(&checkpoint.text())
+        .map_err(|e| SignError::Note(e.to_string()))?;
+    Ok(Some((checkpoint, note)))
+}
+
+/// Appends notes to a checkpoint file, one JSON line each, and syncs it.
+pub fn append(path: &Path, notes: &[String]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for note in notes {
+        text.push_str(&serde_json::json!({ "checkpoint": note }).to_string());
+        text.push('\n');
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// One pass of the server's job: a checkpoint for every chain that grew
+/// by `every_events` since its last one, or grew at all and whose last one
+/// is older than `every`. Returns the checkpoints signed.
+pub async fn run_once(
+    store: &dyn EventStore,
+    models: &dyn ReadModels,
+    keys: &KeyVault,
+    kept: &CheckpointStore,
+    settings: &Settings,
+    now: Timestamp,
+) -> Result<Vec<Checkpoint>, SignError> {
+    let signer = keys
+        .checkpoint_signer(&settings.log_name)
+        .await
+        .map_err(|e| SignError::Note(e.to_string()))?;
+    let every = i64::try_from(settings.every.as_micros()).unwrap_or(i64::MAX);
+    let mut signed = Vec::new();
+    let mut notes = Vec::new();
+    for summary in store.chains().await? {
+        let chain = summary.chain;
+        let key = chain_key(chain);
+        let last = kept.last(&key).await?;
+        let covered = size(models, chain).await?;
+        let due = match &last {
+            None => covered > 0,
+            Some(last) => {
+                covered >= last.size + settings.every_events
+                    || (covered > last.size && now.0 - last.signed_at >= every)
+            }
+        };
+        if !due {
+            continue;
+        }
+        let previous = last.as_ref().map(|last| (last.size, last.root));
+        let Some((checkpoint, note)) =
+            sign_chain(models, &signer, &settings.log_name, chain, previous).await?
+        else {
+            continue;
+        };
+        let keep = Kept {
+            size: checkpoint.size,
+            root: checkpoint.root,
+            note: note.clone(),
+            signed_at: now.0,
+        };
+        if kept.keep(&key, &keep).await? {
+            notes.push(note);
+            signed.push(checkpoint);
+        }
+    }
+    if let (Some(sink), false) = (&settings.sink, notes.is_empty()) {
+        append(sink, &notes)
+            .map_err(|e| SignError::Note(format!("cannot append to {}: {e}", sink.display())))?;
+    }
+    Ok(signed)
+}
+
+/// Runs the job every few seconds until the server stops, in one instance
+/// at a time.
+pub fn schedule(
+    store: Arc<dyn EventStore>,
+    models: Arc<dyn ReadModels>,
+    keys: Arc<KeyVault>,
+    kept: Arc<CheckpointStore>,
+    settings: Settings,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let holder = Uuid::now_v7();
+        let tick = settings.every.min(Duration::from_secs(5));
+        let mut ticks = tokio::time::interval(tick);
+        loop {
+            ticks.tick().await;
+            let now = Timestamp::now();
+            let lease = i64::try_from((tick * 6).as_micros()).unwrap_or(i64::MAX);
+            match models.acquire(LEASE, holder, now.0, now.0 + lease).await {
+                Ok(Some(_)) => {}
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "checkpoints: the lease cannot be read");
+                    continue;
+                }
+            }
+            match run_once(&*store, &*models, &keys, &kept, &settings, now).await {
+                Ok(signed) => {
+                    for checkpoint in signed {
+                        tracing::info!(origin = %checkpoint.origin, size = checkpoint.size, "checkpoint signed");
+                    }
+                }
+                // An inconsistent log is reported loudly, every pass.
+                Err(error) => tracing::error!(%error, "checkpoint not signed"),
+            }
+        }
+    })
+}
