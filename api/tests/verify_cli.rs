@@ -701,6 +701,18 @@ async fn checkpoints_kept_elsewhere_name_a_cut_chain(db: TestDatabase) {
     assert!(text(&output)
         .0
         .contains("unchanged since the last checkpoint"));
+    // A new checkpoint key: the old checkpoints still verify with the old
+    // key, which stays listed after the new one.
+    let output = custodia(&db, &["audit", "rotate-key"]);
+    let rotated = text(&output).0.trim().to_owned();
+    assert!(output.status.success() && rotated != key, "{rotated}");
+    let listed = text(&custodia(&db, &["audit", "key"])).0;
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec![rotated.as_str(), key.as_str()]
+    );
+    let (code, out) = against(&db, &file, &key);
+    assert_eq!(code, Some(0), "{out}");
     // A key the auditor does not trust opens nothing.
     let other = custodia_infrastructure::signed_note::NoteSigner::generate("custodia").unwrap();
     let (code, out) = against(&db, &file, &other.verifier().to_string());

@@ -9,6 +9,7 @@ use custodia_domain::merkle::{
     consistency_proof, inclusion_proof, root, verify_consistency, verify_inclusion,
 };
 use custodia_domain::{ChainId, TenantId};
+use custodia_infrastructure::signed_note::NoteVerifier;
 use custodia_infrastructure::SqlReadModels;
 use custodia_projections::merkle::{size, with_subtrees};
 use serde_json::json;
@@ -24,6 +25,13 @@ pub enum AuditCommand {
         out: std::path::PathBuf,
         /// The log's name: the checkpoint key's name and the origins'
         /// prefix (`<name>/<tenant id>`).
+        #[arg(long, env = "CUSTODIA_LOG_NAME", default_value = "custodia")]
+        log_name: String,
+    },
+    /// Start signing checkpoints with a new key; the old ones stay listed
+    /// (`custodia audit key`, /checkpoints/keys), so their checkpoints
+    /// still verify. Prints the new verifier key.
+    RotateKey {
         #[arg(long, env = "CUSTODIA_LOG_NAME", default_value = "custodia")]
         log_name: String,
     },
@@ -83,10 +91,20 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
                 .checkpoint_signer(&log_name)
                 .await
                 .map_err(|e| failed(&e))?;
+            let known = state
+                .keys
+                .checkpoint_verifiers()
+                .await
+                .map_err(|e| failed(&e))?
+                .iter()
+                .map(|key| NoteVerifier::parse(key))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| failed(&e))?;
             let lines = super::checkpoints::sign_all(
                 &*state.ports.store,
                 &*state.models,
                 &signer,
+                &known,
                 &log_name,
                 &out,
             )
@@ -94,6 +112,15 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
             for line in lines {
                 println!("{line}");
             }
+        }
+        AuditCommand::RotateKey { log_name } => {
+            let state = super::state(database_url).await?;
+            let signer = state
+                .keys
+                .rotate_checkpoint_key(&log_name)
+                .await
+                .map_err(|e| failed(&e))?;
+            println!("{}", signer.verifier());
         }
         AuditCommand::Key { log_name } => {
             let state = super::state(database_url).await?;

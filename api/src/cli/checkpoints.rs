@@ -56,19 +56,22 @@ fn read(path: &Path, keys: &[NoteVerifier]) -> Result<Vec<Checkpoint>, String> {
         .collect()
 }
 
-/// Signs a checkpoint of every chain the Merkle rows cover and appends
-/// them to `path`. Returns the lines to print; refuses (naming the chain)
+/// Signs a checkpoint of every chain the Merkle rows cover with `signer`
+/// and appends them to `path` (whose lines `known` keys signed). Returns the lines to print; refuses (naming the chain)
 /// to sign one inconsistent with the file's last checkpoint of its chain.
 pub async fn sign_all(
     store: &dyn EventStore,
     models: &dyn custodia_application::ReadModels,
     signer: &NoteSigner,
+    known: &[NoteVerifier],
     log_name: &str,
     path: &Path,
 ) -> Result<Vec<String>, String> {
     let failed = |e: &dyn std::fmt::Display| e.to_string();
     let mut last: BTreeMap<String, Checkpoint> = BTreeMap::new();
-    for checkpoint in read(path, &[signer.verifier()])? {
+    // Read with every key the store knows: a file may hold checkpoints of
+    // keys retired since.
+    for checkpoint in read(path, known)? {
         last.insert(checkpoint.origin.clone(), checkpoint);
     }
     let mut lines = Vec::new();
