@@ -221,3 +221,36 @@ pub fn schedule(
         }
     })
 }
+
+/// The inclusion proof of the event at `index` of `chain` under the
+/// chain's latest kept checkpoint, as a receipt carries it (`None` until a
+/// checkpoint covers the event):
+/// `{"checkpoint": <signed note>, "index", "tree_size", "leaf_hash", "proof": [hex]}`.
+pub async fn proof_under_checkpoint(
+    models: &dyn ReadModels,
+    kept: &CheckpointStore,
+    chain: ChainId,
+    index: u64,
+) -> Result<Option<serde_json::Value>, custodia_application::StoreError> {
+    let Some(last) = kept.last(&chain_key(chain)).await? else {
+        return Ok(None);
+    };
+    if index >= last.size {
+        return Ok(None);
+    }
+    let (proof, leaf) = with_subtrees(models, chain, |tree| {
+        (
+            custodia_domain::merkle::inclusion_proof(tree, index, last.size),
+            tree.subtree(0, index),
+        )
+    })
+    .await?;
+    let Ok(proof) = proof else { return Ok(None) };
+    Ok(Some(serde_json::json!({
+        "checkpoint": last.note,
+        "index": index,
+        "tree_size": last.size,
+        "leaf_hash": hex::encode(leaf),
+        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+    })))
+}

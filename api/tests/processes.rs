@@ -897,6 +897,15 @@ async fn the_server_signs_checkpoints_an_auditor_checks(db: TestDatabase) {
             "mutation { registerUser(input: { email: \"grace@example.org\" }) { user { id } } }",
         );
         assert!(body["errors"].is_null(), "{body}");
+        let grace = body["data"]["registerUser"]["user"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let erase = format!(
+            "mutation {{ eraseSubject(userId: \"{grace}\", reference: \"DSR-11\") {{ receipt {{ hash }} }} }}"
+        );
+        let (_, body) = graphql(&server, &owner, &erase);
+        assert!(body["errors"].is_null(), "{body}");
         let (status, keys) = get_text(server.address, "/checkpoints/keys");
         assert_eq!(status, 200);
         let trusted = keys.lines().next().unwrap_or_default().to_owned();
@@ -928,6 +937,40 @@ async fn the_server_signs_checkpoints_an_auditor_checks(db: TestDatabase) {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+
+        // The erasure receipt, asked for now, carries its event's inclusion
+        // proof under the latest checkpoint; an auditor checks it with the
+        // published key, and a changed proof is refused.
+        let receipt_of = format!("{{ erasureReceipt(userId: \"{grace}\") {{ document }} }}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let receipt = loop {
+            let (_, body) = graphql(&server, &owner, &receipt_of);
+            let document = body["data"]["erasureReceipt"]["document"].clone();
+            if !document["inclusion_proof"].is_null() {
+                break document;
+            }
+            assert!(Instant::now() < deadline, "no proof in the receipt: {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let check_receipt = |receipt: &Value| {
+            let path = dir.path().join("receipt.json");
+            std::fs::write(&path, receipt.to_string()).unwrap();
+            let output = custodia(&db, &key)
+                .args(["verify", "--receipt"])
+                .arg(&path)
+                .args(["--checkpoint-key", &trusted])
+                .output()
+                .unwrap();
+            (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+        };
+        let (code, out) = check_receipt(&receipt);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("receipt: included in the signed checkpoint of size"), "{out}");
+        let mut forged = receipt.clone();
+        forged["inclusion_proof"]["proof"][0] = json!("00".repeat(32));
+        let (code, out) = check_receipt(&forged);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("RECEIPT MISMATCH: inclusion proof:"), "{out}");
     })
     .await
     .unwrap();

@@ -29,7 +29,7 @@ pub struct Args {
     against: Option<std::path::PathBuf>,
     /// A checkpoint verifier key (`custodia audit key`) to trust; more than
     /// one may be given.
-    #[arg(long, requires = "against")]
+    #[arg(long)]
     checkpoint_key: Vec<String>,
 }
 
@@ -43,7 +43,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
         (None, false) => None,
     };
     if let Some(path) = &args.receipt {
-        let (chain, matches) = check_receipt(&*store, path).await?;
+        let (chain, matches) = check_receipt(&*store, path, &args.checkpoint_key).await?;
         if !matches {
             return Ok(ExitCode::from(crate::EXIT_BROKEN));
         }
@@ -135,6 +135,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
 async fn check_receipt(
     store: &dyn custodia_application::EventStore,
     path: &std::path::Path,
+    checkpoint_keys: &[String],
 ) -> Result<(ChainId, bool), String> {
     use custodia_application::commands::privacy::{ErasureReceipt, ReceiptEvent};
     let text = std::fs::read_to_string(path)
@@ -210,16 +211,14 @@ async fn check_receipt(
         receipt.erased_at.clone(),
         event.recorded_at.to_string(),
     );
-    // No proof is issued yet: one in a receipt was not made by Custodia.
-    differ(
-        "inclusion proof",
-        receipt
-            .inclusion_proof
-            .as_ref()
-            .map_or("none", |_| "one")
-            .to_owned(),
-        "none".to_owned(),
-    );
+    // An inclusion proof under a signed checkpoint: checked with the keys
+    // the auditor trusts.
+    if let Some(proof) = &receipt.inclusion_proof {
+        match check_inclusion(proof, &receipt.event, chain, checkpoint_keys) {
+            Ok(size) => println!("receipt: included in the signed checkpoint of size {size}"),
+            Err(why) => differ("inclusion proof", why, "a proof that verifies".to_owned()),
+        }
+    }
     // The keys and the reference the receipt names are the event's.
     let payload: serde_json::Value =
         serde_json::from_slice(event.payload.as_bytes()).unwrap_or_default();
@@ -244,4 +243,63 @@ async fn check_receipt(
         println!("RECEIPT MISMATCH: {difference}");
     }
     Ok((chain, false))
+}
+
+/// Checks a receipt's inclusion proof: the checkpoint note opens with one
+/// of `keys`, names the receipt's chain, and the proof leads from the
+/// event's hash at its chain index to the checkpoint's root. Returns the
+/// checkpoint's size.
+fn check_inclusion(
+    proof: &serde_json::Value,
+    event: &custodia_application::commands::privacy::ReceiptEvent,
+    chain: ChainId,
+    keys: &[String],
+) -> Result<u64, String> {
+    use custodia_infrastructure::signed_note::{open, Checkpoint, NoteVerifier};
+    if keys.is_empty() {
+        return Err("give --checkpoint-key (custodia audit key) to check it".into());
+    }
+    let keys = keys
+        .iter()
+        .map(|key| NoteVerifier::parse(key.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--checkpoint-key: {e}"))?;
+    let note = proof["checkpoint"].as_str().ok_or("no checkpoint")?;
+    let opened = open(note, &keys).map_err(|e| format!("the checkpoint: {e}"))?;
+    let checkpoint = Checkpoint::parse(&opened.text).map_err(|e| e.to_string())?;
+    let key = custodia_projections::merkle::chain_key(chain);
+    if checkpoint.origin.rsplit_once('/').map(|(_, k)| k) != Some(key.as_str()) {
+        return Err(format!(
+            "the checkpoint is of {}, not of {chain}",
+            checkpoint.origin
+        ));
+    }
+    let index = proof["index"].as_u64().ok_or("no index")?;
+    if index != event.chain_index || proof["tree_size"].as_u64() != Some(checkpoint.size) {
+        return Err("its index or size is not the event's and the checkpoint's".into());
+    }
+    let event_hash = hex::decode(&event.hash).map_err(|_| "the event hash is not hex")?;
+    let leaf = custodia_domain::merkle::leaf_hash(&event_hash);
+    if proof["leaf_hash"].as_str() != Some(hex::encode(leaf).as_str()) {
+        return Err("its leaf is not the event's hash".into());
+    }
+    let path: Vec<Vec<u8>> = proof["proof"]
+        .as_array()
+        .ok_or("no proof")?
+        .iter()
+        .map(|h| {
+            h.as_str()
+                .and_then(|h| hex::decode(h).ok())
+                .ok_or("a proof hash is not hex")
+        })
+        .collect::<Result<_, _>>()?;
+    custodia_domain::merkle::verify_inclusion(
+        index,
+        checkpoint.size,
+        &leaf,
+        &path,
+        &checkpoint.root,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(checkpoint.size)
 }

@@ -399,7 +399,23 @@ impl Query {
         let user = uuid(&user_id, "userId")?;
         let caller = data.caller().await?;
         match privacy::erasure_receipt(&data.state.ports, &caller, tenant, user).await {
-            Ok(receipt) => Ok(Some(receipt.into())),
+            Ok(mut receipt) => {
+                // Under the latest signed checkpoint, once one covers it.
+                let chain = if receipt.event.chain == "platform" {
+                    custodia_domain::ChainId::Platform
+                } else {
+                    custodia_domain::ChainId::Tenant(tenant)
+                };
+                receipt.inclusion_proof = crate::checkpoints::proof_under_checkpoint(
+                    &*data.state.models,
+                    &data.state.checkpoints,
+                    chain,
+                    receipt.event.chain_index,
+                )
+                .await
+                .map_err(|e| fail(custodia_application::commands::CommandError::Store(e)))?;
+                Ok(Some(receipt.into()))
+            }
             Err(CommandError::NotFound(_)) => Ok(None),
             Err(other) => Err(fail(other)),
         }
