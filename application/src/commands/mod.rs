@@ -9,6 +9,7 @@
 
 pub mod access_data;
 pub mod api_keys;
+pub mod audit;
 mod authorized;
 pub mod consent;
 pub mod credentials;

@@ -152,6 +152,16 @@ impl Memberships {
         }
     }
 
+    /// Every user who holds a role.
+    pub fn members(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.assignments.keys().copied()
+    }
+
+    /// Whether the user's access is paused (suspended, deleted or erased).
+    pub fn is_paused(&self, user: Uuid) -> bool {
+        self.paused.contains(&user)
+    }
+
     pub fn roles_of(&self, user: Uuid) -> impl Iterator<Item = &RoleRef> {
         self.assignments.get(&user).into_iter().flatten()
     }

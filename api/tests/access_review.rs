@@ -1,0 +1,180 @@
+//! History as of any time: `custodia audit access-review` and
+//! `access-changes` on a tenant where roles were granted and revoked
+//! between known moments (both backends).
+
+use std::process::Command;
+
+use custodia_application::commands::tenants::change_memberships;
+use custodia_application::commands::users::{register_user, NewUser, Profile};
+use custodia_domain::identity::membership::{MembershipCommand, RoleRef};
+use custodia_domain::rbac::BuiltInRole;
+use custodia_domain::Timestamp;
+use custodia_tests::identity::{operator, tenant_with_owner};
+use custodia_tests::{backends, TestDatabase};
+use serde_json::Value;
+
+backends!(roles_are_answered_as_of_any_moment_with_who_granted_them);
+
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn rfc3339(at: Timestamp) -> String {
+    chrono::DateTime::from_timestamp_micros(at.0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A moment strictly between the events before and after it.
+async fn moment() -> Timestamp {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let at = Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    at
+}
+
+async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatabase) {
+    let state = custodia::http::AppState::connect(
+        db.url(),
+        MASTER_KEY.parse().unwrap(),
+        "custodia",
+        "custodia-api",
+    )
+    .await
+    .unwrap();
+    let ports = &state.ports;
+    let (tenant, _) = tenant_with_owner(ports, "ada@example.org", None).await;
+    let grace = uuid::Uuid::now_v7();
+    let new = NewUser {
+        user: grace,
+        email: "grace@example.org".into(),
+        profile: Profile::default(),
+        invited: false,
+        password: None,
+    };
+    register_user(ports, &operator(), tenant, new)
+        .await
+        .unwrap();
+    // A command id of its own for each change (one id is one command).
+    let callers = [operator(), operator(), operator()];
+    let change = |n: usize, command| change_memberships(ports, &callers[n], tenant, command);
+    let admin = RoleRef::BuiltIn(BuiltInRole::Admin);
+    let auditor = RoleRef::BuiltIn(BuiltInRole::Auditor);
+    let before = moment().await;
+    change(
+        0,
+        MembershipCommand::Grant {
+            user: grace,
+            role: admin.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let admin_only = moment().await;
+    change(
+        1,
+        MembershipCommand::Grant {
+            user: grace,
+            role: auditor.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let both = moment().await;
+    change(
+        2,
+        MembershipCommand::Revoke {
+            user: grace,
+            role: admin,
+        },
+    )
+    .await
+    .unwrap();
+    let after = moment().await;
+
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_custodia"))
+            .args(args)
+            .env("DATABASE_URL", db.url())
+            .env("CUSTODIA_MASTER_KEY", MASTER_KEY)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let tenant = tenant.to_string();
+    let roles_of_grace = |at: Timestamp| -> Vec<Value> {
+        let review: Value = serde_json::from_str(&cli(&[
+            "audit",
+            "access-review",
+            "--tenant",
+            &tenant,
+            "--at",
+            &rfc3339(at),
+        ]))
+        .unwrap();
+        review
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| row["user"] == grace.to_string())
+            .cloned()
+            .collect()
+    };
+    let names = |rows: &[Value]| -> Vec<String> {
+        rows.iter()
+            .map(|row| row["role"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&roles_of_grace(before)), Vec::<String>::new());
+    let held = roles_of_grace(admin_only);
+    assert_eq!(names(&held), ["admin"]);
+    assert_eq!(held[0]["granted_by"], "system", "{held:?}");
+    assert!(held[0]["permissions"]
+        .as_str()
+        .unwrap()
+        .contains("role.grant"));
+    assert_eq!(names(&roles_of_grace(both)), ["admin", "auditor"]);
+    let now = roles_of_grace(after);
+    assert_eq!(names(&now), ["auditor"]);
+    // Since when: the grant's own time, between the moments around it.
+    let since = chrono::DateTime::parse_from_rfc3339(now[0]["since"].as_str().unwrap())
+        .unwrap()
+        .timestamp_micros();
+    assert!(admin_only.0 < since && since < both.0, "{now:?}");
+    // The owner is in the review too.
+    let everyone = cli(&["audit", "access-review", "--tenant", &tenant, "--csv"]);
+    let mut lines = everyone.lines();
+    assert_eq!(
+        lines.next(),
+        Some("user,role,since,granted_by,grant_event,paused,permissions")
+    );
+    assert_eq!(lines.clone().count(), 2, "{everyone}");
+    assert!(everyone.contains(",owner,"), "{everyone}");
+
+    // The changes between two moments, as a quarterly review reads them.
+    let changes = cli(&[
+        "audit",
+        "access-changes",
+        "--tenant",
+        &tenant,
+        "--from",
+        &rfc3339(admin_only),
+        "--to",
+        &rfc3339(after),
+        "--csv",
+    ]);
+    let rows: Vec<&str> = changes.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{changes}");
+    assert!(
+        rows[0].contains(",granted,") && rows[0].contains(",auditor,"),
+        "{changes}"
+    );
+    assert!(
+        rows[1].contains(",revoked,") && rows[1].contains(",admin,"),
+        "{changes}"
+    );
+}
