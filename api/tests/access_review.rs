@@ -11,7 +11,12 @@ use custodia_domain::rbac::BuiltInRole;
 use custodia_domain::Timestamp;
 use custodia_tests::identity::{operator, tenant_with_owner};
 use custodia_tests::{backends, TestDatabase};
-use serde_json::Value;
+use serde_json::{json, Value};
+
+#[allow(dead_code)] // the socket helpers; this file uses `call!`
+mod served;
+
+const PASSWORD: &str = "correct horse battery staple";
 
 backends!(roles_are_answered_as_of_any_moment_with_who_granted_them);
 
@@ -41,7 +46,7 @@ async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatab
     .await
     .unwrap();
     let ports = &state.ports;
-    let (tenant, _) = tenant_with_owner(ports, "ada@example.org", None).await;
+    let (tenant, _) = tenant_with_owner(ports, "ada@example.org", Some(PASSWORD)).await;
     let grace = uuid::Uuid::now_v7();
     let new = NewUser {
         user: grace,
@@ -176,5 +181,81 @@ async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatab
     assert!(
         rows[1].contains(",revoked,") && rows[1].contains(",admin,"),
         "{changes}"
+    );
+
+    // The same over GraphQL, for those who hold audit.read.
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let tenant_id: custodia_domain::TenantId = tenant.parse().unwrap();
+    let token = |email: &'static str| {
+        let ports = state.ports.clone();
+        async move {
+            custodia_application::commands::sessions::start_session(
+                &ports,
+                tenant_id,
+                email,
+                PASSWORD,
+                None,
+                None,
+                Timestamp::now(),
+            )
+            .await
+            .unwrap()
+            .access_token
+        }
+    };
+    let ask = |token: String, query: &str, variables: Value| {
+        actix_web::test::TestRequest::post()
+            .uri("/graphql")
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .set_json(json!({ "query": query, "variables": variables }))
+    };
+    let owner = token("ada@example.org").await;
+    let review =
+        "query($at: DateTime) { accessReview(at: $at) { userId role grantedBy permissions } }";
+    let (_, body) = call!(
+        &service,
+        ask(owner.clone(), review, json!({ "at": rfc3339(both) }))
+    );
+    let roles: Vec<&str> = body["data"]["accessReview"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .filter(|row| row["userId"] == grace.to_string())
+        .map(|row| row["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["admin", "auditor"], "{body}");
+    let changes = "query($from: DateTime!, $to: DateTime) { accessChanges(from: $from, to: $to) { change role userId } }";
+    let (_, body) = call!(
+        &service,
+        ask(
+            owner,
+            changes,
+            json!({ "from": rfc3339(admin_only), "to": rfc3339(after) })
+        )
+    );
+    assert_eq!(
+        body["data"]["accessChanges"],
+        json!([
+            { "change": "GRANTED", "role": "auditor", "userId": grace.to_string() },
+            { "change": "REVOKED", "role": "admin", "userId": grace.to_string() },
+        ]),
+        "{body}"
+    );
+    // A member without audit.read is refused.
+    let mel = NewUser {
+        user: uuid::Uuid::now_v7(),
+        email: "mel@example.org".into(),
+        profile: Profile::default(),
+        invited: false,
+        password: Some(PASSWORD.into()),
+    };
+    register_user(ports, &operator(), tenant_id, mel)
+        .await
+        .unwrap();
+    let member = token("mel@example.org").await;
+    let (_, body) = call!(&service, ask(member, review, json!({})));
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
     );
 }

@@ -10,8 +10,8 @@ use custodia_domain::Timestamp;
 use custodia_projections::documents::{RoleDoc, SessionStatus};
 
 use super::types::{
-    AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Role, Session, Tenant, User,
-    UserStatus,
+    AccessChange, AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Role,
+    RoleHolding, Session, Tenant, User, UserStatus,
 };
 use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
 
@@ -419,6 +419,50 @@ impl Query {
             Err(CommandError::NotFound(_)) => Ok(None),
             Err(other) => Err(fail(other)),
         }
+    }
+
+    /// An access review: every role held in the tenant at a moment, since
+    /// when and granted by whom, from the log. Needs `audit.read`
+    /// (auditors, owners, admins).
+    async fn access_review(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The moment (default: now).")] at: Option<DateTime>,
+    ) -> Result<Vec<RoleHolding>> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        let caller = data.caller().await?;
+        let at = at.map_or_else(Timestamp::now, |at| at.0);
+        custodia_application::commands::audit::access_review(&data.state.ports, &caller, tenant, at)
+            .await
+            .map(|holdings| holdings.into_iter().map(Into::into).collect())
+            .map_err(fail)
+    }
+
+    /// The grants and revocations in the tenant between two moments, in
+    /// log order: what a periodic access review reads. Needs `audit.read`.
+    async fn access_changes(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "From this moment, inclusive.")] from: DateTime,
+        #[graphql(desc = "To this moment, exclusive (default: now).")] to: Option<DateTime>,
+    ) -> Result<Vec<AccessChange>> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        let caller = data.caller().await?;
+        let to = to.map_or_else(Timestamp::now, |to| to.0);
+        custodia_application::commands::audit::access_changes(
+            &data.state.ports,
+            &caller,
+            tenant,
+            from.0,
+            to,
+        )
+        .await
+        .map(|changes| changes.into_iter().map(Into::into).collect())
+        .map_err(fail)
     }
 
     /// The server's clock, for clients that sign requests or show times.

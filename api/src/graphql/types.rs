@@ -725,3 +725,80 @@ impl From<custodia_application::commands::consent::ConsentRecord> for ConsentDec
         }
     }
 }
+
+/// A role a user held at the moment an access review asks about.
+#[derive(SimpleObject)]
+pub struct RoleHolding {
+    /// The member.
+    pub user_id: ID,
+    /// The role (`owner`, `admin`, …, or `custom:<name>`).
+    pub role: String,
+    /// When the grant in force at that moment was made.
+    pub since: DateTime,
+    /// Who made it: `system`, `user:<id>` or `service:<id>`.
+    pub granted_by: String,
+    /// The grant's event.
+    pub grant_event_id: ID,
+    /// The member's access was paused (suspended, deleted or erased): the
+    /// role is held but grants nothing.
+    pub paused: bool,
+    /// The permissions the role gave, as it was defined then.
+    pub permissions: Vec<String>,
+}
+
+impl From<custodia_application::commands::audit::Holding> for RoleHolding {
+    fn from(holding: custodia_application::commands::audit::Holding) -> Self {
+        Self {
+            user_id: ID(holding.user.to_string()),
+            role: holding.role,
+            since: DateTime(holding.since),
+            granted_by: holding.granted_by.to_string(),
+            grant_event_id: ID(holding.grant_event.to_string()),
+            paused: holding.paused,
+            permissions: holding.permissions,
+        }
+    }
+}
+
+/// What happened to a role assignment.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum AccessChangeKind {
+    /// The role was granted.
+    Granted,
+    /// The role was revoked.
+    Revoked,
+}
+
+/// A grant or revocation, as the log holds it.
+#[derive(SimpleObject)]
+pub struct AccessChange {
+    /// When it was recorded.
+    pub at: DateTime,
+    /// Granted or revoked.
+    pub change: AccessChangeKind,
+    /// The member.
+    pub user_id: ID,
+    /// The role.
+    pub role: String,
+    /// Who did it: `system`, `user:<id>` or `service:<id>`.
+    pub actor: String,
+    /// The event that records it.
+    pub event_id: ID,
+}
+
+impl From<custodia_application::commands::audit::AccessChange> for AccessChange {
+    fn from(change: custodia_application::commands::audit::AccessChange) -> Self {
+        Self {
+            at: DateTime(change.at),
+            change: if change.change == "granted" {
+                AccessChangeKind::Granted
+            } else {
+                AccessChangeKind::Revoked
+            },
+            user_id: ID(change.user.to_string()),
+            role: change.role,
+            actor: change.actor.to_string(),
+            event_id: ID(change.event_id.to_string()),
+        }
+    }
+}
