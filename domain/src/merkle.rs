@@ -200,7 +200,13 @@ pub fn verify_inclusion(
 
 /// How many hashes the inclusion proof of `index` in a tree of `size` has.
 fn inclusion_length(index: u64, size: u64) -> usize {
-    let (mut f, mut s, mut length) = (index, size - 1, 0);
+    steps(index, size - 1)
+}
+
+/// How many steps the RFC 9162 verification loop takes from the node
+/// numbers `f` and `s` (`fn` and `sn` there) until `s` is 0: one hash each.
+fn steps(mut f: u64, mut s: u64) -> usize {
+    let mut length = 0;
     while s != 0 {
         if f & 1 == 0 && f == s {
             while f & 1 == 0 && f != 0 {
@@ -293,19 +299,7 @@ fn consistency_length(first: u64, second: u64) -> usize {
         f >>= 1;
         s >>= 1;
     }
-    let mut length = 1;
-    while s != 0 {
-        if f & 1 == 0 && f == s {
-            while f & 1 == 0 && f != 0 {
-                f >>= 1;
-                s >>= 1;
-            }
-        }
-        length += 1;
-        f >>= 1;
-        s >>= 1;
-    }
-    length
+    1 + steps(f, s)
 }
 
 /// The right edge of a growing tree: the roots of its perfect subtrees,

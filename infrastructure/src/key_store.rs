@@ -515,6 +515,24 @@ impl KeyTables {
     }
 }
 
+/// The tables of secrets sealed directly under the master key with a text
+/// key (besides tenant keys): JWT signing keys and checkpoint keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealedTable {
+    Signing,
+    Checkpoint,
+}
+
+impl SealedTable {
+    /// (table, key column, sealed column)
+    fn columns(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            SealedTable::Signing => ("signing_keys", "kid", "private_key"),
+            SealedTable::Checkpoint => ("checkpoint_keys", "verifier", "sealed_seed"),
+        }
+    }
+}
+
 /// What master-key rotation reads and writes: the rows sealed directly
 /// under a master key.
 impl KeyTables {
@@ -548,53 +566,40 @@ impl KeyTables {
         Ok(changed == 1)
     }
 
-    pub(crate) async fn signing_keys_not_under(
+    /// Up to `limit` rows of `table` after `after` (in key order) not
+    /// (known to be) sealed under `current`: (key, sealed, master key id).
+    pub(crate) async fn sealed_not_under(
         &self,
+        table: SealedTable,
         current: &str,
         after: &str,
         limit: i64,
     ) -> Result<Vec<(String, Vec<u8>, Option<String>)>, StoreError> {
-        let sql = "SELECT kid, private_key, master_key_id FROM signing_keys \
-                   WHERE (master_key_id IS NULL OR master_key_id <> $1) AND kid > $2 \
-                   ORDER BY kid LIMIT $3";
-        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(current).bind(after).bind(limit).fetch_all(pool))
+        let (name, key, sealed) = table.columns();
+        let sql = format!(
+            "SELECT {key}, {sealed}, master_key_id FROM {name} \
+             WHERE (master_key_id IS NULL OR master_key_id <> $1) AND {key} > $2 \
+             ORDER BY {key} LIMIT $3"
+        );
+        on_pool!(&self.0, pool => sqlx::query_as(&sql).bind(current).bind(after).bind(limit).fetch_all(pool))
     }
 
-    pub(crate) async fn reseal_signing_key(
+    /// Replaces a row's sealed secret if it is still `old`. Returns whether
+    /// it was replaced.
+    pub(crate) async fn reseal(
         &self,
-        kid: &str,
+        table: SealedTable,
+        key: &str,
         old: &[u8],
         new: &[u8],
         master: &str,
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE signing_keys SET private_key = $3, master_key_id = $4 \
-                   WHERE kid = $1 AND private_key = $2";
-        let changed = on_pool!(exec &self.0, pool => sqlx::query(sql).bind(kid).bind(old).bind(new).bind(master).execute(pool))?;
-        Ok(changed == 1)
-    }
-
-    pub(crate) async fn checkpoint_keys_not_under(
-        &self,
-        current: &str,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<(String, Vec<u8>, Option<String>)>, StoreError> {
-        let sql = "SELECT verifier, sealed_seed, master_key_id FROM checkpoint_keys \
-                   WHERE (master_key_id IS NULL OR master_key_id <> $1) AND verifier > $2 \
-                   ORDER BY verifier LIMIT $3";
-        on_pool!(&self.0, pool => sqlx::query_as(sql).bind(current).bind(after).bind(limit).fetch_all(pool))
-    }
-
-    pub(crate) async fn reseal_checkpoint_key(
-        &self,
-        verifier: &str,
-        old: &[u8],
-        new: &[u8],
-        master: &str,
-    ) -> Result<bool, StoreError> {
-        let sql = "UPDATE checkpoint_keys SET sealed_seed = $3, master_key_id = $4 \
-                   WHERE verifier = $1 AND sealed_seed = $2";
-        let changed = on_pool!(exec &self.0, pool => sqlx::query(sql).bind(verifier).bind(old).bind(new).bind(master).execute(pool))?;
+        let (name, key_column, sealed) = table.columns();
+        let sql = format!(
+            "UPDATE {name} SET {sealed} = $3, master_key_id = $4 \
+             WHERE {key_column} = $1 AND {sealed} = $2"
+        );
+        let changed = on_pool!(exec &self.0, pool => sqlx::query(&sql).bind(key).bind(old).bind(new).bind(master).execute(pool))?;
         Ok(changed == 1)
     }
 

@@ -30,7 +30,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::key_store::{KeyRows, KeyTables, Slot};
+use crate::key_store::{KeyRows, KeyTables, SealedTable, Slot};
 use crate::signed_note::NoteSigner;
 use crate::tokens::SigningKeyMaterial;
 
@@ -385,53 +385,35 @@ impl KeyVault {
                 }
             }
         }
-        let mut after = String::new();
-        while rotation.rewrapped < limit {
-            let signing = self
-                .tables
-                .signing_keys_not_under(&current, &after, batch(rotation.rewrapped))
-                .await?;
-            let Some(last) = signing.last() else { break };
-            after = last.0.clone();
-            for (kid, sealed, id) in signing {
-                let aad = signing_key_aad(&kid);
-                let Ok(der) = self.masters.open(id.as_deref(), &sealed, &aad) else {
-                    rotation.unreadable += 1;
-                    continue;
-                };
-                let (mut resealed, ciphertext) = seal_bytes(&self.masters.current().0, &der, &aad);
-                resealed.extend_from_slice(&ciphertext);
-                if self
+        for table in [SealedTable::Signing, SealedTable::Checkpoint] {
+            let aad = |key: &str| match table {
+                SealedTable::Signing => signing_key_aad(key),
+                SealedTable::Checkpoint => checkpoint_key_aad(key),
+            };
+            let mut after = String::new();
+            while rotation.rewrapped < limit {
+                let rows = self
                     .tables
-                    .reseal_signing_key(&kid, &sealed, &resealed, &current)
-                    .await?
-                {
-                    rotation.rewrapped += 1;
-                }
-            }
-        }
-        let mut after = String::new();
-        while rotation.rewrapped < limit {
-            let keys = self
-                .tables
-                .checkpoint_keys_not_under(&current, &after, batch(rotation.rewrapped))
-                .await?;
-            let Some(last) = keys.last() else { break };
-            after = last.0.clone();
-            for (verifier, sealed, id) in keys {
-                let aad = checkpoint_key_aad(&verifier);
-                let Ok(seed) = self.masters.open(id.as_deref(), &sealed, &aad) else {
-                    rotation.unreadable += 1;
-                    continue;
-                };
-                let (mut resealed, ciphertext) = seal_bytes(&self.masters.current().0, &seed, &aad);
-                resealed.extend_from_slice(&ciphertext);
-                if self
-                    .tables
-                    .reseal_checkpoint_key(&verifier, &sealed, &resealed, &current)
-                    .await?
-                {
-                    rotation.rewrapped += 1;
+                    .sealed_not_under(table, &current, &after, batch(rotation.rewrapped))
+                    .await?;
+                let Some(last) = rows.last() else { break };
+                after = last.0.clone();
+                for (key, sealed, id) in rows {
+                    let aad = aad(&key);
+                    let Ok(secret) = self.masters.open(id.as_deref(), &sealed, &aad) else {
+                        rotation.unreadable += 1;
+                        continue;
+                    };
+                    let (mut resealed, ciphertext) =
+                        seal_bytes(&self.masters.current().0, &secret, &aad);
+                    resealed.extend_from_slice(&ciphertext);
+                    if self
+                        .tables
+                        .reseal(table, &key, &sealed, &resealed, &current)
+                        .await?
+                    {
+                        rotation.rewrapped += 1;
+                    }
                 }
             }
         }
