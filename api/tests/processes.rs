@@ -966,6 +966,20 @@ async fn the_server_signs_checkpoints_an_auditor_checks(db: TestDatabase) {
         let (code, out) = check_receipt(&receipt);
         assert_eq!(code, Some(0), "{out}");
         assert!(out.contains("receipt: included in the signed checkpoint of size"), "{out}");
+        // Any event's proof, by its place in the chain, is the same.
+        let index = receipt["event"]["chain_index"].as_u64().unwrap();
+        let (_, body) = graphql(
+            &server,
+            &owner,
+            &format!("{{ eventProof(chainIndex: {index}) }}"),
+        );
+        // (A later checkpoint may cover it by now: the same leaf, a proof.)
+        let proof = &body["data"]["eventProof"];
+        assert_eq!(proof["leaf_hash"], receipt["inclusion_proof"]["leaf_hash"], "{body}");
+        assert_eq!(proof["index"], index, "{body}");
+        assert!(proof["proof"].is_array(), "{body}");
+        let (_, body) = graphql(&server, &owner, "{ eventProof(chainIndex: 1000000) }");
+        assert_eq!(body["data"]["eventProof"], Value::Null, "{body}");
         let mut forged = receipt.clone();
         forged["inclusion_proof"]["proof"][0] = json!("00".repeat(32));
         let (code, out) = check_receipt(&forged);

@@ -465,6 +465,36 @@ impl Query {
         .map_err(fail)
     }
 
+    /// The inclusion proof of the tenant's event at `chainIndex` (an audit
+    /// event's `chainIndex`) under the latest signed checkpoint of the
+    /// tenant's chain, as JSON (`checkpoint`, `index`, `tree_size`,
+    /// `leaf_hash`, `proof`; docs/audit-format.md); `null` until a
+    /// checkpoint covers the event. Needs `audit.read`.
+    async fn event_proof(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The event's place in the tenant's chain (0 is the first).")]
+        chain_index: u64,
+    ) -> Result<Option<async_graphql::Json<serde_json::Value>>> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        let caller = data.caller().await?;
+        caller
+            .principal
+            .authorize(tenant, custodia_domain::rbac::Permission::AuditRead, None)
+            .map_err(|denied| fail(custodia_application::commands::CommandError::from(denied)))?;
+        crate::checkpoints::proof_under_checkpoint(
+            &*data.state.models,
+            &data.state.checkpoints,
+            custodia_domain::ChainId::Tenant(tenant),
+            chain_index,
+        )
+        .await
+        .map(|proof| proof.map(async_graphql::Json))
+        .map_err(|e| fail(custodia_application::commands::CommandError::Store(e)))
+    }
+
     /// The server's clock, for clients that sign requests or show times.
     async fn server_time(&self) -> DateTime {
         DateTime(Timestamp::now())
