@@ -253,9 +253,48 @@ async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatab
         .await
         .unwrap();
     let member = token("mel@example.org").await;
-    let (_, body) = call!(&service, ask(member, review, json!({})));
+    let (_, body) = call!(&service, ask(member.clone(), review, json!({})));
     assert_eq!(
         body["errors"][0]["extensions"]["code"], "FORBIDDEN",
         "{body}"
     );
+    // Nor may they fetch an event's proof (the log's shape is audit data).
+    let proof = "{ eventProof(chainIndex: 0) }";
+    let (_, body) = call!(&service, ask(member, proof, json!({})));
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+    // An owner of another tenant reads nothing of this one.
+    let (other, _) = tenant_with_owner(ports, "olga@example.org", Some(PASSWORD)).await;
+    let olga = custodia_application::commands::sessions::start_session(
+        ports,
+        other,
+        "olga@example.org",
+        PASSWORD,
+        None,
+        None,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap()
+    .access_token;
+    let across = json!({ "t": tenant });
+    for query in [
+        "query($t: ID) { accessReview(tenantId: $t) { role } }",
+        "query($t: ID) { eventProof(tenantId: $t, chainIndex: 0) }",
+    ] {
+        let (_, body) = call!(&service, ask(olga.clone(), query, across.clone()));
+        // Nothing answered: no data, or the nullable field null.
+        let answered = body["data"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, v)| !v.is_null());
+        assert!(!answered, "{body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{body}"
+        );
+    }
 }
