@@ -254,3 +254,45 @@ pub async fn proof_under_checkpoint(
         "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
     })))
 }
+
+/// The latest kept checkpoint of `chain`, first signing (and keeping, and
+/// appending to the sink) one of all the Merkle rows cover when they cover
+/// more than it: what an export or a proof file is made under. `None`
+/// while the rows cover nothing.
+pub async fn latest_checkpoint(
+    models: &dyn ReadModels,
+    keys: &KeyVault,
+    kept: &CheckpointStore,
+    settings: &Settings,
+    chain: ChainId,
+) -> Result<Option<Kept>, SignError> {
+    let key = chain_key(chain);
+    let last = kept.last(&key).await?;
+    let signer = keys
+        .checkpoint_signer(&settings.log_name)
+        .await
+        .map_err(|e| SignError::Note(e.to_string()))?;
+    let previous = last.as_ref().map(|last| (last.size, last.root));
+    let Some((checkpoint, note)) =
+        sign_chain(models, &signer, &settings.log_name, chain, previous).await?
+    else {
+        return Ok(last);
+    };
+    let fresh = Kept {
+        size: checkpoint.size,
+        root: checkpoint.root,
+        note,
+        signed_at: Timestamp::now().0,
+    };
+    if kept.keep(&key, &fresh).await? {
+        if let Some(sink) = &settings.sink {
+            append(sink, std::slice::from_ref(&fresh.note)).map_err(|e| {
+                SignError::Note(format!("cannot append to {}: {e}", sink.display()))
+            })?;
+        }
+        return Ok(Some(fresh));
+    }
+    // Another instance kept one of that size first: that one is the
+    // checkpoint.
+    Ok(kept.last(&key).await?)
+}

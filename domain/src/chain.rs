@@ -379,6 +379,8 @@ pub struct ChainVerifier {
     verified: u64,
     /// The chain as a Merkle log (its leaves the event hashes).
     merkle: crate::merkle::Frontier,
+    /// A tree size whose root to note on the way, and the root once seen.
+    watch: Option<(u64, Option<crate::merkle::Hash>)>,
 }
 
 /// What a verifier says of an intact chain.
@@ -388,6 +390,9 @@ pub struct VerifiedChain {
     pub head: ChainHead,
     /// The chain's Merkle root (docs/audit-format.md).
     pub root: crate::merkle::Hash,
+    /// The root at the size [`ChainVerifier::watch_root_at`] named, if the
+    /// walk passed it.
+    pub watched: Option<crate::merkle::Hash>,
 }
 
 impl ChainVerifier {
@@ -400,7 +405,28 @@ impl ChainVerifier {
             has_pending: false,
             verified: 0,
             merkle: crate::merkle::Frontier::default(),
+            watch: None,
         }
+    }
+
+    /// A verifier that goes on from the middle of a chain: `head` names
+    /// the next chain index and the hash the next event must link to,
+    /// `merkle` the tree of every event before it (its size must be that
+    /// index). What an export of part of a chain is checked with.
+    pub fn resume(chain: ChainId, head: ChainHead, merkle: crate::merkle::Frontier) -> Self {
+        debug_assert_eq!(merkle.size(), head.next_index.0);
+        Self {
+            head,
+            merkle,
+            ..Self::new(chain)
+        }
+    }
+
+    /// Notes the Merkle root when the walk reaches `size` events
+    /// ([`VerifiedChain::watched`]).
+    pub fn watch_root_at(&mut self, size: u64) {
+        let seen = (self.merkle.size() == size).then(|| self.merkle.root());
+        self.watch = Some((size, seen));
     }
 
     /// Feeds the chain's next recorded event (by chain index).
@@ -462,6 +488,7 @@ impl ChainVerifier {
             events: self.verified,
             head: self.head,
             root: self.merkle.root(),
+            watched: self.watch.and_then(|(_, root)| root),
         })
     }
 
@@ -538,6 +565,11 @@ impl ChainVerifier {
         self.last_position = Some(event.position);
         self.verified += 1;
         self.merkle.push(crate::merkle::leaf_hash(&event.hash));
+        if let Some((size, seen)) = &mut self.watch {
+            if *size == self.merkle.size() {
+                *seen = Some(self.merkle.root());
+            }
+        }
         Ok(())
     }
 }

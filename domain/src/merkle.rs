@@ -330,6 +330,19 @@ impl Frontier {
         self.size
     }
 
+    /// The frontier of a tree of `size` leaves from its perfect subtrees'
+    /// hashes, largest first (one per set bit of `size`); `None` when
+    /// their number does not match. What lets a verifier walk a chain
+    /// from the middle: the hashes commit to every leaf before.
+    pub fn resume(size: u64, hashes: Vec<Hash>) -> Option<Frontier> {
+        (hashes.len() == size.count_ones() as usize).then_some(Frontier { size, hashes })
+    }
+
+    /// The perfect subtrees' hashes, largest first.
+    pub fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
+
     /// The tree's root.
     pub fn root(&self) -> Hash {
         let mut pieces = self.hashes.iter().rev();
@@ -338,6 +351,21 @@ impl Frontier {
         };
         pieces.fold(*last, |hash, left| node_hash(left, &hash))
     }
+}
+
+/// The frontier of the tree of the first `size` leaves, from stored
+/// subtrees: what [`Frontier::resume`] takes to go on from leaf `size`.
+pub fn frontier(tree: &(impl Subtrees + ?Sized), size: u64) -> Vec<Hash> {
+    let mut start = 0;
+    (0..64u32)
+        .rev()
+        .filter(|level| size >> level & 1 == 1)
+        .map(|level| {
+            let hash = tree.subtree(level, start >> level);
+            start += 1 << level;
+            hash
+        })
+        .collect()
 }
 
 /// Every perfect subtree hash of a tree, in memory: level 0 holds the leaf
@@ -460,6 +488,16 @@ mod tests {
                 verify_consistency(first, size, &first_root, &root_now, &proof).unwrap();
             }
         }
+        // A walk resumed from any size's frontier reaches the same root.
+        let size = tree.size();
+        for start in 0..=size {
+            let mut resumed = Frontier::resume(start, super::frontier(&tree, start)).unwrap();
+            for leaf in &leaves[start as usize..] {
+                resumed.push(*leaf);
+            }
+            assert_eq!(resumed.root(), root(&tree, size), "resumed at {start}");
+        }
+        assert_eq!(Frontier::resume(6, vec![leaves[0]]), None);
         // A proof for another leaf, size or root is refused.
         let size = tree.size();
         let proof = inclusion_proof(&tree, 5, size).unwrap();

@@ -33,18 +33,16 @@ impl CheckpointStore {
                    ORDER BY size DESC LIMIT 1";
         let row: Option<(i64, Vec<u8>, String, i64)> =
             on_pool!(&self.0, pool => sqlx::query_as(sql).bind(chain).fetch_optional(pool))?;
-        row.map(|(size, root, note, signed_at)| {
-            Ok(Kept {
-                size: u64::try_from(size)
-                    .map_err(|_| StoreError::corrupt("a negative checkpoint size"))?,
-                root: root
-                    .try_into()
-                    .map_err(|_| StoreError::corrupt("a checkpoint root is not 32 bytes"))?,
-                note,
-                signed_at,
-            })
-        })
-        .transpose()
+        row.map(kept).transpose()
+    }
+
+    /// Every checkpoint of `chain`, smallest first.
+    pub async fn all(&self, chain: &str) -> Result<Vec<Kept>, StoreError> {
+        let sql = "SELECT size, root, note, signed_at FROM checkpoints WHERE chain = $1 \
+                   ORDER BY size";
+        let rows: Vec<(i64, Vec<u8>, String, i64)> =
+            on_pool!(&self.0, pool => sqlx::query_as(sql).bind(chain).fetch_all(pool))?;
+        rows.into_iter().map(kept).collect()
     }
 
     /// Keeps a checkpoint; false when one of that size was kept already
@@ -57,4 +55,15 @@ impl CheckpointStore {
             .bind(&kept.root[..]).bind(&kept.note).bind(kept.signed_at).execute(pool))?;
         Ok(inserted == 1)
     }
+}
+
+fn kept((size, root, note, signed_at): (i64, Vec<u8>, String, i64)) -> Result<Kept, StoreError> {
+    Ok(Kept {
+        size: u64::try_from(size).map_err(|_| StoreError::corrupt("a negative checkpoint size"))?,
+        root: root
+            .try_into()
+            .map_err(|_| StoreError::corrupt("a checkpoint root is not 32 bytes"))?,
+        note,
+        signed_at,
+    })
 }

@@ -65,7 +65,45 @@ pub enum AuditCommand {
         #[arg(long, env = "CUSTODIA_LOG_NAME", default_value = "custodia")]
         log_name: String,
     },
-    /// Print (JSON) the inclusion proof of the event at a chain index.
+    /// Export a tenant's events (as stored: personal data as ciphertext),
+    /// its signed checkpoints and the proofs that tie them, with a manifest
+    /// of hashes, to a new directory an auditor checks with `custodia audit
+    /// verify` and no database. Signs a checkpoint first if the latest one
+    /// does not cover every event the Merkle rows do.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339: the first event recorded at or after it (default:
+        /// the chain's first).
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339: up to the first event recorded at or after it
+        /// (default: the latest checkpoint's end).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Check an export directory or a proof file without a database: every
+    /// event hash, the chain, the Merkle root, the checkpoints' signatures
+    /// and their consistency. Exits 0 when it verifies, 1 naming the first
+    /// failure.
+    Verify {
+        /// An export directory, or a proof file (`prove --out`).
+        path: std::path::PathBuf,
+        /// A checkpoint verifier key to trust (`custodia audit key`,
+        /// GET /checkpoints/keys); more than one may be given.
+        #[arg(long, required = true)]
+        checkpoint_key: Vec<String>,
+        /// A checkpoint file you kept from earlier (JSON lines, or one
+        /// note): the export must be the same log, grown.
+        #[arg(long)]
+        trusted_checkpoint: Option<std::path::PathBuf>,
+    },
+    /// Print (JSON) the inclusion proof of the event at a chain index; with
+    /// --out, write a proof file (C2SP tlog-proof: the event, its proof
+    /// and the latest signed checkpoint) that `custodia audit verify`
+    /// checks alone.
     Prove {
         /// The tenant whose chain (default: the platform chain).
         #[arg(long)]
@@ -75,8 +113,11 @@ pub enum AuditCommand {
         index: u64,
         /// The tree size to prove against (default: all the chain the
         /// Merkle rows cover).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "out")]
         size: Option<u64>,
+        /// Write a proof file under the latest signed checkpoint.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Print (JSON) the consistency proof between two sizes of a chain.
     Consistency {
@@ -103,6 +144,15 @@ fn chain_of(tenant: Option<&str>) -> Result<ChainId, String> {
 }
 
 pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, String> {
+    // No database: an auditor's machine.
+    if let AuditCommand::Verify {
+        path,
+        checkpoint_key,
+        trusted_checkpoint,
+    } = &command
+    {
+        return super::offline::run(path, checkpoint_key, trusted_checkpoint.as_deref());
+    }
     let models = SqlReadModels::connect(database_url)
         .await
         .map_err(|e| e.to_string())?;
@@ -232,10 +282,51 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
                 println!("{key}");
             }
         }
+        AuditCommand::Verify { .. } => unreachable!("answered above"),
+        AuditCommand::Export {
+            tenant,
+            from,
+            to,
+            out,
+        } => {
+            let chain = chain_of(Some(&tenant))?;
+            let from = from
+                .as_deref()
+                .map(|text| time(Some(text)).map(|at| (text, at)))
+                .transpose()?;
+            let to = to
+                .as_deref()
+                .map(|text| time(Some(text)).map(|at| (text, at)))
+                .transpose()?;
+            let state = super::state(database_url).await?;
+            let request = super::audit_export::Request {
+                chain,
+                from,
+                to,
+                out: &out,
+            };
+            for line in super::audit_export::export(&state, request).await? {
+                println!("{line}");
+            }
+        }
+        AuditCommand::Prove {
+            tenant,
+            index,
+            out: Some(out),
+            ..
+        } => {
+            let chain = chain_of(tenant.as_deref())?;
+            let state = super::state(database_url).await?;
+            println!(
+                "{}",
+                super::audit_export::prove_to_file(&state, chain, index, &out).await?
+            );
+        }
         AuditCommand::Prove {
             tenant,
             index,
             size: wanted,
+            out: None,
         } => {
             let chain = chain_of(tenant.as_deref())?;
             let covered = size(&models, chain).await.map_err(|e| failed(&e))?;

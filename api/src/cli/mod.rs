@@ -2,12 +2,14 @@
 //! (the server's state as `serve` builds it, the operator's caller).
 
 pub mod audit;
+pub mod audit_export;
 pub mod bootstrap;
 pub mod checkpoints;
 pub mod config_file;
 pub mod database;
 pub mod demo;
 pub mod keys;
+pub mod offline;
 pub mod privacy;
 pub mod projections;
 pub mod serve;

@@ -1,0 +1,796 @@
+//! What an auditor checks without a database (docs/audit-format.md): an
+//! export directory (`custodia audit export`) and a single-event proof
+//! file (`custodia audit prove --out`, C2SP `tlog-proof`). This module is
+//! both formats' definition: the exporter writes the types below, and
+//! `custodia audit verify` reads them back.
+//!
+//! An export is checked in one pass over its events: every event hash is
+//! recomputed, every link followed, and the Merkle root rebuilt from the
+//! frontier before the first exported event; then the root is tied to the
+//! export's signed checkpoint, every earlier checkpoint to that one, and
+//! the auditor's own checkpoint (`--trusted-checkpoint`) to both. The first
+//! failure is named and nothing after it is claimed.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use custodia_domain::chain::{BreakKind, ChainHead, ChainVerifier, EventFields, EventLocation};
+use custodia_domain::merkle::{leaf_hash, verify_consistency, verify_inclusion, Frontier, Hash};
+use custodia_domain::{ChainId, ChainIndex, EventHash, Position};
+use custodia_infrastructure::signed_note::{open, Checkpoint, NoteVerifier};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The manifest's format tag.
+pub const EXPORT_FORMAT: &str = "custodia.audit-export.v1";
+/// The first line of a proof file (C2SP tlog-proof).
+pub const PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
+pub const MANIFEST: &str = "manifest.json";
+pub const EVENTS: &str = "events.jsonl";
+pub const CHECKPOINTS: &str = "checkpoints.jsonl";
+pub const PROOFS: &str = "proofs.json";
+
+/// One event as stored, one JSON object per line of `events.jsonl` (and
+/// the `extra` of a proof file). Every covered field of
+/// docs/event-format.md but the chain id (the manifest's, or the
+/// checkpoint origin's), and the position.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventLine<'a> {
+    pub chain_index: u64,
+    pub position: u64,
+    /// Hex, 32 bytes.
+    pub prev_hash: &'a str,
+    /// Hex, 32 bytes: the hash the log stored.
+    pub hash: &'a str,
+    pub event_id: &'a str,
+    pub stream_category: &'a str,
+    pub stream_id: &'a str,
+    pub stream_version: u64,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    /// µs since the epoch.
+    pub recorded_at: i64,
+    pub actor: &'a str,
+    pub command_id: &'a str,
+    pub correlation_id: &'a str,
+    pub causation_id: Option<&'a str>,
+    pub origin: &'a str,
+    /// Base64 (RFC 4648 §4) of the payload bytes as stored: personal data
+    /// in it is ciphertext.
+    pub payload: &'a str,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    /// The checkpoints' origin: `<log name>/<tenant id>`.
+    pub origin: String,
+    pub tenant: Uuid,
+    /// The first exported chain index, and how many events follow it.
+    pub first_index: u64,
+    pub events: u64,
+    /// The time bounds asked for (RFC 3339), if any.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// The size of the signed checkpoint the export is proved under.
+    pub tree_size: u64,
+    pub exported_at: String,
+    /// Every file's SHA-256 (hex) and length.
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// `proofs.json`: what ties the exported events to the checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proofs {
+    /// The hash of the event before the first exported one (32 zero bytes
+    /// before chain index 0), hex.
+    pub previous_hash: String,
+    /// The frontier of the tree of every event before the first exported
+    /// one: the hashes of its perfect subtrees, largest first, hex.
+    pub frontier: Vec<String>,
+    /// The consistency proof from the tree the exported events end
+    /// (first_index + events) to the checkpoint's (empty when equal).
+    pub end: SizedProof,
+    /// The consistency proof from each earlier checkpoint in
+    /// `checkpoints.jsonl` to the export's.
+    pub checkpoints: Vec<SizedProof>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizedProof {
+    pub size: u64,
+    pub proof: Vec<String>,
+}
+
+/// One line of `checkpoints.jsonl` (and of a checkpoint file).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointLine {
+    pub checkpoint: String,
+}
+
+/// A check that failed, named.
+struct Refused(String);
+
+macro_rules! refuse {
+    ($($arg:tt)*) => { return Err(Refused(format!($($arg)*))) };
+}
+
+/// `custodia audit verify PATH`: an export directory or a proof file.
+pub fn run(path: &Path, keys: &[String], trusted: Option<&Path>) -> Result<ExitCode, String> {
+    if keys.is_empty() {
+        return Err(
+            "give the checkpoint key you trust (--checkpoint-key; custodia audit key or \
+             GET /checkpoints/keys prints it)"
+                .into(),
+        );
+    }
+    let keys = keys
+        .iter()
+        .map(|key| NoteVerifier::parse(key.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--checkpoint-key: {e}"))?;
+    let outcome = if path.is_dir() {
+        verify_export(path, &keys, trusted)?
+    } else {
+        if trusted.is_some() {
+            return Err("--trusted-checkpoint applies to an export directory".into());
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        verify_proof(&text, &keys)
+    };
+    match outcome {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Refused(why)) => {
+            println!("NOT VERIFIED: {why}");
+            Ok(ExitCode::from(crate::EXIT_BROKEN))
+        }
+    }
+}
+
+fn hash_of(hex_text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut out).ok().map(|_| out)
+}
+
+fn hashes(texts: &[String], what: &str) -> Result<Vec<Hash>, Refused> {
+    texts
+        .iter()
+        .map(|h| hash_of(h).ok_or_else(|| Refused(format!("{what}: a hash is not 64 hex digits"))))
+        .collect()
+}
+
+/// Opens a note with the trusted keys and reads it as a checkpoint.
+fn checkpoint_of(note: &str, keys: &[NoteVerifier], at: &str) -> Result<Checkpoint, Refused> {
+    let opened = open(note, keys).map_err(|e| {
+        Refused(format!(
+            "{at}: {e} (signed with another key, or changed after signing)"
+        ))
+    })?;
+    Checkpoint::parse(&opened.text).map_err(|e| Refused(format!("{at}: {e}")))
+}
+
+/// The chain an origin names (`<log name>/<tenant id or platform>`).
+fn chain_of_origin(origin: &str) -> Option<ChainId> {
+    match origin.rsplit_once('/')?.1 {
+        "platform" => Some(ChainId::Platform),
+        id => Uuid::parse_str(id)
+            .ok()
+            .and_then(|id| custodia_domain::TenantId::from_uuid(id).ok())
+            .map(ChainId::Tenant),
+    }
+}
+
+/// An event line's covered fields, or the first field that cannot be read.
+struct Decoded<'a> {
+    fields: EventFields<'a>,
+    location: EventLocation<'a>,
+    stored_hash: [u8; 32],
+}
+
+fn decode<'a>(
+    line: &EventLine<'a>,
+    chain: ChainId,
+    prev_hash: &'a [u8; 32],
+    payload: &'a [u8],
+) -> Result<Decoded<'a>, &'static str> {
+    let uuid = |text: &str, what: &'static str| Uuid::parse_str(text).map_err(|_| what);
+    let event_id = uuid(line.event_id, "event id")?;
+    let stream_id = uuid(line.stream_id, "stream id")?;
+    let causation_id = line
+        .causation_id
+        .map(|id| uuid(id, "causation id"))
+        .transpose()?;
+    let stored_hash = hash_of(line.hash).ok_or("hash")?;
+    Ok(Decoded {
+        fields: EventFields {
+            chain: chain.as_uuid(),
+            chain_index: line.chain_index,
+            prev_hash,
+            event_id,
+            stream_category: line.stream_category,
+            stream_id,
+            stream_version: line.stream_version,
+            event_type: line.event_type,
+            schema_version: line.schema_version,
+            recorded_at: line.recorded_at,
+            actor: line.actor,
+            command_id: uuid(line.command_id, "command id")?,
+            correlation_id: uuid(line.correlation_id, "correlation id")?,
+            causation_id,
+            origin: line.origin,
+            payload,
+        },
+        location: EventLocation {
+            position: Position(line.position),
+            chain_index: line.chain_index,
+            event_id,
+            stream_category: line.stream_category,
+            stream_id,
+            stream_version: line.stream_version,
+        },
+        stored_hash,
+    })
+}
+
+fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>, Refused> {
+    std::fs::read(dir.join(name)).map_err(|e| Refused(format!("{name}: cannot be read: {e}")))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The manifest's entry for `name`, checked against what was read.
+fn check_file(manifest: &Manifest, name: &str, sha256: &str, bytes: u64) -> Result<(), Refused> {
+    let Some(entry) = manifest.files.iter().find(|f| f.name == name) else {
+        refuse!("{MANIFEST} lists no {name}: the manifest was changed");
+    };
+    if entry.sha256 != sha256 || entry.bytes != bytes {
+        refuse!(
+            "{name}: its SHA-256 is {sha256} ({bytes} bytes), the manifest says {} ({} bytes): \
+             the file was changed after the export",
+            entry.sha256,
+            entry.bytes
+        );
+    }
+    Ok(())
+}
+
+fn verify_export(
+    dir: &Path,
+    keys: &[NoteVerifier],
+    trusted: Option<&Path>,
+) -> Result<Result<Vec<String>, Refused>, String> {
+    // The trusted checkpoint is the auditor's own file: an error reading it
+    // is theirs to fix, not a finding about the export.
+    let trusted = trusted.map(|path| read_trusted(path, keys)).transpose()?;
+    Ok(check_export(dir, keys, trusted))
+}
+
+/// The checkpoints of a file the auditor kept (JSON lines as `custodia
+/// audit checkpoint` and the server's sink write them, or one bare note),
+/// opened with the trusted keys.
+fn read_trusted(path: &Path, keys: &[NoteVerifier]) -> Result<Vec<Checkpoint>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let notes: Vec<String> = if text.trim_start().starts_with('{') {
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str::<CheckpointLine>(line).map(|l| l.checkpoint))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: not a checkpoint file: {e}", path.display()))?
+    } else {
+        vec![text]
+    };
+    notes
+        .iter()
+        .map(|note| {
+            let opened = open(note, keys).map_err(|e| format!("{}: {e}", path.display()))?;
+            Checkpoint::parse(&opened.text).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+fn check_export(
+    dir: &Path,
+    keys: &[NoteVerifier],
+    trusted: Option<Vec<Checkpoint>>,
+) -> Result<Vec<String>, Refused> {
+    let started = Instant::now();
+    let manifest_bytes = read_file(dir, MANIFEST)?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| Refused(format!("{MANIFEST}: not an export manifest: {e}")))?;
+    if manifest.format != EXPORT_FORMAT {
+        refuse!(
+            "{MANIFEST}: format {:?}, not {EXPORT_FORMAT}",
+            manifest.format
+        );
+    }
+    let Some(chain) =
+        chain_of_origin(&manifest.origin).filter(|chain| chain.as_uuid() == manifest.tenant)
+    else {
+        refuse!(
+            "{MANIFEST}: origin {} does not name tenant {}",
+            manifest.origin,
+            manifest.tenant
+        );
+    };
+    let mut report = vec![format!(
+        "export of tenant {} ({}): {} events from chain index {}",
+        manifest.tenant, manifest.origin, manifest.events, manifest.first_index
+    )];
+
+    // The checkpoints, each signed by a trusted key, of this chain, growing.
+    let checkpoint_bytes = read_file(dir, CHECKPOINTS)?;
+    check_file(
+        &manifest,
+        CHECKPOINTS,
+        &sha256_hex(&checkpoint_bytes),
+        checkpoint_bytes.len() as u64,
+    )?;
+    let mut checkpoints = Vec::new();
+    for (n, line) in String::from_utf8_lossy(&checkpoint_bytes)
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+    {
+        let at = format!("{CHECKPOINTS} line {}", n + 1);
+        let line: CheckpointLine = serde_json::from_str(line)
+            .map_err(|e| Refused(format!("{at}: not a checkpoint line: {e}")))?;
+        let checkpoint = checkpoint_of(&line.checkpoint, keys, &at)?;
+        if checkpoint.origin != manifest.origin {
+            refuse!(
+                "{at}: a checkpoint of {}, not of {}",
+                checkpoint.origin,
+                manifest.origin
+            );
+        }
+        if checkpoints
+            .last()
+            .is_some_and(|last: &Checkpoint| last.size >= checkpoint.size)
+        {
+            refuse!("{at}: the checkpoints are not in growing order");
+        }
+        checkpoints.push(checkpoint);
+    }
+    let Some(signed) = checkpoints.last() else {
+        refuse!("{CHECKPOINTS} holds no checkpoint");
+    };
+    if signed.size != manifest.tree_size {
+        refuse!(
+            "the last checkpoint is of size {}, the manifest says {}",
+            signed.size,
+            manifest.tree_size
+        );
+    }
+
+    let proof_bytes = read_file(dir, PROOFS)?;
+    check_file(
+        &manifest,
+        PROOFS,
+        &sha256_hex(&proof_bytes),
+        proof_bytes.len() as u64,
+    )?;
+    let proofs: Proofs = serde_json::from_slice(&proof_bytes)
+        .map_err(|e| Refused(format!("{PROOFS}: not the export's proofs: {e}")))?;
+    let first = manifest.first_index;
+    let Some(previous_hash) = hash_of(&proofs.previous_hash) else {
+        refuse!("{PROOFS}: previous_hash is not 64 hex digits");
+    };
+    let Some(frontier) = Frontier::resume(first, hashes(&proofs.frontier, PROOFS)?) else {
+        refuse!("{PROOFS}: the frontier does not hold one hash per set bit of {first}");
+    };
+    let head = ChainHead {
+        next_index: ChainIndex(first),
+        last_hash: EventHash(previous_hash),
+    };
+    let mut verifier = ChainVerifier::resume(chain, head, frontier);
+    // The auditor's checkpoint of this chain, the latest they kept.
+    let trusted = trusted
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.origin == manifest.origin)
+        .max_by_key(|c| c.size);
+    if let Some(trusted) = &trusted {
+        verifier.watch_root_at(trusted.size);
+    }
+
+    // The events, in one pass: the file's hash, each event's hash and link.
+    let (walked, events_sha256, events_bytes) = walk_events(dir, chain, verifier)?;
+    check_file(&manifest, EVENTS, &events_sha256, events_bytes)?;
+    if walked.events != manifest.events {
+        refuse!(
+            "the export holds {} events, its manifest names {}: events were cut from its end \
+             (or added)",
+            walked.events,
+            manifest.events
+        );
+    }
+    let end = first + walked.events;
+    report.push(format!(
+        "events: every hash recomputed and every link followed (chain indexes {first}..{}), \
+         merkle root at size {end} {}",
+        end.saturating_sub(1),
+        hex::encode(walked.root)
+    ));
+
+    // The events are the first `end` leaves of the signed tree.
+    if proofs.end.size != end {
+        refuse!(
+            "the events end at size {end}, {PROOFS} proves size {}: events were cut from the \
+             end of the export (or its proofs replaced)",
+            proofs.end.size
+        );
+    }
+    let tied = if end == signed.size {
+        walked.root == signed.root
+    } else {
+        verify_consistency(
+            end,
+            signed.size,
+            &walked.root,
+            &signed.root,
+            &hashes(&proofs.end.proof, PROOFS)?,
+        )
+        .is_ok()
+    };
+    if !tied {
+        refuse!(
+            "the events' Merkle root at size {end} is not part of the signed checkpoint of size \
+             {} (root {}): an event was changed and every hash after it recomputed, or events \
+             were added or dropped",
+            signed.size,
+            hex::encode(signed.root)
+        );
+    }
+    report.push(format!(
+        "checkpoint: size {}, root {}, signed by a trusted key; the events are in it",
+        signed.size,
+        hex::encode(signed.root)
+    ));
+
+    // Every earlier checkpoint is a prefix of the export's.
+    for earlier in &checkpoints[..checkpoints.len() - 1] {
+        let proof = proofs
+            .checkpoints
+            .iter()
+            .find(|p| p.size == earlier.size)
+            .ok_or_else(|| {
+                Refused(format!(
+                    "{PROOFS} holds no consistency proof from the checkpoint of size {}",
+                    earlier.size
+                ))
+            })?;
+        verify_consistency(
+            earlier.size,
+            signed.size,
+            &earlier.root,
+            &signed.root,
+            &hashes(&proof.proof, PROOFS)?,
+        )
+        .map_err(|_| {
+            Refused(format!(
+                "the checkpoint of size {} is not consistent with the one of size {}: the log \
+                 was rewritten between them",
+                earlier.size, signed.size
+            ))
+        })?;
+    }
+    report.push(format!(
+        "consistent with the {} earlier checkpoints the export holds",
+        checkpoints.len() - 1
+    ));
+
+    if let Some(trusted) = trusted {
+        report.push(check_trusted(
+            &trusted,
+            signed,
+            &checkpoints,
+            walked.watched,
+        )?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    report.push(format!(
+        "VERIFIED: {} events in {seconds:.2}s ({:.0} events/s)",
+        walked.events,
+        walked.events as f64 / seconds.max(1e-9)
+    ));
+    Ok(report)
+}
+
+/// The auditor's checkpoint against the export: the same tree, or one the
+/// export's grew from.
+fn check_trusted(
+    trusted: &Checkpoint,
+    signed: &Checkpoint,
+    checkpoints: &[Checkpoint],
+    watched: Option<Hash>,
+) -> Result<String, Refused> {
+    let fork = || {
+        Refused(format!(
+            "your trusted checkpoint of size {} has another root than this export's log at that \
+             size: the log was rewritten since you kept it",
+            trusted.size
+        ))
+    };
+    if trusted.size > signed.size {
+        refuse!(
+            "your trusted checkpoint (size {}) is newer than the export's (size {}): ask for an \
+             export that reaches it",
+            trusted.size,
+            signed.size
+        );
+    }
+    let root = checkpoints
+        .iter()
+        .find(|c| c.size == trusted.size)
+        .map(|c| c.root)
+        .or(watched);
+    match root {
+        Some(root) if root == trusted.root => Ok(format!(
+            "your trusted checkpoint of size {} is a prefix of the export's log",
+            trusted.size
+        )),
+        Some(_) => Err(fork()),
+        None => refuse!(
+            "the export can tie no root to your trusted checkpoint's size {} (it starts after \
+             it and holds no checkpoint of that size): export from an earlier chain index",
+            trusted.size
+        ),
+    }
+}
+
+/// Reads `events.jsonl` once: hashes the file, checks every event. Returns
+/// what the verifier says of the whole, and the file's SHA-256 and length.
+fn walk_events(
+    dir: &Path,
+    chain: ChainId,
+    mut verifier: ChainVerifier,
+) -> Result<(custodia_domain::chain::VerifiedChain, String, u64), Refused> {
+    let path = dir.join(EVENTS);
+    let file = std::fs::File::open(&path)
+        .map_err(|e| Refused(format!("{EVENTS}: cannot be read: {e}")))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{spinner} verifying [{bar:30}] {binary_bytes}/{binary_total_bytes}, {eta} left",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut file_hash = Sha256::new();
+    let mut line = Vec::with_capacity(4096);
+    let mut payload = Vec::with_capacity(4096);
+    let (mut number, mut bytes, mut since_tick) = (0u64, 0u64, 0u64);
+    let break_at = |number: u64, why: String| Refused(format!("{EVENTS} line {number}: {why}"));
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Refused(format!("{EVENTS}: cannot be read: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        bytes += read as u64;
+        since_tick += read as u64;
+        if since_tick >= 1 << 22 {
+            bar.inc(since_tick);
+            since_tick = 0;
+        }
+        file_hash.update(&line);
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let event: EventLine<'_> = serde_json::from_slice(text)
+            .map_err(|e| break_at(number, format!("not an exported event: {e}")))?;
+        let Some(prev_hash) = hash_of(event.prev_hash) else {
+            return Err(break_at(
+                number,
+                "its previous hash is not 64 hex digits".into(),
+            ));
+        };
+        payload.clear();
+        B64.decode_vec(event.payload, &mut payload)
+            .map_err(|_| break_at(number, "its payload is not base64".into()))?;
+        let decoded = decode(&event, chain, &prev_hash, &payload)
+            .map_err(|field| break_at(number, format!("its {field} cannot be read")))?;
+        if let Err(broken) = verifier.push_fields(
+            decoded.location,
+            &decoded.fields,
+            &decoded.stored_hash,
+            true,
+        ) {
+            bar.finish_and_clear();
+            return Err(named_break(&mut reader, broken, number, event.chain_index));
+        }
+    }
+    bar.finish_and_clear();
+    let walked = verifier.finish().map_err(|broken| {
+        Refused(format!(
+            "{EVENTS}, its last event: {}",
+            broken_text(&broken)
+        ))
+    })?;
+    Ok((walked, hex::encode(file_hash.finalize()), bytes))
+}
+
+fn broken_text(broken: &custodia_domain::chain::ChainBreak) -> String {
+    format!(
+        "chain index {} (event {}, {} version {}): {}",
+        broken.chain_index, broken.event_id, broken.stream, broken.stream_version, broken.kind
+    )
+}
+
+/// A break as the export shows it. A gap in chain indexes is told apart:
+/// the missing event further down the file means the lines were reordered.
+fn named_break(
+    rest: &mut impl BufRead,
+    broken: custodia_domain::chain::ChainBreak,
+    reached: u64,
+    reached_index: u64,
+) -> Refused {
+    if let BreakKind::MissingPredecessor { missing } = broken.kind {
+        let wanted = broken.chain_index.0 - missing;
+        // The verifier checks an event when it reads the next one: the line
+        // just read may be the one missing.
+        if reached_index == wanted {
+            return Refused(format!(
+                "{EVENTS}: reordered: chain index {wanted} comes after chain index {} (at line \
+                 {reached})",
+                broken.chain_index
+            ));
+        }
+        let mut later = reached;
+        let mut line = String::new();
+        while rest.read_line(&mut line).is_ok_and(|n| n > 0) {
+            later += 1;
+            if serde_json::from_str::<EventLine<'_>>(line.trim_end())
+                .is_ok_and(|e| e.chain_index == wanted)
+            {
+                return Refused(format!(
+                    "{EVENTS}: reordered: chain index {wanted} comes after chain index {} (at \
+                     line {later})",
+                    broken.chain_index
+                ));
+            }
+            line.clear();
+        }
+        return Refused(format!(
+            "{EVENTS}: missing: chain index {wanted}{} not in the export (the next one there \
+             is {})",
+            if missing > 1 {
+                format!("..{}", broken.chain_index.0 - 1)
+            } else {
+                String::new()
+            },
+            broken.chain_index
+        ));
+    }
+    Refused(format!("{EVENTS}: {}", broken_text(&broken)))
+}
+
+/// A single-event proof (C2SP tlog-proof): the header, `extra` = base64
+/// of the event's line, `index`, the inclusion proof (base64 hashes), a
+/// blank line, the signed checkpoint.
+pub fn proof_text(event_line: &str, index: u64, proof: &[Hash], note: &str) -> String {
+    let mut text = format!(
+        "{PROOF_HEADER}\nextra {}\nindex {index}\n",
+        B64.encode(event_line)
+    );
+    for hash in proof {
+        text.push_str(&B64.encode(hash));
+        text.push('\n');
+    }
+    text.push('\n');
+    text.push_str(note);
+    text
+}
+
+fn verify_proof(text: &str, keys: &[NoteVerifier]) -> Result<Vec<String>, Refused> {
+    let Some((head, note)) = text.split_once("\n\n") else {
+        refuse!("not a proof file: no blank line before the checkpoint");
+    };
+    let mut lines = head.lines();
+    if lines.next() != Some(PROOF_HEADER) {
+        refuse!("not a proof file: the first line is not {PROOF_HEADER}");
+    }
+    let Some(extra) = lines.next().and_then(|l| l.strip_prefix("extra ")) else {
+        refuse!("the proof carries no event (its extra line)");
+    };
+    let Some(index) = lines
+        .next()
+        .and_then(|l| l.strip_prefix("index "))
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        refuse!("the proof has no index line");
+    };
+    let proof: Vec<Hash> = lines
+        .map(|l| {
+            B64.decode(l)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                .ok_or_else(|| Refused("a proof hash is not 32 bytes of base64".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    let checkpoint = checkpoint_of(note, keys, "the checkpoint")?;
+    let Some(chain) = chain_of_origin(&checkpoint.origin) else {
+        refuse!(
+            "the checkpoint's origin {} names no chain",
+            checkpoint.origin
+        );
+    };
+    let line = B64
+        .decode(extra)
+        .map_err(|_| Refused("the event (extra) is not base64".into()))?;
+    let event: EventLine<'_> = serde_json::from_slice(&line)
+        .map_err(|e| Refused(format!("the event (extra) is not an exported event: {e}")))?;
+    let mut payload = Vec::new();
+    B64.decode_vec(event.payload, &mut payload)
+        .map_err(|_| Refused("the event's payload is not base64".into()))?;
+    let prev_hash =
+        hash_of(event.prev_hash).ok_or_else(|| Refused("the previous hash is not hex".into()))?;
+    let decoded = decode(&event, chain, &prev_hash, &payload)
+        .map_err(|field| Refused(format!("the event's {field} cannot be read")))?;
+    if decoded.fields.hash().0 != decoded.stored_hash {
+        refuse!("the event does not hash to its hash: it was changed");
+    }
+    if event.chain_index != index {
+        refuse!(
+            "the proof is for index {index}, the event is at chain index {}",
+            event.chain_index
+        );
+    }
+    verify_inclusion(
+        index,
+        checkpoint.size,
+        &leaf_hash(&decoded.stored_hash),
+        &proof,
+        &checkpoint.root,
+    )
+    .map_err(|e| {
+        Refused(format!(
+            "the event is not in the signed checkpoint of size {}: {e}",
+            checkpoint.size
+        ))
+    })?;
+    Ok(vec![
+        format!(
+            "event {} ({}) of {}, recorded at {}, by {}, chain index {index}, hash {}",
+            event.event_id,
+            event.event_type,
+            checkpoint.origin,
+            custodia_domain::Timestamp(event.recorded_at),
+            event.actor,
+            event.hash
+        ),
+        format!(
+            "VERIFIED: it is in the checkpoint of size {} (root {}) signed by a trusted key",
+            checkpoint.size,
+            hex::encode(checkpoint.root)
+        ),
+    ])
+}
