@@ -28,6 +28,8 @@ backends!(
     merkle_proofs_lead_to_the_root_verify_prints,
     checkpoints_kept_elsewhere_name_a_cut_chain,
     checkpoints_kept_elsewhere_name_a_rehashed_suffix,
+    an_export_verifies_offline_and_every_change_is_named,
+    a_proof_file_is_checked_alone,
 );
 
 /// The master key the demo seals its sample people under (a fixed test
@@ -805,4 +807,465 @@ async fn checkpoints_kept_elsewhere_name_a_rehashed_suffix(db: TestDatabase) {
         2,
         "{out}"
     );
+}
+
+/// Runs a command and asserts it succeeded; returns its stdout.
+fn ok(db: &TestDatabase, args: &[&str]) -> String {
+    let output = custodia(db, args);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
+    stdout
+}
+
+/// `custodia audit verify` (it needs no database: none is named).
+fn offline(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["audit", "verify"])
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run custodia");
+    let (stdout, stderr) = text(&output);
+    (output.status.code(), format!("{stdout}{stderr}"))
+}
+
+/// A copy of an export to change.
+fn copy_of(export: &std::path::Path, into: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let copy = into.join(name);
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(export).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+fn lines_of(dir: &std::path::Path, file: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(dir: &std::path::Path, file: &str, lines: &[String]) {
+    std::fs::write(dir.join(file), lines.join("\n") + "\n").unwrap();
+}
+
+/// Makes the manifest agree with the files again (and with `events`
+/// events), as someone who changed them would.
+fn refit_manifest(dir: &std::path::Path, events: Option<u64>) {
+    use sha2::{Digest, Sha256};
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for file in manifest["files"].as_array_mut().unwrap() {
+        let bytes = std::fs::read(dir.join(file["name"].as_str().unwrap())).unwrap();
+        file["sha256"] = hex::encode(Sha256::digest(&bytes)).into();
+        file["bytes"] = bytes.len().into();
+    }
+    if let Some(events) = events {
+        manifest["events"] = events.into();
+    }
+    std::fs::write(&path, manifest.to_string()).unwrap();
+}
+
+/// An event line with its payload replaced and, when `rehash`, its hash
+/// recomputed over `prev_hash` (what someone rewriting history does).
+fn rewrite_line(
+    chain: uuid::Uuid,
+    line: &str,
+    payload: Option<&[u8]>,
+    prev_hash: Option<&str>,
+) -> (String, String) {
+    use base64::Engine;
+    use custodia_domain::chain::EventFields;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut event: serde_json::Value = serde_json::from_str(line).unwrap();
+    if let Some(payload) = payload {
+        event["payload"] = b64.encode(payload).into();
+    }
+    if let Some(prev) = prev_hash {
+        event["prev_hash"] = prev.into();
+    }
+    let text = |name: &str| event[name].as_str().unwrap().to_owned();
+    let uuid = |name: &str| uuid::Uuid::parse_str(event[name].as_str().unwrap()).unwrap();
+    let number = |name: &str| event[name].as_u64().unwrap();
+    let prev = hex::decode(text("prev_hash")).unwrap();
+    let payload = b64.decode(text("payload")).unwrap();
+    let (category, event_type, actor, origin) = (
+        text("stream_category"),
+        text("event_type"),
+        text("actor"),
+        text("origin"),
+    );
+    let hash = EventFields {
+        chain,
+        chain_index: number("chain_index"),
+        prev_hash: &prev,
+        event_id: uuid("event_id"),
+        stream_category: &category,
+        stream_id: uuid("stream_id"),
+        stream_version: number("stream_version"),
+        event_type: &event_type,
+        schema_version: number("schema_version") as u32,
+        recorded_at: event["recorded_at"].as_i64().unwrap(),
+        actor: &actor,
+        command_id: uuid("command_id"),
+        correlation_id: uuid("correlation_id"),
+        causation_id: event["causation_id"]
+            .as_str()
+            .map(|id| uuid::Uuid::parse_str(id).unwrap()),
+        origin: &origin,
+        payload: &payload,
+    }
+    .hash()
+    .to_hex();
+    event["hash"] = hash.clone().into();
+    (event.to_string(), hash)
+}
+
+/// An export of a tenant's chain, checked with no database: it verifies
+/// untouched (also against a checkpoint kept from before it grew), and
+/// each change an auditor must catch is refused with its own message.
+async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let ChainId::Tenant(tenant) = chain[0].chain else {
+        panic!("a tenant chain")
+    };
+    let tenant = tenant.to_string();
+    let work = tempfile::tempdir().unwrap();
+    let dir = |name: &str| work.path().join(name);
+    ok(&db, &["projections", "rebuild", "merkle"]);
+    // A first export signs the checkpoint of the 16 events; it is what the
+    // auditor keeps.
+    let first = dir("first");
+    let out = ok(
+        &db,
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            &tenant,
+            "--out",
+            first.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("exported 16 events"), "{out}");
+    // The chain grows by one event; the next export holds both checkpoints.
+    ok(&db, &["tenant", "suspend", "--tenant", &tenant]);
+    ok(&db, &["projections", "rebuild", "merkle"]);
+    let export = dir("export");
+    let out = ok(
+        &db,
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            &tenant,
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains("exported 17 events") && out.contains("with 1 earlier checkpoints"),
+        "{out}"
+    );
+    let key = ok(&db, &["audit", "key"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let verify = |path: &std::path::Path, more: &[&str]| {
+        let mut args = vec![path.to_str().unwrap(), "--checkpoint-key", key.as_str()];
+        args.extend_from_slice(more);
+        offline(&args)
+    };
+    let (code, out) = verify(&export, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("VERIFIED: 17 events"), "{out}");
+    assert!(
+        out.contains("consistent with the 1 earlier checkpoints"),
+        "{out}"
+    );
+    let kept = first.join("checkpoints.jsonl");
+    let (code, out) = verify(&export, &["--trusted-checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("your trusted checkpoint of size 16 is a prefix"),
+        "{out}"
+    );
+    // A non-empty directory is never written into.
+    let output = custodia(
+        &db,
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            &tenant,
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{:?}", text(&output));
+
+    let chain_id = uuid::Uuid::parse_str(&tenant).unwrap();
+    let refused = |copy: &std::path::Path, expected: &str| {
+        let (code, out) = verify(copy, &[]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains("NOT VERIFIED") && out.contains(expected),
+            "expected {expected:?} in:\n{out}"
+        );
+    };
+    let events = lines_of(&export, "events.jsonl");
+
+    // One event edited, its hash left: its chain index is named.
+    let copy = copy_of(&export, work.path(), "edited");
+    let mut lines = events.clone();
+    let mut event: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
+    event["payload"] = "e30=".into(); // {}
+    lines[3] = event.to_string();
+    write_lines(&copy, "events.jsonl", &lines);
+    refused(&copy, "chain index 3");
+    refused(&copy, "altered content");
+
+    // One event edited and every hash after it recomputed: the chain holds,
+    // the signed checkpoint does not.
+    let copy = copy_of(&export, work.path(), "rehashed");
+    let mut lines = events.clone();
+    let (line, mut hash) = rewrite_line(chain_id, &lines[3], Some(b"{}"), None);
+    lines[3] = line;
+    for line in lines.iter_mut().skip(4) {
+        let (rewritten, next) = rewrite_line(chain_id, line, None, Some(&hash));
+        *line = rewritten;
+        hash = next;
+    }
+    write_lines(&copy, "events.jsonl", &lines);
+    refit_manifest(&copy, None);
+    refused(&copy, "is not part of the signed checkpoint of size 17");
+
+    // One event dropped.
+    let copy = copy_of(&export, work.path(), "dropped");
+    let mut lines = events.clone();
+    lines.remove(5);
+    write_lines(&copy, "events.jsonl", &lines);
+    refused(&copy, "missing: chain index 5 not in the export");
+
+    // Two events swapped.
+    let copy = copy_of(&export, work.path(), "reordered");
+    let mut lines = events.clone();
+    lines.swap(5, 6);
+    write_lines(&copy, "events.jsonl", &lines);
+    refused(&copy, "reordered: chain index 5 comes after chain index 6");
+
+    // The end cut off: by the manifest's count, and, with the manifest made
+    // to agree, by the proof's size.
+    let copy = copy_of(&export, work.path(), "truncated");
+    write_lines(&copy, "events.jsonl", &events[..14]);
+    refused(&copy, "the export holds 14 events, its manifest names 17");
+    refit_manifest(&copy, Some(14));
+    refused(
+        &copy,
+        "the events end at size 14, proofs.json proves size 17",
+    );
+
+    // The checkpoint changed (its size), with the manifest made to agree.
+    let copy = copy_of(&export, work.path(), "checkpoint");
+    let mut lines = lines_of(&export, "checkpoints.jsonl");
+    lines[1] = lines[1].replacen("\\n17\\n", "\\n18\\n", 1);
+    assert_ne!(lines, lines_of(&export, "checkpoints.jsonl"));
+    write_lines(&copy, "checkpoints.jsonl", &lines);
+    refit_manifest(&copy, None);
+    refused(&copy, "checkpoints.jsonl line 2");
+    refused(&copy, "signed with another key, or changed after signing");
+
+    // The log rewritten and its checkpoints signed again with another key.
+    let copy = copy_of(&export, work.path(), "other-key");
+    let other = custodia_infrastructure::signed_note::NoteSigner::generate("custodia").unwrap();
+    let mut lines = Vec::new();
+    for line in lines_of(&export, "checkpoints.jsonl") {
+        let note: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let text = note["checkpoint"]
+            .as_str()
+            .unwrap()
+            .split("\n\n")
+            .next()
+            .unwrap();
+        let signed = other.sign(&format!("{text}\n")).unwrap();
+        lines.push(serde_json::json!({ "checkpoint": signed }).to_string());
+    }
+    write_lines(&copy, "checkpoints.jsonl", &lines);
+    refit_manifest(&copy, None);
+    refused(
+        &copy,
+        "checkpoints.jsonl line 1: no signature by a known key",
+    );
+
+    // The manifest changed: a file's hash, or the events' count.
+    let copy = copy_of(&export, work.path(), "manifest");
+    let path = copy.join("manifest.json");
+    let manifest = std::fs::read_to_string(&path).unwrap();
+    let proofs_hash = serde_json::from_str::<serde_json::Value>(&manifest).unwrap()["files"][2]
+        ["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(&path, manifest.replace(&proofs_hash, &"0".repeat(64))).unwrap();
+    refused(&copy, "proofs.json: its SHA-256 is");
+    let copy = copy_of(&export, work.path(), "manifest-count");
+    refit_manifest(&copy, Some(18));
+    refused(&copy, "the export holds 17 events, its manifest names 18");
+
+    // A file changed without changing an event (spaces added): the
+    // manifest's hash names it.
+    let copy = copy_of(&export, work.path(), "spaces");
+    let mut lines = events.clone();
+    lines[0] = lines[0].replacen(',', ", ", 1);
+    write_lines(&copy, "events.jsonl", &lines);
+    refused(&copy, "events.jsonl: its SHA-256 is");
+
+    // A checkpoint the auditor kept that the export's log does not extend.
+    let forked = work.path().join("forked.jsonl");
+    let note = serde_json::from_str::<serde_json::Value>(&lines_of(&first, "checkpoints.jsonl")[0])
+        .unwrap()["checkpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut text = note
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    text[2] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    let other_kept = other.sign(&(text.join("\n") + "\n")).unwrap();
+    std::fs::write(
+        &forked,
+        serde_json::json!({ "checkpoint": other_kept }).to_string(),
+    )
+    .unwrap();
+    let (code, out) = verify(
+        &export,
+        &[
+            "--trusted-checkpoint",
+            forked.to_str().unwrap(),
+            "--checkpoint-key",
+            &other.verifier().to_string(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("your trusted checkpoint of size 16 has another root"),
+        "{out}"
+    );
+}
+
+/// A proof file: one event, its inclusion proof and the signed checkpoint,
+/// checked alone; a changed event, index or signature is refused.
+async fn a_proof_file_is_checked_alone(db: TestDatabase) {
+    let chain = sample_log(&db).await;
+    let ChainId::Tenant(tenant) = chain[0].chain else {
+        panic!("a tenant chain")
+    };
+    let tenant = tenant.to_string();
+    ok(&db, &["projections", "rebuild", "merkle"]);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("grant.tlog-proof");
+    let out = ok(
+        &db,
+        &[
+            "audit",
+            "prove",
+            "--tenant",
+            &tenant,
+            "--index",
+            "6",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("under the checkpoint of size 16"), "{out}");
+    let key = ok(&db, &["audit", "key"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let (code, out) = offline(&[file.to_str().unwrap(), "--checkpoint-key", &key]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("event {}", chain[6].event_id))
+            && out.contains("VERIFIED: it is in the checkpoint of size 16"),
+        "{out}"
+    );
+    let proof = std::fs::read_to_string(&file).unwrap();
+    let refused = |text: String, expected: &str| {
+        let changed = work.path().join("changed.tlog-proof");
+        std::fs::write(&changed, text).unwrap();
+        let (code, out) = offline(&[changed.to_str().unwrap(), "--checkpoint-key", &key]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    };
+    // Another event's line in place of this one's.
+    let extra = proof.lines().nth(1).unwrap().to_owned();
+    let other_proof = work.path().join("other.tlog-proof");
+    ok(
+        &db,
+        &[
+            "audit",
+            "prove",
+            "--tenant",
+            &tenant,
+            "--index",
+            "7",
+            "--out",
+            other_proof.to_str().unwrap(),
+        ],
+    );
+    let other_extra = std::fs::read_to_string(&other_proof)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    refused(
+        proof.replacen(&extra, &other_extra, 1),
+        "the proof is for index 6, the event is at chain index 7",
+    );
+    refused(
+        proof.replacen("index 6", "index 5", 1),
+        "the proof is for index 5, the event is at chain index 6",
+    );
+    // A hash of the inclusion proof changed.
+    let step = proof.lines().nth(3).unwrap().to_owned();
+    refused(
+        proof.replacen(&step, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", 1),
+        "the event is not in the signed checkpoint of size 16",
+    );
+    // The event's content changed (its hash kept).
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let line =
+        String::from_utf8(b64.decode(extra.strip_prefix("extra ").unwrap()).unwrap()).unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    event["recorded_at"] = (event["recorded_at"].as_i64().unwrap() + 1).into();
+    refused(
+        proof.replacen(
+            &extra,
+            &format!("extra {}", b64.encode(event.to_string())),
+            1,
+        ),
+        "the event does not hash to its hash",
+    );
+    let (code, out) = offline(&[
+        file.to_str().unwrap(),
+        "--checkpoint-key",
+        &custodia_infrastructure::signed_note::NoteSigner::generate("custodia")
+            .unwrap()
+            .verifier()
+            .to_string(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no signature by a known key"), "{out}");
 }

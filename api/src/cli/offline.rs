@@ -421,7 +421,6 @@ fn check_export(
 
     // The events, in one pass: the file's hash, each event's hash and link.
     let (walked, events_sha256, events_bytes) = walk_events(dir, chain, verifier)?;
-    check_file(&manifest, EVENTS, &events_sha256, events_bytes)?;
     if walked.events != manifest.events {
         refuse!(
             "the export holds {} events, its manifest names {}: events were cut from its end \
@@ -430,6 +429,7 @@ fn check_export(
             manifest.events
         );
     }
+    check_file(&manifest, EVENTS, &events_sha256, events_bytes)?;
     let end = first + walked.events;
     report.push(format!(
         "events: every hash recomputed and every link followed (chain indexes {first}..{}), \
