@@ -10,6 +10,7 @@ use custodia_domain::{ChainId, StreamCategory, StreamId, StreamVersion, TenantId
 use custodia_infrastructure::{open_event_store, OpenMode};
 use uuid::Uuid;
 
+mod audit;
 mod erasure;
 mod history;
 mod keys;
@@ -35,6 +36,9 @@ pub enum Bench {
     /// rotation against the number of keys (SQLite files made beside
     /// --database-url).
     Keys(keys::KeysArgs),
+    /// Offline verification of audit exports (`custodia audit verify`)
+    /// against the chain's length; needs no database.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(clap::Args)]
@@ -95,6 +99,7 @@ pub async fn run(url: Option<&str>, bench: Bench) -> Result<ExitCode, String> {
         Bench::History(args) => history::run(url()?, args).await,
         Bench::Erasure(args) => erasure::run(url()?, args).await,
         Bench::Keys(args) => keys::run(url()?, args).await,
+        Bench::Audit(args) => audit::run(args),
     }
 }
 

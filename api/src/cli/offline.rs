@@ -171,6 +171,12 @@ pub fn run(path: &Path, keys: &[String], trusted: Option<&Path>) -> Result<ExitC
     }
 }
 
+/// Checks an export directory: the lines `custodia audit verify` prints,
+/// or the failure it names.
+pub fn check(dir: &Path, keys: &[NoteVerifier]) -> Result<Vec<String>, String> {
+    check_export(dir, keys, None).map_err(|Refused(why)| why)
+}
+
 fn hash_of(hex_text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_text, &mut out).ok().map(|_| out)
@@ -564,15 +570,17 @@ fn check_trusted(
     }
 }
 
-/// Reads `events.jsonl` once: hashes the file, checks every event. Returns
-/// what the verifier says of the whole, and the file's SHA-256 and length.
+/// Reads `events.jsonl` once, in large chunks: hashes the file, checks
+/// every event. Returns what the verifier says of the whole, and the
+/// file's SHA-256 and length.
 fn walk_events(
     dir: &Path,
     chain: ChainId,
     mut verifier: ChainVerifier,
 ) -> Result<(custodia_domain::chain::VerifiedChain, String, u64), Refused> {
+    use std::io::Read;
     let path = dir.join(EVENTS);
-    let file = std::fs::File::open(&path)
+    let mut file = std::fs::File::open(&path)
         .map_err(|e| Refused(format!("{EVENTS}: cannot be read: {e}")))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = ProgressBar::new(total).with_style(
@@ -582,51 +590,71 @@ fn walk_events(
         .expect("the template is valid")
         .progress_chars("=> "),
     );
-    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut file_hash = Sha256::new();
-    let mut line = Vec::with_capacity(4096);
+    // A chunk, and the start of a line it ends in the middle of.
+    let mut buffer = vec![0u8; CHUNK];
+    let mut kept = 0usize;
     let mut payload = Vec::with_capacity(4096);
-    let (mut number, mut bytes, mut since_tick) = (0u64, 0u64, 0u64);
-    let break_at = |number: u64, why: String| Refused(format!("{EVENTS} line {number}: {why}"));
+    let (mut number, mut bytes) = (0u64, 0u64);
     loop {
-        line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
+        if kept == buffer.len() {
+            // One line longer than a chunk: make room.
+            buffer.resize(buffer.len() * 2, 0);
+        }
+        let read = file
+            .read(&mut buffer[kept..])
             .map_err(|e| Refused(format!("{EVENTS}: cannot be read: {e}")))?;
+        let filled = kept + read;
+        file_hash.update(&buffer[kept..filled]);
+        bytes += read as u64;
+        bar.inc(read as u64);
+        // Whole lines; at the end of the file, the last one too.
+        let whole = if read == 0 {
+            filled
+        } else {
+            match buffer[..filled].iter().rposition(|b| *b == b'\n') {
+                Some(last) => last + 1,
+                None => {
+                    kept = filled;
+                    continue;
+                }
+            }
+        };
+        for text in lines(&buffer[..whole]) {
+            number += 1;
+            let at = |why: String| Refused(format!("{EVENTS} line {number}: {why}"));
+            let event = match EventLine::parse_exact(text) {
+                Some(event) => event,
+                None => serde_json::from_slice(text)
+                    .map_err(|e| at(format!("not an exported event: {e}")))?,
+            };
+            let prev_hash = hash_of(event.prev_hash)
+                .ok_or_else(|| at("its previous hash is not hex".into()))?;
+            payload.clear();
+            B64.decode_vec(event.payload, &mut payload)
+                .map_err(|_| at("its payload is not base64".into()))?;
+            let decoded = decode(&event, chain, &prev_hash, &payload)
+                .map_err(|field| at(format!("its {field} cannot be read")))?;
+            if let Err(broken) = verifier.push_fields(
+                decoded.location,
+                &decoded.fields,
+                &decoded.stored_hash,
+                true,
+            ) {
+                bar.finish_and_clear();
+                let consumed =
+                    whole.min(text.as_ptr() as usize - buffer.as_ptr() as usize + text.len() + 1);
+                let mut rest = std::io::Cursor::new(buffer[consumed..filled].to_vec())
+                    .chain(BufReader::new(file));
+                let mut rest = BufReader::new(&mut rest);
+                return Err(named_break(&mut rest, broken, number, event.chain_index));
+            }
+        }
         if read == 0 {
             break;
         }
-        number += 1;
-        bytes += read as u64;
-        since_tick += read as u64;
-        if since_tick >= 1 << 22 {
-            bar.inc(since_tick);
-            since_tick = 0;
-        }
-        file_hash.update(&line);
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let event: EventLine<'_> = serde_json::from_slice(text)
-            .map_err(|e| break_at(number, format!("not an exported event: {e}")))?;
-        let Some(prev_hash) = hash_of(event.prev_hash) else {
-            return Err(break_at(
-                number,
-                "its previous hash is not 64 hex digits".into(),
-            ));
-        };
-        payload.clear();
-        B64.decode_vec(event.payload, &mut payload)
-            .map_err(|_| break_at(number, "its payload is not base64".into()))?;
-        let decoded = decode(&event, chain, &prev_hash, &payload)
-            .map_err(|field| break_at(number, format!("its {field} cannot be read")))?;
-        if let Err(broken) = verifier.push_fields(
-            decoded.location,
-            &decoded.fields,
-            &decoded.stored_hash,
-            true,
-        ) {
-            bar.finish_and_clear();
-            return Err(named_break(&mut reader, broken, number, event.chain_index));
-        }
+        buffer.copy_within(whole..filled, 0);
+        kept = filled - whole;
     }
     bar.finish_and_clear();
     let walked = verifier.finish().map_err(|broken| {
@@ -636,6 +664,152 @@ fn walk_events(
         ))
     })?;
     Ok((walked, hex::encode(file_hash.finalize()), bytes))
+}
+
+/// The non-empty lines of `bytes` (split with memchr: a byte-at-a-time
+/// split costs as much as the rest of the check).
+pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', bytes)
+        .chain(std::iter::once(bytes.len()))
+        .filter_map(move |end| {
+            let line = bytes.get(start..end)?;
+            start = end + 1;
+            (!line.is_empty()).then_some(line)
+        })
+}
+
+/// Bytes read from `events.jsonl` at a time.
+const CHUNK: usize = 4 << 20;
+
+impl<'a> EventLine<'a> {
+    /// The line exactly as the exporter writes it (these fields in this
+    /// order, no white space, strings without escapes), read without a
+    /// general JSON parser; `None` for anything else, which is then read
+    /// as JSON. Both readings agree on every line this one accepts.
+    pub fn parse_exact(line: &'a [u8]) -> Option<EventLine<'a>> {
+        let mut at = Exact { line, i: 0 };
+        at.literal(b"{\"chain_index\":")?;
+        let chain_index = at.unsigned()?;
+        at.literal(b",\"position\":")?;
+        let position = at.unsigned()?;
+        at.literal(b",\"prev_hash\":")?;
+        let prev_hash = at.coded()?;
+        at.literal(b",\"hash\":")?;
+        let hash = at.coded()?;
+        at.literal(b",\"event_id\":")?;
+        let event_id = at.coded()?;
+        at.literal(b",\"stream_category\":")?;
+        let stream_category = at.string()?;
+        at.literal(b",\"stream_id\":")?;
+        let stream_id = at.coded()?;
+        at.literal(b",\"stream_version\":")?;
+        let stream_version = at.unsigned()?;
+        at.literal(b",\"event_type\":")?;
+        let event_type = at.string()?;
+        at.literal(b",\"schema_version\":")?;
+        let schema_version = u32::try_from(at.unsigned()?).ok()?;
+        at.literal(b",\"recorded_at\":")?;
+        let recorded_at = at.signed()?;
+        at.literal(b",\"actor\":")?;
+        let actor = at.string()?;
+        at.literal(b",\"command_id\":")?;
+        let command_id = at.coded()?;
+        at.literal(b",\"correlation_id\":")?;
+        let correlation_id = at.coded()?;
+        at.literal(b",\"causation_id\":")?;
+        let causation_id = if at.literal(b"null").is_some() {
+            None
+        } else {
+            Some(at.coded()?)
+        };
+        at.literal(b",\"origin\":")?;
+        let origin = at.string()?;
+        at.literal(b",\"payload\":")?;
+        let payload = at.coded()?;
+        at.literal(b"}")?;
+        (at.i == line.len()).then_some(EventLine {
+            chain_index,
+            position,
+            prev_hash,
+            hash,
+            event_id,
+            stream_category,
+            stream_id,
+            stream_version,
+            event_type,
+            schema_version,
+            recorded_at,
+            actor,
+            command_id,
+            correlation_id,
+            causation_id,
+            origin,
+            payload,
+        })
+    }
+}
+
+/// A reading position in a line, for [`EventLine::parse_exact`].
+struct Exact<'a> {
+    line: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Exact<'a> {
+    fn literal(&mut self, text: &[u8]) -> Option<()> {
+        self.line[self.i..]
+            .starts_with(text)
+            .then(|| self.i += text.len())
+    }
+
+    /// Digits, without a leading zero (as JSON writes a number).
+    fn unsigned(&mut self) -> Option<u64> {
+        let digits = self.line[self.i..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let text = &self.line[self.i..self.i + digits];
+        if digits == 0 || (digits > 1 && text[0] == b'0') {
+            return None;
+        }
+        self.i += digits;
+        text.iter().try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+    }
+
+    fn signed(&mut self) -> Option<i64> {
+        if self.literal(b"-").is_some() {
+            let n = self.unsigned()?;
+            return (n != 0).then_some(0i64.checked_sub_unsigned(n)?);
+        }
+        i64::try_from(self.unsigned()?).ok()
+    }
+
+    /// A string of hex, a UUID or base64: up to the next quote. Whatever
+    /// else it holds (an escape, a control character) its decoder refuses,
+    /// as it would refuse the value JSON makes of it.
+    fn coded(&mut self) -> Option<&'a str> {
+        self.literal(b"\"")?;
+        let rest = &self.line[self.i..];
+        let end = memchr::memchr(b'"', rest)?;
+        self.i += end + 1;
+        std::str::from_utf8(&rest[..end]).ok()
+    }
+
+    /// A string without escapes or control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        self.literal(b"\"")?;
+        let rest = &self.line[self.i..];
+        let end = rest.iter().position(|b| *b == b'"')?;
+        let text = &rest[..end];
+        if text.iter().any(|b| *b == b'\\' || *b < 0x20) {
+            return None;
+        }
+        self.i += end + 1;
+        std::str::from_utf8(text).ok()
+    }
 }
 
 fn broken_text(broken: &custodia_domain::chain::ChainBreak) -> String {
@@ -793,4 +967,41 @@ fn verify_proof(text: &str, keys: &[NoteVerifier]) -> Result<Vec<String>, Refuse
             hex::encode(checkpoint.root)
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"chain_index":7,"position":8,"prev_hash":"0ccb","hash":"f1f5","event_id":"01a22ae8-5b45-75d9-8ab1-274ef5735171","stream_category":"user","stream_id":"01a22ae8-5b45-75d9-8ab1-274ef5735172","stream_version":1,"event_type":"EmailClaimed","schema_version":1,"recorded_at":-1796016200518126,"actor":"system","command_id":"c","correlation_id":"d","causation_id":null,"origin":"cli","payload":"e30="}"#;
+
+    fn same(a: &EventLine<'_>, b: &EventLine<'_>) -> bool {
+        format!("{a:?}") == format!("{b:?}")
+    }
+
+    #[test]
+    fn the_exact_reading_agrees_with_json_and_refuses_what_it_does_not_know() {
+        let exact = EventLine::parse_exact(LINE.as_bytes()).expect("the exporter's layout");
+        let json: EventLine<'_> = serde_json::from_str(LINE).unwrap();
+        assert!(same(&exact, &json));
+        let with_cause = LINE.replace(r#""causation_id":null"#, r#""causation_id":"e""#);
+        let exact = EventLine::parse_exact(with_cause.as_bytes()).unwrap();
+        assert_eq!(exact.causation_id, Some("e"));
+        // Anything else is left to the JSON parser, which reads it or
+        // refuses it as JSON would.
+        for other in [
+            LINE.replace(r#""origin":"cli""#, r#""origin":"c\u006ci""#),
+            LINE.replace(r#"{"chain_index""#, r#"{ "chain_index""#),
+            LINE.replace(r#""chain_index":7"#, r#""chain_index":07"#),
+            LINE.replace(r#""position":8"#, r#""position":18446744073709551616"#),
+            LINE.replace('}', r#","extra":1}"#),
+            format!("{LINE} "),
+            LINE[..LINE.len() - 1].to_owned(),
+        ] {
+            assert!(
+                EventLine::parse_exact(other.as_bytes()).is_none(),
+                "{other}"
+            );
+        }
+    }
 }
