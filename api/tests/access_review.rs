@@ -18,7 +18,10 @@ mod served;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-backends!(roles_are_answered_as_of_any_moment_with_who_granted_them);
+backends!(
+    roles_are_answered_as_of_any_moment_with_who_granted_them,
+    a_user_is_answered_as_of_any_moment,
+);
 
 const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -297,4 +300,253 @@ async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatab
             "{body}"
         );
     }
+}
+
+/// A user renamed, a consent granted then withdrawn, the user suspended,
+/// then erased: asked as of the moments in between, each answer is the
+/// log's state then (CLI and GraphQL); personal data only for a reader
+/// allowed to read it, and erased for everyone once the key is gone.
+async fn a_user_is_answered_as_of_any_moment(db: TestDatabase) {
+    use custodia_application::commands::consent::{record_consent, ConsentInput};
+    use custodia_application::commands::users::{change_user_status, update_profile, StatusChange};
+    use custodia_domain::identity::consent::Channel;
+    use custodia_domain::identity::tenant::{ConsentPurpose, SettingsChange};
+    let state = custodia::http::AppState::connect(
+        db.url(),
+        MASTER_KEY.parse().unwrap(),
+        "custodia",
+        "custodia-api",
+    )
+    .await
+    .unwrap();
+    let ports = &state.ports;
+    let (tenant, _) = tenant_with_owner(ports, "ada@example.org", Some(PASSWORD)).await;
+    let settings = SettingsChange {
+        add_consent_purposes: vec![ConsentPurpose {
+            id: "newsletter".into(),
+            version: 1,
+        }],
+        ..SettingsChange::default()
+    };
+    custodia_application::commands::tenants::update_tenant_settings(
+        ports,
+        &operator(),
+        tenant,
+        settings,
+    )
+    .await
+    .unwrap();
+    let grace = uuid::Uuid::now_v7();
+    let named = |name: &str| Profile {
+        display_name: Some(name.into()),
+        ..Profile::default()
+    };
+    let before = moment().await;
+    let new = NewUser {
+        user: grace,
+        email: "grace@example.org".into(),
+        profile: named("Grace H"),
+        invited: false,
+        password: None,
+    };
+    register_user(ports, &operator(), tenant, new)
+        .await
+        .unwrap();
+    let registered = moment().await;
+    update_profile(ports, &operator(), tenant, grace, named("Grace Hopper"))
+        .await
+        .unwrap();
+    let consent = || ConsentInput {
+        purpose: "newsletter".into(),
+        policy_version: 1,
+        channel: Channel::Web,
+        evidence_sha256: None,
+    };
+    let input = consent();
+    record_consent(
+        ports,
+        &operator(),
+        tenant,
+        grace,
+        input,
+        true,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let renamed = moment().await;
+    let input = consent();
+    record_consent(
+        ports,
+        &operator(),
+        tenant,
+        grace,
+        input,
+        false,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    change_user_status(ports, &operator(), tenant, grace, StatusChange::Suspend)
+        .await
+        .unwrap();
+    let suspended = moment().await;
+
+    let cli = |at: Timestamp| -> Value {
+        let output = Command::new(env!("CARGO_BIN_EXE_custodia"))
+            .args(["audit", "subject", "--tenant", &tenant.to_string()])
+            .args(["--user", &grace.to_string(), "--at", &rfc3339(at)])
+            .env("DATABASE_URL", db.url())
+            .env("CUSTODIA_MASTER_KEY", MASTER_KEY)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let then = cli(before);
+    assert_eq!(then["status"], Value::Null, "{then}");
+    assert_eq!(then["last_event"], Value::Null, "{then}");
+    let then = cli(registered);
+    assert_eq!(then["status"], "active", "{then}");
+    assert_eq!(then["display_name"], "Grace H", "{then}");
+    assert_eq!(then["email"], "grace@example.org", "{then}");
+    assert_eq!(then["consents"], json!([]), "{then}");
+    let then = cli(renamed);
+    assert_eq!(then["display_name"], "Grace Hopper", "{then}");
+    assert_eq!(then["consents"][0]["purpose"], "newsletter", "{then}");
+    assert_eq!(then["consents"][0]["granted"], true, "{then}");
+    let then = cli(suspended);
+    assert_eq!(then["status"], "suspended", "{then}");
+    assert_eq!(then["consents"][0]["granted"], false, "{then}");
+    assert_eq!(then["personal_data"], "shown", "{then}");
+
+    // GraphQL: an owner reads the personal data then; an auditor (audit
+    // and consent reads, no personal reads) gets it withheld.
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let auditor = uuid::Uuid::now_v7();
+    let new = NewUser {
+        user: auditor,
+        email: "audrey@example.org".into(),
+        profile: Profile::default(),
+        invited: false,
+        password: Some(PASSWORD.into()),
+    };
+    register_user(ports, &operator(), tenant, new)
+        .await
+        .unwrap();
+    change_memberships(
+        ports,
+        &operator(),
+        tenant,
+        MembershipCommand::Grant {
+            user: auditor,
+            role: RoleRef::BuiltIn(BuiltInRole::Auditor),
+        },
+    )
+    .await
+    .unwrap();
+    let token = |email: &'static str| {
+        let ports = state.ports.clone();
+        async move {
+            custodia_application::commands::sessions::start_session(
+                &ports,
+                tenant,
+                email,
+                PASSWORD,
+                None,
+                None,
+                Timestamp::now(),
+            )
+            .await
+            .unwrap()
+            .access_token
+        }
+    };
+    let query = "query($u: ID!, $at: DateTime!) { subjectAsOf(userId: $u, at: $at) { status personalData email displayName consents { purpose state } lastEventId } }";
+    let ask = |token: String, at: Timestamp| {
+        actix_web::test::TestRequest::post()
+            .uri("/graphql")
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .set_json(json!({ "query": query, "variables": { "u": grace.to_string(), "at": rfc3339(at) } }))
+    };
+    let owner = token("ada@example.org").await;
+    let (_, body) = call!(&service, ask(owner.clone(), renamed));
+    let then = &body["data"]["subjectAsOf"];
+    assert_eq!(then["status"], "ACTIVE", "{body}");
+    assert_eq!(then["personalData"], "SHOWN", "{body}");
+    assert_eq!(then["displayName"], "Grace Hopper", "{body}");
+    assert_eq!(
+        then["consents"],
+        json!([{ "purpose": "newsletter", "state": "GRANTED" }]),
+        "{body}"
+    );
+    let audrey = token("audrey@example.org").await;
+    let (_, body) = call!(&service, ask(audrey.clone(), renamed));
+    let then = &body["data"]["subjectAsOf"];
+    assert_eq!(then["personalData"], "WITHHELD", "{body}");
+    assert_eq!(then["email"], Value::Null, "{body}");
+    assert_eq!(then["displayName"], Value::Null, "{body}");
+    assert_eq!(then["status"], "ACTIVE", "{body}");
+
+    // Erased: the past still has its shape, its personal data is gone.
+    custodia_application::commands::privacy::erase_subject(
+        ports,
+        &operator(),
+        tenant,
+        grace,
+        "request 7",
+    )
+    .await
+    .unwrap();
+    let then = cli(renamed);
+    assert_eq!(then["personal_data"], "erased", "{then}");
+    assert_eq!(then["display_name"], Value::Null, "{then}");
+    assert_eq!(then["email"], Value::Null, "{then}");
+    assert_eq!(then["status"], "active", "{then}");
+    let (_, body) = call!(&service, ask(owner, Timestamp::now()));
+    let now = &body["data"]["subjectAsOf"];
+    assert_eq!(now["status"], "ERASED", "{body}");
+    assert_eq!(now["personalData"], "ERASED", "{body}");
+    // A member without audit.read is refused.
+    let (_, body) = call!(
+        &service,
+        ask(token_of_member(&state, tenant).await, renamed)
+    );
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+}
+
+async fn token_of_member(
+    state: &custodia::http::AppState,
+    tenant: custodia_domain::TenantId,
+) -> String {
+    let new = NewUser {
+        user: uuid::Uuid::now_v7(),
+        email: "mel@example.org".into(),
+        profile: Profile::default(),
+        invited: false,
+        password: Some(PASSWORD.into()),
+    };
+    register_user(&state.ports, &operator(), tenant, new)
+        .await
+        .unwrap();
+    custodia_application::commands::sessions::start_session(
+        &state.ports,
+        tenant,
+        "mel@example.org",
+        PASSWORD,
+        None,
+        None,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap()
+    .access_token
 }

@@ -60,6 +60,18 @@ pub enum AuditCommand {
         #[arg(long)]
         csv: bool,
     },
+    /// A user as the log held them at a moment (JSON): status, personal
+    /// data (opened, or erased where the key is gone), roles and consents
+    /// in force.
+    Subject {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: Uuid,
+        /// RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Print the checkpoint verifier keys, the signing one first.
     Key {
         #[arg(long, env = "CUSTODIA_LOG_NAME", default_value = "custodia")]
@@ -256,6 +268,51 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
                 &rows,
                 csv,
             );
+        }
+        AuditCommand::Subject { tenant, user, at } => {
+            use custodia_application::commands::audit::{subject_as_of, PersonalData};
+            let ChainId::Tenant(tenant) = chain_of(Some(&tenant))? else {
+                unreachable!("a tenant was given")
+            };
+            let at = time(at.as_deref())?;
+            let state = super::state(database_url).await?;
+            let subject = subject_as_of(&state.ports, &super::operator(), tenant, user, at)
+                .await
+                .map_err(|e| failed(&e))?;
+            let personal = &subject.personal;
+            let answer = json!({
+                "user": user,
+                "at": at.to_string(),
+                "status": subject.status.map(|s| format!("{s:?}").to_lowercase()),
+                "personal_data": match subject.personal_data {
+                    PersonalData::Shown => "shown",
+                    PersonalData::Withheld => "withheld",
+                    PersonalData::Erased => "erased",
+                },
+                "email": personal.email,
+                "display_name": personal.profile.display_name,
+                "phone": personal.profile.phone,
+                "roles": subject.roles.iter().map(|h| json!({
+                    "role": h.role,
+                    "since": h.since.to_string(),
+                    "granted_by": h.granted_by.to_string(),
+                    "grant_event": h.grant_event.to_string(),
+                    "paused": h.paused,
+                })).collect::<Vec<_>>(),
+                "consents": subject.consents.as_ref().map(|consents| consents.iter().map(|c| json!({
+                    "purpose": c.purpose,
+                    "granted": c.granted,
+                    "policy_version": c.policy_version,
+                    "since": c.since.to_string(),
+                    "actor": c.actor.to_string(),
+                    "event": c.event_id.to_string(),
+                })).collect::<Vec<_>>()),
+                "last_event": subject.last_event.map(|(id, at)| json!({
+                    "id": id.to_string(),
+                    "at": at.to_string(),
+                })),
+            });
+            println!("{answer:#}");
         }
         AuditCommand::RotateKey { log_name } => {
             let state = super::state(database_url).await?;

@@ -11,7 +11,7 @@ use custodia_projections::documents::{RoleDoc, SessionStatus};
 
 use super::types::{
     AccessChange, AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Role,
-    RoleHolding, Session, Tenant, User, UserStatus,
+    RoleHolding, Session, SubjectAsOf, Tenant, User, UserStatus,
 };
 use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
 
@@ -438,6 +438,33 @@ impl Query {
             .await
             .map(|holdings| holdings.into_iter().map(Into::into).collect())
             .map_err(fail)
+    }
+
+    /// A user as the log held them at a moment: status, personal data (only
+    /// for a reader with `user.read_personal`; erased where the key is
+    /// gone), roles and consents in force. A fold of the log up to the
+    /// moment, inclusive. Needs `audit.read`.
+    async fn subject_as_of(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user.")] user_id: ID,
+        #[graphql(desc = "The moment.")] at: DateTime,
+    ) -> Result<SubjectAsOf> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        let user = uuid(&user_id, "userId")?;
+        let caller = data.caller().await?;
+        custodia_application::commands::audit::subject_as_of(
+            &data.state.ports,
+            &caller,
+            tenant,
+            user,
+            at.0,
+        )
+        .await
+        .map(|subject| SubjectAsOf::new(user, at.0, subject))
+        .map_err(fail)
     }
 
     /// The grants and revocations in the tenant between two moments, in

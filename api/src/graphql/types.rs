@@ -802,3 +802,98 @@ impl From<custodia_application::commands::audit::AccessChange> for AccessChange 
         }
     }
 }
+
+/// Whether a subject's personal data is in an answer.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "custodia_application::commands::audit::PersonalData")]
+pub enum PersonalDataState {
+    /// Opened: the reader may read it and its key exists.
+    Shown,
+    /// Left out: the reader lacks `user.read_personal`.
+    Withheld,
+    /// Its key is destroyed (the subject or the tenant was erased).
+    Erased,
+}
+
+/// A consent purpose's decision in force at a moment.
+#[derive(SimpleObject)]
+pub struct ConsentInForce {
+    pub purpose: String,
+    pub state: ConsentState,
+    pub policy_version: u32,
+    /// When the decision in force was recorded.
+    pub since: DateTime,
+    /// Who recorded it: `system`, `user:<id>` or `service:<id>`.
+    pub actor: String,
+    pub event_id: ID,
+}
+
+/// A user as the log held them at a moment (a fold of the log up to it).
+#[derive(SimpleObject)]
+pub struct SubjectAsOf {
+    pub user_id: ID,
+    /// The moment asked about.
+    pub at: DateTime,
+    /// Null before the user was registered.
+    pub status: Option<UserStatus>,
+    /// Whether the fields below were opened, withheld or are erased.
+    pub personal_data: PersonalDataState,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub phone: Option<String>,
+    /// The roles held then, since when and granted by whom.
+    pub roles: Vec<RoleHolding>,
+    /// Each consent purpose's decision in force; null without
+    /// `consent.read`.
+    pub consents: Option<Vec<ConsentInForce>>,
+    /// The last event of the user's stream at that moment.
+    pub last_event_id: Option<ID>,
+    pub last_event_at: Option<DateTime>,
+}
+
+impl SubjectAsOf {
+    pub fn new(
+        user: uuid::Uuid,
+        at: custodia_domain::Timestamp,
+        subject: custodia_application::commands::audit::SubjectAt,
+    ) -> Self {
+        use custodia_domain::identity::user::UserStatus as S;
+        let status = subject.status.map(|status| match status {
+            S::Invited => UserStatus::Invited,
+            S::Active => UserStatus::Active,
+            S::Suspended => UserStatus::Suspended,
+            S::Deleted => UserStatus::Deleted,
+            S::Erased => UserStatus::Erased,
+        });
+        let personal = subject.personal;
+        Self {
+            user_id: ID(user.to_string()),
+            at: DateTime(at),
+            status,
+            personal_data: subject.personal_data.into(),
+            email: personal.email,
+            display_name: personal.profile.display_name,
+            phone: personal.profile.phone,
+            roles: subject.roles.into_iter().map(Into::into).collect(),
+            consents: subject.consents.map(|consents| {
+                consents
+                    .into_iter()
+                    .map(|c| ConsentInForce {
+                        purpose: c.purpose,
+                        state: if c.granted {
+                            ConsentState::Granted
+                        } else {
+                            ConsentState::Withdrawn
+                        },
+                        policy_version: c.policy_version,
+                        since: DateTime(c.since),
+                        actor: c.actor.to_string(),
+                        event_id: ID(c.event_id.to_string()),
+                    })
+                    .collect()
+            }),
+            last_event_id: subject.last_event.map(|(id, _)| ID(id.to_string())),
+            last_event_at: subject.last_event.map(|(_, at)| DateTime(at)),
+        }
+    }
+}

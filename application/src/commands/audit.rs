@@ -150,3 +150,104 @@ pub async fn access_changes(
     }
     Ok(changes)
 }
+
+/// Whether a subject's personal data is in an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonalData {
+    /// Opened: the reader may read it and its key exists.
+    Shown,
+    /// Left out: the reader lacks `user.read_personal`.
+    Withheld,
+    /// Its key is destroyed (the subject or tenant was erased): unreadable
+    /// for everyone.
+    Erased,
+}
+
+/// A consent purpose's state at a moment: the decision in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentAt {
+    pub purpose: String,
+    pub granted: bool,
+    pub policy_version: u32,
+    /// When the decision in force was recorded, by whom, in which event.
+    pub since: Timestamp,
+    pub actor: Actor,
+    pub event_id: EventId,
+}
+
+/// A user as the log held them at a moment.
+#[derive(Debug, Clone)]
+pub struct SubjectAt {
+    /// `None` before they were registered.
+    pub status: Option<custodia_domain::identity::user::UserStatus>,
+    pub personal_data: PersonalData,
+    /// Opened only when `personal_data` is `Shown`.
+    pub personal: super::users::PersonalRecord,
+    /// The roles they held then (see [`access_review`]).
+    pub roles: Vec<Holding>,
+    /// Each consent purpose's decision in force; `None` when the reader
+    /// lacks `consent.read`.
+    pub consents: Option<Vec<ConsentAt>>,
+    /// The last event of their stream at the moment.
+    pub last_event: Option<(EventId, Timestamp)>,
+}
+
+/// A user's state, roles and consents as of `at`: a fold of the log up to
+/// that moment (inclusive). Needs `audit.read`; personal data only for a
+/// reader with `user.read_personal` (else withheld), consents only for one
+/// with `consent.read`.
+pub async fn subject_as_of(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    at: Timestamp,
+) -> Result<SubjectAt, CommandError> {
+    caller
+        .principal
+        .authorize(tenant, Permission::AuditRead, None)?;
+    let may_read_personal = caller
+        .principal
+        .authorize(tenant, Permission::UserReadPersonal, Some(user))
+        .is_ok();
+    let folded = super::users::user_at(ports, tenant, user, Some(at), may_read_personal).await?;
+    let personal_data = match (may_read_personal, folded.erased) {
+        (false, _) => PersonalData::Withheld,
+        (true, true) => PersonalData::Erased,
+        (true, false) => PersonalData::Shown,
+    };
+    let roles = access_review(ports, caller, tenant, at)
+        .await?
+        .into_iter()
+        .filter(|h| h.user == user)
+        .collect();
+    let consents = match super::consent::consent_history(ports, caller, tenant, user).await {
+        Ok(history) => {
+            let mut in_force: BTreeMap<String, ConsentAt> = BTreeMap::new();
+            for record in history.into_iter().filter(|r| r.recorded_at <= at) {
+                in_force.insert(
+                    record.decision.purpose.clone(),
+                    ConsentAt {
+                        purpose: record.decision.purpose,
+                        granted: record.granted,
+                        policy_version: record.decision.policy_version,
+                        since: record.recorded_at,
+                        actor: record.actor,
+                        event_id: record.event_id,
+                    },
+                );
+            }
+            Some(in_force.into_values().collect())
+        }
+        Err(CommandError::Forbidden(_)) => None,
+        Err(other) => return Err(other),
+    };
+    Ok(SubjectAt {
+        status: folded.state.status(),
+        personal_data,
+        personal: folded.personal,
+        roles,
+        consents,
+        last_event: folded.last_event,
+    })
+}

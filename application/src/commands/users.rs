@@ -522,6 +522,32 @@ pub(crate) async fn personal_record(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<PersonalRecord, CommandError> {
+    Ok(user_at(ports, tenant, user, None, true).await?.personal)
+}
+
+/// A user as the log held them at a moment: a fold of their stream.
+#[derive(Debug, Clone, Default)]
+pub struct UserAt {
+    /// `User::Absent` before they were registered.
+    pub state: User,
+    /// Their personal data, opened (empty unless asked to open it).
+    pub personal: PersonalRecord,
+    /// A sealed field could not be opened: its key is destroyed.
+    pub erased: bool,
+    /// The last event folded, and when it was recorded.
+    pub last_event: Option<(EventId, Timestamp)>,
+}
+
+/// The user's stream folded up to `until` (inclusive; the whole stream
+/// when `None`), with their personal data opened when `open`. For handlers
+/// that already authorised.
+pub(crate) async fn user_at(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+    until: Option<Timestamp>,
+    open: bool,
+) -> Result<UserAt, CommandError> {
     let stream = user_stream(user);
     let events = super::whole_stream(&*ports.store, &stream).await?;
     if events.is_empty() || events[0].chain != ChainId::Tenant(tenant) {
@@ -531,7 +557,11 @@ pub(crate) async fn personal_record(
     // (their associated data names them); only those are opened.
     let mut email = None;
     let mut profile = None;
-    for recorded in &events {
+    let mut at = UserAt::default();
+    for recorded in events
+        .iter()
+        .take_while(|e| until.is_none_or(|until| e.recorded_at <= until))
+    {
         let event = <UserEvent as custodia_domain::aggregate::EventSchema>::from_stored(
             &custodia_domain::aggregate::StoredForm {
                 event_type: recorded.event_type.clone(),
@@ -539,6 +569,8 @@ pub(crate) async fn personal_record(
                 payload: recorded.payload.clone(),
             },
         )?;
+        at.state = std::mem::take(&mut at.state).apply(&event);
+        at.last_event = Some((recorded.event_id, recorded.recorded_at));
         match event {
             UserEvent::Registered {
                 email: sealed,
@@ -557,26 +589,35 @@ pub(crate) async fn personal_record(
             _ => {}
         }
     }
-    let mut record = PersonalRecord::default();
+    if !open {
+        return Ok(at);
+    }
     if let Some((event_id, sealed)) = email {
-        let at = Sealed {
+        let sealed_at = Sealed {
             ports,
             tenant,
             stream: &stream,
             event_id,
         };
-        record.email = at.open("email", sealed).await?;
+        at.personal.email = sealed_at.open("email", sealed).await?;
+        at.erased |= at.personal.email.is_none();
     }
     if let Some((event_id, sealed)) = profile {
-        let at = Sealed {
+        let sealed_at = Sealed {
             ports,
             tenant,
             stream: &stream,
             event_id,
         };
-        record.profile = at.open_profile(sealed).await?;
+        let sealed_fields = [sealed.display_name.is_some(), sealed.phone.is_some()];
+        at.personal.profile = sealed_at.open_profile(sealed).await?;
+        let opened = [
+            at.personal.profile.display_name.is_some(),
+            at.personal.profile.phone.is_some(),
+        ];
+        at.erased |= sealed_fields.iter().zip(opened).any(|(s, o)| *s && !o);
     }
-    Ok(record)
+    Ok(at)
 }
 
 /// Where sealed fields of one event are opened.
