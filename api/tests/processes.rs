@@ -978,6 +978,17 @@ async fn the_server_signs_checkpoints_an_auditor_checks(db: TestDatabase) {
         assert_eq!(proof["leaf_hash"], receipt["inclusion_proof"]["leaf_hash"], "{body}");
         assert_eq!(proof["index"], index, "{body}");
         assert!(proof["proof"].is_array(), "{body}");
+        // The audit timeline names the event's place and hash, and gives the
+        // same proof.
+        let (_, body) = graphql(
+            &server,
+            &owner,
+            r#"{ auditEvents(type: "SubjectErased") { edges { node { chainIndex hash proof } } } }"#,
+        );
+        let node = &body["data"]["auditEvents"]["edges"][0]["node"];
+        assert_eq!(node["chainIndex"], index, "{body}");
+        assert_eq!(node["hash"], receipt["event"]["hash"], "{body}");
+        assert_eq!(node["proof"]["leaf_hash"], proof["leaf_hash"], "{body}");
         let (_, body) = graphql(&server, &owner, "{ eventProof(chainIndex: 1000000) }");
         assert_eq!(body["data"]["eventProof"], Value::Null, "{body}");
         let mut forged = receipt.clone();

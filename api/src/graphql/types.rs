@@ -584,6 +584,26 @@ impl AuditEvent {
     async fn recorded_at(&self) -> DateTime {
         time(self.row.at)
     }
+    /// Its inclusion proof under the latest signed checkpoint of its
+    /// tenant's chain, as `eventProof` answers it (docs/audit-format.md);
+    /// null until a checkpoint covers it, and for platform events. A few
+    /// reads each: ask for it on the events you need.
+    #[graphql(complexity = 10)]
+    async fn proof(&self, ctx: &Context<'_>) -> Result<Option<async_graphql::Json<Value>>> {
+        let Some(tenant) = self.row.tenant.and_then(|t| TenantId::from_uuid(t).ok()) else {
+            return Ok(None);
+        };
+        let data = ctx.data_unchecked::<RequestData>();
+        crate::checkpoints::proof_under_checkpoint(
+            &*data.state.models,
+            &data.state.checkpoints,
+            custodia_domain::ChainId::Tenant(tenant),
+            self.doc.chain_index,
+        )
+        .await
+        .map(|proof| proof.map(async_graphql::Json))
+        .map_err(|e| fail(custodia_application::commands::CommandError::Store(e)))
+    }
 }
 
 /// A tenant's settings.
