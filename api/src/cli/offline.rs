@@ -1005,3 +1005,154 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod worked_example {
+    //! docs/audit-format.md's worked example, rebuilt from the code: the
+    //! document and the code cannot drift apart.
+    use super::*;
+    use custodia_domain::chain::seal;
+    use custodia_domain::merkle::{inclusion_proof, root, MemoryTree, Subtrees};
+    use custodia_domain::{
+        Actor, CommandId, EventType, Metadata, NewEvent, Origin, Payload, SchemaVersion,
+        StreamCategory, StreamId, StreamVersion, TenantId, Timestamp,
+    };
+    use custodia_infrastructure::signed_note::NoteSigner;
+
+    fn uuid(text: &str) -> Uuid {
+        Uuid::parse_str(text).unwrap()
+    }
+
+    /// Three events of one tenant: the first is docs/event-format.md's.
+    fn events() -> Vec<custodia_domain::RecordedEvent> {
+        let tenant = TenantId::from_uuid(uuid("0192a3b4-c5d6-7e8f-9a0b-000000000001")).unwrap();
+        let metadata = Metadata {
+            actor: Actor::User(uuid("0192a3b4-c5d6-7e8f-9a0b-1c2d3e4f5a6b")),
+            command_id: CommandId::from_uuid(uuid("0192a3b4-c5d6-7e8f-9a0b-000000000003")).unwrap(),
+            correlation_id: uuid("0192a3b4-c5d6-7e8f-9a0b-000000000004"),
+            causation_id: None,
+            origin: Origin::parse("cli").unwrap(),
+        };
+        let new = |id: &str, event_type: &str, payload: &str| NewEvent {
+            event_id: custodia_domain::EventId::from_uuid(uuid(id)).unwrap(),
+            event_type: EventType::parse(event_type).unwrap(),
+            schema_version: SchemaVersion::new(1).unwrap(),
+            payload: Payload::json(payload.as_bytes().to_vec()).unwrap(),
+        };
+        let batch = [
+            new(
+                "0192a3b4-c5d6-7e8f-9a0b-000000000002",
+                "TenantCreated",
+                r#"{"name":"Acme"}"#,
+            ),
+            new(
+                "0192a3b4-c5d6-7e8f-9a0b-000000000005",
+                "TenantRenamed",
+                r#"{"name":"Acme Ltd"}"#,
+            ),
+            new(
+                "0192a3b4-c5d6-7e8f-9a0b-000000000006",
+                "TenantSuspended",
+                "{}",
+            ),
+        ];
+        let stream = StreamId::new(StreamCategory::parse("tenant").unwrap(), tenant.as_uuid());
+        let mut events = seal(
+            ChainId::Tenant(tenant),
+            ChainHead::GENESIS,
+            &stream,
+            StreamVersion::EMPTY,
+            &batch,
+            &metadata,
+            Timestamp(1_767_225_600_000_000),
+        );
+        for (n, event) in events.iter_mut().enumerate() {
+            event.position = Position(n as u64 + 1);
+        }
+        events
+    }
+
+    /// The key of the example: the seed is 32 bytes of 0x2a.
+    fn signer() -> NoteSigner {
+        NoteSigner::from_seed("example.com/custodia", &[0x2a; 32]).unwrap()
+    }
+
+    /// The text between `<!-- name -->` and `<!-- /name -->`, inside its
+    /// code fence.
+    fn block(doc: &str, name: &str) -> String {
+        let open = format!("<!-- {name} -->");
+        let close = format!("<!-- /{name} -->");
+        let start = doc.find(&open).expect("block opens") + open.len();
+        let end = doc[start..].find(&close).expect("block closes") + start;
+        let text = &doc[start..end];
+        let body = text
+            .trim()
+            .strip_prefix("```")
+            .and_then(|t| t.split_once('\n'))
+            .map(|(_, rest)| rest)
+            .unwrap_or(text);
+        body.trim_end()
+            .strip_suffix("```")
+            .unwrap_or(body)
+            .trim_end()
+            .to_owned()
+    }
+
+    /// Everything the document shows, as the code makes it.
+    fn made() -> Vec<(&'static str, String)> {
+        let events = events();
+        let mut tree = MemoryTree::default();
+        for event in &events {
+            tree.push(leaf_hash(&event.hash.0));
+        }
+        let checkpoint = Checkpoint {
+            origin: "example.com/custodia/0192a3b4-c5d6-7e8f-9a0b-000000000001".into(),
+            size: 3,
+            root: root(&tree, 3),
+            extensions: Vec::new(),
+        };
+        let note = signer().sign(&checkpoint.text()).unwrap();
+        let proof = inclusion_proof(&tree, 1, 3).unwrap();
+        let line = crate::cli::audit_export::event_line(&events[1]);
+        let leaves = (0..3u64)
+            .map(|i| hex::encode(tree.subtree(0, i)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        vec![
+            ("example-line", line.clone()),
+            (
+                "example-hashes",
+                events
+                    .iter()
+                    .map(|e| e.hash.to_hex())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            ("example-leaves", leaves),
+            ("example-root", hex::encode(checkpoint.root)),
+            ("example-key", signer().verifier().to_string()),
+            ("example-checkpoint", note.trim_end().to_owned()),
+            (
+                "example-proof",
+                proof_text(&line, 1, &proof, &note).trim_end().to_owned(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_worked_example_matches_the_document() {
+        let doc = include_str!("../../../docs/audit-format.md");
+        for (name, text) in made() {
+            // On a change, the message is the block to paste.
+            assert!(
+                doc.contains(&format!("<!-- {name} -->")) && block(doc, name) == text,
+                "docs/audit-format.md, block {name} should read:\n<!-- {name} -->\n```\n{text}\n```\n<!-- /{name} -->"
+            );
+        }
+        // The document's proof file verifies with the document's key.
+        let key = NoteVerifier::parse(&block(doc, "example-key")).unwrap();
+        let proof = block(doc, "example-proof") + "\n";
+        let lines = verify_proof(&proof, &[key]).unwrap_or_else(|Refused(why)| panic!("{why}"));
+        assert!(lines[1].starts_with("VERIFIED"), "{lines:?}");
+    }
+}
