@@ -829,6 +829,18 @@ fn offline(args: &[&str]) -> (Option<i32>, String) {
     (output.status.code(), format!("{stdout}{stderr}"))
 }
 
+/// `docs/verify_export.py`, written from the documents alone: its
+/// verdict and what it printed.
+fn independent(path: &std::path::Path, key: &str) -> (bool, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/verify_export.py");
+    let output = Command::new("python3")
+        .args([script, path.to_str().unwrap(), key])
+        .output()
+        .expect("python3 runs (it is on every machine of this project)");
+    let (stdout, stderr) = text(&output);
+    (output.status.success(), format!("{stdout}{stderr}"))
+}
+
 /// A copy of an export to change.
 fn copy_of(export: &std::path::Path, into: &std::path::Path, name: &str) -> std::path::PathBuf {
     let copy = into.join(name);
@@ -995,6 +1007,34 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
         out.contains("your trusted checkpoint of size 16 is a prefix"),
         "{out}"
     );
+    // Part of the chain, from the sixth event on: the frontier stands in
+    // for the events before it.
+    let sixth: serde_json::Value =
+        serde_json::from_str(&lines_of(&export, "events.jsonl")[5]).unwrap();
+    let from = rfc3339(sixth["recorded_at"].as_i64().unwrap());
+    let part = dir("part");
+    let out = ok(
+        &db,
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            &tenant,
+            "--from",
+            &from,
+            "--out",
+            part.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("(chain indexes 5..16)"), "{out}");
+    let (code, out) = verify(&part, &["--trusted-checkpoint", kept.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("VERIFIED: 12 events"), "{out}");
+    let (verified, out) = independent(&part, &key);
+    assert!(
+        verified && out.contains("VERIFIED: 12 events (chain indexes 5..16)"),
+        "{out}"
+    );
     // A non-empty directory is never written into.
     let output = custodia(
         &db,
@@ -1044,6 +1084,11 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     write_lines(&copy, "events.jsonl", &lines);
     refit_manifest(&copy, None);
     refused(&copy, "is not part of the signed checkpoint of size 17");
+    let (verified, out) = independent(&copy, &key);
+    assert!(
+        !verified && out.contains("not in the signed checkpoint"),
+        "{out}"
+    );
 
     // One event dropped.
     let copy = copy_of(&export, work.path(), "dropped");
@@ -1199,6 +1244,11 @@ async fn a_proof_file_is_checked_alone(db: TestDatabase) {
             && out.contains("VERIFIED: it is in the checkpoint of size 16"),
         "{out}"
     );
+    let (verified, independent_out) = independent(&file, &key);
+    assert!(
+        verified && independent_out.contains("at chain index 6"),
+        "{independent_out}"
+    );
     let proof = std::fs::read_to_string(&file).unwrap();
     let refused = |text: String, expected: &str| {
         let changed = work.path().join("changed.tlog-proof");
@@ -1268,4 +1318,10 @@ async fn a_proof_file_is_checked_alone(db: TestDatabase) {
     ]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no signature by a known key"), "{out}");
+}
+
+fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

@@ -838,19 +838,24 @@ pub enum PersonalDataState {
 /// A consent purpose's decision in force at a moment.
 #[derive(SimpleObject)]
 pub struct ConsentInForce {
+    /// The purpose (as the tenant declares it).
     pub purpose: String,
+    /// Granted or withdrawn.
     pub state: ConsentState,
+    /// The policy version the decision was made under.
     pub policy_version: u32,
     /// When the decision in force was recorded.
     pub since: DateTime,
     /// Who recorded it: `system`, `user:<id>` or `service:<id>`.
     pub actor: String,
+    /// The event that records it.
     pub event_id: ID,
 }
 
 /// A user as the log held them at a moment (a fold of the log up to it).
 #[derive(SimpleObject)]
 pub struct SubjectAsOf {
+    /// The user.
     pub user_id: ID,
     /// The moment asked about.
     pub at: DateTime,
@@ -858,8 +863,11 @@ pub struct SubjectAsOf {
     pub status: Option<UserStatus>,
     /// Whether the fields below were opened, withheld or are erased.
     pub personal_data: PersonalDataState,
+    /// Their email address then (when shown).
     pub email: Option<String>,
+    /// Their display name then (when shown).
     pub display_name: Option<String>,
+    /// Their phone number then (when shown).
     pub phone: Option<String>,
     /// The roles held then, since when and granted by whom.
     pub roles: Vec<RoleHolding>,
@@ -868,6 +876,7 @@ pub struct SubjectAsOf {
     pub consents: Option<Vec<ConsentInForce>>,
     /// The last event of the user's stream at that moment.
     pub last_event_id: Option<ID>,
+    /// When that event was recorded.
     pub last_event_at: Option<DateTime>,
 }
 

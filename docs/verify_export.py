@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""An independent verifier of Custodia's audit exports and proof files,
+written from docs/audit-format.md and docs/event-format.md alone (the
+standard library, and `cryptography` for Ed25519).
+
+    python3 docs/verify_export.py DIR_OR_PROOF_FILE VERIFIER_KEY
+
+Prints VERIFIED and exits 0, or NOT VERIFIED and the reason and exits 1.
+"""
+import base64
+import hashlib
+import json
+import os
+import struct
+import sys
+import uuid
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+class Refused(Exception):
+    pass
+
+
+def sha256(data):
+    return hashlib.sha256(data).digest()
+
+
+def leaf(data):
+    return sha256(b"\x00" + data)
+
+
+def node(left, right):
+    return sha256(b"\x01" + left + right)
+
+
+# Signed notes (C2SP signed-note) and checkpoints (C2SP tlog-checkpoint).
+
+def parse_key(text):
+    name, key_id, key = text.strip().split("+", 2)
+    raw = base64.b64decode(key)
+    if raw[0] != 1 or len(raw) != 33:
+        raise Refused("the key is not an Ed25519 verifier key")
+    if sha256(name.encode() + b"\n" + raw)[:4] != bytes.fromhex(key_id):
+        raise Refused("the key's id does not match it")
+    return name, bytes.fromhex(key_id), Ed25519PublicKey.from_public_bytes(raw[1:])
+
+
+def open_checkpoint(note, key):
+    name, key_id, public = key
+    text, sep, signatures = note.rpartition("\n\n")
+    if not sep:
+        raise Refused("not a signed note")
+    text += "\n"
+    for line in signatures.splitlines():
+        if not line.startswith("\u2014 "):
+            raise Refused("a malformed signature line")
+        signer, signature = line[2:].split(" ", 1)
+        signature = base64.b64decode(signature)
+        if signer == name and signature[:4] == key_id:
+            try:
+                public.verify(signature[4:], text.encode())
+            except Exception:
+                raise Refused("the signature does not verify (changed after signing)")
+            origin, size, root = text.splitlines()[:3]
+            return origin, int(size), base64.b64decode(root)
+    raise Refused("no signature by the trusted key")
+
+
+# Events (docs/event-format.md).
+
+def event_hash(e, chain_id):
+    def u(name):
+        return uuid.UUID(e[name]).bytes
+    fields = [
+        b"custodia.event.v1", chain_id, struct.pack(">Q", e["chain_index"]),
+        bytes.fromhex(e["prev_hash"]), u("event_id"), e["stream_category"].encode(),
+        u("stream_id"), struct.pack(">Q", e["stream_version"]), e["event_type"].encode(),
+        struct.pack(">I", e["schema_version"]), struct.pack(">q", e["recorded_at"]),
+        e["actor"].encode(), u("command_id"), u("correlation_id"),
+        uuid.UUID(e["causation_id"]).bytes if e["causation_id"] else b"",
+        e["origin"].encode(), base64.b64decode(e["payload"]),
+    ]
+    return sha256(b"".join(struct.pack(">I", len(f)) + f for f in fields))
+
+
+def chain_id_of(origin):
+    last = origin.rsplit("/", 1)[1]
+    return bytes(16) if last == "platform" else uuid.UUID(last).bytes
+
+
+# RFC 9162 proofs.
+
+def root_of_frontier(size, hashes):
+    """The root of a tree given its perfect subtrees, largest first."""
+    if not hashes:
+        return sha256(b"")
+    acc = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        acc = node(left, acc)
+    return acc
+
+
+def push(size, hashes, leaf_hash):
+    h = leaf_hash
+    while size & 1:
+        h = node(hashes.pop(), h)
+        size >>= 1
+    hashes.append(h)
+
+
+def verify_inclusion(index, size, leaf_hash, proof, root):
+    """RFC 9162 §2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node(p, r)
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(first, second, first_root, second_root, proof):
+    """RFC 9162 §2.1.4.2."""
+    if first == second:
+        return not proof and first_root == second_root
+    if first == 0 or first > second or not proof:
+        return False
+    if first & (first - 1) == 0:
+        proof = [first_root] + proof
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node(c, fr), node(c, sr)
+            while fn & 1 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == first_root and sr == second_root
+
+
+# An export directory.
+
+def verify_export(directory, key):
+    def read(name):
+        with open(os.path.join(directory, name), "rb") as f:
+            return f.read()
+    manifest = json.loads(read("manifest.json"))
+    if manifest["format"] != "custodia.audit-export.v1":
+        raise Refused("not an export of this format")
+    listed = {f["name"]: f for f in manifest["files"]}
+    files = {}
+    for name in ("events.jsonl", "checkpoints.jsonl", "proofs.json"):
+        data = read(name)
+        entry = listed.get(name)
+        if not entry or entry["sha256"] != hashlib.sha256(data).hexdigest() or entry["bytes"] != len(data):
+            raise Refused(name + " does not match the manifest")
+        files[name] = data
+    origin = manifest["origin"]
+    chain_id = chain_id_of(origin)
+    if uuid.UUID(manifest["tenant"]).bytes != chain_id:
+        raise Refused("the origin does not name the tenant")
+    checkpoints = []
+    for line in files["checkpoints.jsonl"].decode().splitlines():
+        cp = open_checkpoint(json.loads(line)["checkpoint"], key)
+        if cp[0] != origin or (checkpoints and cp[1] <= checkpoints[-1][1]):
+            raise Refused("a checkpoint of another chain, or out of order")
+        checkpoints.append(cp)
+    _, size, root = checkpoints[-1]
+    if size != manifest["tree_size"]:
+        raise Refused("the last checkpoint is not of the manifest's size")
+    proofs = json.loads(files["proofs.json"])
+    first = manifest["first_index"]
+    hashes = [bytes.fromhex(h) for h in proofs["frontier"]]
+    if len(hashes) != bin(first).count("1"):
+        raise Refused("the frontier does not match the first index")
+    previous, expected, count, position = bytes.fromhex(proofs["previous_hash"]), first, 0, None
+    for line in files["events.jsonl"].decode().splitlines():
+        e = json.loads(line)
+        if e["chain_index"] != expected:
+            raise Refused("chain index %d where %d was expected" % (e["chain_index"], expected))
+        if position is not None and e["position"] <= position:
+            raise Refused("positions out of order at chain index %d" % expected)
+        h = bytes.fromhex(e["hash"])
+        if event_hash(e, chain_id) != h:
+            raise Refused("altered content at chain index %d" % expected)
+        if bytes.fromhex(e["prev_hash"]) != previous:
+            raise Refused("forged link at chain index %d" % expected)
+        push(expected, hashes, leaf(h))
+        previous, expected, position, count = h, expected + 1, e["position"], count + 1
+    if count != manifest["events"]:
+        raise Refused("the export holds %d events, its manifest names %d" % (count, manifest["events"]))
+    end = proofs["end"]
+    if end["size"] != expected:
+        raise Refused("the proof is not for the events' end")
+    ours = root_of_frontier(expected, hashes)
+    if not verify_consistency(expected, size, ours, root, [bytes.fromhex(p) for p in end["proof"]]):
+        raise Refused("the events are not in the signed checkpoint")
+    for earlier_origin, earlier_size, earlier_root in checkpoints[:-1]:
+        proof = [p for p in proofs["checkpoints"] if p["size"] == earlier_size]
+        if not proof or not verify_consistency(
+                earlier_size, size, earlier_root, root, [bytes.fromhex(p) for p in proof[0]["proof"]]):
+            raise Refused("checkpoint of size %d is not consistent" % earlier_size)
+    return "VERIFIED: %d events (chain indexes %d..%d) in the checkpoint of size %d" % (
+        count, first, expected - 1, size)
+
+
+def verify_proof_file(path, key):
+    with open(path) as f:
+        head, _, note = f.read().partition("\n\n")
+    lines = head.splitlines()
+    if lines[0] != "c2sp.org/tlog-proof@v1" or not lines[1].startswith("extra "):
+        raise Refused("not a proof file with an event")
+    e = json.loads(base64.b64decode(lines[1][6:]))
+    index = int(lines[2][len("index "):])
+    proof = [base64.b64decode(p) for p in lines[3:]]
+    origin, size, root = open_checkpoint(note, key)
+    h = bytes.fromhex(e["hash"])
+    if event_hash(e, chain_id_of(origin)) != h or e["chain_index"] != index:
+        raise Refused("the event is not the one proved")
+    if not verify_inclusion(index, size, leaf(h), proof, root):
+        raise Refused("the event is not in the signed checkpoint")
+    return "VERIFIED: %s at chain index %d in the checkpoint of size %d" % (e["event_type"], index, size)
+
+
+def main(path, key_text):
+    key = parse_key(key_text)
+    try:
+        if os.path.isdir(path):
+            print(verify_export(path, key))
+        else:
+            print(verify_proof_file(path, key))
+        return 0
+    except (Refused, ValueError, KeyError, IndexError) as why:
+        print("NOT VERIFIED: %s" % why)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
