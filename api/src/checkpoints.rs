@@ -19,7 +19,7 @@ use custodia_application::{EventStore, ReadModels};
 use custodia_domain::merkle::{consistency_proof, root, verify_consistency};
 use custodia_domain::{ChainId, Timestamp};
 use custodia_infrastructure::checkpoints::{CheckpointStore, Kept};
-use custodia_infrastructure::signed_note::{Checkpoint, NoteSigner};
+use custodia_infrastructure::signed_note::{open, Checkpoint, NoteSigner, NoteVerifier};
 use custodia_infrastructure::KeyVault;
 use custodia_projections::merkle::{chain_key, size, with_subtrees};
 use uuid::Uuid;
@@ -127,6 +127,55 @@ pub fn append(path: &Path, notes: &[String]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// What the sink file says was signed last for each origin: (size, root),
+/// from the last line of each origin whose signature one of `keys`
+/// checks. The file is kept off the database, so a log whose database
+/// forgot its checkpoints (rows deleted with the log rewritten) is still
+/// held to what was shipped.
+pub type SinkLasts = std::collections::HashMap<String, (u64, [u8; 32])>;
+
+/// Reads [`SinkLasts`] from a sink file (empty when it does not exist).
+pub fn sink_lasts(path: &Path, keys: &[NoteVerifier]) -> Result<SinkLasts, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(SinkLasts::new()),
+        Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+    };
+    // The last note of each origin, read without its signature first (a
+    // file of years holds many), then checked.
+    let mut lasts: std::collections::HashMap<String, String> = Default::default();
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let Ok(line) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(note) = line["checkpoint"].as_str() else {
+            continue;
+        };
+        if let Some((origin, _)) = note.split_once('\n') {
+            lasts.insert(origin.to_owned(), note.to_owned());
+        }
+    }
+    let mut out = SinkLasts::new();
+    for (origin, note) in lasts {
+        let opened = open(&note, keys)
+            .map_err(|e| format!("{}: the last checkpoint of {origin}: {e}", path.display()))?;
+        let checkpoint = Checkpoint::parse(&opened.text).map_err(|e| e.to_string())?;
+        out.insert(origin, (checkpoint.size, checkpoint.root));
+    }
+    Ok(out)
+}
+
+/// The later of what the database kept and what the sink holds: what the
+/// next checkpoint must be consistent with.
+fn previous_of(kept: Option<&Kept>, sink: Option<&(u64, [u8; 32])>) -> Option<(u64, [u8; 32])> {
+    let kept = kept.map(|k| (k.size, k.root));
+    match (kept, sink.copied()) {
+        (Some(k), Some(s)) if s.0 > k.0 => Some(s),
+        (Some(k), _) => Some(k),
+        (None, s) => s,
+    }
+}
+
 /// One pass of the server's job: a checkpoint for every chain that grew
 /// by `every_events` since its last one, or grew at all and whose last one
 /// is older than `every`. Returns the checkpoints signed.
@@ -136,6 +185,7 @@ pub async fn run_once(
     keys: &KeyVault,
     kept: &CheckpointStore,
     settings: &Settings,
+    sink: &mut SinkLasts,
     now: Timestamp,
 ) -> Result<Vec<Checkpoint>, SignError> {
     let signer = keys
@@ -150,17 +200,18 @@ pub async fn run_once(
         let key = chain_key(chain);
         let last = kept.last(&key).await?;
         let covered = size(models, chain).await?;
-        let due = match &last {
+        let previous = previous_of(last.as_ref(), sink.get(&origin(&settings.log_name, chain)));
+        let signed_at = last.as_ref().map_or(i64::MIN, |last| last.signed_at);
+        let due = match previous {
             None => covered > 0,
-            Some(last) => {
-                covered >= last.size + settings.every_events
-                    || (covered > last.size && now.0 - last.signed_at >= every)
+            Some((size, _)) => {
+                covered >= size + settings.every_events
+                    || (covered > size && now.0.saturating_sub(signed_at) >= every)
             }
         };
         if !due {
             continue;
         }
-        let previous = last.as_ref().map(|last| (last.size, last.root));
         let Some((checkpoint, note)) =
             sign_chain(models, &signer, &settings.log_name, chain, previous).await?
         else {
@@ -173,6 +224,10 @@ pub async fn run_once(
             signed_at: now.0,
         };
         if kept.keep(&key, &keep).await? {
+            sink.insert(
+                checkpoint.origin.clone(),
+                (checkpoint.size, checkpoint.root),
+            );
             notes.push(note);
             signed.push(checkpoint);
         }
@@ -182,6 +237,23 @@ pub async fn run_once(
             .map_err(|e| SignError::Note(format!("cannot append to {}: {e}", sink.display())))?;
     }
     Ok(signed)
+}
+
+/// The sink's last checkpoints, checked with every checkpoint key the
+/// store knows (empty without a sink).
+async fn load_sink(keys: &KeyVault, settings: &Settings) -> Result<SinkLasts, String> {
+    let Some(path) = &settings.sink else {
+        return Ok(SinkLasts::new());
+    };
+    let verifiers = keys
+        .checkpoint_verifiers()
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|key| NoteVerifier::parse(key))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    sink_lasts(path, &verifiers)
 }
 
 /// Runs the job every few seconds until the server stops, in one instance
@@ -195,6 +267,15 @@ pub fn schedule(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let holder = Uuid::now_v7();
+        let mut sink = match load_sink(&keys, &settings).await {
+            Ok(sink) => sink,
+            Err(error) => {
+                // Signing without knowing what was shipped could sign over a
+                // rewritten log: not at all, loudly.
+                tracing::error!(%error, "checkpoints: the sink cannot be read; none will be signed");
+                return;
+            }
+        };
         let tick = settings.every.min(Duration::from_secs(5));
         let mut ticks = tokio::time::interval(tick);
         loop {
@@ -209,7 +290,7 @@ pub fn schedule(
                     continue;
                 }
             }
-            match run_once(&*store, &*models, &keys, &kept, &settings, now).await {
+            match run_once(&*store, &*models, &keys, &kept, &settings, &mut sink, now).await {
                 Ok(signed) => {
                     for checkpoint in signed {
                         tracing::info!(origin = %checkpoint.origin, size = checkpoint.size, "checkpoint signed");
@@ -272,10 +353,17 @@ pub async fn latest_checkpoint(
         .checkpoint_signer(&settings.log_name)
         .await
         .map_err(|e| SignError::Note(e.to_string()))?;
-    let previous = last.as_ref().map(|last| (last.size, last.root));
-    let Some((checkpoint, note)) =
-        sign_chain(models, &signer, &settings.log_name, chain, previous).await?
-    else {
+    let sink = load_sink(keys, settings).await.map_err(SignError::Note)?;
+    let previous = previous_of(last.as_ref(), sink.get(&origin(&settings.log_name, chain)));
+    let signed = match sign_chain(models, &signer, &settings.log_name, chain, previous).await? {
+        // The sink already holds this tree but the database keeps no
+        // checkpoint of it: sign it again (the same size and root).
+        None if last.is_none() && previous.is_some() => {
+            sign_chain(models, &signer, &settings.log_name, chain, None).await?
+        }
+        signed => signed,
+    };
+    let Some((checkpoint, note)) = signed else {
         return Ok(last);
     };
     let fresh = Kept {

@@ -807,6 +807,26 @@ async fn checkpoints_kept_elsewhere_name_a_rehashed_suffix(db: TestDatabase) {
         2,
         "{out}"
     );
+    // The database keeps no checkpoint of this chain (they were shipped to
+    // the file only): held to the file it ships to, nothing is signed over
+    // the rewritten log, so no export or proof file is made under one.
+    ok(&db, &["projections", "rebuild", "merkle"]);
+    let export = file.with_file_name("export");
+    let output = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["audit", "export", "--tenant", &tenant.to_string()])
+        .args(["--out", export.to_str().unwrap()])
+        .env("DATABASE_URL", db.url())
+        .env("CUSTODIA_MASTER_KEY", MASTER_KEY)
+        .env("CUSTODIA_CHECKPOINT_FILE", &file)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("is not consistent with its last checkpoint (size 16)"),
+        "{stderr}"
+    );
+    assert!(!export.join("manifest.json").exists());
 }
 
 /// Runs a command and asserts it succeeded; returns its stdout.
