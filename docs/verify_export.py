@@ -47,39 +47,70 @@ def parse_key(text):
 
 
 def open_checkpoint(note, key):
+    """The (origin, size, root) of a checkpoint the key signed; its origin
+    must be <the key's name>/<chain>."""
     name, key_id, public = key
     text, sep, signatures = note.rpartition("\n\n")
-    if not sep:
+    if not sep or not signatures.endswith("\n"):
         raise Refused("not a signed note")
     text += "\n"
-    for line in signatures.splitlines():
-        if not line.startswith("\u2014 "):
+    found = False
+    for line in signatures[:-1].split("\n"):
+        if not line.startswith("\u2014 ") or line.count(" ") != 2:
             raise Refused("a malformed signature line")
         signer, signature = line[2:].split(" ", 1)
-        signature = base64.b64decode(signature)
+        signature = base64.b64decode(signature, validate=True)
         if signer == name and signature[:4] == key_id:
             try:
                 public.verify(signature[4:], text.encode())
             except Exception:
                 raise Refused("the signature does not verify (changed after signing)")
-            origin, size, root = text.splitlines()[:3]
-            return origin, int(size), base64.b64decode(root)
-    raise Refused("no signature by the trusted key")
+            found = True
+    if not found:
+        raise Refused("no signature by the trusted key")
+    origin, size, root = text.splitlines()[:3]
+    if origin.rsplit("/", 1)[0] != name or int(size) <= 0 or str(int(size)) != size:
+        raise Refused("not a checkpoint of this log, or of an empty tree")
+    return origin, int(size), base64.b64decode(root, validate=True)
 
 
 # Events (docs/event-format.md).
 
+FIELDS = {
+    "chain_index": int, "position": int, "prev_hash": str, "hash": str, "event_id": str,
+    "stream_category": str, "stream_id": str, "stream_version": int, "event_type": str,
+    "schema_version": int, "recorded_at": int, "actor": str, "command_id": str,
+    "correlation_id": str, "causation_id": (str, type(None)), "origin": str, "payload": str,
+}
+
+
+def no_duplicates(pairs):
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise Refused("a duplicate key")
+    return dict(pairs)
+
+
+def event_of(text):
+    """An event line: exactly the documented fields, each of its type."""
+    e = json.loads(text, object_pairs_hook=no_duplicates)
+    if set(e) != set(FIELDS) or any(
+            type(e[k]) is bool or not isinstance(e[k], t) for k, t in FIELDS.items()):
+        raise Refused("not an exported event line")
+    return e
+
+
 def event_hash(e, chain_id):
     def u(name):
-        return uuid.UUID(e[name]).bytes
+        return uuid.UUID(hex=e[name]).bytes
     fields = [
         b"custodia.event.v1", chain_id, struct.pack(">Q", e["chain_index"]),
         bytes.fromhex(e["prev_hash"]), u("event_id"), e["stream_category"].encode(),
         u("stream_id"), struct.pack(">Q", e["stream_version"]), e["event_type"].encode(),
         struct.pack(">I", e["schema_version"]), struct.pack(">q", e["recorded_at"]),
         e["actor"].encode(), u("command_id"), u("correlation_id"),
-        uuid.UUID(e["causation_id"]).bytes if e["causation_id"] else b"",
-        e["origin"].encode(), base64.b64decode(e["payload"]),
+        b"" if e["causation_id"] is None else u("causation_id"),
+        e["origin"].encode(), base64.b64decode(e["payload"], validate=True),
     ]
     return sha256(b"".join(struct.pack(">I", len(f)) + f for f in fields))
 
@@ -181,6 +212,8 @@ def verify_export(directory, key):
         raise Refused("the origin does not name the tenant")
     checkpoints = []
     for line in files["checkpoints.jsonl"].decode().splitlines():
+        if not line.strip():
+            continue
         cp = open_checkpoint(json.loads(line)["checkpoint"], key)
         if cp[0] != origin or (checkpoints and cp[1] <= checkpoints[-1][1]):
             raise Refused("a checkpoint of another chain, or out of order")
@@ -195,7 +228,9 @@ def verify_export(directory, key):
         raise Refused("the frontier does not match the first index")
     previous, expected, count, position = bytes.fromhex(proofs["previous_hash"]), first, 0, None
     for line in files["events.jsonl"].decode().splitlines():
-        e = json.loads(line)
+        if not line.strip():
+            continue
+        e = event_of(line)
         if e["chain_index"] != expected:
             raise Refused("chain index %d where %d was expected" % (e["chain_index"], expected))
         if position is not None and e["position"] <= position:
@@ -210,7 +245,7 @@ def verify_export(directory, key):
     if count != manifest["events"]:
         raise Refused("the export holds %d events, its manifest names %d" % (count, manifest["events"]))
     end = proofs["end"]
-    if end["size"] != expected:
+    if end["size"] != expected or expected > size:
         raise Refused("the proof is not for the events' end")
     ours = root_of_frontier(expected, hashes)
     if not verify_consistency(expected, size, ours, root, [bytes.fromhex(p) for p in end["proof"]]):
@@ -230,9 +265,9 @@ def verify_proof_file(path, key):
     lines = head.splitlines()
     if lines[0] != "c2sp.org/tlog-proof@v1" or not lines[1].startswith("extra "):
         raise Refused("not a proof file with an event")
-    e = json.loads(base64.b64decode(lines[1][6:]))
+    e = event_of(base64.b64decode(lines[1][6:], validate=True))
     index = int(lines[2][len("index "):])
-    proof = [base64.b64decode(p) for p in lines[3:]]
+    proof = [base64.b64decode(p, validate=True) for p in lines[3:]]
     origin, size, root = open_checkpoint(note, key)
     h = bytes.fromhex(e["hash"])
     if event_hash(e, chain_id_of(origin)) != h or e["chain_index"] != index:
@@ -250,7 +285,7 @@ def main(path, key_text):
         else:
             print(verify_proof_file(path, key))
         return 0
-    except (Refused, ValueError, KeyError, IndexError) as why:
+    except (Refused, ValueError, KeyError, IndexError, TypeError) as why:
         print("NOT VERIFIED: %s" % why)
         return 1
 

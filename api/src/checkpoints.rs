@@ -357,8 +357,9 @@ pub async fn latest_checkpoint(
     let previous = previous_of(last.as_ref(), sink.get(&origin(&settings.log_name, chain)));
     let signed = match sign_chain(models, &signer, &settings.log_name, chain, previous).await? {
         // The sink already holds this tree but the database keeps no
-        // checkpoint of it: sign it again (the same size and root).
-        None if last.is_none() && previous.is_some() => {
+        // checkpoint of it (or an older one): sign it again (the same size
+        // and root).
+        None if previous.is_some() && previous != last.as_ref().map(|l| (l.size, l.root)) => {
             sign_chain(models, &signer, &settings.log_name, chain, None).await?
         }
         signed => signed,

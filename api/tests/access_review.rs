@@ -508,6 +508,11 @@ async fn a_user_is_answered_as_of_any_moment(db: TestDatabase) {
     assert_eq!(then["display_name"], Value::Null, "{then}");
     assert_eq!(then["email"], Value::Null, "{then}");
     assert_eq!(then["status"], "active", "{then}");
+    // Erased is told to every reader, the auditor too.
+    let (_, body) = call!(&service, ask(audrey, renamed));
+    let then = &body["data"]["subjectAsOf"];
+    assert_eq!(then["personalData"], "ERASED", "{body}");
+    assert_eq!(then["displayName"], Value::Null, "{body}");
     let (_, body) = call!(&service, ask(owner, Timestamp::now()));
     let now = &body["data"]["subjectAsOf"];
     assert_eq!(now["status"], "ERASED", "{body}");

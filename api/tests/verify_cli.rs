@@ -1024,7 +1024,7 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     let (code, out) = verify(&export, &["--trusted-checkpoint", kept.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("your trusted checkpoint of size 16 is a prefix"),
+        out.contains("at size 16 is a prefix of the export's log"),
         "{out}"
     );
     // Part of the chain, from the sixth event on: the frontier stands in
@@ -1225,6 +1225,38 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
         out.contains("your trusted checkpoint of size 16 has another root"),
         "{out}"
     );
+    // A kept checkpoint of another chain is never skipped in silence.
+    text[0] = format!("custodia/{}", uuid::Uuid::now_v7());
+    let elsewhere = work.path().join("elsewhere.jsonl");
+    let note = other.sign(&(text.join("\n") + "\n")).unwrap();
+    std::fs::write(
+        &elsewhere,
+        serde_json::json!({ "checkpoint": note }).to_string(),
+    )
+    .unwrap();
+    let (code, out) = verify(
+        &export,
+        &[
+            "--trusted-checkpoint",
+            elsewhere.to_str().unwrap(),
+            "--checkpoint-key",
+            &other.verifier().to_string(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("your trusted checkpoint file holds no checkpoint of custodia/"),
+        "{out}"
+    );
+    // A proof where none is due (the events end at the checkpoint) is refused.
+    let copy = copy_of(&export, work.path(), "extra-proof");
+    let path = copy.join("proofs.json");
+    let mut proofs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    proofs["end"]["proof"] = serde_json::json!(["00".repeat(32)]);
+    std::fs::write(&path, proofs.to_string()).unwrap();
+    refit_manifest(&copy, None);
+    refused(&copy, "is not part of the signed checkpoint of size 17");
 }
 
 /// A proof file: one event, its inclusion proof and the signed checkpoint,

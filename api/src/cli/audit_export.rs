@@ -89,6 +89,43 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileEntry, String>
     })
 }
 
+/// A file written through, hashed as it goes.
+struct Hashed<W> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashed<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.hash.update(&bytes[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Hashed<std::io::BufWriter<std::fs::File>> {
+    /// Flushes and syncs the file; its manifest entry.
+    fn finish(self, name: &str) -> Result<FileEntry, String> {
+        let file = self
+            .inner
+            .into_inner()
+            .map_err(|e| format!("cannot write {name}: {e}"))?;
+        file.sync_all()
+            .map_err(|e| format!("cannot write {name}: {e}"))?;
+        Ok(FileEntry {
+            name: name.to_owned(),
+            sha256: hex::encode(self.hash.finalize()),
+            bytes: self.bytes,
+        })
+    }
+}
+
 /// What an export was asked for.
 pub struct Request<'a> {
     pub chain: ChainId,
@@ -131,7 +168,15 @@ pub async fn export(state: &AppState, request: Request<'_>) -> Result<Vec<String
 
     // The events in [first, end): from the first at or after `from`, up to
     // the first at or after `to`, within the checkpoint.
-    let mut events = std::io::BufWriter::with_capacity(1 << 20, Vec::new());
+    // Streamed to the file, hashed on the way: memory stays flat however
+    // long the chain.
+    let file = std::fs::File::create(out.join(EVENTS))
+        .map_err(|e| format!("cannot write {EVENTS}: {e}"))?;
+    let mut events = Hashed {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hash: Sha256::new(),
+        bytes: 0,
+    };
     let (mut first, mut end, mut previous_hash) = (None, 0u64, [0u8; 32]);
     let mut next = 0u64;
     'read: while next < tree_size {
@@ -163,21 +208,27 @@ pub async fn export(state: &AppState, request: Request<'_>) -> Result<Vec<String
         next = batch.last().map_or(tree_size, |e| e.chain_index.0 + 1);
     }
     let Some(first) = first else {
+        // Only what this export made (the directory was new or empty).
+        drop(events);
+        let _ = std::fs::remove_file(out.join(EVENTS));
         let _ = std::fs::remove_dir(out);
         return Err(format!(
             "{chain} has no event in that time range within its checkpoint of size {tree_size}"
         ));
     };
-    let events = events.into_inner().map_err(|e| e.to_string())?;
+    let events_entry = events.finish(EVENTS)?;
 
     // The checkpoints up to the export's, and the proofs that tie them.
+    // The origin the checkpoint was signed under (the log's name may have
+    // changed since earlier ones).
+    let origin = signed.note.lines().next().unwrap_or_default().to_owned();
     let kept: Vec<Kept> = state
         .checkpoints
         .all(&chain_key(chain))
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|k| k.size <= tree_size)
+        .filter(|k| k.size <= tree_size && k.note.lines().next() == Some(origin.as_str()))
         .collect();
     let earlier: Vec<u64> = kept
         .iter()
@@ -231,7 +282,7 @@ pub async fn export(state: &AppState, request: Request<'_>) -> Result<Vec<String
         checkpoint_lines.push('\n');
     }
     let files = vec![
-        write_file(out, EVENTS, &events)?,
+        events_entry,
         write_file(out, CHECKPOINTS, checkpoint_lines.as_bytes())?,
         write_file(
             out,
@@ -242,7 +293,7 @@ pub async fn export(state: &AppState, request: Request<'_>) -> Result<Vec<String
     let exported = end - first;
     let manifest = Manifest {
         format: EXPORT_FORMAT.to_owned(),
-        origin: custodia::checkpoints::origin(&state.checkpoint_settings.log_name, chain),
+        origin,
         tenant: tenant.as_uuid(),
         first_index: first,
         events: exported,

@@ -189,14 +189,30 @@ fn hashes(texts: &[String], what: &str) -> Result<Vec<Hash>, Refused> {
         .collect()
 }
 
-/// Opens a note with the trusted keys and reads it as a checkpoint.
+/// Opens a note with the trusted keys and reads it as a checkpoint, whose
+/// origin must be `<name of a key that signed it>/<chain>` (Custodia's
+/// checkpoint key is named after the log).
 fn checkpoint_of(note: &str, keys: &[NoteVerifier], at: &str) -> Result<Checkpoint, Refused> {
     let opened = open(note, keys).map_err(|e| {
         Refused(format!(
             "{at}: {e} (signed with another key, or changed after signing)"
         ))
     })?;
-    Checkpoint::parse(&opened.text).map_err(|e| Refused(format!("{at}: {e}")))
+    let checkpoint = Checkpoint::parse(&opened.text).map_err(|e| Refused(format!("{at}: {e}")))?;
+    let named = checkpoint
+        .origin
+        .rsplit_once('/')
+        .is_some_and(|(log, _)| opened.signed_by.iter().any(|key| key == log));
+    if !named || chain_of_origin(&checkpoint.origin).is_none() {
+        refuse!(
+            "{at}: its origin {} is not <the signing key's name>/<a chain>",
+            checkpoint.origin
+        );
+    }
+    if checkpoint.size == 0 {
+        refuse!("{at}: a checkpoint of an empty tree proves nothing");
+    }
+    Ok(checkpoint)
 }
 
 /// The chain an origin names (`<log name>/<tenant id or platform>`).
@@ -416,11 +432,29 @@ fn check_export(
     };
     let mut verifier = ChainVerifier::resume(chain, head, frontier);
     // The auditor's checkpoint of this chain, the latest they kept.
-    let trusted = trusted
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.origin == manifest.origin)
-        .max_by_key(|c| c.size);
+    let trusted = match trusted {
+        None => None,
+        Some(trusted) => {
+            let origins: Vec<String> = trusted.iter().map(|c| c.origin.clone()).collect();
+            let Some(mine) = trusted
+                .into_iter()
+                .filter(|c| c.origin == manifest.origin)
+                .max_by_key(|c| c.size)
+            else {
+                refuse!(
+                    "your trusted checkpoint file holds no checkpoint of {} (it holds {}): \
+                     the export is of another log or chain",
+                    manifest.origin,
+                    if origins.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        origins.join(", ")
+                    }
+                );
+            };
+            Some(mine)
+        }
+    };
     if let Some(trusted) = &trusted {
         verifier.watch_root_at(trusted.size);
     }
@@ -436,7 +470,15 @@ fn check_export(
         );
     }
     check_file(&manifest, EVENTS, &events_sha256, events_bytes)?;
-    let end = first + walked.events;
+    let Some(end) = first
+        .checked_add(walked.events)
+        .filter(|end| *end <= signed.size)
+    else {
+        refuse!(
+            "the events end after the signed checkpoint (size {}): events were added",
+            signed.size
+        );
+    };
     report.push(format!(
         "events: every hash recomputed and every link followed (chain indexes {first}..{}), \
          merkle root at size {end} {}",
@@ -453,7 +495,7 @@ fn check_export(
         );
     }
     let tied = if end == signed.size {
-        walked.root == signed.root
+        walked.root == signed.root && proofs.end.proof.is_empty()
     } else {
         verify_consistency(
             end,
@@ -558,13 +600,13 @@ fn check_trusted(
         .or(watched);
     match root {
         Some(root) if root == trusted.root => Ok(format!(
-            "your trusted checkpoint of size {} is a prefix of the export's log",
-            trusted.size
+            "your trusted checkpoint of {} at size {} is a prefix of the export's log",
+            trusted.origin, trusted.size
         )),
         Some(_) => Err(fork()),
         None => refuse!(
-            "the export can tie no root to your trusted checkpoint's size {} (it starts after \
-             it and holds no checkpoint of that size): export from an earlier chain index",
+            "the export can tie no root to your trusted checkpoint's size {}: its events do not \
+             reach that size and it holds no checkpoint of it (export a range that covers it)",
             trusted.size
         ),
     }
@@ -598,7 +640,15 @@ fn walk_events(
     let (mut number, mut bytes) = (0u64, 0u64);
     loop {
         if kept == buffer.len() {
-            // One line longer than a chunk: make room.
+            // One line longer than a chunk: make room, up to a bound (an
+            // event's payload is far smaller).
+            if buffer.len() >= MAX_LINE {
+                refuse!(
+                    "{EVENTS} line {}: longer than {} MiB: not an exported event",
+                    number + 1,
+                    MAX_LINE >> 20
+                );
+            }
             buffer.resize(buffer.len() * 2, 0);
         }
         let read = file
@@ -681,6 +731,8 @@ pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Bytes read from `events.jsonl` at a time.
 const CHUNK: usize = 4 << 20;
+/// The longest line read.
+const MAX_LINE: usize = 64 << 20;
 
 impl<'a> EventLine<'a> {
     /// The line exactly as the exporter writes it (these fields in this

@@ -211,10 +211,16 @@ pub async fn subject_as_of(
         .authorize(tenant, Permission::UserReadPersonal, Some(user))
         .is_ok();
     let folded = super::users::user_at(ports, tenant, user, Some(at), may_read_personal).await?;
-    let personal_data = match (may_read_personal, folded.erased) {
-        (false, _) => PersonalData::Withheld,
-        (true, true) => PersonalData::Erased,
-        (true, false) => PersonalData::Shown,
+    // Erased is told to every reader (it is not personal data); the rest
+    // only to those who may read it.
+    let personal_data = match (
+        folded.erased_since.is_some(),
+        may_read_personal,
+        folded.erased,
+    ) {
+        (true, _, _) | (false, true, true) => PersonalData::Erased,
+        (false, false, _) => PersonalData::Withheld,
+        (false, true, false) => PersonalData::Shown,
     };
     let roles = access_review(ports, caller, tenant, at)
         .await?

@@ -534,6 +534,8 @@ pub struct UserAt {
     pub personal: PersonalRecord,
     /// A sealed field could not be opened: its key is destroyed.
     pub erased: bool,
+    /// The user is erased today (whatever the moment asked about).
+    pub erased_since: Option<Timestamp>,
     /// The last event folded, and when it was recorded.
     pub last_event: Option<(EventId, Timestamp)>,
 }
@@ -558,6 +560,11 @@ pub(crate) async fn user_at(
     let mut email = None;
     let mut profile = None;
     let mut at = UserAt::default();
+    for recorded in &events {
+        if recorded.event_type.as_str() == "SubjectErased" {
+            at.erased_since = Some(recorded.recorded_at);
+        }
+    }
     for recorded in events
         .iter()
         .take_while(|e| until.is_none_or(|until| e.recorded_at <= until))
