@@ -3,7 +3,7 @@
 written from docs/audit-format.md and docs/event-format.md alone (the
 standard library, and `cryptography` for Ed25519).
 
-    python3 docs/verify_export.py DIR_OR_PROOF_FILE VERIFIER_KEY
+    python3 docs/verify_export.py DIR_OR_PROOF_FILE VERIFIER_KEY [MORE_KEYS…]
 
 Prints VERIFIED and exits 0, or NOT VERIFIED and the reason and exits 1.
 """
@@ -46,32 +46,38 @@ def parse_key(text):
     return name, bytes.fromhex(key_id), Ed25519PublicKey.from_public_bytes(raw[1:])
 
 
-def open_checkpoint(note, key):
-    """The (origin, size, root) of a checkpoint the key signed; its origin
-    must be <the key's name>/<chain>."""
-    name, key_id, public = key
+def open_checkpoint(note, keys):
+    """The (origin, size, root) of a checkpoint one of the keys signed; its
+    origin must be <the signing key's name>/<chain>."""
     text, sep, signatures = note.rpartition("\n\n")
     if not sep or not signatures.endswith("\n"):
         raise Refused("not a signed note")
     text += "\n"
-    found = False
+    signed_by = set()
     for line in signatures[:-1].split("\n"):
         if not line.startswith("\u2014 ") or line.count(" ") != 2:
             raise Refused("a malformed signature line")
         signer, signature = line[2:].split(" ", 1)
         signature = base64.b64decode(signature, validate=True)
-        if signer == name and signature[:4] == key_id:
-            try:
-                public.verify(signature[4:], text.encode())
-            except Exception:
-                raise Refused("the signature does not verify (changed after signing)")
-            found = True
-    if not found:
-        raise Refused("no signature by the trusted key")
-    origin, size, root = text.splitlines()[:3]
-    if origin.rsplit("/", 1)[0] != name or int(size) <= 0 or str(int(size)) != size:
-        raise Refused("not a checkpoint of this log, or of an empty tree")
+        for name, key_id, public in keys:
+            if signer == name and signature[:4] == key_id:
+                try:
+                    public.verify(signature[4:], text.encode())
+                except Exception:
+                    raise Refused("the signature does not verify (changed after signing)")
+                signed_by.add(name)
+    if not signed_by:
+        raise Refused("no signature by a trusted key")
+    origin, size, root = text.split("\n")[:3]
+    if origin.rsplit("/", 1)[0] not in signed_by or int(size) <= 0 or str(int(size)) != size:
+        raise Refused("not a checkpoint of the signing key's log, or of an empty tree")
     return origin, int(size), base64.b64decode(root, validate=True)
+
+
+def hash_hex(text):
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise Refused("a hash is not 64 lower-case hex digits")
+    return bytes.fromhex(text)
 
 
 # Events (docs/event-format.md).
@@ -105,7 +111,7 @@ def event_hash(e, chain_id):
         return uuid.UUID(hex=e[name]).bytes
     fields = [
         b"custodia.event.v1", chain_id, struct.pack(">Q", e["chain_index"]),
-        bytes.fromhex(e["prev_hash"]), u("event_id"), e["stream_category"].encode(),
+        hash_hex(e["prev_hash"]), u("event_id"), e["stream_category"].encode(),
         u("stream_id"), struct.pack(">Q", e["stream_version"]), e["event_type"].encode(),
         struct.pack(">I", e["schema_version"]), struct.pack(">q", e["recorded_at"]),
         e["actor"].encode(), u("command_id"), u("correlation_id"),
@@ -191,7 +197,7 @@ def verify_consistency(first, second, first_root, second_root, proof):
 
 # An export directory.
 
-def verify_export(directory, key):
+def verify_export(directory, keys):
     def read(name):
         with open(os.path.join(directory, name), "rb") as f:
             return f.read()
@@ -214,8 +220,8 @@ def verify_export(directory, key):
     for line in files["checkpoints.jsonl"].decode().splitlines():
         if not line.strip():
             continue
-        cp = open_checkpoint(json.loads(line)["checkpoint"], key)
-        if cp[0] != origin or (checkpoints and cp[1] <= checkpoints[-1][1]):
+        cp = open_checkpoint(json.loads(line)["checkpoint"], keys)
+        if chain_id_of(cp[0]) != chain_id or (checkpoints and cp[1] <= checkpoints[-1][1]):
             raise Refused("a checkpoint of another chain, or out of order")
         checkpoints.append(cp)
     _, size, root = checkpoints[-1]
@@ -223,10 +229,10 @@ def verify_export(directory, key):
         raise Refused("the last checkpoint is not of the manifest's size")
     proofs = json.loads(files["proofs.json"])
     first = manifest["first_index"]
-    hashes = [bytes.fromhex(h) for h in proofs["frontier"]]
+    hashes = [hash_hex(h) for h in proofs["frontier"]]
     if len(hashes) != bin(first).count("1"):
         raise Refused("the frontier does not match the first index")
-    previous, expected, count, position = bytes.fromhex(proofs["previous_hash"]), first, 0, None
+    previous, expected, count, position = hash_hex(proofs["previous_hash"]), first, 0, None
     for line in files["events.jsonl"].decode().splitlines():
         if not line.strip():
             continue
@@ -235,10 +241,10 @@ def verify_export(directory, key):
             raise Refused("chain index %d where %d was expected" % (e["chain_index"], expected))
         if position is not None and e["position"] <= position:
             raise Refused("positions out of order at chain index %d" % expected)
-        h = bytes.fromhex(e["hash"])
+        h = hash_hex(e["hash"])
         if event_hash(e, chain_id) != h:
             raise Refused("altered content at chain index %d" % expected)
-        if bytes.fromhex(e["prev_hash"]) != previous:
+        if hash_hex(e["prev_hash"]) != previous:
             raise Refused("forged link at chain index %d" % expected)
         push(expected, hashes, leaf(h))
         previous, expected, position, count = h, expected + 1, e["position"], count + 1
@@ -248,28 +254,28 @@ def verify_export(directory, key):
     if end["size"] != expected or expected > size:
         raise Refused("the proof is not for the events' end")
     ours = root_of_frontier(expected, hashes)
-    if not verify_consistency(expected, size, ours, root, [bytes.fromhex(p) for p in end["proof"]]):
+    if not verify_consistency(expected, size, ours, root, [hash_hex(p) for p in end["proof"]]):
         raise Refused("the events are not in the signed checkpoint")
     for earlier_origin, earlier_size, earlier_root in checkpoints[:-1]:
         proof = [p for p in proofs["checkpoints"] if p["size"] == earlier_size]
         if not proof or not verify_consistency(
-                earlier_size, size, earlier_root, root, [bytes.fromhex(p) for p in proof[0]["proof"]]):
+                earlier_size, size, earlier_root, root, [hash_hex(p) for p in proof[0]["proof"]]):
             raise Refused("checkpoint of size %d is not consistent" % earlier_size)
     return "VERIFIED: %d events (chain indexes %d..%d) in the checkpoint of size %d" % (
         count, first, expected - 1, size)
 
 
-def verify_proof_file(path, key):
-    with open(path) as f:
-        head, _, note = f.read().partition("\n\n")
-    lines = head.splitlines()
+def verify_proof_file(path, keys):
+    with open(path, "rb") as f:
+        head, _, note = f.read().decode().partition("\n\n")
+    lines = head.split("\n")
     if lines[0] != "c2sp.org/tlog-proof@v1" or not lines[1].startswith("extra "):
         raise Refused("not a proof file with an event")
     e = event_of(base64.b64decode(lines[1][6:], validate=True))
     index = int(lines[2][len("index "):])
     proof = [base64.b64decode(p, validate=True) for p in lines[3:]]
-    origin, size, root = open_checkpoint(note, key)
-    h = bytes.fromhex(e["hash"])
+    origin, size, root = open_checkpoint(note, keys)
+    h = hash_hex(e["hash"])
     if event_hash(e, chain_id_of(origin)) != h or e["chain_index"] != index:
         raise Refused("the event is not the one proved")
     if not verify_inclusion(index, size, leaf(h), proof, root):
@@ -277,13 +283,13 @@ def verify_proof_file(path, key):
     return "VERIFIED: %s at chain index %d in the checkpoint of size %d" % (e["event_type"], index, size)
 
 
-def main(path, key_text):
-    key = parse_key(key_text)
+def main(path, key_texts):
+    keys = [parse_key(text) for text in key_texts]
     try:
         if os.path.isdir(path):
-            print(verify_export(path, key))
+            print(verify_export(path, keys))
         else:
-            print(verify_proof_file(path, key))
+            print(verify_proof_file(path, keys))
         return 0
     except (Refused, ValueError, KeyError, IndexError, TypeError) as why:
         print("NOT VERIFIED: %s" % why)
@@ -291,4 +297,4 @@ def main(path, key_text):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

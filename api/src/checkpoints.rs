@@ -37,9 +37,12 @@ pub struct Settings {
     pub sink: Option<PathBuf>,
 }
 
-/// A chain's origin: `<log name>/<platform or tenant id>`.
-pub fn origin(log_name: &str, chain: ChainId) -> String {
-    format!("{log_name}/{}", chain_key(chain))
+/// A chain's origin: `<checkpoint key name>/<platform or tenant id>`. The
+/// key is named after the log when it is made (`CUSTODIA_LOG_NAME`); its
+/// name, not the setting, makes the origin, so a verifier can tie every
+/// origin to the key that signs it.
+pub fn origin(key_name: &str, chain: ChainId) -> String {
+    format!("{key_name}/{}", chain_key(chain))
 }
 
 /// Why a checkpoint was not signed.
@@ -66,7 +69,6 @@ pub enum SignError {
 pub async fn sign_chain(
     models: &dyn ReadModels,
     signer: &NoteSigner,
-    log_name: &str,
     chain: ChainId,
     previous: Option<(u64, [u8; 32])>,
 ) -> Result<Option<(Checkpoint, String)>, SignError> {
@@ -101,7 +103,7 @@ pub async fn sign_chain(
         }
     }
     let checkpoint = Checkpoint {
-        origin: origin(log_name, chain),
+        origin: origin(signer.verifier().name(), chain),
         size: tree_size,
         root: tree_root,
         extensions: Vec::new(),
@@ -127,9 +129,9 @@ pub fn append(path: &Path, notes: &[String]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// What the sink file says was signed last for each origin: (size, root),
-/// from the last line of each origin whose signature one of `keys`
-/// checks. The file is kept off the database, so a log whose database
+/// What the sink file says was signed last for each chain (by
+/// [`chain_key`], whatever key signed it): (size, root), from the chain's
+/// last line, whose signature one of `keys` must check. The file is kept off the database, so a log whose database
 /// forgot its checkpoints (rows deleted with the log rewritten) is still
 /// held to what was shipped.
 pub type SinkLasts = std::collections::HashMap<String, (u64, [u8; 32])>;
@@ -151,16 +153,16 @@ pub fn sink_lasts(path: &Path, keys: &[NoteVerifier]) -> Result<SinkLasts, Strin
         let Some(note) = line["checkpoint"].as_str() else {
             continue;
         };
-        if let Some((origin, _)) = note.split_once('\n') {
-            lasts.insert(origin.to_owned(), note.to_owned());
+        if let Some((_, chain)) = note.split_once('\n').and_then(|(o, _)| o.rsplit_once('/')) {
+            lasts.insert(chain.to_owned(), note.to_owned());
         }
     }
     let mut out = SinkLasts::new();
-    for (origin, note) in lasts {
+    for (chain, note) in lasts {
         let opened = open(&note, keys)
-            .map_err(|e| format!("{}: the last checkpoint of {origin}: {e}", path.display()))?;
+            .map_err(|e| format!("{}: the last checkpoint of {chain}: {e}", path.display()))?;
         let checkpoint = Checkpoint::parse(&opened.text).map_err(|e| e.to_string())?;
-        out.insert(origin, (checkpoint.size, checkpoint.root));
+        out.insert(chain, (checkpoint.size, checkpoint.root));
     }
     Ok(out)
 }
@@ -200,7 +202,7 @@ pub async fn run_once(
         let key = chain_key(chain);
         let last = kept.last(&key).await?;
         let covered = size(models, chain).await?;
-        let previous = previous_of(last.as_ref(), sink.get(&origin(&settings.log_name, chain)));
+        let previous = previous_of(last.as_ref(), sink.get(&chain_key(chain)));
         let signed_at = last.as_ref().map_or(i64::MIN, |last| last.signed_at);
         let due = match previous {
             None => covered > 0,
@@ -212,9 +214,7 @@ pub async fn run_once(
         if !due {
             continue;
         }
-        let Some((checkpoint, note)) =
-            sign_chain(models, &signer, &settings.log_name, chain, previous).await?
-        else {
+        let Some((checkpoint, note)) = sign_chain(models, &signer, chain, previous).await? else {
             continue;
         };
         let keep = Kept {
@@ -354,13 +354,13 @@ pub async fn latest_checkpoint(
         .await
         .map_err(|e| SignError::Note(e.to_string()))?;
     let sink = load_sink(keys, settings).await.map_err(SignError::Note)?;
-    let previous = previous_of(last.as_ref(), sink.get(&origin(&settings.log_name, chain)));
-    let signed = match sign_chain(models, &signer, &settings.log_name, chain, previous).await? {
+    let previous = previous_of(last.as_ref(), sink.get(&chain_key(chain)));
+    let signed = match sign_chain(models, &signer, chain, previous).await? {
         // The sink already holds this tree but the database keeps no
         // checkpoint of it (or an older one): sign it again (the same size
         // and root).
         None if previous.is_some() && previous != last.as_ref().map(|l| (l.size, l.root)) => {
-            sign_chain(models, &signer, &settings.log_name, chain, None).await?
+            sign_chain(models, &signer, chain, None).await?
         }
         signed => signed,
     };

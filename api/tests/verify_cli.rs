@@ -851,10 +851,11 @@ fn offline(args: &[&str]) -> (Option<i32>, String) {
 
 /// `docs/verify_export.py`, written from the documents alone: its
 /// verdict and what it printed.
-fn independent(path: &std::path::Path, key: &str) -> (bool, String) {
+fn independent(path: &std::path::Path, keys: &str) -> (bool, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/verify_export.py");
     let output = Command::new("python3")
-        .args([script, path.to_str().unwrap(), key])
+        .args([script, path.to_str().unwrap()])
+        .args(keys.split(' '))
         .output()
         .expect("python3 runs (it is on every machine of this project)");
     let (stdout, stderr) = text(&output);
@@ -984,7 +985,14 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
         ],
     );
     assert!(out.contains("exported 16 events"), "{out}");
-    // The chain grows by one event; the next export holds both checkpoints.
+    // The checkpoint key is rotated under a new name (a new origin) and the
+    // chain grows by one event; the next export holds both checkpoints.
+    let old_key = ok(&db, &["audit", "key"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    ok(&db, &["audit", "rotate-key", "--log-name", "renamed"]);
     ok(&db, &["tenant", "suspend", "--tenant", &tenant]);
     ok(&db, &["projections", "rebuild", "merkle"]);
     let export = dir("export");
@@ -1008,8 +1016,10 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
         .next()
         .unwrap()
         .to_owned();
+    assert!(key.starts_with("renamed+"), "{key}");
     let verify = |path: &std::path::Path, more: &[&str]| {
         let mut args = vec![path.to_str().unwrap(), "--checkpoint-key", key.as_str()];
+        args.extend_from_slice(&["--checkpoint-key", old_key.as_str()]);
         args.extend_from_slice(more);
         offline(&args)
     };
@@ -1020,6 +1030,17 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
         out.contains("consistent with the 1 earlier checkpoints"),
         "{out}"
     );
+    // The new key alone does not vouch for what the old one signed.
+    let (code, out) = offline(&[export.to_str().unwrap(), "--checkpoint-key", &key]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("checkpoints.jsonl line 1: no signature by a known key"),
+        "{out}"
+    );
+    // An independent verifier, written from the documents alone, agrees.
+    let keys = format!("{key} {old_key}");
+    let (verified, out) = independent(&export, &keys);
+    assert!(verified && out.contains("VERIFIED: 17 events"), "{out}");
     let kept = first.join("checkpoints.jsonl");
     let (code, out) = verify(&export, &["--trusted-checkpoint", kept.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
@@ -1050,7 +1071,7 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     let (code, out) = verify(&part, &["--trusted-checkpoint", kept.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("VERIFIED: 12 events"), "{out}");
-    let (verified, out) = independent(&part, &key);
+    let (verified, out) = independent(&part, &keys);
     assert!(
         verified && out.contains("VERIFIED: 12 events (chain indexes 5..16)"),
         "{out}"
@@ -1104,7 +1125,7 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     write_lines(&copy, "events.jsonl", &lines);
     refit_manifest(&copy, None);
     refused(&copy, "is not part of the signed checkpoint of size 17");
-    let (verified, out) = independent(&copy, &key);
+    let (verified, out) = independent(&copy, &keys);
     assert!(
         !verified && out.contains("not in the signed checkpoint"),
         "{out}"
@@ -1165,6 +1186,11 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     refused(
         &copy,
         "checkpoints.jsonl line 1: no signature by a known key",
+    );
+    let (verified, out) = independent(&copy, &keys);
+    assert!(
+        !verified && out.contains("no signature by a trusted key"),
+        "{out}"
     );
 
     // The manifest changed: a file's hash, or the events' count.
@@ -1245,7 +1271,7 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     );
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("your trusted checkpoint file holds no checkpoint of custodia/"),
+        out.contains("your trusted checkpoint file holds no checkpoint of renamed/"),
         "{out}"
     );
     // A proof where none is due (the events end at the checkpoint) is refused.

@@ -192,7 +192,6 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
                 &*state.models,
                 &signer,
                 &known,
-                &log_name,
                 &out,
             )
             .await?;

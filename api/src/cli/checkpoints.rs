@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use custodia::checkpoints::{append, origin, sign_chain};
+use custodia::checkpoints::{append, sign_chain};
 use custodia_application::EventStore;
 use custodia_domain::merkle::Frontier;
 use custodia_domain::{ChainId, ChainIndex, TenantId};
@@ -64,24 +64,26 @@ pub async fn sign_all(
     models: &dyn custodia_application::ReadModels,
     signer: &NoteSigner,
     known: &[NoteVerifier],
-    log_name: &str,
     path: &Path,
 ) -> Result<Vec<String>, String> {
     let failed = |e: &dyn std::fmt::Display| e.to_string();
-    let mut last: BTreeMap<String, Checkpoint> = BTreeMap::new();
-    // Read with every key the store knows: a file may hold checkpoints of
-    // keys retired since.
+    // The file's last checkpoint of each chain, whatever key (and so
+    // origin) signed it: read with every key the store knows, a file may
+    // hold checkpoints of keys retired since.
+    let mut last: BTreeMap<ChainId, Checkpoint> = BTreeMap::new();
     for checkpoint in read(path, known)? {
-        last.insert(checkpoint.origin.clone(), checkpoint);
+        if let Some(chain) = chain_of(&checkpoint.origin) {
+            last.insert(chain, checkpoint);
+        }
     }
     let mut lines = Vec::new();
     let mut notes = Vec::new();
     for summary in store.chains().await.map_err(|e| failed(&e))? {
         let chain = summary.chain;
         let previous = last
-            .get(&origin(log_name, chain))
+            .get(&chain)
             .map(|checkpoint| (checkpoint.size, checkpoint.root));
-        match sign_chain(models, signer, log_name, chain, previous).await {
+        match sign_chain(models, signer, chain, previous).await {
             Ok(Some((checkpoint, note))) => {
                 notes.push(note);
                 lines.push(format!(

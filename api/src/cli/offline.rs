@@ -331,8 +331,7 @@ fn read_trusted(path: &Path, keys: &[NoteVerifier]) -> Result<Vec<Checkpoint>, S
     notes
         .iter()
         .map(|note| {
-            let opened = open(note, keys).map_err(|e| format!("{}: {e}", path.display()))?;
-            Checkpoint::parse(&opened.text).map_err(|e| format!("{}: {e}", path.display()))
+            checkpoint_of(note, keys, &path.display().to_string()).map_err(|Refused(why)| why)
         })
         .collect()
 }
@@ -384,9 +383,11 @@ fn check_export(
         let line: CheckpointLine = serde_json::from_str(line)
             .map_err(|e| Refused(format!("{at}: not a checkpoint line: {e}")))?;
         let checkpoint = checkpoint_of(&line.checkpoint, keys, &at)?;
-        if checkpoint.origin != manifest.origin {
+        // Of this chain; a key rotated under a new name signs it under a
+        // new origin, still `<that key's name>/<chain>`.
+        if chain_of_origin(&checkpoint.origin) != Some(chain) {
             refuse!(
-                "{at}: a checkpoint of {}, not of {}",
+                "{at}: a checkpoint of {}, not of this export's chain ({})",
                 checkpoint.origin,
                 manifest.origin
             );
@@ -438,12 +439,12 @@ fn check_export(
             let origins: Vec<String> = trusted.iter().map(|c| c.origin.clone()).collect();
             let Some(mine) = trusted
                 .into_iter()
-                .filter(|c| c.origin == manifest.origin)
+                .filter(|c| chain_of_origin(&c.origin) == Some(chain))
                 .max_by_key(|c| c.size)
             else {
                 refuse!(
-                    "your trusted checkpoint file holds no checkpoint of {} (it holds {}): \
-                     the export is of another log or chain",
+                    "your trusted checkpoint file holds no checkpoint of {}'s chain (it holds \
+                     {}): the export is of another chain",
                     manifest.origin,
                     if origins.is_empty() {
                         "none".to_owned()
