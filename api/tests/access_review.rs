@@ -31,6 +31,18 @@ fn rfc3339(at: Timestamp) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// The server's state on `db`, as the tests' server builds it.
+async fn served_state(db: &TestDatabase) -> custodia::http::AppState {
+    custodia::http::AppState::connect(
+        db.url(),
+        MASTER_KEY.parse().unwrap(),
+        "custodia",
+        "custodia-api",
+    )
+    .await
+    .unwrap()
+}
+
 /// A moment strictly between the events before and after it.
 async fn moment() -> Timestamp {
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -40,14 +52,7 @@ async fn moment() -> Timestamp {
 }
 
 async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatabase) {
-    let state = custodia::http::AppState::connect(
-        db.url(),
-        MASTER_KEY.parse().unwrap(),
-        "custodia",
-        "custodia-api",
-    )
-    .await
-    .unwrap();
+    let state = served_state(&db).await;
     let ports = &state.ports;
     let (tenant, _) = tenant_with_owner(ports, "ada@example.org", Some(PASSWORD)).await;
     let grace = uuid::Uuid::now_v7();
@@ -311,14 +316,7 @@ async fn a_user_is_answered_as_of_any_moment(db: TestDatabase) {
     use custodia_application::commands::users::{change_user_status, update_profile, StatusChange};
     use custodia_domain::identity::consent::Channel;
     use custodia_domain::identity::tenant::{ConsentPurpose, SettingsChange};
-    let state = custodia::http::AppState::connect(
-        db.url(),
-        MASTER_KEY.parse().unwrap(),
-        "custodia",
-        "custodia-api",
-    )
-    .await
-    .unwrap();
+    let state = served_state(&db).await;
     let ports = &state.ports;
     let (tenant, _) = tenant_with_owner(ports, "ada@example.org", Some(PASSWORD)).await;
     let settings = SettingsChange {

@@ -1217,7 +1217,6 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     refused(&copy, "events.jsonl: its SHA-256 is");
 
     // A checkpoint the auditor kept that the export's log does not extend.
-    let forked = work.path().join("forked.jsonl");
     let note = serde_json::from_str::<serde_json::Value>(&lines_of(&first, "checkpoints.jsonl")[0])
         .unwrap()["checkpoint"]
         .as_str()
@@ -1230,46 +1229,33 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
         .lines()
         .map(str::to_owned)
         .collect::<Vec<_>>();
+    // Kept checkpoints the other key signs (its verifier key passed too).
+    let trusting = |text: &[String], name: &str| {
+        let kept = work.path().join(name);
+        let note = other.sign(&(text.join("\n") + "\n")).unwrap();
+        std::fs::write(&kept, serde_json::json!({ "checkpoint": note }).to_string()).unwrap();
+        let other_key = other.verifier().to_string();
+        let (code, out) = verify(
+            &export,
+            &[
+                "--trusted-checkpoint",
+                kept.to_str().unwrap(),
+                "--checkpoint-key",
+                &other_key,
+            ],
+        );
+        assert_eq!(code, Some(1), "{out}");
+        out
+    };
     text[2] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
-    let other_kept = other.sign(&(text.join("\n") + "\n")).unwrap();
-    std::fs::write(
-        &forked,
-        serde_json::json!({ "checkpoint": other_kept }).to_string(),
-    )
-    .unwrap();
-    let (code, out) = verify(
-        &export,
-        &[
-            "--trusted-checkpoint",
-            forked.to_str().unwrap(),
-            "--checkpoint-key",
-            &other.verifier().to_string(),
-        ],
-    );
-    assert_eq!(code, Some(1), "{out}");
+    let out = trusting(&text, "forked.jsonl");
     assert!(
         out.contains("your trusted checkpoint of size 16 has another root"),
         "{out}"
     );
     // A kept checkpoint of another chain is never skipped in silence.
     text[0] = format!("custodia/{}", uuid::Uuid::now_v7());
-    let elsewhere = work.path().join("elsewhere.jsonl");
-    let note = other.sign(&(text.join("\n") + "\n")).unwrap();
-    std::fs::write(
-        &elsewhere,
-        serde_json::json!({ "checkpoint": note }).to_string(),
-    )
-    .unwrap();
-    let (code, out) = verify(
-        &export,
-        &[
-            "--trusted-checkpoint",
-            elsewhere.to_str().unwrap(),
-            "--checkpoint-key",
-            &other.verifier().to_string(),
-        ],
-    );
-    assert_eq!(code, Some(1), "{out}");
+    let out = trusting(&text, "elsewhere.jsonl");
     assert!(
         out.contains("your trusted checkpoint file holds no checkpoint of renamed/"),
         "{out}"
