@@ -9,3 +9,4 @@ pub mod graphql;
 pub mod http;
 pub mod projections;
 pub mod retention;
+pub mod scim;

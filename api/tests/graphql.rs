@@ -230,6 +230,7 @@ fn mutation_probes(other_tenant: &str, other_user: &str) -> Vec<(&'static str, S
         ("recordConsent", format!("recordConsent(userId: \"{u}\", input: {{ purpose: \"marketing\", policyVersion: 1, channel: WEB, granted: true }}) {{ changed }}")),
         ("createApiKey", format!("createApiKey(tenantId: \"{t}\", name: \"spy\", permissions: [\"user.read\"]) {{ key }}")),
         ("revokeApiKey", format!("revokeApiKey(tenantId: \"{t}\", keyId: \"{u}\") {{ changed }}")),
+        ("createScimToken", format!("createScimToken(tenantId: \"{t}\", name: \"spy\") {{ key }}")),
         ("eraseTenant", format!("eraseTenant(tenantId: \"{t}\", reference: \"DSR-1\") {{ receipt {{ hash }} }}")),
         ("eraseSubject", format!("eraseSubject(tenantId: \"{t}\", userId: \"{u}\", reference: \"DSR-1\") {{ receipt {{ hash }} }}")),
     ]

@@ -238,6 +238,9 @@ pub fn typed_errors<B: 'static>() -> actix_web::middleware::ErrorHandlers<B> {
         // `/graphql` answers every refusal as a GraphQL response.
         let mut typed = if request.path() == "/graphql" {
             error.graphql_response()
+        } else if request.path().starts_with("/scim/") {
+            // SCIM clients read SCIM error bodies (RFC 7644 §3.12).
+            crate::scim::error_response(status, None, message)
         } else {
             error.error_response()
         };

@@ -69,6 +69,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(prometheus))
         .route("/metrics", web::head().to(prometheus))
         .configure(crate::graphql::configure)
+        .configure(crate::scim::configure)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(ApiError::new(
                 StatusCode::NOT_FOUND,

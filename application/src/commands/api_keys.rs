@@ -2,7 +2,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use custodia_domain::identity::api_key::{ApiKey, ApiKeyCommand, ApiKeyName};
+use custodia_domain::identity::api_key::{ApiKey, ApiKeyCommand, ApiKeyName, ApiKeyPurpose};
 use custodia_domain::identity::membership::Memberships;
 use custodia_domain::identity::user::UserStatus;
 use custodia_domain::rbac::{Denied, Permission, PermissionSet, Principal};
@@ -35,6 +35,17 @@ impl std::fmt::Debug for CreatedApiKey {
     }
 }
 
+/// What a SCIM token may do: provision users, nothing more (ADR 0012).
+pub const SCIM_PERMISSIONS: &[Permission] = &[
+    Permission::UserRead,
+    Permission::UserReadPersonal,
+    Permission::UserCreate,
+    Permission::UserUpdate,
+    Permission::UserSuspend,
+    Permission::UserDelete,
+    Permission::RoleRead,
+];
+
 /// Creates a key with `permissions`, all of which the caller must hold.
 /// Needs `api_key.manage`.
 pub async fn create_api_key(
@@ -42,6 +53,50 @@ pub async fn create_api_key(
     caller: &Caller,
     tenant: TenantId,
     name: &str,
+    permissions: PermissionSet,
+    at: Timestamp,
+) -> Result<CreatedApiKey, CommandError> {
+    create(
+        ports,
+        caller,
+        tenant,
+        name,
+        ApiKeyPurpose::General,
+        permissions,
+        at,
+    )
+    .await
+}
+
+/// Creates a SCIM token: a key accepted on `/scim/v2` only, with
+/// [`SCIM_PERMISSIONS`] (all of which the caller must hold). Needs
+/// `api_key.manage`.
+pub async fn create_scim_token(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    name: &str,
+    at: Timestamp,
+) -> Result<CreatedApiKey, CommandError> {
+    let permissions = PermissionSet::from(SCIM_PERMISSIONS);
+    create(
+        ports,
+        caller,
+        tenant,
+        name,
+        ApiKeyPurpose::Scim,
+        permissions,
+        at,
+    )
+    .await
+}
+
+async fn create(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    name: &str,
+    purpose: ApiKeyPurpose,
     permissions: PermissionSet,
     at: Timestamp,
 ) -> Result<CreatedApiKey, CommandError> {
@@ -71,6 +126,7 @@ pub async fn create_api_key(
     let secret = ports.tokens.refresh_secret();
     let command = ApiKeyCommand::Create {
         name,
+        purpose,
         permissions,
         secret_sha256: Sha256::digest(secret).into(),
         at,
@@ -109,13 +165,31 @@ pub async fn revoke_api_key(
 /// Authenticates a service by its API key (`cst_<key id>_<secret>`), in the
 /// tenant the key belongs to. Returns the key's id, that tenant, and the
 /// service's principal with the key's permissions. Records the use (at most
-/// hourly).
+/// hourly). A SCIM token is refused here.
 pub async fn identify_api_key(
     ports: &Ports,
     key: &str,
     at: Timestamp,
 ) -> Result<(Uuid, TenantId, Principal), SessionFailure> {
-    let (key_id, tenant, permissions) = check_key(ports, key).await?;
+    identify(ports, key, ApiKeyPurpose::General, at).await
+}
+
+/// [`identify_api_key`] for SCIM: only a SCIM token is accepted.
+pub async fn identify_scim_token(
+    ports: &Ports,
+    key: &str,
+    at: Timestamp,
+) -> Result<(Uuid, TenantId, Principal), SessionFailure> {
+    identify(ports, key, ApiKeyPurpose::Scim, at).await
+}
+
+async fn identify(
+    ports: &Ports,
+    key: &str,
+    purpose: ApiKeyPurpose,
+    at: Timestamp,
+) -> Result<(Uuid, TenantId, Principal), SessionFailure> {
+    let (key_id, tenant, permissions) = check_key(ports, key, purpose).await?;
     let principal = record_use(ports, key_id, tenant, permissions, at).await;
     Ok((key_id, tenant, principal))
 }
@@ -127,17 +201,19 @@ pub async fn authenticate_api_key(
     key: &str,
     at: Timestamp,
 ) -> Result<Principal, SessionFailure> {
-    let (key_id, of, permissions) = check_key(ports, key).await?;
+    let (key_id, of, permissions) = check_key(ports, key, ApiKeyPurpose::General).await?;
     if of != tenant {
         return Err(SessionFailure::InvalidToken);
     }
     Ok(record_use(ports, key_id, tenant, permissions, at).await)
 }
 
-/// The key's id, tenant and permissions, if the key is live and its secret right.
+/// The key's id, tenant and permissions, if the key is live, for
+/// `purpose`, and its secret right.
 async fn check_key(
     ports: &Ports,
     key: &str,
+    purpose: ApiKeyPurpose,
 ) -> Result<(Uuid, TenantId, PermissionSet), SessionFailure> {
     let rest = key
         .strip_prefix("cst_")
@@ -152,6 +228,7 @@ async fn check_key(
         return Err(SessionFailure::InvalidToken);
     };
     let ApiKey::Active {
+        purpose: made_for,
         permissions,
         secret_sha256,
         ..
@@ -160,7 +237,8 @@ async fn check_key(
         return Err(SessionFailure::Revoked);
     };
     // Comparing digests of a 256-bit secret: timing reveals nothing usable.
-    if <[u8; 32]>::from(Sha256::digest(&secret)) != secret_sha256 {
+    // A key used where it was not made for is no key there.
+    if <[u8; 32]>::from(Sha256::digest(&secret)) != secret_sha256 || made_for != purpose {
         return Err(SessionFailure::InvalidToken);
     }
     // A suspended or erased tenant's keys open nothing.

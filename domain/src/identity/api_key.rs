@@ -36,10 +36,38 @@ impl ApiKeyName {
     }
 }
 
+/// What a key is for: the API (GraphQL and HTTP), or SCIM provisioning
+/// only (ADR 0012). Each is refused where the other is accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ApiKeyPurpose {
+    #[default]
+    General,
+    Scim,
+}
+
+impl ApiKeyPurpose {
+    /// The stored form (`None` for general keys, which older events are).
+    fn stored(self) -> Option<String> {
+        match self {
+            ApiKeyPurpose::General => None,
+            ApiKeyPurpose::Scim => Some("scim".to_owned()),
+        }
+    }
+
+    fn from_stored(stored: Option<&str>) -> Option<Self> {
+        match stored {
+            None => Some(ApiKeyPurpose::General),
+            Some("scim") => Some(ApiKeyPurpose::Scim),
+            Some(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiKeyCommand {
     Create {
         name: ApiKeyName,
+        purpose: ApiKeyPurpose,
         permissions: PermissionSet,
         secret_sha256: [u8; 32],
         at: Timestamp,
@@ -56,6 +84,7 @@ pub enum ApiKeyCommand {
 pub enum ApiKeyEvent {
     Created {
         name: ApiKeyName,
+        purpose: ApiKeyPurpose,
         permissions: PermissionSet,
         secret_sha256: [u8; 32],
         at: Timestamp,
@@ -83,6 +112,7 @@ pub enum ApiKey {
     #[default]
     Absent,
     Active {
+        purpose: ApiKeyPurpose,
         permissions: PermissionSet,
         secret_sha256: [u8; 32],
         last_used: Option<Timestamp>,
@@ -97,6 +127,9 @@ pub enum ApiKey {
 enum ApiKeyV1 {
     Absent,
     Active {
+        /// Absent in snapshots of general keys (and in older ones).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose: Option<String>,
         permissions: Vec<String>,
         secret_sha256: String,
         last_used: Option<i64>,
@@ -111,10 +144,12 @@ impl Snapshot for ApiKey {
         snapshot_json(&match self {
             ApiKey::Absent => ApiKeyV1::Absent,
             ApiKey::Active {
+                purpose,
                 permissions,
                 secret_sha256,
                 last_used,
             } => ApiKeyV1::Active {
+                purpose: purpose.stored(),
                 permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
                 secret_sha256: hex::encode(secret_sha256),
                 last_used: last_used.map(|at| at.0),
@@ -130,10 +165,12 @@ impl Snapshot for ApiKey {
         Some(match serde_json::from_slice(bytes).ok()? {
             ApiKeyV1::Absent => ApiKey::Absent,
             ApiKeyV1::Active {
+                purpose,
                 permissions,
                 secret_sha256,
                 last_used,
             } => ApiKey::Active {
+                purpose: ApiKeyPurpose::from_stored(purpose.as_deref())?,
                 permissions: permissions
                     .iter()
                     .map(|name| Permission::parse(name).ok())
@@ -157,12 +194,14 @@ impl Aggregate for ApiKey {
                 ApiKey::Absent,
                 ApiKeyCommand::Create {
                     name,
+                    purpose,
                     permissions,
                     secret_sha256,
                     at,
                 },
             ) => Ok(vec![ApiKeyEvent::Created {
                 name: name.clone(),
+                purpose: *purpose,
                 permissions: permissions.clone(),
                 secret_sha256: *secret_sha256,
                 at: *at,
@@ -191,11 +230,13 @@ impl Aggregate for ApiKey {
             (
                 _,
                 ApiKeyEvent::Created {
+                    purpose,
                     permissions,
                     secret_sha256,
                     ..
                 },
             ) => ApiKey::Active {
+                purpose: *purpose,
                 permissions: permissions.clone(),
                 secret_sha256: *secret_sha256,
                 last_used: None,
@@ -203,12 +244,14 @@ impl Aggregate for ApiKey {
             (ApiKey::Active { .. }, ApiKeyEvent::Revoked { .. }) => ApiKey::Revoked,
             (
                 ApiKey::Active {
+                    purpose,
                     permissions,
                     secret_sha256,
                     ..
                 },
                 ApiKeyEvent::Used { at },
             ) => ApiKey::Active {
+                purpose,
                 permissions,
                 secret_sha256,
                 last_used: Some(*at),
@@ -224,6 +267,9 @@ mod dto {
     #[derive(Serialize, Deserialize)]
     pub struct Created {
         pub name: String,
+        /// Absent for general keys (and in every event before purposes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub purpose: Option<String>,
         pub permissions: Vec<String>,
         pub secret_sha256: String,
         pub at: i64,
@@ -240,6 +286,7 @@ impl EventSchema for ApiKeyEvent {
         match self {
             ApiKeyEvent::Created {
                 name,
+                purpose,
                 permissions,
                 secret_sha256,
                 at,
@@ -248,6 +295,7 @@ impl EventSchema for ApiKeyEvent {
                 1,
                 &dto::Created {
                     name: name.as_str().to_owned(),
+                    purpose: purpose.stored(),
                     permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
                     secret_sha256: hex::encode(secret_sha256),
                     at: at.0,
@@ -272,6 +320,8 @@ impl EventSchema for ApiKeyEvent {
                     d.permissions.iter().map(|p| Permission::parse(p)).collect();
                 Ok(ApiKeyEvent::Created {
                     name: ApiKeyName::parse(&d.name).map_err(|_| malformed())?,
+                    purpose: ApiKeyPurpose::from_stored(d.purpose.as_deref())
+                        .ok_or_else(malformed)?,
                     permissions: PermissionSet::from(&permissions.map_err(|_| malformed())?[..]),
                     secret_sha256: hex::decode(d.secret_sha256)
                         .ok()
@@ -305,10 +355,44 @@ mod tests {
     fn created() -> ApiKeyEvent {
         ApiKeyEvent::Created {
             name: ApiKeyName::parse("CI deploys").unwrap(),
+            purpose: ApiKeyPurpose::General,
             permissions: PermissionSet::from(&[Permission::UserRead][..]),
             secret_sha256: [9; 32],
             at: Timestamp(0),
         }
+    }
+
+    #[test]
+    fn a_purpose_is_stored_only_for_scim_tokens_and_older_keys_are_general() {
+        let general = created().to_stored();
+        assert!(!String::from_utf8_lossy(general.payload.as_bytes()).contains("purpose"));
+        assert_eq!(ApiKeyEvent::from_stored(&general).unwrap(), created());
+        let ApiKeyEvent::Created {
+            name,
+            permissions,
+            secret_sha256,
+            at,
+            ..
+        } = created()
+        else {
+            unreachable!()
+        };
+        let scim = ApiKeyEvent::Created {
+            name,
+            purpose: ApiKeyPurpose::Scim,
+            permissions,
+            secret_sha256,
+            at,
+        };
+        let stored = scim.to_stored();
+        assert!(String::from_utf8_lossy(stored.payload.as_bytes()).contains(r#""purpose":"scim""#));
+        assert_eq!(ApiKeyEvent::from_stored(&stored).unwrap(), scim);
+        let unknown = String::from_utf8_lossy(stored.payload.as_bytes()).replace("scim", "root");
+        let unknown = StoredForm {
+            payload: crate::event::Payload::json(unknown.into_bytes()).unwrap(),
+            ..stored
+        };
+        assert!(ApiKeyEvent::from_stored(&unknown).is_err());
     }
 
     #[test]

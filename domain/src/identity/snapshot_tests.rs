@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::api_key::{ApiKey, ApiKeyEvent, ApiKeyName};
+use super::api_key::{ApiKey, ApiKeyEvent, ApiKeyName, ApiKeyPurpose};
 use super::credential::{Credential, CredentialEvent, PasswordAlgorithm};
 use super::membership::{MembershipEvent, Memberships, RoleName, RoleRef};
 use super::session::{RevocationReason, Session, SessionEvent, SessionIndex, SessionIndexEvent};
@@ -217,6 +217,7 @@ fn an_api_key_snapshot_restores_the_key() {
     let text = round_trip::<ApiKey>(&[
         ApiKeyEvent::Created {
             name: ApiKeyName::parse("ci").unwrap(),
+            purpose: ApiKeyPurpose::General,
             permissions: PermissionSet::from(&[Permission::UserRead][..]),
             secret_sha256: [5; 32],
             at,
@@ -231,4 +232,13 @@ fn an_api_key_snapshot_restores_the_key() {
         )
     );
     round_trip::<ApiKey>(&[ApiKeyEvent::Revoked { at }]);
+    // A SCIM token keeps its purpose across a snapshot.
+    let text = round_trip::<ApiKey>(&[ApiKeyEvent::Created {
+        name: ApiKeyName::parse("okta").unwrap(),
+        purpose: ApiKeyPurpose::Scim,
+        permissions: PermissionSet::from(&[Permission::UserRead][..]),
+        secret_sha256: [5; 32],
+        at,
+    }]);
+    assert!(text.contains(r#""purpose":"scim""#), "{text}");
 }

@@ -42,6 +42,36 @@ impl ApiKeyMutations {
         })
     }
 
+    /// Creates a SCIM token for the tenant's identity provider (Okta,
+    /// Entra ID): a key accepted on `/scim/v2` only, and refused everywhere
+    /// else, that may provision users and nothing more (ADR 0012). Shown
+    /// once; revoked with `revokeApiKey`. Needs `api_key.manage` and the
+    /// provisioning permissions.
+    async fn create_scim_token(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The token's name, for people (1 to 100 characters).")] name: String,
+    ) -> Result<CreatedApiKey> {
+        let tenant = tenant(ctx, tenant_id.as_ref())?;
+        let caller = data(ctx).caller().await?;
+        let created = custodia_application::commands::api_keys::create_scim_token(
+            &data(ctx).state.ports,
+            &caller,
+            tenant,
+            &name,
+            Timestamp::now(),
+        )
+        .await
+        .map_err(fail)?;
+        let written = written_by(ctx, &caller).await?;
+        Ok(CreatedApiKey {
+            key_id: ID(created.key_id.to_string()),
+            key: created.key,
+            consistency_token: settle(ctx, written).await?,
+        })
+    }
+
     /// Revokes an API key at once. Needs `api_key.manage`.
     async fn revoke_api_key(
         &self,
