@@ -42,6 +42,9 @@ enum Command {
     /// consistency.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// SCIM provisioning: create or revoke a tenant's SCIM tokens.
+    #[command(subcommand)]
+    Scim(cli::scim::ScimCommand),
     /// Back up or restore the key store, or rotate the master key.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
                         }
                         Command::Privacy(command) => cli::privacy::run(database_url, command).await,
                         Command::Keys(command) => cli::keys::run(database_url, command).await,
+                        Command::Scim(command) => cli::scim::run(database_url, command).await,
                         Command::Audit(command) => cli::audit::run(database_url, command).await,
                         Command::Migrate => cli::database::migrate(database_url).await,
                         Command::Snapshots(Snapshots::Drop) => {

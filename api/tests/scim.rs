@@ -253,4 +253,52 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
         scim(Some(&token), "GET", "/ServiceProviderConfig")
     );
     scim_error(status, &body, StatusCode::UNAUTHORIZED);
+
+    // The platform operator makes and revokes one from the command line.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+            .args(args)
+            .env("DATABASE_URL", db.url())
+            .env("CUSTODIA_MASTER_KEY", MASTER_KEY)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let tenant_text = tenant.to_string();
+    let made = cli(&[
+        "scim",
+        "token",
+        "create",
+        "--tenant",
+        &tenant_text,
+        "--name",
+        "Entra ID",
+    ]);
+    let (status, body) = call!(&service, scim(Some(&made), "GET", "/ResourceTypes"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let key_id = made
+        .strip_prefix("cst_")
+        .and_then(|rest| rest.split('_').next())
+        .map(|id| uuid::Uuid::parse_str(id).unwrap().to_string())
+        .unwrap();
+    assert_eq!(
+        cli(&[
+            "scim",
+            "token",
+            "revoke",
+            "--tenant",
+            &tenant_text,
+            "--key-id",
+            &key_id
+        ]),
+        "revoked"
+    );
+    let (status, body) = call!(&service, scim(Some(&made), "GET", "/ResourceTypes"));
+    scim_error(status, &body, StatusCode::UNAUTHORIZED);
 }

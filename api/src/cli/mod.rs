@@ -12,6 +12,7 @@ pub mod keys;
 pub mod offline;
 pub mod privacy;
 pub mod projections;
+pub mod scim;
 pub mod serve;
 pub mod tenant;
 pub mod verify;
