@@ -61,6 +61,7 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
     .unwrap();
     let ports = &state.ports;
     let (tenant, _) = tenant_with_owner(ports, "ada@example.org", Some(PASSWORD)).await;
+    let running = state.projections.start(state.ports.store.clone());
     let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
     let sign_in = |email: &'static str| {
         let ports = state.ports.clone();
@@ -97,6 +98,14 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
         .as_str()
         .unwrap()
         .to_owned();
+
+    // Listed for those who manage keys (never a secret), not for others.
+    let listed = r#"{ scimTokens { keyId name active createdBy revokedAt } }"#;
+    let (_, body) = call!(&service, graphql(&owner, listed));
+    assert_eq!(body["data"]["scimTokens"][0]["keyId"], token_id, "{body}");
+    assert_eq!(body["data"]["scimTokens"][0]["name"], "Okta", "{body}");
+    assert_eq!(body["data"]["scimTokens"][0]["active"], true, "{body}");
+    assert!(!body.to_string().contains(&token), "{body}");
 
     // Discovery, with the token: SCIM bodies that advertise nothing that
     // is not built.
@@ -238,6 +247,11 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
         body["errors"][0]["extensions"]["code"], "FORBIDDEN",
         "{body}"
     );
+    let (_, body) = call!(&service, graphql(&member, listed));
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
 
     // Revoked: refused at once.
     let (_, body) = call!(
@@ -248,6 +262,18 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
         )
     );
     assert_eq!(body["data"]["revokeApiKey"]["changed"], true, "{body}");
+    let (_, body) = call!(&service, graphql(&owner, listed));
+    assert_eq!(body["data"]["scimTokens"][0]["active"], false, "{body}");
+    // General API keys are not SCIM tokens.
+    assert_eq!(
+        body["data"]["scimTokens"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    assert!(
+        body["data"]["scimTokens"][0]["revokedAt"].is_string(),
+        "{body}"
+    );
     let (status, body) = call!(
         &service,
         scim(Some(&token), "GET", "/ServiceProviderConfig")
@@ -301,4 +327,5 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
     );
     let (status, body) = call!(&service, scim(Some(&made), "GET", "/ResourceTypes"));
     scim_error(status, &body, StatusCode::UNAUTHORIZED);
+    running.stop().await;
 }

@@ -222,6 +222,24 @@ pub struct ConsentDoc {
     pub evidence_sha256: Option<String>,
 }
 
+/// Model `api_key`, one row per API key or SCIM token (`kind` its
+/// purpose); never its secret. `at` is when it was created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyDoc {
+    pub name: String,
+    pub permissions: Vec<String>,
+    /// Who made it: `user:<id>`, or `system` (the platform operator).
+    pub created_by: String,
+    /// µs since the epoch.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+    /// µs since the epoch, to the hour (uses are recorded hourly).
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
+    #[serde(flatten)]
+    pub stamp: Stamp,
+}
+
 /// Model `audit_event`, one row per event: its coordinates and metadata,
 /// never its payload. `kind` is the event type, `parent` the stream's id,
 /// `actor` the acting user or service.

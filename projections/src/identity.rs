@@ -7,6 +7,7 @@
 //! | `memberships` | `membership`, `role`    | member of a tenant; custom role |
 //! | `sessions`    | `session`               | session                     |
 //! | `consents`    | `consent`               | user and purpose            |
+//! | `api_keys`    | `api_key`               | API key or SCIM token (no secret) |
 //! | `audit`       | `audit_event`           | event (no payload)          |
 //!
 //! Each model's document is a type in [`crate::documents`]; personal
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use custodia_application::{ModelRow, ReadModelTx};
 use custodia_domain::aggregate::{EventSchema, SchemaError, StoredForm};
 use custodia_domain::identity::access_data::AccessDataEvent;
+use custodia_domain::identity::api_key::{ApiKeyEvent, ApiKeyPurpose};
 use custodia_domain::identity::consent::ConsentEvent;
 use custodia_domain::identity::membership::MembershipEvent;
 use custodia_domain::identity::session::SessionEvent;
@@ -28,8 +30,8 @@ use custodia_domain::{Actor, ChainId, RecordedEvent};
 use uuid::Uuid;
 
 use crate::documents::{
-    self, AuditDoc, ConsentDoc, ConsentState, MembershipDoc, ProfileDoc, RoleDoc, Sealed,
-    SessionDoc, SessionStatus, Stamp, TenantDoc, TenantStatus, UserDoc, UserStatus,
+    self, ApiKeyDoc, AuditDoc, ConsentDoc, ConsentState, MembershipDoc, ProfileDoc, RoleDoc,
+    Sealed, SessionDoc, SessionStatus, Stamp, TenantDoc, TenantStatus, UserDoc, UserStatus,
 };
 use crate::{Projection, ProjectionError};
 
@@ -42,6 +44,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(Sessions),
         Arc::new(Consents),
         Arc::new(Audit),
+        Arc::new(ApiKeys),
     ]
 }
 
@@ -160,7 +163,7 @@ macro_rules! stamped {
     };
 }
 
-stamped!(TenantDoc, UserDoc, SessionDoc);
+stamped!(TenantDoc, UserDoc, SessionDoc, ApiKeyDoc);
 
 pub struct Tenants;
 
@@ -535,6 +538,69 @@ impl Projection for Consents {
         row.at = decision.at.0;
         row.seq = seq;
         tx.put(&row).await?;
+        Ok(())
+    }
+}
+
+/// API keys and SCIM tokens, for listing: never their secret (not even its
+/// hash). `kind` is the purpose (`general`, `scim`).
+pub struct ApiKeys;
+
+#[async_trait]
+impl Projection for ApiKeys {
+    fn name(&self) -> &'static str {
+        "api_keys"
+    }
+    fn models(&self) -> &'static [&'static str] {
+        &["api_key"]
+    }
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        tx: &mut dyn ReadModelTx,
+    ) -> Result<(), ProjectionError> {
+        let Some(typed) = decode::<ApiKeyEvent>(event, "api_key")? else {
+            return Ok(());
+        };
+        let id = event.stream.id.to_string();
+        match typed {
+            ApiKeyEvent::Created {
+                name,
+                purpose,
+                permissions,
+                ..
+            } => {
+                let doc = ApiKeyDoc {
+                    name: name.as_str().to_owned(),
+                    permissions: permissions.iter().map(|p| p.name().to_owned()).collect(),
+                    created_by: event.metadata.actor.to_string(),
+                    revoked_at: None,
+                    last_used_at: None,
+                    stamp: Stamp::of(event),
+                };
+                let mut row = row("api_key", id, event, &doc);
+                row.kind = Some(
+                    match purpose {
+                        ApiKeyPurpose::General => "general",
+                        ApiKeyPurpose::Scim => "scim",
+                    }
+                    .into(),
+                );
+                tx.put(&row).await?;
+            }
+            ApiKeyEvent::Revoked { at } => {
+                update(tx, "api_key", &id, event, |_, doc: &mut ApiKeyDoc| {
+                    doc.revoked_at = Some(at.0)
+                })
+                .await?
+            }
+            ApiKeyEvent::Used { at } => {
+                update(tx, "api_key", &id, event, |_, doc: &mut ApiKeyDoc| {
+                    doc.last_used_at = Some(at.0)
+                })
+                .await?
+            }
+        }
         Ok(())
     }
 }

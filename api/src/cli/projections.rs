@@ -14,7 +14,7 @@ pub enum Projections {
     /// Rebuild a projection (all when no name is given) from the whole log.
     /// Refused while a running server holds the projection.
     Rebuild {
-        /// tenants, users, memberships, sessions, consents, audit or merkle.
+        /// tenants, users, memberships, sessions, consents, audit, api_keys or merkle.
         name: Option<String>,
     },
     /// Each projection's checkpoint and which process holds it.

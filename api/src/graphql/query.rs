@@ -11,7 +11,7 @@ use custodia_projections::documents::{RoleDoc, SessionStatus};
 
 use super::types::{
     AccessChange, AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Role,
-    RoleHolding, Session, SubjectAsOf, Tenant, User, UserStatus,
+    RoleHolding, ScimToken, Session, SubjectAsOf, Tenant, User, UserStatus,
 };
 use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
 
@@ -247,6 +247,31 @@ impl Query {
             ..RowQuery::default()
         };
         page(ctx, query, first, after, Session::from_row).await
+    }
+
+    /// The tenant's SCIM tokens, oldest first, revoked ones too (never a
+    /// secret). Needs `api_key.manage`.
+    async fn scim_tokens(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+    ) -> Result<Vec<ScimToken>> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        data.authorize(tenant, Permission::ApiKeyManage, None)?;
+        let rows = data
+            .state
+            .models
+            .list(&RowQuery {
+                model: "api_key",
+                tenant: Some(tenant.as_uuid()),
+                kind: Some("scim".into()),
+                limit: 1_000,
+                ..RowQuery::default()
+            })
+            .await
+            .map_err(store_failure)?;
+        rows.into_iter().map(ScimToken::from_row).collect()
     }
 
     /// A user's current consent per purpose. Needs `consent.read` (a user

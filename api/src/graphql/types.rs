@@ -926,3 +926,38 @@ impl SubjectAsOf {
         }
     }
 }
+
+/// A SCIM token (never its secret): what an identity provider provisions
+/// the tenant with (docs/scim.md).
+#[derive(SimpleObject)]
+pub struct ScimToken {
+    /// Its id (what `revokeApiKey` takes).
+    pub key_id: ID,
+    /// Its name, for people.
+    pub name: String,
+    /// When it was made.
+    pub created_at: DateTime,
+    /// Who made it: `user:<id>`, or `system` (the platform operator).
+    pub created_by: String,
+    /// Whether it still opens `/scim/v2`.
+    pub active: bool,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime>,
+    /// When it was last used (to the hour).
+    pub last_used_at: Option<DateTime>,
+}
+
+impl ScimToken {
+    pub fn from_row(row: ModelRow) -> Result<Self> {
+        let doc: documents::ApiKeyDoc = document(&row)?;
+        Ok(Self {
+            key_id: ID(row.id.clone()),
+            name: doc.name,
+            created_at: time(row.at),
+            created_by: doc.created_by,
+            active: doc.revoked_at.is_none(),
+            revoked_at: doc.revoked_at.map(time),
+            last_used_at: doc.last_used_at.map(time),
+        })
+    }
+}
