@@ -34,12 +34,7 @@ impl ApiKeyMutations {
         )
         .await
         .map_err(fail)?;
-        let written = written_by(ctx, &caller).await?;
-        Ok(CreatedApiKey {
-            key_id: ID(created.key_id.to_string()),
-            key: created.key,
-            consistency_token: settle(ctx, written).await?,
-        })
+        shown_once(ctx, &caller, created).await
     }
 
     /// Creates a SCIM token for the tenant's identity provider (Okta,
@@ -64,12 +59,7 @@ impl ApiKeyMutations {
         )
         .await
         .map_err(fail)?;
-        let written = written_by(ctx, &caller).await?;
-        Ok(CreatedApiKey {
-            key_id: ID(created.key_id.to_string()),
-            key: created.key,
-            consistency_token: settle(ctx, written).await?,
-        })
+        shown_once(ctx, &caller, created).await
     }
 
     /// Revokes an API key at once. Needs `api_key.manage`.
@@ -93,4 +83,19 @@ impl ApiKeyMutations {
         .map_err(fail)?;
         done(ctx, &outcome).await
     }
+}
+
+/// A new key or token as its maker sees it, once, after the read models
+/// have it.
+async fn shown_once(
+    ctx: &Context<'_>,
+    caller: &custodia_application::commands::Caller,
+    created: custodia_application::commands::api_keys::CreatedApiKey,
+) -> Result<CreatedApiKey> {
+    let written = written_by(ctx, caller).await?;
+    Ok(CreatedApiKey {
+        key_id: ID(created.key_id.to_string()),
+        key: created.key,
+        consistency_token: settle(ctx, written).await?,
+    })
 }
