@@ -17,7 +17,10 @@ mod served;
 const PASSWORD: &str = "correct horse battery staple";
 const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-backends!(scim_tokens_open_scim_only_and_discovery_tells_what_is_supported);
+backends!(
+    scim_tokens_open_scim_only_and_discovery_tells_what_is_supported,
+    scim_is_rate_limited_per_client_before_any_lookup,
+);
 
 fn graphql(token: &str, query: &str) -> TestRequest {
     TestRequest::post()
@@ -328,4 +331,37 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
     let (status, body) = call!(&service, scim(Some(&made), "GET", "/ResourceTypes"));
     scim_error(status, &body, StatusCode::UNAUTHORIZED);
     running.stop().await;
+}
+
+/// Anonymous or not, a client over its rate gets a SCIM 429 with
+/// Retry-After before any token is looked up; another client does not.
+async fn scim_is_rate_limited_per_client_before_any_lookup(db: TestDatabase) {
+    let state = custodia::http::AppState::connect(
+        db.url(),
+        MASTER_KEY.parse().unwrap(),
+        "custodia",
+        "custodia-api",
+    )
+    .await
+    .unwrap();
+    let limited = custodia::http::AppState {
+        limits: std::sync::Arc::new(custodia::http::AuthLimits::with_graphql(60, 10, 3)),
+        ..state
+    };
+    let service = actix_web::test::init_service(custodia::http::app(limited)).await;
+    let from = |ip: &str| {
+        scim(Some("cst_nonsense"), "GET", "/ServiceProviderConfig")
+            .peer_addr(format!("{ip}:40000").parse().unwrap())
+    };
+    for _ in 0..3 {
+        let (status, body) = call!(&service, from("127.0.0.2"));
+        scim_error(status, &body, StatusCode::UNAUTHORIZED);
+    }
+    let response = actix_web::test::call_service(&service, from("127.0.0.2").to_request()).await;
+    assert!(response.headers().get("retry-after").is_some());
+    let status = response.status();
+    let body: Value = serde_json::from_slice(&actix_web::test::read_body(response).await).unwrap();
+    scim_error(status, &body, StatusCode::TOO_MANY_REQUESTS);
+    let (status, body) = call!(&service, from("127.0.0.3"));
+    scim_error(status, &body, StatusCode::UNAUTHORIZED);
 }

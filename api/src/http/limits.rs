@@ -50,19 +50,35 @@ impl AuthLimits {
         Self::check(&self.graphql_per_ip, client_ip(request))
     }
 
+    /// The seconds to wait when a `/scim/v2` request is over its client's
+    /// rate (the API's, shared with `/graphql`).
+    pub fn scim_wait(&self, request: &HttpRequest) -> Option<u64> {
+        Self::wait(&self.graphql_per_ip, client_ip(request))
+    }
+
     fn check(limiter: &KeyedLimiter, key: String) -> Result<(), ApiError> {
-        use governor::clock::{Clock, DefaultClock};
-        if limiter.len() > 100_000 {
-            limiter.retain_recent();
-        }
-        limiter.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::new(
+        match Self::wait(limiter, key) {
+            None => Ok(()),
+            Some(seconds) => Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",
                 "too many requests; try later",
             )
-            .retry_after(wait.as_secs() + 1)
+            .retry_after(seconds)),
+        }
+    }
+
+    /// `None` when the request is within the rate, else the seconds to wait.
+    fn wait(limiter: &KeyedLimiter, key: String) -> Option<u64> {
+        use governor::clock::{Clock, DefaultClock};
+        if limiter.len() > 100_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&key).err().map(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                + 1
         })
     }
 

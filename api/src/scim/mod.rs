@@ -32,6 +32,7 @@ pub struct ScimError {
     status: StatusCode,
     scim_type: Option<&'static str>,
     detail: String,
+    retry_after: Option<u64>,
 }
 
 impl ScimError {
@@ -40,6 +41,7 @@ impl ScimError {
             status,
             scim_type: None,
             detail: detail.into(),
+            retry_after: None,
         }
     }
 }
@@ -56,7 +58,13 @@ impl ResponseError for ScimError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        error_response(self.status, self.scim_type, &self.detail)
+        let mut response = error_response(self.status, self.scim_type, &self.detail);
+        if let Some(seconds) = self.retry_after {
+            if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
@@ -99,6 +107,16 @@ async fn authenticate(
     state: &AppState,
     request: &HttpRequest,
 ) -> Result<custodia_domain::TenantId, ScimError> {
+    // Rated per client before anything is looked up.
+    if let Some(seconds) = state.limits.scim_wait(request) {
+        return Err(ScimError {
+            retry_after: Some(seconds),
+            ..ScimError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests; try later",
+            )
+        });
+    }
     let refused = || ScimError::new(StatusCode::UNAUTHORIZED, "a valid SCIM token is required");
     let token = request
         .headers()
