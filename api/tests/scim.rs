@@ -41,6 +41,18 @@ fn scim(token: Option<&str>, method: &str, path: &str) -> TestRequest {
     }
 }
 
+/// The server's state on `db`, as the tests' server builds it.
+async fn served_state(db: &TestDatabase) -> custodia::http::AppState {
+    custodia::http::AppState::connect(
+        db.url(),
+        MASTER_KEY.parse().unwrap(),
+        "custodia",
+        "custodia-api",
+    )
+    .await
+    .unwrap()
+}
+
 /// Asserts a SCIM error body with `status`; returns its detail.
 fn scim_error(status: StatusCode, body: &Value, expected: StatusCode) -> String {
     assert_eq!(status, expected, "{body}");
@@ -54,14 +66,7 @@ fn scim_error(status: StatusCode, body: &Value, expected: StatusCode) -> String 
 }
 
 async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: TestDatabase) {
-    let state = custodia::http::AppState::connect(
-        db.url(),
-        MASTER_KEY.parse().unwrap(),
-        "custodia",
-        "custodia-api",
-    )
-    .await
-    .unwrap();
+    let state = served_state(&db).await;
     let ports = &state.ports;
     let (tenant, _) = tenant_with_owner(ports, "ada@example.org", Some(PASSWORD)).await;
     let running = state.projections.start(state.ports.store.clone());
@@ -336,14 +341,7 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
 /// Anonymous or not, a client over its rate gets a SCIM 429 with
 /// Retry-After before any token is looked up; another client does not.
 async fn scim_is_rate_limited_per_client_before_any_lookup(db: TestDatabase) {
-    let state = custodia::http::AppState::connect(
-        db.url(),
-        MASTER_KEY.parse().unwrap(),
-        "custodia",
-        "custodia-api",
-    )
-    .await
-    .unwrap();
+    let state = served_state(&db).await;
     let limited = custodia::http::AppState {
         limits: std::sync::Arc::new(custodia::http::AuthLimits::with_graphql(60, 10, 3)),
         ..state

@@ -970,20 +970,23 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     let work = tempfile::tempdir().unwrap();
     let dir = |name: &str| work.path().join(name);
     ok(&db, &["projections", "rebuild", "merkle"]);
+    let export_to = |out: &std::path::Path| {
+        ok(
+            &db,
+            &[
+                "audit",
+                "export",
+                "--tenant",
+                &tenant,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
     // A first export signs the checkpoint of the 16 events; it is what the
     // auditor keeps.
     let first = dir("first");
-    let out = ok(
-        &db,
-        &[
-            "audit",
-            "export",
-            "--tenant",
-            &tenant,
-            "--out",
-            first.to_str().unwrap(),
-        ],
-    );
+    let out = export_to(&first);
     assert!(out.contains("exported 16 events"), "{out}");
     // The checkpoint key is rotated under a new name (a new origin) and the
     // chain grows by one event; the next export holds both checkpoints.
@@ -996,17 +999,7 @@ async fn an_export_verifies_offline_and_every_change_is_named(db: TestDatabase) 
     ok(&db, &["tenant", "suspend", "--tenant", &tenant]);
     ok(&db, &["projections", "rebuild", "merkle"]);
     let export = dir("export");
-    let out = ok(
-        &db,
-        &[
-            "audit",
-            "export",
-            "--tenant",
-            &tenant,
-            "--out",
-            export.to_str().unwrap(),
-        ],
-    );
+    let out = export_to(&export);
     assert!(
         out.contains("exported 17 events") && out.contains("with 1 earlier checkpoints"),
         "{out}"
