@@ -48,8 +48,12 @@ pub struct RowQuery {
     /// Inclusive lower and exclusive upper bound on `at`.
     pub at_from: Option<i64>,
     pub at_to: Option<i64>,
+    /// Rows whose `kind` is none of these.
+    pub exclude_kinds: Vec<&'static str>,
     /// Only rows after this `seq` (the page cursor).
     pub after_seq: Option<i64>,
+    /// Rows to skip first (for clients that page by index, as SCIM does).
+    pub offset: usize,
     pub limit: usize,
 }
 
@@ -130,6 +134,9 @@ pub trait ReadModels: Send + Sync {
     async fn get(&self, model: &'static str, id: &str) -> Result<Option<ModelRow>, StoreError>;
 
     async fn list(&self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError>;
+
+    /// How many rows `query` selects, whatever its offset and limit.
+    async fn count(&self, query: &RowQuery) -> Result<u64, StoreError>;
 
     /// Every row of `model`, in `(seq, id)` order: for comparing states.
     async fn dump(&self, model: &'static str) -> Result<Vec<ModelRow>, StoreError>;

@@ -130,7 +130,17 @@ macro_rules! bind_row {
 
 /// The list query for `query`, with its parameters in order.
 fn list_sql(query: &RowQuery) -> (String, Vec<Param>) {
-    let mut sql = format!("SELECT {COLUMNS} FROM read_models WHERE model = $1");
+    let (mut sql, mut params) = where_sql(query, &format!("SELECT {COLUMNS}"));
+    params.push(Param::Int(to_i64(query.limit as u64)));
+    sql.push_str(&format!(" ORDER BY seq, id LIMIT ${}", params.len()));
+    params.push(Param::Int(to_i64(query.offset as u64)));
+    sql.push_str(&format!(" OFFSET ${}", params.len()));
+    (sql, params)
+}
+
+/// `select` over the rows `query` selects, and its parameters.
+fn where_sql(query: &RowQuery, select: &str) -> (String, Vec<Param>) {
+    let mut sql = format!("{select} FROM read_models WHERE model = $1");
     let mut params = vec![Param::Text(query.model.to_owned())];
     let mut filter = |column: &str, op: &str, param: Param| {
         params.push(param);
@@ -161,8 +171,9 @@ fn list_sql(query: &RowQuery) -> (String, Vec<Param>) {
     if let Some(after) = query.after_seq {
         filter("seq", ">", Param::Int(after));
     }
-    params.push(Param::Int(to_i64(query.limit as u64)));
-    sql.push_str(&format!(" ORDER BY seq, id LIMIT ${}", params.len()));
+    for kind in &query.exclude_kinds {
+        filter("kind", "<>", Param::Text((*kind).to_owned()));
+    }
     (sql, params)
 }
 
@@ -172,8 +183,14 @@ enum Param {
 }
 
 macro_rules! bind_params {
+    (scalar $sql:expr, $params:expr) => {{
+        bind_params!(@bind sqlx::query_scalar::<_, i64>($sql), $params)
+    }};
     ($sql:expr, $params:expr) => {{
-        let mut query = sqlx::query_as::<_, RawRow>($sql);
+        bind_params!(@bind sqlx::query_as::<_, RawRow>($sql), $params)
+    }};
+    (@bind $query:expr, $params:expr) => {{
+        let mut query = $query;
         for param in $params {
             query = match param {
                 Param::Text(text) => query.bind(text),
@@ -264,6 +281,13 @@ impl ReadModels for SqlReadModels {
         let (sql, params) = list_sql(query);
         let rows = on_pool!(&self.pools, pool => bind_params!(&sql, params).fetch_all(pool))?;
         decode_all(query.model, rows)
+    }
+
+    async fn count(&self, query: &RowQuery) -> Result<u64, StoreError> {
+        let (sql, params) = where_sql(query, "SELECT COUNT(*)");
+        let count: i64 =
+            on_pool!(&self.pools, pool => bind_params!(scalar &sql, params).fetch_one(pool))?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn dump(&self, model: &'static str) -> Result<Vec<ModelRow>, StoreError> {

@@ -156,6 +156,10 @@ pub struct TenantDoc {
     pub stamp: Stamp,
 }
 
+// Model `user_external_id`: one row per user whose profile holds an
+// `externalId` (`parent` the user, `lookup` the id's blind index, the
+// document empty), so SCIM clients find users by it.
+
 /// Model `user`, one row per user; `kind` is a [`UserStatus`], `lookup`
 /// the email's blind index. An erased user's personal fields are blank
 /// (and their `lookup` gone).

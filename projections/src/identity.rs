@@ -242,7 +242,7 @@ impl Projection for Users {
         "users"
     }
     fn models(&self) -> &'static [&'static str] {
-        &["user"]
+        &["user", "user_external_id"]
     }
     async fn apply(
         &self,
@@ -253,6 +253,30 @@ impl Projection for Users {
             return Ok(());
         };
         let id = event.stream.id.to_string();
+        // The external id's index follows the profile (and goes with an
+        // erasure).
+        let external = match &typed {
+            UserEvent::Registered { profile, .. } | UserEvent::ProfileUpdated { profile } => {
+                Some(profile.external_id)
+            }
+            UserEvent::Erased { .. } => Some(None),
+            _ => None,
+        };
+        match external {
+            Some(Some(index)) => {
+                let mut row = row(
+                    "user_external_id",
+                    id.clone(),
+                    event,
+                    &serde_json::json!({}),
+                );
+                row.parent = Some(event.stream.id);
+                row.lookup = Some(hex::encode(index.0));
+                tx.put(&row).await?;
+            }
+            Some(None) => tx.delete("user_external_id", &id).await?,
+            None => {}
+        }
         let sealed = |field: &Option<_>| field.as_ref().map(|f| Sealed::from_event(f, event));
         let profile = |p: &custodia_domain::identity::user::SealedProfile| ProfileDoc {
             display_name: sealed(&p.display_name),

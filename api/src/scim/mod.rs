@@ -1,20 +1,29 @@
 //! SCIM 2.0 (RFC 7643, RFC 7644) under `/scim/v2`, for identity providers
 //! that provision a tenant's users (ADR 0012, docs/scim.md).
 //!
-//! Built so far: authentication by SCIM token (a key made for SCIM only,
-//! refused everywhere else; a general API key or an access token is
-//! refused here), SCIM error bodies for every refusal, and the discovery
-//! endpoints (`ServiceProviderConfig`, `ResourceTypes`, `Schemas`), which
-//! advertise only what is supported. `Users` and `Groups` are not built
-//! yet and answer 501 with a SCIM error.
+//! Authentication is by SCIM token (a key made for SCIM only, refused
+//! everywhere else; a general API key or an access token is refused here);
+//! every refusal is a SCIM error body; the discovery endpoints
+//! (`ServiceProviderConfig`, `ResourceTypes`, `Schemas`) advertise only
+//! what is supported, from the same tables the requests are read with.
+//! `Users` is in [`users`]; `Groups` is not built yet and answers 501.
+
+mod filter;
+mod patch;
+mod users;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use custodia_application::commands::api_keys::identify_scim_token;
-use custodia_domain::Timestamp;
-use serde_json::{json, Value};
+use custodia_application::commands::{Caller, CommandError};
+use custodia_domain::rbac::{Permission, Principal};
+use custodia_domain::{Actor, CommandId, Origin, StreamVersion, TenantId, Timestamp};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
 
 use crate::http::AppState;
+use filter::{AttrPath, Filter, Schemas};
+use patch::Form;
 
 /// The media type of every SCIM body.
 pub const CONTENT_TYPE: &str = "application/scim+json";
@@ -44,6 +53,385 @@ impl ScimError {
             retry_after: None,
         }
     }
+
+    /// A refusal with a `scimType` (RFC 7644 Table 9).
+    pub fn typed(status: StatusCode, scim_type: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            scim_type: Some(scim_type),
+            ..Self::new(status, detail)
+        }
+    }
+
+    /// A failure of the server's own: logged, answered without detail.
+    pub fn internal(cause: &str) -> Self {
+        tracing::error!(cause, "scim: request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl From<patch::PatchError> for ScimError {
+    fn from(error: patch::PatchError) -> Self {
+        Self::typed(StatusCode::BAD_REQUEST, error.scim_type, error.detail)
+    }
+}
+
+/// A command's refusal as SCIM states it. Messages name no personal data
+/// (the command errors never carry any).
+pub fn command_error(error: CommandError) -> ScimError {
+    use custodia_domain::identity::user::UserError;
+    use CommandError as E;
+    match error {
+        E::Forbidden(denied) => ScimError::new(StatusCode::FORBIDDEN, denied.to_string()),
+        E::Invalid(invalid) => {
+            ScimError::typed(StatusCode::BAD_REQUEST, "invalidValue", invalid.to_string())
+        }
+        E::NotFound(_) | E::User(UserError::NotFound | UserError::Deleted | UserError::Erased) => {
+            ScimError::new(StatusCode::NOT_FOUND, "no such user")
+        }
+        E::EmailTaken => ScimError::typed(
+            StatusCode::CONFLICT,
+            "uniqueness",
+            "userName is already used in this tenant",
+        ),
+        E::StaleVersion { .. } => ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "the resource changed since that version (If-Match)",
+        ),
+        E::TenantSuspended => ScimError::new(StatusCode::FORBIDDEN, error.to_string()),
+        E::Contended | E::Busy => ScimError {
+            retry_after: Some(1),
+            ..ScimError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+        },
+        E::Conflict(_)
+        | E::Tenant(_)
+        | E::User(_)
+        | E::Membership(_)
+        | E::Credential(_)
+        | E::Session(_)
+        | E::ApiKey(_)
+        | E::AccessData(_) => ScimError::new(StatusCode::CONFLICT, error.to_string()),
+        E::Vault(_) | E::Schema(_) | E::Store(_) => ScimError::internal(&error.to_string()),
+    }
+}
+
+/// The SCIM client behind a request: its token's tenant and principal.
+pub struct Client {
+    pub tenant: TenantId,
+    key: Uuid,
+    principal: Principal,
+    correlation: Uuid,
+    /// This service provider's address (`http://host/scim/v2`), for
+    /// `meta.location`.
+    pub base: String,
+}
+
+impl Client {
+    /// A caller for one command of the request (each its own command id).
+    pub fn caller(&self, origin: &str, expected: Option<StreamVersion>) -> Caller {
+        let origin: String = origin.chars().take(128).collect();
+        Caller {
+            principal: self.principal.clone(),
+            actor: Actor::Service(self.key),
+            command_id: CommandId::generate(),
+            correlation_id: self.correlation,
+            origin: Origin::parse(origin)
+                .unwrap_or_else(|_| Origin::parse("scim").expect("a valid origin")),
+            expected_version: expected,
+            session: None,
+        }
+    }
+
+    /// Refuses a request the token may not make.
+    pub fn require(&self, permission: Permission) -> Result<(), ScimError> {
+        self.principal
+            .authorize(self.tenant, permission, None)
+            .map_err(|denied| ScimError::new(StatusCode::FORBIDDEN, denied.to_string()))
+    }
+}
+
+/// A request body as JSON, or `invalidSyntax`.
+pub fn read_json(body: &[u8]) -> Result<Value, ScimError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ScimError::typed(
+            StatusCode::BAD_REQUEST,
+            "invalidSyntax",
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// The version `If-Match` names (`W/"3"` or `"3"`); `None` for none or `*`.
+pub fn if_match(request: &HttpRequest) -> Result<Option<StreamVersion>, ScimError> {
+    let Some(value) = request.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    value
+        .trim_start_matches("W/")
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|v| Some(StreamVersion(v)))
+        .ok_or_else(|| {
+            ScimError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "If-Match names no version of this resource",
+            )
+        })
+}
+
+/// The most resources one list answers (a larger `count` is lowered to it).
+pub const MAX_RESULTS: usize = 200;
+
+/// A list request's parameters (query string or `.search` body).
+pub struct ListParams {
+    pub filter: Option<Filter>,
+    /// 1-based.
+    pub start_index: usize,
+    pub count: usize,
+    attributes: Vec<String>,
+    excluded: Vec<String>,
+}
+
+impl ListParams {
+    fn new(
+        filter: Option<&str>,
+        start_index: Option<i64>,
+        count: Option<i64>,
+        attributes: Vec<String>,
+        excluded: Vec<String>,
+    ) -> Result<Self, ScimError> {
+        let filter = filter
+            .map(|f| {
+                filter::parse(f)
+                    .map_err(|e| ScimError::typed(StatusCode::BAD_REQUEST, "invalidFilter", e.0))
+            })
+            .transpose()?;
+        let list = |paths: &[String]| {
+            paths
+                .iter()
+                .all(|p| p.len() <= 200 && (p.starts_with("urn:") || filter::attr_path(p).is_ok()))
+        };
+        if attributes.len() + excluded.len() > 100 || !list(&attributes) || !list(&excluded) {
+            return Err(ScimError::typed(
+                StatusCode::BAD_REQUEST,
+                "invalidValue",
+                "attributes and excludedAttributes must list attribute paths",
+            ));
+        }
+        Ok(Self {
+            filter,
+            // RFC 7644 §3.4.2.4: below 1 means 1, a negative count 0.
+            start_index: usize::try_from(start_index.unwrap_or(1).max(1)).unwrap_or(usize::MAX / 2),
+            count: usize::try_from(count.unwrap_or(100).clamp(0, MAX_RESULTS as i64)).unwrap_or(0),
+            attributes,
+            excluded,
+        })
+    }
+
+    /// From a query string (parameter names are case-insensitive).
+    pub fn from_query(query: &[(String, String)]) -> Result<Self, ScimError> {
+        let get = |name: &str| {
+            query
+                .iter()
+                .rev()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let number = |name: &str| {
+            get(name)
+                .map(|v| {
+                    v.trim().parse::<i64>().map_err(|_| {
+                        ScimError::typed(
+                            StatusCode::BAD_REQUEST,
+                            "invalidValue",
+                            format!("{name} must be an integer"),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let paths = |name: &str| {
+            get(name)
+                .map(|v| {
+                    v.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Self::new(
+            get("filter"),
+            number("startIndex")?,
+            number("count")?,
+            paths("attributes"),
+            paths("excludedAttributes"),
+        )
+    }
+
+    /// From a `POST …/.search` body (RFC 7644 §3.4.3).
+    pub fn from_search(body: &Value) -> Result<Self, ScimError> {
+        let search = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+        let schemas = filter::get(body, "schemas").and_then(Value::as_array);
+        let bad = |detail: &str| {
+            ScimError::typed(StatusCode::BAD_REQUEST, "invalidSyntax", detail.to_owned())
+        };
+        if !schemas.is_some_and(|s| s.iter().any(|s| s.as_str() == Some(search))) {
+            return Err(bad("schemas must hold the SearchRequest schema"));
+        }
+        let number = |name: &str| match filter::get(body, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| bad("startIndex and count must be integers")),
+        };
+        let paths = |name: &str| -> Result<Vec<String>, ScimError> {
+            match filter::get(body, name) {
+                None | Some(Value::Null) => Ok(vec![]),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| bad("attributes must be strings"))
+                    })
+                    .collect(),
+                Some(_) => Err(bad("attributes must be an array of strings")),
+            }
+        };
+        let filter = match filter::get(body, "filter") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(f)) => Some(f.as_str()),
+            Some(_) => return Err(bad("filter must be a string")),
+        };
+        Self::new(
+            filter,
+            number("startIndex")?,
+            number("count")?,
+            paths("attributes")?,
+            paths("excludedAttributes")?,
+        )
+    }
+
+    /// Keeps what `attributes` asks for (and `id`, `schemas`), then drops
+    /// what `excludedAttributes` names (never `id` or `schemas`).
+    pub fn project(&self, resource: &mut Value, schemas: &Schemas) {
+        if !self.attributes.is_empty() {
+            let mut kept = Map::new();
+            for always in ["schemas", "id"] {
+                if let Some(value) = resource.get(always) {
+                    kept.insert(always.to_owned(), value.clone());
+                }
+            }
+            for path in self.attributes.iter().filter_map(|p| json_path(p, schemas)) {
+                keep(resource, &mut kept, &path);
+            }
+            *resource = Value::Object(kept);
+        }
+        for path in self.excluded.iter().filter_map(|p| json_path(p, schemas)) {
+            if !matches!(path.as_slice(), [one] if one == "id" || one == "schemas") {
+                remove(resource, &path);
+            }
+        }
+    }
+}
+
+/// An attribute path as the keys it names in a resource's JSON.
+fn json_path(text: &str, schemas: &Schemas) -> Option<Vec<String>> {
+    if let Some(extension) = schemas
+        .extensions
+        .iter()
+        .find(|e| e.eq_ignore_ascii_case(text))
+    {
+        return Some(vec![(*extension).to_owned()]);
+    }
+    let AttrPath { schema, name, sub } = filter::attr_path(text).ok()?;
+    let mut keys = Vec::with_capacity(3);
+    if let Some(schema) = schema.filter(|s| !s.eq_ignore_ascii_case(schemas.core)) {
+        let extension = schemas
+            .extensions
+            .iter()
+            .find(|e| e.eq_ignore_ascii_case(&schema))?;
+        keys.push((*extension).to_owned());
+    }
+    keys.push(name);
+    keys.extend(sub);
+    Some(keys)
+}
+
+fn keep(source: &Value, target: &mut Map<String, Value>, path: &[String]) {
+    let Some((key, value)) = source
+        .as_object()
+        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(&path[0])))
+    else {
+        return;
+    };
+    if path.len() == 1 {
+        target.insert(key.clone(), value.clone());
+        return;
+    }
+    match value {
+        Value::Object(_) => {
+            let entry = target.entry(key.clone()).or_insert_with(|| json!({}));
+            if let Some(object) = entry.as_object_mut() {
+                keep(value, object, &path[1..]);
+            }
+        }
+        Value::Array(items) => {
+            let entry = target
+                .entry(key.clone())
+                .or_insert_with(|| Value::Array(vec![json!({}); items.len()]));
+            if let Some(kept) = entry.as_array_mut() {
+                for (item, kept) in items.iter().zip(kept.iter_mut()) {
+                    if let Some(object) = kept.as_object_mut() {
+                        keep(item, object, &path[1..]);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn remove(value: &mut Value, path: &[String]) {
+    match value {
+        Value::Object(object) => {
+            let Some(key) = object
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(&path[0]))
+                .cloned()
+            else {
+                return;
+            };
+            if path.len() == 1 {
+                object.remove(&key);
+            } else if let Some(inner) = object.get_mut(&key) {
+                remove(inner, &path[1..]);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| remove(item, path)),
+        _ => {}
+    }
+}
+
+/// A `ListResponse`.
+pub fn list_response(total: u64, start_index: usize, resources: Vec<Value>) -> HttpResponse {
+    answer(json!({
+        "schemas": [LIST_SCHEMA],
+        "totalResults": total,
+        "itemsPerPage": resources.len(),
+        "startIndex": start_index,
+        "Resources": resources,
+    }))
 }
 
 impl std::fmt::Display for ScimError {
@@ -89,24 +477,51 @@ pub fn error_response(status: StatusCode, scim_type: Option<&str>, detail: &str)
 pub fn configure(config: &mut web::ServiceConfig) {
     config.service(
         web::scope("/scim/v2")
-            .route(
-                "/ServiceProviderConfig",
-                web::get().to(service_provider_config),
+            .service(
+                endpoint("/ServiceProviderConfig").route(web::get().to(service_provider_config)),
             )
-            .route("/ResourceTypes", web::get().to(resource_types))
-            .route("/ResourceTypes/{id}", web::get().to(resource_type))
-            .route("/Schemas", web::get().to(schemas))
-            .route("/Schemas/{id}", web::get().to(schema))
+            .service(endpoint("/ResourceTypes").route(web::get().to(resource_types)))
+            .service(endpoint("/ResourceTypes/{id}").route(web::get().to(resource_type)))
+            .service(endpoint("/Schemas").route(web::get().to(schemas)))
+            .service(endpoint("/Schemas/{id}").route(web::get().to(schema)))
+            .service(
+                endpoint("/Users")
+                    .route(web::get().to(users::list))
+                    .route(web::post().to(users::create)),
+            )
+            .service(endpoint("/Users/.search").route(web::post().to(users::search_post)))
+            // The root search: Users are the resources searched so far.
+            .service(endpoint("/.search").route(web::post().to(users::search_post)))
+            .service(
+                endpoint("/Users/{id}")
+                    .route(web::get().to(users::get))
+                    .route(web::put().to(users::replace))
+                    .route(web::patch().to(users::modify))
+                    .route(web::delete().to(users::delete)),
+            )
             .default_service(web::to(not_built)),
     );
 }
 
+/// A path whose other methods are answered 405 (after authentication).
+fn endpoint(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ScimError> {
+    authenticate(&state, &request).await?;
+    Err(ScimError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not answer that method",
+    ))
+}
+
 /// The SCIM token's tenant (every endpoint needs one, discovery too: a
 /// provider's test connection is authenticated).
-async fn authenticate(
-    state: &AppState,
-    request: &HttpRequest,
-) -> Result<custodia_domain::TenantId, ScimError> {
+async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<Client, ScimError> {
     // Rated per client before anything is looked up.
     if let Some(seconds) = state.limits.scim_wait(request) {
         return Err(ScimError {
@@ -125,7 +540,16 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(refused)?;
     match identify_scim_token(&state.ports, token.trim(), Timestamp::now()).await {
-        Ok((_, tenant, _)) => Ok(tenant),
+        Ok((key, tenant, principal)) => {
+            let info = request.connection_info();
+            Ok(Client {
+                tenant,
+                key,
+                principal,
+                correlation: Uuid::now_v7(),
+                base: format!("{}://{}/scim/v2", info.scheme(), info.host()),
+            })
+        }
         Err(custodia_application::commands::sessions::SessionFailure::Internal(error)) => {
             tracing::error!(%error, "scim: a token could not be checked");
             Err(ScimError::new(
@@ -138,7 +562,11 @@ async fn authenticate(
 }
 
 fn answer(body: Value) -> HttpResponse {
-    HttpResponse::Ok()
+    answer_with(StatusCode::OK, &body)
+}
+
+fn answer_with(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status)
         .content_type(CONTENT_TYPE)
         .body(body.to_string())
 }
@@ -160,12 +588,12 @@ async fn service_provider_config(
     authenticate(&state, &request).await?;
     Ok(answer(json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "patch": { "supported": false },
+        "patch": { "supported": true },
         "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
-        "filter": { "supported": false, "maxResults": 0 },
-        "changePassword": { "supported": false },
+        "filter": { "supported": true, "maxResults": MAX_RESULTS },
+        "changePassword": { "supported": true },
         "sort": { "supported": false },
-        "etag": { "supported": false },
+        "etag": { "supported": true },
         "authenticationSchemes": [{
             "type": "oauthbearertoken",
             "name": "SCIM token",
@@ -255,15 +683,44 @@ fn with(mut attribute: Value, changes: Value) -> Value {
     attribute
 }
 
-fn multi_valued(name: &str, description: &str) -> Value {
-    with(
-        attribute(name, "complex", true, description),
-        json!({ "subAttributes": [
-            attribute("value", "string", false, "The value"),
-            attribute("type", "string", false, "A label (work, home, …)"),
-            attribute("primary", "boolean", false, "The primary value"),
-        ] }),
-    )
+/// An attribute of `table` as the `Schemas` endpoint defines it.
+fn defined(known: &users::Attribute) -> Value {
+    let kind = if known.name == "active" {
+        "boolean"
+    } else if known.form == Form::Simple {
+        "string"
+    } else {
+        "complex"
+    };
+    let mut defined = attribute(
+        known.name,
+        kind,
+        known.form == Form::MultiValued,
+        known.description,
+    );
+    if known.form != Form::Simple {
+        defined["subAttributes"] = known
+            .subs
+            .iter()
+            .map(|sub| {
+                let kind = if *sub == "primary" {
+                    "boolean"
+                } else {
+                    "string"
+                };
+                attribute(sub, kind, false, sub)
+            })
+            .collect();
+    }
+    match known.name {
+        "userName" => with(defined, json!({ "required": true, "uniqueness": "server" })),
+        "password" => with(
+            defined,
+            json!({ "mutability": "writeOnly", "returned": "never" }),
+        ),
+        "groups" | "roles" => with(defined, json!({ "mutability": "readOnly" })),
+        _ => defined,
+    }
 }
 
 fn schema_of(id: &str) -> Option<Value> {
@@ -271,41 +728,12 @@ fn schema_of(id: &str) -> Option<Value> {
         USER_SCHEMA => (
             "User",
             "A member of the tenant",
-            vec![
-                with(
-                    attribute("userName", "string", false, "The sign-in address"),
-                    json!({ "required": true, "uniqueness": "server" }),
-                ),
-                with(
-                    attribute("name", "complex", false, "The person's name"),
-                    json!({ "subAttributes": [
-                        attribute("formatted", "string", false, "The full name"),
-                        attribute("givenName", "string", false, "The given name"),
-                        attribute("familyName", "string", false, "The family name"),
-                    ] }),
-                ),
-                attribute("displayName", "string", false, "The name shown"),
-                multi_valued("emails", "Email addresses"),
-                multi_valued("phoneNumbers", "Phone numbers"),
-                attribute("active", "boolean", false, "False suspends the user"),
-                with(
-                    attribute("password", "string", false, "Set, never returned"),
-                    json!({ "mutability": "writeOnly", "returned": "never" }),
-                ),
-                with(
-                    attribute("groups", "complex", true, "The groups the user is in"),
-                    json!({ "mutability": "readOnly" }),
-                ),
-            ],
+            users::CORE.iter().map(defined).collect(),
         ),
         ENTERPRISE_SCHEMA => (
             "EnterpriseUser",
             "Enterprise attributes of a user",
-            vec![
-                attribute("employeeNumber", "string", false, "The employee number"),
-                attribute("department", "string", false, "The department"),
-                attribute("organization", "string", false, "The organization"),
-            ],
+            users::ENTERPRISE.iter().map(defined).collect(),
         ),
         GROUP_SCHEMA => (
             "Group",

@@ -43,6 +43,7 @@ pub const SCIM_PERMISSIONS: &[Permission] = &[
     Permission::UserUpdate,
     Permission::UserSuspend,
     Permission::UserDelete,
+    Permission::CredentialManage,
     Permission::RoleRead,
 ];
 

@@ -94,6 +94,21 @@ async fn seal(
     Ok(vault.seal(user, &context, value).await?)
 }
 
+/// The attribute an identity provider's id for the user is kept under
+/// (SCIM's `externalId`): sealed with the others, and blind-indexed.
+pub const EXTERNAL_ID: &str = "externalId";
+
+/// The blind index of an identity provider's id for a user (case-exact).
+pub async fn external_id_index(
+    vault: &dyn PersonalData,
+    tenant: TenantId,
+    external_id: &str,
+) -> Result<BlindIndex, CommandError> {
+    Ok(vault
+        .blind_index(tenant, "external_id", external_id.as_bytes())
+        .await?)
+}
+
 async fn seal_profile(
     vault: &dyn PersonalData,
     tenant: TenantId,
@@ -102,6 +117,9 @@ async fn seal_profile(
     profile: &Profile,
 ) -> Result<SealedProfile, CommandError> {
     let mut sealed = SealedProfile::default();
+    if let Some(external_id) = profile.attributes.get(EXTERNAL_ID) {
+        sealed.external_id = Some(external_id_index(vault, tenant, external_id).await?);
+    }
     if let Some(name) = &profile.display_name {
         sealed.display_name = Some(
             seal(
@@ -408,6 +426,41 @@ pub async fn change_email(
         }
     }
     Err(super::plan_gave_up())
+}
+
+/// Checks, without writing anything, what one request (a SCIM PUT or
+/// PATCH, which becomes several commands) is about to ask of `user`: the
+/// profile, a new address (free, or already theirs) and a new password
+/// (the tenant's policy). The commands check again; this lets an edge
+/// refuse the whole request before its first command is written.
+pub async fn check_changes(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+    profile: &Profile,
+    email: &str,
+    password: Option<&str>,
+) -> Result<(), CommandError> {
+    check_profile(profile)?;
+    let email = Email::parse(email)?;
+    let index = email_index(ports, tenant, &email).await?;
+    let (claim, _) =
+        super::load::<EmailClaim>(&*ports.store, &claim_stream(tenant, &index)).await?;
+    if matches!(claim, EmailClaim::ClaimedBy(owner) if owner != user) {
+        return Err(CommandError::EmailTaken);
+    }
+    if let Some(password) = password {
+        let custodia_domain::identity::tenant::Tenant::Active { settings, .. } =
+            require_active_tenant(ports, tenant).await?
+        else {
+            return Err(CommandError::TenantSuspended);
+        };
+        custodia_domain::identity::credential::check_password_policy(
+            password,
+            settings.password_min_length,
+        )?;
+    }
+    Ok(())
 }
 
 /// The status changes that need no personal data.

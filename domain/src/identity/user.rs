@@ -18,6 +18,11 @@ pub struct SealedProfile {
     pub phone: Option<SealedField>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<SealedField>,
+    /// The blind index of the `externalId` attribute (an identity
+    /// provider's id for the user, kept sealed in `attributes`), so a SCIM
+    /// client finds the user by it without anything being opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<BlindIndex>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -589,6 +594,7 @@ mod tests {
             display_name: Some(sealed(4)),
             phone: None,
             attributes: Some(sealed(5)),
+            external_id: Some(BlindIndex([6; 32])),
         };
         for event in [
             registered(true),
