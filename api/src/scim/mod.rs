@@ -798,14 +798,11 @@ async fn not_built(
 ) -> Result<HttpResponse, ScimError> {
     authenticate(&state, &request).await?;
     let path = request.path();
-    let resource = ["/scim/v2/Users", "/scim/v2/Groups"]
+    let resource = ["/scim/v2/Groups"]
         .iter()
         .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")));
     Err(if resource {
-        ScimError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "Users and Groups are not supported yet",
-        )
+        ScimError::new(StatusCode::NOT_IMPLEMENTED, "Groups are not supported yet")
     } else {
         ScimError::new(StatusCode::NOT_FOUND, "no such endpoint")
     })

@@ -253,8 +253,19 @@ fn key_of(object: &Map<String, Value>, name: &str) -> Option<String> {
         .cloned()
 }
 
-/// Merges `value`'s members into `target` (an object), each by name.
+/// Merges `value`'s members into `target` (an object), each by name. A
+/// bare string stands for `{"value": …}` and a one-element array for its
+/// element (as Entra sends a manager).
 fn merge(target: &mut Value, value: &Value) -> Result<(), PatchError> {
+    let wrapped;
+    let value = match value {
+        Value::String(_) => {
+            wrapped = Value::Object(Map::from_iter([("value".to_owned(), value.clone())]));
+            &wrapped
+        }
+        Value::Array(items) if items.len() == 1 => &items[0],
+        other => other,
+    };
     let Value::Object(incoming) = value else {
         return refuse(
             "invalidValue",
