@@ -1003,8 +1003,6 @@ const DOCUMENTED_REFUSALS: &[&str] = &[
     "userName must be an email address",
     // It removes `active`; a Custodia user always has a status.
     "active cannot be removed",
-    // Groups come next (issue 12).
-    "Groups are not supported yet",
 ];
 
 /// The independent suite (`scim2-cli`, PyPI) against a live server on a

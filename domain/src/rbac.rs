@@ -63,6 +63,7 @@ catalogue! {
     RoleRead = "role.read", self_service: true, "Read roles and role assignments.";
     RoleGrant = "role.grant", self_service: false, "Grant and revoke roles (only roles whose permissions the granter holds).";
     RoleDefine = "role.define", self_service: false, "Define and change custom roles.";
+    GroupManage = "group.manage", self_service: false, "Create, rename and delete groups and change their members (not the roles they grant).";
     SessionRead = "session.read", self_service: true, "List sessions.";
     SessionRevoke = "session.revoke", self_service: true, "Revoke sessions.";
     ConsentRead = "consent.read", self_service: true, "Read consent records and their history.";
@@ -135,6 +136,7 @@ impl BuiltInRole {
                 RoleRead,
                 RoleGrant,
                 RoleDefine,
+                GroupManage,
                 SessionRead,
                 SessionRevoke,
                 ConsentRead,

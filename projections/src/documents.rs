@@ -190,6 +190,24 @@ pub struct MembershipDoc {
     pub roles: Vec<String>,
 }
 
+/// Model `group`, one row per group of members (ADR 0012), by its id;
+/// `lookup` its external id (plaintext, guarded like the name). `stamp.version`
+/// is the group's own revision (its ETag), not the memberships stream's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupDoc {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Sorted.
+    pub members: Vec<Uuid>,
+    /// Sorted: the roles the group grants its members.
+    pub roles: Vec<String>,
+    /// µs since the epoch.
+    pub created_at: i64,
+    #[serde(flatten)]
+    pub stamp: Stamp,
+}
+
 /// Model `role`, one row per custom role (`tenant/name`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoleDoc {

@@ -30,8 +30,9 @@ use custodia_domain::{Actor, ChainId, RecordedEvent};
 use uuid::Uuid;
 
 use crate::documents::{
-    self, ApiKeyDoc, AuditDoc, ConsentDoc, ConsentState, MembershipDoc, ProfileDoc, RoleDoc,
-    Sealed, SessionDoc, SessionStatus, Stamp, TenantDoc, TenantStatus, UserDoc, UserStatus,
+    self, ApiKeyDoc, AuditDoc, ConsentDoc, ConsentState, GroupDoc, MembershipDoc, ProfileDoc,
+    RoleDoc, Sealed, SessionDoc, SessionStatus, Stamp, TenantDoc, TenantStatus, UserDoc,
+    UserStatus,
 };
 use crate::{Projection, ProjectionError};
 
@@ -338,7 +339,7 @@ impl Projection for Users {
     }
 }
 
-/// Role assignments per member, and each tenant's custom roles.
+/// Role assignments per member, each tenant's custom roles, and its groups.
 pub struct MembershipsView;
 
 #[async_trait]
@@ -347,7 +348,7 @@ impl Projection for MembershipsView {
         "memberships"
     }
     fn models(&self) -> &'static [&'static str] {
-        &["membership", "role"]
+        &["membership", "role", "group"]
     }
     async fn apply(
         &self,
@@ -378,9 +379,91 @@ impl Projection for MembershipsView {
             }
             // The user's status (in the users model) already says so.
             MembershipEvent::MemberPaused { .. } | MembershipEvent::MemberResumed { .. } => {}
+            MembershipEvent::GroupCreated {
+                group,
+                name,
+                external_id,
+            } => {
+                let doc = GroupDoc {
+                    name: name.as_str().to_owned(),
+                    external_id: external_id.as_ref().map(|e| e.as_str().to_owned()),
+                    members: vec![],
+                    roles: vec![],
+                    created_at: event.recorded_at.0,
+                    stamp: Stamp {
+                        updated_at: event.recorded_at.0,
+                        version: 1,
+                    },
+                };
+                let mut row = row("group", group.to_string(), event, &doc);
+                row.lookup = doc.external_id.clone();
+                tx.put(&row).await?;
+            }
+            MembershipEvent::GroupDeleted { group } => {
+                tx.delete("group", &group.to_string()).await?
+            }
+            MembershipEvent::GroupRenamed {
+                group,
+                name,
+                external_id,
+            } => {
+                change_group(tx, event, group, |row, doc| {
+                    doc.name = name.as_str().to_owned();
+                    doc.external_id = external_id.as_ref().map(|e| e.as_str().to_owned());
+                    row.lookup = doc.external_id.clone();
+                })
+                .await?
+            }
+            MembershipEvent::GroupMembersAdded { group, members } => {
+                change_group(tx, event, group, |_, doc| {
+                    doc.members.extend(members);
+                    doc.members.sort_unstable();
+                    doc.members.dedup();
+                })
+                .await?
+            }
+            MembershipEvent::GroupMembersRemoved { group, members } => {
+                change_group(tx, event, group, |_, doc| {
+                    doc.members.retain(|m| !members.contains(m))
+                })
+                .await?
+            }
+            MembershipEvent::RoleGrantedToGroup { group, role } => {
+                change_group(tx, event, group, |_, doc| {
+                    doc.roles.push(role.to_string());
+                    doc.roles.sort();
+                    doc.roles.dedup();
+                })
+                .await?
+            }
+            MembershipEvent::RoleRevokedFromGroup { group, role } => {
+                let role = role.to_string();
+                change_group(tx, event, group, |_, doc| doc.roles.retain(|r| *r != role)).await?
+            }
         }
         Ok(())
     }
+}
+
+/// Changes a group's row and counts the change in its revision.
+async fn change_group(
+    tx: &mut dyn ReadModelTx,
+    event: &RecordedEvent,
+    group: Uuid,
+    change: impl FnOnce(&mut ModelRow, &mut GroupDoc),
+) -> Result<(), ProjectionError> {
+    let Some(mut row) = tx.get("group", &group.to_string()).await? else {
+        return Ok(());
+    };
+    let mut doc: GroupDoc = documents::read(&row)?;
+    change(&mut row, &mut doc);
+    doc.stamp = Stamp {
+        updated_at: event.recorded_at.0,
+        version: doc.stamp.version + 1,
+    };
+    row.doc = documents::write(&doc);
+    tx.put(&row).await?;
+    Ok(())
 }
 
 /// Adds or removes one role of a member; a member without roles has no row.

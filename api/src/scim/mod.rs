@@ -6,9 +6,11 @@
 //! every refusal is a SCIM error body; the discovery endpoints
 //! (`ServiceProviderConfig`, `ResourceTypes`, `Schemas`) advertise only
 //! what is supported, from the same tables the requests are read with.
-//! `Users` is in [`users`]; `Groups` is not built yet and answers 501.
+//! `Users` is in [`users`], `Groups` in [`groups`]; [`filter`] and
+//! [`patch`] serve both.
 
 mod filter;
+mod groups;
 mod patch;
 mod users;
 
@@ -191,6 +193,7 @@ pub fn if_match(request: &HttpRequest) -> Result<Option<StreamVersion>, ScimErro
 pub const MAX_RESULTS: usize = 200;
 
 /// A list request's parameters (query string or `.search` body).
+#[derive(Clone)]
 pub struct ListParams {
     pub filter: Option<Filter>,
     /// 1-based.
@@ -490,8 +493,20 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .route(web::post().to(users::create)),
             )
             .service(endpoint("/Users/.search").route(web::post().to(users::search_post)))
-            // The root search: Users are the resources searched so far.
-            .service(endpoint("/.search").route(web::post().to(users::search_post)))
+            .service(endpoint("/.search").route(web::post().to(search_everything)))
+            .service(
+                endpoint("/Groups")
+                    .route(web::get().to(groups::list))
+                    .route(web::post().to(groups::create)),
+            )
+            .service(endpoint("/Groups/.search").route(web::post().to(groups::search_post)))
+            .service(
+                endpoint("/Groups/{id}")
+                    .route(web::get().to(groups::get))
+                    .route(web::put().to(groups::replace))
+                    .route(web::patch().to(groups::modify))
+                    .route(web::delete().to(groups::delete)),
+            )
             .service(
                 endpoint("/Users/{id}")
                     .route(web::get().to(users::get))
@@ -499,8 +514,28 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .route(web::patch().to(users::modify))
                     .route(web::delete().to(users::delete)),
             )
-            .default_service(web::to(not_built)),
+            .default_service(web::to(unknown_endpoint)),
     );
+}
+
+/// `POST /.search` (RFC 7644 §3.4.3): Users, then Groups, paged as one list.
+async fn search_everything(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ScimError> {
+    let client = authenticate(&state, &request).await?;
+    let params = ListParams::from_search(&read_json(&body)?)?;
+    let (users, mut resources) = users::search(&state, &client, &params).await?;
+    let skipped = usize::try_from(users).unwrap_or(usize::MAX);
+    let rest = ListParams {
+        start_index: params.start_index.saturating_sub(skipped).max(1),
+        count: params.count - resources.len(),
+        ..params.clone()
+    };
+    let (groups, more) = groups::search(&state, &client, &rest).await?;
+    resources.extend(more);
+    Ok(list_response(users + groups, params.start_index, resources))
 }
 
 /// A path whose other methods are answered 405 (after authentication).
@@ -746,9 +781,18 @@ fn schema_of(id: &str) -> Option<Value> {
                 with(
                     attribute("members", "complex", true, "The members"),
                     json!({ "subAttributes": [
-                        attribute("value", "string", false, "A user's id"),
-                        attribute("display", "string", false, "Their name"),
-                        attribute("type", "string", false, "User"),
+                        with(
+                            attribute("value", "string", false, "A user's id"),
+                            json!({ "mutability": "immutable", "caseExact": true }),
+                        ),
+                        with(
+                            attribute("$ref", "reference", false, "The user's URI"),
+                            json!({ "referenceTypes": ["User"], "mutability": "immutable" }),
+                        ),
+                        with(
+                            attribute("type", "string", false, "Always User: groups do not nest"),
+                            json!({ "canonicalValues": ["User"], "mutability": "immutable" }),
+                        ),
                     ] }),
                 ),
             ],
@@ -790,20 +834,11 @@ async fn schema(
 }
 
 /// Anything else under `/scim/v2`: authenticated first (an outsider learns
-/// nothing of what exists), then 404, or 501 for the resources not built
-/// yet.
-async fn not_built(
+/// nothing of what exists), then 404.
+async fn unknown_endpoint(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ScimError> {
     authenticate(&state, &request).await?;
-    let path = request.path();
-    let resource = ["/scim/v2/Groups"]
-        .iter()
-        .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")));
-    Err(if resource {
-        ScimError::new(StatusCode::NOT_IMPLEMENTED, "Groups are not supported yet")
-    } else {
-        ScimError::new(StatusCode::NOT_FOUND, "no such endpoint")
-    })
+    Err(ScimError::new(StatusCode::NOT_FOUND, "no such endpoint"))
 }

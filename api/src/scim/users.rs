@@ -27,8 +27,8 @@ use uuid::Uuid;
 use super::filter::{self, Filter, Schemas};
 use super::patch::{self, Form, Shape};
 use super::{
-    answer_with, authenticate, command_error, if_match, read_json, Client, ListParams, ScimError,
-    ENTERPRISE_SCHEMA, USER_SCHEMA,
+    answer_with, authenticate, command_error, if_match, list_response, read_json, Client,
+    ListParams, ScimError, ENTERPRISE_SCHEMA, USER_SCHEMA,
 };
 use crate::http::AppState;
 
@@ -1050,7 +1050,8 @@ pub async fn list(
 ) -> Result<HttpResponse, ScimError> {
     let client = authenticate(&state, &request).await?;
     let params = ListParams::from_query(&query)?;
-    search(&state, &client, params).await
+    let (total, resources) = search(&state, &client, &params).await?;
+    Ok(list_response(total, params.start_index, resources))
 }
 
 pub async fn search_post(
@@ -1060,14 +1061,16 @@ pub async fn search_post(
 ) -> Result<HttpResponse, ScimError> {
     let client = authenticate(&state, &request).await?;
     let params = ListParams::from_search(&read_json(&body)?)?;
-    search(&state, &client, params).await
+    let (total, resources) = search(&state, &client, &params).await?;
+    Ok(list_response(total, params.start_index, resources))
 }
 
-async fn search(
+/// One page of the resources `params` selects, and how many it selects.
+pub async fn search(
     state: &AppState,
     client: &Client,
-    params: ListParams,
-) -> Result<HttpResponse, ScimError> {
+    params: &ListParams,
+) -> Result<(u64, Vec<Value>), ScimError> {
     client.require(Permission::UserReadPersonal)?;
     let tenant = client.tenant;
     let store = |e: custodia_application::event_store::StoreError| command_error(e.into());
@@ -1148,5 +1151,5 @@ async fn search(
             resource
         })
         .collect();
-    Ok(super::list_response(total, params.start_index, resources))
+    Ok((total, resources))
 }

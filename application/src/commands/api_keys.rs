@@ -45,6 +45,7 @@ pub const SCIM_PERMISSIONS: &[Permission] = &[
     Permission::UserDelete,
     Permission::CredentialManage,
     Permission::RoleRead,
+    Permission::GroupManage,
 ];
 
 /// Creates a key with `permissions`, all of which the caller must hold.

@@ -155,8 +155,9 @@ pub async fn set_tenant_suspended(
     decide_and_append::<Tenant>(ports, &authorized, &tenant_stream(tenant), &command).await
 }
 
-/// Grants, revokes, removes members or defines custom roles. Nobody hands
-/// out a permission they do not hold; the last owner stays.
+/// Grants, revokes, removes members, defines custom roles, and keeps
+/// groups (ADR 0012). Nobody hands out a permission they do not hold; the
+/// last owner stays.
 pub async fn change_memberships(
     ports: &Ports,
     caller: &Caller,
@@ -166,6 +167,9 @@ pub async fn change_memberships(
     // Tenant isolation, then the permission, before anything is read.
     let needed = match &command {
         MembershipCommand::DefineRole { .. } => Permission::RoleDefine,
+        MembershipCommand::CreateGroup { .. }
+        | MembershipCommand::ChangeGroup { .. }
+        | MembershipCommand::DeleteGroup { .. } => Permission::GroupManage,
         _ => Permission::RoleGrant,
     };
     let authorized = authorize(caller, tenant, needed, None)?;
@@ -187,6 +191,16 @@ pub async fn change_memberships(
         MembershipCommand::Pause { .. } | MembershipCommand::Resume { .. } => {
             return Err(Denied::Missing(Permission::UserSuspend).into())
         }
+        // Members join a group if they are users of this tenant, not deleted.
+        MembershipCommand::CreateGroup { members: add, .. }
+        | MembershipCommand::ChangeGroup { add, .. } => {
+            for member in add {
+                super::credentials::require_user(ports, tenant, *member).await?;
+            }
+        }
+        MembershipCommand::DeleteGroup { .. }
+        | MembershipCommand::GrantRoleToGroup { .. }
+        | MembershipCommand::RevokeRoleFromGroup { .. } => {}
     }
     // The aggregate keeps an active owner (a paused one cannot act), in
     // the same decision as the change, so concurrent changes cannot both

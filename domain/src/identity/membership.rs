@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::group::{Group, GroupExternalId, GroupName};
 use crate::aggregate::{
     read, snapshot_json, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm,
 };
@@ -101,6 +102,36 @@ pub enum MembershipCommand {
     Resume {
         user: Uuid,
     },
+    /// A group of members (ADR 0012), made with its first members.
+    CreateGroup {
+        group: Uuid,
+        name: GroupName,
+        external_id: Option<GroupExternalId>,
+        members: BTreeSet<Uuid>,
+    },
+    /// Renames a group, changes its external id, adds and removes members,
+    /// all at once; refused if the group is no longer at `revision`.
+    ChangeGroup {
+        group: Uuid,
+        name: GroupName,
+        external_id: Option<GroupExternalId>,
+        add: BTreeSet<Uuid>,
+        remove: BTreeSet<Uuid>,
+        revision: Option<u64>,
+    },
+    DeleteGroup {
+        group: Uuid,
+        revision: Option<u64>,
+    },
+    /// What a group grants its members: the tenant's admins decide it.
+    GrantRoleToGroup {
+        group: Uuid,
+        role: RoleRef,
+    },
+    RevokeRoleFromGroup {
+        group: Uuid,
+        role: RoleRef,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +154,36 @@ pub enum MembershipEvent {
     MemberResumed {
         user: Uuid,
     },
+    GroupCreated {
+        group: Uuid,
+        name: GroupName,
+        external_id: Option<GroupExternalId>,
+    },
+    /// The group's name or external id changed.
+    GroupRenamed {
+        group: Uuid,
+        name: GroupName,
+        external_id: Option<GroupExternalId>,
+    },
+    GroupMembersAdded {
+        group: Uuid,
+        members: Vec<Uuid>,
+    },
+    GroupMembersRemoved {
+        group: Uuid,
+        members: Vec<Uuid>,
+    },
+    GroupDeleted {
+        group: Uuid,
+    },
+    RoleGrantedToGroup {
+        group: Uuid,
+        role: RoleRef,
+    },
+    RoleRevokedFromGroup {
+        group: Uuid,
+        role: RoleRef,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,6 +194,12 @@ pub enum MembershipError {
     EmptyRole,
     #[error("the last active owner of a tenant cannot be removed")]
     LastOwner,
+    #[error("no such group")]
+    UnknownGroup,
+    #[error("a group with this id exists")]
+    GroupExists,
+    #[error("the group changed since revision {expected} (it is at {actual})")]
+    StaleGroup { expected: u64, actual: u64 },
 }
 
 /// The tenant's custom roles and role assignments.
@@ -142,6 +209,7 @@ pub struct Memberships {
     assignments: BTreeMap<Uuid, BTreeSet<RoleRef>>,
     /// Members whose access is paused (suspended or deleted users).
     paused: BTreeSet<Uuid>,
+    groups: BTreeMap<Uuid, Group>,
 }
 
 impl Memberships {
@@ -152,9 +220,25 @@ impl Memberships {
         }
     }
 
-    /// Every user who holds a role.
+    /// Every user who holds a role of their own.
     pub fn members(&self) -> impl Iterator<Item = Uuid> + '_ {
         self.assignments.keys().copied()
+    }
+
+    pub fn group(&self, group: Uuid) -> Option<&Group> {
+        self.groups.get(&group)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = (Uuid, &Group)> {
+        self.groups.iter().map(|(id, group)| (*id, group))
+    }
+
+    /// The roles a user holds through groups, each with its group.
+    pub fn group_roles_of(&self, user: Uuid) -> impl Iterator<Item = (Uuid, &RoleRef)> {
+        self.groups
+            .iter()
+            .filter(move |(_, g)| g.members.contains(&user))
+            .flat_map(|(id, g)| g.roles.iter().map(move |role| (*id, role)))
     }
 
     /// Whether the user's access is paused (suspended, deleted or erased).
@@ -166,10 +250,12 @@ impl Memberships {
         self.assignments.get(&user).into_iter().flatten()
     }
 
-    /// The union of the user's roles' permissions.
+    /// The union of the permissions of the user's roles, their own and
+    /// their groups'.
     pub fn permissions_of(&self, user: Uuid) -> PermissionSet {
         let mut all = PermissionSet::default();
-        for role in self.roles_of(user) {
+        let through_groups = self.group_roles_of(user).map(|(_, role)| role);
+        for role in self.roles_of(user).chain(through_groups) {
             if let Some(permissions) = self.role_permissions(role) {
                 all.extend(&permissions);
             }
@@ -177,12 +263,21 @@ impl Memberships {
         all
     }
 
+    /// Everyone who holds `owner`, themselves or through a group.
     pub fn owners(&self) -> impl Iterator<Item = Uuid> + '_ {
         let owner = RoleRef::BuiltIn(BuiltInRole::Owner);
-        self.assignments
+        let own = self
+            .assignments
             .iter()
             .filter(move |(_, roles)| roles.contains(&owner))
-            .map(|(user, _)| *user)
+            .map(|(user, _)| *user);
+        let owner = RoleRef::BuiltIn(BuiltInRole::Owner);
+        let through_groups = self
+            .groups
+            .values()
+            .filter(move |g| g.roles.contains(&owner))
+            .flat_map(|g| g.members.iter().copied());
+        own.chain(through_groups)
     }
 
     /// RBAC for a membership command: `role.define` / `role.grant`, and
@@ -231,6 +326,53 @@ impl Memberships {
                     &self.permissions_of(*user),
                 )
             }
+            // The provider owns groups and their members; by granting a
+            // role to a group, the tenant's admins let its members hold it.
+            MembershipCommand::CreateGroup { .. }
+            | MembershipCommand::ChangeGroup { .. }
+            | MembershipCommand::DeleteGroup { .. } => {
+                principal.authorize(tenant, Permission::GroupManage, None)
+            }
+            // What a group grants changes its members' rights: as for a
+            // grant to each of them.
+            MembershipCommand::GrantRoleToGroup { group, role } => {
+                let granted = self.role_permissions(role).unwrap_or_default();
+                principal.authorize_grant(tenant, &granted)?;
+                self.authorize_on_group(principal, tenant, *group)
+            }
+            MembershipCommand::RevokeRoleFromGroup { group, .. } => {
+                principal.authorize(tenant, Permission::RoleGrant, None)?;
+                self.authorize_on_group(principal, tenant, *group)
+            }
+        }
+    }
+
+    /// Nobody changes what a group grants when a member holds more than they do.
+    fn authorize_on_group(
+        &self,
+        principal: &Principal,
+        tenant: TenantId,
+        group: Uuid,
+    ) -> Result<(), Denied> {
+        let members = self.groups.get(&group).map(|g| &g.members);
+        members
+            .into_iter()
+            .flatten()
+            .try_for_each(|member| self.authorize_on_member(principal, tenant, *member))
+    }
+
+    /// The group at `revision` (if one is named), or why not.
+    fn group_at(&self, group: Uuid, revision: Option<u64>) -> Result<&Group, MembershipError> {
+        let found = self
+            .groups
+            .get(&group)
+            .ok_or(MembershipError::UnknownGroup)?;
+        match revision {
+            Some(expected) if expected != found.revision => Err(MembershipError::StaleGroup {
+                expected,
+                actual: found.revision,
+            }),
+            _ => Ok(found),
         }
     }
 
@@ -318,12 +460,22 @@ impl Aggregate for Memberships {
                     role: role.clone(),
                 }])
             }
+            // Every role of their own, and every group they are in.
             MembershipCommand::RemoveMember { user } => self.keeping_an_active_owner(
                 self.roles_of(*user)
                     .map(|role| E::RoleRevoked {
                         user: *user,
                         role: role.clone(),
                     })
+                    .chain(
+                        self.groups
+                            .iter()
+                            .filter(|(_, g)| g.members.contains(user))
+                            .map(|(group, _)| E::GroupMembersRemoved {
+                                group: *group,
+                                members: vec![*user],
+                            }),
+                    )
                     .collect(),
             ),
             MembershipCommand::Pause { user } if self.paused.contains(user) => Ok(vec![]),
@@ -334,6 +486,95 @@ impl Aggregate for Memberships {
                 Ok(vec![E::MemberResumed { user: *user }])
             }
             MembershipCommand::Resume { .. } => Ok(vec![]),
+            MembershipCommand::CreateGroup {
+                group,
+                name,
+                external_id,
+                members,
+            } => {
+                if self.groups.contains_key(group) {
+                    return Err(MembershipError::GroupExists);
+                }
+                let mut events = vec![E::GroupCreated {
+                    group: *group,
+                    name: name.clone(),
+                    external_id: external_id.clone(),
+                }];
+                if !members.is_empty() {
+                    events.push(E::GroupMembersAdded {
+                        group: *group,
+                        members: members.iter().copied().collect(),
+                    });
+                }
+                Ok(events)
+            }
+            MembershipCommand::ChangeGroup {
+                group,
+                name,
+                external_id,
+                add,
+                remove,
+                revision,
+            } => {
+                let current = self.group_at(*group, *revision)?;
+                let mut events = Vec::new();
+                if current.name != *name || current.external_id != *external_id {
+                    events.push(E::GroupRenamed {
+                        group: *group,
+                        name: name.clone(),
+                        external_id: external_id.clone(),
+                    });
+                }
+                let removed: Vec<Uuid> = remove
+                    .iter()
+                    .filter(|m| current.members.contains(m) && !add.contains(m))
+                    .copied()
+                    .collect();
+                if !removed.is_empty() {
+                    events.push(E::GroupMembersRemoved {
+                        group: *group,
+                        members: removed,
+                    });
+                }
+                let added: Vec<Uuid> = add
+                    .iter()
+                    .filter(|m| !current.members.contains(m))
+                    .copied()
+                    .collect();
+                if !added.is_empty() {
+                    events.push(E::GroupMembersAdded {
+                        group: *group,
+                        members: added,
+                    });
+                }
+                self.keeping_an_active_owner(events)
+            }
+            MembershipCommand::DeleteGroup { group, revision } => {
+                self.group_at(*group, *revision)?;
+                self.keeping_an_active_owner(vec![E::GroupDeleted { group: *group }])
+            }
+            MembershipCommand::GrantRoleToGroup { group, role } => {
+                let current = self.group_at(*group, None)?;
+                if self.role_permissions(role).is_none() {
+                    return Err(MembershipError::UnknownRole);
+                }
+                if current.roles.contains(role) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![E::RoleGrantedToGroup {
+                    group: *group,
+                    role: role.clone(),
+                }])
+            }
+            MembershipCommand::RevokeRoleFromGroup { group, role } => {
+                if !self.group_at(*group, None)?.roles.contains(role) {
+                    return Ok(vec![]);
+                }
+                self.keeping_an_active_owner(vec![E::RoleRevokedFromGroup {
+                    group: *group,
+                    role: role.clone(),
+                }])
+            }
         }
     }
 
@@ -362,13 +603,68 @@ impl Aggregate for Memberships {
             MembershipEvent::MemberResumed { user } => {
                 self.paused.remove(user);
             }
+            MembershipEvent::GroupCreated {
+                group,
+                name,
+                external_id,
+            } => {
+                self.groups.insert(
+                    *group,
+                    Group {
+                        name: name.clone(),
+                        external_id: external_id.clone(),
+                        members: BTreeSet::new(),
+                        roles: BTreeSet::new(),
+                        revision: 1,
+                    },
+                );
+            }
+            MembershipEvent::GroupDeleted { group } => {
+                self.groups.remove(group);
+            }
+            MembershipEvent::GroupRenamed {
+                group,
+                name,
+                external_id,
+            } => self.change_group(*group, |g| {
+                g.name = name.clone();
+                g.external_id = external_id.clone();
+            }),
+            MembershipEvent::GroupMembersAdded { group, members } => {
+                self.change_group(*group, |g| g.members.extend(members))
+            }
+            MembershipEvent::GroupMembersRemoved { group, members } => {
+                self.change_group(*group, |g| {
+                    members.iter().for_each(|m| {
+                        g.members.remove(m);
+                    })
+                })
+            }
+            MembershipEvent::RoleGrantedToGroup { group, role } => self.change_group(*group, |g| {
+                g.roles.insert(role.clone());
+            }),
+            MembershipEvent::RoleRevokedFromGroup { group, role } => {
+                self.change_group(*group, |g| {
+                    g.roles.remove(role);
+                })
+            }
         }
         self
     }
 }
 
+impl Memberships {
+    fn change_group(&mut self, group: Uuid, change: impl FnOnce(&mut Group)) {
+        if let Some(found) = self.groups.get_mut(&group) {
+            change(found);
+            found.revision += 1;
+        }
+    }
+}
+
 /// The snapshot form, version 1: roles and permissions by their stored
-/// names, as the events carry them.
+/// names, as the events carry them. (`groups` came later: absent in older
+/// snapshots, which were taken before any group existed.)
 mod snapshot {
     use super::*;
 
@@ -377,6 +673,18 @@ mod snapshot {
         pub custom_roles: BTreeMap<String, Vec<String>>,
         pub assignments: BTreeMap<Uuid, Vec<String>>,
         pub paused: Vec<Uuid>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub groups: BTreeMap<Uuid, GroupV1>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct GroupV1 {
+        pub name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub external_id: Option<String>,
+        pub members: Vec<Uuid>,
+        pub roles: Vec<String>,
+        pub revision: u64,
     }
 }
 
@@ -407,6 +715,20 @@ impl Snapshot for Memberships {
                 .map(|(user, roles)| (*user, roles.iter().map(RoleRef::to_string).collect()))
                 .collect(),
             paused: self.paused.iter().copied().collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|(id, g)| {
+                    let form = snapshot::GroupV1 {
+                        name: g.name.as_str().to_owned(),
+                        external_id: g.external_id.as_ref().map(|e| e.as_str().to_owned()),
+                        members: g.members.iter().copied().collect(),
+                        roles: g.roles.iter().map(RoleRef::to_string).collect(),
+                        revision: g.revision,
+                    };
+                    (*id, form)
+                })
+                .collect(),
         })
     }
 
@@ -433,6 +755,25 @@ impl Snapshot for Memberships {
                 })
                 .collect::<Option<_>>()?,
             paused: form.paused.into_iter().collect(),
+            groups: form
+                .groups
+                .into_iter()
+                .map(|(id, g)| {
+                    let roles = g
+                        .roles
+                        .iter()
+                        .map(|role| RoleRef::parse(role).ok())
+                        .collect::<Option<_>>()?;
+                    let group = Group {
+                        name: GroupName::from_log(g.name),
+                        external_id: g.external_id.map(GroupExternalId::from_log),
+                        members: g.members.into_iter().collect(),
+                        roles,
+                        revision: g.revision,
+                    };
+                    Some((id, group))
+                })
+                .collect::<Option<_>>()?,
         })
     }
 }
@@ -454,6 +795,31 @@ mod dto {
     #[derive(Serialize, Deserialize)]
     pub struct Assignment {
         pub user: Uuid,
+        pub role: String,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct GroupNamed {
+        pub group: Uuid,
+        pub name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub external_id: Option<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct GroupMembers {
+        pub group: Uuid,
+        pub members: Vec<Uuid>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct GroupOnly {
+        pub group: Uuid,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct GroupRole {
+        pub group: Uuid,
         pub role: String,
     }
 }
@@ -491,6 +857,63 @@ impl EventSchema for MembershipEvent {
             MembershipEvent::MemberResumed { user } => {
                 stored("MemberResumed", 1, &dto::Member { user: *user })
             }
+            MembershipEvent::GroupCreated {
+                group,
+                name,
+                external_id,
+            }
+            | MembershipEvent::GroupRenamed {
+                group,
+                name,
+                external_id,
+            } => stored(
+                if matches!(self, MembershipEvent::GroupCreated { .. }) {
+                    "GroupCreated"
+                } else {
+                    "GroupRenamed"
+                },
+                1,
+                &dto::GroupNamed {
+                    group: *group,
+                    name: name.as_str().to_owned(),
+                    external_id: external_id.as_ref().map(|e| e.as_str().to_owned()),
+                },
+            ),
+            MembershipEvent::GroupMembersAdded { group, members } => stored(
+                "GroupMembersAdded",
+                1,
+                &dto::GroupMembers {
+                    group: *group,
+                    members: members.clone(),
+                },
+            ),
+            MembershipEvent::GroupMembersRemoved { group, members } => stored(
+                "GroupMembersRemoved",
+                1,
+                &dto::GroupMembers {
+                    group: *group,
+                    members: members.clone(),
+                },
+            ),
+            MembershipEvent::GroupDeleted { group } => {
+                stored("GroupDeleted", 1, &dto::GroupOnly { group: *group })
+            }
+            MembershipEvent::RoleGrantedToGroup { group, role } => stored(
+                "RoleGrantedToGroup",
+                1,
+                &dto::GroupRole {
+                    group: *group,
+                    role: role.to_string(),
+                },
+            ),
+            MembershipEvent::RoleRevokedFromGroup { group, role } => stored(
+                "RoleRevokedFromGroup",
+                1,
+                &dto::GroupRole {
+                    group: *group,
+                    role: role.to_string(),
+                },
+            ),
         }
     }
 
@@ -533,12 +956,72 @@ impl EventSchema for MembershipEvent {
                     }
                 })
             }
-            ("RoleDefined" | "RoleGranted" | "RoleRevoked", version) => {
-                Err(SchemaError::UnknownVersion {
-                    event_type: form.event_type.as_str().to_owned(),
-                    version,
+            ("GroupCreated", 1) | ("GroupRenamed", 1) => {
+                let dto: dto::GroupNamed = read(form)?;
+                let (group, name) = (dto.group, GroupName::from_log(dto.name));
+                let external_id = dto.external_id.map(GroupExternalId::from_log);
+                Ok(if form.event_type.as_str() == "GroupCreated" {
+                    MembershipEvent::GroupCreated {
+                        group,
+                        name,
+                        external_id,
+                    }
+                } else {
+                    MembershipEvent::GroupRenamed {
+                        group,
+                        name,
+                        external_id,
+                    }
                 })
             }
+            ("GroupMembersAdded", 1) => {
+                let dto: dto::GroupMembers = read(form)?;
+                Ok(MembershipEvent::GroupMembersAdded {
+                    group: dto.group,
+                    members: dto.members,
+                })
+            }
+            ("GroupMembersRemoved", 1) => {
+                let dto: dto::GroupMembers = read(form)?;
+                Ok(MembershipEvent::GroupMembersRemoved {
+                    group: dto.group,
+                    members: dto.members,
+                })
+            }
+            ("GroupDeleted", 1) => Ok(MembershipEvent::GroupDeleted {
+                group: read::<dto::GroupOnly>(form)?.group,
+            }),
+            ("RoleGrantedToGroup", 1) | ("RoleRevokedFromGroup", 1) => {
+                let dto: dto::GroupRole = read(form)?;
+                let role = RoleRef::parse(&dto.role).map_err(|_| malformed())?;
+                Ok(if form.event_type.as_str() == "RoleGrantedToGroup" {
+                    MembershipEvent::RoleGrantedToGroup {
+                        group: dto.group,
+                        role,
+                    }
+                } else {
+                    MembershipEvent::RoleRevokedFromGroup {
+                        group: dto.group,
+                        role,
+                    }
+                })
+            }
+            (
+                "RoleDefined"
+                | "RoleGranted"
+                | "RoleRevoked"
+                | "GroupCreated"
+                | "GroupRenamed"
+                | "GroupMembersAdded"
+                | "GroupMembersRemoved"
+                | "GroupDeleted"
+                | "RoleGrantedToGroup"
+                | "RoleRevokedFromGroup",
+                version,
+            ) => Err(SchemaError::UnknownVersion {
+                event_type: form.event_type.as_str().to_owned(),
+                version,
+            }),
             (other, _) => Err(SchemaError::UnknownType(other.to_owned())),
         }
     }

@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod consent;
 pub mod credential;
 pub mod email_claim;
+pub mod group;
 pub mod membership;
 pub mod session;
 pub mod tenant;
