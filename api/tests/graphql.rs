@@ -223,6 +223,8 @@ fn mutation_probes(other_tenant: &str, other_user: &str) -> Vec<(&'static str, S
         ("issueRecoveryCodes", format!("issueRecoveryCodes(userId: \"{u}\") {{ codes }}")),
         ("defineRole", format!("defineRole(tenantId: \"{t}\", name: \"spy\", permissions: [\"user.read\"]) {{ changed }}")),
         ("grantRole", format!("grantRole(userId: \"{u}\", role: \"admin\") {{ changed }}")),
+        ("grantRoleToGroup", format!("grantRoleToGroup(tenantId: \"{t}\", groupId: \"{u}\", role: \"admin\") {{ changed }}")),
+        ("revokeRoleFromGroup", format!("revokeRoleFromGroup(tenantId: \"{t}\", groupId: \"{u}\", role: \"admin\") {{ changed }}")),
         ("revokeRole", format!("revokeRole(tenantId: \"{t}\", userId: \"{u}\", role: \"owner\") {{ changed }}")),
         ("removeMember", format!("removeMember(tenantId: \"{t}\", userId: \"{u}\") {{ changed }}")),
         ("revokeSession", format!("revokeSession(sessionId: \"{u}\") {{ consistencyToken }}")),

@@ -10,7 +10,7 @@ use custodia_domain::Timestamp;
 use custodia_projections::documents::{RoleDoc, SessionStatus};
 
 use super::types::{
-    AccessChange, AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Role,
+    AccessChange, AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Group, Role,
     RoleHolding, ScimToken, Session, SubjectAsOf, Tenant, User, UserStatus,
 };
 use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
@@ -166,6 +166,33 @@ impl Query {
             .await?
             .map(User::from_row)
             .transpose()
+    }
+
+    /// The tenant's groups of members (provisioned over SCIM), with the
+    /// roles each grants. Needs `role.read`.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn groups(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(
+            validator(maximum = 100),
+            desc = "How many groups, at most 100 (default 20)."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "The cursor of the last group of the previous page.")] after: Option<
+            String,
+        >,
+    ) -> Result<Connection<String, Group, EmptyFields, EmptyFields>> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        data.authorize(tenant, Permission::RoleRead, None)?;
+        let query = RowQuery {
+            model: "group",
+            tenant: Some(tenant.as_uuid()),
+            ..RowQuery::default()
+        };
+        page(ctx, query, first, after, Group::from_row).await
     }
 
     /// The built-in roles and the tenant's custom roles. Needs `role.read`.

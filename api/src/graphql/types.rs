@@ -335,6 +335,38 @@ impl User {
     }
 }
 
+/// A group of members, as an identity provider keeps it over SCIM; the
+/// tenant's admins decide the roles it grants (ADR 0012).
+#[derive(SimpleObject)]
+pub struct Group {
+    /// Its id (the SCIM id).
+    pub id: ID,
+    /// Its name, as the provider gives it.
+    pub name: String,
+    /// The provider's id for it.
+    pub external_id: Option<String>,
+    /// The ids of its members.
+    pub member_ids: Vec<ID>,
+    /// The roles it grants its members (`admin`, …, `custom:<name>`).
+    pub roles: Vec<String>,
+    /// How many changes it has had (its SCIM version).
+    pub revision: u64,
+}
+
+impl Group {
+    pub fn from_row(row: ModelRow) -> Result<Self> {
+        let doc: documents::GroupDoc = document(&row)?;
+        Ok(Self {
+            id: ID(row.id),
+            name: doc.name,
+            external_id: doc.external_id,
+            member_ids: doc.members.iter().map(|m| ID(m.to_string())).collect(),
+            roles: doc.roles,
+            revision: doc.stamp.version,
+        })
+    }
+}
+
 /// A role: a named set of permissions.
 #[derive(SimpleObject)]
 pub struct Role {
@@ -764,6 +796,10 @@ pub struct RoleHolding {
     pub paused: bool,
     /// The permissions the role gave, as it was defined then.
     pub permissions: Vec<String>,
+    /// The group the role came through (null: granted to the member); then
+    /// `since` and `grantedBy` are the later of the role's grant to the
+    /// group and the member's joining it.
+    pub group_id: Option<ID>,
 }
 
 impl From<custodia_application::commands::audit::Holding> for RoleHolding {
@@ -776,6 +812,7 @@ impl From<custodia_application::commands::audit::Holding> for RoleHolding {
             grant_event_id: ID(holding.grant_event.to_string()),
             paused: holding.paused,
             permissions: holding.permissions,
+            group_id: holding.group.map(|g| ID(g.to_string())),
         }
     }
 }
@@ -804,6 +841,9 @@ pub struct AccessChange {
     pub actor: String,
     /// The event that records it.
     pub event_id: ID,
+    /// The group it came through (null: a grant to the member): the member
+    /// joined or left it, or the role was granted to or revoked from it.
+    pub group_id: Option<ID>,
 }
 
 impl From<custodia_application::commands::audit::AccessChange> for AccessChange {
@@ -819,6 +859,7 @@ impl From<custodia_application::commands::audit::AccessChange> for AccessChange 
             role: change.role,
             actor: change.actor.to_string(),
             event_id: ID(change.event_id.to_string()),
+            group_id: change.group.map(|g| ID(g.to_string())),
         }
     }
 }

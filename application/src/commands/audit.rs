@@ -5,7 +5,7 @@
 //! (auditors, owners, admins).
 
 use custodia_domain::aggregate::{Aggregate, EventSchema, StoredForm};
-use custodia_domain::identity::membership::{MembershipEvent, Memberships};
+use custodia_domain::identity::membership::{MembershipEvent, Memberships, RoleRef};
 use custodia_domain::rbac::Permission;
 use custodia_domain::{Actor, EventId, TenantId, Timestamp};
 use std::collections::BTreeMap;
@@ -28,6 +28,10 @@ pub struct Holding {
     pub paused: bool,
     /// The permissions the role gives (as it was defined at the moment).
     pub permissions: Vec<String>,
+    /// The group the role comes through (`None`: granted to the user).
+    /// Its `since` and `granted_by` are the later of the role's grant to
+    /// the group and the user's joining it.
+    pub group: Option<Uuid>,
 }
 
 /// A grant or revocation.
@@ -40,6 +44,72 @@ pub struct AccessChange {
     pub at: Timestamp,
     pub actor: Actor,
     pub event_id: EventId,
+    /// The group it came through: a member joined or left it, or the role
+    /// was granted to or revoked from it, or it was deleted.
+    pub group: Option<Uuid>,
+}
+
+/// When, by whom and in which event something in force began.
+type Since = (Timestamp, Actor, EventId);
+
+/// The later of two beginnings: what a role through a group dates from.
+fn later(a: Since, b: Since) -> Since {
+    if b.0 > a.0 {
+        b
+    } else {
+        a
+    }
+}
+
+/// The roles a group event gives (`true`) or takes (`false`), per member,
+/// read against the memberships just before it.
+fn group_changes(state: &Memberships, event: &MembershipEvent) -> Vec<(Uuid, bool, RoleRef, Uuid)> {
+    let roles_of = |group: &Uuid| -> Vec<RoleRef> {
+        state
+            .group(*group)
+            .map(|g| g.roles.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    let members_of = |group: &Uuid| -> Vec<Uuid> {
+        state
+            .group(*group)
+            .map(|g| g.members.iter().copied().collect())
+            .unwrap_or_default()
+    };
+    let mut changes = Vec::new();
+    match event {
+        MembershipEvent::GroupMembersAdded { group, members }
+        | MembershipEvent::GroupMembersRemoved { group, members } => {
+            let added = matches!(event, MembershipEvent::GroupMembersAdded { .. });
+            let before = members_of(group);
+            for member in members {
+                if before.contains(member) == added {
+                    continue; // no change for this member
+                }
+                for role in roles_of(group) {
+                    changes.push((*member, added, role, *group));
+                }
+            }
+        }
+        MembershipEvent::RoleGrantedToGroup { group, role }
+        | MembershipEvent::RoleRevokedFromGroup { group, role } => {
+            let granted = matches!(event, MembershipEvent::RoleGrantedToGroup { .. });
+            if roles_of(group).contains(role) != granted {
+                for member in members_of(group) {
+                    changes.push((member, granted, role.clone(), *group));
+                }
+            }
+        }
+        MembershipEvent::GroupDeleted { group } => {
+            for member in members_of(group) {
+                for role in roles_of(group) {
+                    changes.push((member, false, role, *group));
+                }
+            }
+        }
+        _ => {}
+    }
+    changes
 }
 
 /// The memberships events of `tenant`, decoded, with when and by whom.
@@ -78,24 +148,52 @@ pub async fn access_review(
     at: Timestamp,
 ) -> Result<Vec<Holding>, CommandError> {
     let mut state = Memberships::default();
-    let mut granted: BTreeMap<(Uuid, String), (Timestamp, Actor, EventId)> = BTreeMap::new();
+    let mut granted: BTreeMap<(Uuid, String), Since> = BTreeMap::new();
+    // Roles granted to groups, and members' joining, still in force.
+    let mut to_groups: BTreeMap<(Uuid, String), Since> = BTreeMap::new();
+    let mut joined: BTreeMap<(Uuid, Uuid), Since> = BTreeMap::new();
     for (event, recorded_at, actor, event_id) in history(ports, caller, tenant).await? {
         if recorded_at > at {
             break;
         }
+        let now = (recorded_at, actor, event_id);
         match &event {
             MembershipEvent::RoleGranted { user, role } => {
-                granted
-                    .entry((*user, role.to_string()))
-                    .or_insert((recorded_at, actor, event_id));
+                granted.entry((*user, role.to_string())).or_insert(now);
             }
             MembershipEvent::RoleRevoked { user, role } => {
                 granted.remove(&(*user, role.to_string()));
+            }
+            MembershipEvent::RoleGrantedToGroup { group, role } => {
+                to_groups.entry((*group, role.to_string())).or_insert(now);
+            }
+            MembershipEvent::RoleRevokedFromGroup { group, role } => {
+                to_groups.remove(&(*group, role.to_string()));
+            }
+            MembershipEvent::GroupMembersAdded { group, members } => {
+                for member in members {
+                    joined.entry((*group, *member)).or_insert(now);
+                }
+            }
+            MembershipEvent::GroupMembersRemoved { group, members } => {
+                for member in members {
+                    joined.remove(&(*group, *member));
+                }
+            }
+            MembershipEvent::GroupDeleted { group } => {
+                to_groups.retain(|(g, _), _| g != group);
+                joined.retain(|(g, _), _| g != group);
             }
             _ => {}
         }
         state = state.apply(&event);
     }
+    let permissions_of = |role: &RoleRef| -> Vec<String> {
+        state
+            .role_permissions(role)
+            .map(|set| set.iter().map(|p| p.to_string()).collect())
+            .unwrap_or_default()
+    };
     let mut holdings = Vec::new();
     for user in state.members() {
         for role in state.roles_of(user) {
@@ -110,11 +208,32 @@ pub async fn access_review(
                 granted_by: *granted_by,
                 grant_event: *grant_event,
                 paused: state.is_paused(user),
-                permissions: state
-                    .role_permissions(role)
-                    .map(|set| set.iter().map(|p| p.to_string()).collect())
-                    .unwrap_or_default(),
+                permissions: permissions_of(role),
+                group: None,
             });
+        }
+    }
+    for (group, held) in state.groups() {
+        for role in &held.roles {
+            let Some(grant) = to_groups.get(&(group, role.to_string())) else {
+                continue;
+            };
+            for member in &held.members {
+                let Some(join) = joined.get(&(group, *member)) else {
+                    continue;
+                };
+                let (since, granted_by, grant_event) = later(*grant, *join);
+                holdings.push(Holding {
+                    user: *member,
+                    role: role.to_string(),
+                    since,
+                    granted_by,
+                    grant_event,
+                    paused: state.is_paused(*member),
+                    permissions: permissions_of(role),
+                    group: Some(group),
+                });
+            }
         }
     }
     Ok(holdings)
@@ -130,23 +249,39 @@ pub async fn access_changes(
     to: Timestamp,
 ) -> Result<Vec<AccessChange>, CommandError> {
     let mut changes = Vec::new();
+    let mut state = Memberships::default();
     for (event, at, actor, event_id) in history(ports, caller, tenant).await? {
-        if at < from || at >= to {
-            continue;
+        if at >= to {
+            break;
         }
-        let (user, change, role) = match event {
-            MembershipEvent::RoleGranted { user, role } => (user, "granted", role),
-            MembershipEvent::RoleRevoked { user, role } => (user, "revoked", role),
-            _ => continue,
-        };
-        changes.push(AccessChange {
-            user,
-            change,
-            role: role.to_string(),
-            at,
-            actor,
-            event_id,
-        });
+        if at >= from {
+            let mut found = match &event {
+                MembershipEvent::RoleGranted { user, role } => {
+                    vec![(*user, true, role.clone(), None)]
+                }
+                MembershipEvent::RoleRevoked { user, role } => {
+                    vec![(*user, false, role.clone(), None)]
+                }
+                _ => vec![],
+            };
+            found.extend(
+                group_changes(&state, &event)
+                    .into_iter()
+                    .map(|(user, granted, role, group)| (user, granted, role, Some(group))),
+            );
+            for (user, granted, role, group) in found {
+                changes.push(AccessChange {
+                    user,
+                    change: if granted { "granted" } else { "revoked" },
+                    role: role.to_string(),
+                    at,
+                    actor,
+                    event_id,
+                    group,
+                });
+            }
+        }
+        state = state.apply(&event);
     }
     Ok(changes)
 }

@@ -1279,4 +1279,186 @@ mod tests {
             assert_eq!(MembershipEvent::from_stored(&event.to_stored()), Ok(event));
         }
     }
+
+    fn group_created(group: Uuid) -> MembershipEvent {
+        MembershipEvent::GroupCreated {
+            group,
+            name: GroupName::parse("Engineering").unwrap(),
+            external_id: Some(GroupExternalId::parse("00g1").unwrap()),
+        }
+    }
+
+    fn joined(group: Uuid, members: &[Uuid]) -> MembershipEvent {
+        MembershipEvent::GroupMembersAdded {
+            group,
+            members: members.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_role_granted_to_a_group_counts_for_its_members_only_while_they_are_in_it() {
+        let (ada, bob, engineering) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let events = [
+            granted(ada, OWNER),
+            group_created(engineering),
+            joined(engineering, &[bob]),
+            MembershipEvent::RoleGrantedToGroup {
+                group: engineering,
+                role: ADMIN,
+            },
+        ];
+        let state = events
+            .iter()
+            .fold(Memberships::default(), |s, e| s.apply(e));
+        assert!(state.permissions_of(bob).contains(Permission::UserSuspend));
+        assert_eq!(
+            state.group_roles_of(bob).collect::<Vec<_>>(),
+            [(engineering, &ADMIN)]
+        );
+        assert_eq!(state.group(engineering).unwrap().revision, 3);
+        // Leaving the group takes the role with it.
+        let left = state.clone().apply(&MembershipEvent::GroupMembersRemoved {
+            group: engineering,
+            members: vec![bob],
+        });
+        assert!(left.permissions_of(bob).is_empty());
+        // So does the group's deletion.
+        let deleted = state.apply(&MembershipEvent::GroupDeleted { group: engineering });
+        assert!(deleted.permissions_of(bob).is_empty());
+    }
+
+    #[test]
+    fn group_changes_are_minimal_checked_against_their_revision_and_keep_an_owner() {
+        let (ada, bob, owners) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let history = [
+            group_created(owners),
+            joined(owners, &[ada]),
+            MembershipEvent::RoleGrantedToGroup {
+                group: owners,
+                role: OWNER,
+            },
+        ];
+        let change = |add: &[Uuid], remove: &[Uuid], revision| MembershipCommand::ChangeGroup {
+            group: owners,
+            name: GroupName::parse("Engineering").unwrap(),
+            external_id: Some(GroupExternalId::parse("00g1").unwrap()),
+            add: add.iter().copied().collect(),
+            remove: remove.iter().copied().collect(),
+            revision,
+        };
+        // Nothing asked that is not so already: nothing happens.
+        given::<Memberships>(&history)
+            .when(&change(&[ada], &[bob], Some(3)))
+            .then(&[]);
+        given::<Memberships>(&history)
+            .when(&change(&[bob], &[], Some(2)))
+            .then_error(MembershipError::StaleGroup {
+                expected: 2,
+                actual: 3,
+            });
+        // The only owner holds it through the group: they stay in it.
+        given::<Memberships>(&history)
+            .when(&change(&[], &[ada], None))
+            .then_error(MembershipError::LastOwner);
+        given::<Memberships>(&history)
+            .when(&MembershipCommand::DeleteGroup {
+                group: owners,
+                revision: None,
+            })
+            .then_error(MembershipError::LastOwner);
+        given::<Memberships>(&history)
+            .when(&MembershipCommand::CreateGroup {
+                group: owners,
+                name: GroupName::parse("Again").unwrap(),
+                external_id: None,
+                members: BTreeSet::new(),
+            })
+            .then_error(MembershipError::GroupExists);
+        given::<Memberships>(&history)
+            .when(&MembershipCommand::GrantRoleToGroup {
+                group: Uuid::now_v7(),
+                role: ADMIN,
+            })
+            .then_error(MembershipError::UnknownGroup);
+        // Removing a member takes them out of every group too.
+        let mut with_bob = history.to_vec();
+        with_bob.push(joined(owners, &[bob]));
+        given::<Memberships>(&with_bob)
+            .when(&MembershipCommand::RemoveMember { user: bob })
+            .then(&[MembershipEvent::GroupMembersRemoved {
+                group: owners,
+                members: vec![bob],
+            }]);
+    }
+
+    #[test]
+    fn granting_to_a_group_is_checked_against_each_member() {
+        let tenant = TenantId::generate();
+        let (ada, group) = (Uuid::now_v7(), Uuid::now_v7());
+        let state = [
+            granted(ada, OWNER),
+            group_created(group),
+            joined(group, &[ada]),
+        ]
+        .iter()
+        .fold(Memberships::default(), |s, e| s.apply(e));
+        let admin = Principal::Service {
+            tenant,
+            permissions: BuiltInRole::Admin.permissions(),
+        };
+        // An admin may not change what a group holding an owner grants.
+        let grant = MembershipCommand::GrantRoleToGroup {
+            group,
+            role: RoleRef::BuiltIn(BuiltInRole::Member),
+        };
+        assert!(state.authorize(&admin, tenant, &grant).is_err());
+        // A SCIM-like token keeps groups but grants nothing.
+        let scim = Principal::Service {
+            tenant,
+            permissions: PermissionSet::from(&[Permission::GroupManage][..]),
+        };
+        let create = MembershipCommand::CreateGroup {
+            group: Uuid::now_v7(),
+            name: GroupName::parse("Sales").unwrap(),
+            external_id: None,
+            members: BTreeSet::new(),
+        };
+        assert!(state.authorize(&scim, tenant, &create).is_ok());
+        assert!(state.authorize(&scim, tenant, &grant).is_err());
+    }
+
+    #[test]
+    fn group_events_and_snapshots_round_trip() {
+        let (user, group) = (Uuid::now_v7(), Uuid::now_v7());
+        let events = [
+            group_created(group),
+            MembershipEvent::GroupRenamed {
+                group,
+                name: GroupName::parse("Eng").unwrap(),
+                external_id: None,
+            },
+            joined(group, &[user]),
+            MembershipEvent::GroupMembersRemoved {
+                group,
+                members: vec![user],
+            },
+            MembershipEvent::RoleGrantedToGroup { group, role: ADMIN },
+            MembershipEvent::RoleRevokedFromGroup { group, role: ADMIN },
+            MembershipEvent::GroupDeleted { group },
+        ];
+        for event in &events {
+            assert_eq!(
+                MembershipEvent::from_stored(&event.to_stored()).as_ref(),
+                Ok(event)
+            );
+        }
+        let state = events[..5]
+            .iter()
+            .fold(Memberships::default(), |s, e| s.apply(e));
+        let version = Memberships::SNAPSHOT_VERSION.unwrap();
+        assert_eq!(
+            Memberships::from_snapshot(version, &state.to_snapshot()),
+            Some(state)
+        );
+    }
 }

@@ -62,6 +62,39 @@ impl RoleMutations {
         memberships(ctx, tenant_id, command).await
     }
 
+    /// Grants a role to a group of members (ADR 0012): every member holds
+    /// it while they are in the group. Needs `role.grant`, every permission
+    /// of the role, and at least what each member holds.
+    async fn grant_role_to_group(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The group (as SCIM names it).")] group_id: ID,
+        #[graphql(desc = "`admin`, … or `custom:<name>`.")] role: String,
+    ) -> Result<Done> {
+        let command = MembershipCommand::GrantRoleToGroup {
+            group: uuid(&group_id, "groupId")?,
+            role: self::role(&role)?,
+        };
+        memberships(ctx, tenant_id, command).await
+    }
+
+    /// Revokes a role from a group. Needs `role.grant` and at least what
+    /// each member holds; the last owner stays.
+    async fn revoke_role_from_group(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The group (as SCIM names it).")] group_id: ID,
+        #[graphql(desc = "`admin`, … or `custom:<name>`.")] role: String,
+    ) -> Result<Done> {
+        let command = MembershipCommand::RevokeRoleFromGroup {
+            group: uuid(&group_id, "groupId")?,
+            role: self::role(&role)?,
+        };
+        memberships(ctx, tenant_id, command).await
+    }
+
     /// Revokes every role of a user. Needs `role.grant`.
     async fn remove_member(
         &self,
