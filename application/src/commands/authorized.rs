@@ -87,9 +87,10 @@ pub(crate) async fn authorize_on_user<'a>(
     caller.principal.authorize(tenant, permission, Some(user))?;
     user_status_in(ports, tenant, user).await?;
     let (memberships, _) = load::<Memberships>(&*ports.store, &memberships_stream(tenant)).await?;
+    let held = memberships.permissions_against(&caller.principal, tenant, user);
     caller
         .principal
-        .authorize_on(tenant, permission, user, &memberships.permissions_of(user))?;
+        .authorize_on(tenant, permission, user, &held)?;
     Ok(Authorized {
         caller,
         chain: ChainId::Tenant(tenant),

@@ -183,7 +183,12 @@ async fn erase(
             "access",
             &memberships_stream(tenant),
             EventId::generate(),
-            |m| Ok(m.decide(&MembershipCommand::Pause { user })?),
+            // Paused, and out of every group.
+            |m| {
+                let mut events = m.decide(&MembershipCommand::Pause { user })?;
+                events.extend(m.leave_groups(user));
+                Ok(events)
+            },
         )
         .await?;
         // The address is free again: the person may come back as someone new.

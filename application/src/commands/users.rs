@@ -516,11 +516,19 @@ pub async fn change_user_status(
             let reason = RevocationReason::UserDisabled;
             super::sessions::plan_end_sessions(&mut plan, user, None, reason, at).await?;
         }
+        // A deleted user also leaves every group (a suspended one stays).
+        let leaves = change == StatusChange::Delete;
         plan.part::<Memberships>(
             "access",
             &super::memberships_stream(tenant),
             EventId::generate(),
-            |m| Ok(m.decide(&access)?),
+            |m| {
+                let mut events = m.decide(&access)?;
+                if leaves {
+                    events.extend(m.leave_groups(user));
+                }
+                Ok(events)
+            },
         )
         .await?;
         let (_, version) = plan

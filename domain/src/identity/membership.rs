@@ -233,6 +233,19 @@ impl Memberships {
         self.groups.iter().map(|(id, group)| (*id, group))
     }
 
+    /// Takes `user` out of every group they are in (they were deleted or
+    /// erased): a group's members are users who can come back.
+    pub fn leave_groups(&self, user: Uuid) -> Vec<MembershipEvent> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.members.contains(&user))
+            .map(|(group, _)| MembershipEvent::GroupMembersRemoved {
+                group: *group,
+                members: vec![user],
+            })
+            .collect()
+    }
+
     /// The roles a user holds through groups, each with its group.
     pub fn group_roles_of(&self, user: Uuid) -> impl Iterator<Item = (Uuid, &RoleRef)> {
         self.groups
@@ -261,6 +274,32 @@ impl Memberships {
             }
         }
         all
+    }
+
+    /// What `principal` must hold too to act on `user` (suspend, delete,
+    /// update them): every permission of their roles, except those through
+    /// groups when the principal keeps groups: it could take them out of
+    /// the group first, so those are no barrier (and an identity provider
+    /// can deprovision the people its groups made powerful).
+    pub fn permissions_against(
+        &self,
+        principal: &Principal,
+        tenant: TenantId,
+        user: Uuid,
+    ) -> PermissionSet {
+        if principal
+            .authorize(tenant, Permission::GroupManage, None)
+            .is_err()
+        {
+            return self.permissions_of(user);
+        }
+        let mut own = PermissionSet::default();
+        for role in self.roles_of(user) {
+            if let Some(permissions) = self.role_permissions(role) {
+                own.extend(&permissions);
+            }
+        }
+        own
     }
 
     /// Everyone who holds `owner`, themselves or through a group.
@@ -323,7 +362,7 @@ impl Memberships {
                     tenant,
                     Permission::UserSuspend,
                     *user,
-                    &self.permissions_of(*user),
+                    &self.permissions_against(principal, tenant, *user),
                 )
             }
             // The provider owns groups and their members; by granting a
@@ -467,15 +506,7 @@ impl Aggregate for Memberships {
                         user: *user,
                         role: role.clone(),
                     })
-                    .chain(
-                        self.groups
-                            .iter()
-                            .filter(|(_, g)| g.members.contains(user))
-                            .map(|(group, _)| E::GroupMembersRemoved {
-                                group: *group,
-                                members: vec![*user],
-                            }),
-                    )
+                    .chain(self.leave_groups(*user))
                     .collect(),
             ),
             MembershipCommand::Pause { user } if self.paused.contains(user) => Ok(vec![]),
@@ -1425,6 +1456,29 @@ mod tests {
         };
         assert!(state.authorize(&scim, tenant, &create).is_ok());
         assert!(state.authorize(&scim, tenant, &grant).is_err());
+        // What a member holds through a group is no barrier to whoever
+        // keeps groups (they could take the member out first); what they
+        // hold themselves is.
+        let through_group = state
+            .clone()
+            .apply(&MembershipEvent::RoleGrantedToGroup { group, role: ADMIN });
+        let bob = Uuid::now_v7();
+        let through_group = through_group.apply(&joined(group, &[bob]));
+        let suspender = Principal::Service {
+            tenant,
+            permissions: PermissionSet::from(&[Permission::UserSuspend][..]),
+        };
+        assert!(through_group
+            .permissions_against(&scim, tenant, bob)
+            .is_empty());
+        assert_eq!(
+            through_group.permissions_against(&suspender, tenant, bob),
+            BuiltInRole::Admin.permissions()
+        );
+        assert_eq!(
+            through_group.permissions_against(&scim, tenant, ada),
+            BuiltInRole::Owner.permissions()
+        );
     }
 
     #[test]

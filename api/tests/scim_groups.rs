@@ -1,0 +1,714 @@
+//! SCIM Groups against the whole server, both backends: groups of members
+//! (ADR 0012) as Entra ID and Okta provision them, the access a group's
+//! roles give (granted by the tenant's admins, never over SCIM), and the
+//! refusals, each changing nothing.
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::test::TestRequest;
+use custodia_application::commands::sessions::start_session;
+use custodia_domain::{ChainId, ChainIndex, TenantId, Timestamp};
+use custodia_tests::identity::tenant_with_owner;
+use custodia_tests::{backends, TestDatabase};
+use serde_json::{json, Value};
+
+#[allow(dead_code)] // the socket helpers; this file uses `call!`
+mod served;
+
+const PASSWORD: &str = "correct horse battery staple";
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const ENTRA_GROUP: &str =
+    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
+
+backends!(
+    entra_provisions_a_group_as_its_documentation_shows,
+    okta_keeps_a_group_and_the_access_its_roles_give_follows_at_once,
+    every_group_refusal_is_a_scim_error_and_changes_nothing,
+);
+
+macro_rules! send {
+    ($service:expr, $request:expr) => {{
+        let response = actix_web::test::call_service($service, $request.to_request()).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = actix_web::test::read_body(response).await;
+        (
+            status,
+            headers,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    }};
+}
+
+/// A GraphQL request with a bearer token; answers the JSON body.
+macro_rules! graphql {
+    ($service:expr, $token:expr, $query:expr) => {{
+        let request = TestRequest::post()
+            .uri("/graphql")
+            .insert_header(("authorization", format!("Bearer {}", $token)))
+            .set_json(json!({ "query": $query }));
+        send!($service, request).2
+    }};
+}
+
+fn scim(token: &str, method: Method, path: &str, body: Option<Value>) -> TestRequest {
+    let request = TestRequest::default()
+        .method(method)
+        .uri(&format!("/scim/v2{path}"))
+        .insert_header(("authorization", format!("Bearer {token}")));
+    match body {
+        Some(body) => request
+            .insert_header(("content-type", "application/scim+json"))
+            .set_payload(body.to_string()),
+        None => request,
+    }
+}
+
+fn get(token: &str, path: &str) -> TestRequest {
+    scim(token, Method::GET, path, None)
+}
+
+fn patch(token: &str, id: &str, operations: Value) -> TestRequest {
+    scim(
+        token,
+        Method::PATCH,
+        &format!("/Groups/{id}"),
+        Some(json!({ "schemas": [PATCH], "Operations": operations })),
+    )
+}
+
+fn query(path: &str, filter: &str, rest: &str) -> String {
+    let encoded: String = filter
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    format!("{path}?filter={encoded}{rest}")
+}
+
+fn refused(status: StatusCode, body: &Value, expected: StatusCode, scim_type: Option<&str>) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(
+        body["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
+        "{body}"
+    );
+    if let Some(scim_type) = scim_type {
+        assert_eq!(body["scimType"], scim_type, "{body}");
+    }
+}
+
+/// The ids of a group's members, as answered.
+fn members(group: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = group["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["value"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+async fn changes(state: &custodia::http::AppState, tenant: TenantId) -> usize {
+    state
+        .ports
+        .store
+        .read_chain(ChainId::Tenant(tenant), ChainIndex(0), 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.stream.category.as_str() != "api_key")
+        .count()
+}
+
+struct Setup {
+    state: custodia::http::AppState,
+    tenant: TenantId,
+    token: String,
+    owner_token: String,
+}
+
+async fn setup(db: &TestDatabase) -> Setup {
+    let state = custodia::http::AppState::connect(
+        db.url(),
+        MASTER_KEY.parse().unwrap(),
+        "custodia",
+        "custodia-api",
+    )
+    .await
+    .unwrap();
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let owner_token = sign_in(&state, tenant, "ada@example.org", PASSWORD).await;
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let body = graphql!(
+        &service,
+        &owner_token,
+        r#"mutation { createScimToken(name: "idp") { key } }"#
+    );
+    let token = body["data"]["createScimToken"]["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    Setup {
+        state,
+        tenant,
+        token,
+        owner_token,
+    }
+}
+
+async fn sign_in(
+    state: &custodia::http::AppState,
+    tenant: TenantId,
+    email: &str,
+    password: &str,
+) -> String {
+    start_session(
+        &state.ports,
+        tenant,
+        email,
+        password,
+        None,
+        None,
+        Timestamp::now(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("sign-in refused: {e:?}"))
+    .access_token
+}
+
+/// A user provisioned over SCIM (with a password); answers their id.
+macro_rules! provision {
+    ($service:expr, $token:expr, $email:expr) => {{
+        let user = json!({ "schemas": [USER], "userName": $email, "password": PASSWORD });
+        let (status, _, body) = send!($service, scim($token, Method::POST, "/Users", Some(user)));
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }};
+}
+
+async fn entra_provisions_a_group_as_its_documentation_shows(db: TestDatabase) {
+    let Setup { state, token, .. } = setup(&db).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let (u1, u2) = (
+        provision!(&service, &token, "u1@example.org"),
+        provision!(&service, &token, "u2@example.org"),
+    );
+    // Does the group exist? (Entra leaves the members out.)
+    let lookup = query(
+        "/Groups",
+        r#"displayName eq "Group1DisplayName""#,
+        "&excludedAttributes=members",
+    );
+    let (status, _, body) = send!(&service, get(&token, &lookup));
+    assert_eq!(
+        (status, body["totalResults"].clone()),
+        (StatusCode::OK, json!(0))
+    );
+    // Created empty, with Microsoft's extra schema URI and an id of its
+    // own choosing (the server's id is the one kept).
+    let (status, headers, created) = send!(
+        &service,
+        scim(
+            &token,
+            Method::POST,
+            "/Groups",
+            Some(json!({
+                "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+                "id": "c4b8f8b8-5b3a-4a09-b1a8-1b4cd1a4d2e0",
+                "displayName": "Group1DisplayName",
+                "members": [],
+                "meta": { "resourceType": "Group" },
+                "schemas": [GROUP, ENTRA_GROUP],
+            }))
+        )
+    );
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_ne!(id, "c4b8f8b8-5b3a-4a09-b1a8-1b4cd1a4d2e0");
+    assert_eq!(
+        headers.get("location").unwrap().to_str().unwrap(),
+        created["meta"]["location"]
+    );
+    assert_eq!(created["meta"]["version"], "W/\"1\"");
+    assert_eq!(created["schemas"], json!([GROUP]));
+    let (_, _, body) = send!(&service, get(&token, &lookup));
+    assert_eq!(body["Resources"][0]["id"], id, "{body}");
+    assert!(body["Resources"][0].get("members").is_none(), "{body}");
+    let (_, _, body) = send!(
+        &service,
+        get(
+            &token,
+            &query(
+                "/Groups",
+                r#"externalId eq "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159""#,
+                ""
+            )
+        )
+    );
+    assert_eq!(body["totalResults"], 1, "{body}");
+
+    // Members added with "$ref": null: 204.
+    let (status, _, _) = send!(
+        &service,
+        patch(
+            &token,
+            &id,
+            json!([{ "op": "Add", "path": "members", "value": [
+                { "$ref": null, "value": u1 }, { "$ref": null, "value": u2 }
+            ] }])
+        )
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, _, group) = send!(&service, get(&token, &format!("/Groups/{id}")));
+    let mut both = vec![u1.clone(), u2.clone()];
+    both.sort();
+    assert_eq!(members(&group), both);
+    assert!(group["members"][0]["$ref"]
+        .as_str()
+        .unwrap()
+        .contains("/scim/v2/Users/"));
+    // Removed by a value array, and by a filtered path.
+    let (status, _, _) = send!(
+        &service,
+        patch(
+            &token,
+            &id,
+            json!([{ "op": "Remove", "path": "members", "value": [{ "$ref": null, "value": u1 }] }])
+        )
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, _, group) = send!(&service, get(&token, &format!("/Groups/{id}")));
+    assert_eq!(members(&group), [u2.clone()]);
+    let (status, _, _) = send!(
+        &service,
+        patch(
+            &token,
+            &id,
+            json!([{ "op": "Remove", "path": format!("members[value eq \"{u2}\"]") }])
+        )
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // Renamed with a capitalised Replace.
+    let (status, _, _) = send!(
+        &service,
+        patch(
+            &token,
+            &id,
+            json!([{ "op": "Replace", "path": "displayName", "value": "1879db59-3bdf-4490-ad68-ab880a269474updatedDisplayName" }])
+        )
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, _, group) = send!(&service, get(&token, &format!("/Groups/{id}")));
+    assert_eq!(
+        group["displayName"],
+        "1879db59-3bdf-4490-ad68-ab880a269474updatedDisplayName"
+    );
+    assert_eq!(members(&group), Vec::<String>::new());
+    assert_eq!(group["meta"]["version"], "W/\"5\"", "{group}");
+    // Deleted: 204, then gone.
+    let (status, _, _) = send!(
+        &service,
+        scim(&token, Method::DELETE, &format!("/Groups/{id}"), None)
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, body) = send!(&service, get(&token, &format!("/Groups/{id}")));
+    refused(status, &body, StatusCode::NOT_FOUND, None);
+    running.stop().await;
+}
+
+async fn okta_keeps_a_group_and_the_access_its_roles_give_follows_at_once(db: TestDatabase) {
+    let Setup {
+        state,
+        tenant,
+        token,
+        owner_token,
+    } = setup(&db).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let (u1, u2) = (
+        provision!(&service, &token, "u1@example.org"),
+        provision!(&service, &token, "u2@example.org"),
+    );
+    // Okta pushes a group with a member.
+    let (status, _, created) = send!(
+        &service,
+        scim(
+            &token,
+            Method::POST,
+            "/Groups",
+            Some(json!({
+                "schemas": [GROUP],
+                "displayName": "Auditors",
+                "members": [{ "value": u2, "display": "u2@example.org" }],
+            }))
+        )
+    );
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // The tenant's owner decides what the group grants (not SCIM).
+    let body = graphql!(
+        &service,
+        &owner_token,
+        format!(
+            r#"mutation {{ grantRoleToGroup(groupId: "{id}", role: "auditor") {{ changed }} }}"#
+        )
+    );
+    assert_eq!(body["data"]["grantRoleToGroup"]["changed"], true, "{body}");
+    let body = graphql!(
+        &service,
+        &owner_token,
+        "{ groups { edges { node { id name roles memberIds revision } } } }"
+    );
+    assert_eq!(
+        body["data"]["groups"]["edges"][0]["node"]["roles"],
+        json!(["auditor"]),
+        "{body}"
+    );
+    // The SCIM token cannot: it opens nothing but /scim/v2.
+    let (status, _, _) = send!(
+        &service,
+        TestRequest::post()
+            .uri("/graphql")
+            .insert_header(("authorization", format!("Bearer {token}")))
+            .set_json(json!({ "query": format!(r#"mutation {{ grantRoleToGroup(groupId: "{id}", role: "owner") {{ changed }} }}"#) }))
+    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let review = r#"{ accessReview { userId role groupId } }"#;
+    let u1_token = sign_in(&state, tenant, "u1@example.org", PASSWORD).await;
+    let body = graphql!(&service, &u1_token, review);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+
+    // Okta's membership change: remove by filter and add, in one PATCH.
+    let (status, _, _) = send!(
+        &service,
+        patch(
+            &token,
+            &id,
+            json!([
+                { "op": "remove", "path": format!("members[value eq \"{u2}\"]") },
+                { "op": "add", "path": "members", "value": [{ "value": u1, "display": "u1@example.org" }] },
+            ])
+        )
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The same access token reads the access review now: u1 is an auditor
+    // through the group, and the review says so.
+    let body = graphql!(&service, &u1_token, review);
+    let holdings = body["data"]["accessReview"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        holdings
+            .iter()
+            .any(|h| h["userId"] == u1 && h["role"] == "auditor" && h["groupId"] == id),
+        "{body}"
+    );
+    assert!(!holdings.iter().any(|h| h["userId"] == u2), "{body}");
+    let changes_query = format!(
+        r#"{{ accessChanges(from: "2000-01-01T00:00:00Z", to: "2100-01-01T00:00:00Z") {{ userId change role groupId }} }}"#
+    );
+    let body = graphql!(&service, &u1_token, changes_query);
+    let seen = body["data"]["accessChanges"].to_string();
+    for expected in [
+        json!({ "userId": u2, "change": "GRANTED", "role": "auditor", "groupId": id }),
+        json!({ "userId": u2, "change": "REVOKED", "role": "auditor", "groupId": id }),
+        json!({ "userId": u1, "change": "GRANTED", "role": "auditor", "groupId": id }),
+    ] {
+        assert!(
+            seen.contains(&expected.to_string()),
+            "{expected} not in {seen}"
+        );
+    }
+
+    // Renamed as Okta does: a path-less replace carrying the id.
+    let (status, _, _) = send!(
+        &service,
+        patch(
+            &token,
+            &id,
+            json!([{ "op": "replace", "value": { "id": id, "displayName": "Auditors EU" } }])
+        )
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, _, body) = send!(
+        &service,
+        get(
+            &token,
+            &query(
+                "/Groups",
+                r#"displayName eq "auditors eu""#,
+                "&startIndex=1&count=100"
+            )
+        )
+    );
+    assert_eq!(body["Resources"][0]["id"], id, "{body}");
+    assert_eq!(members(&body["Resources"][0]), [u1.clone()]);
+
+    // Out of the group: the access ends at once, on the same token.
+    let (status, _, _) = send!(
+        &service,
+        patch(
+            &token,
+            &id,
+            json!([{ "op": "remove", "path": format!("members[value eq \"{u1}\"]") }])
+        )
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let body = graphql!(&service, &u1_token, review);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+
+    // A deleted user leaves every group.
+    send!(
+        &service,
+        patch(
+            &token,
+            &id,
+            json!([{ "op": "add", "path": "members", "value": [{ "value": u2 }] }])
+        )
+    );
+    let (status, _, _) = send!(
+        &service,
+        scim(&token, Method::DELETE, &format!("/Users/{u2}"), None)
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, _, group) = send!(&service, get(&token, &format!("/Groups/{id}")));
+    assert_eq!(members(&group), Vec::<String>::new());
+    running.stop().await;
+}
+
+async fn every_group_refusal_is_a_scim_error_and_changes_nothing(db: TestDatabase) {
+    let Setup {
+        state,
+        tenant,
+        token,
+        ..
+    } = setup(&db).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let u1 = provision!(&service, &token, "u1@example.org");
+    let gone = provision!(&service, &token, "gone@example.org");
+    send!(
+        &service,
+        scim(&token, Method::DELETE, &format!("/Users/{gone}"), None)
+    );
+    let (_, _, group) = send!(
+        &service,
+        scim(
+            &token,
+            Method::POST,
+            "/Groups",
+            Some(
+                json!({ "schemas": [GROUP], "displayName": "Sales", "members": [{ "value": u1 }] })
+            )
+        )
+    );
+    let id = group["id"].as_str().unwrap().to_owned();
+    let path = format!("/Groups/{id}");
+    // Another tenant, with a group and a user of its own.
+    let other = setup(&db).await;
+    let other_service =
+        actix_web::test::init_service(custodia::http::app(other.state.clone())).await;
+    let stranger = provision!(&other_service, &other.token, "eve@example.org");
+    let (_, _, theirs) = send!(
+        &other_service,
+        scim(
+            &other.token,
+            Method::POST,
+            "/Groups",
+            Some(json!({ "schemas": [GROUP], "displayName": "Theirs" }))
+        )
+    );
+    let theirs = format!("/Groups/{}", theirs["id"].as_str().unwrap());
+
+    let group_with = |extra: Value| {
+        let mut group = json!({ "schemas": [GROUP], "displayName": "New" });
+        for (k, v) in extra.as_object().unwrap() {
+            group[k] = v.clone();
+        }
+        Some(group)
+    };
+    let ops = |operations: Value| Some(json!({ "schemas": [PATCH], "Operations": operations }));
+    let before = changes(&state, tenant).await;
+    let cases: Vec<(Method, String, Option<Value>, StatusCode, Option<&str>)> = vec![
+        (
+            Method::POST,
+            "/Groups".into(),
+            Some(json!({ "displayName": "x" })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidSyntax"),
+        ),
+        (
+            Method::POST,
+            "/Groups".into(),
+            Some(json!({ "schemas": [GROUP] })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::POST,
+            "/Groups".into(),
+            group_with(json!({ "displayName": "ann@example.org" })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::POST,
+            "/Groups".into(),
+            group_with(json!({ "owner": "x" })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidSyntax"),
+        ),
+        (
+            Method::POST,
+            "/Groups".into(),
+            group_with(json!({ "members": [{ "value": "not-an-id" }] })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::POST,
+            "/Groups".into(),
+            group_with(json!({ "members": [{ "value": uuid::Uuid::now_v7() }] })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::POST,
+            "/Groups".into(),
+            group_with(json!({ "members": [{ "value": stranger }] })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::POST,
+            "/Groups".into(),
+            group_with(json!({ "members": [{ "value": gone }] })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::POST,
+            "/Groups".into(),
+            group_with(json!({ "members": [{ "value": id, "type": "Group" }] })),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::GET,
+            theirs.clone(),
+            None,
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            Method::PUT,
+            theirs.clone(),
+            group_with(json!({})),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            Method::PATCH,
+            theirs.clone(),
+            ops(json!([{ "op": "replace", "path": "displayName", "value": "Mine" }])),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            Method::DELETE,
+            theirs.clone(),
+            None,
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            ops(json!([{ "op": "add", "path": "members", "value": [{ "value": stranger }] }])),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            ops(json!([{ "op": "replace", "path": "members[value", "value": [] }])),
+            StatusCode::BAD_REQUEST,
+            Some("invalidPath"),
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            ops(json!([{ "op": "replace", "path": "owner", "value": "x" }])),
+            StatusCode::BAD_REQUEST,
+            Some("invalidPath"),
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            ops(json!([{ "op": "replace", "value": { "id": uuid::Uuid::now_v7() } }])),
+            StatusCode::BAD_REQUEST,
+            Some("mutability"),
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            ops(json!([{ "op": "remove", "path": "displayName" }])),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+        // A valid rename beside a member who is not one: neither is written.
+        (
+            Method::PATCH,
+            path.clone(),
+            ops(json!([
+                { "op": "replace", "path": "displayName", "value": "Renamed" },
+                { "op": "add", "path": "members", "value": [{ "value": gone }] },
+            ])),
+            StatusCode::BAD_REQUEST,
+            Some("invalidValue"),
+        ),
+    ];
+    for (n, (method, path, body, expected, scim_type)) in cases.into_iter().enumerate() {
+        let (status, _, answer) = send!(&service, scim(&token, method, &path, body));
+        refused(status, &answer, expected, scim_type);
+        assert_eq!(changes(&state, tenant).await, before, "case {n} wrote");
+    }
+    for (method, body) in [
+        (Method::PUT, group_with(json!({}))),
+        (
+            Method::PATCH,
+            ops(json!([{ "op": "replace", "path": "displayName", "value": "x" }])),
+        ),
+        (Method::DELETE, None),
+    ] {
+        let (status, _, answer) = send!(
+            &service,
+            scim(&token, method, &path, body).insert_header(("if-match", "W/\"7\""))
+        );
+        refused(status, &answer, StatusCode::PRECONDITION_FAILED, None);
+    }
+    assert_eq!(changes(&state, tenant).await, before);
+    let (_, _, now) = send!(&service, get(&token, &path));
+    assert_eq!(now["displayName"], "Sales");
+    assert_eq!(members(&now), [u1]);
+    running.stop().await;
+}
