@@ -130,6 +130,15 @@ async fn changes(state: &custodia::http::AppState, tenant: TenantId) -> usize {
         .count()
 }
 
+/// A request and the refusal it must get: method, path, body, status, scimType.
+type Case = (
+    Method,
+    String,
+    Option<Value>,
+    StatusCode,
+    Option<&'static str>,
+);
+
 struct Setup {
     state: custodia::http::AppState,
     tenant: TenantId,
@@ -546,7 +555,7 @@ async fn every_group_refusal_is_a_scim_error_and_changes_nothing(db: TestDatabas
     };
     let ops = |operations: Value| Some(json!({ "schemas": [PATCH], "Operations": operations }));
     let before = changes(&state, tenant).await;
-    let cases: Vec<(Method, String, Option<Value>, StatusCode, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/Groups".into(),
