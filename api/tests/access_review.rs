@@ -163,7 +163,7 @@ async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatab
     let mut lines = everyone.lines();
     assert_eq!(
         lines.next(),
-        Some("user,role,since,granted_by,grant_event,paused,permissions")
+        Some("user,role,since,granted_by,grant_event,paused,permissions,through_group")
     );
     assert_eq!(lines.clone().count(), 2, "{everyone}");
     assert!(everyone.contains(",owner,"), "{everyone}");

@@ -196,9 +196,9 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
     // Another method on a discovery endpoint: 405.
     let (status, body) = call!(&service, scim(Some(&token), "POST", "/Schemas"));
     scim_error(status, &body, StatusCode::METHOD_NOT_ALLOWED);
-    // Groups are not built yet: said plainly.
+    // A group that is not there: a SCIM 404.
     let (status, body) = call!(&service, scim(Some(&token), "GET", "/Groups/1"));
-    scim_error(status, &body, StatusCode::NOT_IMPLEMENTED);
+    scim_error(status, &body, StatusCode::NOT_FOUND);
 
     // No token, a malformed one, a general API key, an access token: 401
     // as SCIM says it, and an outsider learns nothing of what exists.

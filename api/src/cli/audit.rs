@@ -209,7 +209,7 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
             let holdings = access_review(&state.ports, &super::operator(), tenant, at)
                 .await
                 .map_err(|e| failed(&e))?;
-            let rows: Vec<[String; 7]> = holdings
+            let rows: Vec<[String; 8]> = holdings
                 .iter()
                 .map(|h| {
                     [
@@ -220,6 +220,7 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
                         h.grant_event.to_string(),
                         h.paused.to_string(),
                         h.permissions.join(" "),
+                        h.group.map(|g| g.to_string()).unwrap_or_default(),
                     ]
                 })
                 .collect();
@@ -231,6 +232,7 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
                 "grant_event",
                 "paused",
                 "permissions",
+                "through_group",
             ];
             print_rows(&header, &rows, csv);
         }
@@ -249,7 +251,7 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
             let changes = access_changes(&state.ports, &super::operator(), tenant, from, to)
                 .await
                 .map_err(|e| failed(&e))?;
-            let rows: Vec<[String; 6]> = changes
+            let rows: Vec<[String; 7]> = changes
                 .iter()
                 .map(|c| {
                     [
@@ -259,11 +261,20 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
                         c.role.clone(),
                         c.actor.to_string(),
                         c.event_id.to_string(),
+                        c.group.map(|g| g.to_string()).unwrap_or_default(),
                     ]
                 })
                 .collect();
             print_rows(
-                &["at", "change", "user", "role", "actor", "event"],
+                &[
+                    "at",
+                    "change",
+                    "user",
+                    "role",
+                    "actor",
+                    "event",
+                    "through_group",
+                ],
                 &rows,
                 csv,
             );
@@ -297,6 +308,7 @@ pub async fn run(database_url: &str, command: AuditCommand) -> Result<ExitCode, 
                     "granted_by": h.granted_by.to_string(),
                     "grant_event": h.grant_event.to_string(),
                     "paused": h.paused,
+                    "through_group": h.group,
                 })).collect::<Vec<_>>(),
                 "consents": subject.consents.as_ref().map(|consents| consents.iter().map(|c| json!({
                     "purpose": c.purpose,
