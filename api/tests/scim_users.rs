@@ -815,7 +815,8 @@ async fn okta_provisions_updates_and_deactivates_as_its_documentation_shows(db: 
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["name"]["givenName"], "Another");
     assert_eq!(updated["externalId"], "00ujl29u0le5T6Aj10h7");
-    // Deactivate (Okta never deletes): a path-less replace.
+    // Password sync sends the same password with a profile update: the
+    // password, and so the user's sessions, are left alone.
     let session = sign_in(
         &state,
         tenant,
@@ -823,6 +824,25 @@ async fn okta_provisions_updates_and_deactivates_as_its_documentation_shows(db: 
         "1mz050nq, long enough",
     )
     .await;
+    let mut with_password = updated.clone();
+    with_password["password"] = json!("1mz050nq, long enough");
+    with_password["title"] = json!("Manager");
+    let (status, _, body) = send!(
+        &service,
+        scim(
+            &token,
+            Method::PUT,
+            &format!("/Users/{id}"),
+            Some(with_password)
+        )
+    );
+    assert_eq!(
+        (status, body["title"].clone()),
+        (StatusCode::OK, json!("Manager")),
+        "{body}"
+    );
+    assert!(token_works!(&service, &session));
+    // Deactivate (Okta never deletes): a path-less replace.
     let (status, _, body) = send!(
         &service,
         patch(

@@ -730,7 +730,19 @@ impl Writes<'_> {
                     .map_err(command_error)?;
             self.wrote(outcome);
         }
-        if let Some(password) = wanted.password {
+        // The same password again (Okta's sync repeats it) changes nothing.
+        let password = match wanted.password {
+            Some(password) => {
+                let caller = self.client.caller(&self.origin, None);
+                let same =
+                    credentials::is_current_password(&state.ports, &caller, tenant, id, &password)
+                        .await
+                        .map_err(command_error)?;
+                (!same).then_some(password)
+            }
+            None => None,
+        };
+        if let Some(password) = password {
             let caller = self.caller();
             let outcome = credentials::set_password(&state.ports, &caller, tenant, id, &password)
                 .await

@@ -354,6 +354,30 @@ async fn open_sealed(
     Ok(ports.vault.open(&context, sealed).await?)
 }
 
+/// Whether `password` is the user's current password, counted as no
+/// attempt. An edge that is sent the same password again (Okta's password
+/// sync repeats it with profile updates) leaves it, and the user's
+/// sessions, alone. Needs `credential.manage` on the user, who could as
+/// well be given a new one.
+pub async fn is_current_password(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    password: &str,
+) -> Result<bool, CommandError> {
+    authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
+    let (credential, _) = load::<Credential>(&*ports.store, &credential_stream(user)).await?;
+    let Some(hash) = current_hash(ports, tenant, user, &credential).await? else {
+        return Ok(false);
+    };
+    match ports.passwords.verify(password, &hash).await {
+        Ok(check) => Ok(check.matches),
+        Err(PasswordError::UnknownFormat | PasswordError::TooCostly { .. }) => Ok(false),
+        Err(other) => Err(password_failure(other)),
+    }
+}
+
 async fn current_hash(
     ports: &Ports,
     tenant: TenantId,
