@@ -26,6 +26,7 @@ backends!(
     entra_provisions_a_group_as_its_documentation_shows,
     okta_keeps_a_group_and_the_access_its_roles_give_follows_at_once,
     every_group_refusal_is_a_scim_error_and_changes_nothing,
+    concurrent_changes_without_if_match_are_all_kept,
 );
 
 macro_rules! send {
@@ -717,5 +718,85 @@ async fn every_group_refusal_is_a_scim_error_and_changes_nothing(db: TestDatabas
     let (_, _, now) = send!(&service, get(&token, &path));
     assert_eq!(now["displayName"], "Sales");
     assert_eq!(members(&now), [u1]);
+    running.stop().await;
+}
+
+/// Providers send member changes to one group in parallel, and never an
+/// `If-Match`: each is applied to the group as it is when it commits, so
+/// none is lost and none is refused. The same holds for a user's attributes.
+async fn concurrent_changes_without_if_match_are_all_kept(db: TestDatabase) {
+    let Setup { state, token, .. } = setup(&db).await;
+    let running = state.projections.start(state.ports.store.clone());
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let mut users = Vec::new();
+    for n in 0..8 {
+        users.push(provision!(&service, &token, format!("m{n}@example.org")));
+    }
+    let (_, _, group) = send!(
+        &service,
+        scim(
+            &token,
+            Method::POST,
+            "/Groups",
+            Some(json!({ "schemas": [GROUP], "displayName": "Everyone" }))
+        )
+    );
+    let id = group["id"].as_str().unwrap().to_owned();
+    // Real parallel requests, over sockets, from threads.
+    let served = served::serve_on_a_port(&state).await;
+    let user = users[0].clone();
+    let statuses = served::python(
+        r#"
+import http.client, json, sys, threading
+address, token, group, user = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+members = sys.argv[5].split(",")
+host, port = address.rsplit(":", 1)
+statuses, lock = [], threading.Lock()
+def send(path, operations):
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    body = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations})
+    connection.request("PATCH", "/scim/v2" + path, body, {"authorization": "Bearer " + token, "content-type": "application/scim+json"})
+    status = connection.getresponse().status
+    with lock:
+        statuses.append(status)
+jobs = [("/Groups/" + group, [{"op": "Add", "path": "members", "value": [{"value": m}]}]) for m in members]
+jobs += [("/Users/" + user, [{"op": "replace", "path": p, "value": v}]) for p, v in
+         [("title", "Lead"), ("nickName", "Em"), ("locale", "fr-FR"), ("userType", "Employee")]]
+barrier = threading.Barrier(len(jobs))
+def run(job):
+    barrier.wait()
+    send(*job)
+threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps(sorted(statuses)))
+"#,
+        [
+            served.address.to_string(),
+            token.clone(),
+            id.clone(),
+            user.clone(),
+            users.join(","),
+        ],
+    )
+    .await;
+    let mut expected_statuses = vec![json!(204); 8];
+    expected_statuses.extend(vec![json!(200); 4]);
+    expected_statuses.sort_by_key(|s| s.as_u64());
+    assert_eq!(statuses, json!(expected_statuses));
+    served.stop().await;
+    let (_, _, group) = send!(&service, get(&token, &format!("/Groups/{id}")));
+    let mut expected = users.clone();
+    expected.sort();
+    assert_eq!(members(&group), expected);
+    let (_, _, now) = send!(&service, get(&token, &format!("/Users/{user}")));
+    for (attribute, value) in [
+        ("title", "Lead"),
+        ("nickName", "Em"),
+        ("locale", "fr-FR"),
+        ("userType", "Employee"),
+    ] {
+        assert_eq!(now[attribute], value, "{now}");
+    }
     running.stop().await;
 }

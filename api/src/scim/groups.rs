@@ -352,7 +352,7 @@ async fn change(
         add: wanted.members.difference(&now).copied().collect(),
         remove: now.difference(&wanted.members).copied().collect(),
         // The revision read: a change in between is refused, not lost.
-        revision: Some(revision.unwrap_or(group.doc.stamp.version)),
+        revision,
     };
     run(state, client, origin, command).await
 }
@@ -365,21 +365,45 @@ pub async fn replace(
 ) -> Result<HttpResponse, ScimError> {
     let client = authenticate(&state, &request).await?;
     let id = group_id(&path)?;
-    let (group, revision) = current(&state, &client, &request, id).await?;
-    let wanted = incoming(&read_json(&body)?, Some(id))?;
-    change(
-        &state,
-        &client,
-        &format!("scim PUT /Groups/{id}"),
-        &group,
-        revision,
-        wanted,
-    )
+    let body = read_json(&body)?;
+    retried(&state, &client, &request, id, "PUT", |_| {
+        incoming(&body, Some(id))
+    })
     .await?;
     let group = stored(&state, client.tenant, id)
         .await?
         .ok_or_else(not_found)?;
     Ok(respond(StatusCode::OK, &group, &client.base, None))
+}
+
+/// Reads the group, makes what `wanted` asks of it, and writes it at the
+/// revision read. Without `If-Match`, a change by someone else in between
+/// is not a refusal: the request is applied again to the group as it is
+/// now (a few times), so concurrent member changes are all kept.
+async fn retried(
+    state: &AppState,
+    client: &Client,
+    request: &HttpRequest,
+    id: Uuid,
+    method: &str,
+    wanted: impl Fn(&Stored) -> Result<Incoming, ScimError>,
+) -> Result<(), ScimError> {
+    let origin = format!("scim {method} /Groups/{id}");
+    for attempt in 0.. {
+        let (group, asked) = current(state, client, request, id).await?;
+        let wanted = wanted(&group)?;
+        match change(state, client, &origin, &group, asked, wanted).await {
+            Err(e)
+                if e.status == StatusCode::PRECONDITION_FAILED
+                    && asked.is_none()
+                    && attempt < 4 =>
+            {
+                super::catch_up(state).await?;
+            }
+            answer => return answer,
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// PATCH: applied to the group's resource, checked as a whole, written as
@@ -393,18 +417,11 @@ pub async fn modify(
     let client = authenticate(&state, &request).await?;
     let id = group_id(&path)?;
     let operations = patch::operations(&read_json(&body)?).map_err(ScimError::from)?;
-    let (group, revision) = current(&state, &client, &request, id).await?;
-    let mut resource = group.resource(&client.base);
-    patch::apply(&mut resource, &operations, &GroupShape).map_err(ScimError::from)?;
-    let wanted = incoming(&resource, Some(id))?;
-    change(
-        &state,
-        &client,
-        &format!("scim PATCH /Groups/{id}"),
-        &group,
-        revision,
-        wanted,
-    )
+    retried(&state, &client, &request, id, "PATCH", |group| {
+        let mut resource = group.resource(&client.base);
+        patch::apply(&mut resource, &operations, &GroupShape).map_err(ScimError::from)?;
+        incoming(&resource, Some(id))
+    })
     .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -419,7 +436,7 @@ pub async fn delete(
     let (group, revision) = current(&state, &client, &request, id).await?;
     let command = MembershipCommand::DeleteGroup {
         group: group.id,
-        revision: Some(revision.unwrap_or(group.doc.stamp.version)),
+        revision,
     };
     run(
         &state,

@@ -151,6 +151,23 @@ impl Client {
     }
 }
 
+/// Waits until the read models hold everything in the log now: before a
+/// request is applied again to what someone else just changed.
+pub async fn catch_up(state: &AppState) -> Result<(), ScimError> {
+    let head = state
+        .ports
+        .store
+        .head()
+        .await
+        .map_err(|e| command_error(e.into()))?;
+    state
+        .projections
+        .wait_for(head)
+        .await
+        .map_err(|e| command_error(e.into()))?;
+    Ok(())
+}
+
 /// A request body as JSON, or `invalidSyntax`.
 pub fn read_json(body: &[u8]) -> Result<Value, ScimError> {
     serde_json::from_slice(body).map_err(|e| {

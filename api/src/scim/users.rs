@@ -664,6 +664,7 @@ struct Writes<'a> {
 }
 
 impl Writes<'_> {
+    /// A caller for the next command on the user's stream.
     fn caller(&mut self) -> Caller {
         self.client.caller(&self.origin, self.expected.take())
     }
@@ -743,7 +744,8 @@ impl Writes<'_> {
             None => None,
         };
         if let Some(password) = password {
-            let caller = self.caller();
+            // Another stream (the credential's): the version is not its own.
+            let caller = self.client.caller(&self.origin, None);
             let outcome = credentials::set_password(&state.ports, &caller, tenant, id, &password)
                 .await
                 .map_err(command_error)?;
@@ -906,9 +908,41 @@ pub async fn replace(
     let client = authenticate(&state, &request).await?;
     client.require(Permission::UserUpdate)?;
     let id = user_id(&path)?;
-    let (user, expected) = current(&state, &client, &request, id).await?;
-    let wanted = incoming(&read_json(&body)?, Some(id))?;
-    write(&state, &client, "PUT", user, expected, wanted).await
+    let body = read_json(&body)?;
+    retried(&state, &client, &request, id, "PUT", |_| {
+        incoming(&body, Some(id))
+    })
+    .await
+}
+
+/// Reads the user, makes what `wanted` asks of them, and writes it, with
+/// the version read as the expected one. Without `If-Match`, a change by
+/// someone else in between is not a refusal: the request is applied again
+/// to the user as they are now (a few times), so nothing is lost.
+async fn retried(
+    state: &AppState,
+    client: &Client,
+    request: &HttpRequest,
+    id: Uuid,
+    method: &str,
+    wanted: impl Fn(&Stored) -> Result<Incoming, ScimError>,
+) -> Result<HttpResponse, ScimError> {
+    for attempt in 0.. {
+        let (user, asked) = current(state, client, request, id).await?;
+        let wanted = wanted(&user)?;
+        let expected = asked.or(Some(StreamVersion(user.version)));
+        match write(state, client, method, user, expected, wanted).await {
+            Err(e)
+                if e.status == StatusCode::PRECONDITION_FAILED
+                    && asked.is_none()
+                    && attempt < 4 =>
+            {
+                super::catch_up(state).await?;
+            }
+            answer => return answer,
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 async fn write(
@@ -959,13 +993,14 @@ pub async fn modify(
             "active cannot be removed; replace it with false to suspend the user",
         ));
     }
-    let (user, expected) = current(&state, &client, &request, id).await?;
-    let mut resource = user.resource(&client.base);
-    patch::apply(&mut resource, &operations, &UserShape).map_err(ScimError::from)?;
-    // A password set by the patch is in the patched resource; the rest is
-    // checked as a whole resource, as a PUT would be.
-    let wanted = incoming(&resource, Some(id))?;
-    write(&state, &client, "PATCH", user, expected, wanted).await
+    retried(&state, &client, &request, id, "PATCH", |user| {
+        let mut resource = user.resource(&client.base);
+        patch::apply(&mut resource, &operations, &UserShape).map_err(ScimError::from)?;
+        // A password set by the patch is in the patched resource; the rest
+        // is checked as a whole resource, as a PUT would be.
+        incoming(&resource, Some(id))
+    })
+    .await
 }
 
 pub async fn delete(
