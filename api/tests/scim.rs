@@ -333,6 +333,16 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
         .and_then(|rest| rest.split('_').next())
         .map(|id| uuid::Uuid::parse_str(id).unwrap().to_string())
         .unwrap();
+    // Listed from the command line too, without a secret.
+    let listed = cli(&["scim", "token", "list", "--tenant", &tenant_text]);
+    let line = listed
+        .lines()
+        .find(|line| line.contains(&key_id))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["name"], "Entra ID", "{line}");
+    assert!(line["revoked_at"].is_null(), "{line}");
+    assert!(!listed.contains(&made), "{listed}");
     assert_eq!(
         cli(&[
             "scim",

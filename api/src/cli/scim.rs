@@ -1,4 +1,4 @@
-//! `custodia scim token create|revoke`: SCIM tokens made by the platform
+//! `custodia scim token create|list|revoke`: SCIM tokens made by the platform
 //! operator from the command line (tenant admins use GraphQL
 //! `createScimToken`); ADR 0012, docs/scim.md.
 
@@ -27,6 +27,11 @@ pub enum TokenCommand {
         #[arg(long)]
         name: String,
     },
+    /// List a tenant's SCIM tokens as JSON lines (never a secret).
+    List {
+        #[arg(long)]
+        tenant: TenantId,
+    },
     /// Revoke a SCIM token at once.
     Revoke {
         #[arg(long)]
@@ -51,6 +56,43 @@ pub async fn run(database_url: &str, command: ScimCommand) -> Result<ExitCode, S
                 created.key_id
             );
             println!("{}", created.key);
+        }
+        TokenCommand::List { tenant } => {
+            // The read models, brought up to the log first.
+            let running = state.projections.start(state.ports.store.clone());
+            let head = state.ports.store.head().await.map_err(|e| e.to_string())?;
+            state
+                .projections
+                .wait_for(head)
+                .await
+                .map_err(|e| e.to_string())?;
+            let rows = custodia_application::read_models::list_all(
+                &*state.models,
+                custodia_application::RowQuery {
+                    model: "api_key",
+                    tenant: Some(tenant.as_uuid()),
+                    kind: Some("scim".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            running.stop().await;
+            for row in rows {
+                let doc: custodia_projections::documents::ApiKeyDoc =
+                    custodia_projections::documents::read(&row).map_err(|e| e.to_string())?;
+                let time = |micros: Option<i64>| micros.map(|m| Timestamp(m).to_string());
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "key_id": row.id,
+                        "name": doc.name,
+                        "created_by": doc.created_by,
+                        "last_used_at": time(doc.last_used_at),
+                        "revoked_at": time(doc.revoked_at),
+                    })
+                );
+            }
         }
         TokenCommand::Revoke { tenant, key_id } => {
             let outcome =

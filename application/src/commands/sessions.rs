@@ -252,10 +252,6 @@ pub async fn start_session(
     // sessions, together.
     let mut started = false;
     for _ in 0..=super::PLAN_RETRIES {
-        // Decided again after a conflict with a suspension or a new password
-        // (both end the sessions in the index this plan writes): the user
-        // must still be allowed in, with the password that was checked.
-        still_allowed(ports, tenant, user, &verified).await?;
         let (unlist, evict) = room_for_one_more(ports, user, at).await?;
         // The password (and second factor) just verified is the proof.
         let proven = by_own_secret(&caller, tenant);
@@ -294,6 +290,13 @@ pub async fn start_session(
             Ok(events)
         })
         .await?;
+        // The user must still be allowed in, with the password that was
+        // checked: read after the index. A suspension or a new password
+        // writes the index too, so one committed before that read is seen
+        // here, and one committed after it conflicts with this plan (which
+        // is then decided again). Read before the index, a suspension could
+        // commit in between and the session start after it.
+        still_allowed(ports, tenant, user, &verified).await?;
         if plan.commit().await?.is_some() {
             started = true;
             break;
