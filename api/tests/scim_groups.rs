@@ -5,22 +5,17 @@
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::TestRequest;
-use custodia_application::commands::sessions::start_session;
-use custodia_domain::{ChainId, ChainIndex, TenantId, Timestamp};
-use custodia_tests::identity::tenant_with_owner;
 use custodia_tests::{backends, TestDatabase};
 use serde_json::{json, Value};
 
 #[allow(dead_code)] // the socket helpers; this file uses `call!`
 mod served;
 
-const PASSWORD: &str = "correct horse battery staple";
-const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-const ENTRA_GROUP: &str =
-    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
+#[macro_use]
+#[allow(dead_code, unused_macros)] // shared by the SCIM test files
+mod scim_client;
+
+use scim_client::*;
 
 backends!(
     entra_provisions_a_group_as_its_documentation_shows,
@@ -29,81 +24,8 @@ backends!(
     concurrent_changes_without_if_match_are_all_kept,
 );
 
-macro_rules! send {
-    ($service:expr, $request:expr) => {{
-        let response = actix_web::test::call_service($service, $request.to_request()).await;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = actix_web::test::read_body(response).await;
-        (
-            status,
-            headers,
-            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-        )
-    }};
-}
-
-/// A GraphQL request with a bearer token; answers the JSON body.
-macro_rules! graphql {
-    ($service:expr, $token:expr, $query:expr) => {{
-        let request = TestRequest::post()
-            .uri("/graphql")
-            .insert_header(("authorization", format!("Bearer {}", $token)))
-            .set_json(json!({ "query": $query }));
-        send!($service, request).2
-    }};
-}
-
-fn scim(token: &str, method: Method, path: &str, body: Option<Value>) -> TestRequest {
-    let request = TestRequest::default()
-        .method(method)
-        .uri(&format!("/scim/v2{path}"))
-        .insert_header(("authorization", format!("Bearer {token}")));
-    match body {
-        Some(body) => request
-            .insert_header(("content-type", "application/scim+json"))
-            .set_payload(body.to_string()),
-        None => request,
-    }
-}
-
-fn get(token: &str, path: &str) -> TestRequest {
-    scim(token, Method::GET, path, None)
-}
-
-fn patch(token: &str, id: &str, operations: Value) -> TestRequest {
-    scim(
-        token,
-        Method::PATCH,
-        &format!("/Groups/{id}"),
-        Some(json!({ "schemas": [PATCH], "Operations": operations })),
-    )
-}
-
-fn query(path: &str, filter: &str, rest: &str) -> String {
-    let encoded: String = filter
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect();
-    format!("{path}?filter={encoded}{rest}")
-}
-
-fn refused(status: StatusCode, body: &Value, expected: StatusCode, scim_type: Option<&str>) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(
-        body["schemas"],
-        json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
-        "{body}"
-    );
-    if let Some(scim_type) = scim_type {
-        assert_eq!(body["scimType"], scim_type, "{body}");
-    }
-}
+const ENTRA_GROUP: &str =
+    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
 
 /// The ids of a group's members, as answered.
 fn members(group: &Value) -> Vec<String> {
@@ -119,18 +41,6 @@ fn members(group: &Value) -> Vec<String> {
     ids
 }
 
-async fn changes(state: &custodia::http::AppState, tenant: TenantId) -> usize {
-    state
-        .ports
-        .store
-        .read_chain(ChainId::Tenant(tenant), ChainIndex(0), 100_000)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.stream.category.as_str() != "api_key")
-        .count()
-}
-
 /// A request and the refusal it must get: method, path, body, status, scimType.
 type Case = (
     Method,
@@ -140,70 +50,8 @@ type Case = (
     Option<&'static str>,
 );
 
-struct Setup {
-    state: custodia::http::AppState,
-    tenant: TenantId,
-    token: String,
-    owner_token: String,
-}
-
-async fn setup(db: &TestDatabase) -> Setup {
-    let state = custodia::http::AppState::connect(
-        db.url(),
-        MASTER_KEY.parse().unwrap(),
-        "custodia",
-        "custodia-api",
-    )
-    .await
-    .unwrap();
-    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
-    let owner_token = sign_in(&state, tenant, "ada@example.org", PASSWORD).await;
-    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
-    let body = graphql!(
-        &service,
-        &owner_token,
-        r#"mutation { createScimToken(name: "idp") { key } }"#
-    );
-    let token = body["data"]["createScimToken"]["key"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_owned();
-    Setup {
-        state,
-        tenant,
-        token,
-        owner_token,
-    }
-}
-
-async fn sign_in(
-    state: &custodia::http::AppState,
-    tenant: TenantId,
-    email: &str,
-    password: &str,
-) -> String {
-    start_session(
-        &state.ports,
-        tenant,
-        email,
-        password,
-        None,
-        None,
-        Timestamp::now(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("sign-in refused: {e:?}"))
-    .access_token
-}
-
-/// A user provisioned over SCIM (with a password); answers their id.
-macro_rules! provision {
-    ($service:expr, $token:expr, $email:expr) => {{
-        let user = json!({ "schemas": [USER], "userName": $email, "password": PASSWORD });
-        let (status, _, body) = send!($service, scim($token, Method::POST, "/Users", Some(user)));
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }};
+fn patch(token: &str, id: &str, operations: Value) -> TestRequest {
+    patch_at(token, &format!("/Groups/{id}"), operations)
 }
 
 async fn entra_provisions_a_group_as_its_documentation_shows(db: TestDatabase) {
@@ -343,6 +191,7 @@ async fn okta_keeps_a_group_and_the_access_its_roles_give_follows_at_once(db: Te
         tenant,
         token,
         owner_token,
+        ..
     } = setup(&db).await;
     let running = state.projections.start(state.ports.store.clone());
     let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;

@@ -5,8 +5,7 @@
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::TestRequest;
-use custodia_application::commands::sessions::start_session;
-use custodia_domain::{ChainId, ChainIndex, TenantId, Timestamp};
+use custodia_domain::{ChainId, ChainIndex};
 use custodia_tests::identity::tenant_with_owner;
 use custodia_tests::{backends, TestDatabase};
 use serde_json::{json, Value};
@@ -14,11 +13,11 @@ use serde_json::{json, Value};
 #[allow(dead_code)] // the socket helpers; this file uses `call!`
 mod served;
 
-const PASSWORD: &str = "correct horse battery staple";
-const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+#[macro_use]
+#[allow(dead_code, unused_macros)] // shared by the SCIM test files
+mod scim_client;
+
+use scim_client::*;
 
 backends!(
     a_user_is_provisioned_changed_suspended_and_deleted_through_the_commands,
@@ -29,159 +28,13 @@ backends!(
     the_scim2_conformance_suite_finds_nothing_but_the_documented_refusals,
 );
 
-/// Sends a request; answers its status, headers and JSON body.
-macro_rules! send {
-    ($service:expr, $request:expr) => {{
-        let response = actix_web::test::call_service($service, $request.to_request()).await;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = actix_web::test::read_body(response).await;
-        (
-            status,
-            headers,
-            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
-        )
-    }};
-}
-
-/// A SCIM request with the token (and a JSON body, if any).
-fn scim(token: &str, method: Method, path: &str, body: Option<Value>) -> TestRequest {
-    let request = TestRequest::default()
-        .method(method)
-        .uri(&format!("/scim/v2{path}"))
-        .insert_header(("authorization", format!("Bearer {token}")));
-    match body {
-        Some(body) => request
-            .insert_header(("content-type", "application/scim+json"))
-            .set_payload(body.to_string()),
-        None => request,
-    }
-}
-
-fn get(token: &str, path: &str) -> TestRequest {
-    scim(token, Method::GET, path, None)
-}
-
 fn patch(token: &str, id: &str, operations: Value) -> TestRequest {
-    scim(
-        token,
-        Method::PATCH,
-        &format!("/Users/{id}"),
-        Some(json!({ "schemas": [PATCH], "Operations": operations })),
-    )
+    patch_at(token, &format!("/Users/{id}"), operations)
 }
 
-/// A filter as a query string.
+/// A filter on the users, as a query string.
 fn filtered(filter: &str) -> String {
-    let encoded: String = filter
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect();
-    format!("/Users?filter={encoded}")
-}
-
-/// Asserts a SCIM error body with `status` (and `scim_type`, if named).
-fn refused(status: StatusCode, body: &Value, expected: StatusCode, scim_type: Option<&str>) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(
-        body["schemas"],
-        json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
-        "{body}"
-    );
-    assert_eq!(body["status"], expected.as_u16().to_string(), "{body}");
-    if let Some(scim_type) = scim_type {
-        assert_eq!(body["scimType"], scim_type, "{body}");
-    }
-}
-
-/// The events of the tenant's chain, but for API key uses (a token's use
-/// is recorded): what a refused request must not have added to.
-async fn changes(state: &custodia::http::AppState, tenant: TenantId) -> usize {
-    state
-        .ports
-        .store
-        .read_chain(ChainId::Tenant(tenant), ChainIndex(0), 100_000)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.stream.category.as_str() != "api_key")
-        .count()
-}
-
-/// The server's state, a tenant with its owner, and a SCIM token.
-struct Setup {
-    state: custodia::http::AppState,
-    tenant: TenantId,
-    owner: uuid::Uuid,
-    token: String,
-    owner_token: String,
-}
-
-async fn setup(db: &TestDatabase) -> Setup {
-    let state = custodia::http::AppState::connect(
-        db.url(),
-        MASTER_KEY.parse().unwrap(),
-        "custodia",
-        "custodia-api",
-    )
-    .await
-    .unwrap();
-    let (tenant, owner) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
-    let owner_token = sign_in(&state, tenant, "ada@example.org", PASSWORD).await;
-    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
-    let request = TestRequest::post()
-        .uri("/graphql")
-        .insert_header(("authorization", format!("Bearer {owner_token}")))
-        .set_json(json!({ "query": r#"mutation { createScimToken(name: "idp") { key } }"# }));
-    let (_, body) = call!(&service, request);
-    let token = body["data"]["createScimToken"]["key"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_owned();
-    Setup {
-        state,
-        tenant,
-        owner,
-        token,
-        owner_token,
-    }
-}
-
-async fn sign_in(
-    state: &custodia::http::AppState,
-    tenant: TenantId,
-    email: &str,
-    password: &str,
-) -> String {
-    start_session(
-        &state.ports,
-        tenant,
-        email,
-        password,
-        None,
-        None,
-        Timestamp::now(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("sign-in refused: {e:?}"))
-    .access_token
-}
-
-/// Whether an access token still opens the API.
-macro_rules! token_works {
-    ($service:expr, $access_token:expr) => {{
-        let request = TestRequest::post()
-            .uri("/graphql")
-            .insert_header(("authorization", format!("Bearer {}", $access_token)))
-            .set_json(json!({ "query": "{ me { id } }" }));
-        let (status, _, body) = send!($service, request);
-        status == StatusCode::OK && body["data"]["me"]["id"].is_string()
-    }};
+    query("/Users", filter, "")
 }
 
 fn bob() -> Value {
