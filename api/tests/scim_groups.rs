@@ -225,6 +225,23 @@ async fn okta_keeps_a_group_and_the_access_its_roles_give_follows_at_once(db: Te
         )
     );
     assert_eq!(body["data"]["grantRoleToGroup"]["changed"], true, "{body}");
+    // Never a role that outlives membership (it could hand out access of
+    // its own): owner and admin go to users, not to groups.
+    for lasting in ["owner", "admin"] {
+        let body = graphql!(
+            &service,
+            &owner_token,
+            format!(
+                r#"mutation {{ grantRoleToGroup(groupId: "{id}", role: "{lasting}") {{ changed }} }}"#
+            )
+        );
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("outlives group membership")),
+            "{body}"
+        );
+    }
     let body = graphql!(
         &service,
         &owner_token,
@@ -333,6 +350,27 @@ async fn okta_keeps_a_group_and_the_access_its_roles_give_follows_at_once(db: Te
         "{body}"
     );
 
+    // The token deprovisions an ordinary member (a role granted in
+    // Custodia, holding nothing the token lacks).
+    let body = graphql!(
+        &service,
+        &owner_token,
+        format!(r#"mutation {{ grantRole(userId: "{u1}", role: "member") {{ changed }} }}"#)
+    );
+    assert_eq!(body["data"]["grantRole"]["changed"], true, "{body}");
+    let (status, _, body) = send!(
+        &service,
+        patch_at(
+            &token,
+            &format!("/Users/{u1}"),
+            json!([{ "op": "replace", "path": "active", "value": false }])
+        )
+    );
+    assert_eq!(
+        (status, body["active"].clone()),
+        (StatusCode::OK, json!(false)),
+        "{body}"
+    );
     // A deleted user leaves every group.
     send!(
         &service,
@@ -570,6 +608,22 @@ async fn every_group_refusal_is_a_scim_error_and_changes_nothing(db: TestDatabas
     running.stop().await;
 }
 
+/// Twelve attributes of one user, each changed by its own request.
+const ATTRIBUTES: [(&str, &str); 12] = [
+    ("title", "Lead"),
+    ("nickName", "Em"),
+    ("locale", "fr-FR"),
+    ("userType", "Employee"),
+    ("preferredLanguage", "fr"),
+    ("timezone", "Europe/Paris"),
+    ("profileUrl", "https://example.org/em"),
+    ("displayName", "Em M"),
+    ("name.givenName", "Emma"),
+    ("name.familyName", "Martin"),
+    ("name.middleName", "Jo"),
+    ("name.honorificPrefix", "Dr"),
+];
+
 /// Providers send member changes to one group in parallel, and never an
 /// `If-Match`: each is applied to the group as it is when it commits, so
 /// none is lost and none is refused. The same holds for a user's attributes.
@@ -609,8 +663,7 @@ def send(path, operations):
     with lock:
         statuses.append(status)
 jobs = [("/Groups/" + group, [{"op": "Add", "path": "members", "value": [{"value": m}]}]) for m in members]
-jobs += [("/Users/" + user, [{"op": "replace", "path": p, "value": v}]) for p, v in
-         [("title", "Lead"), ("nickName", "Em"), ("locale", "fr-FR"), ("userType", "Employee")]]
+jobs += [("/Users/" + user, [{"op": "replace", "path": p, "value": v}]) for p, v in json.loads(sys.argv[6])]
 barrier = threading.Barrier(len(jobs))
 def run(job):
     barrier.wait()
@@ -626,26 +679,27 @@ print(json.dumps(sorted(statuses)))
             id.clone(),
             user.clone(),
             users.join(","),
+            json!(ATTRIBUTES).to_string(),
         ],
     )
     .await;
     let mut expected_statuses = vec![json!(204); 8];
-    expected_statuses.extend(vec![json!(200); 4]);
+    expected_statuses.extend(vec![json!(200); ATTRIBUTES.len()]);
     expected_statuses.sort_by_key(|s| s.as_u64());
     assert_eq!(statuses, json!(expected_statuses));
     served.stop().await;
+    caught_up(&state).await;
     let (_, _, group) = send!(&service, get(&token, &format!("/Groups/{id}")));
     let mut expected = users.clone();
     expected.sort();
     assert_eq!(members(&group), expected);
     let (_, _, now) = send!(&service, get(&token, &format!("/Users/{user}")));
-    for (attribute, value) in [
-        ("title", "Lead"),
-        ("nickName", "Em"),
-        ("locale", "fr-FR"),
-        ("userType", "Employee"),
-    ] {
-        assert_eq!(now[attribute], value, "{now}");
+    for (attribute, value) in ATTRIBUTES {
+        let found = match attribute.split_once('.') {
+            Some((top, sub)) => &now[top][sub],
+            None => &now[attribute],
+        };
+        assert_eq!(found, value, "{now}");
     }
     running.stop().await;
 }

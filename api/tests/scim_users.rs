@@ -286,6 +286,20 @@ async fn a_user_is_provisioned_changed_suspended_and_deleted_through_the_command
     assert_eq!(list["totalResults"], 0, "{list}");
     let row = state.models.get("user", &id).await.unwrap().unwrap();
     assert_eq!(row.kind.as_deref(), Some("deleted"));
+    // A deleted user's address is no conflict (RFC 7644 §3.6): the same
+    // person can be provisioned again, as someone new.
+    let again = json!({ "schemas": [USER], "userName": "rob@example.org" });
+    let (status, _, body) = send!(&service, scim(&token, Method::POST, "/Users", Some(again)));
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_ne!(body["id"], id.as_str());
+    // The scheme's name is case-insensitive (RFC 7235).
+    let (status, _, _) = send!(
+        &service,
+        TestRequest::get()
+            .uri("/scim/v2/ServiceProviderConfig")
+            .insert_header(("authorization", format!("bearer {token}")))
+    );
+    assert_eq!(status, StatusCode::OK);
     running.stop().await;
 }
 

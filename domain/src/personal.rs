@@ -174,6 +174,8 @@ fn normalised(value: &str) -> String {
         .chars()
         .map(|c| match u32::from(c) {
             0xFF01..=0xFF5E => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(' '),
+            // The small and the full-width commercial at.
+            0xFE6B => '@',
             _ if c.is_whitespace() || is_invisible(c) => ' ',
             _ => c,
         })
@@ -235,6 +237,31 @@ fn holds_phone(value: &str) -> bool {
                 .is_some_and(|(_, d)| d.len() >= 10)
     });
     international || area_code
+}
+
+/// Whether `value` holds a phone number in local form too (9 to 15 digits,
+/// written with the usual separators, not part of a longer word or id):
+/// for text shown to people, such as group names, where a long bare number
+/// is far more likely a phone number than anything else.
+pub fn holds_local_phone(value: &str) -> bool {
+    let value = &normalised(value);
+    digit_runs(value, " -.()/").into_iter().any(|(at, digits)| {
+        let before = value[..at].chars().next_back();
+        let mut end = at;
+        let mut seen = 0;
+        for (i, c) in value[at..].char_indices() {
+            if c.is_ascii_digit() {
+                seen += 1;
+                end = at + i + 1;
+                if seen == digits.len() {
+                    break;
+                }
+            }
+        }
+        let after = value[end..].chars().next();
+        let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        (9..=15).contains(&digits.len()) && !word(before) && !word(after)
+    })
 }
 
 fn holds_card_number(value: &str) -> bool {

@@ -30,9 +30,13 @@ use crate::http::AppState;
 
 /// A filter is evaluated on every group of the tenant: refused (`tooMany`)
 /// above this many groups.
-pub const SCAN_LIMIT: u64 = 5_000;
-/// At most this many members in one request's group.
+pub const SCAN_LIMIT: u64 = 1_000;
+/// At most this many members in a group.
 pub const MAX_MEMBERS: usize = 10_000;
+/// A list page holds groups until their members add up to this many (at
+/// least one group): a client pages on by `itemsPerPage`, as RFC 7644
+/// lets a service provider answer fewer than asked.
+pub const MEMBERS_PER_PAGE: usize = 20_000;
 
 pub const SCHEMAS: Schemas<'static> = Schemas {
     core: GROUP_SCHEMA,
@@ -344,6 +348,11 @@ async fn change(
     revision: Option<u64>,
     wanted: Incoming,
 ) -> Result<(), ScimError> {
+    if wanted.members.len() > MAX_MEMBERS {
+        return Err(invalid(format!(
+            "a group has at most {MAX_MEMBERS} members"
+        )));
+    }
     let now: BTreeSet<Uuid> = group.doc.members.iter().copied().collect();
     let command = MembershipCommand::ChangeGroup {
         group: group.id,
@@ -393,12 +402,12 @@ async fn retried(
         let (group, asked) = current(state, client, request, id).await?;
         let wanted = wanted(&group)?;
         match change(state, client, &origin, &group, asked, wanted).await {
-            Err(e)
-                if e.status == StatusCode::PRECONDITION_FAILED
-                    && asked.is_none()
-                    && attempt < 4 =>
-            {
+            Err(e) if e.status == StatusCode::PRECONDITION_FAILED && asked.is_none() => {
+                if attempt == super::RETRIES {
+                    return Err(super::too_busy());
+                }
                 super::catch_up(state).await?;
+                super::pause(attempt).await;
             }
             answer => return answer,
         }
@@ -537,6 +546,7 @@ pub async fn search(
         }
     };
     let mut resources = Vec::with_capacity(page.len());
+    let mut members = 0;
     for row in page {
         let Ok(id) = Uuid::parse_str(&row.id) else {
             continue;
@@ -545,6 +555,10 @@ pub async fn search(
             documents::read(&row).map_err(|_| ScimError::internal("a group row is unreadable"))?;
         let mut resource = Stored { id, doc }.resource(&client.base);
         params.project(&mut resource, &SCHEMAS);
+        members += resource["members"].as_array().map_or(0, Vec::len);
+        if members > MEMBERS_PER_PAGE && !resources.is_empty() {
+            break;
+        }
         resources.push(resource);
     }
     Ok((total, resources))

@@ -151,6 +151,32 @@ impl Client {
     }
 }
 
+/// How often a request without `If-Match` is applied again after a
+/// concurrent change before the client is asked to retry.
+pub const RETRIES: u32 = 12;
+
+/// What a client that sent no precondition hears when others kept changing
+/// the same resource: retry shortly (not a 412: it asked for nothing).
+pub fn too_busy() -> ScimError {
+    ScimError {
+        retry_after: Some(1),
+        ..ScimError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the resource is being changed by other requests; try again",
+        )
+    }
+}
+
+/// A short, growing, jittered pause between attempts, so that requests
+/// racing for one resource do not race again in step.
+pub async fn pause(attempt: u32) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let ceiling = 2_000 * u64::from(attempt + 1);
+    tokio::time::sleep(std::time::Duration::from_micros(u64::from(nanos) % ceiling)).await;
+}
+
 /// Waits until the read models hold everything in the log now: before a
 /// request is applied again to what someone else just changed.
 pub async fn catch_up(state: &AppState) -> Result<(), ScimError> {
@@ -589,7 +615,12 @@ async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<Client,
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme's name is case-insensitive (RFC 7235).
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
         .ok_or_else(refused)?;
     match identify_scim_token(&state.ports, token.trim(), Timestamp::now()).await {
         Ok((key, tenant, principal)) => {

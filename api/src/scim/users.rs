@@ -34,7 +34,7 @@ use crate::http::AppState;
 
 /// A filter that no index answers is evaluated on every user of the
 /// tenant, opened: refused (`tooMany`) above this many users.
-pub const SCAN_LIMIT: u64 = 5_000;
+pub const SCAN_LIMIT: u64 = 1_000;
 
 /// One attribute the service provider knows.
 pub struct Attribute {
@@ -716,21 +716,9 @@ impl Writes<'_> {
         )
         .await
         .map_err(command_error)?;
-        if profile != current.profile {
-            let caller = self.caller();
-            let outcome = user_commands::update_profile(&state.ports, &caller, tenant, id, profile)
-                .await
-                .map_err(command_error)?;
-            self.wrote(outcome);
-        }
-        if email.as_str() != current.email {
-            let caller = self.caller();
-            let outcome =
-                user_commands::change_email(&state.ports, &caller, tenant, id, email.as_str())
-                    .await
-                    .map_err(command_error)?;
-            self.wrote(outcome);
-        }
+        // The commands that can still be refused go first (a password the
+        // caller must prove, a status the last owner needs), so a refusal
+        // leaves the rest unwritten too.
         // The same password again (Okta's sync repeats it) changes nothing.
         let password = match wanted.password {
             Some(password) => {
@@ -760,6 +748,21 @@ impl Writes<'_> {
             let caller = self.caller();
             let outcome =
                 user_commands::change_user_status(&state.ports, &caller, tenant, id, change)
+                    .await
+                    .map_err(command_error)?;
+            self.wrote(outcome);
+        }
+        if profile != current.profile {
+            let caller = self.caller();
+            let outcome = user_commands::update_profile(&state.ports, &caller, tenant, id, profile)
+                .await
+                .map_err(command_error)?;
+            self.wrote(outcome);
+        }
+        if email.as_str() != current.email {
+            let caller = self.caller();
+            let outcome =
+                user_commands::change_email(&state.ports, &caller, tenant, id, email.as_str())
                     .await
                     .map_err(command_error)?;
             self.wrote(outcome);
@@ -932,12 +935,12 @@ async fn retried(
         let wanted = wanted(&user)?;
         let expected = asked.or(Some(StreamVersion(user.version)));
         match write(state, client, method, user, expected, wanted).await {
-            Err(e)
-                if e.status == StatusCode::PRECONDITION_FAILED
-                    && asked.is_none()
-                    && attempt < 4 =>
-            {
+            Err(e) if e.status == StatusCode::PRECONDITION_FAILED && asked.is_none() => {
+                if attempt == super::RETRIES {
+                    return Err(super::too_busy());
+                }
                 super::catch_up(state).await?;
+                super::pause(attempt).await;
             }
             answer => return answer,
         }

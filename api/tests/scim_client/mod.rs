@@ -135,6 +135,13 @@ pub async fn changes(state: &custodia::http::AppState, tenant: TenantId) -> usiz
         .count()
 }
 
+/// Waits until the read models hold the whole log (a handler waits for its
+/// own write only so long; a loaded machine can lag longer).
+pub async fn caught_up(state: &custodia::http::AppState) {
+    let head = state.ports.store.head().await.unwrap();
+    while !state.projections.wait_for(head).await.unwrap() {}
+}
+
 /// The server's state, a tenant with its owner, and a SCIM token.
 pub struct Setup {
     pub state: custodia::http::AppState,

@@ -37,6 +37,9 @@ impl std::fmt::Debug for CreatedApiKey {
 
 /// What a SCIM token may do: provision users, nothing more (ADR 0012).
 pub const SCIM_PERMISSIONS: &[Permission] = &[
+    // What every member holds: without it, a token could not act on the
+    // tenant's ordinary members (nobody acts on a user holding more).
+    Permission::TenantRead,
     Permission::UserRead,
     Permission::UserReadPersonal,
     Permission::UserCreate,

@@ -368,6 +368,11 @@ pub async fn is_current_password(
 ) -> Result<bool, CommandError> {
     authorize_on_user(ports, caller, tenant, Permission::CredentialManage, user).await?;
     let (credential, _) = load::<Credential>(&*ports.store, &credential_stream(user)).await?;
+    // The user's own key (or the user) proves the password by changing
+    // it, with lockout: never by asking here.
+    if credential.password.is_some() && acts_for(ports, caller, user).await? {
+        return Err(Denied::CurrentPasswordRequired.into());
+    }
     let Some(hash) = current_hash(ports, tenant, user, &credential).await? else {
         return Ok(false);
     };

@@ -531,7 +531,7 @@ pub async fn change_user_status(
             },
         )
         .await?;
-        let (_, version) = plan
+        let (state, version) = plan
             .part::<User>("status", &user_stream(user), status_event, |state| {
                 Ok(state.decide(&command)?)
             })
@@ -541,6 +541,23 @@ pub async fn change_user_status(
                 expected,
                 actual: version,
             });
+        }
+        // A deleted user's address is free at once (RFC 7644 §3.6: a
+        // deleted resource is no conflict), in the same append: the user
+        // read above is the one whose address is released.
+        if let (StatusChange::Delete, User::Present { email_index, .. }) = (change, &state) {
+            let release = EmailClaimCommand::Release { user };
+            plan.part::<EmailClaim>(
+                "address",
+                &claim_stream(tenant, email_index),
+                EventId::generate(),
+                |claim| {
+                    claim
+                        .decide(&release)
+                        .map_err(|EmailClaimError::Taken| CommandError::EmailTaken)
+                },
+            )
+            .await?;
         }
         if let Some(committed) = plan.commit().await? {
             return Ok(committed.outcome("status"));

@@ -30,7 +30,15 @@ pub struct GroupName(String);
 
 impl GroupName {
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
-        plaintext("group name", value, 256).map(Self)
+        let name = plaintext("group name", value, 256)?;
+        // Shown to people: a long bare number is a phone number here.
+        if crate::personal::holds_local_phone(&name) {
+            return Err(InvalidValue::new(
+                "group name",
+                "must not contain a phone number (it is never erased)",
+            ));
+        }
+        Ok(Self(name))
     }
 
     /// A name as the log holds it (read back whatever a later guard says).
@@ -87,13 +95,29 @@ mod tests {
             "",
             "   ",
             "ann@example.org",
+            "alice\u{FE6B}example.com",
             "+44 20 7946 0958",
+            "555-123-4567",
+            "555.123.4567",
+            "06 12 34 56 78",
+            "030 1234567",
+            "0049 30 1234567",
+            "\u{FF15}\u{FF15}\u{FF15}\u{FF11}\u{FF12}\u{FF13}\u{FF14}\u{FF15}\u{FF16}\u{FF17}",
             "a\u{200B}b",
             "tab\there",
         ] {
             assert!(GroupName::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(GroupName::parse(&"x".repeat(257)).is_err());
+        // Dates, years and ids with letters in them are not phone numbers.
+        for fine in [
+            "Team 2024-2025",
+            "Release 2026-12-05",
+            "Cost centre 4711",
+            "Grp 8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+        ] {
+            assert!(GroupName::parse(fine).is_ok(), "{fine:?} was refused");
+        }
         assert!(GroupExternalId::parse("0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef").is_ok());
         assert!(GroupExternalId::parse("ann@example.org").is_err());
     }

@@ -200,7 +200,21 @@ pub enum MembershipError {
     GroupExists,
     #[error("the group changed since revision {expected} (it is at {actual})")]
     StaleGroup { expected: u64, actual: u64 },
+    /// What a group grants must end with membership: a role that can hand
+    /// out lasting access (`role.grant`, `role.define`, `api_key.manage`,
+    /// `group.manage`) would outlive it, so it is granted to users only.
+    #[error("this role can hand out access that outlives group membership (role.grant, role.define, api_key.manage or group.manage): grant it to users, not to groups")]
+    LastingRoleForGroup,
 }
+
+/// The permissions whose holders can hand out access of their own: never
+/// granted through a group, whose members someone else keeps.
+pub const LASTING: &[Permission] = &[
+    Permission::RoleGrant,
+    Permission::RoleDefine,
+    Permission::ApiKeyManage,
+    Permission::GroupManage,
+];
 
 /// The tenant's custom roles and role assignments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -470,6 +484,13 @@ impl Aggregate for Memberships {
                 if permissions.is_empty() {
                     return Err(MembershipError::EmptyRole);
                 }
+                // A role a group holds stays one whose access ends with
+                // membership.
+                let role = RoleRef::Custom(name.clone());
+                let held_by_a_group = self.groups.values().any(|g| g.roles.contains(&role));
+                if held_by_a_group && LASTING.iter().any(|p| permissions.contains(*p)) {
+                    return Err(MembershipError::LastingRoleForGroup);
+                }
                 if self.custom_roles.get(name) == Some(permissions) {
                     return Ok(vec![]);
                 }
@@ -586,8 +607,11 @@ impl Aggregate for Memberships {
             }
             MembershipCommand::GrantRoleToGroup { group, role } => {
                 let current = self.group_at(*group, None)?;
-                if self.role_permissions(role).is_none() {
+                let Some(permissions) = self.role_permissions(role) else {
                     return Err(MembershipError::UnknownRole);
+                };
+                if LASTING.iter().any(|p| permissions.contains(*p)) {
+                    return Err(MembershipError::LastingRoleForGroup);
                 }
                 if current.roles.contains(role) {
                     return Ok(vec![]);
@@ -1514,5 +1538,47 @@ mod tests {
             Memberships::from_snapshot(version, &state.to_snapshot()),
             Some(state)
         );
+    }
+
+    #[test]
+    fn no_group_grants_a_role_that_outlives_membership() {
+        let group = Uuid::now_v7();
+        let (name, permissions) = support_role();
+        let history = [
+            group_created(group),
+            MembershipEvent::RoleDefined {
+                name: name.clone(),
+                permissions,
+            },
+        ];
+        for role in [OWNER, ADMIN] {
+            given::<Memberships>(&history)
+                .when(&MembershipCommand::GrantRoleToGroup { group, role })
+                .then_error(MembershipError::LastingRoleForGroup);
+        }
+        let support = RoleRef::Custom(name.clone());
+        given::<Memberships>(&history)
+            .when(&MembershipCommand::GrantRoleToGroup {
+                group,
+                role: support.clone(),
+            })
+            .then(&[MembershipEvent::RoleGrantedToGroup {
+                group,
+                role: support.clone(),
+            }]);
+        // Nor does a role it holds become one later.
+        let mut granted = history.to_vec();
+        granted.push(MembershipEvent::RoleGrantedToGroup {
+            group,
+            role: support,
+        });
+        given::<Memberships>(&granted)
+            .when(&MembershipCommand::DefineRole {
+                name,
+                permissions: PermissionSet::from(
+                    &[Permission::UserRead, Permission::RoleGrant][..],
+                ),
+            })
+            .then_error(MembershipError::LastingRoleForGroup);
     }
 }
