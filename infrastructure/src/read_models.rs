@@ -172,7 +172,9 @@ fn where_sql(query: &RowQuery, select: &str) -> (String, Vec<Param>) {
         filter("seq", ">", Param::Int(after));
     }
     for kind in &query.exclude_kinds {
-        filter("kind", "<>", Param::Text((*kind).to_owned()));
+        params.push(Param::Text((*kind).to_owned()));
+        // A row without a kind is none of them.
+        sql.push_str(&format!(" AND (kind IS NULL OR kind <> ${})", params.len()));
     }
     (sql, params)
 }
