@@ -675,6 +675,17 @@ impl Writes<'_> {
         }
     }
 
+    /// Changes the user's status (suspends, reactivates or deletes).
+    async fn status(&mut self, id: Uuid, change: StatusChange) -> Result<(), ScimError> {
+        let caller = self.caller();
+        let (ports, tenant) = (&self.state.ports, self.client.tenant);
+        let outcome = user_commands::change_user_status(ports, &caller, tenant, id, change)
+            .await
+            .map_err(command_error)?;
+        self.wrote(outcome);
+        Ok(())
+    }
+
     /// Waits until the read models hold what was written.
     async fn settle(&self) -> Result<(), ScimError> {
         if let Some(cursor) = self.cursor {
@@ -745,12 +756,7 @@ impl Writes<'_> {
             _ => None,
         };
         if let Some(change) = change {
-            let caller = self.caller();
-            let outcome =
-                user_commands::change_user_status(&state.ports, &caller, tenant, id, change)
-                    .await
-                    .map_err(command_error)?;
-            self.wrote(outcome);
+            self.status(id, change).await?;
         }
         if profile != current.profile {
             let caller = self.caller();
@@ -836,17 +842,7 @@ pub async fn create(
         .map_err(command_error)?;
     writes.wrote(outcome);
     if wanted.active == Some(false) {
-        let caller = writes.caller();
-        let outcome = user_commands::change_user_status(
-            &state.ports,
-            &caller,
-            client.tenant,
-            id,
-            StatusChange::Suspend,
-        )
-        .await
-        .map_err(command_error)?;
-        writes.wrote(outcome);
+        writes.status(id, StatusChange::Suspend).await?;
     }
     writes.settle().await?;
     let user = stored(&state, client.tenant, id)
@@ -1022,17 +1018,7 @@ pub async fn delete(
         expected,
         cursor: None,
     };
-    let caller = writes.caller();
-    let outcome = user_commands::change_user_status(
-        &state.ports,
-        &caller,
-        client.tenant,
-        id,
-        StatusChange::Delete,
-    )
-    .await
-    .map_err(command_error)?;
-    writes.wrote(outcome);
+    writes.status(id, StatusChange::Delete).await?;
     writes.settle().await?;
     Ok(HttpResponse::NoContent().finish())
 }
