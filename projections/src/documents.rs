@@ -166,6 +166,10 @@ pub struct TenantDoc {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserDoc {
     pub email: Option<Sealed>,
+    /// Whether the current address is verified (absent in rows written
+    /// before verification existed: not verified).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_verified: bool,
     pub profile: ProfileDoc,
     /// µs since the epoch.
     pub created_at: i64,

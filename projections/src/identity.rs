@@ -293,6 +293,7 @@ impl Projection for Users {
             } => {
                 let doc = UserDoc {
                     email: Some(Sealed::from_event(&email, event)),
+                    email_verified: false,
                     profile: profile(&registered),
                     created_at: event.recorded_at.0,
                     stamp: Stamp::of(event),
@@ -320,7 +321,14 @@ impl Projection for Users {
                         }
                         UserEvent::EmailChanged { email, email_index } => {
                             doc.email = Some(Sealed::from_event(&email, event));
+                            doc.email_verified = false;
                             row.lookup = Some(hex::encode(email_index.0));
+                            return;
+                        }
+                        UserEvent::EmailVerified { email_index } => {
+                            // Only the address the user has now.
+                            doc.email_verified |=
+                                row.lookup.as_deref() == Some(&hex::encode(email_index.0));
                             return;
                         }
                         UserEvent::Erased { .. } => {

@@ -166,6 +166,8 @@ pub enum RevocationReason {
     SessionLimit,
     /// The user was erased.
     SubjectErased,
+    /// The user's password was reset through a reset link.
+    PasswordReset,
 }
 
 /// A user's current decision on a consent purpose.
@@ -661,6 +663,14 @@ pub struct TenantSettings {
     pub access_data_retention_days: u16,
     /// Whether users may erase themselves (`eraseSubject` on their own id).
     pub self_service_erasure: bool,
+    /// Whether login refuses a user whose address is not verified.
+    pub require_verified_email: bool,
+    /// How long an invitation link lasts (1 to 30 days).
+    pub invitation_days: u16,
+    /// How long a verification link lasts (1 to 168 hours).
+    pub verification_hours: u16,
+    /// How long a password-reset link lasts (5 to 60 minutes).
+    pub reset_minutes: u16,
 }
 
 impl From<&custodia_domain::identity::tenant::TenantSettings> for TenantSettings {
@@ -683,6 +693,10 @@ impl From<&custodia_domain::identity::tenant::TenantSettings> for TenantSettings
             deleted_user_retention_days: s.deleted_user_retention_days,
             access_data_retention_days: s.access_data_retention_days,
             self_service_erasure: s.self_service_erasure,
+            require_verified_email: s.flows.require_verified_email,
+            invitation_days: s.flows.invitation_days,
+            verification_hours: s.flows.verification_hours,
+            reset_minutes: s.flows.reset_minutes,
         }
     }
 }

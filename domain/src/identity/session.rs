@@ -43,6 +43,8 @@ pub enum RevocationReason {
     SessionLimit,
     /// The user was erased.
     SubjectErased,
+    /// The user's password was reset through a reset link.
+    PasswordReset,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

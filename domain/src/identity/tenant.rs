@@ -52,6 +52,66 @@ pub struct TenantSettings {
     /// Whether users may erase themselves (off by default: erasure cannot
     /// be undone).
     pub self_service_erasure: bool,
+    /// Invitations, verification and password resets (ADR 0013).
+    pub flows: AccountFlows,
+}
+
+/// How a tenant's account flows behave: link lifetimes, and whether an
+/// unverified address may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountFlows {
+    /// Login refuses a user whose address is not verified.
+    pub require_verified_email: bool,
+    /// How long an invitation link lasts (1 to 30 days).
+    pub invitation_days: u16,
+    /// How long a verification link lasts (1 to 168 hours).
+    pub verification_hours: u16,
+    /// How long a password-reset link lasts (5 to 60 minutes).
+    pub reset_minutes: u16,
+}
+
+impl Default for AccountFlows {
+    fn default() -> Self {
+        Self {
+            require_verified_email: false,
+            invitation_days: 7,
+            verification_hours: 48,
+            reset_minutes: 15,
+        }
+    }
+}
+
+impl AccountFlows {
+    /// The flows, if every lifetime is within its bounds.
+    pub fn checked(self) -> Result<Self, InvalidValue> {
+        if !(1..=30).contains(&self.invitation_days) {
+            return Err(InvalidValue::new("invitation lifetime", "must be 1-30 days"));
+        }
+        if !(1..=168).contains(&self.verification_hours) {
+            return Err(InvalidValue::new(
+                "verification lifetime",
+                "must be 1-168 hours",
+            ));
+        }
+        if !(5..=60).contains(&self.reset_minutes) {
+            return Err(InvalidValue::new(
+                "password reset lifetime",
+                "must be 5-60 minutes",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// How long a link of `purpose` lasts, in µs.
+    pub fn lifetime_micros(&self, purpose: super::link_token::LinkPurpose) -> i64 {
+        use super::link_token::LinkPurpose as P;
+        const MINUTE: i64 = 60_000_000;
+        match purpose {
+            P::Invitation => i64::from(self.invitation_days) * 24 * 60 * MINUTE,
+            P::Verification => i64::from(self.verification_hours) * 60 * MINUTE,
+            P::Reset => i64::from(self.reset_minutes) * MINUTE,
+        }
+    }
 }
 
 impl Default for TenantSettings {
@@ -69,6 +129,7 @@ impl Default for TenantSettings {
             deleted_user_retention_days: 30,
             access_data_retention_days: 90,
             self_service_erasure: false,
+            flows: AccountFlows::default(),
         }
     }
 }
@@ -172,6 +233,7 @@ impl TenantSettings {
             deleted_user_retention_days,
             access_data_retention_days,
             self_service_erasure: false,
+            flows: AccountFlows::default(),
         })
     }
 }
@@ -258,6 +320,10 @@ pub struct SettingsChange {
     pub deleted_user_retention_days: Option<u16>,
     pub access_data_retention_days: Option<u16>,
     pub self_service_erasure: Option<bool>,
+    pub require_verified_email: Option<bool>,
+    pub invitation_days: Option<u16>,
+    pub verification_hours: Option<u16>,
+    pub reset_minutes: Option<u16>,
 }
 
 impl SettingsChange {
@@ -316,6 +382,16 @@ impl SettingsChange {
         settings.self_service_erasure = self
             .self_service_erasure
             .unwrap_or(current.self_service_erasure);
+        let flows = &current.flows;
+        settings.flows = AccountFlows {
+            require_verified_email: self
+                .require_verified_email
+                .unwrap_or(flows.require_verified_email),
+            invitation_days: self.invitation_days.unwrap_or(flows.invitation_days),
+            verification_hours: self.verification_hours.unwrap_or(flows.verification_hours),
+            reset_minutes: self.reset_minutes.unwrap_or(flows.reset_minutes),
+        }
+        .checked()?;
         Ok(settings)
     }
 }
@@ -336,6 +412,10 @@ impl From<TenantSettings> for SettingsChange {
             deleted_user_retention_days: Some(settings.deleted_user_retention_days),
             access_data_retention_days: Some(settings.access_data_retention_days),
             self_service_erasure: Some(settings.self_service_erasure),
+            require_verified_email: Some(settings.flows.require_verified_email),
+            invitation_days: Some(settings.flows.invitation_days),
+            verification_hours: Some(settings.flows.verification_hours),
+            reset_minutes: Some(settings.flows.reset_minutes),
         }
     }
 }
@@ -442,6 +522,18 @@ mod dto {
         pub access_data_retention_days: u16,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         pub self_service_erasure: bool,
+        /// Absent while the tenant keeps the defaults (and before flows
+        /// existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub flows: Option<Flows>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Flows {
+        pub require_verified_email: bool,
+        pub invitation_days: u16,
+        pub verification_hours: u16,
+        pub reset_minutes: u16,
     }
 
     #[derive(Deserialize)]
@@ -489,6 +581,12 @@ mod dto {
                 deleted_user_retention_days: s.deleted_user_retention_days,
                 access_data_retention_days: s.access_data_retention_days,
                 self_service_erasure: s.self_service_erasure,
+                flows: (s.flows != AccountFlows::default()).then_some(Flows {
+                    require_verified_email: s.flows.require_verified_email,
+                    invitation_days: s.flows.invitation_days,
+                    verification_hours: s.flows.verification_hours,
+                    reset_minutes: s.flows.reset_minutes,
+                }),
             }
         }
     }
@@ -508,6 +606,7 @@ mod dto {
                 deleted_user_retention_days: v1.deleted_user_retention_days,
                 access_data_retention_days: v1.access_data_retention_days,
                 self_service_erasure: false,
+                flows: None,
             }
         }
     }
@@ -528,6 +627,16 @@ mod dto {
     impl Settings {
         pub fn into_domain(self) -> Result<TenantSettings, InvalidValue> {
             let self_service_erasure = self.self_service_erasure;
+            let flows = match self.flows {
+                Some(f) => AccountFlows {
+                    require_verified_email: f.require_verified_email,
+                    invitation_days: f.invitation_days,
+                    verification_hours: f.verification_hours,
+                    reset_minutes: f.reset_minutes,
+                }
+                .checked()?,
+                None => AccountFlows::default(),
+            };
             let mut settings = TenantSettings::new(
                 self.password_min_length,
                 self.mfa_required,
@@ -546,6 +655,7 @@ mod dto {
                 self.access_data_retention_days,
             )?;
             settings.self_service_erasure = self_service_erasure;
+            settings.flows = flows;
             Ok(settings)
         }
     }

@@ -92,6 +92,12 @@ pub enum UserCommand {
         email: SealedField,
         email_index: BlindIndex,
     },
+    /// The user proved they receive mail at the address `email_index`
+    /// names (a link sent there was followed). Refused if the address
+    /// changed since the link was sent.
+    VerifyEmail {
+        email_index: BlindIndex,
+    },
     Suspend,
     Reactivate,
     Delete,
@@ -119,6 +125,10 @@ pub enum UserEvent {
         email: SealedField,
         email_index: BlindIndex,
     },
+    /// The address `email_index` names is verified (until it changes).
+    EmailVerified {
+        email_index: BlindIndex,
+    },
     Suspended,
     Reactivated,
     Deleted,
@@ -142,6 +152,8 @@ pub enum UserError {
     Erased,
     #[error("the user is not in a state that allows this")]
     WrongStatus,
+    #[error("the user's address changed since the link was sent")]
+    AddressChanged,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,6 +163,8 @@ pub enum User {
     Present {
         status: UserStatus,
         email_index: BlindIndex,
+        /// Whether the current address is verified.
+        email_verified: bool,
     },
 }
 
@@ -160,6 +174,17 @@ impl User {
             User::Absent => None,
             User::Present { status, .. } => Some(*status),
         }
+    }
+
+    /// Whether the current address is verified (`false` for nobody).
+    pub fn email_verified(&self) -> bool {
+        matches!(
+            self,
+            User::Present {
+                email_verified: true,
+                ..
+            }
+        )
     }
 }
 
@@ -175,7 +200,7 @@ impl Aggregate for User {
         use UserCommand as C;
         use UserEvent as E;
         use UserStatus as S;
-        let (status, current_index) = match (self, command) {
+        let (status, current_index, verified) = match (self, command) {
             (
                 User::Absent,
                 C::Register {
@@ -224,9 +249,10 @@ impl Aggregate for User {
                 User::Present {
                     status,
                     email_index,
+                    email_verified,
                 },
                 _,
-            ) => (*status, *email_index),
+            ) => (*status, *email_index, *email_verified),
         };
         match (status, command) {
             (S::Invited, C::Activate) => Ok(vec![E::Activated]),
@@ -241,6 +267,13 @@ impl Aggregate for User {
             }]),
             (S::Active | S::Invited, C::Suspend) => Ok(vec![E::Suspended]),
             (_, C::Suspend) => Err(UserError::WrongStatus),
+            (_, C::VerifyEmail { email_index }) if *email_index != current_index => {
+                Err(UserError::AddressChanged)
+            }
+            (_, C::VerifyEmail { .. }) if verified => Ok(vec![]),
+            (_, C::VerifyEmail { email_index }) => Ok(vec![E::EmailVerified {
+                email_index: *email_index,
+            }]),
             (S::Suspended, C::Reactivate) => Ok(vec![E::Reactivated]),
             (_, C::Reactivate) => Err(UserError::WrongStatus),
             (_, C::Delete) => Ok(vec![E::Deleted]),
@@ -251,43 +284,46 @@ impl Aggregate for User {
 
     fn apply(self, event: &UserEvent) -> User {
         use UserStatus as S;
-        match (self, event) {
-            (
-                _,
+        let User::Present {
+            status,
+            email_index,
+            email_verified,
+        } = self
+        else {
+            return match event {
                 UserEvent::Registered {
                     email_index,
                     invited,
                     ..
-                },
-            ) => User::Present {
-                status: if *invited { S::Invited } else { S::Active },
-                email_index: *email_index,
-            },
-            (User::Present { status, .. }, UserEvent::EmailChanged { email_index, .. }) => {
-                User::Present {
-                    status,
+                } => User::Present {
+                    status: if *invited { S::Invited } else { S::Active },
                     email_index: *email_index,
-                }
-            }
-            (User::Present { email_index, .. }, UserEvent::Activated | UserEvent::Reactivated) => {
-                User::Present {
-                    status: S::Active,
-                    email_index,
-                }
-            }
-            (User::Present { email_index, .. }, UserEvent::Suspended) => User::Present {
-                status: S::Suspended,
-                email_index,
+                    email_verified: false,
+                },
+                _ => self,
+            };
+        };
+        let with_status = |status| User::Present {
+            status,
+            email_index,
+            email_verified,
+        };
+        match event {
+            UserEvent::Registered { .. } | UserEvent::ProfileUpdated { .. } => with_status(status),
+            UserEvent::EmailChanged { email_index, .. } => User::Present {
+                status,
+                email_index: *email_index,
+                email_verified: false,
             },
-            (User::Present { email_index, .. }, UserEvent::Deleted) => User::Present {
-                status: S::Deleted,
+            UserEvent::EmailVerified { email_index: index } => User::Present {
+                status,
                 email_index,
+                email_verified: email_verified || *index == email_index,
             },
-            (User::Present { email_index, .. }, UserEvent::Erased { .. }) => User::Present {
-                status: S::Erased,
-                email_index,
-            },
-            (state, _) => state,
+            UserEvent::Activated | UserEvent::Reactivated => with_status(S::Active),
+            UserEvent::Suspended => with_status(S::Suspended),
+            UserEvent::Deleted => with_status(S::Deleted),
+            UserEvent::Erased { .. } => with_status(S::Erased),
         }
     }
 }
@@ -311,6 +347,11 @@ mod dto {
     #[derive(Serialize, Deserialize)]
     pub struct EmailChanged {
         pub email: SealedField,
+        pub email_index: BlindIndex,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct EmailVerified {
         pub email_index: BlindIndex,
     }
 
@@ -358,6 +399,13 @@ impl EventSchema for UserEvent {
                     email_index: *email_index,
                 },
             ),
+            UserEvent::EmailVerified { email_index } => stored(
+                "UserEmailVerified",
+                1,
+                &dto::EmailVerified {
+                    email_index: *email_index,
+                },
+            ),
             UserEvent::Suspended => stored("UserSuspended", 1, &dto::Empty {}),
             UserEvent::Reactivated => stored("UserReactivated", 1, &dto::Empty {}),
             UserEvent::Deleted => stored("UserDeleted", 1, &dto::Empty {}),
@@ -378,7 +426,7 @@ impl EventSchema for UserEvent {
         if version != 1 {
             return match name {
                 "UserRegistered" | "UserActivated" | "UserProfileUpdated" | "UserEmailChanged"
-                | "UserSuspended" | "UserReactivated" | "UserDeleted" | "SubjectErased" => {
+                | "UserEmailVerified" | "UserSuspended" | "UserReactivated" | "UserDeleted" | "SubjectErased" => {
                     Err(SchemaError::UnknownVersion {
                         event_type: name.to_owned(),
                         version,
@@ -408,6 +456,9 @@ impl EventSchema for UserEvent {
                     email_index: d.email_index,
                 }
             }
+            "UserEmailVerified" => UserEvent::EmailVerified {
+                email_index: read::<dto::EmailVerified>(form)?.email_index,
+            },
             "UserSuspended" => UserEvent::Suspended,
             "UserReactivated" => UserEvent::Reactivated,
             "UserDeleted" => UserEvent::Deleted,
@@ -616,6 +667,61 @@ mod tests {
         assert!(
             json["email"]["ciphertext"].is_string(),
             "the email is stored sealed: {json}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod verification_tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::aggregate::given;
+
+    fn sealed() -> SealedField {
+        SealedField {
+            subject: Uuid::nil(),
+            nonce: vec![0; 12],
+            ciphertext: vec![0; 20],
+            access_day: None,
+        }
+    }
+
+    fn registered() -> UserEvent {
+        UserEvent::Registered {
+            email: sealed(),
+            email_index: BlindIndex([1; 32]),
+            profile: SealedProfile::default(),
+            invited: false,
+        }
+    }
+
+    #[test]
+    fn an_address_is_verified_once_and_unverified_by_a_change() {
+        let verify = |n| UserCommand::VerifyEmail {
+            email_index: BlindIndex([n; 32]),
+        };
+        let verified = UserEvent::EmailVerified {
+            email_index: BlindIndex([1; 32]),
+        };
+        given::<User>(&[registered()])
+            .when(&verify(1))
+            .then(std::slice::from_ref(&verified));
+        given::<User>(&[registered()])
+            .when(&verify(2))
+            .then_error(UserError::AddressChanged);
+        given::<User>(&[registered(), verified.clone()])
+            .when(&verify(1))
+            .then(&[]);
+        assert!(User::fold(&[registered(), verified.clone()]).email_verified());
+        let changed = UserEvent::EmailChanged {
+            email: sealed(),
+            email_index: BlindIndex([2; 32]),
+        };
+        assert!(!User::fold(&[registered(), verified.clone(), changed.clone()]).email_verified());
+        assert_eq!(
+            UserEvent::from_stored(&verified.to_stored()),
+            Ok(verified.clone())
         );
     }
 }

@@ -285,6 +285,14 @@ pub struct TenantSettingsInput {
     pub access_data_retention_days: Option<u16>,
     /// Whether users may erase themselves.
     pub self_service_erasure: Option<bool>,
+    /// Whether login refuses a user whose address is not verified.
+    pub require_verified_email: Option<bool>,
+    /// How long an invitation link lasts (1 to 30 days).
+    pub invitation_days: Option<u16>,
+    /// How long a verification link lasts (1 to 168 hours).
+    pub verification_hours: Option<u16>,
+    /// How long a password-reset link lasts (5 to 60 minutes).
+    pub reset_minutes: Option<u16>,
 }
 
 fn purposes(inputs: Vec<ConsentPurposeInput>) -> Vec<ConsentPurpose> {
@@ -312,6 +320,10 @@ impl From<TenantSettingsInput> for SettingsChange {
             deleted_user_retention_days: s.deleted_user_retention_days,
             access_data_retention_days: s.access_data_retention_days,
             self_service_erasure: s.self_service_erasure,
+            require_verified_email: s.require_verified_email,
+            invitation_days: s.invitation_days,
+            verification_hours: s.verification_hours,
+            reset_minutes: s.reset_minutes,
         }
     }
 }
