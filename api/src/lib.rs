@@ -8,5 +8,6 @@ pub mod export;
 pub mod graphql;
 pub mod http;
 pub mod projections;
+pub mod mail;
 pub mod retention;
 pub mod scim;

@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod event_store;
+pub mod mail;
 pub mod one_time_codes;
 pub mod passwords;
 pub mod personal_data;

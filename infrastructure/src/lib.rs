@@ -13,6 +13,7 @@ mod pools;
 pub mod postgres;
 pub mod read_models;
 pub mod signed_note;
+pub mod smtp;
 pub mod sqlite;
 mod stored;
 pub mod tokens;

@@ -266,6 +266,30 @@ pub struct ApiKeyDoc {
     pub stamp: Stamp,
 }
 
+/// Model `message`, one row per message (ADR 0013): its state, never its
+/// recipient, link or text. `kind` is the status (`queued`, `retrying`,
+/// `sent`, `abandoned`), `parent` the user it is for, `at` when the next
+/// attempt is due while it is pending (else when it settled).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageDoc {
+    /// `invitation`, `verification`, `password_reset`, `address_change_notice`.
+    pub kind: String,
+    pub attempts: u32,
+    /// µs since the epoch.
+    pub queued_at: i64,
+    /// When the next attempt is due (µs), while pending.
+    #[serde(default)]
+    pub next_attempt_at: Option<i64>,
+    /// When it was sent (µs).
+    #[serde(default)]
+    pub sent_at: Option<i64>,
+    /// The last failure's data-free reason.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(flatten)]
+    pub stamp: Stamp,
+}
+
 /// Model `audit_event`, one row per event: its coordinates and metadata,
 /// never its payload. `kind` is the event type, `parent` the stream's id,
 /// `actor` the acting user or service.

@@ -23,6 +23,7 @@ use custodia_domain::identity::access_data::AccessDataEvent;
 use custodia_domain::identity::api_key::{ApiKeyEvent, ApiKeyPurpose};
 use custodia_domain::identity::consent::ConsentEvent;
 use custodia_domain::identity::membership::MembershipEvent;
+use custodia_domain::identity::message::MessageEvent;
 use custodia_domain::identity::session::SessionEvent;
 use custodia_domain::identity::tenant::TenantEvent;
 use custodia_domain::identity::user::UserEvent;
@@ -30,7 +31,7 @@ use custodia_domain::{Actor, ChainId, RecordedEvent};
 use uuid::Uuid;
 
 use crate::documents::{
-    self, ApiKeyDoc, AuditDoc, ConsentDoc, ConsentState, GroupDoc, MembershipDoc, ProfileDoc,
+    self, ApiKeyDoc, MessageDoc, AuditDoc, ConsentDoc, ConsentState, GroupDoc, MembershipDoc, ProfileDoc,
     RoleDoc, Sealed, SessionDoc, SessionStatus, Stamp, TenantDoc, TenantStatus, UserDoc,
     UserStatus,
 };
@@ -46,6 +47,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(Consents),
         Arc::new(Audit),
         Arc::new(ApiKeys),
+        Arc::new(Messages),
     ]
 }
 
@@ -770,5 +772,93 @@ pub fn audit_row(event: &RecordedEvent) -> ModelRow {
             Actor::System => None,
         };
         row
+    }
+}
+
+/// Every message's delivery state (ADR 0013), for the delivery worker
+/// (which messages are due) and for operators.
+pub struct Messages;
+
+impl Stamped for MessageDoc {
+    fn stamp(&mut self) -> &mut Stamp {
+        &mut self.stamp
+    }
+}
+
+#[async_trait]
+impl Projection for Messages {
+    fn name(&self) -> &'static str {
+        "messages"
+    }
+    fn models(&self) -> &'static [&'static str] {
+        &["message"]
+    }
+    async fn apply(
+        &self,
+        event: &RecordedEvent,
+        tx: &mut dyn ReadModelTx,
+    ) -> Result<(), ProjectionError> {
+        let Some(typed) = decode::<MessageEvent>(event, "message")? else {
+            return Ok(());
+        };
+        let id = event.stream.id.to_string();
+        match typed {
+            MessageEvent::Queued { kind, user, at, .. } => {
+                let doc = MessageDoc {
+                    kind: kind.name().to_owned(),
+                    attempts: 0,
+                    queued_at: at.0,
+                    next_attempt_at: Some(at.0),
+                    sent_at: None,
+                    last_error: None,
+                    stamp: Stamp::of(event),
+                };
+                let mut row = row("message", id, event, &doc);
+                row.kind = Some("queued".into());
+                row.parent = Some(user);
+                row.at = at.0;
+                tx.put(&row).await?;
+            }
+            MessageEvent::Sent { attempt, at } => {
+                update(tx, "message", &id, event, |row, doc: &mut MessageDoc| {
+                    doc.attempts = attempt;
+                    doc.sent_at = Some(at.0);
+                    doc.next_attempt_at = None;
+                    row.kind = Some("sent".into());
+                    row.at = at.0;
+                })
+                .await?
+            }
+            MessageEvent::Failed {
+                attempt,
+                retry_at,
+                reason,
+                ..
+            } => {
+                update(tx, "message", &id, event, |row, doc: &mut MessageDoc| {
+                    doc.attempts = attempt;
+                    doc.next_attempt_at = Some(retry_at.0);
+                    doc.last_error = Some(reason);
+                    row.kind = Some("retrying".into());
+                    row.at = retry_at.0;
+                })
+                .await?
+            }
+            MessageEvent::Abandoned {
+                attempt,
+                at,
+                reason,
+            } => {
+                update(tx, "message", &id, event, |row, doc: &mut MessageDoc| {
+                    doc.attempts = attempt;
+                    doc.next_attempt_at = None;
+                    doc.last_error = Some(reason);
+                    row.kind = Some("abandoned".into());
+                    row.at = at.0;
+                })
+                .await?
+            }
+        }
+        Ok(())
     }
 }

@@ -214,6 +214,7 @@ pub mod identity {
     ) -> (TenantId, uuid::Uuid) {
         let (tenant, user) = (TenantId::generate(), uuid::Uuid::now_v7());
         let owner = NewUser {
+            address_vouched: false,
             user,
             email: email.into(),
             profile: Profile::default(),
@@ -258,6 +259,7 @@ pub mod identity {
             codes: Arc::new(Totp),
             tokens: Arc::new(Ed25519Signer::generate("custodia", "custodia-api")),
             unknown_logins: Arc::default(),
+            links: Arc::new(custodia_application::commands::account::LinkBase("http://localhost:8080".to_owned())),
         }
     }
 }

@@ -42,6 +42,7 @@ async fn history(ports: &Ports) -> LogCursor {
     for i in 0..5 {
         let user = Uuid::now_v7();
         let new = NewUser {
+            address_vouched: false,
             user,
             email: format!("user{i}@example.org"),
             profile: Profile::default(),
@@ -409,6 +410,7 @@ async fn events_of_unknown_types_are_skipped_and_unreadable_ones_halt(db: TestDa
         .await
         .unwrap();
     let new = NewUser {
+            address_vouched: false,
         user: Uuid::now_v7(),
         email: "later@example.org".into(),
         profile: Profile::default(),

@@ -31,6 +31,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
     for t in 0..args.tenants {
         let tenant = TenantId::generate();
         let owner = NewUser {
+            address_vouched: true,
             user: Uuid::now_v7(),
             email: format!("owner@tenant{t}.demo.example"),
             profile: Profile::default(),
@@ -49,6 +50,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
         for u in 0..args.users {
             let user = Uuid::now_v7();
             let new = NewUser {
+            address_vouched: true,
                 user,
                 email: format!("user{u}@tenant{t}.demo.example"),
                 profile: Profile {

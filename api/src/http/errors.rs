@@ -6,6 +6,7 @@ use actix_web::dev::ServiceResponse;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use custodia_application::commands::account::LinkError;
 use custodia_application::commands::credentials::LoginError;
 use custodia_application::commands::sessions::SessionFailure;
 use custodia_application::commands::CommandError;
@@ -171,6 +172,11 @@ impl From<LoginError> for ApiError {
             LoginError::SecondFactorEnrollmentRequired => {
                 unauthenticated("the tenant requires a second factor; enroll one first")
             }
+            LoginError::EmailNotVerified => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "EMAIL_NOT_VERIFIED",
+                "the email address is not verified yet; follow the link sent to it",
+            ),
             LoginError::TenantSuspended => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "FORBIDDEN",
@@ -188,6 +194,22 @@ impl From<LoginError> for ApiError {
                 }
             }
             LoginError::Internal(inner) => inner.into(),
+        }
+    }
+}
+
+/// A refused link: a typed code the application can act on (offer a new
+/// link for `EXPIRED`, say it was used for `USED`, …).
+impl From<LinkError> for ApiError {
+    fn from(error: LinkError) -> Self {
+        let refused = |code| ApiError::new(StatusCode::BAD_REQUEST, code, error.to_string());
+        match error {
+            LinkError::Invalid => refused("INVALID_TOKEN"),
+            LinkError::Expired => refused("EXPIRED"),
+            LinkError::Used => refused("USED"),
+            LinkError::Revoked => refused("REVOKED"),
+            LinkError::WrongTenant => refused("WRONG_TENANT"),
+            LinkError::Command(inner) => inner.into(),
         }
     }
 }

@@ -142,6 +142,7 @@ impl AppState {
             codes: Arc::new(Totp),
             tokens: signer.clone(),
             unknown_logins: Arc::default(),
+            links: Arc::new(custodia_application::commands::account::LinkBase("http://localhost:8080".to_owned())),
         };
         let checkpoints = Arc::new(
             custodia_infrastructure::checkpoints::CheckpointStore::connect(database_url)

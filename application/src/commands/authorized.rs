@@ -41,6 +41,10 @@ pub(crate) enum Basis {
     /// A signed-in user acts on themselves with a permission the tenant's
     /// settings open to self-service.
     SelfService(Permission),
+    /// An anonymous request that only sends the account's owner a link.
+    ToAccountOwner,
+    /// Custodia's own background work (delivering messages).
+    System,
 }
 
 impl<'a> Authorized<'a> {
@@ -165,6 +169,27 @@ pub(crate) fn by_own_secret(caller: &Caller, tenant: TenantId) -> Authorized<'_>
         caller,
         chain: ChainId::Tenant(tenant),
         basis: Basis::OwnSecret,
+    }
+}
+
+/// An anonymous request whose only effect is to send an account's owner a
+/// link at the address the account holds (a password reset): nothing of
+/// the account changes until the link is followed.
+pub(crate) fn for_account_owner(caller: &Caller, tenant: TenantId) -> Authorized<'_> {
+    Authorized {
+        caller,
+        chain: ChainId::Tenant(tenant),
+        basis: Basis::ToAccountOwner,
+    }
+}
+
+/// Custodia's own background work on a tenant's streams that no person
+/// asked for at that moment (recording a message's delivery).
+pub(crate) fn by_system(caller: &Caller, tenant: TenantId) -> Authorized<'_> {
+    Authorized {
+        caller,
+        chain: ChainId::Tenant(tenant),
+        basis: Basis::System,
     }
 }
 

@@ -327,6 +327,10 @@ pub enum LoginError {
     /// The tenant requires a second factor and the user has none enrolled.
     #[error("the tenant requires a second factor; enroll one first")]
     SecondFactorEnrollmentRequired,
+    /// The credentials were right, but the tenant requires a verified
+    /// address and the user has not verified theirs.
+    #[error("the email address is not verified yet")]
+    EmailNotVerified,
     #[error(transparent)]
     Internal(#[from] CommandError),
 }
@@ -642,15 +646,18 @@ pub(crate) async fn verified_login(
         }
         Err(_) => None,
     };
-    let may_log_in = match user {
-        Some(user) => matches!(
-            load::<User>(&*ports.store, &user_stream(user))
-                .await?
-                .0
-                .status(),
-            Some(UserStatus::Active | UserStatus::Invited)
-        ),
-        None => false,
+    let (may_log_in, address_verified) = match user {
+        Some(user) => {
+            let state = load::<User>(&*ports.store, &user_stream(user)).await?.0;
+            (
+                matches!(
+                    state.status(),
+                    Some(UserStatus::Active | UserStatus::Invited)
+                ),
+                state.email_verified(),
+            )
+        }
+        None => (false, false),
     };
     let policy = LockoutPolicy {
         threshold: settings.lockout_threshold,
@@ -765,6 +772,12 @@ pub(crate) async fn verified_login(
     )
     .await
     {
+        // The password was right (the success is recorded, so it does not
+        // count towards a lockout), but the tenant wants a verified
+        // address first: only the password's holder learns this.
+        Ok(_) if settings.flows.require_verified_email && !address_verified => {
+            Err(LoginError::EmailNotVerified)
+        }
         // A rehash at this login replaced the verified password with the
         // same one under Argon2id: that is the password now.
         Ok(_) => Ok((user, rehashed_to.unwrap_or(verified))),

@@ -8,6 +8,7 @@
 //! retried command id returns the original result.
 
 pub mod access_data;
+pub mod account;
 pub mod api_keys;
 pub mod audit;
 mod authorized;
@@ -54,6 +55,8 @@ pub struct Ports {
     pub tokens: Arc<dyn TokenSigner>,
     /// Failed logins of addresses without an account (in memory).
     pub unknown_logins: Arc<credentials::UnknownLogins>,
+    /// Where the links in messages point (ADR 0013).
+    pub links: Arc<account::LinkBase>,
 }
 
 /// Who asks, and how the command is identified.

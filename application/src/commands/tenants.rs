@@ -77,8 +77,7 @@ pub async fn create_tenant(
         settings: command.settings.clone(),
     };
     let owner = command.owner.user;
-    let min_length = command.settings.password_min_length;
-    let registration = Registration::prepare(ports, tenant, command.owner, min_length).await?;
+    let registration = Registration::prepare(ports, tenant, command.owner, &command.settings).await?;
     let grant = MembershipCommand::Grant {
         user: owner,
         role: RoleRef::BuiltIn(BuiltInRole::Owner),
@@ -217,4 +216,16 @@ pub async fn change_memberships(
         },
     )
     .await
+}
+
+/// The tenant's name (`None` for a tenant that does not exist or was
+/// erased), for what Custodia writes to its users.
+pub async fn tenant_name(ports: &Ports, tenant: TenantId) -> Result<Option<String>, CommandError> {
+    let (state, _) = load::<Tenant>(&*ports.store, &tenant_stream(tenant)).await?;
+    Ok(match state {
+        Tenant::Active { name, .. } | Tenant::Suspended { name, .. } => {
+            Some(name.as_str().to_owned())
+        }
+        Tenant::Absent | Tenant::Closed => None,
+    })
 }

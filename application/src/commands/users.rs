@@ -29,6 +29,11 @@ pub struct NewUser {
     /// A first password (needs `credential.manage` too), checked against
     /// the tenant's policy before anything is written.
     pub password: Option<String>,
+    /// The address is known to be the user's (an identity provider or an
+    /// operator vouches for it): verified at once, and no link is sent.
+    /// Otherwise an invited user gets an invitation link and anyone else
+    /// a verification link (ADR 0013).
+    pub address_vouched: bool,
 }
 
 impl std::fmt::Debug for NewUser {
@@ -236,6 +241,9 @@ pub(crate) struct Registration {
     event_id: EventId,
     command: UserCommand,
     password: Option<super::credentials::NewPassword>,
+    /// The invitation or verification link and its message, unless the
+    /// address is vouched for.
+    link: Option<super::account::PreparedLink>,
 }
 
 impl Registration {
@@ -245,16 +253,35 @@ impl Registration {
         ports: &Ports,
         tenant: TenantId,
         new: NewUser,
-        password_min_length: u8,
+        settings: &custodia_domain::identity::tenant::TenantSettings,
     ) -> Result<Registration, CommandError> {
+        use custodia_domain::identity::link_token::LinkPurpose;
         let email = Email::parse(&new.email)?;
         check_profile(&new.profile)?;
         if let Some(password) = &new.password {
             custodia_domain::identity::credential::check_password_policy(
                 password,
-                password_min_length,
+                settings.password_min_length,
             )?;
         }
+        let link = match (new.address_vouched, new.invited) {
+            (true, _) => None,
+            (false, invited) => {
+                let purpose = if invited {
+                    LinkPurpose::Invitation
+                } else {
+                    LinkPurpose::Verification
+                };
+                let lifetime = settings.flows.lifetime_micros(purpose);
+                let at = Timestamp::now();
+                Some(
+                    super::account::PreparedLink::mint(
+                        ports, tenant, new.user, purpose, &email, lifetime, at,
+                    )
+                    .await?,
+                )
+            }
+        };
         let user = new.user;
         let event_id = EventId::generate();
         let (sealed, index) = seal_email(ports, tenant, user, &email, event_id).await?;
@@ -276,6 +303,7 @@ impl Registration {
             event_id,
             command,
             password,
+            link,
         })
     }
 
@@ -290,11 +318,23 @@ impl Registration {
         if let Some(password) = &self.password {
             password.plan(plan, self.user).await?;
         }
+        if let Some(link) = &self.link {
+            link.plan(plan).await?;
+        }
+        let vouched = self.link.is_none();
         plan.part::<User>(
             "register",
             &user_stream(self.user),
             self.event_id,
-            |state| Ok(state.decide(&self.command)?),
+            |state| {
+                let mut events = state.decide(&self.command)?;
+                if vouched {
+                    events.push(UserEvent::EmailVerified {
+                        email_index: self.index,
+                    });
+                }
+                Ok(events)
+            },
         )
         .await?;
         Ok(())
@@ -325,9 +365,8 @@ pub async fn register_user(
     if let Some(outcome) = Plan::committed(ports, caller, "register").await? {
         return Ok(outcome);
     }
-    // The claim, the user and the password, together or not at all.
-    let min_length = settings.password_min_length;
-    let registration = Registration::prepare(ports, tenant, new, min_length).await?;
+    // The claim, the user, the password and the link, together or not at all.
+    let registration = Registration::prepare(ports, tenant, new, &settings).await?;
     for _ in 0..=PLAN_RETRIES {
         let mut plan = Plan::new(ports, &authorized);
         registration.plan(&mut plan, tenant).await?;
@@ -360,7 +399,9 @@ pub async fn update_profile(
 
 /// Changes a user's email: claims the new address, records the change and
 /// releases the address it replaced (read in the same plan, so concurrent
-/// changes each release what they replaced), all or nothing.
+/// changes each release what they replaced), all or nothing. The new
+/// address is not verified: a link goes to it (an invitation again for a
+/// user still invited), and the link sent to the old one is revoked.
 pub async fn change_email(
     ports: &Ports,
     caller: &Caller,
@@ -368,12 +409,65 @@ pub async fn change_email(
     user: Uuid,
     email: &str,
 ) -> Result<Outcome, CommandError> {
+    change_address(ports, caller, tenant, user, email, false).await
+}
+
+/// [`change_email`] for an address someone vouches for (an identity
+/// provider over SCIM): verified at once, no link sent.
+pub async fn change_email_vouched(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    email: &str,
+) -> Result<Outcome, CommandError> {
+    change_address(ports, caller, tenant, user, email, true).await
+}
+
+async fn change_address(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    email: &str,
+    vouched: bool,
+) -> Result<Outcome, CommandError> {
+    use custodia_domain::identity::link_token::{
+        LinkPurpose, LinkTokenCommand, LinkTokens, RevokedBecause,
+    };
     let email = Email::parse(email)?;
     let authorized = authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
-    require_active_tenant(ports, tenant).await?;
+    let custodia_domain::identity::tenant::Tenant::Active { settings, .. } =
+        require_active_tenant(ports, tenant).await?
+    else {
+        return Err(CommandError::TenantSuspended);
+    };
     if let Some(outcome) = Plan::committed(ports, caller, "change").await? {
         return Ok(outcome);
     }
+    let status = super::credentials::user_status_in(ports, tenant, user).await?;
+    let purpose = if status == custodia_domain::identity::user::UserStatus::Invited {
+        LinkPurpose::Invitation
+    } else {
+        LinkPurpose::Verification
+    };
+    let link = if vouched {
+        None
+    } else {
+        let lifetime = settings.flows.lifetime_micros(purpose);
+        Some(
+            super::account::PreparedLink::mint(
+                ports,
+                tenant,
+                user,
+                purpose,
+                &email,
+                lifetime,
+                Timestamp::now(),
+            )
+            .await?,
+        )
+    };
     let event_id = EventId::generate();
     let (sealed, index) = seal_email(ports, tenant, user, &email, event_id).await?;
     let command = UserCommand::ChangeEmail {
@@ -415,11 +509,32 @@ pub async fn change_email(
         }
         let (_, read) = plan
             .part::<User>("change", &user_stream(user), event_id, |state| {
-                Ok(state.decide(&command)?)
+                let mut events = state.decide(&command)?;
+                if vouched && !events.is_empty() {
+                    events.push(UserEvent::EmailVerified { email_index: index });
+                }
+                Ok(events)
             })
             .await?;
         if read != version {
             continue; // changed between the two reads: plan again
+        }
+        let moved = matches!(state, User::Present { email_index: old, .. } if old != index);
+        if moved {
+            match &link {
+                // Issuing revokes the link the old address holds.
+                Some(link) => link.plan(&mut plan).await?,
+                None => {
+                    let revoke = LinkTokenCommand::Revoke {
+                        because: RevokedBecause::Obsolete,
+                    };
+                    let stream = super::account::link_stream(purpose.stream_id(user));
+                    plan.part::<LinkTokens>("token", &stream, EventId::generate(), |tokens| {
+                        Ok(tokens.decide(&revoke).unwrap_or_default())
+                    })
+                    .await?;
+                }
+            }
         }
         if let Some(committed) = plan.commit().await? {
             return Ok(committed.outcome("change"));

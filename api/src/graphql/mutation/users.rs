@@ -27,6 +27,7 @@ impl UserMutations {
         let ports = &data(ctx).state.ports;
         let user = Uuid::now_v7();
         let new = NewUser {
+            address_vouched: false,
             user,
             email: input.email,
             profile: input.profile.map(Profile::from).unwrap_or_default(),
