@@ -7,7 +7,7 @@ pub mod erasures;
 pub mod export;
 pub mod graphql;
 pub mod http;
-pub mod projections;
 pub mod mail;
+pub mod projections;
 pub mod retention;
 pub mod scim;

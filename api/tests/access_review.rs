@@ -57,7 +57,7 @@ async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatab
     let (tenant, _) = tenant_with_owner(ports, "ada@example.org", Some(PASSWORD)).await;
     let grace = uuid::Uuid::now_v7();
     let new = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: grace,
         email: "grace@example.org".into(),
         profile: Profile::default(),
@@ -252,7 +252,7 @@ async fn roles_are_answered_as_of_any_moment_with_who_granted_them(db: TestDatab
     );
     // A member without audit.read is refused.
     let mel = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: uuid::Uuid::now_v7(),
         email: "mel@example.org".into(),
         profile: Profile::default(),
@@ -343,7 +343,7 @@ async fn a_user_is_answered_as_of_any_moment(db: TestDatabase) {
     };
     let before = moment().await;
     let new = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: grace,
         email: "grace@example.org".into(),
         profile: named("Grace H"),
@@ -431,7 +431,7 @@ async fn a_user_is_answered_as_of_any_moment(db: TestDatabase) {
     let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
     let auditor = uuid::Uuid::now_v7();
     let new = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: auditor,
         email: "audrey@example.org".into(),
         profile: Profile::default(),
@@ -535,7 +535,7 @@ async fn token_of_member(
     tenant: custodia_domain::TenantId,
 ) -> String {
     let new = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: uuid::Uuid::now_v7(),
         email: "mel@example.org".into(),
         profile: Profile::default(),

@@ -246,7 +246,7 @@ async fn scim_tokens_open_scim_only_and_discovery_tells_what_is_supported(db: Te
 
     // A member without api_key.manage makes no SCIM token.
     let mel = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: uuid::Uuid::now_v7(),
         email: "mel@example.org".into(),
         profile: Profile::default(),

@@ -31,7 +31,8 @@ pub struct SmtpSettings {
 impl SmtpMailer {
     /// A mailer for `settings`, with credentials from the environment.
     pub fn connect(settings: &SmtpSettings, production: bool) -> Result<SmtpMailer, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid(format!("CUSTODIA_SMTP_URL: {message}"));
+        let invalid =
+            |message: String| ConfigError::Invalid(format!("CUSTODIA_SMTP_URL: {message}"));
         let parsed = url_parts(&settings.url).ok_or_else(|| invalid("not a URL".to_owned()))?;
         if parsed.has_password {
             return Err(invalid(
@@ -60,9 +61,10 @@ impl SmtpMailer {
                 ))
             }
         }
-        let from = settings.from.parse().map_err(|_| {
-            ConfigError::Invalid("CUSTODIA_MAIL_FROM is not an address".to_owned())
-        })?;
+        let from = settings
+            .from
+            .parse()
+            .map_err(|_| ConfigError::Invalid("CUSTODIA_MAIL_FROM is not an address".to_owned()))?;
         Ok(SmtpMailer {
             transport: builder.build(),
             from,

@@ -31,9 +31,9 @@ use custodia_domain::{Actor, ChainId, RecordedEvent};
 use uuid::Uuid;
 
 use crate::documents::{
-    self, ApiKeyDoc, MessageDoc, AuditDoc, ConsentDoc, ConsentState, GroupDoc, MembershipDoc, ProfileDoc,
-    RoleDoc, Sealed, SessionDoc, SessionStatus, Stamp, TenantDoc, TenantStatus, UserDoc,
-    UserStatus,
+    self, ApiKeyDoc, AuditDoc, ConsentDoc, ConsentState, GroupDoc, MembershipDoc, MessageDoc,
+    ProfileDoc, RoleDoc, Sealed, SessionDoc, SessionStatus, Stamp, TenantDoc, TenantStatus,
+    UserDoc, UserStatus,
 };
 use crate::{Projection, ProjectionError};
 

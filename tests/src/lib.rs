@@ -259,7 +259,9 @@ pub mod identity {
             codes: Arc::new(Totp),
             tokens: Arc::new(Ed25519Signer::generate("custodia", "custodia-api")),
             unknown_logins: Arc::default(),
-            links: Arc::new(custodia_application::commands::account::LinkBase("http://localhost:8080".to_owned())),
+            links: Arc::new(custodia_application::commands::account::LinkBase(
+                "http://localhost:8080".to_owned(),
+            )),
         }
     }
 }

@@ -49,7 +49,7 @@ async fn user_with_role(ports: &Ports, tenant: TenantId, role: BuiltInRole) -> (
     let address = email(role.name());
     let user = Uuid::now_v7();
     let new = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user,
         email: address.clone(),
         profile: Profile::default(),
@@ -793,7 +793,7 @@ async fn registration_checks_everything_before_writing(db: TestDatabase) {
     let before = log_length(&ports).await;
     let address = email("new");
     let new = |password: &str| NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: Uuid::now_v7(),
         email: address.clone(),
         profile: Profile::default(),
@@ -814,7 +814,7 @@ async fn a_command_on_several_streams_writes_all_or_nothing(db: TestDatabase) {
     let (tenant, _) = tenant_with_owner(&ports, &email("owner"), None).await;
     let user = Uuid::now_v7();
     let first = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user,
         email: email("first"),
         profile: Profile::default(),
@@ -829,7 +829,7 @@ async fn a_command_on_several_streams_writes_all_or_nothing(db: TestDatabase) {
     let before = log_length(&ports).await;
     let address = email("second");
     let again = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user,
         email: address.clone(),
         profile: Profile::default(),
@@ -840,7 +840,7 @@ async fn a_command_on_several_streams_writes_all_or_nothing(db: TestDatabase) {
     assert!(matches!(refused, Err(CommandError::User(_))), "{refused:?}");
     assert_eq!(log_length(&ports).await, before, "no claim, no password");
     let other = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: Uuid::now_v7(),
         email: address,
         profile: Profile::default(),
@@ -871,7 +871,7 @@ async fn concurrent_email_changes_leave_no_claim_behind(db: TestDatabase) {
         let mut free = 0;
         for address in [&b, &c] {
             let other = NewUser {
-            address_vouched: false,
+                address_vouched: false,
                 user: Uuid::now_v7(),
                 email: address.clone(),
                 profile: Profile::default(),

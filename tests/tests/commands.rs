@@ -63,7 +63,7 @@ fn operator() -> Caller {
 
 fn new_user(email: &str) -> NewUser {
     NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: Uuid::now_v7(),
         email: email.to_owned(),
         profile: Profile::default(),
@@ -590,7 +590,7 @@ async fn personal_data_is_sealed_at_rest_and_readable_by_those_allowed(db: TestD
     let (tenant_id, _) = tenant(&ports).await;
     let marker = "q7z3marker";
     let user = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: Uuid::now_v7(),
         email: format!("{marker}-mail@example.org"),
         profile: Profile {
@@ -682,7 +682,7 @@ async fn personal_data_is_read_from_a_stream_of_any_length(db: TestDatabase) {
         custodia_tests::identity::tenant_with_owner(&ports, "owner@example.org", None).await;
     let user = Uuid::now_v7();
     let new = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user,
         email: "first@example.org".into(),
         profile: Profile::default(),

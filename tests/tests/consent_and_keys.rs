@@ -38,7 +38,7 @@ async fn setup(db: &TestDatabase) -> (Ports, TenantId, Uuid) {
         ..TenantSettings::default()
     };
     let owner = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user,
         email: "ada@example.org".into(),
         profile: Profile::default(),

@@ -90,12 +90,14 @@ async fn world(db: &TestDatabase) -> World {
             "custodia-api",
         )),
         unknown_logins: Arc::default(),
-        links: Arc::new(custodia_application::commands::account::LinkBase("http://localhost:8080".to_owned())),
+        links: Arc::new(custodia_application::commands::account::LinkBase(
+            "http://localhost:8080".to_owned(),
+        )),
     };
     let tenant = TenantId::generate();
     let user = Uuid::now_v7();
     let owner = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user,
         email: EMAIL.into(),
         profile: Profile::default(),
@@ -361,7 +363,7 @@ async fn password_policy_and_user_status_are_enforced(db: TestDatabase) {
 
     // A second owner, so that this one is not the last active owner.
     let second = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: Uuid::now_v7(),
         email: "second-owner@example.org".into(),
         profile: Profile::default(),

@@ -410,7 +410,7 @@ async fn events_of_unknown_types_are_skipped_and_unreadable_ones_halt(db: TestDa
         .await
         .unwrap();
     let new = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: Uuid::now_v7(),
         email: "later@example.org".into(),
         profile: Profile::default(),

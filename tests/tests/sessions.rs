@@ -569,7 +569,7 @@ async fn an_event_caused_by_another_names_it(db: TestDatabase) {
     let (tenant_id, _) = tenant_with_owner(&ports, EMAIL, Some(PASSWORD)).await;
     let user = Uuid::now_v7();
     let grace = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user,
         email: "grace@example.org".into(),
         profile: Profile::default(),

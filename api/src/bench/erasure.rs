@@ -45,7 +45,7 @@ pub async fn run(url: &str, args: ErasureArgs) -> Result<ExitCode, String> {
             let email = format!("subject{n}@bench.example");
             let before = chain_length(&ports, tenant).await?;
             let subject = NewUser {
-            address_vouched: false,
+                address_vouched: false,
                 user,
                 email: email.clone(),
                 profile: Profile {

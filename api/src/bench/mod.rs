@@ -295,7 +295,9 @@ pub(crate) async fn ports(
             "custodia-api",
         )),
         unknown_logins: Arc::default(),
-        links: Arc::new(custodia_application::commands::account::LinkBase("http://localhost:8080".to_owned())),
+        links: Arc::new(custodia_application::commands::account::LinkBase(
+            "http://localhost:8080".to_owned(),
+        )),
     })
 }
 
@@ -322,7 +324,7 @@ pub(crate) async fn tenant(
     use custodia_application::commands::users::{NewUser, Profile};
     let tenant = TenantId::generate();
     let owner = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: Uuid::now_v7(),
         email: email.into(),
         profile: Profile::default(),
@@ -366,7 +368,7 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
                     ..Profile::default()
                 };
                 let new = NewUser {
-            address_vouched: false,
+                    address_vouched: false,
                     user,
                     email: format!("u{writer}-{i}@bench.example"),
                     profile,

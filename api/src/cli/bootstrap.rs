@@ -60,7 +60,7 @@ pub async fn bootstrap(database_url: &str, args: BootstrapArgs) -> Result<ExitCo
     let operator = operator();
     let (tenant, owner) = (TenantId::generate(), Uuid::now_v7());
     let new_owner = NewUser {
-            address_vouched: true,
+        address_vouched: true,
         user: owner,
         email: args.owner_email.clone(),
         profile: Profile::default(),

@@ -50,7 +50,7 @@ pub async fn run(database_url: &str, args: Args) -> Result<ExitCode, String> {
         for u in 0..args.users {
             let user = Uuid::now_v7();
             let new = NewUser {
-            address_vouched: true,
+                address_vouched: true,
                 user,
                 email: format!("user{u}@tenant{t}.demo.example"),
                 profile: Profile {

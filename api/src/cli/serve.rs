@@ -38,6 +38,14 @@ A secret may be given in NAME_FILE instead of NAME (a file holding it).
   CUSTODIA_CHECKPOINT_EVENTS           (environment only) sign a chain's checkpoint every N events (1000)
   CUSTODIA_CHECKPOINT_SECONDS          (environment only) or after N seconds of activity (60)
   CUSTODIA_CHECKPOINT_FILE             (environment only) append signed checkpoints to this file
+  CUSTODIA_APP_URL                     (environment only) the application links in messages point to
+                                                          (http://localhost:8080)
+  CUSTODIA_SMTP_URL                    (environment only) smtp://host:587?tls=required (STARTTLS),
+                                                          smtps://host:465 (TLS); unset: messages stay queued
+  CUSTODIA_SMTP_USERNAME, CUSTODIA_SMTP_PASSWORD[_FILE]  (environment only) SMTP credentials
+  CUSTODIA_MAIL_FROM                   (environment only) the sender (Custodia <no-reply@localhost>)
+  CUSTODIA_MAIL_RETRY_SECONDS          (environment only) first wait after a failed send, doubling to 1 h (60)
+  CUSTODIA_RESET_LIMIT_PER_ADDRESS     (environment only) password reset requests per hour per address (5)
   RUST_LOG                             log                log filter (info)";
 
 #[derive(clap::Args)]
@@ -111,6 +119,24 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot re-apply erasures: {e}"))?;
         let projections = state.projections.start(state.ports.store.clone());
         let retention = custodia::retention::schedule(state.ports.clone(), state.models.clone());
+        let config = custodia::http::Config::from_env()?;
+        let mail = match &config.smtp {
+            Some(settings) => {
+                let mailer =
+                    custodia_infrastructure::smtp::SmtpMailer::connect(settings, config.production)
+                        .map_err(|e| e.to_string())?;
+                Some(custodia::mail::schedule(
+                    state.ports.clone(),
+                    state.models.clone(),
+                    std::sync::Arc::new(mailer),
+                    config.mail_pace,
+                ))
+            }
+            None => {
+                tracing::info!("no mailer configured (CUSTODIA_SMTP_URL): messages stay queued");
+                None
+            }
+        };
         let checkpoints = custodia::checkpoints::schedule(
             state.ports.store.clone(),
             state.models.clone(),
@@ -132,6 +158,9 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
         // Give the projections' leases up, so another instance takes over at once.
         projections.stop().await;
         retention.abort();
+        if let Some(mail) = mail {
+            mail.abort();
+        }
         checkpoints.abort();
         server.map_err(|e| e.to_string())?;
         Ok(ExitCode::SUCCESS)

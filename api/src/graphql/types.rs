@@ -278,6 +278,12 @@ impl User {
     async fn status(&self) -> UserStatus {
         self.status
     }
+    /// Whether the user proved their current address (followed a link sent
+    /// to it, or an identity provider vouched for it). A change of address
+    /// makes it false again.
+    async fn email_verified(&self) -> bool {
+        self.doc.email_verified
+    }
     /// Whether the user was erased: their personal fields are null for
     /// good (not an error).
     async fn erased(&self) -> bool {

@@ -36,6 +36,16 @@ pub struct Config {
     /// appended to (`CUSTODIA_LOG_NAME`, `CUSTODIA_CHECKPOINT_EVENTS`,
     /// `CUSTODIA_CHECKPOINT_SECONDS`, `CUSTODIA_CHECKPOINT_FILE`).
     pub checkpoints: crate::checkpoints::Settings,
+    /// The application's address: links in messages point to its pages
+    /// (`/accept-invitation`, `/verify-email`, `/reset-password`).
+    pub app_url: String,
+    /// Where messages leave; `None`: they stay queued, visible, until a
+    /// mailer is configured.
+    pub smtp: Option<custodia_infrastructure::smtp::SmtpSettings>,
+    /// How the delivery worker paces itself.
+    pub mail_pace: crate::mail::Pace,
+    /// Password-reset requests an hour per address (tenant and address).
+    pub reset_limit_per_address: u32,
 }
 
 impl Config {
@@ -119,6 +129,28 @@ impl Config {
             )?)),
             keys_database_url: get("CUSTODIA_KEYS_DATABASE_URL")
                 .filter(|url| !url.trim().is_empty()),
+            app_url: match get("CUSTODIA_APP_URL") {
+                Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                    url.trim_end_matches('/').to_owned()
+                }
+                Some(_) => return Err("CUSTODIA_APP_URL must be an http(s) URL".to_owned()),
+                None => "http://localhost:8080".to_owned(),
+            },
+            smtp: get("CUSTODIA_SMTP_URL")
+                .filter(|url| !url.trim().is_empty())
+                .map(|url| custodia_infrastructure::smtp::SmtpSettings {
+                    url,
+                    from: get("CUSTODIA_MAIL_FROM")
+                        .unwrap_or_else(|| "Custodia <no-reply@localhost>".to_owned()),
+                }),
+            mail_pace: crate::mail::Pace {
+                first_retry: Duration::from_secs(u64::from(number(
+                    "CUSTODIA_MAIL_RETRY_SECONDS",
+                    60,
+                )?)),
+                ..crate::mail::Pace::default()
+            },
+            reset_limit_per_address: number("CUSTODIA_RESET_LIMIT_PER_ADDRESS", 5)?,
             checkpoints: crate::checkpoints::Settings {
                 log_name: match get("CUSTODIA_LOG_NAME") {
                     Some(name)

@@ -16,6 +16,7 @@ pub struct AuthLimits {
     per_ip: KeyedLimiter,
     per_account: KeyedLimiter,
     graphql_per_ip: KeyedLimiter,
+    resets_per_address: KeyedLimiter,
 }
 
 /// `/graphql` requests a minute per client IP by default.
@@ -37,7 +38,21 @@ impl AuthLimits {
             per_ip: KeyedLimiter::keyed(quota(per_ip)),
             per_account: KeyedLimiter::keyed(quota(per_account)),
             graphql_per_ip: KeyedLimiter::keyed(quota(graphql_per_ip)),
+            resets_per_address: KeyedLimiter::keyed(per_hour(5)),
         }
+    }
+
+    /// Password-reset requests an hour per address, with that burst.
+    pub fn with_reset_limit(mut self, per_address_per_hour: u32) -> AuthLimits {
+        self.resets_per_address = KeyedLimiter::keyed(per_hour(per_address_per_hour));
+        self
+    }
+
+    /// Refuses a password-reset request over its address's rate. `key` is
+    /// a digest of the tenant and address (no address is kept). The answer
+    /// is the same whether the address has an account or not.
+    pub(crate) fn check_reset(&self, key: &str) -> Result<(), ApiError> {
+        Self::check(&self.resets_per_address, key.to_owned())
     }
 
     /// Defaults: 60 auth requests a minute per IP, 10 logins a minute per account.
@@ -92,6 +107,13 @@ impl AuthLimits {
             format!("{tenant}/{}", email.trim().to_lowercase()),
         )
     }
+}
+
+fn per_hour(n: u32) -> governor::Quota {
+    let n = std::num::NonZeroU32::new(n.max(1)).expect("at least 1");
+    governor::Quota::with_period(std::time::Duration::from_secs(3600) / n.get())
+        .expect("a positive period")
+        .allow_burst(n)
 }
 
 fn client_ip(request: &HttpRequest) -> String {

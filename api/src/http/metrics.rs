@@ -49,6 +49,7 @@ pub struct Metrics {
     events: Counter,
     lag: Family<ProjectionLabels, Gauge<f64, AtomicU64>>,
     skipped: Counter,
+    resets_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +64,12 @@ impl Default for Metrics {
         let events = Counter::default();
         let lag = Family::<ProjectionLabels, Gauge<f64, AtomicU64>>::default();
         let skipped = Counter::default();
+        let resets_dropped = Counter::default();
+        registry.register(
+            "password_reset_requests_dropped",
+            "Password reset requests dropped because their queue was full",
+            resets_dropped.clone(),
+        );
         registry.register(
             "projection_skipped_events",
             "Events a projection skipped because it handles no event of their type",
@@ -107,6 +114,7 @@ impl Default for Metrics {
             events,
             lag,
             skipped,
+            resets_dropped,
         }
     }
 }
@@ -125,6 +133,10 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .observe(seconds);
+    }
+
+    pub fn reset_dropped(&self) {
+        self.resets_dropped.inc();
     }
 
     pub fn graphql(&self, outcome: &'static str) {

@@ -2,6 +2,7 @@
 //! state every handler reaches, the one error mapping, rate limits, and the
 //! authentication endpoints. GraphQL lives in `crate::graphql`.
 
+mod account;
 mod auth;
 pub mod auth_cache;
 pub mod browser;
@@ -14,6 +15,7 @@ pub mod metrics;
 mod middleware;
 mod state;
 
+pub use account::ResetQueue;
 pub use config::Config;
 pub use errors::{typed_errors, ApiError};
 pub use limits::{AuthLimits, GRAPHQL_PER_IP};
@@ -66,6 +68,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/auth/login", web::post().to(login))
         .route("/auth/refresh", web::post().to(refresh))
         .route("/auth/logout", web::post().to(logout))
+        .route(
+            "/auth/password-reset",
+            web::post().to(account::password_reset),
+        )
+        .route(
+            "/auth/password-reset/confirm",
+            web::post().to(account::password_reset_confirm),
+        )
+        .route("/auth/invitation/accept", web::post().to(account::accept))
+        .route("/auth/verify-email", web::post().to(account::verify))
         .route("/metrics", web::get().to(prometheus))
         .route("/metrics", web::head().to(prometheus))
         .configure(crate::graphql::configure)

@@ -47,6 +47,8 @@ pub struct AppState {
     /// Signed checkpoints kept, and when and where the server signs them.
     pub checkpoints: Arc<custodia_infrastructure::checkpoints::CheckpointStore>,
     pub checkpoint_settings: crate::checkpoints::Settings,
+    /// Password-reset requests, worked on after they were answered.
+    pub resets: super::ResetQueue,
 }
 
 /// Who may read `/metrics`: anyone (development, or
@@ -142,7 +144,9 @@ impl AppState {
             codes: Arc::new(Totp),
             tokens: signer.clone(),
             unknown_logins: Arc::default(),
-            links: Arc::new(custodia_application::commands::account::LinkBase("http://localhost:8080".to_owned())),
+            links: Arc::new(custodia_application::commands::account::LinkBase(
+                config.app_url.clone(),
+            )),
         };
         let checkpoints = Arc::new(
             custodia_infrastructure::checkpoints::CheckpointStore::connect(database_url)
@@ -150,16 +154,20 @@ impl AppState {
                 .map_err(|e| e.to_string())?,
         );
         Ok(AppState {
+            resets: super::ResetQueue::start(ports.clone()),
             ports,
             keys,
             checkpoints,
             checkpoint_settings: config.checkpoints.clone(),
             signer,
-            limits: Arc::new(AuthLimits::with_graphql(
-                config.auth_limit_per_ip,
-                config.auth_limit_per_account,
-                config.graphql_limit_per_ip,
-            )),
+            limits: Arc::new(
+                AuthLimits::with_graphql(
+                    config.auth_limit_per_ip,
+                    config.auth_limit_per_account,
+                    config.graphql_limit_per_ip,
+                )
+                .with_reset_limit(config.reset_limit_per_address),
+            ),
             cors_origins: Arc::new(config.cors_origins),
             projections: Projections::new(models.clone()),
             models,

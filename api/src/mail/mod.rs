@@ -84,7 +84,8 @@ pub async fn pass(
         .await?;
     let mut done = Pass::default();
     for row in due {
-        let (Some(Ok(tenant)), Ok(id)) = (row.tenant.map(TenantId::from_uuid), row.id.parse::<Uuid>())
+        let (Some(Ok(tenant)), Ok(id)) =
+            (row.tenant.map(TenantId::from_uuid), row.id.parse::<Uuid>())
         else {
             continue;
         };

@@ -767,10 +767,15 @@ impl Writes<'_> {
         }
         if email.as_str() != current.email {
             let caller = self.caller();
-            let outcome =
-                user_commands::change_email_vouched(&state.ports, &caller, tenant, id, email.as_str())
-                    .await
-                    .map_err(command_error)?;
+            let outcome = user_commands::change_email_vouched(
+                &state.ports,
+                &caller,
+                tenant,
+                id,
+                email.as_str(),
+            )
+            .await
+            .map_err(command_error)?;
             self.wrote(outcome);
         }
         Ok(())
@@ -826,7 +831,7 @@ pub async fn create(
     let mut attributes = wanted.attributes.clone();
     attributes.retain(|_, v| !v.is_empty());
     let new = NewUser {
-            address_vouched: false,
+        address_vouched: false,
         user: id,
         email: wanted.user_name.clone(),
         profile: Profile {

@@ -219,7 +219,12 @@ impl PreparedMessage {
             .seal(user, &context("recipient"), recipient.as_str().as_bytes())
             .await?;
         let link: Option<SealedField> = match link {
-            Some(link) => Some(ports.vault.seal(id, &context("link"), link.as_bytes()).await?),
+            Some(link) => Some(
+                ports
+                    .vault
+                    .seal(id, &context("link"), link.as_bytes())
+                    .await?,
+            ),
             None => None,
         };
         Ok(PreparedMessage {
@@ -479,8 +484,16 @@ pub async fn request_password_reset(
     };
     let at = Timestamp::now();
     let lifetime = settings.flows.lifetime_micros(LinkPurpose::Reset);
-    let link =
-        PreparedLink::mint(ports, tenant, user, LinkPurpose::Reset, &email, lifetime, at).await?;
+    let link = PreparedLink::mint(
+        ports,
+        tenant,
+        user,
+        LinkPurpose::Reset,
+        &email,
+        lifetime,
+        at,
+    )
+    .await?;
     let caller = Caller::user_itself(tenant, user, "password-reset");
     let authorized = for_account_owner(&caller, tenant);
     for _ in 0..=PLAN_RETRIES {
@@ -613,9 +626,7 @@ async fn plan_link(
             })
             .await?;
         let wanted = match state.status() {
-            Some(s) if s == status => {
-                status == UserStatus::Invited || !state.email_verified()
-            }
+            Some(s) if s == status => status == UserStatus::Invited || !state.email_verified(),
             None => return Err(CommandError::NotFound("user")),
             Some(_) => false,
         };

@@ -77,7 +77,8 @@ pub async fn create_tenant(
         settings: command.settings.clone(),
     };
     let owner = command.owner.user;
-    let registration = Registration::prepare(ports, tenant, command.owner, &command.settings).await?;
+    let registration =
+        Registration::prepare(ports, tenant, command.owner, &command.settings).await?;
     let grant = MembershipCommand::Grant {
         user: owner,
         role: RoleRef::BuiltIn(BuiltInRole::Owner),

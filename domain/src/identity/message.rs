@@ -61,16 +61,15 @@ pub enum MessageCommand {
         at: Timestamp,
     },
     /// One delivery attempt's result.
-    Record {
-        attempt: u32,
-        result: Attempt,
-    },
+    Record { attempt: u32, result: Attempt },
 }
 
 /// What one delivery attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
-    Sent { at: Timestamp },
+    Sent {
+        at: Timestamp,
+    },
     /// A failure that may pass: try again at `retry_at` (abandoned instead
     /// after [`MAX_ATTEMPTS`]).
     Failed {
@@ -80,7 +79,10 @@ pub enum Attempt {
     },
     /// A failure that will not pass (the recipient was erased, the server
     /// refused the address for good).
-    Refused { at: Timestamp, reason: String },
+    Refused {
+        at: Timestamp,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -482,7 +484,9 @@ mod tests {
                 reason: format!("attempt {MAX_ATTEMPTS}"),
             }]);
         let state = Message::fold(&history);
-        assert!(matches!(state, Message::Pending { attempts, due: Timestamp(30), .. } if attempts == MAX_ATTEMPTS - 1));
+        assert!(
+            matches!(state, Message::Pending { attempts, due: Timestamp(30), .. } if attempts == MAX_ATTEMPTS - 1)
+        );
     }
 
     #[test]

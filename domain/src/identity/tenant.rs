@@ -85,7 +85,10 @@ impl AccountFlows {
     /// The flows, if every lifetime is within its bounds.
     pub fn checked(self) -> Result<Self, InvalidValue> {
         if !(1..=30).contains(&self.invitation_days) {
-            return Err(InvalidValue::new("invitation lifetime", "must be 1-30 days"));
+            return Err(InvalidValue::new(
+                "invitation lifetime",
+                "must be 1-30 days",
+            ));
         }
         if !(1..=168).contains(&self.verification_hours) {
             return Err(InvalidValue::new(

@@ -426,12 +426,11 @@ impl EventSchema for UserEvent {
         if version != 1 {
             return match name {
                 "UserRegistered" | "UserActivated" | "UserProfileUpdated" | "UserEmailChanged"
-                | "UserEmailVerified" | "UserSuspended" | "UserReactivated" | "UserDeleted" | "SubjectErased" => {
-                    Err(SchemaError::UnknownVersion {
-                        event_type: name.to_owned(),
-                        version,
-                    })
-                }
+                | "UserEmailVerified" | "UserSuspended" | "UserReactivated" | "UserDeleted"
+                | "SubjectErased" => Err(SchemaError::UnknownVersion {
+                    event_type: name.to_owned(),
+                    version,
+                }),
                 other => Err(SchemaError::UnknownType(other.to_owned())),
             };
         }

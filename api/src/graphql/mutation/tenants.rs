@@ -38,7 +38,7 @@ impl TenantMutations {
                 name,
                 settings: TenantSettings::default(),
                 owner: NewUser {
-            address_vouched: false,
+                    address_vouched: false,
                     user: Uuid::now_v7(),
                     email: owner_email,
                     profile: Profile::default(),

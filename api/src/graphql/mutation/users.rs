@@ -62,6 +62,47 @@ impl UserMutations {
         user_payload(ctx, tenant, user, cursor(&outcome)).await
     }
 
+    /// Sends an invited user a new invitation link, revoking the one sent
+    /// before. Needs `user.create`.
+    async fn resend_invitation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The invited user.")] user_id: ID,
+    ) -> Result<UserPayload> {
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
+        let outcome = custodia_application::commands::account::reinvite(
+            &data(ctx).state.ports,
+            &caller,
+            tenant,
+            user,
+        )
+        .await
+        .map_err(fail)?;
+        user_payload(ctx, tenant, user, cursor(&outcome)).await
+    }
+
+    /// Sends a new verification link to the user's current address,
+    /// revoking the one sent before. Needs `user.update` (or being that
+    /// user); refused once the address is verified.
+    async fn resend_verification(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "The user whose address to verify.")] user_id: ID,
+    ) -> Result<UserPayload> {
+        let (tenant, user, caller) = on_user(ctx, tenant_id, &user_id).await?;
+        let outcome = custodia_application::commands::account::resend_verification(
+            &data(ctx).state.ports,
+            &caller,
+            tenant,
+            user,
+        )
+        .await
+        .map_err(fail)?;
+        user_payload(ctx, tenant, user, cursor(&outcome)).await
+    }
+
     /// Changes a user's email address. Needs `user.update` (or being that user).
     async fn change_email(
         &self,

@@ -1,0 +1,611 @@
+//! The account flows over HTTP with real SMTP (ADR 0013), on both
+//! backends: a real SMTP server (aiosmtpd) receives every message; the
+//! tests read the message that arrived, follow its link, and finish the
+//! flow over HTTP. Every refusal is typed and changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::test::TestRequest;
+use custodia::http::AppState;
+use custodia::mail::Pace;
+use custodia_domain::TenantId;
+use custodia_infrastructure::smtp::{SmtpMailer, SmtpSettings};
+use custodia_tests::identity::tenant_with_owner;
+use custodia_tests::{backends, TestDatabase};
+use serde_json::{json, Value};
+
+#[macro_use]
+#[allow(dead_code)]
+mod served;
+
+backends!(
+    an_invitation_arrives_and_is_accepted_once,
+    a_new_invitation_revokes_the_one_before,
+    an_address_is_verified_through_the_link_and_a_tenant_may_require_it,
+    a_reset_link_sets_a_new_password_and_ends_every_session,
+    a_reset_request_answers_the_same_for_unknown_addresses,
+);
+
+const PASSWORD: &str = "correct horse battery staple";
+const NEW_PASSWORD: &str = "a new and different passphrase";
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The SMTP server the messages go to; each message it receives is a JSON
+/// file in `dir`.
+struct Sink {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_sink.py")
+}
+
+fn start_sink(port: u16, dir: tempfile::TempDir) -> Sink {
+    let child = Command::new("python3")
+        .arg(script())
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs the SMTP sink (pip install aiosmtpd)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the SMTP sink did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Sink { child, port, dir }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Sink {
+    /// Every message received so far, oldest first.
+    fn messages(&self) -> Vec<Value> {
+        let mut names: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// The messages to `to`.
+    fn to(&self, to: &str) -> Vec<Value> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m["rcpt_to"] == json!([to]))
+            .collect()
+    }
+
+    /// Waits for the `n`th message to `to` (1-based) whose subject starts
+    /// with `subject`; fails after 20 s.
+    async fn nth(&self, to: &str, subject: &str, n: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let about = self.to(to).into_iter().filter(|m| {
+                m["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(subject)
+            });
+            if let Some(message) = about.into_iter().nth(n - 1) {
+                return message;
+            }
+            assert!(Instant::now() < deadline, "no message {n} to {to} arrived");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The token in a message's link, after checking the link is in both
+/// parts and points to the application.
+fn token_in(message: &Value, page: &str) -> String {
+    let text = message["text"].as_str().unwrap();
+    let start = text
+        .find(&format!("https://app.example/{page}?"))
+        .unwrap_or_else(|| panic!("no {page} link in {text}"));
+    let link = text[start..].split_whitespace().next().unwrap();
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    assert!(message["html"].as_str().unwrap().contains(&token));
+    token
+}
+
+struct Flows {
+    state: AppState,
+    sink: Sink,
+    tenant: TenantId,
+    owner_token: String,
+    _projections: custodia::projections::Running,
+    _mail: tokio::task::JoinHandle<()>,
+}
+
+async fn setup(db: &TestDatabase) -> Flows {
+    let config = custodia::http::Config {
+        app_url: "https://app.example".to_owned(),
+        ..custodia::http::Config::from_env().unwrap()
+    };
+    let state = AppState::connect_with(
+        db.url(),
+        custodia_infrastructure::MasterKeys::new(MASTER_KEY.parse().unwrap()),
+        config,
+    )
+    .await
+    .unwrap();
+    let sink = start_sink(free_port(), tempfile::tempdir().unwrap());
+    let mailer = SmtpMailer::connect(
+        &SmtpSettings {
+            url: format!("smtp://127.0.0.1:{}", sink.port),
+            from: "Acme <no-reply@acme.example>".to_owned(),
+        },
+        false,
+    )
+    .unwrap();
+    let pace = Pace {
+        poll: Duration::from_millis(100),
+        first_retry: Duration::from_secs(1),
+    };
+    let mail = custodia::mail::schedule(
+        state.ports.clone(),
+        state.models.clone(),
+        Arc::new(mailer),
+        pace,
+    );
+    let projections = state.projections.start(state.ports.store.clone());
+    let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
+    let owner_token = sign_in(&state, tenant, "ada@example.org", PASSWORD).await;
+    Flows {
+        state,
+        sink,
+        tenant,
+        owner_token,
+        _projections: projections,
+        _mail: mail,
+    }
+}
+
+async fn sign_in(state: &AppState, tenant: TenantId, email: &str, password: &str) -> String {
+    let (status, body) = post(
+        state,
+        "/auth/login",
+        json!({ "tenant_id": tenant.to_string(), "email": email, "password": password }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn post(state: &AppState, path: &str, body: Value) -> (u16, Value) {
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let (status, body) = call!(&service, TestRequest::post().uri(path).set_json(body));
+    (status.as_u16(), body)
+}
+
+async fn graphql(state: &AppState, token: &str, query: &str) -> Value {
+    let service = actix_web::test::init_service(custodia::http::app(state.clone())).await;
+    let request = TestRequest::post()
+        .uri("/graphql")
+        .insert_header(("authorization", format!("Bearer {token}")))
+        .set_json(json!({ "query": query }));
+    call!(&service, request).1
+}
+
+/// Invites `email`; answers the new user's id.
+async fn invite(flows: &Flows, email: &str) -> String {
+    let body = graphql(
+        &flows.state,
+        &flows.owner_token,
+        &format!(r#"mutation {{ registerUser(input: {{ email: "{email}", invite: true }}) {{ user {{ id status emailVerified }} }} }}"#),
+    )
+    .await;
+    let user = &body["data"]["registerUser"]["user"];
+    assert_eq!(user["status"], "INVITED", "{body}");
+    assert_eq!(user["emailVerified"], false, "{body}");
+    user["id"].as_str().unwrap().to_owned()
+}
+
+/// The log's head: a refusal must leave it where it was.
+async fn head(state: &AppState) -> custodia_domain::LogCursor {
+    state.ports.store.head().await.unwrap()
+}
+
+/// Posts a link the server must refuse with `code`, and checks nothing
+/// was written.
+async fn refused(state: &AppState, path: &str, body: Value, code: &str) {
+    let before = head(state).await;
+    let (status, answer) = post(state, path, body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], code, "{answer}");
+    assert_eq!(head(state).await, before, "a refused link wrote something");
+}
+
+async fn user(state: &AppState, token: &str, id: &str) -> Value {
+    let body = graphql(
+        state,
+        token,
+        &format!(r#"{{ user(id: "{id}") {{ status emailVerified }} }}"#),
+    )
+    .await;
+    body["data"]["user"].clone()
+}
+
+async fn an_invitation_arrives_and_is_accepted_once(db: TestDatabase) {
+    let flows = setup(&db).await;
+    let state = &flows.state;
+    let tenant = flows.tenant.to_string();
+    let id = invite(&flows, "bob@example.org").await;
+    let message = flows
+        .sink
+        .nth("bob@example.org", "You are invited", 1)
+        .await;
+    assert_eq!(message["subject"], "You are invited to Acme");
+    assert_eq!(message["from"], "Acme <no-reply@acme.example>");
+    assert!(message["message_id"]
+        .as_str()
+        .unwrap()
+        .ends_with("@custodia>"));
+    let token = token_in(&message, "accept-invitation");
+    assert!(token.starts_with("inv_"), "{token}");
+    let accept = |tenant: &str, token: &str, password: &str| json!({ "tenant": tenant, "token": token, "password": password });
+    let path = "/auth/invitation/accept";
+    // Wrong token, wrong purpose, wrong tenant, a weak password: refused,
+    // and nothing written.
+    let forged = format!("{}A", &token[..token.len() - 1]);
+    let forged = if forged == token {
+        format!("{}B", &token[..token.len() - 1])
+    } else {
+        forged
+    };
+    refused(
+        state,
+        path,
+        accept(&tenant, &forged, PASSWORD),
+        "INVALID_TOKEN",
+    )
+    .await;
+    refused(
+        state,
+        path,
+        accept(&tenant, "inv_x_y", PASSWORD),
+        "INVALID_TOKEN",
+    )
+    .await;
+    let as_reset = token.replacen("inv_", "rst_", 1);
+    refused(
+        state,
+        path,
+        accept(&tenant, &as_reset, PASSWORD),
+        "INVALID_TOKEN",
+    )
+    .await;
+    let (other, _) = tenant_with_owner(&state.ports, "eve@example.org", None).await;
+    refused(
+        state,
+        path,
+        accept(&other.to_string(), &token, PASSWORD),
+        "WRONG_TENANT",
+    )
+    .await;
+    let before = head(state).await;
+    let (status, body) = post(state, path, accept(&tenant, &token, "short")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("VALIDATION")),
+        "{body}"
+    );
+    assert_eq!(head(state).await, before);
+    // Accepted: active, verified, and signs in with the password chosen.
+    let (status, body) = post(state, path, accept(&tenant, &token, PASSWORD)).await;
+    assert_eq!(status, 204, "{body}");
+    sign_in(state, flows.tenant, "bob@example.org", PASSWORD).await;
+    custodia_tests_caught_up(state).await;
+    let bob = user(state, &flows.owner_token, &id).await;
+    assert_eq!(bob, json!({ "status": "ACTIVE", "emailVerified": true }));
+    // Used once only.
+    refused(state, path, accept(&tenant, &token, NEW_PASSWORD), "USED").await;
+    // Every step is in the tenant's audit timeline, the token only as a hash.
+    let events = audit_types(state, &flows.owner_token).await;
+    for kind in [
+        "LinkTokenIssued",
+        "MessageQueued",
+        "MessageSent",
+        "LinkTokenUsed",
+        "UserEmailVerified",
+    ] {
+        assert!(
+            events.iter().any(|e| e == kind),
+            "{kind} missing from {events:?}"
+        );
+    }
+    let secret = token.rsplit('_').next().unwrap().to_owned();
+    assert_no_plaintext(state, &[&secret, "bob@example.org"]).await;
+}
+
+async fn custodia_tests_caught_up(state: &AppState) {
+    let head = state.ports.store.head().await.unwrap();
+    while !state.projections.wait_for(head).await.unwrap() {}
+}
+
+async fn audit_types(state: &AppState, token: &str) -> Vec<String> {
+    custodia_tests_caught_up(state).await;
+    let body = graphql(
+        state,
+        token,
+        "{ auditEvents(first: 100) { edges { node { type } } } }",
+    )
+    .await;
+    body["data"]["auditEvents"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|e| e["node"]["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// No event payload holds any of `secrets` in plaintext.
+async fn assert_no_plaintext(state: &AppState, secrets: &[&str]) {
+    let mut after = custodia_domain::LogCursor::default();
+    loop {
+        let page = state.ports.store.read_all(after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.cursor();
+        for event in &page {
+            let payload = String::from_utf8_lossy(event.payload.as_bytes());
+            for secret in secrets {
+                assert!(
+                    !payload.contains(secret),
+                    "{} holds a secret",
+                    event.event_type.as_str()
+                );
+            }
+        }
+    }
+}
+
+async fn a_new_invitation_revokes_the_one_before(db: TestDatabase) {
+    let flows = setup(&db).await;
+    let state = &flows.state;
+    let tenant = flows.tenant.to_string();
+    let id = invite(&flows, "carol@example.org").await;
+    let first = token_in(
+        &flows
+            .sink
+            .nth("carol@example.org", "You are invited", 1)
+            .await,
+        "accept-invitation",
+    );
+    let body = graphql(
+        state,
+        &flows.owner_token,
+        &format!(r#"mutation {{ resendInvitation(userId: "{id}") {{ user {{ status }} }} }}"#),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["resendInvitation"]["user"]["status"], "INVITED",
+        "{body}"
+    );
+    let second = token_in(
+        &flows
+            .sink
+            .nth("carol@example.org", "You are invited", 2)
+            .await,
+        "accept-invitation",
+    );
+    assert_ne!(first, second);
+    let path = "/auth/invitation/accept";
+    let accept = |token: &str| json!({ "tenant": tenant, "token": token, "password": PASSWORD });
+    refused(state, path, accept(&first), "REVOKED").await;
+    let (status, body) = post(state, path, accept(&second)).await;
+    assert_eq!(status, 204, "{body}");
+    // An active user is not invited again.
+    let body = graphql(
+        state,
+        &flows.owner_token,
+        &format!(r#"mutation {{ resendInvitation(userId: "{id}") {{ user {{ status }} }} }}"#),
+    )
+    .await;
+    assert!(body["errors"].is_array(), "{body}");
+}
+
+async fn an_address_is_verified_through_the_link_and_a_tenant_may_require_it(db: TestDatabase) {
+    let flows = setup(&db).await;
+    let state = &flows.state;
+    let tenant = flows.tenant.to_string();
+    let body = graphql(
+        state,
+        &flows.owner_token,
+        &format!(r#"mutation {{ registerUser(input: {{ email: "dave@example.org", password: "{PASSWORD}" }}) {{ user {{ id emailVerified }} }} }}"#),
+    )
+    .await;
+    let id = body["data"]["registerUser"]["user"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    let message = flows.sink.nth("dave@example.org", "Confirm", 1).await;
+    assert_eq!(message["subject"], "Confirm your address for Acme");
+    let token = token_in(&message, "verify-email");
+    // The tenant requires verified addresses: the right password is told
+    // so (a wrong one is not).
+    let body = graphql(
+        state,
+        &flows.owner_token,
+        "mutation { updateTenantSettings(settings: { requireVerifiedEmail: true }) { tenant { settings { requireVerifiedEmail verificationHours } } } }",
+    )
+    .await;
+    let settings = &body["data"]["updateTenantSettings"]["tenant"]["settings"];
+    assert_eq!(
+        *settings,
+        json!({ "requireVerifiedEmail": true, "verificationHours": 48 }),
+        "{body}"
+    );
+    let login = |password: &str| json!({ "tenant_id": tenant, "email": "dave@example.org", "password": password });
+    let (status, body) = post(state, "/auth/login", login(PASSWORD)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("EMAIL_NOT_VERIFIED")),
+        "{body}"
+    );
+    let (status, body) = post(state, "/auth/login", login(NEW_PASSWORD)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("UNAUTHENTICATED")),
+        "{body}"
+    );
+    // The link verifies the address, once.
+    let path = "/auth/verify-email";
+    let verify = |token: &str| json!({ "tenant": tenant, "token": token });
+    refused(state, path, verify("vfy_0_0"), "INVALID_TOKEN").await;
+    let (status, body) = post(state, path, verify(&token)).await;
+    assert_eq!(status, 204, "{body}");
+    refused(state, path, verify(&token), "USED").await;
+    sign_in(state, flows.tenant, "dave@example.org", PASSWORD).await;
+    custodia_tests_caught_up(state).await;
+    assert_eq!(
+        user(state, &flows.owner_token, &id).await["emailVerified"],
+        true
+    );
+    // A new address is unverified again, the link sent to the old one is
+    // revoked (it was used here; a fresh one goes to the new address).
+    let body = graphql(
+        state,
+        &flows.owner_token,
+        &format!(r#"mutation {{ changeEmail(userId: "{id}", email: "dave@example.net") {{ user {{ emailVerified }} }} }}"#),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["changeEmail"]["user"]["emailVerified"], false,
+        "{body}"
+    );
+    let again = token_in(
+        &flows.sink.nth("dave@example.net", "Confirm", 1).await,
+        "verify-email",
+    );
+    let (status, body) = post(state, path, verify(&again)).await;
+    assert_eq!(status, 204, "{body}");
+    custodia_tests_caught_up(state).await;
+    assert_eq!(
+        user(state, &flows.owner_token, &id).await["emailVerified"],
+        true
+    );
+}
+
+async fn a_reset_link_sets_a_new_password_and_ends_every_session(db: TestDatabase) {
+    let flows = setup(&db).await;
+    let state = &flows.state;
+    let tenant = flows.tenant.to_string();
+    let sessions = [
+        sign_in(state, flows.tenant, "ada@example.org", PASSWORD).await,
+        flows.owner_token.clone(),
+    ];
+    let (status, body) = post(
+        state,
+        "/auth/password-reset",
+        json!({ "tenant": tenant, "email": "ADA@example.org" }),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let message = flows.sink.nth("ada@example.org", "Reset", 1).await;
+    assert_eq!(message["subject"], "Reset your password for Acme");
+    let token = token_in(&message, "reset-password");
+    let path = "/auth/password-reset/confirm";
+    let confirm = |token: &str, password: &str| json!({ "tenant": tenant, "token": token, "password": password });
+    let before = head(state).await;
+    let (status, body) = post(state, path, confirm(&token, "short")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("VALIDATION")),
+        "{body}"
+    );
+    assert_eq!(head(state).await, before);
+    for session in &sessions {
+        assert!(graphql(state, session, "{ me { id } }").await["data"]["me"]["id"].is_string());
+    }
+    let (status, body) = post(state, path, confirm(&token, NEW_PASSWORD)).await;
+    assert_eq!(status, 204, "{body}");
+    // Every session died with the old password.
+    for session in &sessions {
+        let body = graphql(state, session, "{ me { id } }").await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{body}"
+        );
+    }
+    let (status, _) = post(
+        state,
+        "/auth/login",
+        json!({ "tenant_id": tenant, "email": "ada@example.org", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, 401);
+    sign_in(state, flows.tenant, "ada@example.org", NEW_PASSWORD).await;
+    refused(state, path, confirm(&token, PASSWORD), "USED").await;
+    // A second request revokes the link of the first.
+    for _ in 0..2 {
+        let (status, _) = post(
+            state,
+            "/auth/password-reset",
+            json!({ "tenant": tenant, "email": "ada@example.org" }),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let first = token_in(
+        &flows.sink.nth("ada@example.org", "Reset", 2).await,
+        "reset-password",
+    );
+    let second = token_in(
+        &flows.sink.nth("ada@example.org", "Reset", 3).await,
+        "reset-password",
+    );
+    refused(state, path, confirm(&first, PASSWORD), "REVOKED").await;
+    let (status, _) = post(state, path, confirm(&second, PASSWORD)).await;
+    assert_eq!(status, 204);
+}
+
+async fn a_reset_request_answers_the_same_for_unknown_addresses(db: TestDatabase) {
+    let flows = setup(&db).await;
+    let state = &flows.state;
+    let tenant = flows.tenant.to_string();
+    let ask = |email: &str| json!({ "tenant": tenant, "email": email });
+    let known = post(state, "/auth/password-reset", ask("ada@example.org")).await;
+    let unknown = post(state, "/auth/password-reset", ask("nobody@example.org")).await;
+    let malformed = post(state, "/auth/password-reset", ask("not an address")).await;
+    assert_eq!(known, unknown);
+    assert_eq!(known, malformed);
+    assert_eq!(known.0, 202);
+    flows.sink.nth("ada@example.org", "Reset", 1).await;
+    // The address's own limit (5 an hour) holds whether it exists or not.
+    for email in ["ada@example.org", "nobody@example.org"] {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(post(state, "/auth/password-reset", ask(email)).await.0);
+        }
+        assert_eq!(statuses, [202, 202, 202, 202, 429], "{email}");
+    }
+    // Nothing went to the unknown address, and nothing was written for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(flows.sink.to("nobody@example.org").is_empty());
+}
