@@ -208,6 +208,8 @@ fn mutation_probes(other_tenant: &str, other_user: &str) -> Vec<(&'static str, S
         ("setTenantSuspended", format!("setTenantSuspended(tenantId: \"{t}\", suspended: true) {{ consistencyToken }}")),
         ("registerUser", format!("registerUser(tenantId: \"{t}\", input: {{ email: \"x@example.org\" }}) {{ consistencyToken }}")),
         ("updateProfile", format!("updateProfile(userId: \"{u}\", profile: {{ displayName: \"x\" }}) {{ consistencyToken }}")),
+        ("resendInvitation", format!("resendInvitation(userId: \"{u}\") {{ consistencyToken }}")),
+        ("resendVerification", format!("resendVerification(tenantId: \"{t}\", userId: \"{u}\") {{ consistencyToken }}")),
         ("changeEmail", format!("changeEmail(userId: \"{u}\", email: \"y@example.org\") {{ consistencyToken }}")),
         ("activateUser", format!("activateUser(userId: \"{u}\") {{ consistencyToken }}")),
         ("suspendUser", format!("suspendUser(userId: \"{u}\") {{ consistencyToken }}")),
@@ -271,6 +273,8 @@ async fn tenant_isolation_on_every_query_and_mutation(db: TestDatabase) {
         format!("{{ sessions(tenantId: \"{t}\") {{ edges {{ node {{ id }} }} }} }}"),
         format!("{{ consents(tenantId: \"{t}\", userId: \"{u}\") {{ purpose }} }}"),
         format!("{{ auditEvents(tenantId: \"{t}\") {{ edges {{ node {{ id }} }} }} }}"),
+        format!("{{ messages(tenantId: \"{t}\") {{ edges {{ node {{ id }} }} }} }}"),
+        format!("{{ messages(userId: \"{u}\") {{ edges {{ node {{ id }} }} }} }}"),
         // Another tenant's ids inside one's own tenant find nothing.
         format!("{{ user(id: \"{u}\") {{ id }} }}"),
         format!("{{ sessions(userId: \"{u}\") {{ edges {{ node {{ id }} }} }} }}"),

@@ -20,7 +20,11 @@ backends!(
     keys_kept_in_the_log_database_move_to_a_store_of_their_own,
     the_master_key_rotates_while_serving_and_resumes_where_it_stopped,
     the_server_signs_checkpoints_an_auditor_checks,
+    a_queued_message_survives_a_crash_and_goes_out_once,
 );
+
+#[allow(dead_code)] // the async helpers; this file runs off the runtime
+mod smtp;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -996,6 +1000,70 @@ async fn the_server_signs_checkpoints_an_auditor_checks(db: TestDatabase) {
         let (code, out) = check_receipt(&forged);
         assert_eq!(code, Some(1), "{out}");
         assert!(out.contains("RECEIPT MISMATCH: inclusion proof:"), "{out}");
+    })
+    .await
+    .unwrap();
+}
+
+/// The outbox is the log (ADR 0013): a message committed while the mail
+/// server is down is tried, the process is killed, and after a restart
+/// with the mail server up it arrives exactly once.
+async fn a_queued_message_survives_a_crash_and_goes_out_once(db: TestDatabase) {
+    let key = MasterKey::generate().to_base64();
+    let tenant = bootstrap(&db, &key);
+    tokio::task::spawn_blocking(move || {
+        let port = smtp::free_port();
+        let with_mail = || {
+            let mut command = custodia(&db, &key);
+            command
+                .env("CUSTODIA_SMTP_URL", format!("smtp://127.0.0.1:{port}"))
+                .env("CUSTODIA_MAIL_RETRY_SECONDS", "1")
+                .env("CUSTODIA_APP_URL", "https://app.example");
+            command
+        };
+        let server = start(with_mail(), None);
+        let token = login(&server, &tenant);
+        let (status, body) = graphql(
+            &server,
+            &token,
+            r#"mutation { registerUser(input: { email: "bob@example.org", invite: true }) { user { id } } }"#,
+        );
+        assert_eq!(status, 200, "{body}");
+        let bob = body["data"]["registerUser"]["user"]["id"].as_str().unwrap().to_owned();
+        let messages = format!(r#"{{ messages(userId: "{bob}") {{ edges {{ node {{ id status attempts lastError }} }} }} }}"#);
+        let message = |server: &Server| {
+            let (status, body) = graphql(server, &token, &messages);
+            assert_eq!(status, 200, "{body}");
+            body["data"]["messages"]["edges"][0]["node"].clone()
+        };
+        // Tried and failed (nobody listens), its state visible.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let failed = loop {
+            let node = message(&server);
+            if node["attempts"].as_u64().unwrap_or(0) >= 1 {
+                break node;
+            }
+            assert!(Instant::now() < deadline, "the message was never tried: {node}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(failed["status"], "retrying", "{failed}");
+        assert_eq!(failed["lastError"], "connection", "{failed}");
+        drop(server); // killed, not stopped
+        let sink = smtp::start_sink(port, tempfile::tempdir().unwrap());
+        let server = start(with_mail(), None);
+        let arrived = sink.wait_for("bob@example.org", "You are invited", 1);
+        assert_eq!(
+            arrived["message_id"],
+            format!("<{}@custodia>", failed["id"].as_str().unwrap())
+        );
+        // Recorded as sent, and never sent again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while message(&server)["status"] != "sent" {
+            assert!(Instant::now() < deadline, "the delivery was never recorded");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(sink.to("bob@example.org").len(), 1);
     })
     .await
     .unwrap();

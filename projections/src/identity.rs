@@ -292,10 +292,11 @@ impl Projection for Users {
                 email_index,
                 profile: registered,
                 invited,
+                email_verified,
             } => {
                 let doc = UserDoc {
                     email: Some(Sealed::from_event(&email, event)),
-                    email_verified: false,
+                    email_verified,
                     profile: profile(&registered),
                     created_at: event.recorded_at.0,
                     stamp: Stamp::of(event),

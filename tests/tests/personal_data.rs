@@ -133,6 +133,7 @@ async fn register(
             ..SealedProfile::default()
         },
         invited: false,
+        email_verified: false,
     };
     let form = event.to_stored();
     let request = AppendRequest::new(

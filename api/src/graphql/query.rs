@@ -10,8 +10,8 @@ use custodia_domain::Timestamp;
 use custodia_projections::documents::{RoleDoc, SessionStatus};
 
 use super::types::{
-    AccessChange, AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Group, Role,
-    RoleHolding, ScimToken, Session, SubjectAsOf, Tenant, User, UserStatus,
+    AccessChange, AuditEvent, Consent, ConsentDecision, DateTime, ErasureReceipt, Group, Message,
+    Role, RoleHolding, ScimToken, Session, SubjectAsOf, Tenant, User, UserStatus,
 };
 use super::{data, error, fail, optional_uuid, store_failure, uuid, MAX_PAGE};
 
@@ -193,6 +193,40 @@ impl Query {
             ..RowQuery::default()
         };
         page(ctx, query, first, after, Group::from_row).await
+    }
+
+    /// The messages sent to the tenant's users and where their delivery
+    /// stands (oldest first). Needs `user.read`.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(desc = "Only the messages to this user.")] user_id: Option<ID>,
+        #[graphql(
+            desc = "Only messages in this state (`queued`, `retrying`, `sent`, `abandoned`)."
+        )]
+        status: Option<String>,
+        #[graphql(
+            validator(maximum = 100),
+            desc = "How many messages, at most 100 (default 20)."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "The cursor of the last message of the previous page.")] after: Option<
+            String,
+        >,
+    ) -> Result<Connection<String, Message, EmptyFields, EmptyFields>> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        data.authorize(tenant, Permission::UserRead, None)?;
+        let query = RowQuery {
+            model: "message",
+            tenant: Some(tenant.as_uuid()),
+            parent: optional_uuid(user_id.as_ref(), "userId")?,
+            kind: status,
+            ..RowQuery::default()
+        };
+        page(ctx, query, first, after, Message::from_row).await
     }
 
     /// The built-in roles and the tenant's custom roles. Needs `role.read`.

@@ -375,6 +375,45 @@ impl Group {
     }
 }
 
+/// A message Custodia sends a person (an invitation, a verification or
+/// reset link, a notice) and where its delivery stands. Never its
+/// recipient, link or text.
+#[derive(SimpleObject)]
+pub struct Message {
+    pub id: ID,
+    /// The user it is for.
+    pub user_id: ID,
+    /// `invitation`, `verification`, `password_reset` or `address_change_notice`.
+    pub kind: String,
+    /// `queued`, `retrying`, `sent` or `abandoned`.
+    pub status: String,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    pub queued_at: DateTime,
+    /// When the next attempt is due, while it is not sent.
+    pub next_attempt_at: Option<DateTime>,
+    pub sent_at: Option<DateTime>,
+    /// Why the last attempt failed (an SMTP reply code, `connection`, …).
+    pub last_error: Option<String>,
+}
+
+impl Message {
+    pub fn from_row(row: ModelRow) -> Result<Self> {
+        let doc: documents::MessageDoc = document(&row)?;
+        Ok(Self {
+            id: ID(row.id),
+            user_id: ID(row.parent.unwrap_or_default().to_string()),
+            kind: doc.kind,
+            status: row.kind.unwrap_or_default(),
+            attempts: doc.attempts,
+            queued_at: time(doc.queued_at),
+            next_attempt_at: doc.next_attempt_at.map(time),
+            sent_at: doc.sent_at.map(time),
+            last_error: doc.last_error,
+        })
+    }
+}
+
 /// A role: a named set of permissions.
 #[derive(SimpleObject)]
 pub struct Role {

@@ -290,6 +290,7 @@ impl Registration {
             email_index: index,
             profile: seal_profile(&*ports.vault, tenant, user, event_id, &new.profile).await?,
             invited: new.invited,
+            email_verified: new.address_vouched,
         };
         let password = match &new.password {
             Some(password) => {
@@ -321,20 +322,11 @@ impl Registration {
         if let Some(link) = &self.link {
             link.plan(plan).await?;
         }
-        let vouched = self.link.is_none();
         plan.part::<User>(
             "register",
             &user_stream(self.user),
             self.event_id,
-            |state| {
-                let mut events = state.decide(&self.command)?;
-                if vouched {
-                    events.push(UserEvent::EmailVerified {
-                        email_index: self.index,
-                    });
-                }
-                Ok(events)
-            },
+            |state| Ok(state.decide(&self.command)?),
         )
         .await?;
         Ok(())

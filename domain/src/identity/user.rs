@@ -82,6 +82,9 @@ pub enum UserCommand {
         email_index: BlindIndex,
         profile: SealedProfile,
         invited: bool,
+        /// The address is vouched for at registration (an identity
+        /// provider's or an operator's word): verified from the start.
+        email_verified: bool,
     },
     /// The invited user signed in for the first time.
     Activate,
@@ -116,6 +119,7 @@ pub enum UserEvent {
         email_index: BlindIndex,
         profile: SealedProfile,
         invited: bool,
+        email_verified: bool,
     },
     Activated,
     ProfileUpdated {
@@ -208,6 +212,7 @@ impl Aggregate for User {
                     email_index,
                     profile,
                     invited,
+                    email_verified,
                 },
             ) => {
                 return Ok(vec![E::Registered {
@@ -215,6 +220,7 @@ impl Aggregate for User {
                     email_index: *email_index,
                     profile: profile.clone(),
                     invited: *invited,
+                    email_verified: *email_verified,
                 }])
             }
             (User::Absent, _) => return Err(UserError::NotFound),
@@ -294,11 +300,12 @@ impl Aggregate for User {
                 UserEvent::Registered {
                     email_index,
                     invited,
+                    email_verified,
                     ..
                 } => User::Present {
                     status: if *invited { S::Invited } else { S::Active },
                     email_index: *email_index,
-                    email_verified: false,
+                    email_verified: *email_verified,
                 },
                 _ => self,
             };
@@ -337,6 +344,9 @@ mod dto {
         pub email_index: BlindIndex,
         pub profile: SealedProfile,
         pub invited: bool,
+        /// Absent unless true (and in every event before verification).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub email_verified: bool,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -373,6 +383,7 @@ impl EventSchema for UserEvent {
                 email_index,
                 profile,
                 invited,
+                email_verified,
             } => stored(
                 "UserRegistered",
                 1,
@@ -381,6 +392,7 @@ impl EventSchema for UserEvent {
                     email_index: *email_index,
                     profile: profile.clone(),
                     invited: *invited,
+                    email_verified: *email_verified,
                 },
             ),
             UserEvent::Activated => stored("UserActivated", 1, &dto::Empty {}),
@@ -442,6 +454,7 @@ impl EventSchema for UserEvent {
                     email_index: d.email_index,
                     profile: d.profile,
                     invited: d.invited,
+                    email_verified: d.email_verified,
                 }
             }
             "UserActivated" => UserEvent::Activated,
@@ -497,6 +510,7 @@ mod tests {
             email_index: BlindIndex([1; 32]),
             profile: SealedProfile::default(),
             invited,
+            email_verified: false,
         }
     }
 
@@ -508,6 +522,7 @@ mod tests {
                 email_index: BlindIndex([1; 32]),
                 profile: SealedProfile::default(),
                 invited: false,
+                email_verified: false,
             })
             .then(&[registered(false)]);
         given::<User>(&[registered(false)])
@@ -516,6 +531,7 @@ mod tests {
                 email_index: BlindIndex([2; 32]),
                 profile: SealedProfile::default(),
                 invited: false,
+                email_verified: false,
             })
             .then_error(UserError::AlreadyExists);
         given::<User>(&[])
@@ -692,6 +708,7 @@ mod verification_tests {
             email_index: BlindIndex([1; 32]),
             profile: SealedProfile::default(),
             invited: false,
+            email_verified: false,
         }
     }
 
