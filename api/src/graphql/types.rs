@@ -380,6 +380,7 @@ impl Group {
 /// recipient, link or text.
 #[derive(SimpleObject)]
 pub struct Message {
+    /// The message's id (its `Message-ID` is `<id@custodia>`).
     pub id: ID,
     /// The user it is for.
     pub user_id: ID,
@@ -389,9 +390,11 @@ pub struct Message {
     pub status: String,
     /// Delivery attempts made.
     pub attempts: u32,
+    /// When it was queued (with the change that caused it).
     pub queued_at: DateTime,
     /// When the next attempt is due, while it is not sent.
     pub next_attempt_at: Option<DateTime>,
+    /// When the mail server accepted it.
     pub sent_at: Option<DateTime>,
     /// Why the last attempt failed (an SMTP reply code, `connection`, …).
     pub last_error: Option<String>,

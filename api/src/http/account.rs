@@ -18,7 +18,7 @@ use custodia_application::commands::account::{
     accept_invitation, confirm_password_reset, request_password_reset, verify_email,
 };
 use custodia_application::commands::Ports;
-use custodia_domain::TenantId;
+use custodia_domain::{TenantId, Timestamp};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -129,7 +129,8 @@ pub(super) async fn password_reset_confirm(
     let tenant = tenant(&body.tenant)?;
     // Every session ends in the same append; cached sessions go with it
     // (any append invalidates the cache).
-    confirm_password_reset(&state.ports, tenant, &body.token, &body.password).await?;
+    let now = Timestamp::now();
+    confirm_password_reset(&state.ports, tenant, &body.token, &body.password, now).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -140,7 +141,8 @@ pub(super) async fn accept(
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
     let tenant = tenant(&body.tenant)?;
-    accept_invitation(&state.ports, tenant, &body.token, &body.password).await?;
+    let now = Timestamp::now();
+    accept_invitation(&state.ports, tenant, &body.token, &body.password, now).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -151,6 +153,6 @@ pub(super) async fn verify(
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
     let tenant = tenant(&body.tenant)?;
-    verify_email(&state.ports, tenant, &body.token).await?;
+    verify_email(&state.ports, tenant, &body.token, Timestamp::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

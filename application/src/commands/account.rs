@@ -8,6 +8,8 @@
 //! does not reveal the user), the secret is 256 bits. Only the secret's
 //! SHA-256 is recorded. A refusal is typed ([`LinkError`]) and writes
 //! nothing; only a token whose secret matches learns more than "invalid".
+//! The clock is a parameter of the functions that follow a link (`at`), so
+//! tests move time.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
@@ -93,7 +95,7 @@ impl Presented {
         Ok(Presented {
             purpose,
             stream,
-            secret_sha256: Sha256::digest(&*secret).into(),
+            secret_sha256: Sha256::digest(secret.as_slice()).into(),
         })
     }
 }
@@ -145,7 +147,7 @@ impl PreparedLink {
             "{}_{}_{}",
             purpose.prefix(),
             purpose.stream_id(user).simple(),
-            B64URL.encode(&*secret)
+            B64URL.encode(secret.as_slice())
         ));
         let link = Zeroizing::new(ports.links.link(purpose, tenant, &text));
         let kind = match purpose {
@@ -159,7 +161,7 @@ impl PreparedLink {
             purpose,
             user,
             token: Uuid::now_v7(),
-            secret_sha256: Sha256::digest(&*secret).into(),
+            secret_sha256: Sha256::digest(secret.as_slice()).into(),
             expires_at: Timestamp(at.0.saturating_add(lifetime_micros)),
             message,
         })
@@ -331,9 +333,9 @@ pub async fn accept_invitation(
     tenant: TenantId,
     token: &str,
     password: &str,
+    at: Timestamp,
 ) -> Result<LinkOutcome, LinkError> {
     let presented = Presented::parse(token)?;
-    let at = Timestamp::now();
     let user = check_token(ports, tenant, &presented, LinkPurpose::Invitation, at).await?;
     let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended.into());
@@ -380,9 +382,9 @@ pub async fn verify_email(
     ports: &Ports,
     tenant: TenantId,
     token: &str,
+    at: Timestamp,
 ) -> Result<LinkOutcome, LinkError> {
     let presented = Presented::parse(token)?;
-    let at = Timestamp::now();
     let user = check_token(ports, tenant, &presented, LinkPurpose::Verification, at).await?;
     require_active_tenant(ports, tenant).await?;
     let caller = Caller::user_itself(tenant, user, "verification");
@@ -424,9 +426,9 @@ pub async fn confirm_password_reset(
     tenant: TenantId,
     token: &str,
     password: &str,
+    at: Timestamp,
 ) -> Result<LinkOutcome, LinkError> {
     let presented = Presented::parse(token)?;
-    let at = Timestamp::now();
     let user = check_token(ports, tenant, &presented, LinkPurpose::Reset, at).await?;
     let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended.into());

@@ -1,0 +1,232 @@
+//! Link tokens through the handlers, on both backends, with the clock
+//! moved: expired links are refused and change nothing; a link does
+//! nothing for a user who may no longer use it; a sent message's link
+//! becomes unreadable (ADR 0013).
+
+use custodia_application::commands::account::{
+    accept_invitation, confirm_password_reset, pending_message, record_attempt,
+    request_password_reset, verify_email, LinkError,
+};
+use custodia_application::commands::users::{
+    change_user_status, register_user, NewUser, StatusChange,
+};
+use custodia_application::commands::Ports;
+use custodia_domain::aggregate::{EventSchema, StoredForm};
+use custodia_domain::identity::message::{Attempt, MessageEvent, MessageKind};
+use custodia_domain::personal::FieldContext;
+use custodia_domain::{StreamCategory, StreamId, TenantId, Timestamp};
+use custodia_tests::identity::{operator, ports, tenant_with_owner};
+use custodia_tests::{backends, TestDatabase};
+use uuid::Uuid;
+
+backends!(
+    expired_links_are_refused_and_change_nothing,
+    a_link_does_nothing_for_a_user_who_may_no_longer_use_it,
+    a_sent_messages_link_is_unreadable_afterwards,
+);
+
+const PASSWORD: &str = "correct horse battery staple";
+const MINUTE: i64 = 60_000_000;
+
+/// The message ids queued for `user` of `kind`, oldest first.
+async fn messages(ports: &Ports, user: Uuid, kind: MessageKind) -> Vec<(Uuid, MessageEvent)> {
+    let mut found = Vec::new();
+    let mut after = custodia_domain::LogCursor::START;
+    loop {
+        let page = ports.store.read_all(after, 1000).await.unwrap();
+        let Some(last) = page.last() else {
+            return found;
+        };
+        after = last.cursor();
+        for event in page {
+            if event.event_type.as_str() != "MessageQueued" {
+                continue;
+            }
+            let typed = MessageEvent::from_stored(&StoredForm {
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                payload: event.payload,
+            })
+            .unwrap();
+            if matches!(&typed, MessageEvent::Queued { user: u, kind: k, .. } if *u == user && *k == kind)
+            {
+                found.push((event.stream.id, typed));
+            }
+        }
+    }
+}
+
+/// The last message queued for `user` of `kind` (the log's reads may hold
+/// back the newest commits a moment, as a follower's do).
+async fn last_message(ports: &Ports, user: Uuid, kind: MessageKind) -> (Uuid, MessageEvent) {
+    for _ in 0..100 {
+        if let Some(found) = messages(ports, user, kind).await.pop() {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no {kind:?} message for {user}");
+}
+
+/// The token of the last link queued for `user` of `kind`.
+async fn last_token(ports: &Ports, tenant: TenantId, user: Uuid, kind: MessageKind) -> String {
+    let (id, _) = last_message(ports, user, kind).await;
+    let message = pending_message(ports, tenant, id).await.unwrap().unwrap();
+    let link = message.link.expect("a link");
+    link.split("token=").nth(1).unwrap().to_owned()
+}
+
+async fn invite(ports: &Ports, tenant: TenantId, email: &str) -> Uuid {
+    let user = Uuid::now_v7();
+    let new = NewUser {
+        user,
+        email: email.into(),
+        invited: true,
+        ..NewUser::default()
+    };
+    register_user(ports, &operator(), tenant, new)
+        .await
+        .unwrap();
+    user
+}
+
+async fn expired_links_are_refused_and_change_nothing(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant, owner) = tenant_with_owner(&ports, "ada@example.org", Some(PASSWORD)).await;
+    let now = Timestamp::now();
+    let later = |minutes: i64| Timestamp(now.0 + minutes * MINUTE);
+    // A reset link lasts 15 minutes.
+    assert!(request_password_reset(&ports, tenant, "ada@example.org")
+        .await
+        .unwrap());
+    let reset = last_token(&ports, tenant, owner, MessageKind::PasswordReset).await;
+    let head = ports.store.head().await.unwrap();
+    let refused = confirm_password_reset(&ports, tenant, &reset, PASSWORD, later(16)).await;
+    assert!(matches!(refused, Err(LinkError::Expired)), "{refused:?}");
+    assert_eq!(ports.store.head().await.unwrap(), head);
+    confirm_password_reset(&ports, tenant, &reset, PASSWORD, later(14))
+        .await
+        .unwrap();
+    // An invitation lasts 7 days.
+    let bob = invite(&ports, tenant, "bob@example.org").await;
+    let invited = Timestamp::now();
+    let invitation = last_token(&ports, tenant, bob, MessageKind::Invitation).await;
+    let head = ports.store.head().await.unwrap();
+    let seven_days = Timestamp(invited.0 + 7 * 1440 * MINUTE);
+    let refused = accept_invitation(&ports, tenant, &invitation, PASSWORD, seven_days).await;
+    assert!(matches!(refused, Err(LinkError::Expired)), "{refused:?}");
+    assert_eq!(ports.store.head().await.unwrap(), head);
+    accept_invitation(&ports, tenant, &invitation, PASSWORD, later(6 * 1440))
+        .await
+        .unwrap();
+    // A verification link lasts 48 hours (the owner's, sent when the
+    // tenant was made).
+    let verification = last_token(&ports, tenant, owner, MessageKind::Verification).await;
+    let head = ports.store.head().await.unwrap();
+    let refused = verify_email(&ports, tenant, &verification, later(48 * 60)).await;
+    assert!(matches!(refused, Err(LinkError::Expired)), "{refused:?}");
+    assert_eq!(ports.store.head().await.unwrap(), head);
+    verify_email(&ports, tenant, &verification, later(47 * 60))
+        .await
+        .unwrap();
+}
+
+async fn a_link_does_nothing_for_a_user_who_may_no_longer_use_it(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant, _) = tenant_with_owner(&ports, "ada@example.org", Some(PASSWORD)).await;
+    let bob = invite(&ports, tenant, "bob@example.org").await;
+    let now = Timestamp::now();
+    // Activated by an administrator meanwhile: the invitation is spent.
+    let invitation = last_token(&ports, tenant, bob, MessageKind::Invitation).await;
+    change_user_status(&ports, &operator(), tenant, bob, StatusChange::Activate)
+        .await
+        .unwrap();
+    let head = ports.store.head().await.unwrap();
+    assert!(
+        accept_invitation(&ports, tenant, &invitation, PASSWORD, now)
+            .await
+            .is_err()
+    );
+    assert_eq!(ports.store.head().await.unwrap(), head);
+    // A suspended user is sent no reset link, and one sent before their
+    // suspension does nothing.
+    custodia_application::commands::credentials::set_password(
+        &ports,
+        &operator(),
+        tenant,
+        bob,
+        PASSWORD,
+    )
+    .await
+    .unwrap();
+    assert!(request_password_reset(&ports, tenant, "bob@example.org")
+        .await
+        .unwrap());
+    let reset = last_token(&ports, tenant, bob, MessageKind::PasswordReset).await;
+    change_user_status(&ports, &operator(), tenant, bob, StatusChange::Suspend)
+        .await
+        .unwrap();
+    assert!(!request_password_reset(&ports, tenant, "bob@example.org")
+        .await
+        .unwrap());
+    let head = ports.store.head().await.unwrap();
+    let refused =
+        confirm_password_reset(&ports, tenant, &reset, "another long passphrase", now).await;
+    assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
+    assert_eq!(ports.store.head().await.unwrap(), head);
+    // Unknown addresses, and addresses of another tenant, get nothing.
+    let (other, _) = tenant_with_owner(&ports, "eve@example.org", None).await;
+    for (tenant, email) in [(tenant, "nobody@example.org"), (other, "ada@example.org")] {
+        let head = ports.store.head().await.unwrap();
+        assert!(!request_password_reset(&ports, tenant, email).await.unwrap());
+        assert_eq!(ports.store.head().await.unwrap(), head);
+    }
+}
+
+async fn a_sent_messages_link_is_unreadable_afterwards(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant, _) = tenant_with_owner(&ports, "ada@example.org", Some(PASSWORD)).await;
+    let bob = invite(&ports, tenant, "bob@example.org").await;
+    let (id, queued) = last_message(&ports, bob, MessageKind::Invitation).await;
+    let MessageEvent::Queued {
+        link: Some(link), ..
+    } = queued
+    else {
+        panic!("an invitation carries a link");
+    };
+    let stream = StreamId::new(StreamCategory::parse("message").unwrap(), id);
+    let queued_at = ports
+        .store
+        .read_stream(&stream, Default::default(), 1)
+        .await
+        .unwrap();
+    let context = FieldContext {
+        tenant,
+        stream: &stream,
+        event_id: queued_at[0].event_id,
+        field: "link",
+    };
+    assert!(ports.vault.open(&context, &link).await.unwrap().is_some());
+    // A failure keeps it (the next attempt needs it); the send destroys it.
+    let now = Timestamp::now();
+    let failed = Attempt::Failed {
+        at: now,
+        retry_at: now,
+        reason: "connection".into(),
+    };
+    record_attempt(&ports, tenant, id, 1, failed).await.unwrap();
+    assert!(ports.vault.open(&context, &link).await.unwrap().is_some());
+    record_attempt(&ports, tenant, id, 2, Attempt::Sent { at: now })
+        .await
+        .unwrap();
+    assert_eq!(ports.vault.open(&context, &link).await.unwrap(), None);
+    assert!(pending_message(&ports, tenant, id).await.unwrap().is_none());
+    // A second record of the same attempt is refused and writes nothing.
+    let head = ports.store.head().await.unwrap();
+    assert!(
+        record_attempt(&ports, tenant, id, 2, Attempt::Sent { at: now })
+            .await
+            .is_err()
+    );
+    assert_eq!(ports.store.head().await.unwrap(), head);
+}
