@@ -1023,13 +1023,17 @@ async fn a_queued_message_survives_a_crash_and_goes_out_once(db: TestDatabase) {
         };
         let server = start(with_mail(), None);
         let token = login(&server, &tenant);
-        let (status, body) = graphql(
-            &server,
-            &token,
-            r#"mutation { registerUser(input: { email: "bob@example.org", invite: true }) { user { id } } }"#,
-        );
-        assert_eq!(status, 200, "{body}");
-        let bob = body["data"]["registerUser"]["user"]["id"].as_str().unwrap().to_owned();
+        // The operator invites a second owner from the command line.
+        let invited = custodia(&db, &key)
+            .env("CUSTODIA_APP_URL", "https://app.example")
+            .args(["tenant", "invite", "--tenant", &tenant, "--email", "bob@example.org", "--owner"])
+            .output()
+            .unwrap();
+        assert!(invited.status.success(), "{}", String::from_utf8_lossy(&invited.stderr));
+        let bob = String::from_utf8_lossy(&invited.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("invited user ").map(|rest| rest.split(';').next().unwrap().to_owned()))
+            .unwrap();
         let messages = format!(r#"{{ messages(userId: "{bob}") {{ edges {{ node {{ id status attempts lastError }} }} }} }}"#);
         let message = |server: &Server| {
             let (status, body) = graphql(server, &token, &messages);
@@ -1064,6 +1068,19 @@ async fn a_queued_message_survives_a_crash_and_goes_out_once(db: TestDatabase) {
         }
         std::thread::sleep(Duration::from_secs(3));
         assert_eq!(sink.to("bob@example.org").len(), 1);
+        // The link in it makes Bob an owner who signs in.
+        let link = smtp::token_in(&arrived, "accept-invitation");
+        let (status, body) = http(
+            server.address,
+            "POST",
+            "/auth/invitation/accept",
+            None,
+            Some(&json!({ "tenant": tenant, "token": link, "password": PASSWORD })),
+        );
+        assert_eq!(status, 204, "{body}");
+        let (bob_token, _) = login_as(&server, &tenant, "bob@example.org");
+        let (_, me) = graphql(&server, &bob_token, "{ me { id roles } }");
+        assert_eq!(me["data"]["me"]["roles"], json!(["owner"]), "{me}");
     })
     .await
     .unwrap();

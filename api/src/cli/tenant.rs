@@ -30,6 +30,17 @@ pub enum TenantCommand {
         #[arg(long)]
         user: String,
     },
+    /// Invite someone to the tenant: an invitation link goes to the address
+    /// (sent by a server with CUSTODIA_SMTP_URL; the link points to
+    /// CUSTODIA_APP_URL). With --owner, they become an owner too.
+    Invite {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        owner: bool,
+    },
 }
 
 pub async fn tenant(database_url: &str, command: TenantCommand) -> Result<ExitCode, String> {
@@ -57,6 +68,34 @@ pub async fn tenant(database_url: &str, command: TenantCommand) -> Result<ExitCo
                 role: RoleRef::BuiltIn(custodia_domain::rbac::BuiltInRole::Owner),
             };
             change_memberships(&state.ports, &operator, parse_tenant(&tenant)?, grant).await
+        }
+        TenantCommand::Invite {
+            tenant,
+            email,
+            owner,
+        } => {
+            use custodia_application::commands::users::{register_user, NewUser};
+            let tenant = parse_tenant(&tenant)?;
+            let user = Uuid::now_v7();
+            let new = NewUser {
+                user,
+                email,
+                invited: true,
+                ..NewUser::default()
+            };
+            let invited = register_user(&state.ports, &operator, tenant, new)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("invited user {user}; the invitation is queued");
+            if !owner {
+                println!("done (stream version {})", invited.stream_version.0);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let grant = MembershipCommand::Grant {
+                user,
+                role: RoleRef::BuiltIn(custodia_domain::rbac::BuiltInRole::Owner),
+            };
+            change_memberships(&state.ports, &operator, tenant, grant).await
         }
     };
     let outcome = outcome.map_err(|e| e.to_string())?;
