@@ -152,6 +152,9 @@ pub struct TenantDoc {
     /// key-store restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_data_expired_through: Option<AccessDay>,
+    /// Its slug for people (`acme`), also the row's `lookup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
     #[serde(flatten)]
     pub stamp: Stamp,
 }

@@ -209,6 +209,7 @@ impl Projection for Tenants {
                     settings,
                     created_at: event.recorded_at.0,
                     access_data_expired_through: None,
+                    slug: None,
                     stamp: Stamp::of(event),
                 };
                 let mut row = row("tenant", id, event, &doc);
@@ -224,9 +225,18 @@ impl Projection for Tenants {
                             doc.settings = settings;
                             return;
                         }
+                        TenantEvent::SlugSet { slug } => {
+                            doc.slug = Some(slug.as_str().to_owned());
+                            row.lookup = doc.slug.clone();
+                            return;
+                        }
                         TenantEvent::Suspended => TenantStatus::Suspended,
                         TenantEvent::Reactivated => TenantStatus::Active,
-                        TenantEvent::Closed => TenantStatus::Erased,
+                        TenantEvent::Closed => {
+                            doc.slug = None;
+                            row.lookup = None;
+                            TenantStatus::Erased
+                        }
                         TenantEvent::Created { .. } => unreachable!("handled above"),
                     };
                     row.kind = Some(status.as_str().into());

@@ -193,6 +193,22 @@ pub(crate) fn by_system(caller: &Caller, tenant: TenantId) -> Authorized<'_> {
     }
 }
 
+/// `permission` in `tenant`, for the part of a tenant's command that writes
+/// the platform chain: a claim only the platform can keep unique across
+/// tenants (a tenant's slug), naming the tenant as its holder.
+pub(crate) fn claim_on_platform(
+    caller: &Caller,
+    tenant: TenantId,
+    permission: Permission,
+) -> Result<Authorized<'_>, CommandError> {
+    caller.principal.authorize(tenant, permission, None)?;
+    Ok(Authorized {
+        caller,
+        chain: ChainId::Platform,
+        basis: Basis::Permission(permission),
+    })
+}
+
 /// Refuses a caller of another tenant before anything of this one is read.
 pub(crate) fn require_tenant(caller: &Caller, tenant: TenantId) -> Result<(), CommandError> {
     match caller

@@ -230,3 +230,101 @@ pub async fn tenant_name(ports: &Ports, tenant: TenantId) -> Result<Option<Strin
         Tenant::Absent | Tenant::Closed => None,
     })
 }
+
+pub(crate) fn slug_stream(
+    slug: &custodia_domain::identity::tenant::TenantSlug,
+) -> custodia_domain::StreamId {
+    /// The namespace of slug claims' stream ids.
+    const SLUGS: Uuid = Uuid::from_u128(0x5c1a_6e00_7e4a_4a5e_9c0d_1d5e_7a6b_0013);
+    stream("tenant_slug", Uuid::new_v5(&SLUGS, slug.as_str().as_bytes()))
+}
+
+/// Gives the tenant a slug for people (`acme`), unique across the platform
+/// (ADR 0013). Needs `tenant.update`. Three appends, in order: the claim on
+/// the platform chain, the slug recorded on the tenant's chain, the
+/// release of the slug it replaced. A stop between them leaves a claim the
+/// tenant holds but never recorded: it signs nobody in (login reads the
+/// tenant's recorded slug), and the same tenant's next attempt goes on.
+pub async fn set_tenant_slug(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    slug: &str,
+) -> Result<Outcome, CommandError> {
+    use custodia_domain::identity::slug_claim::{SlugClaim, SlugClaimCommand};
+    use custodia_domain::identity::tenant::TenantSlug;
+    let slug = TenantSlug::parse(slug)?;
+    let authorized = authorize(caller, tenant, Permission::TenantUpdate, None)?;
+    let Tenant::Active { slug: previous, .. } = require_active_tenant(ports, tenant).await?
+    else {
+        return Err(CommandError::TenantSuspended);
+    };
+    let holder = tenant.as_uuid();
+    let taken = |e| match e {
+        custodia_domain::identity::slug_claim::SlugClaimError::Taken => {
+            CommandError::Conflict("the tenant slug is taken".to_owned())
+        }
+    };
+    let claimer = caller.step("slug-claim");
+    let claim = SlugClaimCommand::Claim { tenant: holder };
+    super::execute::<SlugClaim>(
+        ports,
+        &super::authorized::claim_on_platform(&claimer, tenant, Permission::TenantUpdate)?,
+        &slug_stream(&slug),
+        EventId::generate(),
+        |state| state.decide(&claim).map_err(taken),
+    )
+    .await?;
+    let set = TenantCommand::SetSlug { slug: slug.clone() };
+    let outcome = super::execute::<Tenant>(
+        ports,
+        &authorized,
+        &tenant_stream(tenant),
+        EventId::generate(),
+        |state| Ok(state.decide(&set)?),
+    )
+    .await?;
+    if let Some(previous) = previous.filter(|p| *p != slug) {
+        let releaser = caller.step("slug-release");
+        let release = SlugClaimCommand::Release { tenant: holder };
+        super::execute::<SlugClaim>(
+            ports,
+            &super::authorized::claim_on_platform(&releaser, tenant, Permission::TenantUpdate)?,
+            &slug_stream(&previous),
+            EventId::generate(),
+            |state| state.decide(&release).map_err(taken),
+        )
+        .await?;
+    }
+    Ok(outcome)
+}
+
+/// The tenant `text` names: its id, or its slug (only a slug the tenant
+/// recorded, not one merely claimed). `None` for neither.
+pub async fn resolve_tenant(ports: &Ports, text: &str) -> Result<Option<TenantId>, CommandError> {
+    use custodia_domain::identity::slug_claim::SlugClaim;
+    use custodia_domain::identity::tenant::TenantSlug;
+    let text = text.trim();
+    if let Ok(id) = text.parse::<TenantId>() {
+        return Ok(Some(id));
+    }
+    let Ok(slug) = TenantSlug::parse(&text.to_ascii_lowercase()) else {
+        return Ok(None);
+    };
+    let (claim, _) = load::<SlugClaim>(&*ports.store, &slug_stream(&slug)).await?;
+    let SlugClaim::ClaimedBy(holder) = claim else {
+        return Ok(None);
+    };
+    let Ok(tenant) = TenantId::from_uuid(holder) else {
+        return Ok(None);
+    };
+    let (state, _) = load::<Tenant>(&*ports.store, &tenant_stream(tenant)).await?;
+    Ok(match state {
+        Tenant::Active { slug: Some(s), .. } | Tenant::Suspended { slug: Some(s), .. }
+            if s == slug =>
+        {
+            Some(tenant)
+        }
+        _ => None,
+    })
+}

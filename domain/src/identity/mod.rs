@@ -10,6 +10,7 @@ pub mod link_token;
 pub mod membership;
 pub mod message;
 pub mod session;
+pub mod slug_claim;
 pub mod tenant;
 pub mod tenant_erasure;
 pub mod user;

@@ -26,6 +26,57 @@ impl TenantName {
     }
 }
 
+/// A tenant's name for people (`acme`), unique across the platform, that
+/// login and the account flows take as well as the id (ADR 0013):
+/// `[a-z0-9](-?[a-z0-9]){2,62}`, never shaped like a UUID, and plaintext in
+/// the log for good, so it is refused when it looks like personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSlug(String);
+
+impl TenantSlug {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let bytes = value.as_bytes();
+        let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let shaped = (3..=63).contains(&bytes.len())
+            && bytes.first().is_some_and(alnum)
+            && bytes.last().is_some_and(alnum)
+            && bytes.iter().all(|b| alnum(b) || *b == b'-')
+            && !value.contains("--");
+        if !shaped {
+            return Err(InvalidValue::new(
+                "tenant slug",
+                "must be 3-63 of a-z, 0-9 and single hyphens, starting and ending with a letter or digit",
+            ));
+        }
+        if uuid::Uuid::try_parse(value).is_ok() {
+            return Err(InvalidValue::new(
+                "tenant slug",
+                "must not look like a tenant id",
+            ));
+        }
+        crate::personal::refuse_personal_data("tenant slug", value)?;
+        // A slug is public, as a group name is: a phone number in local
+        // form is refused too.
+        if crate::personal::holds_local_phone(value) {
+            return Err(InvalidValue::new(
+                "tenant slug",
+                "must not hold a phone number or other personal data",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// A slug as the log holds it (history is read back whatever a later
+    /// guard would say of it).
+    fn from_log(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A purpose users can consent to, at a version of its policy text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentPurpose {
@@ -250,6 +301,10 @@ pub enum TenantCommand {
     UpdateSettings {
         settings: TenantSettings,
     },
+    /// Records the tenant's slug (claimed on the platform chain first).
+    SetSlug {
+        slug: TenantSlug,
+    },
     Suspend,
     Reactivate,
     /// Ends the tenant for good (its erasure): nothing more happens in its
@@ -265,6 +320,10 @@ pub enum TenantEvent {
     },
     SettingsChanged {
         settings: TenantSettings,
+    },
+    /// `TenantSlugSet`: the tenant's slug is now `slug`.
+    SlugSet {
+        slug: TenantSlug,
     },
     Suspended,
     Reactivated,
@@ -294,10 +353,12 @@ pub enum Tenant {
     Active {
         name: TenantName,
         settings: TenantSettings,
+        slug: Option<TenantSlug>,
     },
     Suspended {
         name: TenantName,
         settings: TenantSettings,
+        slug: Option<TenantSlug>,
     },
     /// Erased: nothing more happens in it.
     Closed,
@@ -468,6 +529,14 @@ impl Aggregate for Tenant {
                 }
             }
             (Tenant::Suspended { .. }, C::UpdateSettings { .. }) => Err(TenantError::Suspended),
+            (Tenant::Active { slug: current, .. }, C::SetSlug { slug }) => {
+                Ok(if current.as_ref() == Some(slug) {
+                    vec![]
+                } else {
+                    vec![E::SlugSet { slug: slug.clone() }]
+                })
+            }
+            (Tenant::Suspended { .. }, C::SetSlug { .. }) => Err(TenantError::Suspended),
             (Tenant::Active { .. }, C::Suspend) => Ok(vec![E::Suspended]),
             (Tenant::Suspended { .. }, C::Suspend) => Err(TenantError::Suspended),
             (Tenant::Suspended { .. }, C::Reactivate) => Ok(vec![E::Reactivated]),
@@ -480,19 +549,46 @@ impl Aggregate for Tenant {
             (_, TenantEvent::Created { name, settings }) => Tenant::Active {
                 name: name.clone(),
                 settings: settings.clone(),
+                slug: None,
             },
-            (Tenant::Active { name, .. }, TenantEvent::SettingsChanged { settings }) => {
+            (Tenant::Active { name, slug, .. }, TenantEvent::SettingsChanged { settings }) => {
                 Tenant::Active {
                     name,
                     settings: settings.clone(),
+                    slug,
                 }
             }
-            (Tenant::Active { name, settings }, TenantEvent::Suspended) => {
-                Tenant::Suspended { name, settings }
+            (Tenant::Active { name, settings, .. }, TenantEvent::SlugSet { slug }) => {
+                Tenant::Active {
+                    name,
+                    settings,
+                    slug: Some(slug.clone()),
+                }
             }
-            (Tenant::Suspended { name, settings }, TenantEvent::Reactivated) => {
-                Tenant::Active { name, settings }
-            }
+            (
+                Tenant::Active {
+                    name,
+                    settings,
+                    slug,
+                },
+                TenantEvent::Suspended,
+            ) => Tenant::Suspended {
+                name,
+                settings,
+                slug,
+            },
+            (
+                Tenant::Suspended {
+                    name,
+                    settings,
+                    slug,
+                },
+                TenantEvent::Reactivated,
+            ) => Tenant::Active {
+                name,
+                settings,
+                slug,
+            },
             (_, TenantEvent::Closed) => Tenant::Closed,
             // Events were decided against this state; anything else is ignored.
             (state, _) => state,
@@ -563,6 +659,11 @@ mod dto {
 
     #[derive(Serialize, Deserialize)]
     pub struct Empty {}
+
+    #[derive(Serialize, Deserialize)]
+    pub struct SlugSet {
+        pub slug: String,
+    }
 
     impl From<&TenantSettings> for Settings {
         fn from(s: &TenantSettings) -> Self {
@@ -682,6 +783,13 @@ impl EventSchema for TenantEvent {
                     settings: dto::Settings::from(settings),
                 },
             ),
+            TenantEvent::SlugSet { slug } => stored(
+                "TenantSlugSet",
+                1,
+                &dto::SlugSet {
+                    slug: slug.as_str().to_owned(),
+                },
+            ),
             TenantEvent::Suspended => stored("TenantSuspended", 1, &dto::Empty {}),
             TenantEvent::Reactivated => stored("TenantReactivated", 1, &dto::Empty {}),
             TenantEvent::Closed => stored("TenantClosed", 1, &dto::Empty {}),
@@ -722,12 +830,16 @@ impl EventSchema for TenantEvent {
                     settings: settings(v2.settings)?,
                 })
             }
+            ("TenantSlugSet", 1) => Ok(TenantEvent::SlugSet {
+                slug: TenantSlug::from_log(read::<dto::SlugSet>(form)?.slug),
+            }),
             ("TenantSuspended", 1) => Ok(TenantEvent::Suspended),
             ("TenantReactivated", 1) => Ok(TenantEvent::Reactivated),
             ("TenantClosed", 1) => Ok(TenantEvent::Closed),
             (
                 "TenantCreated"
                 | "TenantSettingsChanged"
+                | "TenantSlugSet"
                 | "TenantSuspended"
                 | "TenantReactivated"
                 | "TenantClosed",
