@@ -495,6 +495,33 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session(db: TestDatabas
     refused(state, path, confirm(&first, PASSWORD), "REVOKED").await;
     let (status, _) = post(state, path, confirm(&second, PASSWORD)).await;
     assert_eq!(status, 204);
+    // A link sent to an address is withdrawn when the address changes:
+    // whoever still reads the old mailbox cannot take the account.
+    let (status, _) = post(
+        state,
+        "/auth/password-reset",
+        json!({ "tenant": tenant, "email": "ada@example.org" }),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let stale = token_in(
+        &flows.sink.nth("ada@example.org", "Reset", 4).await,
+        "reset-password",
+    );
+    let owner = sign_in(state, flows.tenant, "ada@example.org", PASSWORD).await;
+    let me = graphql(state, &owner, "{ me { id } }").await;
+    let id = me["data"]["me"]["id"].as_str().unwrap().to_owned();
+    let body = graphql(
+        state,
+        &owner,
+        &format!(r#"mutation {{ changeEmail(userId: "{id}", email: "ada@example.net") {{ user {{ emailVerified }} }} }}"#),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["changeEmail"]["user"]["emailVerified"], false,
+        "{body}"
+    );
+    refused(state, path, confirm(&stale, NEW_PASSWORD), "REVOKED").await;
 }
 
 async fn a_reset_request_answers_the_same_for_unknown_addresses(db: TestDatabase) {

@@ -286,7 +286,7 @@ pub struct MessageDoc {
     /// When it was sent (µs).
     #[serde(default)]
     pub sent_at: Option<i64>,
-    /// The last failure's data-free reason.
+    /// The last failure's data-free reason (cleared once sent).
     #[serde(default)]
     pub last_error: Option<String>,
     #[serde(flatten)]

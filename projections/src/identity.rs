@@ -835,6 +835,7 @@ impl Projection for Messages {
                     doc.attempts = attempt;
                     doc.sent_at = Some(at.0);
                     doc.next_attempt_at = None;
+                    doc.last_error = None;
                     row.kind = Some("sent".into());
                     row.at = at.0;
                 })

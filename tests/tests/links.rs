@@ -5,12 +5,12 @@
 
 use custodia_application::commands::account::{
     accept_invitation, confirm_password_reset, pending_message, record_attempt,
-    request_password_reset, verify_email, LinkError,
+    request_password_reset, resend_verification, verify_email, LinkError,
 };
 use custodia_application::commands::users::{
     change_user_status, register_user, NewUser, StatusChange,
 };
-use custodia_application::commands::Ports;
+use custodia_application::commands::{CommandError, Ports};
 use custodia_domain::aggregate::{EventSchema, StoredForm};
 use custodia_domain::identity::message::{Attempt, MessageEvent, MessageKind};
 use custodia_domain::personal::FieldContext;
@@ -142,11 +142,8 @@ async fn a_link_does_nothing_for_a_user_who_may_no_longer_use_it(db: TestDatabas
         .await
         .unwrap();
     let head = ports.store.head().await.unwrap();
-    assert!(
-        accept_invitation(&ports, tenant, &invitation, PASSWORD, now)
-            .await
-            .is_err()
-    );
+    let refused = accept_invitation(&ports, tenant, &invitation, PASSWORD, now).await;
+    assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
     assert_eq!(ports.store.head().await.unwrap(), head);
     // A suspended user is sent no reset link, and one sent before their
     // suspension does nothing.
@@ -173,6 +170,35 @@ async fn a_link_does_nothing_for_a_user_who_may_no_longer_use_it(db: TestDatabas
     let refused =
         confirm_password_reset(&ports, tenant, &reset, "another long passphrase", now).await;
     assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
+    assert_eq!(ports.store.head().await.unwrap(), head);
+    // Reactivated, the link withdrawn at the suspension stays withdrawn.
+    change_user_status(&ports, &operator(), tenant, bob, StatusChange::Reactivate)
+        .await
+        .unwrap();
+    let refused =
+        confirm_password_reset(&ports, tenant, &reset, "another long passphrase", now).await;
+    assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
+    // At most five links of a purpose an hour go to one user, whoever asks.
+    let carol = Uuid::now_v7();
+    let new = NewUser {
+        user: carol,
+        email: "carol@example.org".into(),
+        ..NewUser::default()
+    };
+    register_user(&ports, &operator(), tenant, new)
+        .await
+        .unwrap();
+    for _ in 1..5 {
+        resend_verification(&ports, &operator(), tenant, carol)
+            .await
+            .unwrap();
+    }
+    let head = ports.store.head().await.unwrap();
+    let refused = resend_verification(&ports, &operator(), tenant, carol).await;
+    assert!(
+        matches!(refused, Err(CommandError::LinkLimit)),
+        "{refused:?}"
+    );
     assert_eq!(ports.store.head().await.unwrap(), head);
     // Unknown addresses, and addresses of another tenant, get nothing.
     let (other, _) = tenant_with_owner(&ports, "eve@example.org", None).await;

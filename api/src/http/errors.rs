@@ -144,6 +144,14 @@ impl From<CommandError> for ApiError {
             E::Contended => {
                 ApiError::new(StatusCode::CONFLICT, "CONCURRENCY", error.to_string()).retry_after(1)
             }
+            E::LinkLimit => ApiError {
+                retry_after: Some(600),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    error.to_string(),
+                )
+            },
             E::Busy => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(

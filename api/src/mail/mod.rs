@@ -97,7 +97,7 @@ pub async fn pass(
             Err(CommandError::Store(error)) => return Err(error),
             // Another instance recorded this attempt first, or the message
             // is settled: nothing to do.
-            Err(error) => tracing::debug!(message = %id, %error, "delivery skipped"),
+            Err(error) => tracing::debug!(message_id = %id, %error, "delivery skipped"),
         }
     }
     Ok(done)
@@ -129,7 +129,7 @@ async fn deliver(
         Err(MailError::Transient(reason)) => {
             let wait = backoff(pace, attempt);
             let retry_at = Timestamp(now.0 + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX));
-            tracing::info!(message = %id, attempt, %reason, "a message could not be sent; trying again later");
+            tracing::info!(message_id = %id, attempt, %reason, "a message could not be sent; trying again later");
             Attempt::Failed {
                 at: now,
                 retry_at,
@@ -137,7 +137,7 @@ async fn deliver(
             }
         }
         Err(MailError::Permanent(reason)) => {
-            tracing::warn!(message = %id, attempt, %reason, "a message was refused for good");
+            tracing::warn!(message_id = %id, attempt, %reason, "a message was refused for good");
             Attempt::Refused { at: now, reason }
         }
     };

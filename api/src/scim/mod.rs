@@ -104,6 +104,10 @@ pub fn command_error(error: CommandError) -> ScimError {
             retry_after: Some(1),
             ..ScimError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
         },
+        E::LinkLimit => ScimError {
+            retry_after: Some(600),
+            ..ScimError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+        },
         E::Conflict(_)
         | E::Tenant(_)
         | E::User(_)

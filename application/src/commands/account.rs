@@ -60,6 +60,8 @@ impl From<LinkTokenError> for LinkError {
             LinkTokenError::Expired => LinkError::Expired,
             LinkTokenError::Used => LinkError::Used,
             LinkTokenError::Revoked => LinkError::Revoked,
+            // Only issuing is limited; a use never meets it.
+            LinkTokenError::TooMany => LinkError::Invalid,
         }
     }
 }
@@ -127,6 +129,7 @@ pub(crate) struct PreparedLink {
     token: Uuid,
     secret_sha256: [u8; 32],
     expires_at: Timestamp,
+    at: Timestamp,
     message: PreparedMessage,
 }
 
@@ -163,6 +166,7 @@ impl PreparedLink {
             token: Uuid::now_v7(),
             secret_sha256: Sha256::digest(secret.as_slice()).into(),
             expires_at: Timestamp(at.0.saturating_add(lifetime_micros)),
+            at,
             message,
         })
     }
@@ -176,12 +180,14 @@ impl PreparedLink {
             purpose: self.purpose,
             secret_sha256: self.secret_sha256,
             expires_at: self.expires_at,
+            at: self.at,
         };
         let stream = link_stream(self.purpose.stream_id(self.user));
         plan.part::<LinkTokens>("token", &stream, EventId::generate(), |tokens| {
-            tokens
-                .decide(&issue)
-                .map_err(|_| CommandError::Conflict("the link stream is another's".to_owned()))
+            tokens.decide(&issue).map_err(|error| match error {
+                LinkTokenError::TooMany => CommandError::LinkLimit,
+                _ => CommandError::Conflict("the link stream is another's".to_owned()),
+            })
         })
         .await?;
         self.message.plan(plan).await
@@ -515,7 +521,12 @@ pub async fn request_password_reset(
             } if email_index == index => {}
             _ => return Ok(false),
         }
-        link.plan(&mut plan).await?;
+        match link.plan(&mut plan).await {
+            Ok(()) => {}
+            // Enough links went to this user this hour: nothing more goes.
+            Err(CommandError::LinkLimit) => return Ok(false),
+            Err(other) => return Err(other),
+        }
         if plan.commit().await?.is_some() {
             return Ok(true);
         }
@@ -781,6 +792,31 @@ pub async fn record_attempt(
     let (state, _) = load::<Message>(&*ports.store, &message_stream(id)).await?;
     if outcome.appended.is_some() && !matches!(state, Message::Pending { .. }) {
         ports.vault.erase_subject(tenant, id).await?;
+    }
+    Ok(())
+}
+
+/// Adds the revocation of `user`'s live links of `purposes` to `plan` (parts
+/// `revoke:<purpose>`), because what they were for is gone: the address
+/// they went to changed, the user was suspended, deleted or activated
+/// otherwise. A link revoked this way answers `REVOKED`, also after the
+/// user is reactivated.
+pub(crate) async fn plan_revoke_links(
+    plan: &mut Plan<'_>,
+    user: Uuid,
+    purposes: &[LinkPurpose],
+) -> Result<(), CommandError> {
+    use custodia_domain::identity::link_token::RevokedBecause;
+    let revoke = LinkTokenCommand::Revoke {
+        because: RevokedBecause::Obsolete,
+    };
+    for purpose in purposes {
+        let label = format!("revoke:{}", purpose.name());
+        let stream = link_stream(purpose.stream_id(user));
+        plan.part::<LinkTokens>(&label, &stream, EventId::generate(), |tokens| {
+            Ok(tokens.decide(&revoke).unwrap_or_default())
+        })
+        .await?;
     }
     Ok(())
 }

@@ -151,6 +151,9 @@ pub enum CommandError {
     /// nothing was written, and the same request may well pass if sent again.
     #[error("too many concurrent changes to the same data; try again")]
     Contended,
+    /// Enough links (and messages) went to this user this hour.
+    #[error("too many links were sent to this user; try again later")]
+    LinkLimit,
     /// A bounded resource (password hashing) is saturated: try again shortly.
     #[error("the server is busy; try again shortly")]
     Busy,

@@ -236,7 +236,10 @@ pub(crate) fn slug_stream(
 ) -> custodia_domain::StreamId {
     /// The namespace of slug claims' stream ids.
     const SLUGS: Uuid = Uuid::from_u128(0x5c1a_6e00_7e4a_4a5e_9c0d_1d5e_7a6b_0013);
-    stream("tenant_slug", Uuid::new_v5(&SLUGS, slug.as_str().as_bytes()))
+    stream(
+        "tenant_slug",
+        Uuid::new_v5(&SLUGS, slug.as_str().as_bytes()),
+    )
 }
 
 /// Gives the tenant a slug for people (`acme`), unique across the platform
@@ -255,8 +258,7 @@ pub async fn set_tenant_slug(
     use custodia_domain::identity::tenant::TenantSlug;
     let slug = TenantSlug::parse(slug)?;
     let authorized = authorize(caller, tenant, Permission::TenantUpdate, None)?;
-    let Tenant::Active { slug: previous, .. } = require_active_tenant(ports, tenant).await?
-    else {
+    let Tenant::Active { slug: previous, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
     let holder = tenant.as_uuid();

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use custodia_domain::aggregate::Aggregate;
 use custodia_domain::identity::email_claim::{EmailClaim, EmailClaimCommand, EmailClaimError};
+use custodia_domain::identity::link_token::LinkPurpose;
 use custodia_domain::identity::membership::{MembershipCommand, Memberships};
 use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::user::{SealedProfile, User, UserCommand, UserEvent};
@@ -424,9 +425,6 @@ async fn change_address(
     email: &str,
     vouched: bool,
 ) -> Result<Outcome, CommandError> {
-    use custodia_domain::identity::link_token::{
-        LinkPurpose, LinkTokenCommand, LinkTokens, RevokedBecause,
-    };
     let email = Email::parse(email)?;
     let authorized = authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
     let custodia_domain::identity::tenant::Tenant::Active { settings, .. } =
@@ -513,19 +511,15 @@ async fn change_address(
         }
         let moved = matches!(state, User::Present { email_index: old, .. } if old != index);
         if moved {
-            match &link {
-                // Issuing revokes the link the old address holds.
-                Some(link) => link.plan(&mut plan).await?,
-                None => {
-                    let revoke = LinkTokenCommand::Revoke {
-                        because: RevokedBecause::Obsolete,
-                    };
-                    let stream = super::account::link_stream(purpose.stream_id(user));
-                    plan.part::<LinkTokens>("token", &stream, EventId::generate(), |tokens| {
-                        Ok(tokens.decide(&revoke).unwrap_or_default())
-                    })
-                    .await?;
-                }
+            // Every link the old address holds loses its purpose; issuing
+            // the new one revokes the live one of its own purpose.
+            let others: Vec<LinkPurpose> = LinkPurpose::ALL
+                .into_iter()
+                .filter(|p| link.is_none() || *p != purpose)
+                .collect();
+            super::account::plan_revoke_links(&mut plan, user, &others).await?;
+            if let Some(link) = &link {
+                link.plan(&mut plan).await?;
             }
         }
         if let Some(committed) = plan.commit().await? {
@@ -623,6 +617,14 @@ pub async fn change_user_status(
             let reason = RevocationReason::UserDisabled;
             super::sessions::plan_end_sessions(&mut plan, user, None, reason, at).await?;
         }
+        // Links lose their purpose: every one when the user may no longer
+        // sign in, the invitation when someone activates them.
+        let obsolete: &[LinkPurpose] = match change {
+            StatusChange::Suspend | StatusChange::Delete => &LinkPurpose::ALL,
+            StatusChange::Activate => &[LinkPurpose::Invitation],
+            StatusChange::Reactivate => &[],
+        };
+        super::account::plan_revoke_links(&mut plan, user, obsolete).await?;
         // A deleted user also leaves every group (a suspended one stays).
         let leaves = change == StatusChange::Delete;
         plan.part::<Memberships>(

@@ -84,13 +84,14 @@ impl RevokedBecause {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkTokenCommand {
-    /// Issues a token (revoking the live one, if any).
+    /// Issues a token (revoking the live one, if any), at `at`.
     Issue {
         token: Uuid,
         user: Uuid,
         purpose: LinkPurpose,
         secret_sha256: [u8; 32],
         expires_at: Timestamp,
+        at: Timestamp,
     },
     /// Uses the token whose secret hashes to `secret_sha256`, at `at`.
     Use {
@@ -110,6 +111,7 @@ pub enum LinkTokenEvent {
         purpose: LinkPurpose,
         secret_sha256: [u8; 32],
         expires_at: Timestamp,
+        at: Timestamp,
     },
     Used {
         token: Uuid,
@@ -132,7 +134,19 @@ pub enum LinkTokenError {
     Used,
     #[error("the link was replaced or withdrawn")]
     Revoked,
+    /// [`MAX_ISSUED_PER_HOUR`] links of this purpose went to this user in
+    /// the last hour: no more mail to them for now.
+    #[error("too many links were sent to this user; try again later")]
+    TooMany,
 }
+
+/// The most links of one purpose issued to one user in an hour. Every link
+/// is a message to an address: without a bound, anyone allowed to ask for
+/// one (the user themselves, for a verification link) could flood an
+/// address that is not theirs.
+pub const MAX_ISSUED_PER_HOUR: usize = 5;
+
+const HOUR_MICROS: i64 = 3_600_000_000;
 
 /// A token no longer live, kept so that presenting it again is answered
 /// for what it is (used, revoked), not as unknown.
@@ -151,6 +165,8 @@ pub struct LinkTokens {
     purpose: Option<LinkPurpose>,
     live: Option<Live>,
     spent: Vec<Spent>,
+    /// When the last [`MAX_ISSUED_PER_HOUR`] tokens were issued.
+    issued: Vec<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,12 +215,21 @@ impl Aggregate for LinkTokens {
                 purpose,
                 secret_sha256,
                 expires_at,
+                at,
             } => {
                 // A stream is one user's and one purpose's (its id says so).
                 if self.user.is_some_and(|u| u != *user)
                     || self.purpose.is_some_and(|p| p != *purpose)
                 {
                     return Err(LinkTokenError::Invalid);
+                }
+                let recent = self
+                    .issued
+                    .iter()
+                    .filter(|t| at.0 - t.0 < HOUR_MICROS)
+                    .count();
+                if recent >= MAX_ISSUED_PER_HOUR {
+                    return Err(LinkTokenError::TooMany);
                 }
                 let mut events = Vec::new();
                 if let Some(live) = &self.live {
@@ -219,6 +244,7 @@ impl Aggregate for LinkTokens {
                     purpose: *purpose,
                     secret_sha256: *secret_sha256,
                     expires_at: *expires_at,
+                    at: *at,
                 });
                 Ok(events)
             }
@@ -267,9 +293,14 @@ impl Aggregate for LinkTokens {
                 purpose,
                 secret_sha256,
                 expires_at,
+                at,
             } => {
                 if let Some(live) = self.live.take() {
                     self.retire(live.secret_sha256, false);
+                }
+                self.issued.push(*at);
+                if self.issued.len() > MAX_ISSUED_PER_HOUR {
+                    self.issued.remove(0);
                 }
                 self.user = Some(*user);
                 self.purpose = Some(*purpose);
@@ -298,6 +329,8 @@ struct LinkTokensV1 {
     purpose: Option<String>,
     live: Option<LiveV1>,
     spent: Vec<(String, bool)>,
+    #[serde(default)]
+    issued: Vec<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -328,6 +361,7 @@ impl Snapshot for LinkTokens {
                 .iter()
                 .map(|s| (hex::encode(s.secret_sha256), s.used))
                 .collect(),
+            issued: self.issued.iter().map(|t| t.0).collect(),
         })
     }
 
@@ -360,6 +394,7 @@ impl Snapshot for LinkTokens {
                     })
                 })
                 .collect::<Option<_>>()?,
+            issued: v1.issued.into_iter().map(Timestamp).collect(),
         })
     }
 }
@@ -374,6 +409,7 @@ mod dto {
         pub purpose: String,
         pub secret_sha256: String,
         pub expires_at: i64,
+        pub at: i64,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -397,6 +433,7 @@ impl EventSchema for LinkTokenEvent {
                 purpose,
                 secret_sha256,
                 expires_at,
+                at,
             } => stored(
                 "LinkTokenIssued",
                 1,
@@ -406,6 +443,7 @@ impl EventSchema for LinkTokenEvent {
                     purpose: purpose.name().to_owned(),
                     secret_sha256: hex::encode(secret_sha256),
                     expires_at: expires_at.0,
+                    at: at.0,
                 },
             ),
             LinkTokenEvent::Used { token } => {
@@ -438,6 +476,7 @@ impl EventSchema for LinkTokenEvent {
                     purpose: LinkPurpose::from_name(&d.purpose).ok_or_else(malformed)?,
                     secret_sha256: hash_from_hex(&d.secret_sha256).ok_or_else(malformed)?,
                     expires_at: Timestamp(d.expires_at),
+                    at: Timestamp(d.at),
                 })
             }
             ("LinkTokenUsed", 1) => Ok(LinkTokenEvent::Used {
@@ -475,6 +514,7 @@ mod tests {
             purpose: LinkPurpose::Reset,
             secret_sha256: [secret; 32],
             expires_at: Timestamp(expires_at),
+            at: Timestamp(expires_at - 100),
         }
     }
 
@@ -532,6 +572,7 @@ mod tests {
             purpose: LinkPurpose::Reset,
             secret_sha256: [2; 32],
             expires_at: Timestamp(200),
+            at: Timestamp(100),
         };
         given::<LinkTokens>(&[issued(1, 1, 100)])
             .when(&issue)
@@ -564,6 +605,7 @@ mod tests {
             purpose: LinkPurpose::Reset,
             secret_sha256: [3; 32],
             expires_at: Timestamp(200),
+            at: Timestamp(100),
         };
         given::<LinkTokens>(&replaced)
             .when(&other_user)
@@ -610,6 +652,32 @@ mod tests {
         assert_eq!(restored.decide(&use_(1, 5)), Err(LinkTokenError::Used));
         assert_eq!(restored.decide(&use_(2, 5)), Err(LinkTokenError::Revoked));
         assert!(LinkTokens::from_snapshot(2, &state.to_snapshot()).is_none());
+    }
+
+    #[test]
+    fn at_most_five_links_an_hour_go_to_a_user() {
+        let issue = |n: u128, at: i64| LinkTokenCommand::Issue {
+            token: Uuid::from_u128(n),
+            user: USER,
+            purpose: LinkPurpose::Reset,
+            secret_sha256: [n as u8; 32],
+            expires_at: Timestamp(at + 100),
+            at: Timestamp(at),
+        };
+        let mut state = LinkTokens::default();
+        for n in 0..MAX_ISSUED_PER_HOUR as u128 {
+            for event in state.decide(&issue(n, n as i64 * 1000)).unwrap() {
+                state = state.apply(&event);
+            }
+        }
+        assert_eq!(state.decide(&issue(9, 5_000)), Err(LinkTokenError::TooMany));
+        // An hour after the first, one more may go.
+        assert!(state.decide(&issue(9, HOUR_MICROS)).is_ok());
+        let restored = LinkTokens::from_snapshot(1, &state.to_snapshot()).unwrap();
+        assert_eq!(
+            restored.decide(&issue(9, 5_000)),
+            Err(LinkTokenError::TooMany)
+        );
     }
 
     #[test]
