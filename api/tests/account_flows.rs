@@ -28,6 +28,7 @@ backends!(
     an_address_is_verified_through_the_link_and_a_tenant_may_require_it,
     a_reset_link_sets_a_new_password_and_ends_every_session,
     a_reset_request_answers_the_same_for_unknown_addresses,
+    a_tenant_is_found_by_its_slug,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -547,4 +548,94 @@ async fn a_reset_request_answers_the_same_for_unknown_addresses(db: TestDatabase
     // Nothing went to the unknown address, and nothing was written for it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(flows.sink.to("nobody@example.org").is_empty());
+}
+
+async fn set_slug(state: &AppState, token: &str, slug: &str) -> Value {
+    graphql(
+        state,
+        token,
+        &format!(r#"mutation {{ setTenantSlug(slug: "{slug}") {{ tenant {{ slug }} }} }}"#),
+    )
+    .await
+}
+
+async fn a_tenant_is_found_by_its_slug(db: TestDatabase) {
+    let flows = setup(&db).await;
+    let state = &flows.state;
+    let body = set_slug(state, &flows.owner_token, "acme").await;
+    assert_eq!(
+        body["data"]["setTenantSlug"]["tenant"]["slug"], "acme",
+        "{body}"
+    );
+    let login = |tenant: &str, password: &str| json!({ "tenant": tenant, "email": "ada@example.org", "password": password });
+    for slug in ["acme", "ACME", " acme "] {
+        let (status, body) = post(state, "/auth/login", login(slug, PASSWORD)).await;
+        assert_eq!(status, 200, "{slug}: {body}");
+    }
+    // An unknown slug answers as an unknown tenant does; both ways of
+    // naming a tenant at once are refused.
+    let (status, body) = post(state, "/auth/login", login("nope", PASSWORD)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("UNAUTHENTICATED")),
+        "{body}"
+    );
+    let both = json!({ "tenant": "acme", "tenant_id": flows.tenant.to_string(), "email": "ada@example.org", "password": PASSWORD });
+    let (status, _) = post(state, "/auth/login", both).await;
+    assert_eq!(status, 400);
+    // Another tenant cannot take it; a malformed or id-shaped slug is refused.
+    let (globex, _) = tenant_with_owner(&state.ports, "eve@example.org", Some(PASSWORD)).await;
+    let eve = sign_in(state, globex, "eve@example.org", PASSWORD).await;
+    let body = set_slug(state, &eve, "acme").await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{body}"
+    );
+    for bad in ["Ac", "acme--corp", &flows.tenant.to_string()] {
+        let body = set_slug(state, &eve, bad).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "VALIDATION",
+            "{bad}: {body}"
+        );
+    }
+    let body = set_slug(state, &eve, "globex").await;
+    assert_eq!(
+        body["data"]["setTenantSlug"]["tenant"]["slug"], "globex",
+        "{body}"
+    );
+    // The account flows take the slug too; a link is its own tenant's.
+    let (status, _) = post(
+        state,
+        "/auth/password-reset",
+        json!({ "tenant": "acme", "email": "ada@example.org" }),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let token = token_in(
+        &flows.sink.nth("ada@example.org", "Reset", 1).await,
+        "reset-password",
+    );
+    let confirm =
+        |tenant: &str| json!({ "tenant": tenant, "token": token, "password": NEW_PASSWORD });
+    let path = "/auth/password-reset/confirm";
+    refused(state, path, confirm("globex"), "WRONG_TENANT").await;
+    let (status, body) = post(state, path, confirm("acme")).await;
+    assert_eq!(status, 204, "{body}");
+    // A new slug frees the old one: it signs nobody in, and another
+    // tenant may take it.
+    let owner = sign_in(state, flows.tenant, "ada@example.org", NEW_PASSWORD).await;
+    let body = set_slug(state, &owner, "acme-corp").await;
+    assert_eq!(
+        body["data"]["setTenantSlug"]["tenant"]["slug"], "acme-corp",
+        "{body}"
+    );
+    let (status, _) = post(state, "/auth/login", login("acme", NEW_PASSWORD)).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(state, "/auth/login", login("acme-corp", NEW_PASSWORD)).await;
+    assert_eq!(status, 200);
+    let body = set_slug(state, &eve, "acme").await;
+    assert_eq!(
+        body["data"]["setTenantSlug"]["tenant"]["slug"], "acme",
+        "{body}"
+    );
 }

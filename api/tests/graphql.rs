@@ -205,6 +205,7 @@ fn mutation_probes(other_tenant: &str, other_user: &str) -> Vec<(&'static str, S
     vec![
         ("createTenant", "createTenant(name: \"Evil\", ownerEmail: \"e@example.org\") { consistencyToken }".to_owned()),
         ("updateTenantSettings", format!("updateTenantSettings(tenantId: \"{t}\", settings: {settings}) {{ consistencyToken }}")),
+        ("setTenantSlug", format!("setTenantSlug(tenantId: \"{t}\", slug: \"evil-corp\") {{ consistencyToken }}")),
         ("setTenantSuspended", format!("setTenantSuspended(tenantId: \"{t}\", suspended: true) {{ consistencyToken }}")),
         ("registerUser", format!("registerUser(tenantId: \"{t}\", input: {{ email: \"x@example.org\" }}) {{ consistencyToken }}")),
         ("updateProfile", format!("updateProfile(userId: \"{u}\", profile: {{ displayName: \"x\" }}) {{ consistencyToken }}")),

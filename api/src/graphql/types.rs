@@ -204,6 +204,11 @@ impl Tenant {
     async fn id(&self) -> ID {
         ID(self.row.id.clone())
     }
+    /// Its slug for people (`acme`), if it has one: login and the account
+    /// flows take it as well as the id.
+    async fn slug(&self) -> Option<&str> {
+        self.doc.slug.as_deref()
+    }
     /// Its display name (not personal data).
     async fn name(&self) -> &str {
         &self.doc.name

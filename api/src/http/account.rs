@@ -12,7 +12,6 @@
 //! A refused link answers `400` with a typed code (`INVALID_TOKEN`,
 //! `EXPIRED`, `USED`, `REVOKED`, `WRONG_TENANT`) and writes nothing.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use custodia_application::commands::account::{
     accept_invitation, confirm_password_reset, request_password_reset, verify_email,
@@ -60,7 +59,7 @@ impl ResetQueue {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ResetRequest {
-    /// The tenant's id.
+    /// The tenant's slug or id.
     tenant: String,
     email: Zeroizing<String>,
 }
@@ -80,14 +79,10 @@ pub(super) struct LinkOnly {
     token: Zeroizing<String>,
 }
 
-fn tenant(text: &str) -> Result<TenantId, ApiError> {
-    text.trim().parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION",
-            "tenant must be a tenant's id",
-        )
-    })
+/// The tenant a request names by its slug or id (one no tenant holds reads
+/// as a tenant that does not exist).
+async fn tenant(state: &AppState, text: &str) -> Result<TenantId, ApiError> {
+    super::auth::named_tenant(state, Some(text), None).await
 }
 
 /// The same answer for every accepted reset request.
@@ -104,7 +99,7 @@ pub(super) async fn password_reset(
     body: web::Json<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
-    let tenant = tenant(&body.tenant)?;
+    let tenant = tenant(&state, &body.tenant).await?;
     let body = body.into_inner();
     // The address is counted by a digest, so no address is kept in memory.
     let normalised = Zeroizing::new(body.email.trim().to_lowercase());
@@ -126,7 +121,7 @@ pub(super) async fn password_reset_confirm(
     body: web::Json<LinkWithPassword>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
-    let tenant = tenant(&body.tenant)?;
+    let tenant = tenant(&state, &body.tenant).await?;
     // Every session ends in the same append; cached sessions go with it
     // (any append invalidates the cache).
     let now = Timestamp::now();
@@ -140,7 +135,7 @@ pub(super) async fn accept(
     body: web::Json<LinkWithPassword>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
-    let tenant = tenant(&body.tenant)?;
+    let tenant = tenant(&state, &body.tenant).await?;
     let now = Timestamp::now();
     accept_invitation(&state.ports, tenant, &body.token, &body.password, now).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -152,7 +147,7 @@ pub(super) async fn verify(
     body: web::Json<LinkOnly>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
-    let tenant = tenant(&body.tenant)?;
+    let tenant = tenant(&state, &body.tenant).await?;
     verify_email(&state.ports, tenant, &body.token, Timestamp::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

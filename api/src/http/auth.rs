@@ -20,7 +20,12 @@ use uuid::Uuid;
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginRequest {
-    tenant_id: String,
+    /// The tenant's id (or give `tenant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant_id: Option<String>,
+    /// The tenant's slug or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
     email: String,
     password: String,
     one_time_code: Option<String>,
@@ -75,6 +80,32 @@ fn tenant(text: &str) -> Result<TenantId, ApiError> {
     })
 }
 
+/// The tenant a request names: `tenant` (its slug or id) or `tenant_id`
+/// (its id), exactly one. A slug no tenant holds reads as a tenant that
+/// does not exist: the request goes on and fails as it would there (a
+/// login costs the same password check), so slugs are not enumerable by
+/// their answers.
+pub(super) async fn named_tenant(
+    state: &AppState,
+    tenant: Option<&str>,
+    tenant_id: Option<&str>,
+) -> Result<TenantId, ApiError> {
+    match (tenant, tenant_id) {
+        (None, Some(id)) => self::tenant(id),
+        (Some(text), None) => Ok(custodia_application::commands::tenants::resolve_tenant(
+            &state.ports,
+            text,
+        )
+        .await?
+        .unwrap_or_else(TenantId::generate)),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+            "give tenant (its slug or id) or tenant_id",
+        )),
+    }
+}
+
 fn client_info(request: &HttpRequest) -> ClientInfo {
     ClientInfo {
         ip: request.peer_addr().map(|addr| addr.ip().to_string()),
@@ -92,10 +123,10 @@ pub(super) async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     state.limits.check_ip(&request)?;
-    let tenant = tenant(&body.tenant_id)?;
+    let tenant = named_tenant(&state, body.tenant.as_deref(), body.tenant_id.as_deref()).await?;
     state.limits.check_account(tenant, &body.email)?;
     let Some(key) = idempotency::key(&request)? else {
-        return login_once(&state, &request, &body).await;
+        return login_once(&state, &request, tenant, &body).await;
     };
     // Keys are the account's: only a client that sends the same
     // credentials gets the answer again, and only while the session it
@@ -113,7 +144,7 @@ pub(super) async fn login(
     // `/auth` answers hold tokens, no personal data: they are not withdrawn
     // with a subject's erasure (they last 5 minutes), so no tenant is named.
     idempotency::once(&state, Policy::AUTH, &scope, None, &sent, current, |_| {
-        login_once(&state, &request, &body)
+        login_once(&state, &request, tenant, &body)
     })
     .await
 }
@@ -145,10 +176,10 @@ async fn still_current(state: &AppState, stored: &StoredResponse) -> bool {
 async fn login_once(
     state: &AppState,
     request: &HttpRequest,
+    tenant: TenantId,
     body: &LoginRequest,
 ) -> Result<HttpResponse, ApiError> {
     let now = Timestamp::now();
-    let tenant = tenant(&body.tenant_id)?;
     let client = client_info(request);
     let tokens = start_session(
         &state.ports,

@@ -74,6 +74,31 @@ impl TenantMutations {
         tenant_payload(ctx, tenant, cursor(&outcome)).await
     }
 
+    /// Gives the tenant a slug for people (`acme`): login and the account
+    /// flows take it as well as the id. Unique across the platform; the
+    /// slug it replaces is free again. Needs `tenant.update`.
+    async fn set_tenant_slug(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(
+            desc = "3 to 63 of a-z, 0-9 and single hyphens, starting and ending with a letter or digit (plaintext in the log for good)."
+        )]
+        slug: String,
+    ) -> Result<TenantPayload> {
+        let tenant = tenant(ctx, tenant_id.as_ref())?;
+        let caller = data(ctx).caller().await?;
+        let outcome = custodia_application::commands::tenants::set_tenant_slug(
+            &data(ctx).state.ports,
+            &caller,
+            tenant,
+            &slug,
+        )
+        .await
+        .map_err(fail)?;
+        tenant_payload(ctx, tenant, cursor(&outcome)).await
+    }
+
     /// Suspends (`suspended: true`) or reactivates the tenant. Needs `tenant.suspend`.
     async fn set_tenant_suspended(
         &self,
