@@ -542,40 +542,16 @@ pub async fn reinvite(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Outcome, CommandError> {
-    let authorized = super::authorized::authorize_on_user(
+    use custodia_domain::rbac::Permission;
+    resend(
         ports,
         caller,
         tenant,
-        custodia_domain::rbac::Permission::UserCreate,
         user,
-    )
-    .await?;
-    let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
-        return Err(CommandError::TenantSuspended);
-    };
-    if let Some(outcome) = Plan::committed(ports, caller, "token").await? {
-        return Ok(outcome);
-    }
-    let email = super::users::personal_record(ports, tenant, user)
-        .await?
-        .email
-        .ok_or(CommandError::User(
-            custodia_domain::identity::user::UserError::Erased,
-        ))?;
-    let email = Email::parse(&email)?;
-    let at = Timestamp::now();
-    let lifetime = settings.flows.lifetime_micros(LinkPurpose::Invitation);
-    let link = PreparedLink::mint(
-        ports,
-        tenant,
-        user,
+        Permission::UserCreate,
         LinkPurpose::Invitation,
-        &email,
-        lifetime,
-        at,
     )
-    .await?;
-    plan_link(ports, &authorized, user, &link, UserStatus::Invited).await
+    .await
 }
 
 /// Sends the user a new verification link for their current address,
@@ -586,14 +562,24 @@ pub async fn resend_verification(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Outcome, CommandError> {
-    let authorized = super::authorized::authorize_on_user(
-        ports,
-        caller,
-        tenant,
-        custodia_domain::rbac::Permission::UserUpdate,
-        user,
-    )
-    .await?;
+    use custodia_domain::rbac::Permission;
+    let purpose = LinkPurpose::Verification;
+    resend(ports, caller, tenant, user, Permission::UserUpdate, purpose).await
+}
+
+/// A new link of `purpose` to the user's current address (an invitation
+/// while they are invited, a verification while their active address is
+/// not verified), revoking the one before.
+async fn resend(
+    ports: &Ports,
+    caller: &Caller,
+    tenant: TenantId,
+    user: Uuid,
+    permission: custodia_domain::rbac::Permission,
+    purpose: LinkPurpose,
+) -> Result<Outcome, CommandError> {
+    let authorized =
+        super::authorized::authorize_on_user(ports, caller, tenant, permission, user).await?;
     let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
@@ -607,19 +593,14 @@ pub async fn resend_verification(
             custodia_domain::identity::user::UserError::Erased,
         ))?;
     let email = Email::parse(&email)?;
+    let lifetime = settings.flows.lifetime_micros(purpose);
     let at = Timestamp::now();
-    let lifetime = settings.flows.lifetime_micros(LinkPurpose::Verification);
-    let link = PreparedLink::mint(
-        ports,
-        tenant,
-        user,
-        LinkPurpose::Verification,
-        &email,
-        lifetime,
-        at,
-    )
-    .await?;
-    plan_link(ports, &authorized, user, &link, UserStatus::Active).await
+    let link = PreparedLink::mint(ports, tenant, user, purpose, &email, lifetime, at).await?;
+    let status = match purpose {
+        LinkPurpose::Invitation => UserStatus::Invited,
+        LinkPurpose::Verification | LinkPurpose::Reset => UserStatus::Active,
+    };
+    plan_link(ports, &authorized, user, &link, status).await
 }
 
 /// Plans `link` for `user` if they are in `status` and their address is

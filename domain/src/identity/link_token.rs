@@ -182,11 +182,6 @@ impl LinkTokens {
         self.user
     }
 
-    /// The live token's id, if one is live.
-    pub fn live_token(&self) -> Option<Uuid> {
-        self.live.as_ref().map(|live| live.token)
-    }
-
     fn retire(&mut self, secret_sha256: [u8; 32], used: bool) {
         self.spent.push(Spent {
             secret_sha256,
