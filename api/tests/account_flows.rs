@@ -580,6 +580,12 @@ async fn a_tenant_is_found_by_its_slug(db: TestDatabase) {
         (401, &json!("UNAUTHENTICATED")),
         "{body}"
     );
+    // ... and is limited as an unknown tenant is (per account, 10 a minute).
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(post(state, "/auth/login", login("nope", PASSWORD)).await.0);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     let both = json!({ "tenant": "acme", "tenant_id": flows.tenant.to_string(), "email": "ada@example.org", "password": PASSWORD });
     let (status, _) = post(state, "/auth/login", both).await;
     assert_eq!(status, 400);

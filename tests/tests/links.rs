@@ -178,6 +178,23 @@ async fn a_link_does_nothing_for_a_user_who_may_no_longer_use_it(db: TestDatabas
     let refused =
         confirm_password_reset(&ports, tenant, &reset, "another long passphrase", now).await;
     assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
+    // Erased, the user's live links are withdrawn with them.
+    assert!(request_password_reset(&ports, tenant, "bob@example.org")
+        .await
+        .unwrap());
+    let reset = last_token(&ports, tenant, bob, MessageKind::PasswordReset).await;
+    custodia_application::commands::privacy::erase_subject(
+        &ports,
+        &operator(),
+        tenant,
+        bob,
+        "DSR-7",
+    )
+    .await
+    .unwrap();
+    let refused =
+        confirm_password_reset(&ports, tenant, &reset, "another long passphrase", now).await;
+    assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
     // At most five links of a purpose an hour go to one user, whoever asks.
     let carol = Uuid::now_v7();
     let new = NewUser {

@@ -82,9 +82,10 @@ fn tenant(text: &str) -> Result<TenantId, ApiError> {
 
 /// The tenant a request names: `tenant` (its slug or id) or `tenant_id`
 /// (its id), exactly one. A slug no tenant holds reads as a tenant that
-/// does not exist: the request goes on and fails as it would there (a
-/// login costs the same password check), so slugs are not enumerable by
-/// their answers.
+/// does not exist, always the same one for the same text (so the rate
+/// limits count it as they count an unknown id): the request goes on and
+/// fails as it would there (a login costs the same password check), so
+/// slugs are not enumerable by their answers.
 pub(super) async fn named_tenant(
     state: &AppState,
     tenant: Option<&str>,
@@ -97,13 +98,21 @@ pub(super) async fn named_tenant(
             text,
         )
         .await?
-        .unwrap_or_else(TenantId::generate)),
+        .unwrap_or_else(|| nobody(text))),
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "VALIDATION",
             "give tenant (its slug or id) or tenant_id",
         )),
     }
+}
+
+/// The id of no tenant, stable for `text` (a name-based UUID, which no
+/// tenant's time-ordered id can be).
+fn nobody(text: &str) -> TenantId {
+    const UNKNOWN: Uuid = Uuid::from_u128(0x0e1f_2a3b_4c5d_4e6f_8a9b_0c1d_2e3f_4a5b);
+    let id = Uuid::new_v5(&UNKNOWN, text.trim().to_ascii_lowercase().as_bytes());
+    TenantId::from_uuid(id).expect("a name-based UUID is never nil")
 }
 
 fn client_info(request: &HttpRequest) -> ClientInfo {

@@ -179,6 +179,9 @@ async fn erase(
         plan.caused_by(erasure_event);
         let reason = RevocationReason::SubjectErased;
         super::sessions::plan_end_sessions(&mut plan, user, None, reason, at).await?;
+        // Their links go too: nothing can be done with them any more.
+        let every = custodia_domain::identity::link_token::LinkPurpose::ALL;
+        super::account::plan_revoke_links(&mut plan, user, &every).await?;
         plan.part::<Memberships>(
             "access",
             &memberships_stream(tenant),

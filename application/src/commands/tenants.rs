@@ -286,17 +286,48 @@ pub async fn set_tenant_slug(
         |state| Ok(state.decide(&set)?),
     )
     .await?;
+    // The slug it replaced goes, unless the tenant holds it again (a
+    // concurrent change of its own recorded it meanwhile).
+    let recorded = || async {
+        let (state, _) = load::<Tenant>(&*ports.store, &tenant_stream(tenant)).await?;
+        Ok::<_, CommandError>(match state {
+            Tenant::Active { slug, .. } | Tenant::Suspended { slug, .. } => slug,
+            _ => None,
+        })
+    };
     if let Some(previous) = previous.filter(|p| *p != slug) {
-        let releaser = caller.step("slug-release");
-        let release = SlugClaimCommand::Release { tenant: holder };
-        super::execute::<SlugClaim>(
-            ports,
-            &super::authorized::claim_on_platform(&releaser, tenant, Permission::TenantUpdate)?,
-            &slug_stream(&previous),
-            EventId::generate(),
-            |state| state.decide(&release).map_err(taken),
-        )
-        .await?;
+        if recorded().await?.as_ref() != Some(&previous) {
+            let releaser = caller.step("slug-release");
+            let release = SlugClaimCommand::Release { tenant: holder };
+            let platform =
+                super::authorized::claim_on_platform(&releaser, tenant, Permission::TenantUpdate)?;
+            super::execute::<SlugClaim>(
+                ports,
+                &platform,
+                &slug_stream(&previous),
+                EventId::generate(),
+                |state| state.decide(&release).map_err(taken),
+            )
+            .await?;
+            // Recorded again between the check and the release: claim it
+            // back (a claim by its own holder, or a free slug's).
+            if let Some(current) = recorded().await?.filter(|c| *c == previous) {
+                let reclaimer = caller.step("slug-reclaim");
+                let platform = super::authorized::claim_on_platform(
+                    &reclaimer,
+                    tenant,
+                    Permission::TenantUpdate,
+                )?;
+                super::execute::<SlugClaim>(
+                    ports,
+                    &platform,
+                    &slug_stream(&current),
+                    EventId::generate(),
+                    |state| state.decide(&claim).map_err(taken),
+                )
+                .await?;
+            }
+        }
     }
     Ok(outcome)
 }
