@@ -331,6 +331,27 @@ pub struct LinkOutcome {
     pub outcome: Outcome,
 }
 
+/// The link of a flow that sets a password, checked (the token, then the
+/// tenant, then the policy), and the password hashed: what is left is to
+/// plan its use. The hash's cost is paid only for a valid link.
+async fn password_link(
+    ports: &Ports,
+    tenant: TenantId,
+    token: &str,
+    purpose: LinkPurpose,
+    password: &str,
+    at: Timestamp,
+) -> Result<(Presented, Uuid, super::credentials::NewPassword), LinkError> {
+    let presented = Presented::parse(token)?;
+    let user = check_token(ports, tenant, &presented, purpose, at).await?;
+    let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
+        return Err(CommandError::TenantSuspended.into());
+    };
+    check_password_policy(password, settings.password_min_length).map_err(CommandError::from)?;
+    let password = super::credentials::NewPassword::hash(ports, tenant, user, password).await?;
+    Ok((presented, user, password))
+}
+
 /// Accepts an invitation: sets the user's first password (the tenant's
 /// policy applies), activates them and verifies their address (the link
 /// reached it), using the token, in one append.
@@ -341,13 +362,8 @@ pub async fn accept_invitation(
     password: &str,
     at: Timestamp,
 ) -> Result<LinkOutcome, LinkError> {
-    let presented = Presented::parse(token)?;
-    let user = check_token(ports, tenant, &presented, LinkPurpose::Invitation, at).await?;
-    let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
-        return Err(CommandError::TenantSuspended.into());
-    };
-    check_password_policy(password, settings.password_min_length).map_err(CommandError::from)?;
-    let password = super::credentials::NewPassword::hash(ports, tenant, user, password).await?;
+    let (presented, user, password) =
+        password_link(ports, tenant, token, LinkPurpose::Invitation, password, at).await?;
     let caller = Caller::user_itself(tenant, user, "invitation");
     let authorized = by_own_secret(&caller, tenant);
     for _ in 0..=PLAN_RETRIES {
@@ -434,13 +450,8 @@ pub async fn confirm_password_reset(
     password: &str,
     at: Timestamp,
 ) -> Result<LinkOutcome, LinkError> {
-    let presented = Presented::parse(token)?;
-    let user = check_token(ports, tenant, &presented, LinkPurpose::Reset, at).await?;
-    let Tenant::Active { settings, .. } = require_active_tenant(ports, tenant).await? else {
-        return Err(CommandError::TenantSuspended.into());
-    };
-    check_password_policy(password, settings.password_min_length).map_err(CommandError::from)?;
-    let password = super::credentials::NewPassword::hash(ports, tenant, user, password).await?;
+    let (presented, user, password) =
+        password_link(ports, tenant, token, LinkPurpose::Reset, password, at).await?;
     let caller = Caller::user_itself(tenant, user, "password-reset");
     let authorized = by_own_secret(&caller, tenant);
     for _ in 0..=PLAN_RETRIES {
