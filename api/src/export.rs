@@ -43,18 +43,22 @@ pub async fn export_subject(
     let session_ids: Vec<Uuid> = sessions.iter().map(|s| s.id).collect();
     let events = events(models, tenant, user, &session_ids).await?;
     let time = |t: Timestamp| t.to_string();
+    let mut profile = json!({
+        "email": personal.email,
+        "display_name": personal.profile.display_name,
+        "phone": personal.profile.phone,
+        "attributes": personal.profile.attributes,
+    });
+    if let Some(pending) = &personal.pending_email {
+        profile["pending_email"] = json!(pending);
+    }
     Ok(json!({
         "format": FORMAT,
         "exported_at": time(Timestamp::now()),
         "tenant": tenant.to_string(),
         "subject": user.to_string(),
         "status": status,
-        "profile": {
-            "email": personal.email,
-            "display_name": personal.profile.display_name,
-            "phone": personal.profile.phone,
-            "attributes": personal.profile.attributes,
-        },
+        "profile": profile,
         "roles": roles,
         "role_history": changes.iter().map(|c| json!({
             "change": c.change,

@@ -400,16 +400,42 @@ async fn an_address_is_verified_through_the_link_and_a_tenant_may_require_it(db:
         user(state, &flows.owner_token, &id).await["emailVerified"],
         true
     );
-    // A new address is unverified again, the link sent to the old one is
-    // revoked (it was used here; a fresh one goes to the new address).
+    // A new address waits for its own link: the verified old one stays
+    // the sign-in address meanwhile, and is told (with no link).
     let body = graphql(
         state,
         &flows.owner_token,
-        &format!(r#"mutation {{ changeEmail(userId: "{id}", email: "dave@example.net") {{ user {{ emailVerified }} }} }}"#),
+        &format!(r#"mutation {{ changeEmail(userId: "{id}", email: "dave@example.net") {{ user {{ email pendingEmail emailVerified }} }} }}"#),
     )
     .await;
     assert_eq!(
-        body["data"]["changeEmail"]["user"]["emailVerified"], false,
+        body["data"]["changeEmail"]["user"],
+        json!({ "email": "dave@example.org", "pendingEmail": "dave@example.net", "emailVerified": true }),
+        "{body}"
+    );
+    let notice = flows
+        .sink
+        .nth("dave@example.org", "Your sign-in address", 1)
+        .await;
+    assert_eq!(
+        notice["subject"],
+        "Your sign-in address at Acme is being changed"
+    );
+    let text = notice.to_string();
+    assert!(
+        !text.contains("dave@example.net") && !text.contains("token="),
+        "{text}"
+    );
+    sign_in(state, flows.tenant, "dave@example.org", PASSWORD).await;
+    let (status, body) = post(
+        state,
+        "/auth/login",
+        json!({ "tenant_id": tenant, "email": "dave@example.net", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("UNAUTHENTICATED")),
         "{body}"
     );
     let again = token_in(
@@ -418,10 +444,18 @@ async fn an_address_is_verified_through_the_link_and_a_tenant_may_require_it(db:
     );
     let (status, body) = post(state, path, verify(&again)).await;
     assert_eq!(status, 204, "{body}");
+    sign_in(state, flows.tenant, "dave@example.net", PASSWORD).await;
     custodia_tests_caught_up(state).await;
+    let body = graphql(
+        state,
+        &flows.owner_token,
+        &format!(r#"{{ user(id: "{id}") {{ email pendingEmail emailVerified }} }}"#),
+    )
+    .await;
     assert_eq!(
-        user(state, &flows.owner_token, &id).await["emailVerified"],
-        true
+        body["data"]["user"],
+        json!({ "email": "dave@example.net", "pendingEmail": null, "emailVerified": true }),
+        "{body}"
     );
 }
 
@@ -515,13 +549,22 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session(db: TestDatabas
     let body = graphql(
         state,
         &owner,
-        &format!(r#"mutation {{ changeEmail(userId: "{id}", email: "ada@example.net") {{ user {{ emailVerified }} }} }}"#),
+        &format!(r#"mutation {{ changeEmail(userId: "{id}", email: "ada@example.net") {{ user {{ pendingEmail }} }} }}"#),
     )
     .await;
     assert_eq!(
-        body["data"]["changeEmail"]["user"]["emailVerified"], false,
+        body["data"]["changeEmail"]["user"]["pendingEmail"], "ada@example.net",
         "{body}"
     );
+    // The old address is the sign-in address until the new one is
+    // verified; then its link goes.
+    let confirmed = token_in(
+        &flows.sink.nth("ada@example.net", "Confirm", 1).await,
+        "verify-email",
+    );
+    let verify = json!({ "tenant": tenant, "token": confirmed });
+    let (status, body) = post(state, "/auth/verify-email", verify).await;
+    assert_eq!(status, 204, "{body}");
     refused(state, path, confirm(&stale, NEW_PASSWORD), "REVOKED").await;
 }
 

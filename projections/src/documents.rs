@@ -173,6 +173,10 @@ pub struct UserDoc {
     /// before verification existed: not verified).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub email_verified: bool,
+    /// The address a requested change waits on (sealed), until it is
+    /// verified: not the sign-in address yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_email: Option<Sealed>,
     pub profile: ProfileDoc,
     /// µs since the epoch.
     pub created_at: i64,

@@ -307,6 +307,7 @@ impl Projection for Users {
                 let doc = UserDoc {
                     email: Some(Sealed::from_event(&email, event)),
                     email_verified,
+                    pending_email: None,
                     profile: profile(&registered),
                     created_at: event.recorded_at.0,
                     stamp: Stamp::of(event),
@@ -335,6 +336,7 @@ impl Projection for Users {
                         UserEvent::EmailChanged { email, email_index } => {
                             doc.email = Some(Sealed::from_event(&email, event));
                             doc.email_verified = false;
+                            doc.pending_email = None;
                             row.lookup = Some(hex::encode(email_index.0));
                             return;
                         }
@@ -344,8 +346,17 @@ impl Projection for Users {
                                 row.lookup.as_deref() == Some(&hex::encode(email_index.0));
                             return;
                         }
+                        UserEvent::EmailChangeRequested { email, .. } => {
+                            doc.pending_email = Some(Sealed::from_event(&email, event));
+                            return;
+                        }
+                        UserEvent::EmailChangeCancelled { .. } => {
+                            doc.pending_email = None;
+                            return;
+                        }
                         UserEvent::Erased { .. } => {
                             doc.email = None;
+                            doc.pending_email = None;
                             doc.profile = ProfileDoc::default();
                             row.lookup = None;
                             UserStatus::Erased

@@ -7,8 +7,9 @@ use custodia_application::commands::account::{
     accept_invitation, confirm_password_reset, pending_message, record_attempt,
     request_password_reset, resend_verification, verify_email, LinkError,
 };
+use custodia_application::commands::credentials::{login, LoginError};
 use custodia_application::commands::users::{
-    change_user_status, register_user, NewUser, StatusChange,
+    change_email, change_user_status, read_personal_data, register_user, NewUser, StatusChange,
 };
 use custodia_application::commands::{CommandError, Ports};
 use custodia_domain::aggregate::{EventSchema, StoredForm};
@@ -23,6 +24,8 @@ backends!(
     expired_links_are_refused_and_change_nothing,
     a_link_does_nothing_for_a_user_who_may_no_longer_use_it,
     a_sent_messages_link_is_unreadable_afterwards,
+    a_new_address_waits_for_its_link_and_the_old_one_is_told,
+    a_pending_address_is_withdrawn_replaced_or_freed,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -272,4 +275,154 @@ async fn a_sent_messages_link_is_unreadable_afterwards(db: TestDatabase) {
             .is_err()
     );
     assert_eq!(ports.store.head().await.unwrap(), head);
+}
+
+/// Whether `email` is free in `tenant`: a registration with it works (and
+/// is kept), or is refused as taken.
+async fn free(ports: &Ports, tenant: TenantId, email: &str) -> bool {
+    let new = NewUser {
+        user: Uuid::now_v7(),
+        email: email.into(),
+        ..NewUser::default()
+    };
+    match register_user(ports, &operator(), tenant, new).await {
+        Ok(_) => true,
+        Err(CommandError::EmailTaken) => false,
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+async fn a_new_address_waits_for_its_link_and_the_old_one_is_told(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant, owner) = tenant_with_owner(&ports, "ada@example.org", Some(PASSWORD)).await;
+    let sign_in = |email: &'static str| {
+        let ports = &ports;
+        async move { login(ports, tenant, email, PASSWORD, None, Timestamp::now()).await }
+    };
+    // A reset link to the current address, live when the change is asked.
+    assert!(request_password_reset(&ports, tenant, "ada@example.org")
+        .await
+        .unwrap());
+    let reset = last_token(&ports, tenant, owner, MessageKind::PasswordReset).await;
+    change_email(&ports, &operator(), tenant, owner, "ada@example.net")
+        .await
+        .unwrap();
+    let record = read_personal_data(&ports, &operator(), tenant, owner)
+        .await
+        .unwrap();
+    assert_eq!(record.email.as_deref(), Some("ada@example.org"));
+    assert_eq!(record.pending_email.as_deref(), Some("ada@example.net"));
+    // The old address still signs in, the new one not yet, and nobody
+    // else may take the new one meanwhile.
+    assert_eq!(sign_in("ada@example.org").await.unwrap(), owner);
+    let refused = sign_in("ada@example.net").await;
+    assert!(
+        matches!(refused, Err(LoginError::InvalidCredentials)),
+        "{refused:?}"
+    );
+    assert!(!free(&ports, tenant, "ada@example.net").await);
+    // The link goes to the new address; the old one is told, with no link.
+    let (link_id, _) = last_message(&ports, owner, MessageKind::Verification).await;
+    let link_mail = pending_message(&ports, tenant, link_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link_mail.recipient.as_deref(), Some("ada@example.net"));
+    let (notice_id, _) = last_message(&ports, owner, MessageKind::AddressChangeNotice).await;
+    let notice = pending_message(&ports, tenant, notice_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice.recipient.as_deref(), Some("ada@example.org"));
+    assert!(notice.link.is_none());
+    // A new link (asked again) goes to the pending address too.
+    resend_verification(&ports, &operator(), tenant, owner)
+        .await
+        .unwrap();
+    let (resent, _) = last_message(&ports, owner, MessageKind::Verification).await;
+    assert_ne!(resent, link_id);
+    let resent_mail = pending_message(&ports, tenant, resent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resent_mail.recipient.as_deref(), Some("ada@example.net"));
+    let first = link_mail.link.unwrap();
+    let first = first.split("token=").nth(1).unwrap();
+    let refused = verify_email(&ports, tenant, first, Timestamp::now()).await;
+    assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
+    // Following the link moves the sign-in address, verified.
+    let token = last_token(&ports, tenant, owner, MessageKind::Verification).await;
+    verify_email(&ports, tenant, &token, Timestamp::now())
+        .await
+        .unwrap();
+    let record = read_personal_data(&ports, &operator(), tenant, owner)
+        .await
+        .unwrap();
+    assert_eq!(record.email.as_deref(), Some("ada@example.net"));
+    assert_eq!(record.pending_email, None);
+    assert_eq!(sign_in("ada@example.net").await.unwrap(), owner);
+    let refused = sign_in("ada@example.org").await;
+    assert!(
+        matches!(refused, Err(LoginError::InvalidCredentials)),
+        "{refused:?}"
+    );
+    // The reset link sent to the old address went with it.
+    let refused = confirm_password_reset(&ports, tenant, &reset, PASSWORD, Timestamp::now()).await;
+    assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
+    let refused = verify_email(&ports, tenant, &token, Timestamp::now()).await;
+    assert!(matches!(refused, Err(LinkError::Used)), "{refused:?}");
+    // And the old address is free for someone else.
+    assert!(free(&ports, tenant, "ada@example.org").await);
+}
+
+async fn a_pending_address_is_withdrawn_replaced_or_freed(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let (tenant, owner) = tenant_with_owner(&ports, "ada@example.org", Some(PASSWORD)).await;
+    let change = |email: &'static str| {
+        let ports = &ports;
+        async move { change_email(ports, &operator(), tenant, owner, email).await }
+    };
+    // Asked for b, then c: b is free again and its link revoked.
+    change("ada@b.example").await.unwrap();
+    let to_b = last_token(&ports, tenant, owner, MessageKind::Verification).await;
+    change("ada@c.example").await.unwrap();
+    assert!(free(&ports, tenant, "ada@b.example").await);
+    let refused = verify_email(&ports, tenant, &to_b, Timestamp::now()).await;
+    assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
+    // Asking for the current address withdraws the change: c is free,
+    // its link revoked, and nothing moved.
+    let to_c = last_token(&ports, tenant, owner, MessageKind::Verification).await;
+    change("ada@example.org").await.unwrap();
+    assert!(free(&ports, tenant, "ada@c.example").await);
+    let refused = verify_email(&ports, tenant, &to_c, Timestamp::now()).await;
+    assert!(matches!(refused, Err(LinkError::Revoked)), "{refused:?}");
+    let record = read_personal_data(&ports, &operator(), tenant, owner)
+        .await
+        .unwrap();
+    assert_eq!(record.email.as_deref(), Some("ada@example.org"));
+    assert_eq!(record.pending_email, None);
+    // An address taken by someone else cannot be asked for.
+    let refused = change("ada@b.example").await;
+    assert!(
+        matches!(refused, Err(CommandError::EmailTaken)),
+        "{refused:?}"
+    );
+    // A user deleted while a change waits frees both addresses.
+    let bob = Uuid::now_v7();
+    let new = NewUser {
+        user: bob,
+        email: "bob@example.org".into(),
+        ..NewUser::default()
+    };
+    register_user(&ports, &operator(), tenant, new)
+        .await
+        .unwrap();
+    change_email(&ports, &operator(), tenant, bob, "bob@example.net")
+        .await
+        .unwrap();
+    change_user_status(&ports, &operator(), tenant, bob, StatusChange::Delete)
+        .await
+        .unwrap();
+    assert!(free(&ports, tenant, "bob@example.org").await);
+    assert!(free(&ports, tenant, "bob@example.net").await);
 }

@@ -311,6 +311,16 @@ impl User {
     async fn email(&self, ctx: &Context<'_>) -> Result<Option<String>> {
         self.personal(ctx, self.doc.email.as_ref(), "email").await
     }
+    /// Personal: the address a requested change of address waits on, until
+    /// the user follows the link sent to it (`email` stays the sign-in
+    /// address until then); null when no change is pending.
+    #[graphql(complexity = "super::OPEN_FIELD_COST")]
+    async fn pending_email(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        match &self.doc.pending_email {
+            Some(sealed) => self.personal(ctx, Some(sealed), "email").await,
+            None => Ok(None),
+        }
+    }
     /// Personal.
     #[graphql(complexity = "super::OPEN_FIELD_COST")]
     async fn display_name(&self, ctx: &Context<'_>) -> Result<Option<String>> {

@@ -87,12 +87,14 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "address_change_notice.txt",
         "{% include 'greeting.txt' %}\n\nA change of your sign-in address at {{ tenant_name }} \
-         away from {{ email }} was asked for. If this was not you, contact your administrator.\n",
+         away from {{ email }} was asked for. It stays your sign-in address until the new one is \
+         confirmed. If this was not you, contact your administrator.\n",
     ),
     (
         "address_change_notice.html",
         "<p>{% include 'greeting.html' %}</p><p>A change of your sign-in address at {{ tenant_name }} \
-         away from {{ email }} was asked for.</p><p>If this was not you, contact your \
+         away from {{ email }} was asked for. It stays your sign-in address until the new one is \
+         confirmed.</p><p>If this was not you, contact your \
          administrator.</p>",
     ),
 ];

@@ -22,8 +22,8 @@ use custodia_domain::identity::link_token::{
 use custodia_domain::identity::message::{MessageCommand, MessageKind};
 use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::tenant::Tenant;
-use custodia_domain::identity::user::{User, UserCommand, UserStatus};
-use custodia_domain::personal::{Email, FieldContext, SealedField};
+use custodia_domain::identity::user::{User, UserCommand, UserError, UserStatus};
+use custodia_domain::personal::{BlindIndex, Email, FieldContext, SealedField};
 use custodia_domain::{ChainId, EventId, StreamId, TenantId, Timestamp};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -32,7 +32,9 @@ use zeroize::Zeroizing;
 use super::authorized::{by_own_secret, for_account_owner, Authorized};
 use super::tenants::require_active_tenant;
 use super::users::{claim_stream, email_index, user_stream};
-use super::{load, load_located, stream, Caller, CommandError, Outcome, Plan, Ports, PLAN_RETRIES};
+use super::{
+    load, load_in, load_located, stream, Caller, CommandError, Outcome, Plan, Ports, PLAN_RETRIES,
+};
 
 /// Why a link was refused. None says whether any account exists.
 #[derive(Debug, thiserror::Error)]
@@ -398,8 +400,11 @@ pub async fn accept_invitation(
     Err(super::plan_gave_up().into())
 }
 
-/// Verifies the user's current address, using the token. (Changing the
-/// address revokes the token that was sent to the old one.)
+/// Verifies the address the user's live verification link was sent to,
+/// using the token: the address a requested change waits on, if any (it
+/// becomes the sign-in address, the old one's claim and links are
+/// released), or else the current one. (Every change of address, and every
+/// new request, revokes the verification link sent before.)
 pub async fn verify_email(
     ports: &Ports,
     tenant: TenantId,
@@ -411,25 +416,45 @@ pub async fn verify_email(
     require_active_tenant(ports, tenant).await?;
     let caller = Caller::user_itself(tenant, user, "verification");
     let authorized = by_own_secret(&caller, tenant);
+    let chain = Some(ChainId::Tenant(tenant));
     for _ in 0..=PLAN_RETRIES {
+        let (state, version) = load_in::<User>(&*ports.store, &user_stream(user), chain).await?;
+        let User::Present {
+            status: UserStatus::Active | UserStatus::Invited | UserStatus::Suspended,
+            email_index: current,
+            pending_email,
+            ..
+        } = state
+        else {
+            return Err(CommandError::User(UserError::WrongStatus).into());
+        };
+        let event_id = EventId::generate();
+        let command = match pending_email {
+            Some(pending) => UserCommand::ConfirmEmailChange {
+                email: reseal_pending(ports, tenant, user, pending, event_id).await?,
+                email_index: pending,
+            },
+            None => UserCommand::VerifyEmail {
+                email_index: current,
+            },
+        };
         let mut plan = Plan::new(ports, &authorized);
         plan_use(&mut plan, &presented, at).await?;
-        plan.part::<User>("verify", &user_stream(user), EventId::generate(), |u| {
-            let User::Present {
-                status: UserStatus::Active | UserStatus::Invited | UserStatus::Suspended,
-                email_index,
-                ..
-            } = u
-            else {
-                return Err(CommandError::User(
-                    custodia_domain::identity::user::UserError::WrongStatus,
-                ));
-            };
-            Ok(u.decide(&UserCommand::VerifyEmail {
-                email_index: *email_index,
-            })?)
-        })
-        .await?;
+        let (_, read) = plan
+            .part::<User>("verify", &user_stream(user), event_id, |u| {
+                Ok(u.decide(&command)?)
+            })
+            .await?;
+        if read != version {
+            continue; // changed since it was read: plan again
+        }
+        if pending_email.is_some() {
+            // The old address is no longer theirs: its claim goes, and so
+            // do the links it holds.
+            super::users::plan_release(&mut plan, "release", tenant, user, &current).await?;
+            let old = [LinkPurpose::Invitation, LinkPurpose::Reset];
+            plan_revoke_links(&mut plan, user, &old).await?;
+        }
         if let Some(committed) = plan.commit().await? {
             return Ok(LinkOutcome {
                 user,
@@ -438,6 +463,29 @@ pub async fn verify_email(
         }
     }
     Err(super::plan_gave_up().into())
+}
+
+/// The address `user`'s pending change waits on, sealed again for the
+/// event `event_id` (a sealed field is bound to the event that holds it).
+async fn reseal_pending(
+    ports: &Ports,
+    tenant: TenantId,
+    user: Uuid,
+    pending: BlindIndex,
+    event_id: EventId,
+) -> Result<SealedField, CommandError> {
+    let record = super::users::personal_record(ports, tenant, user).await?;
+    let address = record
+        .pending_email
+        .ok_or(CommandError::User(UserError::Erased))?;
+    let address = Zeroizing::new(address);
+    let email = Email::parse(&address)?;
+    let (sealed, index) = super::users::seal_email(ports, tenant, user, &email, event_id).await?;
+    if index != pending {
+        // Changed again since it was read: the command is refused.
+        return Err(CommandError::User(UserError::AddressChanged));
+    }
+    Ok(sealed)
 }
 
 /// Resets a password with a reset link: the new password (the tenant's
@@ -565,8 +613,8 @@ pub async fn reinvite(
     .await
 }
 
-/// Sends the user a new verification link for their current address,
-/// revoking the one before. The user themselves, or `user.update` on them.
+/// Sends the user a new verification link, revoking the one before: to
+/// the address a requested change waits on, or else to their current one. The user themselves, or `user.update` on them.
 pub async fn resend_verification(
     ports: &Ports,
     caller: &Caller,
@@ -578,9 +626,9 @@ pub async fn resend_verification(
     resend(ports, caller, tenant, user, Permission::UserUpdate, purpose).await
 }
 
-/// A new link of `purpose` to the user's current address (an invitation
-/// while they are invited, a verification while their active address is
-/// not verified), revoking the one before.
+/// A new link of `purpose` (an invitation while they are invited, a
+/// verification while their active address is not verified or a change
+/// waits on a new one) to the address it proves, revoking the one before.
 async fn resend(
     ports: &Ports,
     caller: &Caller,
@@ -597,13 +645,13 @@ async fn resend(
     if let Some(outcome) = Plan::committed(ports, caller, "token").await? {
         return Ok(outcome);
     }
-    let email = super::users::personal_record(ports, tenant, user)
-        .await?
-        .email
-        .ok_or(CommandError::User(
-            custodia_domain::identity::user::UserError::Erased,
-        ))?;
-    let email = Email::parse(&email)?;
+    let record = super::users::personal_record(ports, tenant, user).await?;
+    let email = match purpose {
+        LinkPurpose::Verification => record.pending_email.or(record.email),
+        LinkPurpose::Invitation | LinkPurpose::Reset => record.email,
+    };
+    let email = Email::parse(&email.ok_or(CommandError::User(UserError::Erased))?)?;
+    let target = email_index(ports, tenant, &email).await?;
     let lifetime = settings.flows.lifetime_micros(purpose);
     let at = Timestamp::now();
     let link = PreparedLink::mint(ports, tenant, user, purpose, &email, lifetime, at).await?;
@@ -611,17 +659,19 @@ async fn resend(
         LinkPurpose::Invitation => UserStatus::Invited,
         LinkPurpose::Verification | LinkPurpose::Reset => UserStatus::Active,
     };
-    plan_link(ports, &authorized, user, &link, status).await
+    plan_link(ports, &authorized, user, &link, status, target).await
 }
 
-/// Plans `link` for `user` if they are in `status` and their address is
-/// not verified yet (for an invitation: still invited).
+/// Plans `link` for `user` if they are in `status` and the address it goes
+/// to, `target`, is still the one to prove: the pending one, or else the
+/// current one while it is not verified (for an invitation: still invited).
 async fn plan_link(
     ports: &Ports,
     authorized: &Authorized<'_>,
     user: Uuid,
     link: &PreparedLink,
     status: UserStatus,
+    target: BlindIndex,
 ) -> Result<Outcome, CommandError> {
     for _ in 0..=PLAN_RETRIES {
         let mut plan = Plan::new(ports, authorized);
@@ -630,10 +680,20 @@ async fn plan_link(
                 Ok(Vec::new())
             })
             .await?;
-        let wanted = match state.status() {
-            Some(s) if s == status => status == UserStatus::Invited || !state.email_verified(),
-            None => return Err(CommandError::NotFound("user")),
-            Some(_) => false,
+        let User::Present {
+            status: now,
+            email_index,
+            email_verified,
+            pending_email,
+        } = state
+        else {
+            return Err(CommandError::NotFound("user"));
+        };
+        let wanted = match pending_email {
+            _ if now != status => false,
+            _ if status == UserStatus::Invited => email_index == target,
+            Some(pending) => pending == target,
+            None => email_index == target && !email_verified,
         };
         if !wanted {
             return Err(CommandError::User(

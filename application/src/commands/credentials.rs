@@ -633,27 +633,33 @@ pub(crate) async fn verified_login(
             return Err(LoginError::InvalidCredentials);
         }
     };
-    let user = match Email::parse(email) {
+    let claimed = match Email::parse(email) {
         Ok(email) => {
             let index = super::users::email_index(ports, tenant, &email).await?;
             match load::<EmailClaim>(&*ports.store, &claim_stream(tenant, &index))
                 .await?
                 .0
             {
-                EmailClaim::ClaimedBy(user) => Some(user),
+                EmailClaim::ClaimedBy(user) => Some((user, index)),
                 EmailClaim::Free => None,
             }
         }
         Err(_) => None,
     };
-    let (may_log_in, address_verified) = match user {
-        Some(user) => {
+    let user = claimed.map(|(user, _)| user);
+    let (may_log_in, address_verified) = match claimed {
+        Some((user, index)) => {
             let state = load::<User>(&*ports.store, &user_stream(user)).await?.0;
+            // Only by the current address: one a change waits on is
+            // claimed too, but signs in nobody until it is verified.
+            let current =
+                matches!(state, User::Present { email_index, .. } if email_index == index);
             (
-                matches!(
-                    state.status(),
-                    Some(UserStatus::Active | UserStatus::Invited)
-                ),
+                current
+                    && matches!(
+                        state.status(),
+                        Some(UserStatus::Active | UserStatus::Invited)
+                    ),
                 state.email_verified(),
             )
         }

@@ -12,7 +12,6 @@
 //! event names can always be destroyed again.
 
 use custodia_domain::aggregate::Aggregate;
-use custodia_domain::identity::email_claim::{EmailClaim, EmailClaimCommand};
 use custodia_domain::identity::membership::{MembershipCommand, Memberships};
 use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::tenant::Tenant;
@@ -33,7 +32,7 @@ use super::authorized::{
     self_service, Authorized,
 };
 use super::tenants::tenant_stream;
-use super::users::{claim_stream, user_stream};
+use super::users::user_stream;
 use super::{execute, load, memberships_stream, stream, Caller, CommandError, Plan, Ports};
 
 /// What an auditor keeps of an erasure: enough to find the erasure event
@@ -163,7 +162,12 @@ async fn erase(
         if state.status() == Some(UserStatus::Erased) {
             break;
         }
-        let User::Present { email_index, .. } = state else {
+        let User::Present {
+            email_index,
+            pending_email,
+            ..
+        } = state
+        else {
             return Err(CommandError::NotFound("user"));
         };
         // An erased tenant's chain is closed: nothing more is written to it
@@ -194,15 +198,13 @@ async fn erase(
             },
         )
         .await?;
-        // The address is free again: the person may come back as someone new.
-        let release = EmailClaimCommand::Release { user };
-        plan.part::<EmailClaim>(
-            "address",
-            &claim_stream(tenant, &email_index),
-            EventId::generate(),
-            |claim| Ok(claim.decide(&release).unwrap_or_default()),
-        )
-        .await?;
+        // The address is free again: the person may come back as someone
+        // new. So is an address a change of theirs was waiting on.
+        super::users::plan_release(&mut plan, "address", tenant, user, &email_index).await?;
+        if let Some(pending) = pending_email {
+            let part = "pending-address";
+            super::users::plan_release(&mut plan, part, tenant, user, &pending).await?;
+        }
         let command = UserCommand::Erase {
             keys: keys.clone(),
             reference: reference.clone(),

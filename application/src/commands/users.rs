@@ -214,7 +214,7 @@ async fn claim_email(
 }
 
 /// Seals `email` for `user`'s event `event_id`; returns it with its index.
-async fn seal_email(
+pub(crate) async fn seal_email(
     ports: &Ports,
     tenant: TenantId,
     user: Uuid,
@@ -390,11 +390,13 @@ pub async fn update_profile(
     .await
 }
 
-/// Changes a user's email: claims the new address, records the change and
-/// releases the address it replaced (read in the same plan, so concurrent
-/// changes each release what they replaced), all or nothing. The new
-/// address is not verified: a link goes to it (an invitation again for a
-/// user still invited), and the link sent to the old one is revoked.
+/// Changes a user's email. An active (or suspended) user's new address
+/// is pending until they follow the link sent to it: the current address
+/// stays their sign-in address, is told of the request, and is replaced
+/// only by [`super::account::verify_email`]. An invited user's address
+/// changes at once (the invitation goes to the new one). The new address
+/// is claimed at the request, so nobody else takes it meanwhile; asking
+/// for the current address again withdraws a pending change.
 pub async fn change_email(
     ports: &Ports,
     caller: &Caller,
@@ -406,7 +408,7 @@ pub async fn change_email(
 }
 
 /// [`change_email`] for an address someone vouches for (an identity
-/// provider over SCIM): verified at once, no link sent.
+/// provider over SCIM): changed and verified at once, no link sent.
 pub async fn change_email_vouched(
     ports: &Ports,
     caller: &Caller,
@@ -436,38 +438,53 @@ async fn change_address(
         return Ok(outcome);
     }
     let status = super::credentials::user_status_in(ports, tenant, user).await?;
-    let purpose = if status == custodia_domain::identity::user::UserStatus::Invited {
+    let invited = status == custodia_domain::identity::user::UserStatus::Invited;
+    // Only a sign-in address in use is kept until the new one is proved.
+    let pending = !vouched && !invited;
+    let purpose = if invited {
         LinkPurpose::Invitation
     } else {
         LinkPurpose::Verification
     };
+    let at = Timestamp::now();
     let link = if vouched {
         None
     } else {
         let lifetime = settings.flows.lifetime_micros(purpose);
-        Some(
-            super::account::PreparedLink::mint(
-                ports,
-                tenant,
-                user,
-                purpose,
-                &email,
-                lifetime,
-                Timestamp::now(),
-            )
-            .await?,
-        )
+        let link =
+            super::account::PreparedLink::mint(ports, tenant, user, purpose, &email, lifetime, at);
+        Some(link.await?)
+    };
+    // The current address is told that a change was asked for (with no
+    // word of the new one).
+    let notice = match personal_record(ports, tenant, user).await?.email {
+        Some(current) if pending => {
+            let current = Email::parse(&current)?;
+            let kind = custodia_domain::identity::message::MessageKind::AddressChangeNotice;
+            let notice = super::account::PreparedMessage::seal(
+                ports, tenant, user, kind, &current, None, at,
+            );
+            Some(notice.await?)
+        }
+        _ => None,
     };
     let event_id = EventId::generate();
     let (sealed, index) = seal_email(ports, tenant, user, &email, event_id).await?;
-    let command = UserCommand::ChangeEmail {
-        email: sealed,
-        email_index: index,
+    let command = if pending {
+        UserCommand::RequestEmailChange {
+            email: sealed,
+            email_index: index,
+        }
+    } else {
+        UserCommand::ChangeEmail {
+            email: sealed,
+            email_index: index,
+        }
     };
     for _ in 0..=PLAN_RETRIES {
         let mut plan = Plan::new(ports, &authorized);
         claim_email(&mut plan, tenant, &index, user).await?;
-        // The address the change replaces, read now (a concurrent change
+        // The addresses the change replaces, read now (a concurrent change
         // since would conflict at the commit).
         let chain = Some(ChainId::Tenant(tenant));
         let (state, version) =
@@ -478,23 +495,18 @@ async fn change_address(
                 actual: version,
             });
         }
+        let events = state.decide(&command)?;
         if let User::Present {
-            email_index: old, ..
+            email_index: current,
+            pending_email,
+            ..
         } = state
         {
-            if old != index {
-                let release = EmailClaimCommand::Release { user };
-                plan.part::<EmailClaim>(
-                    "release",
-                    &claim_stream(tenant, &old),
-                    EventId::generate(),
-                    |claim| {
-                        claim
-                            .decide(&release)
-                            .map_err(|EmailClaimError::Taken| CommandError::EmailTaken)
-                    },
-                )
-                .await?;
+            if let Some(replaced) = pending_email.filter(|p| *p != index) {
+                plan_release(&mut plan, "release-pending", tenant, user, &replaced).await?;
+            }
+            if !pending && current != index {
+                plan_release(&mut plan, "release", tenant, user, &current).await?;
             }
         }
         let (_, read) = plan
@@ -509,8 +521,10 @@ async fn change_address(
         if read != version {
             continue; // changed between the two reads: plan again
         }
-        let moved = matches!(state, User::Present { email_index: old, .. } if old != index);
-        if moved {
+        let asked = |e: &UserEvent| matches!(e, UserEvent::EmailChangeRequested { .. });
+        let changed = |e: &UserEvent| matches!(e, UserEvent::EmailChanged { .. });
+        let cancelled = |e: &UserEvent| matches!(e, UserEvent::EmailChangeCancelled { .. });
+        if events.iter().any(changed) {
             // Every link the old address holds loses its purpose; issuing
             // the new one revokes the live one of its own purpose.
             let others: Vec<LinkPurpose> = LinkPurpose::ALL
@@ -518,8 +532,18 @@ async fn change_address(
                 .filter(|p| link.is_none() || *p != purpose)
                 .collect();
             super::account::plan_revoke_links(&mut plan, user, &others).await?;
+        } else if events.iter().any(cancelled) {
+            let pending_link = [LinkPurpose::Verification];
+            super::account::plan_revoke_links(&mut plan, user, &pending_link).await?;
+        }
+        if events.iter().any(|e| changed(e) || asked(e)) {
             if let Some(link) = &link {
                 link.plan(&mut plan).await?;
+            }
+        }
+        if events.iter().any(asked) {
+            if let Some(notice) = &notice {
+                notice.plan(&mut plan).await?;
             }
         }
         if let Some(committed) = plan.commit().await? {
@@ -527,6 +551,26 @@ async fn change_address(
         }
     }
     Err(super::plan_gave_up())
+}
+
+/// Releases `user`'s claim on the address `index` names, as the part
+/// `label` of `plan` (nothing when it is not theirs).
+pub(crate) async fn plan_release(
+    plan: &mut Plan<'_>,
+    label: &str,
+    tenant: TenantId,
+    user: Uuid,
+    index: &BlindIndex,
+) -> Result<(), CommandError> {
+    let release = EmailClaimCommand::Release { user };
+    plan.part::<EmailClaim>(
+        label,
+        &claim_stream(tenant, index),
+        EventId::generate(),
+        |claim| Ok(claim.decide(&release).unwrap_or_default()),
+    )
+    .await
+    .map(drop)
 }
 
 /// Checks, without writing anything, what one request (a SCIM PUT or
@@ -654,19 +698,12 @@ pub async fn change_user_status(
         // A deleted user's address is free at once (RFC 7644 §3.6: a
         // deleted resource is no conflict), in the same append: the user
         // read above is the one whose address is released.
+        // So is an address a change of theirs was waiting on.
         if let (StatusChange::Delete, User::Present { email_index, .. }) = (change, &state) {
-            let release = EmailClaimCommand::Release { user };
-            plan.part::<EmailClaim>(
-                "address",
-                &claim_stream(tenant, email_index),
-                EventId::generate(),
-                |claim| {
-                    claim
-                        .decide(&release)
-                        .map_err(|EmailClaimError::Taken| CommandError::EmailTaken)
-                },
-            )
-            .await?;
+            plan_release(&mut plan, "address", tenant, user, email_index).await?;
+            if let Some(pending) = state.pending_email() {
+                plan_release(&mut plan, "pending-address", tenant, user, &pending).await?;
+            }
         }
         if let Some(committed) = plan.commit().await? {
             return Ok(committed.outcome("status"));
@@ -680,6 +717,8 @@ pub async fn change_user_status(
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct PersonalRecord {
     pub email: Option<String>,
+    /// The address a requested change waits on, until it is verified.
+    pub pending_email: Option<String>,
     pub profile: Profile,
 }
 
@@ -745,6 +784,7 @@ pub(crate) async fn user_at(
     // The latest sealed email and profile, and the events that sealed them
     // (their associated data names them); only those are opened.
     let mut email = None;
+    let mut pending_email = None;
     let mut profile = None;
     let mut at = UserAt::default();
     for recorded in &events {
@@ -775,8 +815,13 @@ pub(crate) async fn user_at(
                 profile = Some((recorded.event_id, sealed_profile));
             }
             UserEvent::EmailChanged { email: sealed, .. } => {
-                email = Some((recorded.event_id, sealed))
+                email = Some((recorded.event_id, sealed));
+                pending_email = None;
             }
+            UserEvent::EmailChangeRequested { email: sealed, .. } => {
+                pending_email = Some((recorded.event_id, sealed))
+            }
+            UserEvent::EmailChangeCancelled { .. } => pending_email = None,
             UserEvent::ProfileUpdated {
                 profile: sealed_profile,
             } => profile = Some((recorded.event_id, sealed_profile)),
@@ -795,6 +840,15 @@ pub(crate) async fn user_at(
         };
         at.personal.email = sealed_at.open("email", sealed).await?;
         at.erased |= at.personal.email.is_none();
+    }
+    if let Some((event_id, sealed)) = pending_email {
+        let sealed_at = Sealed {
+            ports,
+            tenant,
+            stream: &stream,
+            event_id,
+        };
+        at.personal.pending_email = sealed_at.open("email", sealed).await?;
     }
     if let Some((event_id, sealed)) = profile {
         let sealed_at = Sealed {

@@ -91,7 +91,25 @@ pub enum UserCommand {
     UpdateProfile {
         profile: SealedProfile,
     },
+    /// Changes the address at once (an invited user's, or one vouched
+    /// for): unverified unless vouched. Cancels a pending change.
     ChangeEmail {
+        email: SealedField,
+        email_index: BlindIndex,
+    },
+    /// Asks to change the address: the new one is pending until it is
+    /// verified, the current one stays the sign-in address. Asking for the
+    /// current address cancels a pending change; asking again for the
+    /// pending one changes nothing.
+    RequestEmailChange {
+        email: SealedField,
+        email_index: BlindIndex,
+    },
+    /// A link sent to the pending address was followed: it becomes the
+    /// address, verified. `email` is the pending address sealed again for
+    /// the event that records the change. Refused unless `email_index` is
+    /// the pending address.
+    ConfirmEmailChange {
         email: SealedField,
         email_index: BlindIndex,
     },
@@ -133,6 +151,16 @@ pub enum UserEvent {
     EmailVerified {
         email_index: BlindIndex,
     },
+    /// A change to the address `email_index` names awaits its
+    /// verification; the current address stays the sign-in address.
+    EmailChangeRequested {
+        email: SealedField,
+        email_index: BlindIndex,
+    },
+    /// The pending change to `email_index` was withdrawn.
+    EmailChangeCancelled {
+        email_index: BlindIndex,
+    },
     Suspended,
     Reactivated,
     Deleted,
@@ -169,6 +197,8 @@ pub enum User {
         email_index: BlindIndex,
         /// Whether the current address is verified.
         email_verified: bool,
+        /// The address a requested change awaits the verification of.
+        pending_email: Option<BlindIndex>,
     },
 }
 
@@ -177,6 +207,14 @@ impl User {
         match self {
             User::Absent => None,
             User::Present { status, .. } => Some(*status),
+        }
+    }
+
+    /// The address a requested change awaits the verification of.
+    pub fn pending_email(&self) -> Option<BlindIndex> {
+        match self {
+            User::Present { pending_email, .. } => *pending_email,
+            User::Absent => None,
         }
     }
 
@@ -204,7 +242,7 @@ impl Aggregate for User {
         use UserCommand as C;
         use UserEvent as E;
         use UserStatus as S;
-        let (status, current_index, verified) = match (self, command) {
+        let (status, current_index, verified, pending) = match (self, command) {
             (
                 User::Absent,
                 C::Register {
@@ -256,9 +294,10 @@ impl Aggregate for User {
                     status,
                     email_index,
                     email_verified,
+                    pending_email,
                 },
                 _,
-            ) => (*status, *email_index, *email_verified),
+            ) => (*status, *email_index, *email_verified, *pending_email),
         };
         match (status, command) {
             (S::Invited, C::Activate) => Ok(vec![E::Activated]),
@@ -266,11 +305,40 @@ impl Aggregate for User {
             (_, C::UpdateProfile { profile }) => Ok(vec![E::ProfileUpdated {
                 profile: profile.clone(),
             }]),
-            (_, C::ChangeEmail { email_index, .. }) if *email_index == current_index => Ok(vec![]),
+            (_, C::ChangeEmail { email_index, .. } | C::RequestEmailChange { email_index, .. })
+                if *email_index == current_index =>
+            {
+                Ok(pending
+                    .map(|email_index| E::EmailChangeCancelled { email_index })
+                    .into_iter()
+                    .collect())
+            }
             (_, C::ChangeEmail { email, email_index }) => Ok(vec![E::EmailChanged {
                 email: email.clone(),
                 email_index: *email_index,
             }]),
+            (S::Invited, C::RequestEmailChange { .. }) => Err(UserError::WrongStatus),
+            (_, C::RequestEmailChange { email_index, .. }) if Some(*email_index) == pending => {
+                Ok(vec![])
+            }
+            (_, C::RequestEmailChange { email, email_index }) => {
+                Ok(vec![E::EmailChangeRequested {
+                    email: email.clone(),
+                    email_index: *email_index,
+                }])
+            }
+            (_, C::ConfirmEmailChange { email_index, .. }) if Some(*email_index) != pending => {
+                Err(UserError::AddressChanged)
+            }
+            (_, C::ConfirmEmailChange { email, email_index }) => Ok(vec![
+                E::EmailChanged {
+                    email: email.clone(),
+                    email_index: *email_index,
+                },
+                E::EmailVerified {
+                    email_index: *email_index,
+                },
+            ]),
             (S::Active | S::Invited, C::Suspend) => Ok(vec![E::Suspended]),
             (_, C::Suspend) => Err(UserError::WrongStatus),
             (_, C::VerifyEmail { email_index }) if *email_index != current_index => {
@@ -294,6 +362,7 @@ impl Aggregate for User {
             status,
             email_index,
             email_verified,
+            pending_email,
         } = self
         else {
             return match event {
@@ -306,6 +375,7 @@ impl Aggregate for User {
                     status: if *invited { S::Invited } else { S::Active },
                     email_index: *email_index,
                     email_verified: *email_verified,
+                    pending_email: None,
                 },
                 _ => self,
             };
@@ -314,6 +384,7 @@ impl Aggregate for User {
             status,
             email_index,
             email_verified,
+            pending_email,
         };
         match event {
             UserEvent::Registered { .. } | UserEvent::ProfileUpdated { .. } => with_status(status),
@@ -321,11 +392,27 @@ impl Aggregate for User {
                 status,
                 email_index: *email_index,
                 email_verified: false,
+                pending_email: None,
             },
             UserEvent::EmailVerified { email_index: index } => User::Present {
                 status,
                 email_index,
                 email_verified: email_verified || *index == email_index,
+                pending_email,
+            },
+            UserEvent::EmailChangeRequested {
+                email_index: index, ..
+            } => User::Present {
+                status,
+                email_index,
+                email_verified,
+                pending_email: Some(*index),
+            },
+            UserEvent::EmailChangeCancelled { .. } => User::Present {
+                status,
+                email_index,
+                email_verified,
+                pending_email: None,
             },
             UserEvent::Activated | UserEvent::Reactivated => with_status(S::Active),
             UserEvent::Suspended => with_status(S::Suspended),
@@ -362,6 +449,11 @@ mod dto {
 
     #[derive(Serialize, Deserialize)]
     pub struct EmailVerified {
+        pub email_index: BlindIndex,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct EmailChangeCancelled {
         pub email_index: BlindIndex,
     }
 
@@ -418,6 +510,21 @@ impl EventSchema for UserEvent {
                     email_index: *email_index,
                 },
             ),
+            UserEvent::EmailChangeRequested { email, email_index } => stored(
+                "UserEmailChangeRequested",
+                1,
+                &dto::EmailChanged {
+                    email: email.clone(),
+                    email_index: *email_index,
+                },
+            ),
+            UserEvent::EmailChangeCancelled { email_index } => stored(
+                "UserEmailChangeCancelled",
+                1,
+                &dto::EmailChangeCancelled {
+                    email_index: *email_index,
+                },
+            ),
             UserEvent::Suspended => stored("UserSuspended", 1, &dto::Empty {}),
             UserEvent::Reactivated => stored("UserReactivated", 1, &dto::Empty {}),
             UserEvent::Deleted => stored("UserDeleted", 1, &dto::Empty {}),
@@ -437,8 +544,16 @@ impl EventSchema for UserEvent {
         let name = form.event_type.as_str();
         if version != 1 {
             return match name {
-                "UserRegistered" | "UserActivated" | "UserProfileUpdated" | "UserEmailChanged"
-                | "UserEmailVerified" | "UserSuspended" | "UserReactivated" | "UserDeleted"
+                "UserRegistered"
+                | "UserActivated"
+                | "UserProfileUpdated"
+                | "UserEmailChanged"
+                | "UserEmailVerified"
+                | "UserEmailChangeRequested"
+                | "UserEmailChangeCancelled"
+                | "UserSuspended"
+                | "UserReactivated"
+                | "UserDeleted"
                 | "SubjectErased" => Err(SchemaError::UnknownVersion {
                     event_type: name.to_owned(),
                     version,
@@ -470,6 +585,16 @@ impl EventSchema for UserEvent {
             }
             "UserEmailVerified" => UserEvent::EmailVerified {
                 email_index: read::<dto::EmailVerified>(form)?.email_index,
+            },
+            "UserEmailChangeRequested" => {
+                let d: dto::EmailChanged = read(form)?;
+                UserEvent::EmailChangeRequested {
+                    email: d.email,
+                    email_index: d.email_index,
+                }
+            }
+            "UserEmailChangeCancelled" => UserEvent::EmailChangeCancelled {
+                email_index: read::<dto::EmailChangeCancelled>(form)?.email_index,
             },
             "UserSuspended" => UserEvent::Suspended,
             "UserReactivated" => UserEvent::Reactivated,
@@ -655,6 +780,90 @@ mod tests {
     }
 
     #[test]
+    fn a_requested_change_waits_for_its_verification() {
+        let index = |tag| BlindIndex([tag; 32]);
+        let request = |tag| UserCommand::RequestEmailChange {
+            email: sealed(tag),
+            email_index: index(tag),
+        };
+        let requested = UserEvent::EmailChangeRequested {
+            email: sealed(2),
+            email_index: index(2),
+        };
+        given::<User>(&[registered(false)])
+            .when(&request(2))
+            .then(std::slice::from_ref(&requested));
+        let history = [registered(false), requested.clone()];
+        let state = User::fold(&history);
+        assert_eq!(state.pending_email(), Some(index(2)));
+        // The current address stays: it is the sign-in address until then.
+        assert!(matches!(state, User::Present { email_index, .. } if email_index == index(1)));
+        // Asking again for it changes nothing; another address replaces it.
+        given::<User>(&history).when(&request(2)).then(&[]);
+        given::<User>(&history)
+            .when(&request(3))
+            .then(&[UserEvent::EmailChangeRequested {
+                email: sealed(3),
+                email_index: index(3),
+            }]);
+        // Asking for the current address withdraws it.
+        given::<User>(&history)
+            .when(&request(1))
+            .then(&[UserEvent::EmailChangeCancelled {
+                email_index: index(2),
+            }]);
+        given::<User>(&[registered(false)])
+            .when(&request(1))
+            .then(&[]);
+        // Only the pending address is confirmed, and verified with it.
+        given::<User>(&history)
+            .when(&UserCommand::ConfirmEmailChange {
+                email: sealed(7),
+                email_index: index(3),
+            })
+            .then_error(UserError::AddressChanged);
+        given::<User>(&[registered(false)])
+            .when(&UserCommand::ConfirmEmailChange {
+                email: sealed(7),
+                email_index: index(2),
+            })
+            .then_error(UserError::AddressChanged);
+        let confirmed = [
+            UserEvent::EmailChanged {
+                email: sealed(7),
+                email_index: index(2),
+            },
+            UserEvent::EmailVerified {
+                email_index: index(2),
+            },
+        ];
+        given::<User>(&history)
+            .when(&UserCommand::ConfirmEmailChange {
+                email: sealed(7),
+                email_index: index(2),
+            })
+            .then(&confirmed);
+        let after: Vec<UserEvent> = history.iter().chain(&confirmed).cloned().collect();
+        let state = User::fold(&after);
+        assert_eq!(state.pending_email(), None);
+        assert!(state.email_verified());
+        // A direct change (an identity provider's) ends the pending one.
+        let direct: Vec<UserEvent> = history
+            .iter()
+            .cloned()
+            .chain([UserEvent::EmailChanged {
+                email: sealed(4),
+                email_index: index(4),
+            }])
+            .collect();
+        assert_eq!(User::fold(&direct).pending_email(), None);
+        // An invited user has no sign-in address to keep.
+        given::<User>(&[registered(true)])
+            .when(&request(2))
+            .then_error(UserError::WrongStatus);
+    }
+
+    #[test]
     fn events_round_trip_and_hold_no_plaintext_fields() {
         let profile = SealedProfile {
             display_name: Some(sealed(4)),
@@ -669,6 +878,13 @@ mod tests {
             UserEvent::EmailChanged {
                 email: sealed(6),
                 email_index: BlindIndex([6; 32]),
+            },
+            UserEvent::EmailChangeRequested {
+                email: sealed(7),
+                email_index: BlindIndex([7; 32]),
+            },
+            UserEvent::EmailChangeCancelled {
+                email_index: BlindIndex([7; 32]),
             },
             UserEvent::Suspended,
             UserEvent::Reactivated,
