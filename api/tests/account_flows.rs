@@ -29,6 +29,7 @@ backends!(
     a_reset_link_sets_a_new_password_and_ends_every_session,
     a_reset_request_answers_the_same_for_unknown_addresses,
     a_tenant_is_found_by_its_slug,
+    a_tenants_own_template_speaks_the_recipients_language,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -687,4 +688,75 @@ async fn a_tenant_is_found_by_its_slug(db: TestDatabase) {
         body["data"]["setTenantSlug"]["tenant"]["slug"], "acme",
         "{body}"
     );
+}
+
+async fn a_tenants_own_template_speaks_the_recipients_language(db: TestDatabase) {
+    let flows = setup(&db).await;
+    let state = &flows.state;
+    let tenant = flows.tenant.to_string();
+    let token = &flows.owner_token;
+    let set = |locale: &str, text: &str| {
+        format!(
+            r#"mutation {{ setMailTemplate(kind: "password_reset", locale: {}, template: {{ subject: {}, text: {}, html: {} }}) {{ templates {{ kind locale subject }} }} }}"#,
+            json!(locale),
+            json!("Passwort für {{ tenant_name }} zurücksetzen"),
+            json!(text),
+            json!("<p>Hallo {{ name }}</p><a href=\"{{ link }}\">Neues Passwort</a>"),
+        )
+    };
+    let body = graphql(state, token, &set("de", "Hallo,\n\n{{ link }}\n")).await;
+    assert_eq!(
+        body["data"]["setMailTemplate"]["templates"],
+        json!([{ "kind": "password_reset", "locale": "de", "subject": "Passwort für {{ tenant_name }} zurücksetzen" }]),
+        "{body}"
+    );
+    // A template without the link, with a name outside the context, or
+    // holding an address is refused, and nothing changes.
+    let before = head(state).await;
+    for bad in [
+        "Hallo, kein Link",
+        "{{ link }} {{ password }}",
+        "{{ link }} Fragen an support@acme.example",
+    ] {
+        let body = graphql(state, token, &set("de", bad)).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "VALIDATION",
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(head(state).await, before);
+    // A recipient whose locale is Austrian German gets the German text.
+    let me = graphql(state, token, "{ me { id } }").await;
+    let id = me["data"]["me"]["id"].as_str().unwrap().to_owned();
+    let body = graphql(
+        state,
+        token,
+        &format!(r#"mutation {{ updateProfile(userId: "{id}", profile: {{ displayName: "Ada", attributes: {{ locale: "de-AT" }} }}) {{ user {{ id }} }} }}"#),
+    )
+    .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let ask = json!({ "tenant": tenant, "email": "ada@example.org" });
+    assert_eq!(
+        post(state, "/auth/password-reset", ask.clone()).await.0,
+        202
+    );
+    let german = flows.sink.nth("ada@example.org", "Passwort", 1).await;
+    assert_eq!(german["subject"], "Passwort für Acme zurücksetzen");
+    assert!(german["html"].as_str().unwrap().contains("Hallo Ada"));
+    let link = token_in(&german, "reset-password");
+    // Removed, the built-in English text is back.
+    let body = graphql(
+        state,
+        token,
+        r#"mutation { removeMailTemplate(kind: "password_reset", locale: "de") { templates { kind } } }"#,
+    )
+    .await;
+    assert_eq!(
+        body["data"]["removeMailTemplate"]["templates"],
+        json!([]),
+        "{body}"
+    );
+    assert_eq!(post(state, "/auth/password-reset", ask).await.0, 202);
+    let english = flows.sink.nth("ada@example.org", "Reset", 1).await;
+    assert_ne!(token_in(&english, "reset-password"), link);
 }

@@ -206,6 +206,8 @@ fn mutation_probes(other_tenant: &str, other_user: &str) -> Vec<(&'static str, S
         ("createTenant", "createTenant(name: \"Evil\", ownerEmail: \"e@example.org\") { consistencyToken }".to_owned()),
         ("updateTenantSettings", format!("updateTenantSettings(tenantId: \"{t}\", settings: {settings}) {{ consistencyToken }}")),
         ("setTenantSlug", format!("setTenantSlug(tenantId: \"{t}\", slug: \"evil-corp\") {{ consistencyToken }}")),
+        ("setMailTemplate", format!("setMailTemplate(tenantId: \"{t}\", kind: \"invitation\", template: {{ subject: \"Hi\", text: \"{{{{ link }}}}\", html: \"{{{{ link }}}}\" }}) {{ templates {{ kind }} }}")),
+        ("removeMailTemplate", format!("removeMailTemplate(tenantId: \"{t}\", kind: \"invitation\") {{ templates {{ kind }} }}")),
         ("setTenantSuspended", format!("setTenantSuspended(tenantId: \"{t}\", suspended: true) {{ consistencyToken }}")),
         ("registerUser", format!("registerUser(tenantId: \"{t}\", input: {{ email: \"x@example.org\" }}) {{ consistencyToken }}")),
         ("updateProfile", format!("updateProfile(userId: \"{u}\", profile: {{ displayName: \"x\" }}) {{ consistencyToken }}")),
@@ -276,6 +278,7 @@ async fn tenant_isolation_on_every_query_and_mutation(db: TestDatabase) {
         format!("{{ auditEvents(tenantId: \"{t}\") {{ edges {{ node {{ id }} }} }} }}"),
         format!("{{ messages(tenantId: \"{t}\") {{ edges {{ node {{ id }} }} }} }}"),
         format!("{{ messages(userId: \"{u}\") {{ edges {{ node {{ id }} }} }} }}"),
+        format!("{{ mailTemplates(tenantId: \"{t}\") {{ kind subject }} }}"),
         // Another tenant's ids inside one's own tenant find nothing.
         format!("{{ user(id: \"{u}\") {{ id }} }}"),
         format!("{{ sessions(userId: \"{u}\") {{ edges {{ node {{ id }} }} }} }}"),

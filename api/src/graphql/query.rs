@@ -229,6 +229,25 @@ impl Query {
         page(ctx, query, first, after, Message::from_row).await
     }
 
+    /// The tenant's own mail templates (the kinds and languages without
+    /// one use the built-in English text). Needs `tenant.read`.
+    async fn mail_templates(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+    ) -> Result<Vec<super::types::MailTemplateView>> {
+        let data = data(ctx);
+        let tenant = data.tenant(tenant_id.as_ref(), "tenantId")?;
+        data.authorize(tenant, Permission::TenantRead, None)?;
+        let templates = custodia_application::commands::mail_templates::tenant_templates(
+            &data.state.ports,
+            tenant,
+        )
+        .await
+        .map_err(super::fail)?;
+        Ok(super::types::MailTemplateView::all(&templates))
+    }
+
     /// The built-in roles and the tenant's custom roles. Needs `role.read`.
     async fn roles(
         &self,

@@ -415,6 +415,37 @@ pub struct Message {
     pub last_error: Option<String>,
 }
 
+/// A tenant's own mail template for a kind of message (ADR 0013).
+#[derive(SimpleObject)]
+#[graphql(name = "MailTemplate")]
+pub struct MailTemplateView {
+    /// `invitation`, `verification`, `password_reset` or `address_change_notice`.
+    pub kind: String,
+    /// Its language tag (lowercase); null for the tenant's default.
+    pub locale: Option<String>,
+    /// The subject template.
+    pub subject: String,
+    /// The plain-text part's template.
+    pub text: String,
+    /// The HTML part's template.
+    pub html: String,
+}
+
+impl MailTemplateView {
+    pub fn all(templates: &custodia_domain::identity::mail_template::MailTemplates) -> Vec<Self> {
+        templates
+            .all()
+            .map(|(kind, locale, t)| Self {
+                kind: kind.name().to_owned(),
+                locale: locale.map(|l| l.as_str().to_owned()),
+                subject: t.subject.clone(),
+                text: t.text.clone(),
+                html: t.html.clone(),
+            })
+            .collect()
+    }
+}
+
 impl Message {
     pub fn from_row(row: ModelRow) -> Result<Self> {
         let doc: documents::MessageDoc = document(&row)?;

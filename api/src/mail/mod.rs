@@ -166,13 +166,22 @@ async fn send(
         .ok()
         .flatten()
         .unwrap_or_default();
-    let rendered = templates::render(&templates::Context {
+    let context = templates::Context {
         kind: message.kind,
         name: message.name.clone(),
         email: to.clone(),
         link: message.link.clone(),
         tenant_name,
-    })
+    };
+    // The tenant's own template in the recipient's language, else the
+    // built-in one. Templates not read are a delay, not a failure.
+    let own = custodia_application::commands::mail_templates::tenant_templates(ports, tenant)
+        .await
+        .map_err(|_| MailError::Transient("templates".to_owned()))?;
+    let rendered = match own.find(message.kind, message.locale.as_ref()) {
+        Some(template) => templates::render_tenant(&context, template),
+        None => templates::render(&context),
+    }
     .map_err(|_| MailError::Permanent("template".to_owned()))?;
     mailer
         .send(&custodia_application::mail::OutgoingMail {

@@ -1,12 +1,16 @@
-//! The messages' text: built-in templates for each kind, rendered with
-//! `minijinja` from a fixed context (the recipient's name and address, the
-//! link, the tenant's name; nothing else personal). HTML is auto-escaped,
-//! and rendering is bounded (fuel), so a template can never run away.
+//! The messages' text: built-in English templates for each kind, or a
+//! tenant's own (in the recipient's language, or the tenant's default),
+//! rendered with `minijinja` from a fixed context (the recipient's name and
+//! address, the link, the tenant's name; nothing else personal). HTML is
+//! auto-escaped, and rendering is bounded (fuel), so a template can never
+//! run away. A tenant's template is checked before it is kept: it must
+//! render, use only the context's names, and carry the link.
 
 use std::sync::OnceLock;
 
+use custodia_domain::identity::mail_template::MailTemplate;
 use custodia_domain::identity::message::MessageKind;
-use minijinja::Environment;
+use minijinja::{Environment, UndefinedBehavior};
 
 /// What a template may use. `Debug` shows nothing personal.
 pub struct Context {
@@ -102,31 +106,111 @@ const BUILT_IN: &[(&str, &str)] = &[
 /// Template instructions a render may spend.
 const FUEL: u64 = 50_000;
 
-fn environment() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_fuel(Some(FUEL));
-        // HTML templates escape every value; subjects and text do not
-        // (they are not markup), but subjects lose line breaks below.
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".html") {
-                minijinja::AutoEscape::Html
-            } else {
-                minijinja::AutoEscape::None
-            }
-        });
-        for (name, source) in BUILT_IN {
-            env.add_template(name, source)
-                .expect("the built-in templates parse");
+fn base() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
+    // HTML templates escape every value; subjects and text do not
+    // (they are not markup), but subjects lose line breaks below.
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            minijinja::AutoEscape::Html
+        } else {
+            minijinja::AutoEscape::None
         }
-        env
-    })
+    });
+    for (name, source) in BUILT_IN {
+        env.add_template(name, source)
+            .expect("the built-in templates parse");
+    }
+    env
 }
 
-/// Renders the message of `context.kind`.
+fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(base)
+}
+
+/// The built-in templates and a tenant's template for `kind` (its parts
+/// named as the built-in ones, so they replace them).
+fn with_tenant_template(
+    kind: MessageKind,
+    template: &MailTemplate,
+) -> Result<Environment<'static>, minijinja::Error> {
+    let mut env = base();
+    let kind = kind.name();
+    for (part, source) in [
+        ("subject", &template.subject),
+        ("txt", &template.text),
+        ("html", &template.html),
+    ] {
+        env.add_template_owned(format!("{kind}.{part}"), source.clone())?;
+    }
+    Ok(env)
+}
+
+/// Renders the message of `context.kind` from the built-in templates.
 pub fn render(context: &Context) -> Result<Rendered, minijinja::Error> {
-    let env = environment();
+    render_in(environment(), context)
+}
+
+/// Renders the message of `context.kind` from the tenant's `template`.
+/// One that no longer renders (it was checked when it was set) gives way
+/// to the built-in text: a message always goes out.
+pub fn render_tenant(
+    context: &Context,
+    template: &MailTemplate,
+) -> Result<Rendered, minijinja::Error> {
+    match with_tenant_template(context.kind, template).and_then(|env| render_in(&env, context)) {
+        Ok(rendered) => Ok(rendered),
+        Err(_) => render(context),
+    }
+}
+
+/// Why a tenant's template was refused: the error's kind and line, never
+/// the rendered text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateRefused(pub String);
+
+/// Checks a tenant's `template` for `kind`: it parses, renders within the
+/// fuel with a sample context using no name outside it (`name`, `email`,
+/// `link`, `tenant_name`), and, for a kind with a link, carries the link in
+/// its text and its HTML.
+pub fn check(kind: MessageKind, template: &MailTemplate) -> Result<(), TemplateRefused> {
+    let refused = |part: &str, error: minijinja::Error| {
+        let line = error
+            .line()
+            .map(|l| format!(" at line {l}"))
+            .unwrap_or_default();
+        TemplateRefused(format!("{part}: {}{line}", error.kind()))
+    };
+    let mut env = with_tenant_template(kind, template).map_err(|e| refused("template", e))?;
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let sample = "https://app.example/check?token=sample_link_7f3a";
+    for name in [Some("Sample Name".to_owned()), None] {
+        let context = Context {
+            kind,
+            name,
+            email: "sample@example.org".to_owned(),
+            link: (kind != MessageKind::AddressChangeNotice).then(|| sample.to_owned()),
+            tenant_name: "Sample".to_owned(),
+        };
+        let rendered = render_in(&env, &context).map_err(|e| refused("template", e))?;
+        if context.link.is_some() {
+            for (part, text) in [("text", &rendered.text), ("html", &rendered.html)] {
+                // (HTML escapes the link's slashes: its token is enough.)
+                if !text.contains("token=sample_link_7f3a") {
+                    return Err(TemplateRefused(format!(
+                        "{part}: must carry {{{{ link }}}}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render_in(env: &Environment<'_>, context: &Context) -> Result<Rendered, minijinja::Error> {
     let kind = context.kind.name();
     let values = minijinja::context! {
         name => context.name.clone(),
@@ -182,5 +266,61 @@ mod tests {
             ..context(MessageKind::Invitation)
         };
         assert!(render(&anonymous).unwrap().text.starts_with("Hello,"));
+    }
+
+    fn german() -> MailTemplate {
+        MailTemplate {
+            subject: "Passwort für {{ tenant_name }} zurücksetzen".to_owned(),
+            text: "{% include 'greeting.txt' %}\n\n{{ link }}\n".to_owned(),
+            html: "<p>{{ name }}</p><a href=\"{{ link }}\">Neues Passwort</a>".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_tenants_template_is_checked_and_rendered_escaped() {
+        let kind = MessageKind::PasswordReset;
+        check(kind, &german()).unwrap();
+        let rendered = render_tenant(&context(kind), &german()).unwrap();
+        assert_eq!(
+            rendered.subject,
+            "Passwort für Acme  Bcc: victim@example.org zurücksetzen"
+        );
+        assert!(rendered.text.contains("token=rst_x_y"));
+        assert!(!rendered.html.contains("<script>"), "{}", rendered.html);
+        // Refused: a name outside the context, a missing link, bad syntax,
+        // a loop that would run away.
+        for (text, why) in [
+            ("{{ link }} {{ password }}", "undefined"),
+            ("no link here", "must carry"),
+            ("{% if %}{{ link }}", "syntax"),
+            (
+                "{% for i in range(100000) %}{{ i }}{% endfor %}{{ link }}",
+                "fuel",
+            ),
+        ] {
+            let template = MailTemplate {
+                text: text.to_owned(),
+                ..german()
+            };
+            let refused = check(kind, &template).unwrap_err();
+            assert!(
+                refused.0.contains(why) || refused.0.contains("out of fuel"),
+                "{why}: {refused}"
+            );
+        }
+        // A notice has no link to carry.
+        let notice = MailTemplate {
+            text: "{{ email }}".to_owned(),
+            html: "<p>{{ email }}</p>".to_owned(),
+            ..german()
+        };
+        check(MessageKind::AddressChangeNotice, &notice).unwrap();
+        // A template that no longer renders gives way to the built-in one.
+        let broken = MailTemplate {
+            text: "{% if %}".to_owned(),
+            ..german()
+        };
+        let fallback = render_tenant(&context(kind), &broken).unwrap();
+        assert_eq!(fallback.subject, render(&context(kind)).unwrap().subject);
     }
 }

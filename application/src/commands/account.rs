@@ -19,6 +19,7 @@ use custodia_domain::identity::email_claim::EmailClaim;
 use custodia_domain::identity::link_token::{
     LinkPurpose, LinkTokenCommand, LinkTokenError, LinkTokens,
 };
+use custodia_domain::identity::mail_template::Locale;
 use custodia_domain::identity::message::{MessageCommand, MessageKind};
 use custodia_domain::identity::session::RevocationReason;
 use custodia_domain::identity::tenant::Tenant;
@@ -723,6 +724,9 @@ pub struct PendingMessage {
     pub link: Option<String>,
     /// The recipient's display name, if they have one.
     pub name: Option<String>,
+    /// The recipient's language (their `locale` or `preferredLanguage`
+    /// attribute), if they have one that reads as a language tag.
+    pub locale: Option<Locale>,
 }
 
 impl std::fmt::Debug for PendingMessage {
@@ -789,13 +793,21 @@ pub async fn pending_message(
         Some(sealed) => ports.vault.open(&context("link"), &sealed).await?.map(text),
         None => None,
     };
-    let name = match recipient {
+    let profile = match recipient {
         Some(_) => super::users::personal_record(ports, tenant, user)
             .await
             .ok()
-            .and_then(|record| record.profile.display_name),
+            .map(|record| record.profile),
         None => None,
     };
+    let name = profile.as_ref().and_then(|p| p.display_name.clone());
+    // The language a SCIM client or the app recorded for the user.
+    let locale = profile.and_then(|p| {
+        ["locale", "preferredLanguage"]
+            .into_iter()
+            .find_map(|key| p.attributes.get(key))
+            .and_then(|tag| Locale::parse(tag).ok())
+    });
     Ok(Some(PendingMessage {
         id,
         tenant,
@@ -806,6 +818,7 @@ pub async fn pending_message(
         recipient,
         link,
         name,
+        locale,
     }))
 }
 

@@ -14,6 +14,7 @@ pub mod audit;
 mod authorized;
 pub mod consent;
 pub mod credentials;
+pub mod mail_templates;
 pub mod privacy;
 pub mod sessions;
 pub mod tenants;

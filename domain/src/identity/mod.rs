@@ -7,6 +7,7 @@ pub mod credential;
 pub mod email_claim;
 pub mod group;
 pub mod link_token;
+pub mod mail_template;
 pub mod membership;
 pub mod message;
 pub mod session;

@@ -5,6 +5,8 @@ use custodia_application::commands::tenants::{
     create_tenant, set_tenant_suspended, update_tenant_settings, CreateTenant,
 };
 use custodia_application::commands::users::{NewUser, Profile};
+use custodia_domain::identity::mail_template::MailTemplate;
+use custodia_domain::identity::message::MessageKind;
 use custodia_domain::identity::tenant::{SettingsChange, TenantSettings};
 use custodia_domain::TenantId;
 use uuid::Uuid;
@@ -99,6 +101,82 @@ impl TenantMutations {
         tenant_payload(ctx, tenant, cursor(&outcome)).await
     }
 
+    /// Sets the tenant's own mail template for a kind of message, in a
+    /// language or as its default for every language (`locale: null`).
+    /// A message goes out in the recipient's `locale` (or
+    /// `preferredLanguage`) attribute's template, else its language's, else
+    /// the tenant's default, else the built-in English text. The parts use
+    /// minijinja syntax and only `name`, `email`, `link` and `tenant_name`;
+    /// a template that does not render, uses another name, leaves out the
+    /// link (where there is one) or holds an address or a phone number is
+    /// refused (`VALIDATION`). Plaintext in the log for good. Needs
+    /// `tenant.update`.
+    async fn set_mail_template(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(
+            desc = "`invitation`, `verification`, `password_reset` or `address_change_notice`."
+        )]
+        kind: String,
+        #[graphql(desc = "A language tag (`de`, `pt-BR`); null for the tenant's default.")]
+        locale: Option<String>,
+        #[graphql(desc = "The template's three parts.")] template: MailTemplateInput,
+    ) -> Result<MailTemplatesPayload> {
+        let tenant = tenant(ctx, tenant_id.as_ref())?;
+        let caller = data(ctx).caller().await?;
+        // Authorised before the template is rendered: an outsider's request
+        // costs no rendering.
+        let permission = custodia_domain::rbac::Permission::TenantUpdate;
+        data(ctx).authorize(tenant, permission, None)?;
+        let kind = mail_kind(&kind)?;
+        let template = MailTemplate {
+            subject: template.subject,
+            text: template.text,
+            html: template.html,
+        };
+        crate::mail::templates::check(kind, &template)
+            .map_err(|refused| crate::graphql::error("VALIDATION", refused.0))?;
+        custodia_application::commands::mail_templates::set_mail_template(
+            &data(ctx).state.ports,
+            &caller,
+            tenant,
+            kind,
+            locale.as_deref(),
+            template,
+        )
+        .await
+        .map_err(fail)?;
+        templates_payload(ctx, tenant).await
+    }
+
+    /// Removes the tenant's template for a kind in a language (or its
+    /// default): the next one in line is used. Needs `tenant.update`.
+    async fn remove_mail_template(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The tenant (default: the caller's).")] tenant_id: Option<ID>,
+        #[graphql(
+            desc = "`invitation`, `verification`, `password_reset` or `address_change_notice`."
+        )]
+        kind: String,
+        #[graphql(desc = "A language tag; null for the tenant's default.")] locale: Option<String>,
+    ) -> Result<MailTemplatesPayload> {
+        let tenant = tenant(ctx, tenant_id.as_ref())?;
+        let caller = data(ctx).caller().await?;
+        let kind = mail_kind(&kind)?;
+        custodia_application::commands::mail_templates::remove_mail_template(
+            &data(ctx).state.ports,
+            &caller,
+            tenant,
+            kind,
+            locale.as_deref(),
+        )
+        .await
+        .map_err(fail)?;
+        templates_payload(ctx, tenant).await
+    }
+
     /// Suspends (`suspended: true`) or reactivates the tenant. Needs `tenant.suspend`.
     async fn set_tenant_suspended(
         &self,
@@ -113,4 +191,46 @@ impl TenantMutations {
             .map_err(fail)?;
         tenant_payload(ctx, tenant, cursor(&outcome)).await
     }
+}
+
+/// A kind of message, by its name.
+pub(crate) fn mail_kind(name: &str) -> Result<MessageKind> {
+    MessageKind::parse(name).ok_or_else(|| {
+        crate::graphql::error(
+            "VALIDATION",
+            "kind must be invitation, verification, password_reset or address_change_notice",
+        )
+    })
+}
+
+/// A mail template's parts (minijinja syntax; the names are `name`,
+/// `email`, `link` and `tenant_name`).
+#[derive(async_graphql::InputObject)]
+pub struct MailTemplateInput {
+    /// The subject (at most 200 characters; line breaks are dropped).
+    pub subject: String,
+    /// The plain-text part (at most 16 KiB).
+    pub text: String,
+    /// The HTML part (at most 16 KiB; every value is escaped).
+    pub html: String,
+}
+
+/// What a change of a mail template returns.
+#[derive(async_graphql::SimpleObject)]
+pub struct MailTemplatesPayload {
+    /// The tenant's templates after the change (read from the log, so
+    /// they include it).
+    pub templates: Vec<crate::graphql::types::MailTemplateView>,
+}
+
+async fn templates_payload(ctx: &Context<'_>, tenant: TenantId) -> Result<MailTemplatesPayload> {
+    let templates = custodia_application::commands::mail_templates::tenant_templates(
+        &data(ctx).state.ports,
+        tenant,
+    )
+    .await
+    .map_err(fail)?;
+    Ok(MailTemplatesPayload {
+        templates: crate::graphql::types::MailTemplateView::all(&templates),
+    })
 }
