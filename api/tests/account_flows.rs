@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 mod served;
 mod smtp;
 
-use smtp::{free_port, start_sink, token_in, Sink};
+use smtp::{free_port, start_sink, start_webhook_sink, token_in, Sink};
 
 backends!(
     an_invitation_arrives_and_is_accepted_once,
@@ -30,6 +30,7 @@ backends!(
     a_reset_request_answers_the_same_for_unknown_addresses,
     a_tenant_is_found_by_its_slug,
     a_tenants_own_template_speaks_the_recipients_language,
+    a_tenants_own_mailer_takes_signed_messages_through_the_webhook,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -46,6 +47,23 @@ struct Flows {
 }
 
 async fn setup(db: &TestDatabase) -> Flows {
+    let sink = start_sink(free_port(), tempfile::tempdir().unwrap());
+    let mailer = SmtpMailer::connect(
+        &SmtpSettings {
+            url: format!("smtp://127.0.0.1:{}", sink.port),
+            from: "Acme <no-reply@acme.example>".to_owned(),
+        },
+        false,
+    )
+    .unwrap();
+    setup_with(db, sink, Arc::new(mailer)).await
+}
+
+async fn setup_with(
+    db: &TestDatabase,
+    sink: Sink,
+    mailer: Arc<dyn custodia_application::mail::Mailer>,
+) -> Flows {
     let config = custodia::http::Config {
         app_url: "https://app.example".to_owned(),
         ..custodia::http::Config::from_env().unwrap()
@@ -57,25 +75,11 @@ async fn setup(db: &TestDatabase) -> Flows {
     )
     .await
     .unwrap();
-    let sink = start_sink(free_port(), tempfile::tempdir().unwrap());
-    let mailer = SmtpMailer::connect(
-        &SmtpSettings {
-            url: format!("smtp://127.0.0.1:{}", sink.port),
-            from: "Acme <no-reply@acme.example>".to_owned(),
-        },
-        false,
-    )
-    .unwrap();
     let pace = Pace {
         poll: Duration::from_millis(100),
         first_retry: Duration::from_secs(1),
     };
-    let mail = custodia::mail::schedule(
-        state.ports.clone(),
-        state.models.clone(),
-        Arc::new(mailer),
-        pace,
-    );
+    let mail = custodia::mail::schedule(state.ports.clone(), state.models.clone(), mailer, pace);
     let projections = state.projections.start(state.ports.store.clone());
     let (tenant, _) = tenant_with_owner(&state.ports, "ada@example.org", Some(PASSWORD)).await;
     let owner_token = sign_in(&state, tenant, "ada@example.org", PASSWORD).await;
@@ -759,4 +763,90 @@ async fn a_tenants_own_template_speaks_the_recipients_language(db: TestDatabase)
     assert_eq!(post(state, "/auth/password-reset", ask).await.0, 202);
     let english = flows.sink.nth("ada@example.org", "Reset", 1).await;
     assert_ne!(token_in(&english, "reset-password"), link);
+}
+
+async fn a_tenants_own_mailer_takes_signed_messages_through_the_webhook(db: TestDatabase) {
+    let secret = "a shared secret of thirty-two bytes or more";
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret_file.path(), secret).unwrap();
+    // The mailer refuses the first delivery (503: the owner's verification
+    // link, queued first): it is tried again.
+    let port = free_port();
+    let sink = start_webhook_sink(port, tempfile::tempdir().unwrap(), secret_file.path(), 1);
+    let url = format!("http://127.0.0.1:{port}/mail");
+    let mailer = custodia_infrastructure::webhook::WebhookMailer::with_secret(
+        &url,
+        zeroize::Zeroizing::new(secret.to_owned()),
+        false,
+    )
+    .unwrap();
+    let flows = setup_with(&db, sink, Arc::new(mailer)).await;
+    let state = &flows.state;
+    let tenant = flows.tenant.to_string();
+    let body = graphql(
+        state,
+        &flows.owner_token,
+        r#"mutation { registerUser(input: { email: "bob@example.org", invite: true }) { user { id } } }"#,
+    )
+    .await;
+    let id = body["data"]["registerUser"]["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = flows
+        .sink
+        .nth("bob@example.org", "You are invited", 1)
+        .await;
+    // The receiver checked the signature (with Python's HMAC); the header
+    // names the message, as the body does.
+    assert_eq!(message["message_id"], message["id"]);
+    assert_eq!(message["kind"], "invitation");
+    assert_eq!(message["tenant"], json!(tenant));
+    let token = token_in(&message, "accept-invitation");
+    let accept = json!({ "tenant": tenant, "token": token, "password": PASSWORD });
+    let (status, body) = post(state, "/auth/invitation/accept", accept).await;
+    assert_eq!(status, 204, "{body}");
+    sign_in(state, flows.tenant, "bob@example.org", PASSWORD).await;
+    // The refused one went out on its second attempt, and shows so.
+    flows.sink.nth("ada@example.org", "Confirm", 1).await;
+    let query = "{ messages { edges { node { userId kind status attempts lastError } } } }";
+    let mut body = Value::Null;
+    for _ in 0..100 {
+        // (the worker records the send a moment after the mailer has it)
+        custodia_tests_caught_up(state).await;
+        body = graphql(state, &flows.owner_token, query).await;
+        let edges = body["data"]["messages"]["edges"].as_array().unwrap();
+        if edges.iter().all(|e| e["node"]["status"] == "sent") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = |kind: &str, attempts: u32| json!({ "kind": kind, "status": "sent", "attempts": attempts, "lastError": null });
+    let nodes: Vec<Value> = body["data"]["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut node = e["node"].clone();
+            node.as_object_mut().unwrap().remove("userId");
+            node
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [sent("verification", 2), sent("invitation", 1)],
+        "{body}"
+    );
+    assert_eq!(
+        body["data"]["messages"]["edges"][1]["node"]["userId"],
+        json!(id)
+    );
+    assert_eq!(flows.sink.to("bob@example.org").len(), 1);
+    // A request the mailer cannot verify is refused by it.
+    let forged = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", "Custodia-Signature: t=1,v1=00", "-d", "{}", &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&forged.stdout), "401");
 }

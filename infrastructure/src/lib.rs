@@ -19,6 +19,7 @@ mod stored;
 pub mod tokens;
 pub mod totp;
 pub mod vault;
+pub mod webhook;
 
 pub use database::{default_keys_url, open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
 pub use idempotency::IdempotencyKeys;

@@ -43,6 +43,8 @@ A secret may be given in NAME_FILE instead of NAME (a file holding it).
   CUSTODIA_SMTP_URL                    (environment only) smtp://host:587?tls=required (STARTTLS),
                                                           smtps://host:465 (TLS); unset: messages stay queued
   CUSTODIA_SMTP_USERNAME, CUSTODIA_SMTP_PASSWORD[_FILE]  (environment only) SMTP credentials
+  CUSTODIA_MAIL_WEBHOOK_URL            (environment only) or: POST each message, signed, to your own mailer
+  CUSTODIA_MAIL_WEBHOOK_SECRET[_FILE]  (environment only) the signature's key (32 bytes or more)
   CUSTODIA_MAIL_FROM                   (environment only) the sender (Custodia <no-reply@localhost>)
   CUSTODIA_MAIL_RETRY_SECONDS          (environment only) first wait after a failed send, doubling to 1 h (60)
   CUSTODIA_RESET_LIMIT_PER_ADDRESS     (environment only) password reset requests per hour per address (5)
@@ -120,20 +122,30 @@ pub fn serve(database_url: &str, args: ServeArgs) -> Result<ExitCode, String> {
         let projections = state.projections.start(state.ports.store.clone());
         let retention = custodia::retention::schedule(state.ports.clone(), state.models.clone());
         let config = custodia::http::Config::from_env()?;
-        let mail = match &config.smtp {
-            Some(settings) => {
-                let mailer =
+        let mailer: Option<std::sync::Arc<dyn custodia_application::mail::Mailer>> =
+            match (&config.smtp, &config.mail_webhook) {
+                (Some(settings), _) => Some(std::sync::Arc::new(
                     custodia_infrastructure::smtp::SmtpMailer::connect(settings, config.production)
-                        .map_err(|e| e.to_string())?;
-                Some(custodia::mail::schedule(
-                    state.ports.clone(),
-                    state.models.clone(),
-                    std::sync::Arc::new(mailer),
-                    config.mail_pace,
-                ))
-            }
+                        .map_err(|e| e.to_string())?,
+                )),
+                (None, Some(url)) => Some(std::sync::Arc::new(
+                    custodia_infrastructure::webhook::WebhookMailer::connect(url, config.production)
+                        .map_err(|e| e.to_string())?,
+                )),
+                (None, None) => None,
+            };
+        let mail = match mailer {
+            Some(mailer) => Some(custodia::mail::schedule(
+                state.ports.clone(),
+                state.models.clone(),
+                mailer,
+                config.mail_pace,
+            )),
             None => {
-                tracing::info!("no mailer configured (CUSTODIA_SMTP_URL): messages stay queued");
+                tracing::info!(
+                    "no mailer configured (CUSTODIA_SMTP_URL or CUSTODIA_MAIL_WEBHOOK_URL): \
+                     messages stay queued"
+                );
                 None
             }
         };

@@ -42,6 +42,9 @@ pub struct Config {
     /// Where messages leave; `None`: they stay queued, visible, until a
     /// mailer is configured.
     pub smtp: Option<custodia_infrastructure::smtp::SmtpSettings>,
+    /// Or: the operator's own mailer, which takes each message as a signed
+    /// POST (`CUSTODIA_MAIL_WEBHOOK_URL`; not with SMTP).
+    pub mail_webhook: Option<String>,
     /// How the delivery worker paces itself.
     pub mail_pace: crate::mail::Pace,
     /// Password-reset requests an hour per address (tenant and address).
@@ -143,6 +146,19 @@ impl Config {
                     from: get("CUSTODIA_MAIL_FROM")
                         .unwrap_or_else(|| "Custodia <no-reply@localhost>".to_owned()),
                 }),
+            mail_webhook: match (
+                get("CUSTODIA_MAIL_WEBHOOK_URL").filter(|url| !url.trim().is_empty()),
+                get("CUSTODIA_SMTP_URL").filter(|url| !url.trim().is_empty()),
+            ) {
+                (Some(_), Some(_)) => {
+                    return Err(
+                        "CUSTODIA_MAIL_WEBHOOK_URL and CUSTODIA_SMTP_URL: choose one \
+                                way for messages to leave"
+                            .to_owned(),
+                    )
+                }
+                (webhook, _) => webhook,
+            },
             mail_pace: crate::mail::Pace {
                 first_retry: Duration::from_secs(u64::from(number(
                     "CUSTODIA_MAIL_RETRY_SECONDS",

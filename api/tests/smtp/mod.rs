@@ -35,6 +35,35 @@ pub fn start_sink(port: u16, dir: tempfile::TempDir) -> Sink {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("python3 runs the SMTP sink (pip install aiosmtpd)");
+    wait_for(child, port, dir)
+}
+
+/// A tenant's own mailer (`webhook_sink.py`) on `port`, checking
+/// signatures under the secret in `secret_file`, answering 503 to the
+/// first `fail_first` valid requests; read like the SMTP sink.
+#[allow(dead_code)] // not every file that shares this module uses it
+pub fn start_webhook_sink(
+    port: u16,
+    dir: tempfile::TempDir,
+    secret_file: &Path,
+    fail_first: u32,
+) -> Sink {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhook_sink.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(dir.path())
+        .arg("--secret-file")
+        .arg(secret_file)
+        .args(["--fail-first", &fail_first.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs the webhook sink");
+    wait_for(child, port, dir)
+}
+
+fn wait_for(child: Child, port: u16, dir: tempfile::TempDir) -> Sink {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the SMTP sink did not start");
