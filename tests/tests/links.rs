@@ -26,6 +26,7 @@ backends!(
     a_sent_messages_link_is_unreadable_afterwards,
     a_new_address_waits_for_its_link_and_the_old_one_is_told,
     a_pending_address_is_withdrawn_replaced_or_freed,
+    a_tenants_racing_slug_changes_leave_it_one_slug_and_free_the_others,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -425,4 +426,40 @@ async fn a_pending_address_is_withdrawn_replaced_or_freed(db: TestDatabase) {
         .unwrap();
     assert!(free(&ports, tenant, "bob@example.org").await);
     assert!(free(&ports, tenant, "bob@example.net").await);
+}
+
+async fn a_tenants_racing_slug_changes_leave_it_one_slug_and_free_the_others(db: TestDatabase) {
+    use custodia_application::commands::tenants::{resolve_tenant, set_tenant_slug};
+    let ports = ports(&db).await;
+    let (acme, _) = tenant_with_owner(&ports, "ada@example.org", None).await;
+    let (globex, _) = tenant_with_owner(&ports, "eve@example.org", None).await;
+    for round in 0..4 {
+        let slugs = [0, 1, 2].map(|i| format!("slug-{round}-{i}"));
+        let callers = [operator(), operator(), operator()];
+        let (a, b, c) = tokio::join!(
+            set_tenant_slug(&ports, &callers[0], acme, &slugs[0]),
+            set_tenant_slug(&ports, &callers[1], acme, &slugs[1]),
+            set_tenant_slug(&ports, &callers[2], acme, &slugs[2]),
+        );
+        for outcome in [a, b, c] {
+            match outcome {
+                Ok(_) | Err(CommandError::Contended) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        // Exactly one of them names the tenant; the others (and every
+        // earlier one) are free: another tenant takes them.
+        let mut held = 0;
+        for slug in &slugs {
+            if resolve_tenant(&ports, slug).await.unwrap() == Some(acme) {
+                held += 1;
+            } else {
+                set_tenant_slug(&ports, &operator(), globex, slug)
+                    .await
+                    .unwrap_or_else(|e| panic!("{slug} is not free: {e:?}"));
+                assert_eq!(resolve_tenant(&ports, slug).await.unwrap(), Some(globex));
+            }
+        }
+        assert_eq!(held, 1, "round {round}");
+    }
 }

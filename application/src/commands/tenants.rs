@@ -242,94 +242,94 @@ pub(crate) fn slug_stream(
     )
 }
 
-/// Gives the tenant a slug for people (`acme`), unique across the platform
-/// (ADR 0013). Needs `tenant.update`. Three appends, in order: the claim on
-/// the platform chain, the slug recorded on the tenant's chain, the
-/// release of the slug it replaced. A stop between them leaves a claim the
-/// tenant holds but never recorded: it signs nobody in (login reads the
-/// tenant's recorded slug), and the same tenant's next attempt goes on.
+/// Gives the tenant a slug for people, unique across the platform
+/// (ADR 0013). Needs `tenant.update`. The claim of the new slug, the
+/// tenant's holder stream naming it and the release of the slug the holder
+/// named before go in one append on the platform chain (a tenant's own
+/// concurrent changes conflict on its holder and plan again); then the
+/// tenant's chain records it. A stop between the two leaves the tenant's
+/// record behind the holder: sign-ins follow the holder, and the next
+/// change records it.
 pub async fn set_tenant_slug(
     ports: &Ports,
     caller: &Caller,
     tenant: TenantId,
     slug: &str,
 ) -> Result<Outcome, CommandError> {
-    use custodia_domain::identity::slug_claim::{SlugClaim, SlugClaimCommand};
+    use custodia_domain::identity::slug_claim::{
+        SlugClaim, SlugClaimCommand, SlugClaimError, SlugHolder, SlugHolderCommand,
+    };
     use custodia_domain::identity::tenant::TenantSlug;
     let slug = TenantSlug::parse(slug)?;
     let authorized = authorize(caller, tenant, Permission::TenantUpdate, None)?;
-    let Tenant::Active { slug: previous, .. } = require_active_tenant(ports, tenant).await? else {
+    let Tenant::Active { slug: recorded, .. } = require_active_tenant(ports, tenant).await? else {
         return Err(CommandError::TenantSuspended);
     };
     let holder = tenant.as_uuid();
-    let taken = |e| match e {
-        custodia_domain::identity::slug_claim::SlugClaimError::Taken => {
-            CommandError::Conflict("the tenant slug is taken".to_owned())
+    let taken =
+        |SlugClaimError::Taken| CommandError::Conflict("the tenant slug is taken".to_owned());
+    let claimer = caller.step("slug");
+    let platform =
+        super::authorized::claim_on_platform(&claimer, tenant, Permission::TenantUpdate)?;
+    let mut claimed = false;
+    for _ in 0..=super::PLAN_RETRIES {
+        let mut plan = Plan::new(ports, &platform);
+        let hold = SlugHolderCommand::Hold { slug: slug.clone() };
+        let (held, _) = plan
+            .part::<SlugHolder>(
+                "slug-holder",
+                &slug_holder_stream(tenant),
+                EventId::generate(),
+                |h| Ok(h.decide(&hold).unwrap_or_default()),
+            )
+            .await?;
+        let claim = SlugClaimCommand::Claim { tenant: holder };
+        plan.part::<SlugClaim>(
+            "slug-claim",
+            &slug_stream(&slug),
+            EventId::generate(),
+            |c| c.decide(&claim).map_err(taken),
+        )
+        .await?;
+        // The slug it replaces: the holder's (or, for a tenant that set
+        // one before holders existed, the tenant's record).
+        let previous = held.slug().cloned().or_else(|| recorded.clone());
+        if let Some(previous) = previous.filter(|p| *p != slug) {
+            let release = SlugClaimCommand::Release { tenant: holder };
+            plan.part::<SlugClaim>(
+                "slug-release",
+                &slug_stream(&previous),
+                EventId::generate(),
+                |c| c.decide(&release).map_err(taken),
+            )
+            .await?;
         }
-    };
-    let claimer = caller.step("slug-claim");
-    let claim = SlugClaimCommand::Claim { tenant: holder };
-    super::execute::<SlugClaim>(
-        ports,
-        &super::authorized::claim_on_platform(&claimer, tenant, Permission::TenantUpdate)?,
-        &slug_stream(&slug),
-        EventId::generate(),
-        |state| state.decide(&claim).map_err(taken),
-    )
-    .await?;
-    let set = TenantCommand::SetSlug { slug: slug.clone() };
-    let outcome = super::execute::<Tenant>(
+        if plan.commit().await?.is_some() {
+            claimed = true;
+            break;
+        }
+    }
+    if !claimed {
+        return Err(super::plan_gave_up());
+    }
+    // What the holder names now (a concurrent change may have followed
+    // this one): the record follows it.
+    let (held, _) = load::<SlugHolder>(&*ports.store, &slug_holder_stream(tenant)).await?;
+    let slug = held.slug().cloned().unwrap_or(slug);
+    let set = TenantCommand::SetSlug { slug };
+    super::execute::<Tenant>(
         ports,
         &authorized,
         &tenant_stream(tenant),
         EventId::generate(),
         |state| Ok(state.decide(&set)?),
     )
-    .await?;
-    // The slug it replaced goes, unless the tenant holds it again (a
-    // concurrent change of its own recorded it meanwhile).
-    let recorded = || async {
-        let (state, _) = load::<Tenant>(&*ports.store, &tenant_stream(tenant)).await?;
-        Ok::<_, CommandError>(match state {
-            Tenant::Active { slug, .. } | Tenant::Suspended { slug, .. } => slug,
-            _ => None,
-        })
-    };
-    if let Some(previous) = previous.filter(|p| *p != slug) {
-        if recorded().await?.as_ref() != Some(&previous) {
-            let releaser = caller.step("slug-release");
-            let release = SlugClaimCommand::Release { tenant: holder };
-            let platform =
-                super::authorized::claim_on_platform(&releaser, tenant, Permission::TenantUpdate)?;
-            super::execute::<SlugClaim>(
-                ports,
-                &platform,
-                &slug_stream(&previous),
-                EventId::generate(),
-                |state| state.decide(&release).map_err(taken),
-            )
-            .await?;
-            // Recorded again between the check and the release: claim it
-            // back (a claim by its own holder, or a free slug's).
-            if let Some(current) = recorded().await?.filter(|c| *c == previous) {
-                let reclaimer = caller.step("slug-reclaim");
-                let platform = super::authorized::claim_on_platform(
-                    &reclaimer,
-                    tenant,
-                    Permission::TenantUpdate,
-                )?;
-                super::execute::<SlugClaim>(
-                    ports,
-                    &platform,
-                    &slug_stream(&current),
-                    EventId::generate(),
-                    |state| state.decide(&claim).map_err(taken),
-                )
-                .await?;
-            }
-        }
-    }
-    Ok(outcome)
+    .await
+}
+
+/// The stream on the platform chain naming the slug `tenant` holds.
+pub(crate) fn slug_holder_stream(tenant: TenantId) -> custodia_domain::StreamId {
+    stream("tenant_slug_holder", tenant.as_uuid())
 }
 
 /// The tenant `text` names: its id, or its slug (only a slug the tenant
@@ -351,13 +351,22 @@ pub async fn resolve_tenant(ports: &Ports, text: &str) -> Result<Option<TenantId
     let Ok(tenant) = TenantId::from_uuid(holder) else {
         return Ok(None);
     };
+    // The slug the tenant holds now (a claim alone, left by a stop, names
+    // nobody); a tenant that set its slug before holders existed has only
+    // its record.
+    let (held, _) = load::<custodia_domain::identity::slug_claim::SlugHolder>(
+        &*ports.store,
+        &slug_holder_stream(tenant),
+    )
+    .await?;
     let (state, _) = load::<Tenant>(&*ports.store, &tenant_stream(tenant)).await?;
-    Ok(match state {
-        Tenant::Active { slug: Some(s), .. } | Tenant::Suspended { slug: Some(s), .. }
-            if s == slug =>
-        {
-            Some(tenant)
-        }
+    let current = match (held.slug(), state) {
+        (_, Tenant::Absent | Tenant::Closed) => None,
+        (Some(held), _) => Some(held.clone()),
+        (None, Tenant::Active { slug, .. } | Tenant::Suspended { slug, .. }) => slug,
+    };
+    Ok(match current {
+        Some(s) if s == slug => Some(tenant),
         _ => None,
     })
 }

@@ -1,12 +1,16 @@
 //! One tenant per slug across the platform (ADR 0013): each slug has a
-//! claim stream on the platform chain, claimed before a tenant records the
-//! slug and released after it records another, so two tenants can never
-//! hold the same one, even concurrently.
+//! claim stream on the platform chain, and each tenant a holder stream
+//! there that names the slug it holds. A change claims the new slug,
+//! records it in the holder and releases the one the holder named, in one
+//! atomic append on the platform chain: two tenants never hold one slug,
+//! and a tenant's own concurrent changes conflict on its holder instead of
+//! releasing a slug the other one just recorded.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::{read, stored, Aggregate, EventSchema, SchemaError, Snapshot, StoredForm};
+use crate::identity::tenant::TenantSlug;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlugClaimCommand {
@@ -108,11 +112,83 @@ impl EventSchema for SlugClaimEvent {
     }
 }
 
+/// The slug a tenant holds, by its holder stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlugHolder(Option<TenantSlug>);
+
+impl SlugHolder {
+    pub fn slug(&self) -> Option<&TenantSlug> {
+        self.0.as_ref()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlugHolderCommand {
+    Hold { slug: TenantSlug },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlugHolderEvent {
+    Held { slug: TenantSlug },
+}
+
+/// Not snapshotted: the stream stays short.
+impl Snapshot for SlugHolder {}
+
+impl Aggregate for SlugHolder {
+    type Command = SlugHolderCommand;
+    type Event = SlugHolderEvent;
+    type Error = std::convert::Infallible;
+
+    fn decide(&self, command: &SlugHolderCommand) -> Result<Vec<SlugHolderEvent>, Self::Error> {
+        let SlugHolderCommand::Hold { slug } = command;
+        if self.0.as_ref() == Some(slug) {
+            return Ok(vec![]);
+        }
+        Ok(vec![SlugHolderEvent::Held { slug: slug.clone() }])
+    }
+
+    fn apply(self, event: &SlugHolderEvent) -> SlugHolder {
+        let SlugHolderEvent::Held { slug } = event;
+        SlugHolder(Some(slug.clone()))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeldDto {
+    slug: String,
+}
+
+impl EventSchema for SlugHolderEvent {
+    fn to_stored(&self) -> StoredForm {
+        let SlugHolderEvent::Held { slug } = self;
+        stored(
+            "TenantSlugHeld",
+            1,
+            &HeldDto {
+                slug: slug.as_str().to_owned(),
+            },
+        )
+    }
+
+    fn from_stored(form: &StoredForm) -> Result<Self, SchemaError> {
+        match (form.event_type.as_str(), form.schema_version.get()) {
+            ("TenantSlugHeld", 1) => Ok(SlugHolderEvent::Held {
+                slug: TenantSlug::from_log(read::<HeldDto>(form)?.slug),
+            }),
+            ("TenantSlugHeld", version) => Err(SchemaError::UnknownVersion {
+                event_type: form.event_type.as_str().to_owned(),
+                version,
+            }),
+            (other, _) => Err(SchemaError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::aggregate::given;
-    use crate::identity::tenant::TenantSlug;
 
     #[test]
     fn a_slug_has_one_tenant_at_a_time_and_its_holder_may_claim_again() {
@@ -160,5 +236,19 @@ mod tests {
         ] {
             assert!(TenantSlug::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_holder_names_one_slug_and_records_only_changes() {
+        let acme = TenantSlug::parse("acme").unwrap();
+        let held = SlugHolderEvent::Held { slug: acme.clone() };
+        given::<SlugHolder>(&[])
+            .when(&SlugHolderCommand::Hold { slug: acme.clone() })
+            .then(std::slice::from_ref(&held));
+        given::<SlugHolder>(std::slice::from_ref(&held))
+            .when(&SlugHolderCommand::Hold { slug: acme.clone() })
+            .then(&[]);
+        assert_eq!(SlugHolder::fold(std::slice::from_ref(&held)).slug(), Some(&acme));
+        assert_eq!(SlugHolderEvent::from_stored(&held.to_stored()), Ok(held));
     }
 }

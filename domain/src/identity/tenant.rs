@@ -68,7 +68,7 @@ impl TenantSlug {
 
     /// A slug as the log holds it (history is read back whatever a later
     /// guard would say of it).
-    fn from_log(value: String) -> Self {
+    pub(crate) fn from_log(value: String) -> Self {
         Self(value)
     }
 
