@@ -134,7 +134,7 @@ fn main() -> ExitCode {
         command => tokio::runtime::Runtime::new()
             .map_err(|error| format!("cannot start the async runtime: {error}"))
             .and_then(|runtime| {
-                runtime.block_on(async {
+                let outcome = runtime.block_on(async {
                     match command {
                         Command::Serve(_) | Command::Schema => unreachable!("handled above"),
                         Command::Projections(command) => {
@@ -160,7 +160,11 @@ fn main() -> ExitCode {
                             bench::run(cli.database_url.as_deref(), bench).await
                         }
                     }
-                })
+                });
+                // A task that never yields cannot keep the process from
+                // exiting once the command is done.
+                runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+                outcome
             }),
     };
     outcome.unwrap_or_else(|message| {

@@ -39,8 +39,7 @@ impl Pools {
                     .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(10));
                 Pools::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(sqlite_max)
+                    sqlite_pool(sqlite_max)
                         .connect_with(options)
                         .await
                         .map_err(store_error)?,
@@ -84,3 +83,14 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// A pool of SQLite connections: no reaper task, since an embedded file
+/// gains nothing from closing idle connections, and sqlx's reaper can spin
+/// forever on a miscounted idle queue (sqlx#3645; seen once as a CLI
+/// command stuck at 100% CPU).
+pub(crate) fn sqlite_pool(max_connections: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .idle_timeout(None)
+        .max_lifetime(None)
+}

@@ -24,9 +24,7 @@ use custodia_domain::{
     ChainId, ChainIndex, ChainVerifier, CommandId, EventFields, EventLocation, LogCursor, Position,
     RecordedEvent, StreamId, StreamVersion, Timestamp,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -78,8 +76,7 @@ impl SqliteEventStore {
             // FULL: an acknowledged append survives power loss (ADR 0003).
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
+        let writer = crate::pools::sqlite_pool(1)
             .connect_with(options.clone())
             .await
             .map_err(store_error)?;
@@ -88,8 +85,7 @@ impl SqliteEventStore {
             .execute(&writer)
             .await
             .map_err(store_error)?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
+        let reader = crate::pools::sqlite_pool(4)
             .connect_with(options.clone().read_only(true))
             .await
             .map_err(store_error)?;

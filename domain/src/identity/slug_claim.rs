@@ -248,7 +248,10 @@ mod tests {
         given::<SlugHolder>(std::slice::from_ref(&held))
             .when(&SlugHolderCommand::Hold { slug: acme.clone() })
             .then(&[]);
-        assert_eq!(SlugHolder::fold(std::slice::from_ref(&held)).slug(), Some(&acme));
+        assert_eq!(
+            SlugHolder::fold(std::slice::from_ref(&held)).slug(),
+            Some(&acme)
+        );
         assert_eq!(SlugHolderEvent::from_stored(&held.to_stored()), Ok(held));
     }
 }
