@@ -52,6 +52,7 @@ catalogue! {
     TenantRead = "tenant.read", self_service: false, "Read the tenant and its settings.";
     TenantUpdate = "tenant.update", self_service: false, "Change the tenant's settings (password policy, MFA, lifetimes, lockout, consent purposes, retention).";
     TenantSuspend = "tenant.suspend", self_service: false, "Suspend and reactivate the tenant.";
+    MailTemplateUpdate = "mail_template.update", self_service: false, "Change the tenant's mail templates (every invitation, verification and reset link travels in them, so owners only by default).";
     UserRead = "user.read", self_service: true, "List users and read their status (not their personal data).";
     UserReadPersonal = "user.read_personal", self_service: true, "Read users' personal data (email, names, phone, attributes).";
     UserCreate = "user.create", self_service: false, "Register or invite users.";

@@ -27,6 +27,8 @@ backends!(
     a_new_address_waits_for_its_link_and_the_old_one_is_told,
     a_pending_address_is_withdrawn_replaced_or_freed,
     a_tenants_racing_slug_changes_leave_it_one_slug_and_free_the_others,
+    changing_someone_elses_address_takes_their_credentials_too,
+    only_owners_change_the_templates_every_link_travels_in,
 );
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -462,4 +464,150 @@ async fn a_tenants_racing_slug_changes_leave_it_one_slug_and_free_the_others(db:
         }
         assert_eq!(held, 1, "round {round}");
     }
+}
+
+/// Found by the outside review: an address is how a password is reset, so
+/// `user.update` alone (a custom "helpdesk" role) took over an account by
+/// changing its address to a mailbox of the helpdesk's and resetting.
+/// Past the bound of links, a taken and a free address answer alike (they
+/// told which addresses exist, without limit).
+async fn changing_someone_elses_address_takes_their_credentials_too(db: TestDatabase) {
+    use custodia_application::commands::Caller;
+    use custodia_domain::rbac::{Permission, Principal};
+    let ports = ports(&db).await;
+    let (tenant, _) = tenant_with_owner(&ports, "ada@example.org", None).await;
+    let register = |email: &'static str| {
+        let ports = &ports;
+        async move {
+            let user = Uuid::now_v7();
+            let new = NewUser {
+                user,
+                email: email.into(),
+                ..NewUser::default()
+            };
+            register_user(ports, &operator(), tenant, new)
+                .await
+                .unwrap();
+            user
+        }
+    };
+    let (helpdesk, member) = (
+        register("help@example.org").await,
+        register("bob@example.org").await,
+    );
+    let holding = |user: Uuid, permissions: &[Permission]| Caller {
+        principal: Principal::Member {
+            tenant,
+            user,
+            permissions: permissions.into(),
+        },
+        actor: custodia_domain::Actor::User(user),
+        ..operator()
+    };
+    let plain = [
+        Permission::TenantRead,
+        Permission::UserRead,
+        Permission::RoleRead,
+    ];
+    let mut helpdesk_role = plain.to_vec();
+    helpdesk_role.push(Permission::UserUpdate);
+    let refused = change_email(
+        &ports,
+        &holding(helpdesk, &helpdesk_role),
+        tenant,
+        member,
+        "mine@example.net",
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(CommandError::Forbidden(_))),
+        "{refused:?}"
+    );
+    helpdesk_role.push(Permission::CredentialManage);
+    change_email(
+        &ports,
+        &holding(helpdesk, &helpdesk_role),
+        tenant,
+        member,
+        "mine@example.net",
+    )
+    .await
+    .unwrap();
+    // The user themselves needs nothing more (self-service).
+    let me = || holding(member, &plain);
+    change_email(&ports, &me(), tenant, member, "bob@example.net")
+        .await
+        .unwrap();
+    // Past the bound (5 links an hour: the registration's, the two changes
+    // above, two more), taken and free answer alike.
+    for n in 0..2 {
+        let address = format!("bob{n}@example.net");
+        change_email(&ports, &me(), tenant, member, &address)
+            .await
+            .unwrap();
+    }
+    let head = ports.store.head().await.unwrap();
+    for address in ["ada@example.org", "free@example.net"] {
+        let refused = change_email(&ports, &me(), tenant, member, address).await;
+        assert!(
+            matches!(refused, Err(CommandError::LinkLimit)),
+            "{address}: {refused:?}"
+        );
+    }
+    assert_eq!(ports.store.head().await.unwrap(), head);
+}
+
+/// Found by the outside review: an admin (`tenant.update`) could send an
+/// owner's reset link to a tracking pixel of theirs through a template,
+/// and take the owner's account. Templates need `mail_template.update`,
+/// which only owners hold.
+async fn only_owners_change_the_templates_every_link_travels_in(db: TestDatabase) {
+    use custodia_application::commands::mail_templates::{remove_mail_template, set_mail_template};
+    use custodia_application::commands::Caller;
+    use custodia_domain::identity::mail_template::MailTemplate;
+    use custodia_domain::rbac::{BuiltInRole, Principal};
+    let ports = ports(&db).await;
+    let (tenant, owner) = tenant_with_owner(&ports, "ada@example.org", None).await;
+    let as_role = |role: BuiltInRole| Caller {
+        principal: Principal::Member {
+            tenant,
+            user: owner,
+            permissions: role.permissions(),
+        },
+        actor: custodia_domain::Actor::User(owner),
+        ..operator()
+    };
+    let template = MailTemplate {
+        subject: "Hi".to_owned(),
+        text: "{{ link }}".to_owned(),
+        html: "<a href=\"{{ link }}\">go</a>".to_owned(),
+    };
+    let kind = MessageKind::PasswordReset;
+    for role in [
+        BuiltInRole::Admin,
+        BuiltInRole::Member,
+        BuiltInRole::PrivacyOfficer,
+    ] {
+        let refused =
+            set_mail_template(&ports, &as_role(role), tenant, kind, None, template.clone()).await;
+        assert!(
+            matches!(refused, Err(CommandError::Forbidden(_))),
+            "{role:?}: {refused:?}"
+        );
+        let refused = remove_mail_template(&ports, &as_role(role), tenant, kind, None).await;
+        assert!(
+            matches!(refused, Err(CommandError::Forbidden(_))),
+            "{role:?}: {refused:?}"
+        );
+    }
+    set_mail_template(
+        &ports,
+        &as_role(BuiltInRole::Owner),
+        tenant,
+        kind,
+        None,
+        template,
+    )
+    .await
+    .unwrap();
 }

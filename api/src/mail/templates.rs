@@ -161,8 +161,12 @@ pub fn render_tenant(
     template: &MailTemplate,
 ) -> Result<Rendered, minijinja::Error> {
     // Checked again: what the log holds is rendered only if it still passes.
-    let parts = [&template.subject, &template.text, &template.html];
-    if parts.iter().any(|p| check_syntax("template", p).is_err()) {
+    let parts = [
+        ("subject", &template.subject),
+        ("text", &template.text),
+        ("html", &template.html),
+    ];
+    if parts.iter().any(|(part, p)| check_syntax(part, p).is_err()) {
         return render(context);
     }
     match with_tenant_template(context.kind, template).and_then(|env| render_in(&env, context)) {
@@ -198,6 +202,19 @@ const FILTERS: [&str; 7] = [
 /// so nothing else of minijinja's expression language is let in.
 fn check_syntax(part: &str, source: &str) -> Result<(), TemplateRefused> {
     let refused = |what: &str| TemplateRefused(format!("{part}: {what}"));
+    let greeting = if part == "html" {
+        "'greeting.html'"
+    } else {
+        "'greeting.txt'"
+    };
+    if part == "html" {
+        let lower = source.to_lowercase();
+        if let Some(found) = FORBIDDEN_HTML.iter().find(|f| lower.contains(*f)) {
+            return Err(refused(&format!(
+                "`{found}` is not allowed (nothing in a message may load or run anything)"
+            )));
+        }
+    }
     let is_name = |s: &str| NAMES.contains(&s);
     let value = |inner: &str| {
         let mut pieces = inner.split('|').map(str::trim);
@@ -208,7 +225,8 @@ fn check_syntax(part: &str, source: &str) -> Result<(), TemplateRefused> {
         match words.as_slice() {
             ["else"] | ["endif"] => true,
             ["if" | "elif", name] | ["if" | "elif", "not", name] => is_name(name),
-            ["include", file] => ["'greeting.txt'", "'greeting.html'"].contains(file),
+            // The greeting of the part's own kind (HTML escapes, text not).
+            ["include", file] => *file == greeting,
             _ => false,
         }
     };
@@ -228,7 +246,8 @@ fn check_syntax(part: &str, source: &str) -> Result<(), TemplateRefused> {
         let end = body
             .find(close)
             .ok_or_else(|| refused("a tag is not closed"))?;
-        let inner = body[..end]
+        let raw = body[..end].trim();
+        let inner = raw
             .trim_matches(|c: char| c == '-' || c == '+' || c == '~')
             .trim();
         let allowed = match kind {
@@ -236,6 +255,16 @@ fn check_syntax(part: &str, source: &str) -> Result<(), TemplateRefused> {
             '%' => statement(inner),
             _ => true,
         };
+        if kind == '{' && inner.split('|').next().map(str::trim) == Some("link") {
+            let from = source.len() - rest.len() + start;
+            let to = source.len() - body.len() + end + close.len();
+            if !link_stands_alone(part, raw, &source[..from], &source[to..]) {
+                return Err(refused(
+                    "{{ link }} must stand alone: as `href=\"{{ link }}\"` or between tags in \
+                     HTML, between spaces or line breaks in text, never in the subject",
+                ));
+            }
+        }
         if !allowed {
             return Err(refused(
                 "only {{ name }}, {{ email }}, {{ link }}, {{ tenant_name }} (with upper, lower, \
@@ -246,6 +275,48 @@ fn check_syntax(part: &str, source: &str) -> Result<(), TemplateRefused> {
         rest = &body[end + close.len()..];
     }
     Ok(())
+}
+
+/// What an HTML template may not hold: what loads or runs something when
+/// the message is opened, or styles that could select on the link.
+const FORBIDDEN_HTML: [&str; 14] = [
+    "<script",
+    "<style",
+    "url(",
+    "@import",
+    "<link",
+    "<base",
+    "<meta",
+    "<form",
+    "<iframe",
+    "<object",
+    "<embed",
+    "<svg",
+    "javascript:",
+    "srcset",
+];
+
+/// Whether the link tag `raw` (its text between the braces), with `before`
+/// and `after` it in the source of `part`, stands where nothing else can
+/// be joined to it: the link goes only to the application, whole.
+fn link_stands_alone(part: &str, raw: &str, before: &str, after: &str) -> bool {
+    // Whitespace control would join it to what is around it.
+    let plain = !raw.starts_with(['-', '+', '~']) && !raw.ends_with(['-', '+', '~']);
+    let last = before.chars().last();
+    let next = after.chars().next();
+    plain
+        && match part {
+            "html" => {
+                let lower = before.to_lowercase();
+                (lower.ends_with("href=\"") && next == Some('"'))
+                    || (last == Some('>') && next == Some('<'))
+            }
+            "text" => {
+                last.is_none_or(|c| c.is_whitespace() || c == '(' || c == '<')
+                    && next.is_none_or(|c| c.is_whitespace() || ")>.,;!".contains(c))
+            }
+            _ => false,
+        }
 }
 
 /// Checks a tenant's `template` for `kind`: it uses only the small language
@@ -276,6 +347,21 @@ pub fn check(kind: MessageKind, template: &MailTemplate) -> Result<(), TemplateR
             tenant_name: "Sample".to_owned(),
         };
         let rendered = render_in(&env, &context).map_err(|e| refused("template", e))?;
+        // The personal-data guard on what is sent, not only on the source
+        // (a comment or a condition could split an address there).
+        let own = |text: &str| text.replace("sample@example.org", "").replace(sample, "");
+        for (part, text) in [
+            ("subject", &rendered.subject),
+            ("text", &rendered.text),
+            ("html", &rendered.html),
+        ] {
+            if custodia_domain::personal::refuse_personal_data("template", &own(text)).is_err() {
+                return Err(TemplateRefused(format!(
+                    "{part}: holds what reads as personal data (an address, a phone or card \
+                     number); it is kept in the log for good"
+                )));
+            }
+        }
         if context.link.is_some() {
             for (part, text) in [("text", &rendered.text), ("html", &rendered.html)] {
                 // (HTML escapes the link's slashes: its token is enough.)
@@ -381,11 +467,11 @@ mod tests {
             ),
             // Memory, which fuel does not bound.
             (
-                "{{ link }}{% set a = 'x' * 100000000 %}{{ a ~ a ~ a }}",
+                "{{ link }} {% set a = 'x' * 100000000 %}{{ a ~ a ~ a }}",
                 only,
             ),
             ("{{ link ~ 'x' * 100000000 }}", only),
-            ("{{ link }}{% raw %}{{ x }}{% endraw %}", only),
+            ("{{ link }} {% raw %}{{ x }}{% endraw %}", only),
             ("{{ link | safe }}", only),
         ] {
             let template = MailTemplate {
@@ -399,11 +485,50 @@ mod tests {
         // whitespace control, the greeting, comments, stray braces.
         let rich = MailTemplate {
             text: "{# note #}{%- if name -%}Hi {{ name | title }}{% elif email %}Hi {{ email | lower }}\
-                   {% else %}Hi{% endif %} {a} {{- link -}}"
+                   {% else %}Hi{% endif %} {a}\n{{ link }}."
                 .to_owned(),
             ..german()
         };
         check(kind, &rich).unwrap();
+        // The link goes only to the application, whole: never joined to
+        // another address (the outside review sent a reset link to a
+        // tracking pixel), never in the subject.
+        let with = |text: &str, html: &str, subject: &str| MailTemplate {
+            subject: subject.to_owned(),
+            text: text.to_owned(),
+            html: html.to_owned(),
+        };
+        let fine_html = "<a href=\"{{ link }}\">go</a>";
+        for (template, why) in [
+            (
+                with(
+                    "{{ link }}",
+                    "<a href=\"{{ link }}\">go</a><img src=\"http://x.example/p.gif?u={{ link }}\">",
+                    "s",
+                ),
+                "stand alone",
+            ),
+            (with("{{ link }}", "<a href=\"https://x.example/?{{ link }}\">go</a>", "s"), "stand alone"),
+            (with("https://x.example/?{{ link }}", fine_html, "s"), "stand alone"),
+            (with("go:{{- link }}", fine_html, "s"), "stand alone"),
+            (with("{{ link }}", fine_html, "{{ link }}"), "stand alone"),
+            (with("{{ link }}", "<p>{{ link }}</p><style>a{}</style>", "s"), "not allowed"),
+            (with("{{ link }}", "<p style=\"background:url(x)\">{{ link }}</p>", "s"), "not allowed"),
+            // A greeting of the other kind would not escape the name.
+            (with("{{ link }}", "{% include 'greeting.txt' %}<p>{{ link }}</p>", "s"), "are allowed"),
+            (with("{% include 'greeting.html' %} {{ link }}", fine_html, "s"), "are allowed"),
+            // The guard reads what is sent: a comment cannot split an address.
+            (with("{{ link }} help{# #}@acme.example", fine_html, "s"), "personal data"),
+            (with("{{ link }} +1 415{% if name %}{% endif %} 555 0132", fine_html, "s"), "personal data"),
+        ] {
+            let refused = check(kind, &template).unwrap_err();
+            assert!(refused.0.contains(why), "{why}: {refused}");
+        }
+        check(
+            kind,
+            &with("{{ link }}", "<p>Go to</p><p>{{ link }}</p>", "s"),
+        )
+        .unwrap();
         // A notice has no link to carry.
         let notice = MailTemplate {
             text: "{{ email }}".to_owned(),

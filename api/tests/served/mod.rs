@@ -29,12 +29,6 @@ impl Served {
     pub async fn stop(self) {
         self.handle.stop(true).await;
         self.serving.await.unwrap().unwrap();
-        // The server's worker ran on a runtime of its own, and database
-        // connections it opened stay in the shared pool. Once that runtime
-        // is gone, such a connection fails its ping and the pool drops it;
-        // while it is still shutting down, a query on it fails instead
-        // ("a Tokio context … is being shutdown", seen once). Let it finish.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
 

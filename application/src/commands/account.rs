@@ -174,17 +174,32 @@ impl PreparedLink {
         })
     }
 
-    /// Adds the token (part `token`, revoking the live one) and its message
-    /// (part `message`) to `plan`.
-    pub(crate) async fn plan(&self, plan: &mut Plan<'_>) -> Result<(), CommandError> {
-        let issue = LinkTokenCommand::Issue {
+    /// Refuses with [`CommandError::LinkLimit`] when the user's stream of
+    /// this purpose takes no more links now (nothing is written).
+    pub(crate) async fn check_bound(&self, ports: &Ports) -> Result<(), CommandError> {
+        let stream = link_stream(self.purpose.stream_id(self.user));
+        let (tokens, _) = load::<LinkTokens>(&*ports.store, &stream).await?;
+        match tokens.decide(&self.issue()) {
+            Err(LinkTokenError::TooMany) => Err(CommandError::LinkLimit),
+            _ => Ok(()),
+        }
+    }
+
+    fn issue(&self) -> LinkTokenCommand {
+        LinkTokenCommand::Issue {
             token: self.token,
             user: self.user,
             purpose: self.purpose,
             secret_sha256: self.secret_sha256,
             expires_at: self.expires_at,
             at: self.at,
-        };
+        }
+    }
+
+    /// Adds the token (part `token`, revoking the live one) and its message
+    /// (part `message`) to `plan`.
+    pub(crate) async fn plan(&self, plan: &mut Plan<'_>) -> Result<(), CommandError> {
+        let issue = self.issue();
         let stream = link_stream(self.purpose.stream_id(self.user));
         plan.part::<LinkTokens>("token", &stream, EventId::generate(), |tokens| {
             tokens.decide(&issue).map_err(|error| match error {

@@ -33,7 +33,8 @@ fn refused(error: MailTemplateError) -> CommandError {
 }
 
 /// Sets the tenant's template for `kind` in `locale` (`None`: its default
-/// for every language). Needs `tenant.update`.
+/// for every language). Needs `mail_template.update` (owners): every link
+/// the tenant's users receive travels in these templates.
 pub async fn set_mail_template(
     ports: &Ports,
     caller: &Caller,
@@ -42,7 +43,7 @@ pub async fn set_mail_template(
     locale_tag: Option<&str>,
     template: MailTemplate,
 ) -> Result<Outcome, CommandError> {
-    let authorized = authorize(caller, tenant, Permission::TenantUpdate, None)?;
+    let authorized = authorize(caller, tenant, Permission::MailTemplateUpdate, None)?;
     let locale = locale(locale_tag)?;
     require_active_tenant(ports, tenant).await?;
     let command = MailTemplateCommand::Set {
@@ -59,6 +60,7 @@ pub async fn set_mail_template(
 
 /// Removes the tenant's template for `kind` in `locale`: the next one in
 /// line (its language's, the tenant's default, the built-in) is used.
+/// Needs `mail_template.update`.
 pub async fn remove_mail_template(
     ports: &Ports,
     caller: &Caller,
@@ -66,7 +68,7 @@ pub async fn remove_mail_template(
     kind: MessageKind,
     locale_tag: Option<&str>,
 ) -> Result<Outcome, CommandError> {
-    let authorized = authorize(caller, tenant, Permission::TenantUpdate, None)?;
+    let authorized = authorize(caller, tenant, Permission::MailTemplateUpdate, None)?;
     let locale = locale(locale_tag)?;
     require_active_tenant(ports, tenant).await?;
     let command = MailTemplateCommand::Remove { kind, locale };

@@ -429,6 +429,11 @@ async fn change_address(
 ) -> Result<Outcome, CommandError> {
     let email = Email::parse(email)?;
     let authorized = authorize_on_user(ports, caller, tenant, Permission::UserUpdate, user).await?;
+    // An address is how a password is reset: changing someone else's is
+    // changing their credentials (a user may change their own).
+    caller
+        .principal
+        .authorize(tenant, Permission::CredentialManage, Some(user))?;
     let custodia_domain::identity::tenant::Tenant::Active { settings, .. } =
         require_active_tenant(ports, tenant).await?
     else {
@@ -453,7 +458,12 @@ async fn change_address(
         let lifetime = settings.flows.lifetime_micros(purpose);
         let link =
             super::account::PreparedLink::mint(ports, tenant, user, purpose, &email, lifetime, at);
-        Some(link.await?)
+        let link = link.await?;
+        // Refused now when no more links may go to the user this hour,
+        // before the address is looked at: past the bound, a taken and a
+        // free address answer alike.
+        link.check_bound(ports).await?;
+        Some(link)
     };
     // The current address is told that a change was asked for (with no
     // word of the new one).

@@ -110,7 +110,7 @@ impl TenantMutations {
     /// a template that does not render, uses another name, leaves out the
     /// link (where there is one) or holds an address or a phone number is
     /// refused (`VALIDATION`). Plaintext in the log for good. Needs
-    /// `tenant.update`.
+    /// `mail_template.update` (owners: every link travels in a template).
     async fn set_mail_template(
         &self,
         ctx: &Context<'_>,
@@ -127,7 +127,7 @@ impl TenantMutations {
         let caller = data(ctx).caller().await?;
         // Authorised before the template is rendered: an outsider's request
         // costs no rendering.
-        let permission = custodia_domain::rbac::Permission::TenantUpdate;
+        let permission = custodia_domain::rbac::Permission::MailTemplateUpdate;
         data(ctx).authorize(tenant, permission, None)?;
         let kind = mail_kind(&kind)?;
         let template = MailTemplate {
@@ -151,7 +151,7 @@ impl TenantMutations {
     }
 
     /// Removes the tenant's template for a kind in a language (or its
-    /// default): the next one in line is used. Needs `tenant.update`.
+    /// default): the next one in line is used. Needs `mail_template.update`.
     async fn remove_mail_template(
         &self,
         ctx: &Context<'_>,
