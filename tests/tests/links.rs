@@ -555,6 +555,14 @@ async fn changing_someone_elses_address_takes_their_credentials_too(db: TestData
         );
     }
     assert_eq!(ports.store.head().await.unwrap(), head);
+    // Withdrawing the pending change sends nothing, and is not refused.
+    change_email(&ports, &me(), tenant, member, "bob@example.org")
+        .await
+        .unwrap();
+    let record = read_personal_data(&ports, &operator(), tenant, member)
+        .await
+        .unwrap();
+    assert_eq!(record.pending_email, None);
 }
 
 /// Found by the outside review: an admin (`tenant.update`) could send an

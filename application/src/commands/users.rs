@@ -461,8 +461,18 @@ async fn change_address(
         let link = link.await?;
         // Refused now when no more links may go to the user this hour,
         // before the address is looked at: past the bound, a taken and a
-        // free address answer alike.
-        link.check_bound(ports).await?;
+        // free address answer alike. (Withdrawing a pending change, or
+        // asking again for the same, sends nothing and is not refused.)
+        let asked = email_index(ports, tenant, &email).await?;
+        let (state, _) = super::load::<User>(&*ports.store, &user_stream(user)).await?;
+        let sends_nothing = matches!(
+            state,
+            User::Present { email_index, pending_email, .. }
+                if email_index == asked || pending_email == Some(asked)
+        );
+        if !sends_nothing {
+            link.check_bound(ports).await?;
+        }
         Some(link)
     };
     // The current address is told that a change was asked for (with no
