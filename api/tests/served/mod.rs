@@ -26,9 +26,21 @@ pub struct Served {
 }
 
 impl Served {
-    pub async fn stop(self) {
-        self.handle.stop(true).await;
-        self.serving.await.unwrap().unwrap();
+    /// Stops taking connections. The server's worker runs on a runtime of
+    /// its own, and the database connections it opened stay in the pool
+    /// the test shares: were that runtime shut down now, the test's next
+    /// query could get one of them and fail ("a Tokio context … is being
+    /// shut down"). So the worker lives until the test ends (see `Drop`).
+    pub async fn stop(&self) {
+        self.handle.pause().await;
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // The stop is sent at once; the test is over, nothing waits for it.
+        drop(self.handle.stop(false));
+        self.serving.abort();
     }
 }
 

@@ -477,8 +477,12 @@ async fn change_address(
     };
     // The current address is told that a change was asked for (with no
     // word of the new one).
-    let notice = match personal_record(ports, tenant, user).await?.email {
-        Some(current) if pending => {
+    let current = match pending {
+        true => personal_record(ports, tenant, user).await?.email,
+        false => None,
+    };
+    let notice = match current {
+        Some(current) => {
             let current = Email::parse(&current)?;
             let kind = custodia_domain::identity::message::MessageKind::AddressChangeNotice;
             let notice = super::account::PreparedMessage::seal(
