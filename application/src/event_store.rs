@@ -453,6 +453,31 @@ pub trait EventStore: Send + Sync {
     /// Deletes every snapshot (they are rebuilt as commands load streams).
     /// Returns how many there were.
     async fn drop_snapshots(&self) -> Result<u64, StoreError>;
+
+    /// How commits are made durable, as the store's own connections report
+    /// it (a faster figure bought with lost commits does not count).
+    async fn durability(&self) -> Result<Durability, StoreError>;
+}
+
+/// The settings that decide whether a commit survives a crash, as the
+/// store's connections report them (`synchronous`, `journal_mode` on
+/// SQLite; `synchronous_commit`, `fsync` on PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// Each setting's name and value, lowercase.
+    pub settings: Vec<(String, String)>,
+}
+
+impl Durability {
+    /// The value of the setting `name`, if it was reported.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Wakes a follower when events may have been appended, so that it need not

@@ -17,7 +17,7 @@ pub mod verify;
 
 pub use event_store::{
     check_atomic, AppendContext, AppendDecision, AppendError, AppendRequest, AppendSignal,
-    Appended, ChainSummary, CommittedCommand, EventStore, ExpectedVersion, StoreError,
+    Appended, ChainSummary, CommittedCommand, Durability, EventStore, ExpectedVersion, StoreError,
     StoredSnapshot,
 };
 pub use one_time_codes::OneTimeCodes;

@@ -474,6 +474,21 @@ impl EventStore for PostgresEventStore {
         row.as_ref().map(committed_row).transpose()
     }
 
+    async fn durability(&self) -> Result<custodia_application::Durability, StoreError> {
+        let mut settings = Vec::new();
+        for name in ["synchronous_commit", "fsync"] {
+            let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+            settings.push((name.to_owned(), value.to_lowercase()));
+        }
+        Ok(custodia_application::Durability {
+            backend: "postgres",
+            settings,
+        })
+    }
+
     async fn head(&self) -> Result<LogCursor, StoreError> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT transaction_id, position FROM events \

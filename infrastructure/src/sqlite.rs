@@ -459,6 +459,35 @@ impl EventStore for SqliteEventStore {
         AppendSignal::new(self.appended.subscribe())
     }
 
+    async fn durability(&self) -> Result<custodia_application::Durability, StoreError> {
+        // Read on the writer's own connection: the one whose commits count.
+        let mut settings = Vec::new();
+        for (name, query) in [
+            ("synchronous", "PRAGMA synchronous"),
+            ("journal_mode", "PRAGMA journal_mode"),
+        ] {
+            let row = sqlx::query(query)
+                .fetch_one(&self.writer)
+                .await
+                .map_err(store_error)?;
+            let value = match row.try_get::<i64, _>(0) {
+                // 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+                Ok(level) => ["off", "normal", "full", "extra"]
+                    .get(usize::try_from(level).unwrap_or(usize::MAX))
+                    .map_or_else(|| level.to_string(), |s| (*s).to_owned()),
+                Err(_) => row
+                    .try_get::<String, _>(0)
+                    .map_err(store_error)?
+                    .to_lowercase(),
+            };
+            settings.push((name.to_owned(), value));
+        }
+        Ok(custodia_application::Durability {
+            backend: "sqlite",
+            settings,
+        })
+    }
+
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<StoredSnapshot>, StoreError> {
         snapshots::load(&self.reader, stream).await
     }

@@ -258,6 +258,10 @@ impl EventStore for MeteredStore {
         self.inner.head().await
     }
 
+    async fn durability(&self) -> Result<custodia_application::Durability, StoreError> {
+        self.inner.durability().await
+    }
+
     fn append_signal(&self) -> AppendSignal {
         self.inner.append_signal()
     }
