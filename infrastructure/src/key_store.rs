@@ -394,6 +394,13 @@ impl KeyTables {
         Ok(destroyed)
     }
 
+    /// The counter that moves whenever a key is destroyed, rewrapped or
+    /// removed (migration 0003; the key cache reads it).
+    pub(crate) async fn epoch(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT epoch FROM key_store_epoch WHERE id = 1";
+        on_pool!(&self.0, pool => sqlx::query_scalar(sql).fetch_one(pool))
+    }
+
     pub(crate) async fn holds_tenant_keys(&self) -> Result<bool, StoreError> {
         let sql = "SELECT count(*) FROM tenant_keys";
         let count: i64 = on_pool!(&self.0, pool => sqlx::query_scalar(sql).fetch_one(pool))?;

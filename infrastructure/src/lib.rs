@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod database;
 pub mod idempotency;
+mod key_cache;
 pub mod key_store;
 pub mod migrations;
 pub mod passwords;
@@ -23,6 +24,7 @@ pub mod webhook;
 
 pub use database::{default_keys_url, open_event_store, Backend, OpenMode, DEFAULT_DATABASE_URL};
 pub use idempotency::IdempotencyKeys;
+pub use key_cache::KeyCacheStats;
 pub use passwords::Argon2Passwords;
 pub use postgres::PostgresEventStore;
 pub use read_models::SqlReadModels;

@@ -130,6 +130,11 @@ pub const KEYS_SQLITE: &[Migration] = &[
         name: "checkpoint_keys",
         sql: include_str!("../../migrations/keys/sqlite/0002_checkpoint_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "key_store_epoch",
+        sql: include_str!("../../migrations/keys/sqlite/0003_key_store_epoch.sql"),
+    },
 ];
 
 pub const KEYS_POSTGRES: &[Migration] = &[
@@ -142,6 +147,11 @@ pub const KEYS_POSTGRES: &[Migration] = &[
         version: 2,
         name: "checkpoint_keys",
         sql: include_str!("../../migrations/keys/postgres/0002_checkpoint_keys.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "key_store_epoch",
+        sql: include_str!("../../migrations/keys/postgres/0003_key_store_epoch.sql"),
     },
 ];
 

@@ -30,14 +30,12 @@ use sha2::Sha256;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::key_cache::{CachedKey, Generation, KeyBytes, KeyCache, KeyCacheStats};
 use crate::key_store::{KeyRows, KeyTables, SealedTable, Slot};
 use crate::signed_note::NoteSigner;
 use crate::tokens::SigningKeyMaterial;
 
 pub(crate) const NONCE_LEN: usize = 12;
-
-/// 256 bits of key material, wiped from memory when dropped.
-type KeyBytes = Zeroizing<[u8; 32]>;
 
 /// The key that wraps every tenant key. Its `Debug` form never shows it.
 pub struct MasterKey(KeyBytes);
@@ -289,12 +287,13 @@ pub struct Rotation {
 pub struct KeyVault {
     masters: MasterKeys,
     tables: KeyTables,
+    cache: KeyCache,
 }
 
 impl KeyVault {
     /// Opens the key store at `url` (the log's own database; tests and
-    /// benchmarks). Keys are not cached: an erasure is seen by every
-    /// instance at its next use.
+    /// benchmarks). Unwrapped keys are cached; an erasure anywhere stops
+    /// them on every instance within [`KeyVault::ERASURE_SEEN_WITHIN`].
     pub async fn connect(url: &str, master: MasterKey) -> Result<Self, StoreError> {
         Self::open(url, url, MasterKeys::new(master))
             .await
@@ -329,7 +328,22 @@ impl KeyVault {
                 }
             }
         }
-        Ok((Self { masters, tables }, moved))
+        let vault = Self {
+            masters,
+            tables,
+            cache: KeyCache::new(),
+        };
+        Ok((vault, moved))
+    }
+
+    /// How long after an erasure commits, on this instance or any other
+    /// sharing the key store, a key it destroyed may still be used from
+    /// memory (one read of the store's erasure counter is added to it).
+    pub const ERASURE_SEEN_WITHIN: std::time::Duration = KeyCache::STALE_AFTER;
+
+    /// What the key cache has done since the vault opened.
+    pub fn cache_stats(&self) -> KeyCacheStats {
+        self.cache.stats()
     }
 
     /// Whether the store holds any tenant key (erased ones included).
@@ -346,7 +360,9 @@ impl KeyVault {
     /// key destroyed here stays destroyed; then the caller destroys again
     /// every key the log's erasure events name.
     pub async fn restore(&self, rows: &KeyRows) -> Result<(), StoreError> {
-        self.tables.load(rows).await
+        let loaded = self.tables.load(rows).await;
+        self.cache.drop_all();
+        loaded
     }
 
     /// Rewraps up to `limit` keys still wrapped under another master key
@@ -418,6 +434,7 @@ impl KeyVault {
             }
         }
         rotation.remaining = u64::try_from(self.tables.not_under(&current).await?).unwrap_or(0);
+        self.cache.drop_all();
         Ok(rotation)
     }
 
@@ -524,17 +541,21 @@ impl KeyVault {
     /// `Ok(None)`: erased (or, without `create`, never made).
     async fn tenant_key(
         &self,
+        generation: Generation,
         tenant: TenantId,
         create: bool,
     ) -> Result<Option<KeyBytes>, VaultError> {
+        let cached = CachedKey::Tenant(tenant.as_uuid());
+        if let Some(key) = self.cache.get(&cached) {
+            return Ok(Some(key));
+        }
         let aad = tenant_key_aad(tenant);
         loop {
             match self.tables.tenant(tenant).await? {
                 Slot::Wrapped { wrapped, master } => {
-                    return self
-                        .masters
-                        .unwrap(master.as_deref(), &wrapped, &aad)
-                        .map(Some)
+                    let key = self.masters.unwrap(master.as_deref(), &wrapped, &aad)?;
+                    self.cache.put(generation, cached, &key);
+                    return Ok(Some(key));
                 }
                 Slot::Erased => return Ok(None),
                 Slot::Missing if !create => return Ok(None),
@@ -555,16 +576,23 @@ impl KeyVault {
 
     async fn subject_key(
         &self,
+        generation: Generation,
         tenant_key: &[u8; 32],
         tenant: TenantId,
         subject: Uuid,
         create: bool,
     ) -> Result<Option<KeyBytes>, VaultError> {
+        let cached = CachedKey::Subject(tenant.as_uuid(), subject);
+        if let Some(key) = self.cache.get(&cached) {
+            return Ok(Some(key));
+        }
         let aad = subject_key_aad(tenant, subject);
         loop {
             match self.tables.subject(tenant, subject).await? {
                 Slot::Wrapped { wrapped, .. } => {
-                    return unwrap_key(tenant_key, &wrapped, &aad).map(Some)
+                    let key = unwrap_key(tenant_key, &wrapped, &aad)?;
+                    self.cache.put(generation, cached, &key);
+                    return Ok(Some(key));
                 }
                 Slot::Erased => return Ok(None),
                 Slot::Missing if !create => return Ok(None),
@@ -582,18 +610,25 @@ impl KeyVault {
     /// false. `Ok(None)`: destroyed by retention (or never made).
     async fn day_key(
         &self,
+        generation: Generation,
         tenant_key: &[u8; 32],
         tenant: TenantId,
         day: AccessDay,
         create: bool,
     ) -> Result<Option<KeyBytes>, VaultError> {
-        let aad = access_key_aad(tenant, day);
         let name = day.to_string();
+        let cached = CachedKey::Day(tenant.as_uuid(), name.clone());
+        if let Some(key) = self.cache.get(&cached) {
+            return Ok(Some(key));
+        }
+        let aad = access_key_aad(tenant, day);
         let mut made = false;
         loop {
             match self.tables.access(tenant, &name).await? {
                 Slot::Wrapped { wrapped, .. } => {
-                    return unwrap_key(tenant_key, &wrapped, &aad).map(Some)
+                    let key = unwrap_key(tenant_key, &wrapped, &aad)?;
+                    self.cache.put(generation, cached, &key);
+                    return Ok(Some(key));
                 }
                 Slot::Erased => return Ok(None),
                 // Made once and still missing: a later day was destroyed
@@ -619,11 +654,12 @@ impl KeyVault {
         day: Option<AccessDay>,
         create: bool,
     ) -> Result<Option<KeyBytes>, VaultError> {
-        let Some(tenant_key) = self.tenant_key(tenant, create).await? else {
+        let generation = self.cache.fresh(&self.tables).await?;
+        let Some(tenant_key) = self.tenant_key(generation, tenant, create).await? else {
             return Ok(None);
         };
         let Some(subject_key) = self
-            .subject_key(&tenant_key, tenant, subject, create)
+            .subject_key(generation, &tenant_key, tenant, subject, create)
             .await?
         else {
             return Ok(None);
@@ -632,7 +668,7 @@ impl KeyVault {
             return Ok(Some(subject_key));
         };
         Ok(self
-            .day_key(&tenant_key, tenant, day, create)
+            .day_key(generation, &tenant_key, tenant, day, create)
             .await?
             .map(|day_key| access_data_key(&subject_key, &day_key)))
     }
@@ -701,8 +737,9 @@ impl PersonalData for KeyVault {
         purpose: &str,
         normalised: &[u8],
     ) -> Result<BlindIndex, VaultError> {
+        let generation = self.cache.fresh(&self.tables).await?;
         let tenant_key = self
-            .tenant_key(tenant, true)
+            .tenant_key(generation, tenant, true)
             .await?
             .ok_or(VaultError::Erased)?;
         let mut index_key = Zeroizing::new([0u8; 32]);
@@ -719,11 +756,15 @@ impl PersonalData for KeyVault {
     }
 
     async fn erase_subject(&self, tenant: TenantId, subject: Uuid) -> Result<bool, VaultError> {
-        Ok(self.tables.erase_subject(tenant, subject).await?)
+        let erased = self.tables.erase_subject(tenant, subject).await;
+        self.cache.drop_all();
+        Ok(erased?)
     }
 
     async fn erase_tenant(&self, tenant: TenantId) -> Result<bool, VaultError> {
-        Ok(self.tables.erase_tenant(tenant).await?)
+        let erased = self.tables.erase_tenant(tenant).await;
+        self.cache.drop_all();
+        Ok(erased?)
     }
 
     async fn access_days(
@@ -744,10 +785,12 @@ impl PersonalData for KeyVault {
         tenant: TenantId,
         through: AccessDay,
     ) -> Result<u64, VaultError> {
-        Ok(self
+        let erased = self
             .tables
             .erase_access_days_through(tenant, &through.to_string())
-            .await?)
+            .await;
+        self.cache.drop_all();
+        Ok(erased?)
     }
 }
 

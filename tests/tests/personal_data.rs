@@ -4,10 +4,11 @@
 use custodia_application::{verify_log, AppendRequest, ExpectedVersion, PersonalData, VaultError};
 use custodia_domain::aggregate::EventSchema;
 use custodia_domain::identity::user::{SealedProfile, UserEvent};
-use custodia_domain::personal::{Email, FieldContext};
+use custodia_domain::personal::SealedField;
+use custodia_domain::personal::{AccessDay, Email, FieldContext};
 use custodia_domain::{
     Actor, ChainId, CommandId, EventId, Metadata, NewEvent, Origin, StreamCategory, StreamId,
-    StreamVersion, TenantId,
+    StreamVersion, TenantId, Timestamp,
 };
 use custodia_infrastructure::{open_event_store, KeyVault, MasterKey, OpenMode};
 use custodia_tests::{backends, TestDatabase};
@@ -21,6 +22,7 @@ backends!(
     blind_indexes_are_keyed_per_tenant_and_purpose,
     another_master_key_opens_nothing,
     no_personal_data_in_plaintext_anywhere_in_the_database,
+    a_destroyed_key_stops_on_every_instance_within_a_second,
 );
 
 async fn vault(db: &TestDatabase, master: MasterKey) -> KeyVault {
@@ -268,6 +270,110 @@ async fn erasing_a_tenant_shreds_every_subject_of_it(db: TestDatabase) {
         .await
         .unwrap()
         .is_intact());
+}
+
+/// Two instances share one key store, each with its own pool and its own
+/// key cache. A key one of them destroys stops opening anything on the
+/// other within one second, although the other held it in memory: a
+/// subject's key, a day's access key, and a tenant key (with every subject
+/// key under it).
+async fn a_destroyed_key_stops_on_every_instance_within_a_second(db: TestDatabase) {
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+    assert!(KeyVault::ERASURE_SEEN_WITHIN < WITHIN);
+    let master = MasterKey::generate();
+    let here = vault(&db, master.to_base64().parse().unwrap()).await;
+    let there = vault(&db, master).await;
+    let tenant = TenantId::generate();
+    let (ada, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let (ada_stream, bob_stream) = (user_stream(ada), user_stream(bob));
+    let event = EventId::generate();
+    let context = |stream| FieldContext {
+        tenant,
+        stream,
+        event_id: event,
+        field: "email",
+    };
+    async fn opens(
+        vault: &KeyVault,
+        field: &SealedField,
+        context: FieldContext<'_>,
+    ) -> Option<Vec<u8>> {
+        vault.open(&context, field).await.unwrap()
+    }
+    let ada_field = here
+        .seal(ada, &context(&ada_stream), b"ada@example.org")
+        .await
+        .unwrap();
+    let bob_field = here
+        .seal(bob, &context(&bob_stream), b"bob@example.org")
+        .await
+        .unwrap();
+    let day = AccessDay::of(Timestamp::now());
+    let ada_ip = here
+        .seal_access_data(ada, day, &context(&ada_stream), b"192.0.2.1")
+        .await
+        .unwrap();
+    let bob_ip = here
+        .seal_access_data(bob, day, &context(&bob_stream), b"192.0.2.2")
+        .await
+        .unwrap();
+
+    // The other instance reads every key once, then answers from memory.
+    for (field, stream) in [
+        (&ada_field, &ada_stream),
+        (&bob_field, &bob_stream),
+        (&ada_ip, &ada_stream),
+        (&bob_ip, &bob_stream),
+    ] {
+        assert!(opens(&there, field, context(stream)).await.is_some());
+    }
+    let warm = there.cache_stats();
+    assert!(opens(&there, &ada_field, context(&ada_stream))
+        .await
+        .is_some());
+    assert!(opens(&there, &ada_ip, context(&ada_stream)).await.is_some());
+    let cached = there.cache_stats();
+    assert_eq!(cached.misses, warm.misses, "answered from memory");
+    assert!(cached.hits > warm.hits);
+
+    // A subject's key: gone here at once, there within the bound.
+    assert!(here.erase_subject(tenant, ada).await.unwrap());
+    assert_eq!(opens(&here, &ada_field, context(&ada_stream)).await, None);
+    tokio::time::sleep(WITHIN).await;
+    assert_eq!(opens(&there, &ada_field, context(&ada_stream)).await, None);
+    assert_eq!(opens(&there, &ada_ip, context(&ada_stream)).await, None);
+    assert_eq!(
+        opens(&there, &bob_field, context(&bob_stream))
+            .await
+            .as_deref(),
+        Some(&b"bob@example.org"[..]),
+        "the others still open"
+    );
+    assert!(there.cache_stats().drops > cached.drops);
+
+    // A day's access key, destroyed by retention on the other instance.
+    assert!(opens(&here, &bob_ip, context(&bob_stream)).await.is_some());
+    assert_eq!(
+        there.erase_access_days_through(tenant, day).await.unwrap(),
+        1
+    );
+    tokio::time::sleep(WITHIN).await;
+    assert_eq!(opens(&here, &bob_ip, context(&bob_stream)).await, None);
+    assert!(opens(&here, &bob_field, context(&bob_stream))
+        .await
+        .is_some());
+
+    // The tenant key, and with it every subject key under it.
+    assert!(opens(&there, &bob_field, context(&bob_stream))
+        .await
+        .is_some());
+    assert!(here.erase_tenant(tenant).await.unwrap());
+    tokio::time::sleep(WITHIN).await;
+    assert_eq!(opens(&there, &bob_field, context(&bob_stream)).await, None);
+    assert!(matches!(
+        there.blind_index(tenant, "email", b"x").await,
+        Err(VaultError::Erased)
+    ));
 }
 
 async fn blind_indexes_are_keyed_per_tenant_and_purpose(db: TestDatabase) {
