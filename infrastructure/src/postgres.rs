@@ -6,6 +6,14 @@
 //! parallel. Followers read below the oldest running transaction id, so an
 //! event that commits late can never sort before one already read
 //! (docs/adr/0002-gap-safe-reads.md).
+//!
+//! Single appends are committed in groups: callers queue them, and a few
+//! committer tasks each take what has queued (up to [`GROUP_MAX`]), lock
+//! every chain of the group in key order, decide and write each append, and
+//! commit once. The round trips of BEGIN, the locks and COMMIT, and the
+//! WAL flush, are shared by the group. An append a group cannot decide
+//! (its expected version) fails alone; a database error in a group makes
+//! each of its appends run again on its own.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -21,11 +29,13 @@ use custodia_domain::{
     LogCursor, Position, RecordedEvent, StreamId, StreamVersion, Timestamp,
 };
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::migrations;
+
+mod group;
 use crate::stored::{
     append_context, committed_row, decode_event, lookup_sql, snapshots, store_error, to_i64,
     COMMITTED_COMMAND, EVENT_COLUMNS,
@@ -59,6 +69,19 @@ WITH inserted AS (
 )
 SELECT max(position), max(transaction_id) FROM inserted";
 
+/// At most this many single appends share a transaction.
+const GROUP_MAX: usize = 64;
+
+/// How many groups are committed at once: one waits for its WAL flush while
+/// the others are decided and written.
+const COMMITTERS: usize = 2;
+
+/// An append waiting for its group.
+struct Queued {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
 /// One try at an append.
 enum Attempt {
     Appended(Vec<Appended>),
@@ -69,6 +92,9 @@ enum Attempt {
 #[derive(Debug)]
 pub struct PostgresEventStore {
     pool: PgPool,
+    /// Single appends, for the committers.
+    queue: mpsc::Sender<Queued>,
+    committers: Vec<JoinHandle<()>>,
     /// Wakes this process's followers after its own appends and on NOTIFY.
     appended: watch::Sender<u64>,
     /// Asks the notifier task to NOTIFY other processes (coalesced).
@@ -79,6 +105,9 @@ pub struct PostgresEventStore {
 impl Drop for PostgresEventStore {
     fn drop(&mut self) {
         self.listener.abort();
+        for committer in &self.committers {
+            committer.abort();
+        }
     }
 }
 
@@ -96,8 +125,22 @@ impl PostgresEventStore {
         let (notify, requests) = watch::channel(0);
         tokio::spawn(notify_other_processes(pool.clone(), requests));
         let listener = tokio::spawn(listen_for_appends(pool.clone(), appended.clone()));
+        let (queue, queued) = mpsc::channel(4 * GROUP_MAX);
+        let queued = std::sync::Arc::new(tokio::sync::Mutex::new(queued));
+        let committers = (0..COMMITTERS)
+            .map(|_| {
+                tokio::spawn(commit_groups(
+                    pool.clone(),
+                    queued.clone(),
+                    appended.clone(),
+                    notify.clone(),
+                ))
+            })
+            .collect();
         Ok(Self {
             pool,
+            queue,
+            committers,
             appended,
             notify,
             listener,
@@ -114,51 +157,12 @@ impl PostgresEventStore {
         )
     }
 
-    /// [`Self::try_append`], looking again once after a cross-chain race.
-    async fn append_all(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, AppendError> {
-        let appended = match self.try_append(requests).await? {
-            Attempt::Appended(appended) => appended,
-            // Lost a cross-chain race on a unique key: look again, once.
-            Attempt::Raced => match self.try_append(requests).await? {
-                Attempt::Appended(appended) => appended,
-                Attempt::Raced => {
-                    return Err(StoreError::database(
-                        "a concurrent append raced this one twice".to_owned(),
-                    )
-                    .into())
-                }
-            },
-        };
+    /// [`append_all`] on this store's pool, waking followers.
+    async fn append_now(&self, requests: &[AppendRequest]) -> Result<Vec<Appended>, AppendError> {
+        let appended = append_all(&self.pool, requests).await?;
         self.appended.send_modify(|n| *n += 1);
         self.notify.send_modify(|n| *n += 1);
         Ok(appended)
-    }
-
-    /// Appends `requests` (one batch, or the batches of an atomic append) in
-    /// one transaction that holds their chain's lock: every one or none.
-    async fn try_append(&self, requests: &[AppendRequest]) -> Result<Attempt, AppendError> {
-        let chain = requests[0].chain();
-        // BEGIN and the chain lock in one round trip. The lock comes before
-        // any write, so this transaction's id is assigned after it holds the
-        // lock: transaction ids follow chain order.
-        let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({})", lock_key(chain));
-        let mut tx = self.pool.begin_with(begin).await.map_err(store_error)?;
-        let mut appended = Vec::with_capacity(requests.len());
-        let mut wrote = false;
-        for request in requests {
-            match append_in(&mut tx, request).await? {
-                Step::Replayed(one) => appended.push(one),
-                Step::Wrote(one) => {
-                    wrote = true;
-                    appended.push(one);
-                }
-                Step::Raced => return Ok(Attempt::Raced),
-            }
-        }
-        if wrote {
-            tx.commit().await.map_err(store_error)?;
-        }
-        Ok(Attempt::Appended(appended))
     }
 
     /// A unique violation on these keys means a concurrent append in another
@@ -168,7 +172,127 @@ impl PostgresEventStore {
         matches!(error, sqlx::Error::Database(db)
             if matches!(db.constraint(), Some("commands_pkey" | "events_stream_version_key")))
     }
+}
 
+/// [`try_append`], looking again once after a cross-chain race.
+async fn append_all(
+    pool: &PgPool,
+    requests: &[AppendRequest],
+) -> Result<Vec<Appended>, AppendError> {
+    match try_append(pool, requests).await? {
+        Attempt::Appended(appended) => Ok(appended),
+        // Lost a cross-chain race on a unique key: look again, once.
+        Attempt::Raced => match try_append(pool, requests).await? {
+            Attempt::Appended(appended) => Ok(appended),
+            Attempt::Raced => Err(StoreError::database(
+                "a concurrent append raced this one twice".to_owned(),
+            )
+            .into()),
+        },
+    }
+}
+
+/// Appends `requests` (one batch, or the batches of an atomic append) in
+/// one transaction that holds their chain's lock: every one or none.
+async fn try_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Attempt, AppendError> {
+    let mut tx = pool
+        .begin_with(begin_locking(requests))
+        .await
+        .map_err(store_error)?;
+    let mut appended = Vec::with_capacity(requests.len());
+    let mut wrote = false;
+    for request in requests {
+        match append_in(&mut tx, request).await? {
+            Step::Replayed(one) => appended.push(one),
+            Step::Wrote(one) => {
+                wrote = true;
+                appended.push(one);
+            }
+            Step::Refused(error) => return Err(error),
+            Step::Raced => return Ok(Attempt::Raced),
+        }
+    }
+    if wrote {
+        tx.commit().await.map_err(store_error)?;
+    }
+    Ok(Attempt::Appended(appended))
+}
+
+/// BEGIN and the lock of every chain of `requests`, in key order (so that
+/// two transactions never wait for each other), in one round trip. The
+/// locks come before any write, so a transaction's id is assigned after it
+/// holds them: transaction ids follow chain order.
+fn begin_locking(requests: &[AppendRequest]) -> String {
+    let mut keys: Vec<i64> = requests.iter().map(|r| lock_key(r.chain())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut sql = String::from("BEGIN;");
+    for key in keys {
+        sql.push_str(&format!(" SELECT pg_advisory_xact_lock({key});"));
+    }
+    sql
+}
+
+/// A committer: takes what has queued, commits it as one group, answers
+/// each caller; until the store is dropped.
+async fn commit_groups(
+    pool: PgPool,
+    queued: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+    appended: watch::Sender<u64>,
+    notify: watch::Sender<u64>,
+) {
+    loop {
+        let mut group = Vec::new();
+        {
+            let mut queued = queued.lock().await;
+            let Some(first) = queued.recv().await else {
+                return;
+            };
+            group.push(first);
+            while group.len() < GROUP_MAX {
+                match queued.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (requests, replies): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|q| (q.request, q.reply)).unzip();
+        let answers = commit_group(&pool, &requests).await;
+        if answers.iter().any(Result::is_ok) {
+            appended.send_modify(|n| *n += 1);
+            notify.send_modify(|n| *n += 1);
+        }
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // A caller that went away learns nothing; its append stands.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Appends each request of a group, all in one transaction when the
+/// database lets it; otherwise each on its own. One answer per request.
+async fn commit_group(
+    pool: &PgPool,
+    requests: &[AppendRequest],
+) -> Vec<Result<Appended, AppendError>> {
+    if !requests.is_empty() {
+        if let Ok(answers) = group::append_group(pool, requests).await {
+            return answers;
+        }
+    }
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        answers.push(
+            append_all(pool, std::slice::from_ref(request))
+                .await
+                .map(|mut one| one.remove(0)),
+        );
+    }
+    answers
+}
+
+impl PostgresEventStore {
     async fn fetch_events(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -178,10 +302,14 @@ impl PostgresEventStore {
     }
 }
 
-/// What one batch did inside an atomic transaction.
+/// What one batch did inside a transaction.
 enum Step {
     Replayed(Appended),
     Wrote(Appended),
+    /// Its decision refused it (an expected version, an id reused with
+    /// other content); nothing was written and the transaction is sound.
+    Refused(AppendError),
+    /// The database refused it; the transaction is aborted.
     Raced,
 }
 
@@ -201,9 +329,10 @@ async fn append_in(
         .fetch_one(&mut **tx)
         .await
         .map_err(store_error)?;
-    let sealed = match request.decide(append_context(&row)?, Timestamp::now())? {
-        AppendDecision::Replay(appended) => return Ok(Step::Replayed(appended)),
-        AppendDecision::Append(sealed) => sealed,
+    let sealed = match request.decide(append_context(&row)?, Timestamp::now()) {
+        Ok(AppendDecision::Replay(appended)) => return Ok(Step::Replayed(appended)),
+        Ok(AppendDecision::Append(sealed)) => sealed,
+        Err(refused) => return Ok(Step::Refused(refused)),
     };
     let last = sealed.last().expect("an append carries at least one event");
     let column = |f: fn(&RecordedEvent) -> Vec<u8>| sealed.iter().map(f).collect::<Vec<_>>();
@@ -373,8 +502,13 @@ fn verify_row(
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let mut appended = self.append_all(&[request]).await?;
-        Ok(appended.remove(0))
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::unavailable("the append committers stopped".to_owned());
+        self.queue
+            .send(Queued { request, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn append_atomic(
@@ -382,7 +516,7 @@ impl EventStore for PostgresEventStore {
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<Appended>, AppendError> {
         check_atomic(&requests)?;
-        self.append_all(&requests).await
+        self.append_now(&requests).await
     }
 
     async fn read_stream(

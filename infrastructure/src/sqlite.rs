@@ -1,7 +1,7 @@
 //! The event store on an embedded SQLite file (WAL, `synchronous=FULL`).
 //!
-//! SQLite allows one writer at a time, so one task owns the writer connection
-//! and appends in **group commits**: the appends waiting for it (up to
+//! SQLite allows one writer at a time, so one thread owns the writer
+//! connection (`writer.rs`) and appends in **group commits**: the appends waiting for it (up to
 //! [`MAX_GROUP`]) share one `BEGIN IMMEDIATE … COMMIT` and one fsync, each
 //! still checked and sealed on its own. If a write fails inside a group, the
 //! group is rolled back and replayed one append at a time, so one bad append
@@ -16,24 +16,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use custodia_application::{
-    check_atomic, AppendDecision, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary,
-    ChainVerdict, CommittedCommand, EventStore, StoreError, StoredSnapshot,
+    check_atomic, AppendError, AppendRequest, AppendSignal, Appended, ChainSummary, ChainVerdict,
+    CommittedCommand, EventStore, StoreError, StoredSnapshot,
 };
 use custodia_domain::chain::StoredField as F;
 use custodia_domain::{
     ChainId, ChainIndex, ChainVerifier, CommandId, EventFields, EventLocation, LogCursor, Position,
-    RecordedEvent, StreamId, StreamVersion, Timestamp,
+    RecordedEvent, StreamId, StreamVersion,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Sqlite;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::migrations;
+
+mod writer;
 use crate::stored::{
-    append_context, committed_row, decode_event, lookup_sql, snapshots, store_error, to_i64,
-    COMMITTED_COMMAND, EVENT_COLUMNS,
+    committed_row, decode_event, lookup_sql, snapshots, store_error, to_i64, COMMITTED_COMMAND,
+    EVENT_COLUMNS,
 };
+use writer::Job;
 
 /// The most appends one group commit carries.
 pub const MAX_GROUP: usize = 64;
@@ -53,14 +56,6 @@ pub struct SqliteEventStore {
     writer: SqlitePool,
     reader: SqlitePool,
     appended: watch::Sender<u64>,
-}
-
-/// An append (one batch, or the batches of an atomic append) waiting for
-/// the writer, and where to send its outcome.
-#[derive(Debug)]
-struct Job {
-    requests: Vec<AppendRequest>,
-    reply: oneshot::Sender<Outcome>,
 }
 
 type Outcome = Result<Vec<Appended>, AppendError>;
@@ -91,7 +86,14 @@ impl SqliteEventStore {
             .map_err(store_error)?;
         let appended = watch::channel(0).0;
         let (jobs, queue) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(write_appends(writer.clone(), queue, appended.clone()));
+        let connection = writer::open(options.get_filename())?;
+        let signal = appended.clone();
+        std::thread::Builder::new()
+            .name("custodia-sqlite-writer".to_owned())
+            .spawn(move || writer::run(connection, queue, signal))
+            .map_err(|e| {
+                StoreError::unavailable(format!("the SQLite writer did not start: {e}"))
+            })?;
         Ok(Self {
             path: options.get_filename().to_path_buf(),
             jobs,
@@ -116,7 +118,7 @@ impl SqliteEventStore {
         let stopped = || StoreError::unavailable("the SQLite writer has stopped".to_owned());
         let (reply, outcome) = oneshot::channel();
         self.jobs
-            .send(Job { requests, reply })
+            .send(Job::Append { requests, reply })
             .await
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
@@ -129,209 +131,6 @@ impl SqliteEventStore {
         let rows = query.fetch_all(&self.reader).await.map_err(store_error)?;
         rows.iter().map(decode_event).collect()
     }
-}
-
-/// The writer task: runs until the store (the last sender) is dropped.
-async fn write_appends(
-    pool: SqlitePool,
-    mut queue: mpsc::Receiver<Job>,
-    appended: watch::Sender<u64>,
-) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let jobs: Vec<&[AppendRequest]> = group.iter().map(|job| &job.requests[..]).collect();
-        let outcomes = match commit_group(&pool, &jobs).await {
-            Ok(outcomes) => outcomes,
-            Err(error) if jobs.len() == 1 => vec![Err(error)],
-            Err(_) => {
-                let mut outcomes = Vec::with_capacity(jobs.len());
-                for job in &jobs {
-                    outcomes.push(match commit_group(&pool, &[job]).await {
-                        Ok(mut single) => single.remove(0),
-                        Err(error) => Err(error),
-                    });
-                }
-                outcomes
-            }
-        };
-        if outcomes.iter().any(Result::is_ok) {
-            appended.send_modify(|n| *n += 1);
-        }
-        for (job, outcome) in group.drain(..).zip(outcomes) {
-            // The caller may have gone away; its append stands regardless.
-            let _ = job.reply.send(outcome);
-        }
-    }
-}
-
-/// One transaction for the whole group: the outcome of each job, or an
-/// error if a write or the commit failed (then nothing was committed). A
-/// job of several batches runs under a savepoint, so a refusal of any of
-/// them undoes the ones before it and nothing else.
-async fn commit_group(
-    pool: &SqlitePool,
-    jobs: &[&[AppendRequest]],
-) -> Result<Vec<Outcome>, AppendError> {
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(store_error)?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for requests in jobs {
-        let atomic = requests.len() > 1;
-        if atomic {
-            sqlx::query("SAVEPOINT atomic_append")
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        }
-        let mut appended = Vec::with_capacity(requests.len());
-        let mut refused = None;
-        for request in requests.iter() {
-            match append_one(&mut tx, request).await? {
-                Ok(one) => appended.push(one),
-                Err(refusal) => {
-                    refused = Some(refusal);
-                    break;
-                }
-            }
-        }
-        if atomic {
-            let undo = if refused.is_some() {
-                "ROLLBACK TO atomic_append"
-            } else {
-                "RELEASE atomic_append"
-            };
-            sqlx::query(undo)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            if refused.is_some() {
-                sqlx::query("RELEASE atomic_append")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(store_error)?;
-            }
-        }
-        outcomes.push(match refused {
-            Some(refusal) => Err(refusal),
-            None => Ok(appended),
-        });
-    }
-    tx.commit().await.map_err(store_error)?;
-    Ok(outcomes)
-}
-
-/// Decides and writes one batch inside the group's transaction: its
-/// outcome, or an error that fails the whole group.
-async fn append_one(
-    tx: &mut Transaction<'_, Sqlite>,
-    request: &AppendRequest,
-) -> Result<Result<Appended, AppendError>, AppendError> {
-    let stream = request.stream();
-    let row = sqlx::query(&LOOKUP)
-        .bind(stream.category.as_str())
-        .bind(stream.id)
-        .bind(request.chain().as_uuid())
-        .bind(request.command_id().as_uuid())
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(store_error)?;
-    let context = append_context(&row)?;
-    let first_position: i64 = row.try_get(11).map_err(store_error)?;
-    Ok(match request.decide(context, Timestamp::now()) {
-        Err(refused) => Err(refused),
-        Ok(AppendDecision::Replay(appended)) => Ok(appended),
-        Ok(AppendDecision::Append(sealed)) => {
-            Ok(insert(tx, request, &sealed, first_position).await?)
-        }
-    })
-}
-
-/// Writes sealed events at positions from `first_position`, and the
-/// idempotency record.
-async fn insert(
-    tx: &mut Transaction<'_, Sqlite>,
-    request: &AppendRequest,
-    sealed: &[RecordedEvent],
-    first_position: i64,
-) -> Result<Appended, AppendError> {
-    let meta = request.metadata();
-    let stream = request.stream();
-    let chain = request.chain().as_uuid();
-    let actor = meta.actor.to_string();
-    for (chunk_index, chunk) in sealed.chunks(INSERT_CHUNK).enumerate() {
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()];
-        let sql = format!(
-            "INSERT INTO events (position, transaction_id, event_id, chain_id, chain_index, \
-             stream_category, stream_id, stream_version, event_type, schema_version, payload, \
-             actor, command_id, correlation_id, causation_id, origin, recorded_at, prev_hash, \
-             hash) VALUES {}",
-            rows.join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for (offset, event) in chunk.iter().enumerate() {
-            query = query
-                .bind(first_position + (chunk_index * INSERT_CHUNK + offset) as i64)
-                .bind(first_position)
-                .bind(event.event_id.as_uuid())
-                .bind(chain)
-                .bind(to_i64(event.chain_index.0))
-                .bind(stream.category.as_str())
-                .bind(stream.id)
-                .bind(to_i64(event.stream_version.0))
-                .bind(event.event_type.as_str())
-                .bind(event.schema_version.get() as i32)
-                .bind(event.payload.as_bytes())
-                .bind(actor.as_str())
-                .bind(meta.command_id.as_uuid())
-                .bind(meta.correlation_id)
-                .bind(meta.causation_id)
-                .bind(meta.origin.as_str())
-                .bind(event.recorded_at.0)
-                .bind(&event.prev_hash.0[..])
-                .bind(&event.hash.0[..]);
-        }
-        query.execute(&mut **tx).await.map_err(insert_error)?;
-    }
-    let last = sealed.last().expect("an append carries at least one event");
-    let last_position = first_position as u64 + sealed.len() as u64 - 1;
-    let appended = Appended {
-        stream_version: last.stream_version,
-        chain_index: last.chain_index,
-        position: Position(last_position),
-        cursor: LogCursor {
-            transaction: first_position as u64,
-            position: last_position,
-        },
-    };
-    sqlx::query(
-        "INSERT INTO commands (command_id, chain_id, stream_category, stream_id, event_count, \
-         last_position, last_version, last_chain_index, transaction_id) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(meta.command_id.as_uuid())
-    .bind(chain)
-    .bind(stream.category.as_str())
-    .bind(stream.id)
-    .bind(sealed.len() as i64)
-    .bind(to_i64(last_position))
-    .bind(to_i64(appended.stream_version.0))
-    .bind(to_i64(appended.chain_index.0))
-    .bind(first_position)
-    .execute(&mut **tx)
-    .await
-    .map_err(store_error)?;
-    Ok(appended)
-}
-
-fn insert_error(error: sqlx::Error) -> AppendError {
-    if let sqlx::Error::Database(db) = &error {
-        if db.is_unique_violation() && db.message().contains("events.event_id") {
-            return AppendError::DuplicateEventId;
-        }
-    }
-    AppendError::Store(store_error(error))
 }
 
 #[async_trait]
@@ -461,27 +260,13 @@ impl EventStore for SqliteEventStore {
 
     async fn durability(&self) -> Result<custodia_application::Durability, StoreError> {
         // Read on the writer's own connection: the one whose commits count.
-        let mut settings = Vec::new();
-        for (name, query) in [
-            ("synchronous", "PRAGMA synchronous"),
-            ("journal_mode", "PRAGMA journal_mode"),
-        ] {
-            let row = sqlx::query(query)
-                .fetch_one(&self.writer)
-                .await
-                .map_err(store_error)?;
-            let value = match row.try_get::<i64, _>(0) {
-                // 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
-                Ok(level) => ["off", "normal", "full", "extra"]
-                    .get(usize::try_from(level).unwrap_or(usize::MAX))
-                    .map_or_else(|| level.to_string(), |s| (*s).to_owned()),
-                Err(_) => row
-                    .try_get::<String, _>(0)
-                    .map_err(store_error)?
-                    .to_lowercase(),
-            };
-            settings.push((name.to_owned(), value));
-        }
+        let stopped = || StoreError::unavailable("the SQLite writer has stopped".to_owned());
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Settings { reply })
+            .await
+            .map_err(|_| stopped())?;
+        let settings = answer.await.map_err(|_| stopped())??;
         Ok(custodia_application::Durability {
             backend: "sqlite",
             settings,

@@ -29,6 +29,7 @@ backends!(
     concurrent_appenders_on_one_stream_never_share_a_version,
     follower_sees_every_committed_event_once_in_chain_order,
     one_bad_append_among_concurrent_ones_fails_alone,
+    racing_appends_across_chains_each_get_their_own_answer,
     an_atomic_append_writes_every_batch_or_none,
     a_retried_atomic_append_replays_every_batch,
     an_atomic_append_stays_in_one_chain_and_touches_each_stream_once,
@@ -527,6 +528,58 @@ async fn one_bad_append_among_concurrent_ones_fails_alone(db: TestDatabase) {
     let report = verify_log(&*store, Some(chain), &|_| {}).await.unwrap();
     assert!(report.is_intact());
     assert_eq!(report.events, 63);
+}
+
+/// Many appends at once over eight chains (PostgreSQL commits them in
+/// groups, each group one transaction): on each chain eight race to create
+/// one stream, and exactly one of them wins while the others get a typed
+/// conflict; the appends to streams of their own all land; every chain
+/// verifies.
+async fn racing_appends_across_chains_each_get_their_own_answer(db: TestDatabase) {
+    let store = open(&db).await;
+    let chains: Vec<(ChainId, StreamId)> =
+        (0..8).map(|_| (tenant_chain(), user_stream())).collect();
+    let mut appends = Vec::new();
+    for round in 0..8 {
+        for (chain, contested) in &chains {
+            let (store, chain, contested) = (store.clone(), *chain, contested.clone());
+            appends.push(tokio::spawn(async move {
+                let racing = append(
+                    chain,
+                    &contested,
+                    ExpectedVersion::Exactly(StreamVersion::EMPTY),
+                    2,
+                );
+                let own = append(chain, &user_stream(), ExpectedVersion::Any, 1);
+                let (racing, own) = tokio::join!(store.append(racing), store.append(own));
+                (round, chain, racing, own)
+            }));
+        }
+    }
+    let mut winners: HashMap<ChainId, usize> = HashMap::new();
+    for append in appends {
+        let (round, chain, racing, own) = append.await.unwrap();
+        own.unwrap_or_else(|e| panic!("an append to its own stream failed in round {round}: {e}"));
+        match racing {
+            Ok(appended) => {
+                assert_eq!(appended.stream_version, StreamVersion(2));
+                *winners.entry(chain).or_default() += 1;
+            }
+            Err(AppendError::Conflict { .. }) => {}
+            Err(other) => panic!("a losing append: {other}"),
+        }
+    }
+    for (chain, _) in &chains {
+        assert_eq!(
+            winners.get(chain),
+            Some(&1),
+            "exactly one creates the stream"
+        );
+        let report = verify_log(&*store, Some(*chain), &|_| {}).await.unwrap();
+        assert!(report.is_intact());
+        assert_eq!(report.events, 2 + 8);
+    }
+    assert_eq!(log_length(&*store).await, 8 * (2 + 8));
 }
 
 async fn an_atomic_append_writes_every_batch_or_none(db: TestDatabase) {
