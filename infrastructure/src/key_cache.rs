@@ -123,8 +123,12 @@ impl KeyCache {
     /// read from now on may be kept under.
     pub(crate) async fn fresh(&self, tables: &KeyTables) -> Result<Generation, StoreError> {
         if !self.is_fresh() {
+            let waiting_since = self.now();
             let _one = self.checking.lock().await;
-            if !self.is_fresh() {
+            // A read that began after this one started waiting is as good
+            // as its own (a slow read does not make every waiter read again).
+            let read_since = self.checked_at.load(Ordering::Acquire);
+            if !self.is_fresh() && (read_since == u64::MAX || read_since < waiting_since) {
                 let started = self.now();
                 let epoch = tables.epoch().await?;
                 self.epoch_reads.fetch_add(1, Ordering::Relaxed);
@@ -145,8 +149,15 @@ impl KeyCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// A cached key, if the erasure counter was read within
+    /// `STALE_AFTER` (a request that waited on the store since its own
+    /// check reads the store again rather than use a stale key).
     pub(crate) fn get(&self, key: &CachedKey) -> Option<KeyBytes> {
-        let found = self.lock().keys.get(key).cloned();
+        let found = if self.is_fresh() {
+            self.lock().keys.get(key).cloned()
+        } else {
+            None
+        };
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -165,6 +176,7 @@ impl KeyCache {
         }
         if entries.keys.len() >= Self::MAX_ENTRIES {
             entries.keys.clear();
+            self.drops.fetch_add(1, Ordering::Relaxed);
         }
         entries.keys.insert(key, value.clone());
     }
@@ -195,6 +207,7 @@ mod tests {
     fn a_key_read_before_a_drop_is_not_kept() {
         let cache = KeyCache::new();
         let key = CachedKey::Tenant(Uuid::nil());
+        cache.checked_at.store(cache.now(), Ordering::Release);
         let before = Generation(cache.lock().generation);
         cache.drop_all();
         cache.put(before, key.clone(), &Zeroizing::new([1; 32]));
@@ -211,6 +224,17 @@ mod tests {
                 drops: 1
             }
         );
+    }
+
+    #[test]
+    fn a_key_is_not_used_once_the_counter_read_is_stale() {
+        let cache = KeyCache::new();
+        let key = CachedKey::Tenant(Uuid::nil());
+        cache.checked_at.store(cache.now(), Ordering::Release);
+        cache.put(Generation(0), key.clone(), &Zeroizing::new([1; 32]));
+        assert!(cache.get(&key).is_some());
+        std::thread::sleep(KeyCache::STALE_AFTER + Duration::from_millis(10));
+        assert!(cache.get(&key).is_none(), "held, but not used");
     }
 
     #[test]

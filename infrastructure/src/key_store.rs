@@ -394,6 +394,14 @@ impl KeyTables {
         Ok(destroyed)
     }
 
+    /// Moves the erasure counter (after a restore, which may only insert
+    /// rows: every instance drops the keys it holds).
+    pub(crate) async fn move_epoch(&self) -> Result<(), StoreError> {
+        let sql = "UPDATE key_store_epoch SET epoch = epoch + 1 WHERE id = 1";
+        on_pool!(exec &self.0, pool => sqlx::query(sql).execute(pool))?;
+        Ok(())
+    }
+
     /// The counter that moves whenever a key is destroyed, rewrapped or
     /// removed (migration 0003; the key cache reads it).
     pub(crate) async fn epoch(&self) -> Result<i64, StoreError> {

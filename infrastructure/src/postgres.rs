@@ -259,37 +259,67 @@ async fn commit_groups(
         let (requests, replies): (Vec<_>, Vec<_>) =
             group.into_iter().map(|q| (q.request, q.reply)).unzip();
         let answers = commit_group(&pool, &requests).await;
-        if answers.iter().any(Result::is_ok) {
+        if answers.iter().any(|a| matches!(a, Some(Ok(_)))) {
             appended.send_modify(|n| *n += 1);
             notify.send_modify(|n| *n += 1);
         }
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            // A caller that went away learns nothing; its append stands.
-            let _ = reply.send(answer);
+        for ((request, reply), answer) in requests.into_iter().zip(replies).zip(answers) {
+            match answer {
+                // A caller that went away learns nothing; its append stands.
+                Some(answer) => {
+                    let _ = reply.send(answer);
+                }
+                None => {
+                    let (pool, appended, notify) = (pool.clone(), appended.clone(), notify.clone());
+                    tokio::spawn(async move {
+                        let answer = append_all(&pool, std::slice::from_ref(&request))
+                            .await
+                            .map(|mut one| one.remove(0));
+                        if answer.is_ok() {
+                            appended.send_modify(|n| *n += 1);
+                            notify.send_modify(|n| *n += 1);
+                        }
+                        let _ = reply.send(answer);
+                    });
+                }
+            }
         }
     }
 }
 
-/// Appends each request of a group, all in one transaction when the
-/// database lets it; otherwise each on its own. One answer per request.
+/// Appends each request of a group in one transaction when the database
+/// lets it. One answer per request; `None` for one that must run on its
+/// own (its chain is busy, or the group could not be written as one).
 async fn commit_group(
     pool: &PgPool,
     requests: &[AppendRequest],
-) -> Vec<Result<Appended, AppendError>> {
-    if !requests.is_empty() {
-        if let Ok(answers) = group::append_group(pool, requests).await {
-            return answers;
-        }
+) -> Vec<Option<Result<Appended, AppendError>>> {
+    match group::append_group(pool, requests).await {
+        Ok(answers) => answers,
+        Err(group::Abandoned::OneByOne) => requests.iter().map(|_| None).collect(),
+        // The database cannot be used: each append would wait for it in
+        // turn; all of them learn it now.
+        Err(group::Abandoned::Failed(error)) => requests
+            .iter()
+            .map(|_| Some(Err(same_failure(&error).into())))
+            .collect(),
     }
-    let mut answers = Vec::with_capacity(requests.len());
-    for request in requests {
-        answers.push(
-            append_all(pool, std::slice::from_ref(request))
-                .await
-                .map(|mut one| one.remove(0)),
-        );
+}
+
+/// A copy of a store failure, for each append of a group that met it.
+fn same_failure(error: &StoreError) -> StoreError {
+    let message = match error {
+        StoreError::Unavailable { message, .. }
+        | StoreError::Corrupt { message, .. }
+        | StoreError::Schema { message, .. }
+        | StoreError::Database { message, .. } => message.clone(),
+    };
+    match error {
+        StoreError::Unavailable { .. } => StoreError::unavailable(message),
+        StoreError::Corrupt { .. } => StoreError::corrupt(message),
+        StoreError::Schema { .. } => StoreError::schema(message),
+        StoreError::Database { .. } => StoreError::database(message),
     }
-    answers
 }
 
 impl PostgresEventStore {

@@ -64,6 +64,13 @@ impl SqliteEventStore {
     /// Opens (or, with `create`, creates) the database file named by `url`
     /// (`sqlite://path`). Does not migrate.
     pub async fn connect(url: &str, create: bool) -> Result<Self, StoreError> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            // The writer, its thread and the readers are separate
+            // connections: each would see a database of its own.
+            return Err(StoreError::unavailable(
+                "the event log needs a SQLite file, not an in-memory database".to_owned(),
+            ));
+        }
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::unavailable(format!("bad SQLite URL: {e}")))?
             .create_if_missing(create)

@@ -362,7 +362,8 @@ impl KeyVault {
     pub async fn restore(&self, rows: &KeyRows) -> Result<(), StoreError> {
         let loaded = self.tables.load(rows).await;
         self.cache.drop_all();
-        loaded
+        loaded?;
+        self.tables.move_epoch().await
     }
 
     /// Rewraps up to `limit` keys still wrapped under another master key

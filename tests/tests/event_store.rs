@@ -833,3 +833,77 @@ async fn commits_are_durable_as_the_store_reports(db: TestDatabase) {
         other => panic!("unknown backend {other}"),
     }
 }
+
+/// PostgreSQL commits single appends in groups. A chain whose lock another
+/// transaction holds (a long atomic append, another instance) must hold up
+/// only its own appends: the others commit meanwhile, and the held one
+/// lands once the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_busy_chain_holds_up_only_its_own_appends() {
+    use sqlx::Connection;
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let store = open(&db).await;
+    // More busy chains than the store has committers, each held by
+    // another transaction under the store's lock key of the chain (its
+    // id's two halves folded).
+    let busy: Vec<ChainId> = (0..4).map(|_| tenant_chain()).collect();
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    for chain in &busy {
+        let (high, low) = chain.as_uuid().as_u64_pair();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind((high ^ low) as i64)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+    }
+    let mut held = Vec::new();
+    for chain in busy {
+        let store = store.clone();
+        held.push(tokio::spawn(async move {
+            store
+                .append(append(chain, &user_stream(), ExpectedVersion::Any, 1))
+                .await
+        }));
+        // Queued first, one by one: each could take a committer.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut others = Vec::new();
+    for _ in 0..32 {
+        let store = store.clone();
+        others.push(tokio::spawn(async move {
+            store
+                .append(append(
+                    tenant_chain(),
+                    &user_stream(),
+                    ExpectedVersion::Any,
+                    1,
+                ))
+                .await
+        }));
+    }
+    let limit = std::time::Duration::from_secs(30);
+    for other in others {
+        tokio::time::timeout(limit, other)
+            .await
+            .expect("an append to another chain waited for a busy one")
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        held.iter().all(|h| !h.is_finished()),
+        "the held chains' appends wait for their locks"
+    );
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    for held in held {
+        let appended = tokio::time::timeout(limit, held)
+            .await
+            .expect("a held append lands once its lock is free")
+            .unwrap()
+            .unwrap();
+        assert_eq!(appended.chain_index, ChainIndex(0));
+    }
+    assert_eq!(log_length(&*store).await, 36);
+}

@@ -8,7 +8,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use custodia_application::{AppendContext, AppendDecision, AppendError, AppendRequest, Appended};
+use custodia_application::{
+    AppendContext, AppendDecision, AppendError, AppendRequest, Appended, StoreError,
+};
 use custodia_domain::chain::ChainHead;
 use custodia_domain::{
     ChainId, ChainIndex, LogCursor, Position, RecordedEvent, StreamId, Timestamp,
@@ -17,7 +19,7 @@ use sqlx::postgres::PgPool;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::stored::{append_context, to_i64};
+use crate::stored::{append_context, store_error, to_i64};
 
 /// The append lookup of `stored::lookup_sql`, for many appends at once
 /// (same columns, one row per append in the order given).
@@ -75,26 +77,65 @@ SELECT command_id, position, transaction_id FROM last"
         .to_owned()
 });
 
-/// Why a group could not be written as one: nothing of it was, and each
-/// append runs again on its own.
-pub(super) struct Abandoned;
+/// Why a group could not be written as one; nothing of it was.
+pub(super) enum Abandoned {
+    /// The database refused a statement (a unique key raced, a deadlock)
+    /// or a retry races its first try: each append runs again on its own.
+    OneByOne,
+    /// The database cannot be used: every append of the group fails so.
+    Failed(StoreError),
+}
+
+fn abandon(error: sqlx::Error) -> Abandoned {
+    match error {
+        sqlx::Error::Database(_) => Abandoned::OneByOne,
+        other => Abandoned::Failed(store_error(other)),
+    }
+}
 
 /// Decides and writes `requests` in one transaction. One answer per
-/// request; an append its decision refuses fails alone.
+/// request (an append its decision refuses fails alone), or `None` for an
+/// append whose chain another transaction holds (an atomic append, another
+/// instance's group): it waits for its lock on its own, so that one busy
+/// chain never holds up the others.
 pub(super) async fn append_group(
     pool: &PgPool,
     requests: &[AppendRequest],
-) -> Result<Vec<Result<Appended, AppendError>>, Abandoned> {
+) -> Result<Vec<Option<Result<Appended, AppendError>>>, Abandoned> {
     // A retry racing its own first try: the replay needs the first one's
     // position, known only after the insert. Rare; let each run alone.
     let mut commands = HashSet::new();
     if !requests.iter().all(|r| commands.insert(r.command_id())) {
-        return Err(Abandoned);
+        return Err(Abandoned::OneByOne);
     }
-    let mut tx = pool
-        .begin_with(super::begin_locking(requests))
-        .await
-        .map_err(|_| Abandoned)?;
+    let mut tx = pool.begin().await.map_err(abandon)?;
+    // Try every chain lock before anything is read or written (so this
+    // transaction's id still follows chain order; ADR 0002). A try never
+    // waits, so two groups can never wait for each other.
+    let mut keys: Vec<i64> = requests
+        .iter()
+        .map(|r| super::lock_key(r.chain()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let busy: HashSet<i64> = sqlx::query_scalar::<_, i64>(
+        "SELECT k FROM unnest($1::bigint[]) AS k WHERE NOT pg_try_advisory_xact_lock(k)",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(abandon)?
+    .into_iter()
+    .collect();
+    let included: Vec<usize> = (0..requests.len())
+        .filter(|&i| !busy.contains(&super::lock_key(requests[i].chain())))
+        .collect();
+    let mut answers: Vec<Option<Result<Appended, AppendError>>> =
+        requests.iter().map(|_| None).collect();
+    if included.is_empty() {
+        return Ok(answers);
+    }
+    let requests: Vec<&AppendRequest> = included.iter().map(|&i| &requests[i]).collect();
     let rows = sqlx::query(LOOKUP_MANY)
         .bind(
             requests
@@ -117,9 +158,9 @@ pub(super) async fn append_group(
         )
         .fetch_all(&mut *tx)
         .await
-        .map_err(|_| Abandoned)?;
+        .map_err(abandon)?;
     if rows.len() != requests.len() {
-        return Err(Abandoned);
+        return Err(Abandoned::OneByOne);
     }
 
     // Decide in queue order, each seeing the ones before it.
@@ -128,7 +169,7 @@ pub(super) async fn append_group(
     let mut streams: HashMap<&StreamId, (ChainId, custodia_domain::StreamVersion)> = HashMap::new();
     let mut decided: Vec<Result<Decided, AppendError>> = Vec::with_capacity(requests.len());
     for (request, row) in requests.iter().zip(&rows) {
-        let mut context: AppendContext = append_context(row).map_err(|_| Abandoned)?;
+        let mut context: AppendContext = append_context(row).map_err(Abandoned::Failed)?;
         if let Some(head) = heads.get(&request.chain()) {
             context.chain_head = *head;
         }
@@ -154,11 +195,11 @@ pub(super) async fn append_group(
         });
     }
 
-    let written = write(&mut tx, requests, &decided).await?;
+    let written = write(&mut tx, &requests, &decided).await?;
     if !written.is_empty() {
-        tx.commit().await.map_err(|_| Abandoned)?;
+        tx.commit().await.map_err(abandon)?;
     }
-    Ok(requests
+    let decided = requests
         .iter()
         .zip(decided)
         .map(|(request, decided)| match decided? {
@@ -177,7 +218,11 @@ pub(super) async fn append_group(
                 })
             }
         })
-        .collect())
+        .collect::<Vec<_>>();
+    for (index, answer) in included.into_iter().zip(decided) {
+        answers[index] = Some(answer);
+    }
+    Ok(answers)
 }
 
 enum Decided {
@@ -189,14 +234,14 @@ enum Decided {
 /// position, transaction id).
 async fn write(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    requests: &[AppendRequest],
+    requests: &[&AppendRequest],
     decided: &[Result<Decided, AppendError>],
 ) -> Result<HashMap<Uuid, (u64, u64)>, Abandoned> {
     let writes: Vec<(&AppendRequest, &Vec<RecordedEvent>)> = requests
         .iter()
         .zip(decided)
         .filter_map(|(request, decided)| match decided {
-            Ok(Decided::Write(sealed)) => Some((request, sealed)),
+            Ok(Decided::Write(sealed)) => Some((*request, sealed)),
             _ => None,
         })
         .collect();
@@ -330,16 +375,16 @@ async fn write(
         )
         .fetch_all(&mut **tx)
         .await
-        .map_err(|_| Abandoned)?;
+        .map_err(abandon)?;
     let mut written = HashMap::with_capacity(rows.len());
     for row in rows {
-        let command: Uuid = row.try_get(0).map_err(|_| Abandoned)?;
-        let position: i64 = row.try_get(1).map_err(|_| Abandoned)?;
-        let transaction: i64 = row.try_get(2).map_err(|_| Abandoned)?;
+        let command: Uuid = row.try_get(0).map_err(|_| Abandoned::OneByOne)?;
+        let position: i64 = row.try_get(1).map_err(|_| Abandoned::OneByOne)?;
+        let transaction: i64 = row.try_get(2).map_err(|_| Abandoned::OneByOne)?;
         written.insert(command, (position as u64, transaction as u64));
     }
     if written.len() != writes.len() {
-        return Err(Abandoned);
+        return Err(Abandoned::OneByOne);
     }
     Ok(written)
 }

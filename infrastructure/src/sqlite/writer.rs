@@ -208,7 +208,10 @@ fn lookup_row(row: &rusqlite::Row<'_>) -> (Result<AppendContext, StoreError>, i6
             .flatten()
             .and_then(|bytes| Uuid::from_slice(&bytes).ok())
     };
-    let first_position = int(11).unwrap_or(1);
+    let first_position = match row.get::<_, i64>(11) {
+        Ok(position) => position,
+        Err(_) => return (Err(bad("position")), 0),
+    };
     let context = (|| {
         let committed = match row
             .get::<_, Option<String>>(0)
@@ -235,7 +238,8 @@ fn lookup_row(row: &rusqlite::Row<'_>) -> (Result<AppendContext, StoreError>, i6
                 Some(record.ok_or_else(|| bad("idempotency record"))?)
             }
         };
-        let chain_head = match int(9) {
+        let head_index: Option<i64> = row.get(9).map_err(|_| bad("chain head"))?;
+        let chain_head = match head_index {
             None => ChainHead::GENESIS,
             Some(index) => ChainHead {
                 next_index: ChainIndex(u64::try_from(index).map_err(|_| bad("chain head"))? + 1),
@@ -248,9 +252,16 @@ fn lookup_row(row: &rusqlite::Row<'_>) -> (Result<AppendContext, StoreError>, i6
         };
         Ok(AppendContext {
             committed,
-            stream_chain: uuid(7).map(ChainId::from_uuid),
+            stream_chain: match row.get::<_, Option<Vec<u8>>>(7) {
+                Ok(None) => None,
+                Ok(Some(bytes)) => Some(ChainId::from_uuid(
+                    Uuid::from_slice(&bytes).map_err(|_| bad("stream"))?,
+                )),
+                Err(_) => return Err(bad("stream")),
+            },
             stream_version: StreamVersion(
-                int(8)
+                row.get::<_, Option<i64>>(8)
+                    .map_err(|_| bad("stream"))?
                     .map_or(Ok(0), u64::try_from)
                     .map_err(|_| bad("stream"))?,
             ),
@@ -372,6 +383,9 @@ fn db_error(error: rusqlite::Error) -> StoreError {
             rusqlite::ErrorCode::DatabaseBusy
             | rusqlite::ErrorCode::DatabaseLocked
             | rusqlite::ErrorCode::CannotOpen => StoreError::unavailable(error.to_string()),
+            _ if error.to_string().contains("no such table") => StoreError::schema(
+                "the Custodia tables are missing; run `custodia migrate`".to_owned(),
+            ),
             _ => StoreError::database(error.to_string()),
         },
         _ => StoreError::database(error.to_string()),

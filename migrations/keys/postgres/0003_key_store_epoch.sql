@@ -16,9 +16,24 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER tenant_keys_changed AFTER UPDATE OR DELETE OR TRUNCATE ON tenant_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION key_store_epoch_moves();
-CREATE TRIGGER subject_keys_changed AFTER UPDATE OR DELETE OR TRUNCATE ON subject_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION key_store_epoch_moves();
-CREATE TRIGGER access_keys_changed AFTER UPDATE OR DELETE OR TRUNCATE ON access_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION key_store_epoch_moves();
+-- Per row, and only when a key's wrapped bytes change (destroyed or
+-- rewrapped) or a key is removed: a statement that touches no key moves
+-- nothing, as on SQLite.
+CREATE TRIGGER tenant_keys_changed AFTER UPDATE ON tenant_keys FOR EACH ROW
+    WHEN (OLD.wrapped IS DISTINCT FROM NEW.wrapped) EXECUTE FUNCTION key_store_epoch_moves();
+CREATE TRIGGER tenant_keys_removed AFTER DELETE ON tenant_keys FOR EACH ROW
+    EXECUTE FUNCTION key_store_epoch_moves();
+CREATE TRIGGER tenant_keys_truncated AFTER TRUNCATE ON tenant_keys FOR EACH STATEMENT
+    EXECUTE FUNCTION key_store_epoch_moves();
+CREATE TRIGGER subject_keys_changed AFTER UPDATE ON subject_keys FOR EACH ROW
+    WHEN (OLD.wrapped IS DISTINCT FROM NEW.wrapped) EXECUTE FUNCTION key_store_epoch_moves();
+CREATE TRIGGER subject_keys_removed AFTER DELETE ON subject_keys FOR EACH ROW
+    EXECUTE FUNCTION key_store_epoch_moves();
+CREATE TRIGGER subject_keys_truncated AFTER TRUNCATE ON subject_keys FOR EACH STATEMENT
+    EXECUTE FUNCTION key_store_epoch_moves();
+CREATE TRIGGER access_keys_changed AFTER UPDATE ON access_keys FOR EACH ROW
+    WHEN (OLD.wrapped IS DISTINCT FROM NEW.wrapped) EXECUTE FUNCTION key_store_epoch_moves();
+CREATE TRIGGER access_keys_removed AFTER DELETE ON access_keys FOR EACH ROW
+    EXECUTE FUNCTION key_store_epoch_moves();
+CREATE TRIGGER access_keys_truncated AFTER TRUNCATE ON access_keys FOR EACH STATEMENT
+    EXECUTE FUNCTION key_store_epoch_moves();

@@ -10,14 +10,17 @@ CREATE TABLE key_store_epoch (
 INSERT INTO key_store_epoch (id, epoch) VALUES (1, 0);
 
 CREATE TRIGGER tenant_keys_changed AFTER UPDATE ON tenant_keys
+WHEN OLD.wrapped IS NOT NEW.wrapped
 BEGIN UPDATE key_store_epoch SET epoch = epoch + 1; END;
 CREATE TRIGGER tenant_keys_removed AFTER DELETE ON tenant_keys
 BEGIN UPDATE key_store_epoch SET epoch = epoch + 1; END;
 CREATE TRIGGER subject_keys_changed AFTER UPDATE ON subject_keys
+WHEN OLD.wrapped IS NOT NEW.wrapped
 BEGIN UPDATE key_store_epoch SET epoch = epoch + 1; END;
 CREATE TRIGGER subject_keys_removed AFTER DELETE ON subject_keys
 BEGIN UPDATE key_store_epoch SET epoch = epoch + 1; END;
 CREATE TRIGGER access_keys_changed AFTER UPDATE ON access_keys
+WHEN OLD.wrapped IS NOT NEW.wrapped
 BEGIN UPDATE key_store_epoch SET epoch = epoch + 1; END;
 CREATE TRIGGER access_keys_removed AFTER DELETE ON access_keys
 BEGIN UPDATE key_store_epoch SET epoch = epoch + 1; END;
