@@ -6,6 +6,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod database;
 pub mod idempotency;
+mod inline_reader;
 mod key_cache;
 pub mod key_store;
 pub mod migrations;

@@ -10,6 +10,9 @@ use sqlx::sqlite::SqliteSynchronous;
 use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
+use std::str::FromStr;
+
+use crate::inline_reader::InlineReader;
 use crate::pools::{on_pool, Pools};
 use crate::stored::{store_error, to_i64};
 
@@ -31,6 +34,9 @@ type RawRow = (
 #[derive(Clone)]
 pub struct SqlReadModels {
     pools: Pools,
+    /// On SQLite, reads outside transactions run here, on the caller's
+    /// thread (`inline_reader.rs`).
+    inline: Option<std::sync::Arc<InlineReader>>,
 }
 
 /// [`on_pool!`], inside an open transaction.
@@ -62,9 +68,16 @@ impl SqlReadModels {
     /// leaves an older, consistent state that the runner brings forward
     /// again, so commits are not fsynced (`synchronous=NORMAL`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(Self {
-            pools: Pools::connect(url, SqliteSynchronous::Normal, 4, 8).await?,
-        })
+        let pools = Pools::connect(url, SqliteSynchronous::Normal, 4, 8).await?;
+        let inline = match &pools {
+            Pools::Sqlite(_) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::unavailable(format!("bad SQLite URL: {e}")))?;
+                Some(std::sync::Arc::new(InlineReader::new(options.get_filename())))
+            }
+            Pools::Postgres(_) => None,
+        };
+        Ok(Self { pools, inline })
     }
 }
 
@@ -184,6 +197,47 @@ enum Param {
     Int(i64),
 }
 
+/// Binds `params` to `$1`, `$2`, … by name (SQLite numbers named
+/// parameters in order of appearance, which need not be theirs).
+fn bind_all(statement: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Result<()> {
+    for (n, param) in params.iter().enumerate() {
+        let Some(index) = statement.parameter_index(&format!("${}", n + 1))? else {
+            continue;
+        };
+        match param {
+            Param::Text(text) => statement.raw_bind_parameter(index, text)?,
+            Param::Int(int) => statement.raw_bind_parameter(index, int)?,
+        }
+    }
+    Ok(())
+}
+
+/// The rows of a `COLUMNS` select, read on the caller's thread.
+fn read_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Param],
+) -> rusqlite::Result<Vec<RawRow>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    bind_all(&mut statement, params)?;
+    let mut rows = statement.raw_query();
+    let mut read = Vec::new();
+    while let Some(row) = rows.next()? {
+        read.push((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+            row.get(7)?,
+            row.get(8)?,
+        ));
+    }
+    Ok(read)
+}
+
 macro_rules! bind_params {
     (scalar $sql:expr, $params:expr) => {{
         bind_params!(@bind sqlx::query_scalar::<_, i64>($sql), $params)
@@ -275,20 +329,39 @@ impl ReadModels for SqlReadModels {
     }
 
     async fn get(&self, model: &'static str, id: &str) -> Result<Option<ModelRow>, StoreError> {
+        if let Some(inline) = &self.inline {
+            let params = [Param::Text(model.to_owned()), Param::Text(id.to_owned())];
+            let mut rows = inline.read(|conn| read_rows(conn, GET, &params))?;
+            return rows.pop().map(|raw| decode(model, raw)).transpose();
+        }
         let row: Option<RawRow> = on_pool!(&self.pools, pool => sqlx::query_as(GET).bind(model).bind(id).fetch_optional(pool))?;
         row.map(|raw| decode(model, raw)).transpose()
     }
 
     async fn list(&self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
         let (sql, params) = list_sql(query);
+        if let Some(inline) = &self.inline {
+            let rows = inline.read(|conn| read_rows(conn, &sql, &params))?;
+            return decode_all(query.model, rows);
+        }
         let rows = on_pool!(&self.pools, pool => bind_params!(&sql, params).fetch_all(pool))?;
         decode_all(query.model, rows)
     }
 
     async fn count(&self, query: &RowQuery) -> Result<u64, StoreError> {
         let (sql, params) = where_sql(query, "SELECT COUNT(*)");
-        let count: i64 =
-            on_pool!(&self.pools, pool => bind_params!(scalar &sql, params).fetch_one(pool))?;
+        let count: i64 = match &self.inline {
+            Some(inline) => inline.read(|conn| {
+                let mut statement = conn.prepare_cached(&sql)?;
+                bind_all(&mut statement, &params)?;
+                let mut rows = statement.raw_query();
+                match rows.next()? {
+                    Some(row) => row.get(0),
+                    None => Ok(0),
+                }
+            })?,
+            None => on_pool!(&self.pools, pool => bind_params!(scalar &sql, params).fetch_one(pool))?,
+        };
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
