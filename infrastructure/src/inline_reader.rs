@@ -23,7 +23,9 @@ pub(crate) struct InlineReader {
 
 impl std::fmt::Debug for InlineReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InlineReader").field("path", &self.path).finish()
+        f.debug_struct("InlineReader")
+            .field("path", &self.path)
+            .finish()
     }
 }
 

@@ -73,7 +73,9 @@ impl SqlReadModels {
             Pools::Sqlite(_) => {
                 let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
                     .map_err(|e| StoreError::unavailable(format!("bad SQLite URL: {e}")))?;
-                Some(std::sync::Arc::new(InlineReader::new(options.get_filename())))
+                Some(std::sync::Arc::new(InlineReader::new(
+                    options.get_filename(),
+                )))
             }
             Pools::Postgres(_) => None,
         };
@@ -360,7 +362,9 @@ impl ReadModels for SqlReadModels {
                     None => Ok(0),
                 }
             })?,
-            None => on_pool!(&self.pools, pool => bind_params!(scalar &sql, params).fetch_one(pool))?,
+            None => {
+                on_pool!(&self.pools, pool => bind_params!(scalar &sql, params).fetch_one(pool))?
+            }
         };
         Ok(u64::try_from(count).unwrap_or(0))
     }

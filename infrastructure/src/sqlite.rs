@@ -29,6 +29,7 @@ use sqlx::Sqlite;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use crate::inline_reader::InlineReader;
 use crate::migrations;
 
 mod writer;
@@ -55,6 +56,8 @@ pub struct SqliteEventStore {
     jobs: mpsc::Sender<Job>,
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Stream reads on the caller's own thread (`inline_reader.rs`).
+    inline: InlineReader,
     appended: watch::Sender<u64>,
 }
 
@@ -103,6 +106,7 @@ impl SqliteEventStore {
             })?;
         Ok(Self {
             path: options.get_filename().to_path_buf(),
+            inline: InlineReader::new(options.get_filename()),
             jobs,
             writer,
             reader,
@@ -161,18 +165,29 @@ impl EventStore for SqliteEventStore {
         after: StreamVersion,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_category = ? AND stream_id = ? \
-             AND stream_version > ? ORDER BY stream_version LIMIT ?"
-        );
-        self.fetch_events(
-            sqlx::query(&sql)
-                .bind(stream.category.as_str())
-                .bind(stream.id)
-                .bind(to_i64(after.0))
-                .bind(limit as i64),
-        )
-        .await
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_category = ? AND stream_id = ? \
+                 AND stream_version > ? ORDER BY stream_version LIMIT ?"
+            )
+        });
+        self.inline
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(&SQL)?;
+                let mut rows = statement.query(rusqlite::params![
+                    stream.category.as_str(),
+                    &stream.id.as_bytes()[..],
+                    to_i64(after.0),
+                    limit as i64,
+                ])?;
+                let mut events = Vec::new();
+                while let Some(row) = rows.next()? {
+                    events.push(decode_event(row));
+                }
+                Ok(events)
+            })?
+            .into_iter()
+            .collect()
     }
 
     async fn read_all(

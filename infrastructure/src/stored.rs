@@ -16,32 +16,86 @@ pub(crate) const EVENT_COLUMNS: &str = "position, transaction_id, event_id, chai
     payload, actor, command_id, correlation_id, causation_id, origin, recorded_at, \
     prev_hash, hash";
 
+/// The columns of a row, whichever driver read it: `None` for a value
+/// that is missing or of another type.
+pub(crate) trait Columns {
+    fn int(&self, i: usize) -> Option<i64>;
+    fn text(&self, i: usize) -> Option<String>;
+    fn bytes(&self, i: usize) -> Option<Vec<u8>>;
+    fn uuid(&self, i: usize) -> Option<Uuid>;
+    /// `Some(None)`: NULL.
+    fn optional_uuid(&self, i: usize) -> Option<Option<Uuid>>;
+}
+
+macro_rules! sqlx_columns {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn int(&self, i: usize) -> Option<i64> {
+                // PostgreSQL's `integer` columns decode only as i32.
+                self.try_get::<i64, _>(i)
+                    .ok()
+                    .or_else(|| self.try_get::<i32, _>(i).ok().map(i64::from))
+            }
+            fn text(&self, i: usize) -> Option<String> {
+                self.try_get(i).ok()
+            }
+            fn bytes(&self, i: usize) -> Option<Vec<u8>> {
+                self.try_get(i).ok()
+            }
+            fn uuid(&self, i: usize) -> Option<Uuid> {
+                self.try_get(i).ok()
+            }
+            fn optional_uuid(&self, i: usize) -> Option<Option<Uuid>> {
+                self.try_get(i).ok()
+            }
+        }
+    };
+}
+sqlx_columns!(sqlx::postgres::PgRow);
+sqlx_columns!(sqlx::sqlite::SqliteRow);
+
+/// SQLite keeps UUIDs as 16-byte blobs (as sqlx writes them).
+impl Columns for rusqlite::Row<'_> {
+    fn int(&self, i: usize) -> Option<i64> {
+        self.get(i).ok()
+    }
+    fn text(&self, i: usize) -> Option<String> {
+        self.get(i).ok()
+    }
+    fn bytes(&self, i: usize) -> Option<Vec<u8>> {
+        self.get(i).ok()
+    }
+    fn uuid(&self, i: usize) -> Option<Uuid> {
+        self.get::<_, Vec<u8>>(i)
+            .ok()
+            .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+    }
+    fn optional_uuid(&self, i: usize) -> Option<Option<Uuid>> {
+        match self.get::<_, Option<Vec<u8>>>(i).ok()? {
+            None => Some(None),
+            Some(bytes) => Uuid::from_slice(&bytes).ok().map(Some),
+        }
+    }
+}
+
 /// Reads one `events` row selected with [`EVENT_COLUMNS`]. A value that no
 /// longer parses is reported as corruption at that position; nothing panics.
-pub(crate) fn decode_event<'r, R>(row: &'r R) -> Result<RecordedEvent, StoreError>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    i32: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-    Uuid: Decode<'r, R::Database> + Type<R::Database>,
-    Option<Uuid>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let position: i64 = row.try_get(0).map_err(decode_error)?;
+pub(crate) fn decode_event(row: &impl Columns) -> Result<RecordedEvent, StoreError> {
+    let position = row
+        .int(0)
+        .ok_or_else(|| StoreError::corrupt("unreadable event row: position".to_owned()))?;
     let bad = |field: &str| {
         StoreError::corrupt(format!(
             "event at position {position} has an unreadable {field}"
         ))
     };
     let get_u64 = |i: usize, field: &str| -> Result<u64, StoreError> {
-        let value: i64 = row.try_get(i).map_err(|_| bad(field))?;
+        let value = row.int(i).ok_or_else(|| bad(field))?;
         u64::try_from(value).map_err(|_| bad(field))
     };
-    let get_uuid = |i: usize, field: &str| row.try_get::<Uuid, _>(i).map_err(|_| bad(field));
-    let get_text = |i: usize, field: &str| row.try_get::<String, _>(i).map_err(|_| bad(field));
-    let get_bytes = |i: usize, field: &str| row.try_get::<Vec<u8>, _>(i).map_err(|_| bad(field));
+    let get_uuid = |i: usize, field: &str| row.uuid(i).ok_or_else(|| bad(field));
+    let get_text = |i: usize, field: &str| row.text(i).ok_or_else(|| bad(field));
+    let get_bytes = |i: usize, field: &str| row.bytes(i).ok_or_else(|| bad(field));
     let get_hash = |i: usize, field: &str| {
         EventHash::from_slice(&get_bytes(i, field)?).ok_or_else(|| bad(field))
     };
@@ -60,8 +114,7 @@ where
         stream_version: StreamVersion(get_u64(7, "stream version")?),
         event_type: EventType::parse(get_text(8, "event type")?).map_err(|_| bad("event type"))?,
         schema_version: row
-            .try_get::<i32, _>(9)
-            .ok()
+            .int(9)
             .and_then(|v| u32::try_from(v).ok())
             .and_then(|v| SchemaVersion::new(v).ok())
             .ok_or_else(|| bad("schema version"))?,
@@ -73,22 +126,13 @@ where
             command_id: CommandId::from_uuid(get_uuid(12, "command id")?)
                 .map_err(|_| bad("command id"))?,
             correlation_id: get_uuid(13, "correlation id")?,
-            causation_id: row
-                .try_get::<Option<Uuid>, _>(14)
-                .map_err(|_| bad("causation id"))?,
+            causation_id: row.optional_uuid(14).ok_or_else(|| bad("causation id"))?,
             origin: Origin::parse(get_text(15, "origin")?).map_err(|_| bad("origin"))?,
         },
-        recorded_at: Timestamp(
-            row.try_get::<i64, _>(16)
-                .map_err(|_| bad("recorded-at time"))?,
-        ),
+        recorded_at: Timestamp(row.int(16).ok_or_else(|| bad("recorded-at time"))?),
         prev_hash: get_hash(17, "previous hash")?,
         hash: get_hash(18, "hash")?,
     })
-}
-
-fn decode_error(error: sqlx::Error) -> StoreError {
-    StoreError::corrupt(format!("unreadable event row: {error}"))
 }
 
 /// Maps a sqlx error to the port's error. Database messages name constraints

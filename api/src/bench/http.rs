@@ -216,7 +216,11 @@ async fn load(
 
 /// A login for a connection's session, waiting while the server's
 /// password checks are all taken (it answers 429 beyond its queue).
-async fn sign_in(client: &reqwest::Client, base: &str, account: &Account) -> Result<Tokens, String> {
+async fn sign_in(
+    client: &reqwest::Client,
+    base: &str,
+    account: &Account,
+) -> Result<Tokens, String> {
     for _ in 0..100 {
         match login(client, base, account).await {
             Err(busy) if busy.contains("429") => {
