@@ -10,7 +10,7 @@ raised for the run (they would otherwise answer 429, as they should).
     scripts/bench-http.py                                          # SQLite
     DATABASE_URL=postgres://postgres@127.0.0.1/bench_http scripts/bench-http.py
 
-USERS (default 64), SECONDS (default 10), CONNECTIONS (default 32; logins
+USERS (default 64), SECONDS_PER_MODE (default 10), CONNECTIONS (default 32; logins
 use 8 per core, what the server admits to its password checks at once).
 Prints what `custodia bench http` prints, then one JSON line per mode.
 Standard library only; needs a release build (cargo build --release).
@@ -27,7 +27,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USERS = int(os.environ.get("USERS", "64"))
-SECONDS = os.environ.get("SECONDS", "10")
+SECONDS = os.environ.get("SECONDS_PER_MODE", "10")
 CONNECTIONS = os.environ.get("CONNECTIONS", "32")
 # Logins: no more at once than the server admits to its password checks
 # (one per core, 8 waiting per core; beyond that it answers 429 at once).

@@ -7,13 +7,15 @@
 //! event that commits late can never sort before one already read
 //! (docs/adr/0002-gap-safe-reads.md).
 //!
-//! Single appends are committed in groups: callers queue them, and a few
-//! committer tasks each take what has queued (up to [`GROUP_MAX`]), lock
-//! every chain of the group in key order, decide and write each append, and
-//! commit once. The round trips of BEGIN, the locks and COMMIT, and the
-//! WAL flush, are shared by the group. An append a group cannot decide
-//! (its expected version) fails alone; a database error in a group makes
-//! each of its appends run again on its own.
+//! Single appends are committed in groups: callers queue them on one of a
+//! few lanes (by their chain's lock key, so one chain always meets the same
+//! committer), and each lane's committer takes what has queued (up to
+//! [`GROUP_MAX`]), tries every chain lock of the group, decides and writes
+//! each append, and commits once. The round trips of BEGIN, the locks and
+//! COMMIT, and the WAL flush, are shared by the group. An append a group
+//! cannot decide (its expected version) fails alone; one whose chain
+//! another transaction holds waits for it on its own; a database error in
+//! a group makes each of its appends run again on its own.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -72,8 +74,12 @@ SELECT max(position), max(transaction_id) FROM inserted";
 /// At most this many single appends share a transaction.
 const GROUP_MAX: usize = 64;
 
-/// How many groups are committed at once: one waits for its WAL flush while
-/// the others are decided and written.
+/// An append of at least this many events commits on its own, in parallel
+/// with the groups.
+const SHARES_ITS_OWN: usize = 16;
+
+/// How many groups are committed at once (one lane each): one waits for
+/// its WAL flush while the other is decided and written.
 const COMMITTERS: usize = 2;
 
 /// An append waiting for its group.
@@ -93,7 +99,7 @@ enum Attempt {
 pub struct PostgresEventStore {
     pool: PgPool,
     /// Single appends, for the committers.
-    queue: mpsc::Sender<Queued>,
+    lanes: Vec<mpsc::Sender<Queued>>,
     committers: Vec<JoinHandle<()>>,
     /// Wakes this process's followers after its own appends and on NOTIFY.
     appended: watch::Sender<u64>,
@@ -125,21 +131,21 @@ impl PostgresEventStore {
         let (notify, requests) = watch::channel(0);
         tokio::spawn(notify_other_processes(pool.clone(), requests));
         let listener = tokio::spawn(listen_for_appends(pool.clone(), appended.clone()));
-        let (queue, queued) = mpsc::channel(4 * GROUP_MAX);
-        let queued = std::sync::Arc::new(tokio::sync::Mutex::new(queued));
-        let committers = (0..COMMITTERS)
-            .map(|_| {
-                tokio::spawn(commit_groups(
-                    pool.clone(),
-                    queued.clone(),
-                    appended.clone(),
-                    notify.clone(),
-                ))
-            })
-            .collect();
+        let mut lanes = Vec::with_capacity(COMMITTERS);
+        let mut committers = Vec::with_capacity(COMMITTERS);
+        for _ in 0..COMMITTERS {
+            let (lane, queued) = mpsc::channel(4 * GROUP_MAX);
+            lanes.push(lane);
+            committers.push(tokio::spawn(commit_groups(
+                pool.clone(),
+                queued,
+                appended.clone(),
+                notify.clone(),
+            )));
+        }
         Ok(Self {
             pool,
-            queue,
+            lanes,
             committers,
             appended,
             notify,
@@ -237,25 +243,13 @@ fn begin_locking(requests: &[AppendRequest]) -> String {
 /// each caller; until the store is dropped.
 async fn commit_groups(
     pool: PgPool,
-    queued: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>,
+    mut queued: mpsc::Receiver<Queued>,
     appended: watch::Sender<u64>,
     notify: watch::Sender<u64>,
 ) {
-    loop {
-        let mut group = Vec::new();
-        {
-            let mut queued = queued.lock().await;
-            let Some(first) = queued.recv().await else {
-                return;
-            };
-            group.push(first);
-            while group.len() < GROUP_MAX {
-                match queued.try_recv() {
-                    Ok(next) => group.push(next),
-                    Err(_) => break,
-                }
-            }
-        }
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while queued.recv_many(&mut group, GROUP_MAX).await > 0 {
+        let group = std::mem::take(&mut group);
         let (requests, replies): (Vec<_>, Vec<_>) =
             group.into_iter().map(|q| (q.request, q.reply)).unzip();
         let answers = commit_group(&pool, &requests).await;
@@ -532,9 +526,15 @@ fn verify_row(
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        if request.events().len() >= SHARES_ITS_OWN {
+            // Its round trips are already shared by its events.
+            let mut appended = self.append_now(&[request]).await?;
+            return Ok(appended.remove(0));
+        }
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::unavailable("the append committers stopped".to_owned());
-        self.queue
+        let lane = lock_key(request.chain()).unsigned_abs() as usize % self.lanes.len();
+        self.lanes[lane]
             .send(Queued { request, reply })
             .await
             .map_err(|_| stopped())?;
