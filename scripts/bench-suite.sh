@@ -7,7 +7,8 @@
 # figure and round (also written to $OUT), then a Markdown table of the
 # figures' ranges.
 #
-# Needs a release build (cargo build --release), the peer built outside the
+# Needs a release build (cargo build --release), wrk (apt-get install wrk),
+# the peer built outside the
 # shared folder (cargo build --release --manifest-path
 # ../shared/peer-bench/Cargo.toml --target-dir /tmp/peer-bench), PostgreSQL
 # on 127.0.0.1:5432 with trust auth, the peer's database (its README), and
@@ -72,15 +73,15 @@ for r in $(seq "$ROUNDS"); do
   fresh_pg custodia_suite_commands
   out=$($C --database-url "$PG/custodia_suite_commands" bench commands --writers 8 --users 100 2>&1)
   emit pg_commands "$(echo "$out" | rate commands)" commands/s "$(echo "$out" | p99)"
-  # Over HTTP: a server on each backend, 64 accounts, each mode for 5 s.
-  for db in sqlite "$PG/custodia_suite_http"; do
-    if [ "$db" = sqlite ]; then unset DATABASE_URL; else export DATABASE_URL="$db"; fi
-    SECONDS_PER_MODE=5 python3 scripts/bench-http.py | grep '^{' | while read -r line; do
-      b=$(echo "$line" | json backend); m=$(echo "$line" | json mode | tr - _)
-      emit "http_${b}_${m}" "$(echo "$line" | json per_second)" requests/s "$(echo "$line" | json p99_ms)"
-      emit "http_${b}_${m}_server_peak" "$(echo "$line" | json server_peak_mib)" MiB
-    done
-    unset DATABASE_URL
+  # Over HTTP with wrk: a server on each backend, each figure for 5 s.
+  for db in "sqlite" "$PG/custodia_suite_http"; do
+    rm -f /tmp/custodia-suite-http.jsonl
+    if [ "$db" = sqlite ]; then u=; else u=$db; fi
+    DATABASE_URL=$u JSON_OUT=/tmp/custodia-suite-http.jsonl DURATION=5s bash scripts/bench-http.sh >/dev/null 2>&1 || true
+    while read -r line; do
+      emit "$(echo "$line" | json figure)" "$(echo "$line" | json value)" "$(echo "$line" | json unit)" \
+        "$(echo "$line" | python3 -c "import json,sys; print(json.load(sys.stdin).get('p99_ms', ''))")"
+    done < /tmp/custodia-suite-http.jsonl
   done
 done
 out=$($C bench passwords --count 20 2>&1)

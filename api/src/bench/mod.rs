@@ -13,7 +13,6 @@ use uuid::Uuid;
 mod audit;
 mod erasure;
 mod history;
-mod http;
 mod keys;
 mod sample;
 
@@ -37,10 +36,6 @@ pub enum Bench {
     /// rotation against the number of keys (SQLite files made beside
     /// --database-url).
     Keys(keys::KeysArgs),
-    /// A running server under load over HTTP: `me`, `me` with personal
-    /// fields, token refresh, or logins over the accounts given; with the
-    /// server's peak memory (`scripts/bench-http.sh` sets it all up).
-    Http(http::HttpArgs),
     /// Offline verification of audit exports (`custodia audit verify`)
     /// against the chain's length; needs no database.
     Audit(audit::AuditArgs),
@@ -104,7 +99,6 @@ pub async fn run(url: Option<&str>, bench: Bench) -> Result<ExitCode, String> {
         Bench::History(args) => history::run(url()?, args).await,
         Bench::Erasure(args) => erasure::run(url()?, args).await,
         Bench::Keys(args) => keys::run(url()?, args).await,
-        Bench::Http(args) => http::run(args).await,
         Bench::Audit(args) => audit::run(args),
     }
 }
