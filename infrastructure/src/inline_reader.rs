@@ -63,7 +63,7 @@ impl InlineReader {
             Some(conn) => conn,
             None => self.open()?,
         };
-        let answer = read(&conn).map_err(read_error);
+        let answer = read(&conn).map_err(sqlite_error);
         let mut idle = self
             .idle
             .lock()
@@ -75,7 +75,11 @@ impl InlineReader {
     }
 }
 
-fn read_error(error: rusqlite::Error) -> StoreError {
+/// A failure of SQLite (through rusqlite) as a store error: busy or
+/// unopenable is "unavailable", a damaged file "corrupt", missing tables
+/// name the migration. SQLite's messages name tables and constraints,
+/// never values.
+pub(crate) fn sqlite_error(error: rusqlite::Error) -> StoreError {
     match &error {
         rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
             rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => {

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::{Outcome, INSERT_CHUNK, LOOKUP, MAX_GROUP};
+use crate::inline_reader::sqlite_error as db_error;
 use crate::stored::to_i64;
 
 /// Work for the writer thread.
@@ -369,25 +370,4 @@ fn insert_error(error: rusqlite::Error) -> AppendError {
         }
     }
     AppendError::Store(db_error(error))
-}
-
-/// A failure of SQLite as a store error: busy or unopenable is
-/// "unavailable", a damaged file "corrupt". SQLite's messages name tables
-/// and constraints, never values.
-fn db_error(error: rusqlite::Error) -> StoreError {
-    match &error {
-        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
-            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase => {
-                StoreError::corrupt(error.to_string())
-            }
-            rusqlite::ErrorCode::DatabaseBusy
-            | rusqlite::ErrorCode::DatabaseLocked
-            | rusqlite::ErrorCode::CannotOpen => StoreError::unavailable(error.to_string()),
-            _ if error.to_string().contains("no such table") => StoreError::schema(
-                "the Custodia tables are missing; run `custodia migrate`".to_owned(),
-            ),
-            _ => StoreError::database(error.to_string()),
-        },
-        _ => StoreError::database(error.to_string()),
-    }
 }
