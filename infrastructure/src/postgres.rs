@@ -229,11 +229,8 @@ async fn try_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Attempt
 /// locks come before any write, so a transaction's id is assigned after it
 /// holds them: transaction ids follow chain order.
 fn begin_locking(requests: &[AppendRequest]) -> String {
-    let mut keys: Vec<i64> = requests.iter().map(|r| lock_key(r.chain())).collect();
-    keys.sort_unstable();
-    keys.dedup();
     let mut sql = String::from("BEGIN;");
-    for key in keys {
+    for key in chain_lock_keys(requests) {
         sql.push_str(&format!(" SELECT pg_advisory_xact_lock({key});"));
     }
     sql
@@ -295,24 +292,8 @@ async fn commit_group(
         // turn; all of them learn it now.
         Err(group::Abandoned::Failed(error)) => requests
             .iter()
-            .map(|_| Some(Err(same_failure(&error).into())))
+            .map(|_| Some(Err(error.clone().into())))
             .collect(),
-    }
-}
-
-/// A copy of a store failure, for each append of a group that met it.
-fn same_failure(error: &StoreError) -> StoreError {
-    let message = match error {
-        StoreError::Unavailable { message, .. }
-        | StoreError::Corrupt { message, .. }
-        | StoreError::Schema { message, .. }
-        | StoreError::Database { message, .. } => message.clone(),
-    };
-    match error {
-        StoreError::Unavailable { .. } => StoreError::unavailable(message),
-        StoreError::Corrupt { .. } => StoreError::corrupt(message),
-        StoreError::Schema { .. } => StoreError::schema(message),
-        StoreError::Database { .. } => StoreError::database(message),
     }
 }
 
@@ -431,6 +412,15 @@ async fn append_in(
 fn lock_key(chain: ChainId) -> i64 {
     let (high, low) = chain.as_uuid().as_u64_pair();
     (high ^ low) as i64
+}
+
+/// The lock keys of the requests' chains, each once, in key order (the
+/// order every transaction takes them in).
+fn chain_lock_keys(requests: &[AppendRequest]) -> Vec<i64> {
+    let mut keys: Vec<i64> = requests.iter().map(|r| lock_key(r.chain())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 async fn notify_other_processes(pool: PgPool, mut requests: watch::Receiver<u64>) {

@@ -7,7 +7,7 @@ use custodia_domain::{
     Metadata, Origin, Payload, Position, RecordedEvent, SchemaVersion, StreamCategory, StreamId,
     StreamVersion, Timestamp,
 };
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::Row;
 use uuid::Uuid;
 
 /// Every stored column of `events`, in the order [`decode_event`] reads them.
@@ -23,8 +23,10 @@ pub(crate) trait Columns {
     fn text(&self, i: usize) -> Option<String>;
     fn bytes(&self, i: usize) -> Option<Vec<u8>>;
     fn uuid(&self, i: usize) -> Option<Uuid>;
-    /// `Some(None)`: NULL.
+    /// `Some(None)`: NULL (so for every `optional_` reader).
     fn optional_uuid(&self, i: usize) -> Option<Option<Uuid>>;
+    fn optional_int(&self, i: usize) -> Option<Option<i64>>;
+    fn optional_text(&self, i: usize) -> Option<Option<String>>;
 }
 
 macro_rules! sqlx_columns {
@@ -46,6 +48,16 @@ macro_rules! sqlx_columns {
                 self.try_get(i).ok()
             }
             fn optional_uuid(&self, i: usize) -> Option<Option<Uuid>> {
+                self.try_get(i).ok()
+            }
+            fn optional_int(&self, i: usize) -> Option<Option<i64>> {
+                self.try_get::<Option<i64>, _>(i).ok().or_else(|| {
+                    self.try_get::<Option<i32>, _>(i)
+                        .ok()
+                        .map(|v| v.map(i64::from))
+                })
+            }
+            fn optional_text(&self, i: usize) -> Option<Option<String>> {
                 self.try_get(i).ok()
             }
         }
@@ -75,6 +87,12 @@ impl Columns for rusqlite::Row<'_> {
             None => Some(None),
             Some(bytes) => Uuid::from_slice(&bytes).ok().map(Some),
         }
+    }
+    fn optional_int(&self, i: usize) -> Option<Option<i64>> {
+        self.get(i).ok()
+    }
+    fn optional_text(&self, i: usize) -> Option<Option<String>> {
+        self.get(i).ok()
     }
 }
 
@@ -297,39 +315,27 @@ pub(crate) fn lookup_sql(extra_columns: &str) -> String {
     )
 }
 
-/// Reads a row of [`lookup_sql`].
-pub(crate) fn append_context<'r, R>(row: &'r R) -> Result<AppendContext, StoreError>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
-    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-    Uuid: Decode<'r, R::Database> + Type<R::Database>,
-    Option<Uuid>: Decode<'r, R::Database> + Type<R::Database>,
-{
+/// Reads a row of [`lookup_sql`], whichever driver read it.
+pub(crate) fn append_context(row: &impl Columns) -> Result<AppendContext, StoreError> {
     let bad = |what: &str| StoreError::corrupt(format!("unreadable {what} while appending"));
     let committed = match row
-        .try_get::<Option<String>, _>(0)
-        .map_err(|_| bad("idempotency record"))?
+        .optional_text(0)
+        .ok_or_else(|| bad("idempotency record"))?
     {
         Some(category) => {
             Some(committed_command(row, category).ok_or_else(|| bad("idempotency record"))?)
         }
         None => None,
     };
-    let stream_chain: Option<Uuid> = row.try_get(7).map_err(|_| bad("stream"))?;
-    let stream_version: Option<i64> = row.try_get(8).map_err(|_| bad("stream"))?;
-    let head_index: Option<i64> = row.try_get(9).map_err(|_| bad("chain head"))?;
+    let stream_chain = row.optional_uuid(7).ok_or_else(|| bad("stream"))?;
+    let stream_version = row.optional_int(8).ok_or_else(|| bad("stream"))?;
+    let head_index = row.optional_int(9).ok_or_else(|| bad("chain head"))?;
     let chain_head = match head_index {
         None => ChainHead::GENESIS,
         Some(index) => ChainHead {
             next_index: ChainIndex(u64::try_from(index).map_err(|_| bad("chain head"))? + 1),
             last_hash: row
-                .try_get::<Vec<u8>, _>(10)
-                .ok()
+                .bytes(10)
                 .and_then(|hash| EventHash::from_slice(&hash))
                 .ok_or_else(|| bad("chain head"))?,
         },
@@ -351,34 +357,17 @@ pub(crate) const COMMITTED_COMMAND: &str = "SELECT stream_category, stream_id, e
     last_version, last_chain_index, last_position, transaction_id FROM commands WHERE command_id = $1";
 
 /// A row of [`COMMITTED_COMMAND`].
-pub(crate) fn committed_row<'r, R>(row: &'r R) -> Result<CommittedCommand, StoreError>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    Uuid: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(crate) fn committed_row(row: &impl Columns) -> Result<CommittedCommand, StoreError> {
     let bad = || StoreError::corrupt("unreadable idempotency record".to_owned());
-    let category: String = row.try_get(0).map_err(|_| bad())?;
+    let category = row.text(0).ok_or_else(bad)?;
     committed_command(row, category).ok_or_else(bad)
 }
 
 /// The idempotency record in columns 0-6 of a [`lookup_sql`] row.
-fn committed_command<'r, R>(row: &'r R, category: String) -> Option<CommittedCommand>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    Uuid: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let int = |i: usize| {
-        row.try_get::<i64, _>(i)
-            .ok()
-            .and_then(|v| u64::try_from(v).ok())
-    };
+fn committed_command(row: &impl Columns, category: String) -> Option<CommittedCommand> {
+    let int = |i: usize| row.int(i).and_then(|v| u64::try_from(v).ok());
     Some(CommittedCommand {
-        stream: StreamId::new(StreamCategory::parse(category).ok()?, row.try_get(1).ok()?),
+        stream: StreamId::new(StreamCategory::parse(category).ok()?, row.uuid(1)?),
         event_count: int(2)? as usize,
         appended: Appended {
             stream_version: StreamVersion(int(3)?),

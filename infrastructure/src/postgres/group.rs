@@ -112,12 +112,7 @@ pub(super) async fn append_group(
     // Try every chain lock before anything is read or written (so this
     // transaction's id still follows chain order; ADR 0002). A try never
     // waits, so two groups can never wait for each other.
-    let mut keys: Vec<i64> = requests
-        .iter()
-        .map(|r| super::lock_key(r.chain()))
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
+    let keys = super::chain_lock_keys(requests);
     let busy: HashSet<i64> = sqlx::query_scalar::<_, i64>(
         "SELECT k FROM unnest($1::bigint[]) AS k WHERE NOT pg_try_advisory_xact_lock(k)",
     )

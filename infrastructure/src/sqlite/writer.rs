@@ -8,21 +8,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use custodia_application::{
-    AppendContext, AppendDecision, AppendError, AppendRequest, Appended, CommittedCommand,
-    StoreError,
+    AppendContext, AppendDecision, AppendError, AppendRequest, Appended, StoreError,
 };
-use custodia_domain::chain::ChainHead;
-use custodia_domain::{
-    ChainId, ChainIndex, EventHash, LogCursor, Position, RecordedEvent, StreamCategory, StreamId,
-    StreamVersion, Timestamp,
-};
+use custodia_domain::{LogCursor, Position, RecordedEvent, Timestamp};
 use rusqlite::{named_params, Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, watch};
-use uuid::Uuid;
 
 use super::{Outcome, INSERT_CHUNK, LOOKUP, MAX_GROUP};
 use crate::inline_reader::sqlite_error as db_error;
-use crate::stored::to_i64;
+use crate::stored::{append_context, to_i64};
 
 /// Work for the writer thread.
 pub(super) enum Job {
@@ -198,78 +192,18 @@ fn append_one(
     })
 }
 
-/// Reads a row of the lookup (`stored::lookup_sql` plus the next free
-/// position in column 11), as `stored::append_context` does for sqlx rows.
+/// Reads a row of the lookup: `stored::lookup_sql` plus the next free
+/// position in column 11.
 fn lookup_row(row: &rusqlite::Row<'_>) -> (Result<AppendContext, StoreError>, i64) {
-    let bad = |what: &str| StoreError::corrupt(format!("unreadable {what} while appending"));
-    let int = |i: usize| row.get::<_, Option<i64>>(i).ok().flatten();
-    let uuid = |i: usize| {
-        row.get::<_, Option<Vec<u8>>>(i)
-            .ok()
-            .flatten()
-            .and_then(|bytes| Uuid::from_slice(&bytes).ok())
-    };
-    let first_position = match row.get::<_, i64>(11) {
-        Ok(position) => position,
-        Err(_) => return (Err(bad("position")), 0),
-    };
-    let context = (|| {
-        let committed = match row
-            .get::<_, Option<String>>(0)
-            .map_err(|_| bad("idempotency record"))?
-        {
-            None => None,
-            Some(category) => {
-                let record = (|| {
-                    let count = |i| int(i).and_then(|v| u64::try_from(v).ok());
-                    Some(CommittedCommand {
-                        stream: StreamId::new(StreamCategory::parse(category).ok()?, uuid(1)?),
-                        event_count: count(2)? as usize,
-                        appended: Appended {
-                            stream_version: StreamVersion(count(3)?),
-                            chain_index: ChainIndex(count(4)?),
-                            position: Position(count(5)?),
-                            cursor: LogCursor {
-                                transaction: count(6)?,
-                                position: count(5)?,
-                            },
-                        },
-                    })
-                })();
-                Some(record.ok_or_else(|| bad("idempotency record"))?)
-            }
-        };
-        let head_index: Option<i64> = row.get(9).map_err(|_| bad("chain head"))?;
-        let chain_head = match head_index {
-            None => ChainHead::GENESIS,
-            Some(index) => ChainHead {
-                next_index: ChainIndex(u64::try_from(index).map_err(|_| bad("chain head"))? + 1),
-                last_hash: row
-                    .get::<_, Vec<u8>>(10)
-                    .ok()
-                    .and_then(|hash| EventHash::from_slice(&hash))
-                    .ok_or_else(|| bad("chain head"))?,
-            },
-        };
-        Ok(AppendContext {
-            committed,
-            stream_chain: match row.get::<_, Option<Vec<u8>>>(7) {
-                Ok(None) => None,
-                Ok(Some(bytes)) => Some(ChainId::from_uuid(
-                    Uuid::from_slice(&bytes).map_err(|_| bad("stream"))?,
-                )),
-                Err(_) => return Err(bad("stream")),
-            },
-            stream_version: StreamVersion(
-                row.get::<_, Option<i64>>(8)
-                    .map_err(|_| bad("stream"))?
-                    .map_or(Ok(0), u64::try_from)
-                    .map_err(|_| bad("stream"))?,
-            ),
-            chain_head,
-        })
-    })();
-    (context, first_position)
+    match row.get::<_, i64>(11) {
+        Ok(first_position) => (append_context(row), first_position),
+        Err(_) => (
+            Err(StoreError::corrupt(
+                "unreadable position while appending".to_owned(),
+            )),
+            0,
+        ),
+    }
 }
 
 /// Writes sealed events at positions from `first_position`, and the
