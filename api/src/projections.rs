@@ -1,5 +1,5 @@
-//! The projections as the server runs them: one runner task per projection
-//! (each holding that projection's lease while it runs), waiting for them
+//! The projections as the server runs them: one runner task for all of
+//! them (holding every projection's lease while it runs), waiting for them
 //! (read-your-writes), and their lag (readiness, metrics).
 
 use std::sync::Arc;
@@ -58,24 +58,19 @@ impl Projections {
         }
     }
 
-    /// Starts a runner per projection on the current tokio runtime.
+    /// Starts the runner of every projection (one task, one transaction
+    /// per batch for all of them) on the current tokio runtime.
     pub fn start(&self, store: Arc<dyn EventStore>) -> Running {
         let (shutdown, stop) = watch::channel(false);
-        let tasks = self
-            .all
-            .iter()
-            .map(|projection| {
-                let runner = Runner {
-                    projection: projection.clone(),
-                    store: store.clone(),
-                    models: self.models.clone(),
-                    holder: self.holder,
-                    config: self.config,
-                    commits: (*self.commits).clone(),
-                };
-                tokio::spawn(runner.run(stop.clone()))
-            })
-            .collect();
+        let runner = Runner {
+            projections: self.all.to_vec(),
+            store,
+            models: self.models.clone(),
+            holder: self.holder,
+            config: self.config,
+            commits: (*self.commits).clone(),
+        };
+        let tasks = vec![tokio::spawn(runner.run(stop))];
         Running { shutdown, tasks }
     }
 

@@ -261,17 +261,15 @@ async fn erasure_forgets_the_subject_and_keeps_the_history(db: TestDatabase) {
     // A rebuild from zero never fails on the destroyed key, and ends with
     // the subject erased.
     running.stop().await;
-    for projection in custodia_projections::identity::all() {
-        custodia_projections::rebuild(
-            &*projection,
-            &state.ports.store,
-            &*state.models,
-            Default::default(),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    }
+    custodia_projections::rebuild(
+        &custodia_projections::identity::all(),
+        &state.ports.store,
+        &*state.models,
+        Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let (_, body) = call!(&service, read_user());
     assert_eq!(body["data"]["user"]["erased"], true, "{body}");
     assert_eq!(body["data"]["user"]["displayName"], Value::Null);

@@ -24,7 +24,7 @@ pub use one_time_codes::OneTimeCodes;
 pub use passwords::{PasswordCheck, PasswordError, PasswordHasher};
 pub use personal_data::{PersonalData, VaultError};
 pub use read_models::{
-    list_all, Checkpoint, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery,
+    list_all, Checkpoint, CheckpointMove, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery,
 };
 pub use tokens::{AccessClaims, TokenError, TokenSigner};
 pub use verify::{verify_chain_in_batches, verify_log, ChainLine, ChainVerdict, VerifyReport};

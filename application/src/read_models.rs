@@ -151,15 +151,23 @@ pub trait ReadModelTx: Send {
     /// A page of rows, as [`ReadModels::list`] reads them, inside the
     /// transaction.
     async fn list(&mut self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError>;
-    /// Moves `name`'s checkpoint from `from` to `to` and renews the lease
-    /// until `lease_until`, then commits; refused (and rolled back) unless
-    /// `holder` holds the lease and the checkpoint is still at `from`.
+    /// Moves each projection's checkpoint and renews its lease until
+    /// `lease_until`, then commits; refused (and rolled back, all of it)
+    /// unless `holder` holds every lease and every checkpoint is still at
+    /// its `from`.
     async fn commit(
         self: Box<Self>,
-        name: &str,
+        moves: &[CheckpointMove<'_>],
         holder: Uuid,
-        from: LogCursor,
-        to: LogCursor,
         lease_until: i64,
     ) -> Result<(), CommitError>;
+}
+
+/// One projection's checkpoint, moved from `from` to `to` by a commit
+/// (`from == to` only renews its lease).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointMove<'a> {
+    pub name: &'a str,
+    pub from: LogCursor,
+    pub to: LogCursor,
 }

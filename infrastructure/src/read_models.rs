@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 use custodia_application::{
-    Checkpoint, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery, StoreError,
+    Checkpoint, CheckpointMove, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery,
+    StoreError,
 };
 use custodia_domain::LogCursor;
 use sqlx::sqlite::SqliteSynchronous;
@@ -432,22 +433,24 @@ impl ReadModelTx for Tx {
 
     async fn commit(
         mut self: Box<Self>,
-        name: &str,
+        moves: &[CheckpointMove<'_>],
         holder: Uuid,
-        from: LogCursor,
-        to: LogCursor,
         lease_until: i64,
     ) -> Result<(), CommitError> {
         let sql = "UPDATE projection_checkpoints \
                    SET transaction_id = $1, position = $2, lease_until = $3 \
                    WHERE name = $4 AND holder = $5 AND transaction_id = $6 AND position = $7";
-        let done = on_tx!(exec &mut *self, conn => sqlx::query(sql)
-            .bind(to_i64(to.transaction)).bind(to_i64(to.position)).bind(lease_until)
-            .bind(name).bind(holder.to_string())
-            .bind(to_i64(from.transaction)).bind(to_i64(from.position))
-            .execute(&mut **conn))?;
-        if done != 1 {
-            return Err(CommitError::LeaseLost);
+        let holder = holder.to_string();
+        for CheckpointMove { name, from, to } in moves {
+            let done = on_tx!(exec &mut *self, conn => sqlx::query(sql)
+                .bind(to_i64(to.transaction)).bind(to_i64(to.position)).bind(lease_until)
+                .bind(*name).bind(&holder)
+                .bind(to_i64(from.transaction)).bind(to_i64(from.position))
+                .execute(&mut **conn))?;
+            if done != 1 {
+                // Dropped uncommitted: nothing of the batch stays.
+                return Err(CommitError::LeaseLost);
+            }
         }
         self.commit_now().await?;
         Ok(())

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use custodia_application::{CommitError, EventStore, ReadModels, StoreError};
+use custodia_application::{CheckpointMove, CommitError, EventStore, ReadModels, StoreError};
 use custodia_domain::{LogCursor, RecordedEvent, Timestamp};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -30,9 +30,12 @@ impl Default for RunnerConfig {
     }
 }
 
-/// Keeps one projection current for as long as its task runs.
+/// Keeps projections current, together, for as long as its task runs: one
+/// read of the log and one read-model transaction per batch for all of
+/// them, whatever their number.
 pub struct Runner {
-    pub projection: Arc<dyn Projection>,
+    /// Run together; their leases are taken in this order, all or none.
+    pub projections: Vec<Arc<dyn Projection>>,
     pub store: Arc<dyn EventStore>,
     pub models: Arc<dyn ReadModels>,
     /// This process's identity in leases.
@@ -46,12 +49,19 @@ fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// How one hold of the leases ended.
+enum Held {
+    /// Another process holds one of them.
+    Busy,
+    /// They were held, and then one was lost.
+    Lost,
+}
+
 impl Runner {
-    /// Runs until `shutdown` turns true: waits for the lease, then applies
-    /// the log from the checkpoint, live. Errors are logged and retried
+    /// Runs until `shutdown` turns true: waits for the leases, then applies
+    /// the log from the checkpoints, live. Errors are logged and retried
     /// after a pause (a projection never skips an event to get past one).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let name = self.projection.name();
         let retry = self.config.lease / 5;
         while !*shutdown.borrow() {
             let outcome = tokio::select! {
@@ -59,101 +69,194 @@ impl Runner {
                 _ = shutdown.changed() => break,
             };
             match outcome {
-                Ok(true) => {
-                    tracing::info!(projection = name, "lease lost; waiting to take it back")
+                Ok(held) => {
+                    if matches!(held, Held::Lost) {
+                        tracing::info!("projection lease lost; waiting to take it back");
+                    }
+                    // Any lease still held goes, so whoever holds the
+                    // others can take them all.
+                    self.release_all().await;
                 }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::error!(projection = name, %error, "projection stopped; retrying")
-                }
+                Err(error) => tracing::error!(%error, "projections stopped; retrying"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(retry) => {}
                 _ = shutdown.changed() => break,
             }
         }
-        if let Err(error) = self.models.release(name, self.holder).await {
-            tracing::warn!(projection = name, %error, "could not release the lease");
+        self.release_all().await;
+    }
+
+    async fn release_all(&self) {
+        for projection in &self.projections {
+            if let Err(error) = self.models.release(projection.name(), self.holder).await {
+                let name = projection.name();
+                tracing::warn!(projection = name, %error, "could not release the lease");
+            }
         }
     }
 
-    /// Takes the lease if it is free and runs while it is held. `Ok(true)`:
-    /// the lease was held and then lost; `Ok(false)`: someone else holds it.
-    async fn hold_once(&self) -> Result<bool, ProjectionError> {
-        let name = self.projection.name();
+    /// Takes the leases if they are free and runs while they are held.
+    async fn hold_once(&self) -> Result<Held, ProjectionError> {
         let lease = micros(self.config.lease);
-        let now = Timestamp::now().0;
-        let Some(mut cursor) = self
-            .models
-            .acquire(name, self.holder, now, now + lease)
-            .await?
+        let Some(cursors) =
+            acquire_all(&*self.models, &self.projections, self.holder, lease).await?
         else {
-            return Ok(false);
+            return Ok(Held::Busy);
         };
-        tracing::info!(projection = name, %cursor, "running projection");
+        let mut members: Vec<Member> = self
+            .projections
+            .iter()
+            .zip(cursors)
+            .map(|(projection, cursor)| Member {
+                projection: &**projection,
+                cursor,
+                halted: false,
+            })
+            .collect();
+        let from = members.iter().map(|m| m.cursor).min().unwrap_or_default();
+        tracing::info!(%from, projections = members.len(), "running projections");
         let renew_every = self.config.lease / 5;
         // Appends by other processes on one SQLite file send no signal: a
         // caught-up follower looks again this often.
-        let mut follower = Follower::new(self.store.clone(), cursor, self.config.batch_size)
+        let mut follower = Follower::new(self.store.clone(), from, self.config.batch_size)
             .with_idle_wait(renew_every.min(Duration::from_millis(200)));
         loop {
             let Ok(batch) = tokio::time::timeout(renew_every, follower.next_batch()).await else {
-                let now = Timestamp::now().0;
-                match self
-                    .models
-                    .acquire(name, self.holder, now, now + lease)
-                    .await?
-                {
-                    Some(held) if held == cursor => continue,
-                    _ => return Ok(true),
+                let held =
+                    acquire_all(&*self.models, &self.projections, self.holder, lease).await?;
+                let cursors: Vec<LogCursor> = members.iter().map(|m| m.cursor).collect();
+                match held {
+                    Some(held) if held == cursors => continue,
+                    _ => return Ok(Held::Lost),
                 }
             };
             let events = batch?;
             let to = follower.cursor();
-            let batch = Batch {
-                projection: &*self.projection,
-                models: &*self.models,
-                holder: self.holder,
-                lease,
-            };
-            match batch.apply(&events, cursor, to).await {
-                Ok(()) => {
-                    cursor = to;
-                    self.commits.send_modify(|n| *n += 1);
+            loop {
+                let batch = Batch {
+                    members: &members,
+                    models: &*self.models,
+                    holder: self.holder,
+                    lease,
+                };
+                match batch.apply(&events, to).await {
+                    Ok(()) => break,
+                    // One projection cannot read an event it handles: it
+                    // stays where it is (and says so), the others go on.
+                    Err(Failure::Halted { member, error }) => {
+                        let name = members[member].projection.name();
+                        tracing::error!(projection = name, %error, "projection halted");
+                        members[member].halted = true;
+                    }
+                    Err(Failure::Other(ProjectionError::Commit(CommitError::LeaseLost))) => {
+                        return Ok(Held::Lost)
+                    }
+                    Err(Failure::Other(error)) => return Err(error),
                 }
-                Err(ProjectionError::Commit(CommitError::LeaseLost)) => return Ok(true),
-                Err(other) => return Err(other),
             }
+            for member in members.iter_mut().filter(|m| !m.halted) {
+                member.cursor = member.cursor.max(to);
+            }
+            self.commits.send_modify(|n| *n += 1);
         }
     }
 }
 
-/// Applies batches of one projection as the lease holder.
-struct Batch<'a> {
+/// Takes (or renews) every projection's lease, in order; `None`, once one
+/// is held by another process. Returns their checkpoints.
+async fn acquire_all(
+    models: &dyn ReadModels,
+    projections: &[Arc<dyn Projection>],
+    holder: Uuid,
+    lease: i64,
+) -> Result<Option<Vec<LogCursor>>, StoreError> {
+    let now = Timestamp::now().0;
+    let mut cursors = Vec::with_capacity(projections.len());
+    for projection in projections {
+        match models
+            .acquire(projection.name(), holder, now, now + lease)
+            .await?
+        {
+            Some(cursor) => cursors.push(cursor),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(cursors))
+}
+
+/// A projection in a batch, and how far it has applied the log.
+struct Member<'a> {
     projection: &'a dyn Projection,
+    cursor: LogCursor,
+    /// It could not read an event it handles: it applies nothing more
+    /// until it runs again (its lease is still renewed).
+    halted: bool,
+}
+
+/// Why a batch was not committed.
+enum Failure {
+    /// Member `member` cannot read an event (a fault of that event, not of
+    /// the store: applying it again fails again).
+    Halted {
+        member: usize,
+        error: ProjectionError,
+    },
+    Other(ProjectionError),
+}
+
+/// Applies batches of several projections as the holder of their leases.
+struct Batch<'a> {
+    members: &'a [Member<'a>],
     models: &'a dyn ReadModels,
     holder: Uuid,
-    /// µs the lease is renewed for by each commit.
+    /// µs the leases are renewed for by each commit.
     lease: i64,
 }
 
 impl Batch<'_> {
-    /// Applies `events` and moves the checkpoint from `from` to `to`, in one
-    /// transaction (none of it if the lease was lost or the checkpoint moved).
-    async fn apply(
-        &self,
-        events: &[RecordedEvent],
-        from: LogCursor,
-        to: LogCursor,
-    ) -> Result<(), ProjectionError> {
-        let mut tx = self.models.begin().await?;
+    /// Applies `events` to each running member that has not applied them
+    /// yet and moves every checkpoint to `to` (a halted member's stays), in
+    /// one transaction: none of it if a lease was lost or a checkpoint moved.
+    async fn apply(&self, events: &[RecordedEvent], to: LogCursor) -> Result<(), Failure> {
+        let other = |error: ProjectionError| Failure::Other(error);
+        let mut tx = self.models.begin().await.map_err(|e| other(e.into()))?;
         for event in events {
-            self.projection.apply(event, &mut *tx).await?;
+            let at = event.cursor();
+            for (index, member) in self.members.iter().enumerate() {
+                if member.halted || at <= member.cursor {
+                    continue;
+                }
+                if let Err(error) = member.projection.apply(event, &mut *tx).await {
+                    return Err(match error {
+                        ProjectionError::Unreadable { .. } | ProjectionError::Document(_) => {
+                            Failure::Halted {
+                                member: index,
+                                error,
+                            }
+                        }
+                        error => other(error),
+                    });
+                }
+            }
         }
+        let moves: Vec<CheckpointMove> = self
+            .members
+            .iter()
+            .map(|member| CheckpointMove {
+                name: member.projection.name(),
+                from: member.cursor,
+                to: if member.halted {
+                    member.cursor
+                } else {
+                    member.cursor.max(to)
+                },
+            })
+            .collect();
         let until = Timestamp::now().0 + self.lease;
-        tx.commit(self.projection.name(), self.holder, from, to, until)
-            .await?;
-        Ok(())
+        tx.commit(&moves, self.holder, until)
+            .await
+            .map_err(|e| other(e.into()))
     }
 }
 
@@ -161,30 +264,38 @@ impl Batch<'_> {
 /// the log it must reach.
 const REBUILD_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Rebuilds `projection` from the start of the log and returns the number
-/// of events applied. Takes the lease (refused while another process runs
-/// the projection), clears its models, replays, and gives the lease back.
-/// `progress` is told each batch's size.
+/// Rebuilds `projections` from the start of the log, together, and returns
+/// the number of events read. Takes their leases (refused while another
+/// process runs one of them), clears their models, replays, and gives the
+/// leases back. `progress` is told each batch's size. A projection that
+/// cannot read an event stops the rebuild there.
 pub async fn rebuild(
-    projection: &dyn Projection,
+    projections: &[Arc<dyn Projection>],
     store: &Arc<dyn EventStore>,
     models: &dyn ReadModels,
     config: RunnerConfig,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ProjectionError> {
-    let name = projection.name();
     let holder = Uuid::now_v7();
     let lease = micros(config.lease);
-    let now = Timestamp::now().0;
-    if models
-        .acquire(name, holder, now, now + lease)
-        .await?
-        .is_none()
-    {
-        return Err(CommitError::LeaseLost.into());
-    }
+    let held = acquire_all(models, projections, holder, lease).await;
     let result = async {
-        models.reset(name, projection.models(), holder).await?;
+        if held?.is_none() {
+            return Err(CommitError::LeaseLost.into());
+        }
+        for projection in projections {
+            models
+                .reset(projection.name(), projection.models(), holder)
+                .await?;
+        }
+        let mut members: Vec<Member> = projections
+            .iter()
+            .map(|projection| Member {
+                projection: &**projection,
+                cursor: LogCursor::START,
+                halted: false,
+            })
+            .collect();
         // Everything committed before the rebuild began is replayed. (On
         // PostgreSQL the log is read only below the oldest transaction still
         // running anywhere on the server: the rebuild waits for it.)
@@ -203,12 +314,20 @@ pub async fn rebuild(
             };
             let to = last.cursor();
             let batch = Batch {
-                projection,
+                members: &members,
                 models,
                 holder,
                 lease,
             };
-            batch.apply(&events, cursor, to).await?;
+            batch
+                .apply(&events, to)
+                .await
+                .map_err(|failure| match failure {
+                    Failure::Halted { error, .. } | Failure::Other(error) => error,
+                })?;
+            for member in &mut members {
+                member.cursor = to;
+            }
             cursor = to;
             applied += events.len() as u64;
             progress(events.len() as u64);
@@ -216,7 +335,10 @@ pub async fn rebuild(
         Ok::<u64, ProjectionError>(applied)
     }
     .await;
-    models.release(name, holder).await?;
+    // Only leases this rebuild holds are released.
+    for projection in projections {
+        models.release(projection.name(), holder).await?;
+    }
     result
 }
 

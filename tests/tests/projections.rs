@@ -12,7 +12,7 @@ use custodia_application::commands::users::{
     change_user_status, register_user, update_profile, NewUser, Profile, StatusChange,
 };
 use custodia_application::commands::Ports;
-use custodia_application::{CommitError, ModelRow, ReadModelTx, ReadModels};
+use custodia_application::{CheckpointMove, CommitError, ModelRow, ReadModelTx, ReadModels};
 use custodia_domain::{LogCursor, RecordedEvent, Timestamp};
 use custodia_infrastructure::SqlReadModels;
 use custodia_projections::{
@@ -29,6 +29,8 @@ backends!(
     one_runner_at_a_time_and_another_takes_over,
     a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing,
     events_of_unknown_types_are_skipped_and_unreadable_ones_halt,
+    projections_run_together_from_their_own_checkpoints_with_all_leases_or_none,
+    a_projection_that_cannot_read_an_event_halts_alone,
 );
 
 async fn models(db: &TestDatabase) -> Arc<dyn ReadModels> {
@@ -86,20 +88,15 @@ fn start(
 ) -> Started {
     let (shutdown, stop) = watch::channel(false);
     let commits = watch::Sender::new(0);
-    let tasks = projections
-        .iter()
-        .map(|projection| {
-            let runner = Runner {
-                projection: projection.clone(),
-                store: ports.store.clone(),
-                models: models.clone(),
-                holder,
-                config,
-                commits: commits.clone(),
-            };
-            tokio::spawn(runner.run(stop.clone()))
-        })
-        .collect();
+    let runner = Runner {
+        projections: projections.to_vec(),
+        store: ports.store.clone(),
+        models: models.clone(),
+        holder,
+        config,
+        commits: commits.clone(),
+    };
+    let tasks = vec![tokio::spawn(runner.run(stop))];
     Started {
         shutdown,
         tasks,
@@ -203,17 +200,15 @@ async fn rebuild_ends_where_the_live_projection_did(db: TestDatabase) {
     let membership = before.iter().find(|r| r.model == "membership").unwrap();
     assert_eq!(membership.doc["roles"], json!(["owner"]));
 
-    for projection in &all {
-        rebuild(
-            &**projection,
-            &ports.store,
-            &*models,
-            RunnerConfig::default(),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    }
+    rebuild(
+        &all,
+        &ports.store,
+        &*models,
+        RunnerConfig::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let after = dump_all(&models).await;
     assert_eq!(
         before, after,
@@ -221,25 +216,39 @@ async fn rebuild_ends_where_the_live_projection_did(db: TestDatabase) {
     );
 }
 
-/// Counts the events it applies: applying one twice shows as a count above
-/// the number of events.
-struct Counter;
+/// Counts the events it applies in its one model: applying one twice
+/// shows as a count above the number of events.
+struct Counter {
+    name: &'static str,
+    model: &'static [&'static str],
+}
+
+const COUNTER: Counter = Counter {
+    name: "test_counter",
+    model: &["test_count"],
+};
+
+const SECOND_COUNTER: Counter = Counter {
+    name: "test_counter_2",
+    model: &["test_count_2"],
+};
 
 #[async_trait]
 impl Projection for Counter {
     fn name(&self) -> &'static str {
-        "test_counter"
+        self.name
     }
     fn models(&self) -> &'static [&'static str] {
-        &["test_count"]
+        self.model
     }
     async fn apply(
         &self,
         event: &RecordedEvent,
         tx: &mut dyn ReadModelTx,
     ) -> Result<(), ProjectionError> {
-        let mut row = tx.get("test_count", "all").await?.unwrap_or(ModelRow {
-            model: "test_count",
+        let model = self.model[0];
+        let mut row = tx.get(model, "all").await?.unwrap_or(ModelRow {
+            model,
             id: "all".into(),
             tenant: None,
             parent: None,
@@ -267,8 +276,12 @@ async fn append_some(ports: &Ports, n: usize) -> LogCursor {
 }
 
 async fn count(models: &Arc<dyn ReadModels>) -> u64 {
+    count_of(models, &COUNTER).await
+}
+
+async fn count_of(models: &Arc<dyn ReadModels>, counter: &Counter) -> u64 {
     models
-        .get("test_count", "all")
+        .get(counter.model[0], "all")
         .await
         .unwrap()
         .map_or(0, |r| r.doc["n"].as_u64().unwrap())
@@ -292,7 +305,7 @@ async fn one_runner_at_a_time_and_another_takes_over(db: TestDatabase) {
         lease: Duration::from_millis(600),
         batch_size: 7,
     };
-    let counter: Vec<Arc<dyn Projection>> = vec![Arc::new(Counter)];
+    let counter: Vec<Arc<dyn Projection>> = vec![Arc::new(COUNTER)];
     let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let first = start(&counter, &ports, &models, a, config);
     let second = start(&counter, &ports, &models, b, config);
@@ -330,6 +343,12 @@ async fn one_runner_at_a_time_and_another_takes_over(db: TestDatabase) {
     drop(survivor.commits);
     third.stop().await;
 }
+
+fn mv(name: &str, from: LogCursor, to: LogCursor) -> CheckpointMove<'_> {
+    CheckpointMove { name, from, to }
+}
+
+const START: LogCursor = LogCursor::START;
 
 async fn a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing(db: TestDatabase) {
     let _ports = ports(&db).await;
@@ -369,23 +388,66 @@ async fn a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing(db
     let mut tx = models.begin().await.unwrap();
     tx.put(&row("intruder")).await.unwrap();
     let refused = tx
-        .commit("p", intruder, LogCursor::START, to, now + lease)
+        .commit(&[mv("p", START, to)], intruder, now + lease)
         .await;
     assert!(matches!(refused, Err(CommitError::LeaseLost)));
     assert_eq!(models.get("test_row", "intruder").await.unwrap(), None);
     // The holder's commit from a checkpoint that is not the current one too.
     let mut tx = models.begin().await.unwrap();
     tx.put(&row("stale")).await.unwrap();
-    let refused = tx.commit("p", holder, to, to, now + lease).await;
+    let refused = tx.commit(&[mv("p", to, to)], holder, now + lease).await;
     assert!(matches!(refused, Err(CommitError::LeaseLost)));
     assert_eq!(models.get("test_row", "stale").await.unwrap(), None);
     // The holder's commit from the current checkpoint lands.
     let mut tx = models.begin().await.unwrap();
     tx.put(&row("good")).await.unwrap();
-    tx.commit("p", holder, LogCursor::START, to, now + lease)
+    tx.commit(&[mv("p", START, to)], holder, now + lease)
         .await
         .unwrap();
     assert!(models.get("test_row", "good").await.unwrap().is_some());
+    // Several checkpoints move together or not at all: one stale move
+    // refuses the whole commit, and the others stay where they were.
+    assert!(models
+        .acquire("q", holder, now, now + lease)
+        .await
+        .unwrap()
+        .is_some());
+    let later_to = LogCursor {
+        transaction: 2,
+        position: 2,
+    };
+    let mut tx = models.begin().await.unwrap();
+    tx.put(&row("half")).await.unwrap();
+    let refused = tx
+        .commit(
+            &[mv("p", to, later_to), mv("q", to, later_to)],
+            holder,
+            now + lease,
+        )
+        .await;
+    assert!(matches!(refused, Err(CommitError::LeaseLost)));
+    assert_eq!(models.get("test_row", "half").await.unwrap(), None);
+    let at = |name: &str, checkpoints: &[custodia_application::Checkpoint]| {
+        checkpoints.iter().find(|c| c.name == name).unwrap().cursor
+    };
+    let checkpoints = models.checkpoints().await.unwrap();
+    assert_eq!(at("p", &checkpoints), to, "p did not move alone");
+    assert_eq!(at("q", &checkpoints), START);
+    let mut tx = models.begin().await.unwrap();
+    tx.put(&row("both")).await.unwrap();
+    tx.commit(
+        &[mv("p", to, later_to), mv("q", START, later_to)],
+        holder,
+        now + lease,
+    )
+    .await
+    .unwrap();
+    let checkpoints = models.checkpoints().await.unwrap();
+    assert_eq!(
+        (at("p", &checkpoints), at("q", &checkpoints)),
+        (later_to, later_to)
+    );
+    assert!(models.get("test_row", "both").await.unwrap().is_some());
     // A lapsed lease is taken over, at the checkpoint the holder left.
     let later = now + lease + 1;
     assert_eq!(
@@ -393,8 +455,121 @@ async fn a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing(db
             .acquire("p", intruder, later, later + lease)
             .await
             .unwrap(),
-        Some(to)
+        Some(later_to)
     );
+}
+
+/// An event of a type the users projection handles, in a shape it cannot
+/// read.
+fn unreadable(tenant: custodia_domain::TenantId) -> custodia_application::AppendRequest {
+    let broken = one_event(custodia_domain::ChainId::Tenant(tenant));
+    let mut events = broken.events().to_vec();
+    events[0].event_type = custodia_domain::EventType::parse("UserRegistered").unwrap();
+    custodia_application::AppendRequest::new(
+        broken.chain(),
+        broken.stream().clone(),
+        custodia_application::ExpectedVersion::Any,
+        events,
+        broken.metadata().clone(),
+    )
+    .unwrap()
+}
+
+async fn checkpoint(models: &Arc<dyn ReadModels>, name: &str) -> LogCursor {
+    models
+        .checkpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == name)
+        .map_or(START, |c| c.cursor)
+}
+
+async fn projections_run_together_from_their_own_checkpoints_with_all_leases_or_none(
+    db: TestDatabase,
+) {
+    let ports = ports(&db).await;
+    let models = models(&db).await;
+    let config = RunnerConfig {
+        lease: Duration::from_millis(600),
+        batch_size: 7,
+    };
+    let first: Vec<Arc<dyn Projection>> = vec![Arc::new(COUNTER)];
+    let alone = start(&first, &ports, &models, Uuid::now_v7(), config);
+    let mut last = append_some(&ports, 20).await;
+    caught_up(&models, &["test_counter"], last).await;
+    alone.stop().await;
+    let first_done = checkpoint(&models, "test_counter").await;
+
+    // Another process holds the second counter: the pair runs neither.
+    let other = Uuid::now_v7();
+    let now = Timestamp::now().0;
+    let held = models
+        .acquire("test_counter_2", other, now, now + 60_000_000)
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    let both: Vec<Arc<dyn Projection>> = vec![Arc::new(COUNTER), Arc::new(SECOND_COUNTER)];
+    let together = start(&both, &ports, &models, Uuid::now_v7(), config);
+    last = last.max(append_some(&ports, 10).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        count(&models).await,
+        20,
+        "nothing applied without every lease"
+    );
+    assert_eq!(checkpoint(&models, "test_counter").await, first_done);
+
+    // Once it is free, both run in one pass, each from its own checkpoint:
+    // the first applies only what came after, the second everything.
+    models.release("test_counter_2", other).await.unwrap();
+    caught_up(&models, &["test_counter", "test_counter_2"], last).await;
+    assert_eq!(count(&models).await, 30, "nothing applied twice");
+    assert_eq!(count_of(&models, &SECOND_COUNTER).await, 30);
+    together.stop().await;
+}
+
+async fn a_projection_that_cannot_read_an_event_halts_alone(db: TestDatabase) {
+    let ports = ports(&db).await;
+    let models = models(&db).await;
+    let (tenant, _) = tenant_with_owner(&ports, "owner@example.org", None).await;
+    let users = identity::all()
+        .into_iter()
+        .find(|p| p.name() == "users")
+        .unwrap();
+    let group: Vec<Arc<dyn Projection>> = vec![users, Arc::new(COUNTER)];
+    let config = RunnerConfig {
+        lease: Duration::from_millis(600),
+        batch_size: 3,
+    };
+    let running = start(&group, &ports, &models, Uuid::now_v7(), config);
+    let broken = ports.store.append(unreadable(tenant)).await.unwrap().cursor;
+    let last = append_some(&ports, 10).await;
+    caught_up(&models, &["test_counter"], last).await;
+    let events: u64 = ports
+        .store
+        .chains()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.events)
+        .sum();
+    assert_eq!(
+        count(&models).await,
+        events,
+        "the other applied every event once"
+    );
+    let users_at = checkpoint(&models, "users").await;
+    assert!(
+        users_at < broken,
+        "users stopped before the event it cannot read"
+    );
+    assert!(
+        users_at > START,
+        "users applied what came before it (the tenant's owner)"
+    );
+    assert_eq!(models.dump("user").await.unwrap().len(), 1);
+    running.stop().await;
 }
 
 async fn events_of_unknown_types_are_skipped_and_unreadable_ones_halt(db: TestDatabase) {
@@ -425,17 +600,15 @@ async fn events_of_unknown_types_are_skipped_and_unreadable_ones_halt(db: TestDa
     // running anywhere on the server, so it may need another round.)
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        for projection in identity::all() {
-            rebuild(
-                &*projection,
-                &ports.store,
-                &*models,
-                RunnerConfig::default(),
-                |_| {},
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{} halted: {e}", projection.name()));
-        }
+        rebuild(
+            &identity::all(),
+            &ports.store,
+            &*models,
+            RunnerConfig::default(),
+            |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a projection halted: {e}"));
         if models.dump("user").await.unwrap().len() == 2 {
             break;
         }
@@ -449,24 +622,13 @@ async fn events_of_unknown_types_are_skipped_and_unreadable_ones_halt(db: TestDa
 
     // A type the users projection handles, in a shape it cannot read: it
     // halts there, rather than skip a change it should have shown.
-    let mut broken = one_event(ChainId::Tenant(tenant));
-    let mut events = broken.events().to_vec();
-    events[0].event_type = custodia_domain::EventType::parse("UserRegistered").unwrap();
-    broken = custodia_application::AppendRequest::new(
-        broken.chain(),
-        broken.stream().clone(),
-        custodia_application::ExpectedVersion::Any,
-        events,
-        broken.metadata().clone(),
-    )
-    .unwrap();
-    ports.store.append(broken).await.unwrap();
+    ports.store.append(unreadable(tenant)).await.unwrap();
     let users = identity::all()
         .into_iter()
         .find(|p| p.name() == "users")
         .unwrap();
     let halted = rebuild(
-        &*users,
+        &[users],
         &ports.store,
         &*models,
         RunnerConfig::default(),

@@ -62,6 +62,7 @@ async fn rebuild_named(
     let chosen: Vec<_> = all
         .iter()
         .filter(|p| name.is_none_or(|n| n == p.name()))
+        .cloned()
         .collect();
     if chosen.is_empty() {
         let names: Vec<_> = all.iter().map(|p| p.name()).collect();
@@ -71,6 +72,8 @@ async fn rebuild_named(
             names.join(", ")
         ));
     }
+    let names: Vec<_> = chosen.iter().map(|p| p.name()).collect();
+    let names = names.join(", ");
     let total: u64 = store
         .chains()
         .await
@@ -78,31 +81,29 @@ async fn rebuild_named(
         .iter()
         .map(|c| c.events)
         .sum();
-    for projection in chosen {
-        let bar = ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(
-                "{msg:>12} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
-            )
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("[{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
             .expect("a valid template")
             .progress_chars("=> "),
-        );
-        bar.set_message(projection.name());
-        let started = std::time::Instant::now();
-        let applied = rebuild(&**projection, store, models, RunnerConfig::default(), |n| bar.inc(n))
-            .await
-            .map_err(|e| match e {
-                ProjectionError::Commit(CommitError::LeaseLost) => format!(
-                    "projection {} is running in another process (a server?): stop it, or wait until its lease lapses",
-                    projection.name()
-                ),
-                other => other.to_string(),
-            })?;
-        bar.finish_and_clear();
-        println!(
-            "{:<12} rebuilt from {applied} events in {:.2} s",
-            projection.name(),
-            started.elapsed().as_secs_f64()
-        );
-    }
+    );
+    let started = std::time::Instant::now();
+    // All of them together: the log is read once, and each batch is one
+    // transaction for all of them.
+    let applied = rebuild(&chosen, store, models, RunnerConfig::default(), |n| {
+        bar.inc(n)
+    })
+    .await
+    .map_err(|e| match e {
+        ProjectionError::Commit(CommitError::LeaseLost) => format!(
+            "projections {names}: one of them is running in another process (a server?): stop it, or wait until its lease lapses"
+        ),
+        other => other.to_string(),
+    })?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "rebuilt {names} from {applied} events in {seconds:.2} s ({:.0} events/s)",
+        applied as f64 / seconds.max(1e-9)
+    );
     Ok(ExitCode::SUCCESS)
 }
