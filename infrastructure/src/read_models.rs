@@ -12,6 +12,7 @@ use sqlx::{Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::inline_reader::InlineReader;
 use crate::pools::{on_pool, Pools};
@@ -35,10 +36,13 @@ type RawRow = (
 #[derive(Clone)]
 pub struct SqlReadModels {
     pools: Pools,
-    /// On SQLite, reads outside transactions run here, on the caller's
-    /// thread (`inline_reader.rs`).
-    inline: Option<std::sync::Arc<InlineReader>>,
+    /// On SQLite: reads run here, on the caller's thread
+    /// (`inline_reader.rs`), and projection batches are written by one
+    /// thread (`read_models/buffered.rs`).
+    sqlite: Option<(Arc<InlineReader>, Arc<buffered::Writer>)>,
 }
+
+mod buffered;
 
 /// [`on_pool!`], inside an open transaction.
 macro_rules! on_tx {
@@ -70,17 +74,19 @@ impl SqlReadModels {
     /// again, so commits are not fsynced (`synchronous=NORMAL`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pools = Pools::connect(url, SqliteSynchronous::Normal, 4, 8).await?;
-        let inline = match &pools {
+        let sqlite = match &pools {
             Pools::Sqlite(_) => {
                 let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
                     .map_err(|e| StoreError::unavailable(format!("bad SQLite URL: {e}")))?;
-                Some(std::sync::Arc::new(InlineReader::new(
-                    options.get_filename(),
-                )))
+                let path = options.get_filename();
+                Some((
+                    Arc::new(InlineReader::new(path)),
+                    Arc::new(buffered::Writer::start(path)?),
+                ))
             }
             Pools::Postgres(_) => None,
         };
-        Ok(Self { pools, inline })
+        Ok(Self { pools, sqlite })
     }
 }
 
@@ -263,6 +269,13 @@ macro_rules! bind_params {
 #[async_trait]
 impl ReadModels for SqlReadModels {
     async fn begin(&self) -> Result<Box<dyn ReadModelTx>, StoreError> {
+        if let Some((inline, writer)) = &self.sqlite {
+            return Ok(Box::new(buffered::BufferedTx {
+                inline: inline.clone(),
+                writer: writer.clone(),
+                changes: Default::default(),
+            }));
+        }
         Ok(Box::new(self.begin_tx().await?))
     }
 
@@ -332,7 +345,7 @@ impl ReadModels for SqlReadModels {
     }
 
     async fn get(&self, model: &'static str, id: &str) -> Result<Option<ModelRow>, StoreError> {
-        if let Some(inline) = &self.inline {
+        if let Some((inline, _)) = &self.sqlite {
             let params = [Param::Text(model.to_owned()), Param::Text(id.to_owned())];
             let mut rows = inline.read(|conn| read_rows(conn, GET, &params))?;
             return rows.pop().map(|raw| decode(model, raw)).transpose();
@@ -343,7 +356,7 @@ impl ReadModels for SqlReadModels {
 
     async fn list(&self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
         let (sql, params) = list_sql(query);
-        if let Some(inline) = &self.inline {
+        if let Some((inline, _)) = &self.sqlite {
             let rows = inline.read(|conn| read_rows(conn, &sql, &params))?;
             return decode_all(query.model, rows);
         }
@@ -353,8 +366,8 @@ impl ReadModels for SqlReadModels {
 
     async fn count(&self, query: &RowQuery) -> Result<u64, StoreError> {
         let (sql, params) = where_sql(query, "SELECT COUNT(*)");
-        let count: i64 = match &self.inline {
-            Some(inline) => inline.read(|conn| {
+        let count: i64 = match &self.sqlite {
+            Some((inline, _)) => inline.read(|conn| {
                 let mut statement = conn.prepare_cached(&sql)?;
                 bind_all(&mut statement, &params)?;
                 let mut rows = statement.raw_query();

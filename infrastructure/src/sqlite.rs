@@ -197,15 +197,24 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         // One writer at a time: position order is commit order, and each
         // append's transaction number is its first position.
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-        );
-        self.fetch_events(
-            sqlx::query(&sql)
-                .bind(to_i64(after.position))
-                .bind(limit as i64),
-        )
-        .await
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+            )
+        });
+        self.inline
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(&SQL)?;
+                let mut rows =
+                    statement.query(rusqlite::params![to_i64(after.position), limit as i64])?;
+                let mut events = Vec::new();
+                while let Some(row) = rows.next()? {
+                    events.push(decode_event(row));
+                }
+                Ok(events)
+            })?
+            .into_iter()
+            .collect()
     }
 
     async fn read_chain(
@@ -253,21 +262,26 @@ impl EventStore for SqliteEventStore {
         &self,
         command_id: CommandId,
     ) -> Result<Option<CommittedCommand>, StoreError> {
-        let row = sqlx::query(COMMITTED_COMMAND)
-            .bind(command_id.as_uuid())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(store_error)?;
-        row.as_ref().map(committed_row).transpose()
+        static SQL: LazyLock<String> = LazyLock::new(|| COMMITTED_COMMAND.replace('$', "?"));
+        self.inline
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(&SQL)?;
+                let mut rows = statement.query([&command_id.as_uuid().as_bytes()[..]])?;
+                Ok(rows.next()?.map(committed_row))
+            })?
+            .transpose()
     }
 
     async fn head(&self) -> Result<LogCursor, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT transaction_id, position FROM events ORDER BY position DESC LIMIT 1",
-        )
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(store_error)?;
+        let row: Option<(i64, i64)> = self.inline.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT transaction_id, position FROM events ORDER BY position DESC LIMIT 1",
+            )?;
+            let mut rows = statement.query([])?;
+            rows.next()?
+                .map(|row| Ok((row.get(0)?, row.get(1)?)))
+                .transpose()
+        })?;
         Ok(
             row.map_or(LogCursor::START, |(transaction, position)| LogCursor {
                 transaction: transaction as u64,
@@ -296,7 +310,17 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn snapshot(&self, stream: &StreamId) -> Result<Option<StoredSnapshot>, StoreError> {
-        snapshots::load(&self.reader, stream).await
+        static SQL: LazyLock<String> = LazyLock::new(|| snapshots::LOAD.replace('$', "?"));
+        self.inline
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(&SQL)?;
+                let mut rows = statement.query(rusqlite::params![
+                    stream.category.as_str(),
+                    &stream.id.as_bytes()[..],
+                ])?;
+                Ok(rows.next()?.map(|row| snapshots::decode(stream, row)))
+            })?
+            .transpose()
     }
 
     async fn save_snapshot(

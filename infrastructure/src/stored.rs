@@ -197,9 +197,12 @@ pub(crate) mod snapshots {
     use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
     use uuid::Uuid;
 
-    use super::{store_error, to_i64};
+    use super::{store_error, to_i64, Columns};
 
-    type Row = (Uuid, i64, i64, Vec<u8>);
+    /// The latest snapshot of a stream (category, id).
+    pub(crate) const LOAD: &str = "SELECT chain_id, stream_version, \
+        CAST(form_version AS BIGINT), state \
+        FROM snapshots WHERE stream_category = $1 AND stream_id = $2";
 
     /// The latest snapshot of `stream`. A row that does not decode is
     /// reported, never guessed at.
@@ -209,32 +212,35 @@ pub(crate) mod snapshots {
     ) -> Result<Option<StoredSnapshot>, StoreError>
     where
         DB: Database,
+        DB::Row: Columns,
         E: Executor<'c, Database = DB>,
         for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
         for<'q> &'q str: Encode<'q, DB> + Type<DB>,
         for<'q> Uuid: Encode<'q, DB> + Type<DB>,
-        for<'r> Row: FromRow<'r, DB::Row>,
     {
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT chain_id, stream_version, CAST(form_version AS BIGINT), state \
-             FROM snapshots WHERE stream_category = $1 AND stream_id = $2",
-        )
-        .bind(stream.category.as_str())
-        .bind(stream.id)
-        .fetch_optional(executor)
-        .await
-        .map_err(store_error)?;
-        let Some((chain, version, form, state)) = row else {
-            return Ok(None);
-        };
+        let row = sqlx::query(LOAD)
+            .bind(stream.category.as_str())
+            .bind(stream.id)
+            .fetch_optional(executor)
+            .await
+            .map_err(store_error)?;
+        row.map(|row| decode(stream, &row)).transpose()
+    }
+
+    /// A row of [`LOAD`].
+    pub(crate) fn decode(
+        stream: &StreamId,
+        row: &impl Columns,
+    ) -> Result<StoredSnapshot, StoreError> {
         let corrupt = || StoreError::corrupt(format!("the snapshot of {stream} is malformed"));
-        Ok(Some(StoredSnapshot {
+        let int = |i: usize| row.int(i).ok_or_else(corrupt);
+        Ok(StoredSnapshot {
             stream: stream.clone(),
-            chain: ChainId::from_uuid(chain),
-            stream_version: StreamVersion(u64::try_from(version).map_err(|_| corrupt())?),
-            form_version: u32::try_from(form).map_err(|_| corrupt())?,
-            state,
-        }))
+            chain: ChainId::from_uuid(row.uuid(0).ok_or_else(corrupt)?),
+            stream_version: StreamVersion(u64::try_from(int(1)?).map_err(|_| corrupt())?),
+            form_version: u32::try_from(int(2)?).map_err(|_| corrupt())?,
+            state: row.bytes(3).ok_or_else(corrupt)?,
+        })
     }
 
     /// Keeps `snapshot` unless a later one is kept, or in place of the

@@ -31,6 +31,7 @@ backends!(
     events_of_unknown_types_are_skipped_and_unreadable_ones_halt,
     projections_run_together_from_their_own_checkpoints_with_all_leases_or_none,
     a_projection_that_cannot_read_an_event_halts_alone,
+    a_batch_reads_its_own_changes_as_they_will_be_committed,
 );
 
 async fn models(db: &TestDatabase) -> Arc<dyn ReadModels> {
@@ -457,6 +458,102 @@ async fn a_commit_without_the_lease_or_from_a_stale_checkpoint_writes_nothing(db
             .unwrap(),
         Some(later_to)
     );
+}
+
+/// Within a batch, reads see the batch's own changes over the committed
+/// rows (on SQLite the changes stay in memory until commit): every list
+/// and get answers what it answers once the batch is committed.
+async fn a_batch_reads_its_own_changes_as_they_will_be_committed(db: TestDatabase) {
+    let _ports = ports(&db).await;
+    let models = models(&db).await;
+    let holder = Uuid::now_v7();
+    let now = Timestamp::now().0;
+    let lease = 60_000_000;
+    models.acquire("p", holder, now, now + lease).await.unwrap();
+    let tenants = [Uuid::now_v7(), Uuid::now_v7()];
+    let kinds = ["active", "suspended", "invited"];
+    let mut seed = 7u64;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let row = |i: u64, next: &mut dyn FnMut(u64) -> u64| ModelRow {
+        model: "test_row",
+        id: format!("row-{i:03}"),
+        tenant: Some(tenants[next(2) as usize]),
+        parent: None,
+        kind: (next(4) > 0).then(|| kinds[next(3) as usize].to_owned()),
+        actor: None,
+        lookup: None,
+        at: next(100) as i64,
+        seq: next(20) as i64,
+        doc: json!({ "i": i }),
+    };
+    let mut tx = models.begin().await.unwrap();
+    for i in 0..40 {
+        tx.put(&row(i, &mut next)).await.unwrap();
+    }
+    let at = |n| LogCursor {
+        transaction: n,
+        position: n,
+    };
+    tx.commit(&[mv("p", START, at(1))], holder, now + lease)
+        .await
+        .unwrap();
+
+    // A batch that changes, deletes and adds rows, some twice.
+    let mut tx = models.begin().await.unwrap();
+    for _ in 0..30 {
+        let i = next(50);
+        if next(4) == 0 {
+            tx.delete("test_row", &format!("row-{i:03}")).await.unwrap();
+        } else {
+            tx.put(&row(i, &mut next)).await.unwrap();
+        }
+    }
+    let mut queries = Vec::new();
+    for _ in 0..60 {
+        queries.push(custodia_application::RowQuery {
+            model: "test_row",
+            tenant: (next(2) == 0).then(|| tenants[next(2) as usize]),
+            kind: (next(4) == 0).then(|| kinds[next(3) as usize].to_owned()),
+            at_from: (next(3) == 0).then(|| next(50) as i64),
+            at_to: (next(3) == 0).then(|| 50 + next(50) as i64),
+            exclude_kinds: if next(4) == 0 {
+                vec!["suspended"]
+            } else {
+                vec![]
+            },
+            after_seq: (next(3) == 0).then(|| next(20) as i64),
+            offset: next(3) as usize * 3,
+            limit: 1 + next(12) as usize,
+            ..Default::default()
+        });
+    }
+    let mut seen = Vec::new();
+    for query in &queries {
+        seen.push(tx.list(query).await.unwrap());
+    }
+    let mut got = Vec::new();
+    for i in 0..50 {
+        got.push(tx.get("test_row", &format!("row-{i:03}")).await.unwrap());
+    }
+    tx.commit(&[mv("p", at(1), at(2))], holder, now + lease)
+        .await
+        .unwrap();
+    for (query, seen) in queries.iter().zip(&seen) {
+        assert_eq!(&models.list(query).await.unwrap(), seen, "{query:?}");
+    }
+    assert!(
+        seen.iter().any(|page| page.len() > 1),
+        "the queries select rows"
+    );
+    for (i, got) in got.iter().enumerate() {
+        let id = format!("row-{i:03}");
+        assert_eq!(&models.get("test_row", &id).await.unwrap(), got);
+    }
 }
 
 /// An event of a type the users projection handles, in a shape it cannot

@@ -1,0 +1,259 @@
+//! SQLite read-model transactions without a thread hop per statement
+//! (issue 14). A projection batch reads on the caller's thread: the
+//! committed rows, with the batch's own changes over them. Its changes are
+//! kept in memory and written at commit, in one job on the read-model
+//! writer thread, with the checkpoint moves checked first.
+//!
+//! Reading committed rows outside a write transaction is safe because only
+//! the holder of a projection's lease writes its rows, and the commit
+//! checks that the lease and every checkpoint are still where the batch
+//! began: if anyone else wrote meanwhile, the whole batch is refused.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{mpsc, Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use custodia_application::{
+    CheckpointMove, CommitError, ModelRow, ReadModelTx, RowQuery, StoreError,
+};
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{decode, list_sql, read_rows, Param, GET, PUT};
+use crate::inline_reader::{sqlite_error, InlineReader};
+use crate::stored::to_i64;
+
+/// A row's change in a batch: `None` deletes it.
+type Changes = BTreeMap<(&'static str, String), Option<ModelRow>>;
+
+/// What the writer thread commits: a batch's changes and checkpoint moves.
+struct Job {
+    changes: Changes,
+    /// (name, from, to), as `CheckpointMove` but owned.
+    moves: Vec<(String, [i64; 2], [i64; 2])>,
+    holder: String,
+    lease_until: i64,
+    reply: oneshot::Sender<Result<(), CommitError>>,
+}
+
+/// The thread that writes read-model batches; it stops when the last
+/// handle is dropped.
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Opens the writer's connection to `path` (`synchronous=NORMAL`, as
+    /// the read models' pool) and starts its thread.
+    pub(super) fn start(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite_error)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(sqlite_error)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(sqlite_error)?;
+        let (jobs, queued) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("custodia-read-models".into())
+            .spawn(move || {
+                while let Ok(job) = queued.recv() {
+                    let answer = write(&mut conn, &job);
+                    let _ = job.reply.send(answer);
+                }
+            })
+            .map_err(|e| StoreError::unavailable(format!("cannot start a thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+}
+
+static PUT_SQL: LazyLock<String> = LazyLock::new(|| PUT.replace('$', "?"));
+
+const MOVE_SQL: &str = "UPDATE projection_checkpoints \
+    SET transaction_id = ?1, position = ?2, lease_until = ?3 \
+    WHERE name = ?4 AND holder = ?5 AND transaction_id = ?6 AND position = ?7";
+
+/// Commits one batch: every checkpoint move first (any refused: nothing is
+/// written), then the rows.
+fn write(conn: &mut Connection, job: &Job) -> Result<(), CommitError> {
+    let store = |e: rusqlite::Error| CommitError::Store(sqlite_error(e));
+    // IMMEDIATE: the write lock at once, so the checks and the writes see
+    // one state.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store)?;
+    for (name, from, to) in &job.moves {
+        let moved = tx
+            .prepare_cached(MOVE_SQL)
+            .and_then(|mut s| {
+                s.execute(params![
+                    to[0],
+                    to[1],
+                    job.lease_until,
+                    name,
+                    job.holder,
+                    from[0],
+                    from[1]
+                ])
+            })
+            .map_err(store)?;
+        if moved != 1 {
+            return Err(CommitError::LeaseLost);
+        }
+    }
+    for ((model, id), change) in &job.changes {
+        match change {
+            Some(row) => tx
+                .prepare_cached(&PUT_SQL)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        row.model,
+                        row.id,
+                        row.tenant.map(|u| u.to_string()),
+                        row.parent.map(|u| u.to_string()),
+                        row.kind,
+                        row.actor.map(|u| u.to_string()),
+                        row.lookup,
+                        row.at,
+                        row.seq,
+                        row.doc.to_string(),
+                    ])
+                })
+                .map_err(store)?,
+            None => tx
+                .prepare_cached("DELETE FROM read_models WHERE model = ?1 AND id = ?2")
+                .and_then(|mut s| s.execute(params![model, id]))
+                .map_err(store)?,
+        };
+    }
+    tx.commit().map_err(store)
+}
+
+/// A batch's transaction on SQLite.
+pub(super) struct BufferedTx {
+    pub(super) inline: Arc<InlineReader>,
+    pub(super) writer: Arc<Writer>,
+    pub(super) changes: Changes,
+}
+
+impl BufferedTx {
+    fn committed(&self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
+        let (sql, params) = list_sql(query);
+        let rows = self.inline.read(|conn| read_rows(conn, &sql, &params))?;
+        rows.into_iter()
+            .map(|raw| decode(query.model, raw))
+            .collect()
+    }
+}
+
+/// Whether `row` is one `query` selects (as `where_sql` says in SQL).
+fn selects(query: &RowQuery, row: &ModelRow) -> bool {
+    let same = |wanted: &Option<uuid::Uuid>, value: &Option<uuid::Uuid>| {
+        wanted.is_none() || wanted == value
+    };
+    let same_text =
+        |wanted: &Option<String>, value: &Option<String>| wanted.is_none() || wanted == value;
+    row.model == query.model
+        && same(&query.tenant, &row.tenant)
+        && same(&query.parent, &row.parent)
+        && same(&query.actor, &row.actor)
+        && same_text(&query.kind, &row.kind)
+        && same_text(&query.lookup, &row.lookup)
+        && query.at_from.is_none_or(|from| row.at >= from)
+        && query.at_to.is_none_or(|to| row.at < to)
+        && query.after_seq.is_none_or(|after| row.seq > after)
+        && row
+            .kind
+            .as_deref()
+            .is_none_or(|kind| !query.exclude_kinds.contains(&kind))
+}
+
+#[async_trait]
+impl ReadModelTx for BufferedTx {
+    async fn get(&mut self, model: &'static str, id: &str) -> Result<Option<ModelRow>, StoreError> {
+        if let Some(change) = self.changes.get(&(model, id.to_owned())) {
+            return Ok(change.clone());
+        }
+        let params = [Param::Text(model.to_owned()), Param::Text(id.to_owned())];
+        let mut rows = self.inline.read(|conn| read_rows(conn, GET, &params))?;
+        rows.pop().map(|raw| decode(model, raw)).transpose()
+    }
+
+    async fn put(&mut self, row: &ModelRow) -> Result<(), StoreError> {
+        self.changes
+            .insert((row.model, row.id.clone()), Some(row.clone()));
+        Ok(())
+    }
+
+    async fn delete(&mut self, model: &'static str, id: &str) -> Result<(), StoreError> {
+        self.changes.insert((model, id.to_owned()), None);
+        Ok(())
+    }
+
+    async fn list(&mut self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
+        let model = query.model;
+        let pending: Vec<(&String, &Option<ModelRow>)> = self
+            .changes
+            .range((model, String::new())..)
+            .take_while(|((m, _), _)| *m == model)
+            .map(|((_, id), change)| (id, change))
+            .collect();
+        if pending.is_empty() {
+            return self.committed(query);
+        }
+        // The committed rows the answer can hold: at most `pending.len()`
+        // of the first `offset + limit + pending.len()` are changed here.
+        let mut wider = query.clone();
+        wider.offset = 0;
+        wider.limit = query.offset + query.limit + pending.len();
+        let mut rows: Vec<ModelRow> = self
+            .committed(&wider)?
+            .into_iter()
+            .filter(|row| !self.changes.contains_key(&(model, row.id.clone())))
+            .collect();
+        rows.extend(
+            pending
+                .into_iter()
+                .filter_map(|(_, change)| change.as_ref())
+                .filter(|row| selects(query, row))
+                .cloned(),
+        );
+        rows.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+        Ok(rows
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .collect())
+    }
+
+    async fn commit(
+        self: Box<Self>,
+        moves: &[CheckpointMove<'_>],
+        holder: uuid::Uuid,
+        lease_until: i64,
+    ) -> Result<(), CommitError> {
+        let cursor = |c: custodia_domain::LogCursor| [to_i64(c.transaction), to_i64(c.position)];
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            changes: self.changes,
+            moves: moves
+                .iter()
+                .map(|m| (m.name.to_owned(), cursor(m.from), cursor(m.to)))
+                .collect(),
+            holder: holder.to_string(),
+            lease_until,
+            reply,
+        };
+        let stopped = || {
+            CommitError::Store(StoreError::unavailable(
+                "the read-model writer has stopped".to_owned(),
+            ))
+        };
+        self.writer.jobs.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
