@@ -75,6 +75,26 @@ impl InlineReader {
     }
 }
 
+/// How long a writer's statement waits for another writer's lock.
+const BUSY_FOR: Duration = Duration::from_secs(10);
+
+/// Makes a writer connection wait for the write lock in steps of 100 µs,
+/// for at most [`BUSY_FOR`]. (SQLite's own busy timeout sleeps 1, 2, 5, …
+/// up to 100 ms between tries: a lock held for a millisecond by the other
+/// writer on the file costs a waiting commit tens of milliseconds.)
+pub(crate) fn wait_briefly_when_busy(conn: &Connection) -> rusqlite::Result<()> {
+    const STEP: Duration = Duration::from_micros(100);
+    fn retry(tries: i32) -> bool {
+        let waited = STEP * u32::try_from(tries).unwrap_or(u32::MAX);
+        if waited >= BUSY_FOR {
+            return false;
+        }
+        std::thread::sleep(STEP);
+        true
+    }
+    conn.busy_handler(Some(retry))
+}
+
 /// A failure of SQLite (through rusqlite) as a store error: busy or
 /// unopenable is "unavailable", a damaged file "corrupt", missing tables
 /// name the migration. SQLite's messages name tables and constraints,

@@ -328,7 +328,17 @@ impl EventStore for SqliteEventStore {
         snapshot: StoredSnapshot,
         replacing: Option<StreamVersion>,
     ) -> Result<(), StoreError> {
-        snapshots::save(&self.writer, snapshot, replacing).await
+        let stopped = || StoreError::unavailable("the SQLite writer has stopped".to_owned());
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Snapshot {
+                snapshot,
+                replacing,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn drop_snapshots(&self) -> Result<u64, StoreError> {

@@ -243,6 +243,17 @@ pub(crate) mod snapshots {
         })
     }
 
+    /// Keeps a snapshot (category, stream, chain, version, form, state)
+    /// unless a later one is kept, or in place of the unreadable one at
+    /// version `$7` (-1: none).
+    pub(crate) const SAVE: &str = "INSERT INTO snapshots (stream_category, stream_id, \
+        chain_id, stream_version, form_version, state) VALUES ($1, $2, $3, $4, $5, $6) \
+        ON CONFLICT (stream_category, stream_id) DO UPDATE SET chain_id = excluded.chain_id, \
+        stream_version = excluded.stream_version, form_version = excluded.form_version, \
+        state = excluded.state \
+        WHERE excluded.stream_version > snapshots.stream_version \
+        OR snapshots.stream_version = $7";
+
     /// Keeps `snapshot` unless a later one is kept, or in place of the
     /// unreadable one at `replacing`.
     pub(crate) async fn save<'c, DB, E>(
@@ -260,25 +271,17 @@ pub(crate) mod snapshots {
         for<'q> i32: Encode<'q, DB> + Type<DB>,
         for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
     {
-        sqlx::query(
-            "INSERT INTO snapshots (stream_category, stream_id, chain_id, stream_version, \
-             form_version, state) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (stream_category, stream_id) DO UPDATE SET chain_id = excluded.chain_id, \
-             stream_version = excluded.stream_version, form_version = excluded.form_version, \
-             state = excluded.state \
-             WHERE excluded.stream_version > snapshots.stream_version \
-             OR snapshots.stream_version = $7",
-        )
-        .bind(snapshot.stream.category.as_str())
-        .bind(snapshot.stream.id)
-        .bind(snapshot.chain.as_uuid())
-        .bind(to_i64(snapshot.stream_version.0))
-        .bind(i32::try_from(snapshot.form_version).unwrap_or(i32::MAX))
-        .bind(snapshot.state)
-        .bind(replacing.map_or(-1, |version| to_i64(version.0)))
-        .execute(executor)
-        .await
-        .map_err(store_error)?;
+        sqlx::query(SAVE)
+            .bind(snapshot.stream.category.as_str())
+            .bind(snapshot.stream.id)
+            .bind(snapshot.chain.as_uuid())
+            .bind(to_i64(snapshot.stream_version.0))
+            .bind(i32::try_from(snapshot.form_version).unwrap_or(i32::MAX))
+            .bind(snapshot.state)
+            .bind(replacing.map_or(-1, |version| to_i64(version.0)))
+            .execute(executor)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 

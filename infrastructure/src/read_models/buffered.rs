@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, LazyLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use custodia_application::{
@@ -22,7 +21,7 @@ use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::{decode, list_sql, read_rows, Param, GET, PUT};
-use crate::inline_reader::{sqlite_error, InlineReader};
+use crate::inline_reader::{sqlite_error, wait_briefly_when_busy, InlineReader};
 use crate::stored::to_i64;
 
 /// A row's change in a batch: `None` deletes it.
@@ -53,8 +52,7 @@ impl Writer {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sqlite_error)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(sqlite_error)?;
+        wait_briefly_when_busy(&conn).map_err(sqlite_error)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(sqlite_error)?;
         let (jobs, queued) = mpsc::channel::<Job>();

@@ -5,18 +5,18 @@
 //! for its answer: a group's time is its statements' work and one fsync.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use custodia_application::{
-    AppendContext, AppendDecision, AppendError, AppendRequest, Appended, StoreError,
+    AppendContext, AppendDecision, AppendError, AppendRequest, Appended, StoreError, StoredSnapshot,
 };
-use custodia_domain::{LogCursor, Position, RecordedEvent, Timestamp};
+use custodia_domain::{LogCursor, Position, RecordedEvent, StreamVersion, Timestamp};
 use rusqlite::{named_params, Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Outcome, INSERT_CHUNK, LOOKUP, MAX_GROUP};
 use crate::inline_reader::sqlite_error as db_error;
-use crate::stored::{append_context, to_i64};
+use crate::stored::{append_context, snapshots, to_i64};
 
 /// Work for the writer thread.
 pub(super) enum Job {
@@ -24,6 +24,13 @@ pub(super) enum Job {
     Append {
         requests: Vec<AppendRequest>,
         reply: oneshot::Sender<Outcome>,
+    },
+    /// A snapshot to keep (`stored::snapshots::SAVE`): written here, so it
+    /// never waits for the writer's lock on another connection.
+    Snapshot {
+        snapshot: StoredSnapshot,
+        replacing: Option<StreamVersion>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// The writer connection's durability settings, as it sees them.
     Settings {
@@ -39,8 +46,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::unavailable(e.to_string()))?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(db_error)?;
+    crate::inline_reader::wait_briefly_when_busy(&conn).map_err(db_error)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(db_error)?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -53,17 +59,31 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
 pub(super) fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, appended: watch::Sender<u64>) {
     let mut group: Vec<(Vec<AppendRequest>, oneshot::Sender<Outcome>)> =
         Vec::with_capacity(MAX_GROUP);
+    let mut snapshots = Vec::new();
     while let Some(job) = queue.blocking_recv() {
         let mut next = Some(job);
         while let Some(job) = next.take() {
             match job {
                 Job::Append { requests, reply } => group.push((requests, reply)),
+                Job::Snapshot {
+                    snapshot,
+                    replacing,
+                    reply,
+                } => snapshots.push((snapshot, replacing, reply)),
                 Job::Settings { reply } => {
                     let _ = reply.send(settings(&conn));
                 }
             }
-            if group.len() < MAX_GROUP {
+            if group.len() + snapshots.len() < MAX_GROUP {
                 next = queue.try_recv().ok();
+            }
+        }
+        if !snapshots.is_empty() {
+            // Derived data, in a transaction of its own: a failure here
+            // fails no append.
+            let saved = save_snapshots(&conn, &snapshots);
+            for (_, _, reply) in snapshots.drain(..) {
+                let _ = reply.send(saved.clone());
             }
         }
         if group.is_empty() {
@@ -89,6 +109,35 @@ pub(super) fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, appended: wa
             let _ = reply.send(outcome);
         }
     }
+}
+
+fn save_snapshots(
+    conn: &Connection,
+    snapshots: &[(
+        StoredSnapshot,
+        Option<StreamVersion>,
+        oneshot::Sender<Result<(), StoreError>>,
+    )],
+) -> Result<(), StoreError> {
+    static SQL: LazyLock<String> = LazyLock::new(|| snapshots::SAVE.replace('$', "?"));
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    for (snapshot, replacing, _) in snapshots {
+        tx.prepare_cached(&SQL)
+            .and_then(|mut statement| {
+                statement.execute(rusqlite::params![
+                    snapshot.stream.category.as_str(),
+                    &snapshot.stream.id.as_bytes()[..],
+                    &snapshot.chain.as_uuid().as_bytes()[..],
+                    to_i64(snapshot.stream_version.0),
+                    i32::try_from(snapshot.form_version).unwrap_or(i32::MAX),
+                    &snapshot.state,
+                    replacing.map_or(-1, |version| to_i64(version.0)),
+                ])
+            })
+            .map_err(db_error)?;
+    }
+    tx.commit().map_err(db_error)
 }
 
 fn settings(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
