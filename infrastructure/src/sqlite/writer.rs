@@ -111,14 +111,14 @@ pub(super) fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, appended: wa
     }
 }
 
-fn save_snapshots(
-    conn: &Connection,
-    snapshots: &[(
-        StoredSnapshot,
-        Option<StreamVersion>,
-        oneshot::Sender<Result<(), StoreError>>,
-    )],
-) -> Result<(), StoreError> {
+/// A snapshot job's contents.
+type SnapshotJob = (
+    StoredSnapshot,
+    Option<StreamVersion>,
+    oneshot::Sender<Result<(), StoreError>>,
+);
+
+fn save_snapshots(conn: &Connection, snapshots: &[SnapshotJob]) -> Result<(), StoreError> {
     static SQL: LazyLock<String> = LazyLock::new(|| snapshots::SAVE.replace('$', "?"));
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
         .map_err(db_error)?;
