@@ -5,6 +5,9 @@
 //! cutting live tokens off. Keys are kept in the database, sealed under the
 //! master key (`KeyVault::signing_keys`), so every instance shares them.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::OsRng;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -16,6 +19,7 @@ use ed25519_dalek::SigningKey;
 use jsonwebtoken::{
     decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
 };
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// One Ed25519 key pair as stored: its id, the private key (PKCS#8 DER) and
@@ -59,7 +63,16 @@ pub struct Ed25519Signer {
     published: Vec<PublicKey>,
     issuer: String,
     audience: String,
+    /// Claims of tokens whose signature and claims were checked, by the
+    /// SHA-256 of the token's bytes: a client presents the same token on
+    /// every request, and checking an Ed25519 signature costs more than
+    /// the rest of a small query. Time is still checked on every use; the
+    /// published keys never change for the life of the signer.
+    verified: Mutex<HashMap<[u8; 32], AccessClaims>>,
 }
+
+/// Verified tokens kept at most (then the cache starts over).
+const VERIFIED_KEPT: usize = 65_536;
 
 impl std::fmt::Debug for Ed25519Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +118,32 @@ impl Ed25519Signer {
             published,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            verified: Mutex::default(),
         })
+    }
+
+    /// The token's signature and claims checked (time aside), as
+    /// [`TokenSigner::verify`] does the first time it sees a token.
+    fn check_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let kid = decode_header(token)
+            .map_err(|_| TokenError::Invalid)?
+            .kid
+            .ok_or(TokenError::Invalid)?;
+        let key = self
+            .published
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or(TokenError::Invalid)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // Time is checked by the caller, against its clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        Ok(decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims)
     }
 
     /// Every published public key, as a JWK Set.
@@ -135,25 +173,28 @@ impl TokenSigner for Ed25519Signer {
     }
 
     fn verify(&self, token: &str, now: Timestamp) -> Result<AccessClaims, TokenError> {
-        let kid = decode_header(token)
-            .map_err(|_| TokenError::Invalid)?
-            .kid
-            .ok_or(TokenError::Invalid)?;
-        let key = self
-            .published
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or(TokenError::Invalid)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        // Time is checked below against the caller's clock.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        let claims = decode::<AccessClaims>(token, &key.decoding, &validation)
-            .map_err(|_| TokenError::Invalid)?
-            .claims;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&digest)
+            .cloned();
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = self.check_signature(token)?;
+                let mut verified = self
+                    .verified
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if verified.len() >= VERIFIED_KEPT {
+                    verified.clear();
+                }
+                verified.insert(digest, claims.clone());
+                claims
+            }
+        };
         let seconds = now.0.div_euclid(1_000_000);
         if !(claims.nbf <= seconds && seconds < claims.exp) {
             return Err(TokenError::OutOfTime);
@@ -240,6 +281,47 @@ mod tests {
             parts[1]
         );
         assert_eq!(signer.verify(&none, now), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_by_its_exact_bytes_only() {
+        let signer = Ed25519Signer::generate("custodia", "custodia-api");
+        let token = signer.sign(&claims(1_000)).unwrap();
+        let now = Timestamp(1_000 * 1_000_000);
+        assert_eq!(signer.verify(&token, now).unwrap(), claims(1_000));
+        assert_eq!(signer.verified.lock().unwrap().len(), 1, "remembered");
+        // Remembered or not, any other bytes are checked in full.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let signature = parts[2].clone();
+        parts[1] = B64URL.encode(
+            serde_json::to_vec(&AccessClaims {
+                roles: vec!["owner".into(), "admin".into()],
+                ..claims(1_000)
+            })
+            .unwrap(),
+        );
+        assert_eq!(
+            signer.verify(&parts.join("."), now),
+            Err(TokenError::Invalid)
+        );
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        let forged = format!("{}{}", flipped, &signature[1..]);
+        let original: Vec<&str> = token.split('.').collect();
+        assert_eq!(
+            signer.verify(&format!("{}.{}.{forged}", original[0], original[1]), now),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            signer.verified.lock().unwrap().len(),
+            1,
+            "refusals are not kept"
+        );
+        // The remembered token still answers, and still by the clock.
+        assert_eq!(signer.verify(&token, now).unwrap(), claims(1_000));
+        assert_eq!(
+            signer.verify(&token, Timestamp(1_900 * 1_000_000)),
+            Err(TokenError::OutOfTime)
+        );
     }
 
     #[test]

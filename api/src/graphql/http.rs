@@ -283,7 +283,11 @@ async fn execute(
         };
         let selected =
             super::root_fields::selected(&graphql.query, graphql.operation_name.as_deref());
-        let mut response = state.schema.execute(graphql.data(data)).await;
+        let mut graphql = graphql.data(data);
+        if let Some(parsed) = super::parsed::parsed(&graphql.query) {
+            graphql.set_parsed_query(parsed.document.clone());
+        }
+        let mut response = state.schema.execute(graphql).await;
         super::root_fields::keep_failed(&mut response.data, &response.errors, &selected);
         let written = *written.lock().expect("not poisoned");
         respond(state, response, media, written, reached)
@@ -308,10 +312,12 @@ async fn execute(
 /// Does the document hold a mutation (the one `operationName` picks, if it
 /// names one)? A document that does not parse holds none.
 fn is_mutation(graphql: &async_graphql::Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&graphql.query) else {
+    let Some(parsed) = super::parsed::parsed(&graphql.query) else {
         return false;
     };
-    document.operations.iter().any(|(name, op)| {
+    parsed
+        .document
+        .operations.iter().any(|(name, op)| {
         op.node.ty == OperationType::Mutation
             && match (&graphql.operation_name, name) {
                 (Some(wanted), Some(name)) => wanted == name.as_str(),

@@ -45,8 +45,11 @@ impl Extension for DocumentLimits {
         // Before the executor's own parse: it walks fragment spreads for
         // its depth limit right after parsing, which is already exponential.
         // (A document that does not parse is left to it to report.)
-        if let Ok(document) = async_graphql::parser::parse_query(query) {
-            check(&document).map_err(|limit| ServerError::new(limit, None))?;
+        if let Some(parsed) = super::parsed::parsed(query) {
+            parsed
+                .within_limits
+                .clone()
+                .map_err(|limit| ServerError::new(limit, None))?;
         }
         next.run(ctx, query, variables).await
     }

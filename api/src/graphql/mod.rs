@@ -10,6 +10,7 @@
 mod http;
 pub mod limits;
 mod mutation;
+pub mod parsed;
 mod query;
 mod root_fields;
 mod subscription;

@@ -39,9 +39,10 @@ static NULLABLE: LazyLock<HashSet<String>> = LazyLock::new(|| {
 /// (`operation_name`), also through fragments: each field's response key
 /// and name.
 pub fn selected(query: &str, operation_name: Option<&str>) -> Vec<(String, String)> {
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
+    let Some(parsed) = super::parsed::parsed(query) else {
         return Vec::new();
     };
+    let document = &parsed.document;
     let operation = match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => Some(operation),
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
