@@ -79,9 +79,13 @@ impl InlineReader {
 const BUSY_FOR: Duration = Duration::from_secs(10);
 
 /// Makes a writer connection wait for the write lock in steps of 100 µs,
-/// for at most [`BUSY_FOR`]. (SQLite's own busy timeout sleeps 1, 2, 5, …
-/// up to 100 ms between tries: a lock held for a millisecond by the other
-/// writer on the file costs a waiting commit tens of milliseconds.)
+/// giving up after [`BUSY_FOR`] of such steps (longer on the clock: each
+/// sleep overshoots). SQLite's own busy timeout sleeps 1, 2, 5, … up to
+/// 100 ms between tries: a lock held for a millisecond by the other writer
+/// on the file cost a waiting commit tens of milliseconds (refresh p99 was
+/// about 300 ms). Connections of the sqlx pools keep SQLite's timeout;
+/// they write rarely (leases, idempotency records), and a lock is free
+/// between the writers' groups.
 pub(crate) fn wait_briefly_when_busy(conn: &Connection) -> rusqlite::Result<()> {
     const STEP: Duration = Duration::from_micros(100);
     fn retry(tries: i32) -> bool {

@@ -298,6 +298,9 @@ impl ReadModels for SqlReadModels {
     }
 
     async fn release(&self, name: &str, holder: Uuid) -> Result<(), StoreError> {
+        if let Some((_, writer)) = &self.sqlite {
+            return writer.release(name, holder).await;
+        }
         let sql =
             "UPDATE projection_checkpoints SET lease_until = 0 WHERE name = $1 AND holder = $2";
         on_pool!(exec &self.pools, pool => sqlx::query(sql).bind(name).bind(holder.to_string()).execute(pool))?;

@@ -121,16 +121,21 @@ impl Runner {
         // caught-up follower looks again this often.
         let mut follower = Follower::new(self.store.clone(), from, self.config.batch_size)
             .with_idle_wait(renew_every.min(Duration::from_millis(200)));
+        let mut renewed = tokio::time::Instant::now();
         loop {
-            let Ok(batch) = tokio::time::timeout(renew_every, follower.next_batch()).await else {
+            let batch = tokio::time::timeout(renew_every, follower.next_batch()).await;
+            // Idle, or reading past what every projection has applied (one
+            // halted far behind the others): the leases are renewed here.
+            if batch.is_err() || renewed.elapsed() >= renew_every {
                 let held =
                     acquire_all(&*self.models, &self.projections, self.holder, lease).await?;
                 let cursors: Vec<LogCursor> = members.iter().map(|m| m.cursor).collect();
                 match held {
-                    Some(held) if held == cursors => continue,
+                    Some(held) if held == cursors => renewed = tokio::time::Instant::now(),
                     _ => return Ok(Held::Lost),
                 }
-            };
+            }
+            let Ok(batch) = batch else { continue };
             let events = batch?;
             let to = follower.cursor();
             loop {
@@ -141,7 +146,12 @@ impl Runner {
                     lease,
                 };
                 match batch.apply(&events, to).await {
-                    Ok(()) => break,
+                    Ok(committed) => {
+                        if committed {
+                            renewed = tokio::time::Instant::now();
+                        }
+                        break;
+                    }
                     // One projection cannot read an event it handles: it
                     // stays where it is (and says so), the others go on.
                     Err(Failure::Halted { member, error }) => {
@@ -218,28 +228,10 @@ impl Batch<'_> {
     /// Applies `events` to each running member that has not applied them
     /// yet and moves every checkpoint to `to` (a halted member's stays), in
     /// one transaction: none of it if a lease was lost or a checkpoint moved.
-    async fn apply(&self, events: &[RecordedEvent], to: LogCursor) -> Result<(), Failure> {
+    /// Returns whether it committed: a batch that moves no checkpoint (every
+    /// member is past it, or halted) writes nothing.
+    async fn apply(&self, events: &[RecordedEvent], to: LogCursor) -> Result<bool, Failure> {
         let other = |error: ProjectionError| Failure::Other(error);
-        let mut tx = self.models.begin().await.map_err(|e| other(e.into()))?;
-        for event in events {
-            let at = event.cursor();
-            for (index, member) in self.members.iter().enumerate() {
-                if member.halted || at <= member.cursor {
-                    continue;
-                }
-                if let Err(error) = member.projection.apply(event, &mut *tx).await {
-                    return Err(match error {
-                        ProjectionError::Unreadable { .. } | ProjectionError::Document(_) => {
-                            Failure::Halted {
-                                member: index,
-                                error,
-                            }
-                        }
-                        error => other(error),
-                    });
-                }
-            }
-        }
         let moves: Vec<CheckpointMove> = self
             .members
             .iter()
@@ -253,10 +245,39 @@ impl Batch<'_> {
                 },
             })
             .collect();
+        if moves.iter().all(|m| m.from == m.to) {
+            return Ok(false);
+        }
+        let mut tx = self.models.begin().await.map_err(|e| other(e.into()))?;
+        for event in events {
+            let at = event.cursor();
+            for (index, member) in self.members.iter().enumerate() {
+                if member.halted || at <= member.cursor {
+                    continue;
+                }
+                if let Err(error) = member.projection.apply(event, &mut *tx).await {
+                    return Err(match error {
+                        // A fault of the event or of the member's own rows:
+                        // applying it again fails again.
+                        ProjectionError::Unreadable { .. }
+                        | ProjectionError::Document(_)
+                        | ProjectionError::Store(StoreError::Corrupt { .. }) => Failure::Halted {
+                            member: index,
+                            error,
+                        },
+                        error => other(error),
+                    });
+                }
+            }
+            // Reads of SQLite batches answer without waiting: give the
+            // runtime's other tasks their turn between events.
+            tokio::task::yield_now().await;
+        }
         let until = Timestamp::now().0 + self.lease;
         tx.commit(&moves, self.holder, until)
             .await
-            .map_err(|e| other(e.into()))
+            .map_err(|e| other(e.into()))?;
+        Ok(true)
     }
 }
 
@@ -335,11 +356,17 @@ pub async fn rebuild(
         Ok::<u64, ProjectionError>(applied)
     }
     .await;
-    // Only leases this rebuild holds are released.
+    // Only leases this rebuild holds are released; each is tried, and the
+    // rebuild's own error comes first.
+    let mut released = Ok(());
     for projection in projections {
-        models.release(projection.name(), holder).await?;
+        if let Err(error) = models.release(projection.name(), holder).await {
+            released = released.and(Err(error));
+        }
     }
-    result
+    let applied = result?;
+    released?;
+    Ok(applied)
 }
 
 /// Waits until every projection's checkpoint has reached `cursor`, for at

@@ -315,9 +315,7 @@ fn is_mutation(graphql: &async_graphql::Request) -> bool {
     let Some(parsed) = super::parsed::parsed(&graphql.query) else {
         return false;
     };
-    parsed
-        .document
-        .operations.iter().any(|(name, op)| {
+    parsed.document.operations.iter().any(|(name, op)| {
         op.node.ty == OperationType::Mutation
             && match (&graphql.operation_name, name) {
                 (Some(wanted), Some(name)) => wanted == name.as_str(),

@@ -53,12 +53,7 @@ pub fn selected(query: &str, operation_name: Option<&str>) -> Vec<(String, Strin
     };
     let mut fields = Vec::new();
     if let Some(operation) = operation {
-        collect(
-            document,
-            &operation.node.selection_set.node,
-            &mut fields,
-            0,
-        );
+        collect(document, &operation.node.selection_set.node, &mut fields, 0);
     }
     fields
 }

@@ -28,13 +28,23 @@ use crate::stored::to_i64;
 type Changes = BTreeMap<(&'static str, String), Option<ModelRow>>;
 
 /// What the writer thread commits: a batch's changes and checkpoint moves.
-struct Job {
+struct Batch {
     changes: Changes,
     /// (name, from, to), as `CheckpointMove` but owned.
     moves: Vec<(String, [i64; 2], [i64; 2])>,
     holder: String,
     lease_until: i64,
-    reply: oneshot::Sender<Result<(), CommitError>>,
+}
+
+enum Job {
+    Commit(Batch, oneshot::Sender<Result<(), CommitError>>),
+    /// A lease given up: after every batch queued before it, so a batch
+    /// still queued when its runner stops cannot renew the lease after.
+    Release {
+        name: String,
+        holder: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// The thread that writes read-model batches; it stops when the last
@@ -60,13 +70,48 @@ impl Writer {
             .name("custodia-read-models".into())
             .spawn(move || {
                 while let Ok(job) = queued.recv() {
-                    let answer = write(&mut conn, &job);
-                    let _ = job.reply.send(answer);
+                    match job {
+                        Job::Commit(batch, reply) => {
+                            let _ = reply.send(write(&mut conn, &batch));
+                        }
+                        Job::Release {
+                            name,
+                            holder,
+                            reply,
+                        } => {
+                            let _ = reply.send(release(&conn, &name, &holder));
+                        }
+                    }
                 }
             })
             .map_err(|e| StoreError::unavailable(format!("cannot start a thread: {e}")))?;
         Ok(Self { jobs })
     }
+}
+
+impl Writer {
+    /// Gives up `holder`'s lease of projection `name`, after every batch
+    /// already queued.
+    pub(super) async fn release(&self, name: &str, holder: uuid::Uuid) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Release {
+            name: name.to_owned(),
+            holder: holder.to_string(),
+            reply,
+        };
+        let stopped = || StoreError::unavailable("the read-model writer has stopped".to_owned());
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn release(conn: &Connection, name: &str, holder: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE projection_checkpoints SET lease_until = 0 WHERE name = ?1 AND holder = ?2",
+    )
+    .and_then(|mut statement| statement.execute(params![name, holder]))
+    .map_err(sqlite_error)?;
+    Ok(())
 }
 
 static PUT_SQL: LazyLock<String> = LazyLock::new(|| PUT.replace('$', "?"));
@@ -77,7 +122,7 @@ const MOVE_SQL: &str = "UPDATE projection_checkpoints \
 
 /// Commits one batch: every checkpoint move first (any refused: nothing is
 /// written), then the rows.
-fn write(conn: &mut Connection, job: &Job) -> Result<(), CommitError> {
+fn write(conn: &mut Connection, job: &Batch) -> Result<(), CommitError> {
     let store = |e: rusqlite::Error| CommitError::Store(sqlite_error(e));
     // IMMEDIATE: the write lock at once, so the checks and the writes see
     // one state.
@@ -207,7 +252,10 @@ impl ReadModelTx for BufferedTx {
         // of the first `offset + limit + pending.len()` are changed here.
         let mut wider = query.clone();
         wider.offset = 0;
-        wider.limit = query.offset + query.limit + pending.len();
+        wider.limit = query
+            .offset
+            .saturating_add(query.limit)
+            .saturating_add(pending.len());
         let mut rows: Vec<ModelRow> = self
             .committed(&wider)?
             .into_iter()
@@ -236,7 +284,7 @@ impl ReadModelTx for BufferedTx {
     ) -> Result<(), CommitError> {
         let cursor = |c: custodia_domain::LogCursor| [to_i64(c.transaction), to_i64(c.position)];
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        let batch = Batch {
             changes: self.changes,
             moves: moves
                 .iter()
@@ -244,8 +292,8 @@ impl ReadModelTx for BufferedTx {
                 .collect(),
             holder: holder.to_string(),
             lease_until,
-            reply,
         };
+        let job = Job::Commit(batch, reply);
         let stopped = || {
             CommitError::Store(StoreError::unavailable(
                 "the read-model writer has stopped".to_owned(),
