@@ -26,7 +26,7 @@ PEER_URL='postgres://root@%2Fvar%2Frun%2Fpostgresql/peerbench'
 : > "$OUT"
 
 fresh_pg() { psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" 2>/dev/null; }
-fresh_sqlite() { rm -f "/tmp/$1.db" "/tmp/$1.db-wal" "/tmp/$1.db-shm"; }
+fresh_sqlite() { rm -f "/tmp/$1".db "/tmp/$1".db-wal "/tmp/$1".db-shm "/tmp/$1".keys.db "/tmp/$1".keys.db-wal "/tmp/$1".keys.db-shm; }
 # emit FIGURE VALUE UNIT [P99_MS]
 emit() {
   local line="{\"figure\":\"$1\",\"round\":$r,\"value\":$2,\"unit\":\"$3\""

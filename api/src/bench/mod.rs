@@ -56,6 +56,10 @@ pub struct CommandArgs {
     /// Users each caller registers (then updates once each).
     #[arg(long, default_value_t = 200)]
     users: usize,
+    /// Run every projection meanwhile, as a server does, and report their
+    /// lag: the age of the oldest event not yet applied, sampled every 5 ms.
+    #[arg(long)]
+    projections: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -232,6 +236,10 @@ async fn verify_store(store: &dyn EventStore) -> Result<ExitCode, String> {
 }
 
 pub(crate) fn percentiles(label: &str, mut samples: Vec<Duration>) {
+    if samples.is_empty() {
+        println!("{label}: no samples");
+        return;
+    }
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     println!(
@@ -279,8 +287,9 @@ pub(crate) async fn ports(
     let store = open_event_store(url, OpenMode::Migrate, connections)
         .await
         .map_err(|e| e.to_string())?;
+    // The key store where the server keeps it (on SQLite, a file of its own).
     let vault = custodia_infrastructure::KeyVault::connect(
-        url,
+        &custodia_infrastructure::default_keys_url(url),
         custodia_infrastructure::MasterKey::generate(),
     )
     .await
@@ -353,6 +362,10 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
     let ports = ports(url, args.writers as u32 + 2, Argon2Cost::PRODUCTION).await?;
     let caller = operator;
     let tenant = tenant(&ports, "owner@bench.example", None).await?;
+    let projections = match args.projections {
+        true => Some(RunningProjections::start(url, &ports.store).await?),
+        false => None,
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for writer in 0..args.writers {
@@ -407,5 +420,117 @@ async fn commands(url: &str, args: CommandArgs) -> Result<ExitCode, String> {
         latencies.len() as f64 / elapsed
     );
     percentiles("command latency", latencies);
+    if let Some(projections) = projections {
+        projections.finish().await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every projection run by one runner, as a server runs them, and their lag
+/// sampled meanwhile.
+struct RunningProjections {
+    store: Arc<dyn EventStore>,
+    models: Arc<dyn custodia_application::ReadModels>,
+    stop: tokio::sync::watch::Sender<bool>,
+    runner: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<Result<Vec<Duration>, String>>,
+}
+
+/// The age of the oldest event some projection has not applied (zero when
+/// all are caught up).
+async fn lag(
+    store: &dyn EventStore,
+    models: &dyn custodia_application::ReadModels,
+    names: &[&str],
+) -> Result<Duration, String> {
+    let checkpoints = models.checkpoints().await.map_err(|e| e.to_string())?;
+    let oldest = names
+        .iter()
+        .map(|name| {
+            checkpoints
+                .iter()
+                .find(|c| c.name == *name)
+                .map_or(custodia_domain::LogCursor::START, |c| c.cursor)
+        })
+        .min()
+        .unwrap_or_default();
+    let next = store.read_all(oldest, 1).await.map_err(|e| e.to_string())?;
+    let now = custodia_domain::Timestamp::now().0;
+    Ok(next.first().map_or(Duration::ZERO, |event| {
+        Duration::from_micros(u64::try_from(now - event.recorded_at.0).unwrap_or(0))
+    }))
+}
+
+impl RunningProjections {
+    async fn start(url: &str, store: &Arc<dyn EventStore>) -> Result<Self, String> {
+        let models: Arc<dyn custodia_application::ReadModels> = Arc::new(
+            custodia_infrastructure::SqlReadModels::connect(url)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let runner = custodia_projections::Runner {
+            projections: custodia_projections::all(),
+            store: store.clone(),
+            models: models.clone(),
+            holder: Uuid::now_v7(),
+            config: custodia_projections::RunnerConfig::default(),
+            commits: tokio::sync::watch::Sender::new(0),
+        };
+        let runner = tokio::spawn(runner.run(stopped.clone()));
+        let sampler = {
+            let (store, models) = (store.clone(), models.clone());
+            let mut stopped = stopped;
+            tokio::spawn(async move {
+                let all = custodia_projections::all();
+                let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
+                let mut samples = Vec::new();
+                while !*stopped.borrow_and_update() {
+                    samples.push(lag(&*store, &*models, &names).await?);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        _ = stopped.changed() => {}
+                    }
+                }
+                Ok(samples)
+            })
+        };
+        Ok(Self {
+            store: store.clone(),
+            models,
+            stop,
+            runner,
+            sampler,
+        })
+    }
+
+    /// Prints the lag sampled while the commands ran and how long the
+    /// projections took to catch up after the last one; stops them.
+    async fn finish(self) -> Result<(), String> {
+        let ended = Instant::now();
+        let all = custodia_projections::all();
+        let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
+        while lag(&*self.store, &*self.models, &names).await? > Duration::ZERO {
+            if ended.elapsed() > Duration::from_secs(60) {
+                return Err("the projections did not catch up within 60 s".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let caught_up = ended.elapsed();
+        let _ = self.stop.send(true);
+        let samples = self.sampler.await.map_err(|e| e.to_string())??;
+        let _ = self.runner.await;
+        percentiles(
+            &format!(
+                "projection lag while the commands ran ({} samples, every 5 ms)",
+                samples.len()
+            ),
+            samples,
+        );
+        println!(
+            "all {} projections caught up {caught_up:?} after the last command",
+            names.len()
+        );
+        Ok(())
+    }
 }
