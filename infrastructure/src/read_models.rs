@@ -3,8 +3,7 @@
 
 use async_trait::async_trait;
 use custodia_application::{
-    Checkpoint, CheckpointMove, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery,
-    StoreError,
+    Checkpoint, CommitError, ModelRow, ReadModelTx, ReadModels, RowQuery, StoreError,
 };
 use custodia_domain::LogCursor;
 use sqlx::sqlite::SqliteSynchronous;
@@ -41,8 +40,6 @@ pub struct SqlReadModels {
     /// thread (`read_models/buffered.rs`).
     sqlite: Option<(Arc<InlineReader>, Arc<buffered::Writer>)>,
 }
-
-mod buffered;
 
 /// [`on_pool!`], inside an open transaction.
 macro_rules! on_tx {
@@ -132,23 +129,6 @@ const PUT: &str = "INSERT INTO read_models \
     ON CONFLICT (model, id) DO UPDATE SET tenant_id = excluded.tenant_id, \
     parent_id = excluded.parent_id, kind = excluded.kind, actor_id = excluded.actor_id, \
     lookup = excluded.lookup, at = excluded.at, seq = excluded.seq, doc = excluded.doc";
-
-/// Binds a row's values to [`PUT`].
-macro_rules! bind_row {
-    ($row:expr) => {
-        sqlx::query(PUT)
-            .bind($row.model)
-            .bind(&$row.id)
-            .bind($row.tenant.map(|u| u.to_string()))
-            .bind($row.parent.map(|u| u.to_string()))
-            .bind(&$row.kind)
-            .bind($row.actor.map(|u| u.to_string()))
-            .bind(&$row.lookup)
-            .bind($row.at)
-            .bind($row.seq)
-            .bind($row.doc.to_string())
-    };
-}
 
 /// The list query for `query`, with its parameters in order.
 fn list_sql(query: &RowQuery) -> (String, Vec<Param>) {
@@ -269,14 +249,19 @@ macro_rules! bind_params {
 #[async_trait]
 impl ReadModels for SqlReadModels {
     async fn begin(&self) -> Result<Box<dyn ReadModelTx>, StoreError> {
-        if let Some((inline, writer)) = &self.sqlite {
-            return Ok(Box::new(buffered::BufferedTx {
+        let committed = match (&self.sqlite, &self.pools) {
+            (Some((inline, writer)), _) => buffered::Committed::Sqlite {
                 inline: inline.clone(),
                 writer: writer.clone(),
-                changes: Default::default(),
-            }));
-        }
-        Ok(Box::new(self.begin_tx().await?))
+            },
+            (None, Pools::Postgres(pool)) => buffered::Committed::Postgres(pool.clone()),
+            (None, Pools::Sqlite(_)) => {
+                return Err(StoreError::unavailable(
+                    "the SQLite read-model writer is not running".to_owned(),
+                ))
+            }
+        };
+        Ok(Box::new(buffered::BufferedTx::new(committed)))
     }
 
     async fn acquire(
@@ -423,52 +408,4 @@ impl Tx {
     }
 }
 
-#[async_trait]
-impl ReadModelTx for Tx {
-    async fn get(&mut self, model: &'static str, id: &str) -> Result<Option<ModelRow>, StoreError> {
-        let row: Option<RawRow> = on_tx!(self, conn => sqlx::query_as(GET).bind(model).bind(id).fetch_optional(&mut **conn))?;
-        row.map(|raw| decode(model, raw)).transpose()
-    }
-
-    async fn put(&mut self, row: &ModelRow) -> Result<(), StoreError> {
-        on_tx!(exec self, conn => bind_row!(row).execute(&mut **conn))?;
-        Ok(())
-    }
-
-    async fn delete(&mut self, model: &'static str, id: &str) -> Result<(), StoreError> {
-        let sql = "DELETE FROM read_models WHERE model = $1 AND id = $2";
-        on_tx!(exec self, conn => sqlx::query(sql).bind(model).bind(id).execute(&mut **conn))?;
-        Ok(())
-    }
-
-    async fn list(&mut self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
-        let (sql, params) = list_sql(query);
-        let rows = on_tx!(self, conn => bind_params!(&sql, params).fetch_all(&mut **conn))?;
-        decode_all(query.model, rows)
-    }
-
-    async fn commit(
-        mut self: Box<Self>,
-        moves: &[CheckpointMove<'_>],
-        holder: Uuid,
-        lease_until: i64,
-    ) -> Result<(), CommitError> {
-        let sql = "UPDATE projection_checkpoints \
-                   SET transaction_id = $1, position = $2, lease_until = $3 \
-                   WHERE name = $4 AND holder = $5 AND transaction_id = $6 AND position = $7";
-        let holder = holder.to_string();
-        for CheckpointMove { name, from, to } in moves {
-            let done = on_tx!(exec &mut *self, conn => sqlx::query(sql)
-                .bind(to_i64(to.transaction)).bind(to_i64(to.position)).bind(lease_until)
-                .bind(*name).bind(&holder)
-                .bind(to_i64(from.transaction)).bind(to_i64(from.position))
-                .execute(&mut **conn))?;
-            if done != 1 {
-                // Dropped uncommitted: nothing of the batch stays.
-                return Err(CommitError::LeaseLost);
-            }
-        }
-        self.commit_now().await?;
-        Ok(())
-    }
-}
+mod buffered;

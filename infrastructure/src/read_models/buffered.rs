@@ -1,8 +1,10 @@
-//! SQLite read-model transactions without a thread hop per statement
-//! (issue 14). A projection batch reads on the caller's thread: the
-//! committed rows, with the batch's own changes over them. Its changes are
-//! kept in memory and written at commit, in one job on the read-model
-//! writer thread, with the checkpoint moves checked first.
+//! Read-model transactions that write once, at commit (issue 14). A
+//! projection batch reads the committed rows, with the batch's own changes
+//! over them; its changes are kept in memory and written at commit with the
+//! checkpoint moves checked first: on SQLite in one job on the read-model
+//! writer thread (reads on the caller's thread, no hop per statement), on
+//! PostgreSQL in one transaction of at most three statements (not one
+//! round trip per row).
 //!
 //! Reading committed rows outside a write transaction is safe because only
 //! the holder of a projection's lease writes its rows, and the commit
@@ -20,9 +22,11 @@ use custodia_application::{
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{decode, list_sql, read_rows, Param, GET, PUT};
+use sqlx::PgPool;
+
+use super::{decode, list_sql, read_rows, Param, RawRow, GET, PUT};
 use crate::inline_reader::{sqlite_error, wait_briefly_when_busy, InlineReader};
-use crate::stored::to_i64;
+use crate::stored::{store_error, to_i64};
 
 /// A row's change in a batch: `None` deletes it.
 type Changes = BTreeMap<(&'static str, String), Option<ModelRow>>;
@@ -176,17 +180,40 @@ fn write(conn: &mut Connection, job: &Batch) -> Result<(), CommitError> {
     tx.commit().map_err(store)
 }
 
-/// A batch's transaction on SQLite.
+/// Where a batch reads committed rows and writes its changes.
+pub(super) enum Committed {
+    Sqlite {
+        inline: Arc<InlineReader>,
+        writer: Arc<Writer>,
+    },
+    Postgres(PgPool),
+}
+
+/// A projection batch's transaction.
 pub(super) struct BufferedTx {
-    pub(super) inline: Arc<InlineReader>,
-    pub(super) writer: Arc<Writer>,
-    pub(super) changes: Changes,
+    committed: Committed,
+    changes: Changes,
 }
 
 impl BufferedTx {
-    fn committed(&self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
+    pub(super) fn new(committed: Committed) -> Self {
+        Self {
+            committed,
+            changes: Changes::new(),
+        }
+    }
+
+    async fn committed(&self, query: &RowQuery) -> Result<Vec<ModelRow>, StoreError> {
         let (sql, params) = list_sql(query);
-        let rows = self.inline.read(|conn| read_rows(conn, &sql, &params))?;
+        let rows: Vec<RawRow> = match &self.committed {
+            Committed::Sqlite { inline, .. } => {
+                inline.read(|conn| read_rows(conn, &sql, &params))?
+            }
+            Committed::Postgres(pool) => bind_params!(&sql, params)
+                .fetch_all(pool)
+                .await
+                .map_err(store_error)?,
+        };
         rows.into_iter()
             .map(|raw| decode(query.model, raw))
             .collect()
@@ -221,9 +248,19 @@ impl ReadModelTx for BufferedTx {
         if let Some(change) = self.changes.get(&(model, id.to_owned())) {
             return Ok(change.clone());
         }
-        let params = [Param::Text(model.to_owned()), Param::Text(id.to_owned())];
-        let mut rows = self.inline.read(|conn| read_rows(conn, GET, &params))?;
-        rows.pop().map(|raw| decode(model, raw)).transpose()
+        let row: Option<RawRow> = match &self.committed {
+            Committed::Sqlite { inline, .. } => {
+                let params = [Param::Text(model.to_owned()), Param::Text(id.to_owned())];
+                inline.read(|conn| read_rows(conn, GET, &params))?.pop()
+            }
+            Committed::Postgres(pool) => sqlx::query_as(GET)
+                .bind(model)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(store_error)?,
+        };
+        row.map(|raw| decode(model, raw)).transpose()
     }
 
     async fn put(&mut self, row: &ModelRow) -> Result<(), StoreError> {
@@ -246,7 +283,7 @@ impl ReadModelTx for BufferedTx {
             .map(|((_, id), change)| (id, change))
             .collect();
         if pending.is_empty() {
-            return self.committed(query);
+            return self.committed(query).await;
         }
         // The committed rows the answer can hold: at most `pending.len()`
         // of the first `offset + limit + pending.len()` are changed here.
@@ -257,7 +294,8 @@ impl ReadModelTx for BufferedTx {
             .saturating_add(query.limit)
             .saturating_add(pending.len());
         let mut rows: Vec<ModelRow> = self
-            .committed(&wider)?
+            .committed(&wider)
+            .await?
             .into_iter()
             .filter(|row| !self.changes.contains_key(&(model, row.id.clone())))
             .collect();
@@ -293,13 +331,108 @@ impl ReadModelTx for BufferedTx {
             holder: holder.to_string(),
             lease_until,
         };
-        let job = Job::Commit(batch, reply);
+        let writer = match &self.committed {
+            Committed::Sqlite { writer, .. } => writer,
+            Committed::Postgres(pool) => return write_postgres(pool, &batch).await,
+        };
         let stopped = || {
             CommitError::Store(StoreError::unavailable(
                 "the read-model writer has stopped".to_owned(),
             ))
         };
-        self.writer.jobs.send(job).map_err(|_| stopped())?;
+        writer
+            .jobs
+            .send(Job::Commit(batch, reply))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// Commits one batch on PostgreSQL: every checkpoint move in one statement
+/// (any refused: nothing is written), then every row written and every row
+/// deleted, one statement each.
+async fn write_postgres(pool: &PgPool, batch: &Batch) -> Result<(), CommitError> {
+    let store = |e: sqlx::Error| CommitError::Store(store_error(e));
+    let mut tx = pool.begin().await.map_err(store)?;
+    let moves = &batch.moves;
+    let names: Vec<&str> = moves.iter().map(|(name, _, _)| name.as_str()).collect();
+    let moved = sqlx::query(
+        "UPDATE projection_checkpoints AS p \
+         SET transaction_id = m.to_t, position = m.to_p, lease_until = $6 \
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+           AS m(name, from_t, from_p, to_t, to_p) \
+         WHERE p.name = m.name AND p.holder = $7 \
+           AND p.transaction_id = m.from_t AND p.position = m.from_p",
+    )
+    .bind(&names)
+    .bind(moves.iter().map(|m| m.1[0]).collect::<Vec<_>>())
+    .bind(moves.iter().map(|m| m.1[1]).collect::<Vec<_>>())
+    .bind(moves.iter().map(|m| m.2[0]).collect::<Vec<_>>())
+    .bind(moves.iter().map(|m| m.2[1]).collect::<Vec<_>>())
+    .bind(batch.lease_until)
+    .bind(&batch.holder)
+    .execute(&mut *tx)
+    .await
+    .map_err(store)?
+    .rows_affected();
+    if moved != moves.len() as u64 {
+        // Dropped uncommitted: nothing of the batch stays.
+        return Err(CommitError::LeaseLost);
+    }
+    let rows: Vec<&ModelRow> = batch.changes.values().flatten().collect();
+    if !rows.is_empty() {
+        let uuid = |value: Option<uuid::Uuid>| value.map(|u| u.to_string());
+        sqlx::query(
+            "INSERT INTO read_models \
+             (model, id, tenant_id, parent_id, kind, actor_id, lookup, at, seq, doc) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+               $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[]) \
+             ON CONFLICT (model, id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+             parent_id = excluded.parent_id, kind = excluded.kind, actor_id = excluded.actor_id, \
+             lookup = excluded.lookup, at = excluded.at, seq = excluded.seq, doc = excluded.doc",
+        )
+        .bind(rows.iter().map(|row| row.model).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| uuid(row.tenant)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| uuid(row.parent)).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|row| row.kind.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|row| uuid(row.actor)).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|row| row.lookup.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|row| row.at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.seq).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|row| row.doc.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(store)?;
+    }
+    let (models, ids): (Vec<&str>, Vec<&str>) = batch
+        .changes
+        .iter()
+        .filter(|(_, change)| change.is_none())
+        .map(|((model, id), _)| (*model, id.as_str()))
+        .unzip();
+    if !models.is_empty() {
+        sqlx::query(
+            "DELETE FROM read_models WHERE (model, id) IN \
+             (SELECT * FROM unnest($1::text[], $2::text[]))",
+        )
+        .bind(&models)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(store)?;
+    }
+    tx.commit().await.map_err(store)
 }
