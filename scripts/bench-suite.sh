@@ -73,6 +73,20 @@ for r in $(seq "$ROUNDS"); do
   fresh_pg custodia_suite_commands
   out=$($C --database-url "$PG/custodia_suite_commands" bench commands --writers 8 --users 100 2>&1)
   emit pg_commands "$(echo "$out" | rate commands)" commands/s "$(echo "$out" | p99)"
+  # With every projection running as a server runs them: commands, the
+  # projections' lag meanwhile, then a rebuild of all of them from zero.
+  for db in sqlite pg; do
+    if [ "$db" = sqlite ]; then
+      fresh_sqlite custodia_suite_projections; url=sqlite:///tmp/custodia_suite_projections.db
+    else
+      fresh_pg custodia_suite_projections; url=$PG/custodia_suite_projections
+    fi
+    out=$($C --database-url "$url" bench commands --writers 8 --users 300 --projections 2>&1)
+    emit "${db}_commands_with_projections" "$(echo "$out" | rate commands)" commands/s "$(echo "$out" | p99)"
+    emit "${db}_projection_lag_p99" "$(echo "$out" | grep '^projection lag' | p99)" ms
+    out=$($C --database-url "$url" projections rebuild 2>&1)
+    emit "${db}_projection_rebuild" "$(echo "$out" | grep -o '([0-9]* events/s)' | tr -dc 0-9)" events/s
+  done
   # Over HTTP with wrk: a server on each backend, each figure for 5 s.
   for db in "sqlite" "$PG/custodia_suite_http"; do
     rm -f /tmp/custodia-suite-http.jsonl
@@ -86,8 +100,9 @@ for r in $(seq "$ROUNDS"); do
 done
 out=$($C bench passwords --count 20 2>&1)
 r=1 emit argon2id_verify_p50_ms "$(echo "$out" | grep '^verify' | grep -o 'p50 [0-9.]*ms' | awk '{print $2}' | tr -d ms)" ms
-fresh_pg custodia_suite; fresh_pg custodia_suite_commands
+fresh_pg custodia_suite; fresh_pg custodia_suite_commands; fresh_pg custodia_suite_projections
 fresh_sqlite custodia_suite; fresh_sqlite custodia_suite_verify; fresh_sqlite custodia_suite_commands
+fresh_sqlite custodia_suite_projections
 
 echo
 python3 - "$OUT" <<'PY'
@@ -103,5 +118,3 @@ for name, fs in rows.items():
     p99 = [f["p99_ms"] for f in fs if "p99_ms" in f]
     print(f"| {name} | {fs[0]['unit']} | {min(values):,.0f} | {max(values):,.0f} | {max(p99) if p99 else '—'} |")
 PY
-echo
-echo "Not measured by this suite yet (issue 14): projection rebuild from zero and projection lag under write load."
