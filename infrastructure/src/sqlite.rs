@@ -135,6 +135,27 @@ impl SqliteEventStore {
         outcome.await.map_err(|_| stopped())?
     }
 
+    /// The events a select of [`EVENT_COLUMNS`] finds, read on the
+    /// caller's thread.
+    fn read_events(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inline
+            .read(|conn| {
+                let mut statement = conn.prepare_cached(sql)?;
+                let mut rows = statement.query(params)?;
+                let mut events = Vec::new();
+                while let Some(row) = rows.next()? {
+                    events.push(decode_event(row));
+                }
+                Ok(events)
+            })?
+            .into_iter()
+            .collect()
+    }
+
     async fn fetch_events<'q>(
         &self,
         query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
@@ -171,23 +192,15 @@ impl EventStore for SqliteEventStore {
                  AND stream_version > ? ORDER BY stream_version LIMIT ?"
             )
         });
-        self.inline
-            .read(|conn| {
-                let mut statement = conn.prepare_cached(&SQL)?;
-                let mut rows = statement.query(rusqlite::params![
-                    stream.category.as_str(),
-                    &stream.id.as_bytes()[..],
-                    to_i64(after.0),
-                    limit as i64,
-                ])?;
-                let mut events = Vec::new();
-                while let Some(row) = rows.next()? {
-                    events.push(decode_event(row));
-                }
-                Ok(events)
-            })?
-            .into_iter()
-            .collect()
+        self.read_events(
+            &SQL,
+            rusqlite::params![
+                stream.category.as_str(),
+                &stream.id.as_bytes()[..],
+                to_i64(after.0),
+                limit as i64,
+            ],
+        )
     }
 
     async fn read_all(
@@ -202,19 +215,10 @@ impl EventStore for SqliteEventStore {
                 "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
             )
         });
-        self.inline
-            .read(|conn| {
-                let mut statement = conn.prepare_cached(&SQL)?;
-                let mut rows =
-                    statement.query(rusqlite::params![to_i64(after.position), limit as i64])?;
-                let mut events = Vec::new();
-                while let Some(row) = rows.next()? {
-                    events.push(decode_event(row));
-                }
-                Ok(events)
-            })?
-            .into_iter()
-            .collect()
+        self.read_events(
+            &SQL,
+            rusqlite::params![to_i64(after.position), limit as i64],
+        )
     }
 
     async fn read_chain(

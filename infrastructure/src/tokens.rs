@@ -228,6 +228,20 @@ mod tests {
         }
     }
 
+    /// `token` with its payload replaced by one that adds the admin role
+    /// (its signature kept).
+    fn with_admin_role(token: &str) -> String {
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = B64URL.encode(
+            serde_json::to_vec(&AccessClaims {
+                roles: vec!["owner".into(), "admin".into()],
+                ..claims(1_000)
+            })
+            .unwrap(),
+        );
+        parts.join(".")
+    }
+
     #[test]
     fn signed_tokens_verify_within_their_lifetime_only() {
         let signer = Ed25519Signer::generate("custodia", "custodia-api");
@@ -262,23 +276,13 @@ mod tests {
                 .verify(&signer.sign(&claims(1_000)).unwrap(), now),
             Err(TokenError::Invalid)
         );
-        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1] = B64URL.encode(
-            serde_json::to_vec(&AccessClaims {
-                roles: vec!["owner".into(), "admin".into()],
-                ..claims(1_000)
-            })
-            .unwrap(),
-        );
-        assert_eq!(
-            signer.verify(&parts.join("."), now),
-            Err(TokenError::Invalid)
-        );
+        let raised = with_admin_role(&token);
+        assert_eq!(signer.verify(&raised, now), Err(TokenError::Invalid));
         // "alg: none" is not accepted.
+        let payload = raised.split('.').nth(1).unwrap();
         let none = format!(
-            "{}.{}.",
-            B64URL.encode(br#"{"alg":"none","typ":"JWT"}"#),
-            parts[1]
+            "{}.{payload}.",
+            B64URL.encode(br#"{"alg":"none","typ":"JWT"}"#)
         );
         assert_eq!(signer.verify(&none, now), Err(TokenError::Invalid));
     }
@@ -291,19 +295,11 @@ mod tests {
         assert_eq!(signer.verify(&token, now).unwrap(), claims(1_000));
         assert_eq!(signer.verified.lock().unwrap().len(), 1, "remembered");
         // Remembered or not, any other bytes are checked in full.
-        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        let signature = parts[2].clone();
-        parts[1] = B64URL.encode(
-            serde_json::to_vec(&AccessClaims {
-                roles: vec!["owner".into(), "admin".into()],
-                ..claims(1_000)
-            })
-            .unwrap(),
-        );
         assert_eq!(
-            signer.verify(&parts.join("."), now),
+            signer.verify(&with_admin_role(&token), now),
             Err(TokenError::Invalid)
         );
+        let signature = token.split('.').nth(2).unwrap();
         let flipped = if signature.starts_with('A') { "B" } else { "A" };
         let forged = format!("{}{}", flipped, &signature[1..]);
         let original: Vec<&str> = token.split('.').collect();

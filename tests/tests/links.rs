@@ -38,10 +38,19 @@ const MINUTE: i64 = 60_000_000;
 async fn messages(ports: &Ports, user: Uuid, kind: MessageKind) -> Vec<(Uuid, MessageEvent)> {
     let mut found = Vec::new();
     let mut after = custodia_domain::LogCursor::START;
+    // Everything committed before the call: on PostgreSQL the log is read
+    // below the oldest transaction still running, so the newest commits
+    // may show a moment later.
+    let head = ports.store.head().await.unwrap();
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let page = ports.store.read_all(after, 1000).await.unwrap();
         let Some(last) = page.last() else {
-            return found;
+            if after >= head || std::time::Instant::now() > patience {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
         };
         after = last.cursor();
         for event in page {

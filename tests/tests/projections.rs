@@ -175,14 +175,7 @@ async fn rebuild_ends_where_the_live_projection_did(db: TestDatabase) {
         3,
         "users 0, 2 and 4 were invited"
     );
-    let events: u64 = ports
-        .store
-        .chains()
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.events)
-        .sum();
+    let events = events_in_log(&ports).await;
     assert_eq!(
         before.iter().filter(|r| r.model == "audit_event").count() as u64,
         events,
@@ -265,6 +258,12 @@ impl Projection for Counter {
         tx.put(&row).await?;
         Ok(())
     }
+}
+
+/// How many events the whole log holds.
+async fn events_in_log(ports: &Ports) -> u64 {
+    let chains = ports.store.chains().await.unwrap();
+    chains.iter().map(|c| c.events).sum()
 }
 
 async fn append_some(ports: &Ports, n: usize) -> LogCursor {
@@ -643,14 +642,7 @@ async fn a_projection_that_cannot_read_an_event_halts_alone(db: TestDatabase) {
     let broken = ports.store.append(unreadable(tenant)).await.unwrap().cursor;
     let last = append_some(&ports, 10).await;
     caught_up(&models, &["test_counter"], last).await;
-    let events: u64 = ports
-        .store
-        .chains()
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.events)
-        .sum();
+    let events = events_in_log(&ports).await;
     assert_eq!(
         count(&models).await,
         events,
